@@ -1,0 +1,46 @@
+# Thin aliases over the scripts; see README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: up test install lint typecheck format stack-up stack-down stack-status reliability clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(PY) -m shared.cli up
+
+test: install
+	bash ops/test.sh
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+stack-up: install
+	$(PY) -m ops.stack_cli up
+
+stack-down: install
+	$(PY) -m ops.stack_cli down
+
+stack-status: install
+	$(PY) -m ops.stack_cli status
+
+reliability: install
+	$(PY) -m ops.reliability_report
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports

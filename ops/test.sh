@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's test command (`make test`) runs this: lint, type-check, start the local stack, run every test.
+# The stack is stopped again at the end when this script was the one that started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+echo "== lint (ruff) and types (mypy)"
+$PY -m ruff check .
+$PY -m ruff format --check .
+$PY -m mypy
+
+started_here=0
+if ! $PY -m ops.stack_cli status >/dev/null 2>&1; then
+  started_here=1
+fi
+stop_stack() {
+  if [ "$started_here" = 1 ] && [ "${AETHER_KEEP_STACK:-0}" != 1 ]; then
+    $PY -m ops.stack_cli down || true
+  fi
+}
+trap stop_stack EXIT
+
+echo "== local stack (PostgreSQL, Redis, Apache Kafka)"
+$PY -m ops.stack_cli up
+eval "$($PY -m ops.stack_cli env)"
+
+echo "== tests"
+$PY -m pytest "$@"

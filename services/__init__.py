@@ -1,0 +1,1 @@
+"""Aether services: one FastAPI app and one schema each."""

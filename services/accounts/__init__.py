@@ -1,0 +1,1 @@
+"""Accounts service: trading accounts, users, roles, grants and encrypted exchange keys."""

@@ -1,0 +1,5 @@
+"""Every SQL statement of the accounts service (schema `accounts`)."""
+
+from __future__ import annotations
+
+SCHEMA = "accounts"

@@ -1,0 +1,1 @@
+"""Analytics service: market-data features and model outputs."""

@@ -1,0 +1,22 @@
+"""Composition root of the analytics service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.analytics import api, consumers
+from services.analytics.config import AnalyticsSettings, get_settings
+from shared.app_factory import ServiceSpec, build_service_app
+
+SPEC = ServiceSpec(
+    name="analytics",
+    title="Aether Analytics",
+    description="Market-data features and model outputs.",
+    routers=[api.router],
+    workers=consumers.WORKERS,
+)
+
+
+def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
+    """Build the analytics app; settings default to the environment."""
+    return build_service_app(SPEC, settings or get_settings())

@@ -1,0 +1,1 @@
+"""Backtest service: backtests on the same simulated broker that paper trading uses."""

@@ -1,0 +1,22 @@
+"""Composition root of the backtest service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.backtest import api, consumers
+from services.backtest.config import BacktestSettings, get_settings
+from shared.app_factory import ServiceSpec, build_service_app
+
+SPEC = ServiceSpec(
+    name="backtest",
+    title="Aether Backtest",
+    description="Backtests on the same simulated broker that paper trading uses.",
+    routers=[api.router],
+    workers=consumers.WORKERS,
+)
+
+
+def create_app(settings: BacktestSettings | None = None) -> FastAPI:
+    """Build the backtest app; settings default to the environment."""
+    return build_service_app(SPEC, settings or get_settings())

@@ -1,0 +1,1 @@
+"""Hedge service: volatility- and drawdown-driven de-risking, operator overrides, kill-switch recommendations."""

@@ -1,0 +1,1 @@
+"""Risk service: pre-trade limits, trading state (kill switch, safe mode) and exit brackets."""

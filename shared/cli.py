@@ -1,0 +1,104 @@
+"""The `aether` command line: stack, migrations, services, audit and auth."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ops.stack_cli import app as stack_app
+from shared.audit.cli import app as audit_app
+from shared.auth.cli import app as auth_app
+from shared.config import AetherSettings, ConfigurationError, load_settings
+
+SERVICE_PORTS = {
+    "oms": 8001,
+    "risk": 8002,
+    "hedge": 8003,
+    "accounts": 8004,
+    "hitl": 8005,
+    "reports": 8006,
+    "analytics": 8007,
+    "backtest": 8008,
+}
+
+console = Console(stderr=True)
+app = typer.Typer(help="Aether trading platform", no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache Kafka under .aether/")
+app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
+app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _settings() -> AetherSettings:
+    try:
+        return load_settings(AetherSettings)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply the database migrations (every schema, one Alembic tree)."""
+    from shared.db.migrate import upgrade
+
+    settings = _settings()
+    with console.status("applying migrations"):
+        try:
+            upgrade(settings.database_url.get_secret_value(), revision)
+        except Exception as exc:  # noqa: BLE001 - reported as one line, the exit code tells the caller
+            raise _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    console.print(f"migrations applied up to [bold]{revision}[/bold]")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="one of: " + ", ".join(SERVICE_PORTS))],
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="listen port (default: the service's own)")] = None,
+) -> None:
+    """Run one service in the foreground."""
+    import uvicorn
+
+    if service not in SERVICE_PORTS:
+        raise _fail(f"unknown service {service!r}; expected one of {', '.join(SERVICE_PORTS)}")
+    module = importlib.import_module(f"services.{service}.app")
+    try:
+        fastapi_app = module.create_app()
+    except ConfigurationError as exc:
+        raise _fail(f"configuration: {exc}") from None
+    config = uvicorn.Config(
+        fastapi_app,
+        host=host,
+        port=port or SERVICE_PORTS[service],
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def up(
+    services: Annotated[list[str] | None, typer.Option("--service", help="only these services (repeatable)")] = None,
+) -> None:
+    """Start the stack, migrate, and run every service as its own process (Ctrl-C stops all)."""
+    from shared.runner import run_platform
+
+    selected = services or list(SERVICE_PORTS)
+    unknown = sorted(set(selected) - set(SERVICE_PORTS))
+    if unknown:
+        raise _fail(f"unknown service(s): {', '.join(unknown)}")
+    sys.exit(run_platform({name: SERVICE_PORTS[name] for name in selected}, os.environ.copy()))
+
+
+if __name__ == "__main__":
+    app()

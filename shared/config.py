@@ -1,0 +1,175 @@
+"""Settings shared by every Aether process: pydantic-settings, `AETHER_` prefix, `*_FILE` secrets."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+ENV_PREFIX = "AETHER_"
+
+# Substrings that mark a value as a development placeholder; production refuses them.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "insecure", "dev-only")
+DEV_DATABASE_URL = "postgresql+psycopg://aether:aether@127.0.0.1:54329/aether"
+DEV_REDIS_URL = "redis://127.0.0.1:63799/0"
+DEV_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class KeyProvider(StrEnum):
+    LOCAL = "local"
+    KMS = "kms"
+
+
+class ConfigurationError(Exception):
+    """Bad configuration; the message is one line that names the setting."""
+
+
+def env_name(field_name: str) -> str:
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """Reads `AETHER_<NAME>_FILE` (a path) as the value of setting `<name>`, as Docker and Kubernetes mount secrets."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        file_var = f"{env_name(field_name)}_FILE"
+        path = os.environ.get(file_var)
+        if path is None:
+            return None, field_name, False
+        if env_name(field_name) in os.environ:
+            raise SettingsError(f"{env_name(field_name)}: set either it or {file_var}, not both")
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SettingsError(f"{file_var}: cannot read {path}: {exc.strerror}") from exc
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+class AetherSettings(BaseSettings):
+    """Connection and security settings every service and job shares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    env: Environment = Environment.DEVELOPMENT
+    service_name: str = "aether"
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_json: bool = True
+
+    database_url: SecretStr = SecretStr(DEV_DATABASE_URL)
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: SecretStr = SecretStr(DEV_REDIS_URL)
+    kafka_bootstrap: str = DEV_KAFKA_BOOTSTRAP
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$"
+    )
+
+    jwt_issuer: str = "aether"
+    jwt_audience: str = "aether-platform"
+    jwt_public_key: SecretStr | None = None
+    jwt_private_key: SecretStr | None = None
+    jwt_ttl_s: int = Field(default=900, ge=30, le=86_400)
+
+    key_provider: KeyProvider | None = None
+    local_kek_file: Path | None = None
+
+    readiness_timeout_s: float = Field(default=1.5, gt=0, le=30)
+
+    # Fields whose values are secrets and must never be development placeholders in production.
+    secret_fields: ClassVar[tuple[str, ...]] = (
+        "database_url",
+        "redis_url",
+        "jwt_public_key",
+        "jwt_private_key",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFileSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _production_guards(self) -> Self:
+        if self.env is not Environment.PRODUCTION:
+            return self
+        for name in self.secret_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
+                raise ValueError(f"{env_name(name)}: placeholder or development value refused in production")
+        if self.key_provider is None:
+            raise ValueError(f"{env_name('key_provider')}: a key provider is required in production")
+        if self.key_provider is KeyProvider.LOCAL:
+            raise ValueError(f"{env_name('key_provider')}: the local key provider is for development only")
+        if self.jwt_public_key is None:
+            raise ValueError(f"{env_name('jwt_public_key')}: required in production")
+        self._require_tls()
+        return self
+
+    def _require_tls(self) -> None:
+        db = urlsplit(self.database_url.get_secret_value())
+        sslmode = parse_qs(db.query).get("sslmode", [""])[0]
+        if sslmode not in {"require", "verify-ca", "verify-full"}:
+            raise ValueError(f"{env_name('database_url')}: production needs sslmode=require or stricter")
+        if not self.redis_url.get_secret_value().startswith("rediss://"):
+            raise ValueError(f"{env_name('redis_url')}: production needs rediss:// (TLS)")
+        if self.kafka_security_protocol not in {"SSL", "SASL_SSL"}:
+            raise ValueError(f"{env_name('kafka_security_protocol')}: production needs SSL or SASL_SSL")
+
+
+def is_placeholder(value: str) -> bool:
+    lowered = value.lower()
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+        return True
+    return value in {DEV_DATABASE_URL, DEV_REDIS_URL}
+
+
+SettingsT = TypeVar("SettingsT", bound=AetherSettings)
+
+
+def load_settings(settings_cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build settings from the environment; raise ConfigurationError with one line naming the setting."""
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+    except SettingsError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if location:
+        return f"{env_name(location[0])}: {message}"
+    return message

@@ -1,0 +1,147 @@
+"""Money: Decimal helpers, per-instrument quantization and the decimal-string wire type.
+
+Money and quantities are `Decimal` in the domain and decimal *strings* on the wire; a float never
+enters: it cannot represent 0.1 exactly, and an order for 0.30000000000000004 BTC is a bug.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+# Enough precision for NUMERIC(38,18) values: 38 significant digits.
+MONEY_CONTEXT = Context(prec=38, rounding=ROUND_HALF_EVEN)
+DECIMAL_PATTERN = r"^-?(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?$"
+MAX_FRACTION_DIGITS = 18
+MAX_INTEGER_DIGITS = 20
+_DECIMAL_RE = re.compile(DECIMAL_PATTERN)
+
+
+class MoneyError(ValueError):
+    """A value that cannot be money: a float, not a number, infinite, or too precise."""
+
+
+def to_decimal(value: Decimal | str | int) -> Decimal:
+    """Parse an exact decimal; floats are refused (pass the string you received instead)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise MoneyError(f"{type(value).__name__} is not exact: pass a decimal string")
+    if isinstance(value, Decimal):
+        parsed = value
+    elif isinstance(value, int):
+        parsed = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            raise MoneyError(f"not a decimal number: {value!r}") from None
+    else:
+        raise MoneyError(f"{type(value).__name__} is not a decimal number")
+    if not parsed.is_finite():
+        raise MoneyError(f"not a finite number: {value!r}")
+    return _check_bounds(parsed)
+
+
+def _check_bounds(value: Decimal) -> Decimal:
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite values only reach here
+    fraction_digits = max(0, -exponent)
+    integer_digits = max(0, len(digits) + exponent)
+    if fraction_digits > MAX_FRACTION_DIGITS:
+        raise MoneyError(f"more than {MAX_FRACTION_DIGITS} decimal places: {value}")
+    if integer_digits > MAX_INTEGER_DIGITS:
+        raise MoneyError(f"more than {MAX_INTEGER_DIGITS} integer digits: {value}")
+    return value
+
+
+def quantize_down(value: Decimal, step: Decimal) -> Decimal:
+    """Round towards zero to a multiple of `step` (the safe direction for quantities)."""
+    if step <= 0:
+        raise MoneyError(f"step must be positive: {step}")
+    units = (value / step).to_integral_value(rounding=ROUND_DOWN)
+    return (units * step).quantize(step, context=MONEY_CONTEXT)
+
+
+def quantize_nearest(value: Decimal, step: Decimal) -> Decimal:
+    """Round half-even to a multiple of `step` (for reporting and fee amounts)."""
+    if step <= 0:
+        raise MoneyError(f"step must be positive: {step}")
+    units = (value / step).to_integral_value(rounding=ROUND_HALF_EVEN)
+    return (units * step).quantize(step, context=MONEY_CONTEXT)
+
+
+def is_multiple_of(value: Decimal, step: Decimal) -> bool:
+    return value % step == 0
+
+
+def format_decimal(value: Decimal) -> str:
+    """Plain notation without exponent and without trailing zeros ("1E+1" -> "10", "1.500" -> "1.5")."""
+    text = format(value.normalize(MONEY_CONTEXT), "f")
+    return "0" if text in {"-0", ""} else text
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    """Trading rules of one spot instrument: `base/quote`, tick size, lot size and minimums."""
+
+    symbol: str
+    base: str
+    quote: str
+    price_increment: Decimal
+    quantity_increment: Decimal
+    min_quantity: Decimal
+    min_notional: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        for name in ("price_increment", "quantity_increment"):
+            if getattr(self, name) <= 0:
+                raise MoneyError(f"{self.symbol}: {name} must be positive")
+        if self.min_quantity < 0 or self.min_notional < 0:
+            raise MoneyError(f"{self.symbol}: minimums must not be negative")
+
+    def quantize_price(self, price: Decimal) -> Decimal:
+        return quantize_nearest(price, self.price_increment)
+
+    def quantize_quantity(self, quantity: Decimal) -> Decimal:
+        return quantize_down(quantity, self.quantity_increment)
+
+    def price_error(self, price: Decimal) -> str | None:
+        """Why `price` is not a valid order price for this instrument, or None."""
+        if price <= 0:
+            return "price must be positive"
+        if not is_multiple_of(price, self.price_increment):
+            return f"price must be a multiple of {format_decimal(self.price_increment)}"
+        return None
+
+    def quantity_error(self, quantity: Decimal) -> str | None:
+        """Why `quantity` is not a valid order quantity for this instrument, or None."""
+        if quantity <= 0:
+            return "quantity must be positive"
+        if not is_multiple_of(quantity, self.quantity_increment):
+            return f"quantity must be a multiple of {format_decimal(self.quantity_increment)}"
+        if quantity < self.min_quantity:
+            return f"quantity is below the minimum {format_decimal(self.min_quantity)}"
+        return None
+
+
+def _parse_wire(value: object) -> Decimal:
+    if isinstance(value, Decimal):
+        return to_decimal(value)
+    if not isinstance(value, str):
+        raise MoneyError("must be a decimal string such as \"12.50\"")
+    if not _DECIMAL_RE.match(value):
+        raise MoneyError("must be a plain decimal string such as \"12.50\" (at most 18 decimal places)")
+    return to_decimal(value)
+
+
+# On the wire a decimal string (`"12.50"`), in Python a Decimal. JSON numbers are refused: a client
+# that sends 0.1 as a number has already lost precision in its own float.
+DecimalString = Annotated[
+    Decimal,
+    BeforeValidator(_parse_wire),
+    PlainSerializer(format_decimal, return_type=str, when_used="always"),
+    WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN, "examples": ["12.50"]}),
+]

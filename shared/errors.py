@@ -1,0 +1,123 @@
+"""Error model shared by every service: domain errors carry their HTTP status and a machine-readable code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class DomainError(Exception):
+    """An expected business outcome that is not a success; never a 5xx unless the platform itself failed."""
+
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "domain_error"
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class Unprocessable(DomainError):
+    status_code = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(DomainError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Body of every non-2xx response."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorBody
+
+
+def error_response(status_code: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = jsonable_encoder(details)
+    return JSONResponse({"error": body}, status_code=status_code, headers=dict(headers or {}))
+
+
+# The statuses every route may answer besides its own; declared on routes so the OpenAPI document is honest.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed request (e.g. invalid JSON)"},
+    401: {"model": ErrorResponse, "description": "Missing or invalid bearer token"},
+    403: {"model": ErrorResponse, "description": "The token lacks the role or scope"},
+    422: {"model": ErrorResponse, "description": "The request does not satisfy the schema"},
+}
+
+
+def _describe_validation(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(part) for part in error.get("loc", ())), "message": str(error.get("msg", "")), "type": error.get("type")}
+        for error in errors
+    ]
+
+
+async def _handle_domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details or None)
+
+
+async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = _describe_validation(exc.errors())
+    if any(field["type"] == "json_invalid" for field in fields):
+        return error_response(400, "malformed_json", "the request body is not valid JSON", {"fields": fields})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return error_response(422, "validation_error", summary or "invalid request", {"fields": fields})
+
+
+async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if isinstance(detail, dict) and "code" in detail:
+        return error_response(exc.status_code, str(detail["code"]), str(detail.get("message", "")), headers=exc.headers)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(detail), headers=exc.headers)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the correlation id identifies it in the logs")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _handle_domain_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(Exception, _handle_unexpected)

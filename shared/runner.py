@@ -1,0 +1,125 @@
+"""`aether up`: the whole platform on one machine, each service its own process, logs prefixed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+
+console = Console()
+COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
+READY_TIMEOUT_S = 60.0
+
+
+def aether_home() -> Path:
+    return Path(os.environ.get("AETHER_HOME", Path(__file__).resolve().parent.parent / ".aether"))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse the `export NAME=value` lines the stack writes."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip().removeprefix("export ").strip()
+        if line and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value.strip("'\"")
+    return values
+
+
+def prepare_environment(env: dict[str, str]) -> dict[str, str]:
+    """Start the stack, create the dev signing key, migrate; return the services' environment."""
+    from ops import stack
+    from shared.auth.keys import ensure_keypair
+    from shared.db.migrate import upgrade
+
+    stack.up()
+    env.update({k: v for k, v in read_env_file(aether_home() / "stack.env").items() if k not in env})
+    keys_dir = aether_home() / "keys"
+    private_path, public_path = ensure_keypair(keys_dir)
+    env.setdefault("AETHER_JWT_PUBLIC_KEY_FILE", str(public_path))
+    env.setdefault("AETHER_JWT_PRIVATE_KEY_FILE", str(private_path))
+    with console.status("applying migrations"):
+        upgrade(env["AETHER_DATABASE_URL"])
+    console.print("migrations applied")
+    return env
+
+
+def _pump(name: str, color: str, stream: object) -> None:
+    assert hasattr(stream, "readline")
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        console.print(f"[{color}]{name:>9} |[/{color}] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _spawn(name: str, port: int, color: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(  # noqa: S603 - fixed argument list, our own interpreter
+        [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    threading.Thread(target=_pump, args=(name, color, process.stdout), daemon=True).start()
+    return process
+
+
+def _wait_ready(ports: Mapping[str, int], processes: Mapping[str, subprocess.Popen[bytes]]) -> bool:
+    pending = dict(ports)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with httpx.Client(timeout=2.0) as client, console.status("waiting for services to be ready"):
+        while pending and time.monotonic() < deadline:
+            for name, port in list(pending.items()):
+                if processes[name].poll() is not None:
+                    console.print(f"[red]{name} exited with {processes[name].returncode}[/red]")
+                    return False
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        console.print(f"[green]ready[/green] {name:<9} http://127.0.0.1:{port}  (docs: /docs)")
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+    if pending:
+        console.print(f"[red]not ready after {READY_TIMEOUT_S:g}s:[/red] {', '.join(pending)}")
+    return not pending
+
+
+def _stop_all(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_platform(ports: Mapping[str, int], env: dict[str, str]) -> int:
+    """Run the services until Ctrl-C or until one of them dies; return the exit code."""
+    env = prepare_environment(env)
+    processes = {name: _spawn(name, port, COLORS[i % len(COLORS)], env) for i, (name, port) in enumerate(ports.items())}
+    try:
+        if not _wait_ready(ports, processes):
+            return 1
+        console.print("[bold]Aether is up.[/bold] Ctrl-C stops the services (the stack keeps running: `aether stack down`).")
+        while all(process.poll() is None for process in processes.values()):
+            time.sleep(0.5)
+        dead = [name for name, process in processes.items() if process.poll() is not None]
+        console.print(f"[red]service exited:[/red] {', '.join(dead)}; stopping the others")
+        return 1
+    except KeyboardInterrupt:
+        console.print("stopping services")
+        return 0
+    finally:
+        _stop_all(processes)
