@@ -38,13 +38,16 @@ def read_env_file(path: Path) -> dict[str, str]:
 def prepare_environment(env: dict[str, str]) -> dict[str, str]:
     """Start the stack, create the dev signing key, migrate; return the services' environment."""
     from ops import stack
-    from shared.auth.keys import ensure_keypair
+    from shared.auth.keys import write_key_pair
     from shared.db.migrate import upgrade
 
     stack.up()
     env.update({k: v for k, v in read_env_file(aether_home() / "stack.env").items() if k not in env})
     keys_dir = aether_home() / "keys"
-    private_path, public_path = ensure_keypair(keys_dir)
+    private_path, public_path = keys_dir / "private.pem", keys_dir / "public.pem"
+    if not (private_path.exists() and public_path.exists()):
+        write_key_pair(keys_dir)
+        console.print(f"created the development signing key in {keys_dir}")
     env.setdefault("AETHER_JWT_PUBLIC_KEY_FILE", str(public_path))
     env.setdefault("AETHER_JWT_PRIVATE_KEY_FILE", str(private_path))
     with console.status("applying migrations"):
