@@ -21,14 +21,14 @@ def run_migrations_online() -> None:
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # Serialize concurrent `migrate` runs (several pods starting at once).
-        connection.exec_driver_sql("SELECT pg_advisory_lock(7_352_001)")
+        connection.exec_driver_sql("SELECT pg_advisory_lock(7352001)")
         try:
             context.configure(connection=connection, version_table_schema="public")
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
         finally:
-            connection.exec_driver_sql("SELECT pg_advisory_unlock(7_352_001)")
+            connection.exec_driver_sql("SELECT pg_advisory_unlock(7352001)")
             connection.commit()
 
 
