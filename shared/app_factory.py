@@ -8,6 +8,7 @@ middleware adds correlation ids and metrics, and `/healthz`, `/readyz`, `/metric
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -29,7 +30,7 @@ from shared.events.tables import EventTables, event_tables
 from shared.observability.correlation import CorrelationIdMiddleware
 from shared.observability.logging import configure_logging, get_logger
 from shared.observability.metrics import MetricsMiddleware, mount_metrics
-from shared.observability.tracing import configure_tracing
+from shared.observability.tracing import configure_tracing, shutdown_tracing
 from shared.readiness import DependencyCheck, KafkaProbe, kafka_check, postgres_check, redis_check, run_checks
 
 log = get_logger(__name__)
@@ -86,18 +87,18 @@ async def supervise(name: str, work: Callable[[], Awaitable[None]], stop_event: 
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a background loop must outlive a backend outage
+        except Exception as exc:
             log.error("background_task_failed", task=name, error_type=type(exc).__name__, error=str(exc)[:300])
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop_event.wait(), timeout=delay_s * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
-        except TimeoutError:
-            pass
         delay_s = min(delay_s * 2, 15.0)
 
 
 def token_verifier_for(settings: AetherSettings) -> TokenVerifier:
     if settings.jwt_public_key is None:
-        raise ConfigurationError(f"{env_name('jwt_public_key')}: required to verify bearer tokens (or set it as a _FILE)")
+        raise ConfigurationError(
+            f"{env_name('jwt_public_key')}: required to verify bearer tokens (or set it as a _FILE)"
+        )
     return TokenVerifier(
         public_key_pem=settings.jwt_public_key.get_secret_value().encode(),
         issuer=settings.jwt_issuer,
@@ -141,7 +142,7 @@ async def _stop_runtime(runtime: ServiceRuntime) -> None:
     relay_wake = getattr(runtime.relay, "wake", None)
     if callable(relay_wake):
         relay_wake()
-    done, pending = await asyncio.wait(runtime.tasks, timeout=10)
+    _, pending = await asyncio.wait(runtime.tasks, timeout=10)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -159,12 +160,12 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await _start_runtime(spec, settings)
         app.state.runtime = runtime
-        configure_tracing(spec.name, app=app, engine=runtime.engine)
         log.info("service_started", service=spec.name, version=VERSION, env=settings.env.value)
         try:
             yield
         finally:
             await _stop_runtime(runtime)
+            shutdown_tracing()
             log.info("service_stopped", service=spec.name)
 
     app = FastAPI(
@@ -175,6 +176,8 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
         openapi_tags=list(spec.openapi_tags) or None,
     )
     app.state.token_verifier = verifier
+    # Before the first ASGI call: instrumentation adds middleware; engines created later are covered too.
+    configure_tracing(spec.name, app=app)
     app.state.service_name = spec.name
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=spec.name)

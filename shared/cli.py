@@ -34,7 +34,7 @@ app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -54,7 +54,7 @@ def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "
     with console.status("applying migrations"):
         try:
             upgrade(settings.database_url.get_secret_value(), revision)
-        except Exception as exc:  # noqa: BLE001 - reported as one line, the exit code tells the caller
+        except Exception as exc:
             raise _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     console.print(f"migrations applied up to [bold]{revision}[/bold]")
 

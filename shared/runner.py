@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 import httpx
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.markup import escape
 console = Console()
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 READY_TIMEOUT_S = 60.0
+ADMIN_TOKEN_TTL_S = 8 * 3600
 
 
 def aether_home() -> Path:
@@ -50,14 +52,31 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
         console.print(f"created the development signing key in {keys_dir}")
     env.setdefault("AETHER_JWT_PUBLIC_KEY_FILE", str(public_path))
     env.setdefault("AETHER_JWT_PRIVATE_KEY_FILE", str(private_path))
+    _write_admin_token(private_path, env)
     with console.status("applying migrations"):
         upgrade(env["AETHER_DATABASE_URL"])
     console.print("migrations applied")
     return env
 
 
-def _pump(name: str, color: str, stream: object) -> None:
-    assert hasattr(stream, "readline")
+def _write_admin_token(private_path: Path, env: Mapping[str, str]) -> None:
+    """A bootstrap admin token for the local platform, readable only by its owner."""
+    from shared.auth.roles import Role
+    from shared.auth.tokens import TokenIssuer
+
+    issuer = TokenIssuer(
+        private_path.read_bytes(),
+        env.get("AETHER_JWT_ISSUER", "aether"),
+        env.get("AETHER_JWT_AUDIENCE", "aether-platform"),
+    )
+    token = issuer.issue("local-admin", [Role.ADMIN, Role.OPERATOR, Role.VIEWER], accounts=["*"], ttl_s=ADMIN_TOKEN_TTL_S)
+    token_path = aether_home() / "admin.token"
+    token_path.touch(mode=0o600, exist_ok=True)
+    token_path.write_text(token + "\n")
+    console.print(f"bootstrap admin token (valid {ADMIN_TOKEN_TTL_S // 3600} h): {token_path}")
+
+
+def _pump(name: str, color: str, stream: IO[bytes]) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace").rstrip()
         console.print(f"[{color}]{name:>9} |[/{color}] {escape(line)}", highlight=False, soft_wrap=True)
@@ -71,7 +90,8 @@ def _spawn(name: str, port: int, color: str, env: Mapping[str, str]) -> subproce
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    threading.Thread(target=_pump, args=(name, color, process.stdout), daemon=True).start()
+    if process.stdout is not None:
+        threading.Thread(target=_pump, args=(name, color, process.stdout), daemon=True).start()
     return process
 
 
@@ -115,7 +135,9 @@ def run_platform(ports: Mapping[str, int], env: dict[str, str]) -> int:
     try:
         if not _wait_ready(ports, processes):
             return 1
-        console.print("[bold]Aether is up.[/bold] Ctrl-C stops the services (the stack keeps running: `aether stack down`).")
+        console.print(
+            "[bold]Aether is up.[/bold] Ctrl-C stops the services (the stack keeps running: `aether stack down`)."
+        )
         while all(process.poll() is None for process in processes.values()):
             time.sleep(0.5)
         dead = [name for name, process in processes.items() if process.poll() is not None]

@@ -18,7 +18,8 @@ from shared.db.migrate import upgrade
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_ENV_FILE = Path(os.environ.get("AETHER_HOME", REPO_ROOT / ".aether")) / "stack.env"
-TEST_DATABASE = "aether_test"
+# One database per pytest process, so concurrent runs (developers, CI) never drop each other's.
+TEST_DATABASE = f"aether_test_{os.getpid()}"
 
 
 def _load_stack_env() -> None:
@@ -47,7 +48,7 @@ def _libpq(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url() -> Iterator[str]:
     """A freshly created and migrated test database; the developer's `aether` database is left alone."""
     admin_url = _require("AETHER_DATABASE_URL")
     test_url = make_url(admin_url).set(database=TEST_DATABASE).render_as_string(hide_password=False)
@@ -55,7 +56,9 @@ def database_url() -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
     upgrade(test_url)
-    return test_url
+    yield test_url
+    with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -93,9 +96,9 @@ async def engine(settings: AetherSettings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def unique_topic() -> Iterator[str]:
+def unique_topic() -> str:
     """A topic name no other test uses, so tests never see each other's messages."""
-    yield f"test.{uuid.uuid4().hex[:12]}.v1"
+    return f"test.{uuid.uuid4().hex[:12]}.v1"
 
 
 def libpq_url(url: str) -> str:
