@@ -1,0 +1,318 @@
+"""The consumer loop: inbox claim + handler in one transaction, then the Kafka offset commit.
+
+Per record: decode (undecodable -> dead letter), claim the event in the inbox and run the handler in one
+unit of work, commit it, and only then commit the Kafka offset. A crash anywhere before the offset commit
+redelivers the record; the inbox turns the redelivery into a no-op (exactly-once effect). A handler that
+keeps failing is retried in-process with backoff, then dead-lettered to `<topic>.dlq` with its diagnosis
+in the headers, and its offset committed so the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.db.uow import UnitOfWork
+from shared.events.envelope import (
+    HEADER_CORRELATION_ID,
+    Envelope,
+    MessageDecodeError,
+    correlation_id_from_headers,
+)
+from shared.events.inbox import claim
+from shared.events.producer import EventProducer, OutgoingMessage
+from shared.events.tables import EventTables
+from shared.events.topics import dead_letter
+from shared.observability.correlation import correlation_scope
+from shared.observability.logging import get_logger
+from shared.observability.metrics import counter
+
+log = get_logger(__name__)
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+MESSAGES = counter("aether_consumer_messages_total", "Records handled, by outcome.", ["consumer", "outcome"])
+
+# Headers added to a dead letter (the original record's headers are kept too).
+DLQ_HEADER_REASON = "reason"
+DLQ_HEADER_ERROR = "error"
+DLQ_HEADER_ATTEMPTS = "attempts"
+DLQ_HEADER_ORIGINAL_TOPIC = "original_topic"
+DLQ_HEADER_ORIGINAL_PARTITION = "original_partition"
+DLQ_HEADER_ORIGINAL_OFFSET = "original_offset"
+_DLQ_HEADERS = frozenset(
+    {
+        DLQ_HEADER_REASON,
+        DLQ_HEADER_ERROR,
+        DLQ_HEADER_ATTEMPTS,
+        DLQ_HEADER_ORIGINAL_TOPIC,
+        DLQ_HEADER_ORIGINAL_PARTITION,
+        DLQ_HEADER_ORIGINAL_OFFSET,
+        HEADER_CORRELATION_ID,
+    }
+)
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class DeadLetterReason(StrEnum):
+    UNDECODABLE = "undecodable"
+    HANDLER_FAILED = "handler_failed"
+
+
+@dataclass
+class ConsumerStats:
+    """What one loop has done since it was built (also exported as aether_consumer_messages_total)."""
+
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    failed_attempts: int = 0
+
+
+class _StopRequested(Exception):
+    pass
+
+
+class ConsumerLoop:
+    """Consume `topics` as `group_id`; apply each record once through the inbox of `tables`, then commit its offset."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        sessionmaker: async_sessionmaker[AsyncSession],
+        tables: EventTables,
+        handler: Handler,
+        consumer_name: str,
+        dead_letter_producer: EventProducer,
+        max_attempts: int = 5,
+        retry_backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
+        client_id: str | None = None,
+        security_protocol: str = "PLAINTEXT",
+        ssl_context: ssl.SSLContext | None = None,
+        poll_timeout_ms: int = 200,
+        max_poll_records: int = 100,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self._topics = list(topics)
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group_id,
+            "client_id": client_id or consumer_name,
+            "security_protocol": security_protocol,
+            "ssl_context": ssl_context,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+        }
+        self._sessionmaker = sessionmaker
+        self._tables = tables
+        self._handler = handler
+        self._name = consumer_name
+        self._dead_letters = dead_letter_producer
+        self._max_attempts = max_attempts
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._poll_timeout_ms = poll_timeout_ms
+        self._max_poll_records = max_poll_records
+        self._consumer: AIOKafkaConsumer | None = None
+        self.stats = ConsumerStats()
+
+    async def start(self) -> None:
+        """Join the group (a no-op when already started, retryable after a failure)."""
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(*self._topics, **self._options)
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Leave the group; records handled but not yet committed come again to the next owner (inbox absorbs them)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Handle records until `stop_event` is set; a record is never skipped without being applied or dead-lettered."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("ConsumerLoop.start() has not been called")
+        while not stop_event.is_set():
+            batches = await consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records)
+            next_offsets: dict[Any, int] = {tp: records[0].offset for tp, records in batches.items() if records}
+            try:
+                for tp, records in batches.items():
+                    await self._handle_partition_batch(consumer, tp, records, next_offsets, stop_event)
+            except BaseException as exc:
+                # Fetch positions already moved past what was not handled; move them back for a later run().
+                for tp, offset in next_offsets.items():
+                    if tp in consumer.assignment():
+                        consumer.seek(tp, offset)
+                if isinstance(exc, _StopRequested):
+                    return
+                raise
+
+    async def _handle_partition_batch(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: Any,
+        records: list[Any],
+        next_offsets: dict[Any, int],
+        stop_event: asyncio.Event,
+    ) -> None:
+        for record in records:
+            if stop_event.is_set():
+                raise _StopRequested
+            if tp not in consumer.assignment():
+                return  # revoked mid-batch: the new owner starts from the committed offset
+            await self._handle(record, stop_event)
+            next_offsets[tp] = record.offset + 1
+            await self._commit(consumer, tp, record.offset + 1)
+
+    async def _handle(self, record: Any, stop_event: asyncio.Event) -> None:
+        header_cid = correlation_id_from_headers(record.headers)
+        try:
+            envelope = Envelope.from_bytes(record.value)
+        except MessageDecodeError as exc:
+            with correlation_scope(header_cid):
+                log.error("consumer_undecodable_record", consumer=self._name, **_where(record), error=str(exc)[:300])
+                await self._dead_letter(record, DeadLetterReason.UNDECODABLE, exc, 0, header_cid, stop_event)
+            MESSAGES.labels(self._name, Outcome.DEAD_LETTERED.value).inc()
+            return
+        correlation_id = header_cid or envelope.correlation_id
+        with correlation_scope(correlation_id):
+            outcome = await self._apply_with_retries(record, envelope, correlation_id, stop_event)
+        MESSAGES.labels(self._name, outcome.value).inc()
+
+    async def _apply_with_retries(
+        self, record: Any, envelope: Envelope, correlation_id: str, stop_event: asyncio.Event
+    ) -> Outcome:
+        attempts = 0
+        while True:
+            try:
+                claimed = await self._apply(record, envelope)
+            except Exception as exc:  # any handler failure is retried, then dead-lettered
+                attempts += 1
+                self.stats.failed_attempts += 1
+                log.warning(
+                    "consumer_handler_failed",
+                    consumer=self._name,
+                    event_id=str(envelope.event_id),
+                    event_type=envelope.type,
+                    attempt=attempts,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                )
+                # With the database down every message would fail: that is an outage, not a poison message.
+                if attempts >= self._max_attempts and await self._database_answers():
+                    await self._dead_letter(
+                        record, DeadLetterReason.HANDLER_FAILED, exc, attempts, correlation_id, stop_event
+                    )
+                    return Outcome.DEAD_LETTERED
+                await self._pause(stop_event, attempts)
+                continue
+            if claimed:
+                self.stats.applied += 1
+                return Outcome.APPLIED
+            self.stats.duplicates += 1
+            log.debug("consumer_duplicate_absorbed", consumer=self._name, event_id=str(envelope.event_id))
+            return Outcome.DUPLICATE
+
+    async def _apply(self, record: Any, envelope: Envelope) -> bool:
+        async with UnitOfWork(self._sessionmaker) as uow:
+            claimed = await claim(
+                uow.session,
+                self._tables,
+                consumer=self._name,
+                envelope=envelope,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            if claimed:
+                await self._handler(uow.session, envelope)
+        return claimed
+
+    async def _dead_letter(
+        self,
+        record: Any,
+        reason: DeadLetterReason,
+        error: BaseException,
+        attempts: int,
+        correlation_id: str | None,
+        stop_event: asyncio.Event,
+    ) -> None:
+        headers = [(name, value) for name, value in record.headers or () if name not in _DLQ_HEADERS]
+        headers += [
+            (DLQ_HEADER_REASON, reason.value.encode()),
+            (DLQ_HEADER_ERROR, f"{type(error).__name__}: {error}"[:1_000].encode()),
+            (DLQ_HEADER_ATTEMPTS, str(attempts).encode()),
+            (DLQ_HEADER_ORIGINAL_TOPIC, record.topic.encode()),
+            (DLQ_HEADER_ORIGINAL_PARTITION, str(record.partition).encode()),
+            (DLQ_HEADER_ORIGINAL_OFFSET, str(record.offset).encode()),
+        ]
+        if correlation_id is not None:
+            headers.append((HEADER_CORRELATION_ID, correlation_id.encode()))
+        message = OutgoingMessage(dead_letter(record.topic), record.key, record.value, tuple(headers))
+        failures = 0
+        # The offset is committed only once the dead letter is safely on the broker.
+        while True:
+            try:
+                await self._dead_letters.send_raw(message)
+                break
+            except Exception as exc:  # keep the record until its dead letter is stored
+                failures += 1
+                log.error("consumer_dead_letter_failed", consumer=self._name, error=str(exc)[:300], failures=failures)
+                await self._pause(stop_event, failures)
+        self.stats.dead_lettered += 1
+        log.error(
+            "consumer_dead_lettered", consumer=self._name, reason=reason.value, attempts=attempts, **_where(record)
+        )
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with UnitOfWork(self._sessionmaker) as uow:
+                await uow.session.execute(text("SELECT 1"))
+        except Exception:  # any failure means "not reachable"
+            return False
+        return True
+
+    async def _pause(self, stop_event: asyncio.Event, attempt: int) -> None:
+        delay_s = min(self._max_backoff_s, self._retry_backoff_s * 2 ** (attempt - 1))
+        try:
+            await asyncio.wait_for(stop_event.wait(), timeout=delay_s)
+        except TimeoutError:
+            return
+        raise _StopRequested
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: Any, offset: int) -> None:
+        try:
+            await consumer.commit({tp: offset})
+        except KafkaError as exc:
+            # Rebalanced away or coordinator gone: the record comes again and the inbox absorbs it.
+            log.warning("consumer_commit_failed", consumer=self._name, partition=str(tp), error=str(exc)[:300])
+
+
+def _where(record: Any) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -1,0 +1,39 @@
+"""Reliability suite fixtures: the seed and the JSON record each scenario writes under reports/reliability/."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "reliability"
+DEFAULT_SEED = 20_250_301
+
+RecordWriter = Callable[[dict[str, Any]], Path]
+
+
+@pytest.fixture(scope="session")
+def reliability_seed() -> int:
+    """The scenario seed: AETHER_TEST_SEED, or a fixed default so that runs are reproducible."""
+    return int(os.environ.get("AETHER_TEST_SEED", DEFAULT_SEED))
+
+
+@pytest.fixture(scope="session")
+def write_reliability_record() -> RecordWriter:
+    """Write one `{"id", "seed", "cases", "violations", ...}` record to reports/reliability/<id>.json and print it."""
+
+    def write(record: dict[str, Any]) -> Path:
+        missing = {"id", "seed", "cases", "violations"} - record.keys()
+        assert not missing, f"reliability record lacks {sorted(missing)}"
+        REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = REPORTS_DIR / f"{record['id']}.json"
+        text = json.dumps(record, sort_keys=False)
+        path.write_text(text + "\n")
+        print(text)  # noqa: T201 - the record is also the test's console output
+        return path
+
+    return write
