@@ -84,9 +84,7 @@ class AetherSettings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: SecretStr = SecretStr(DEV_REDIS_URL)
     kafka_bootstrap: str = DEV_KAFKA_BOOTSTRAP
-    kafka_security_protocol: str = Field(
-        default="PLAINTEXT", pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$"
-    )
+    kafka_security_protocol: str = Field(default="PLAINTEXT", pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
 
     jwt_issuer: str = "aether"
     jwt_audience: str = "aether-platform"

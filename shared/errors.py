@@ -65,7 +65,9 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_response(status_code: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status_code: int, code: str, message: str, details: Any = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = jsonable_encoder(details)
@@ -83,18 +85,20 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _describe_validation(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return [
-        {"field": ".".join(str(part) for part in error.get("loc", ())), "message": str(error.get("msg", "")), "type": error.get("type")}
+        {
+            "field": ".".join(str(part) for part in error.get("loc", ())),
+            "message": str(error.get("msg", "")),
+            "type": error.get("type"),
+        }
         for error in errors
     ]
 
 
-async def _handle_domain_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
+async def _handle_domain_error(_: Request, exc: DomainError) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.details or None)
 
 
-async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+async def _handle_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     fields = _describe_validation(exc.errors())
     if any(field["type"] == "json_invalid" for field in fields):
         return error_response(400, "malformed_json", "the request body is not valid JSON", {"fields": fields})
@@ -102,12 +106,13 @@ async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", summary or "invalid request", {"fields": fields})
 
 
-async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+async def _handle_http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail
     if isinstance(detail, dict) and "code" in detail:
         return error_response(exc.status_code, str(detail["code"]), str(detail.get("message", "")), headers=exc.headers)
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
+        exc.status_code, "http_error"
+    )
     return error_response(exc.status_code, code, str(detail), headers=exc.headers)
 
 
@@ -117,7 +122,7 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(DomainError, _handle_domain_error)
-    app.add_exception_handler(RequestValidationError, _handle_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(DomainError, _handle_domain_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -69,7 +69,9 @@ def _write_admin_token(private_path: Path, env: Mapping[str, str]) -> None:
         env.get("AETHER_JWT_ISSUER", "aether"),
         env.get("AETHER_JWT_AUDIENCE", "aether-platform"),
     )
-    token = issuer.issue("local-admin", [Role.ADMIN, Role.OPERATOR, Role.VIEWER], accounts=["*"], ttl_s=ADMIN_TOKEN_TTL_S)
+    token = issuer.issue(
+        "local-admin", [Role.ADMIN, Role.OPERATOR, Role.VIEWER], accounts=["*"], ttl_s=ADMIN_TOKEN_TTL_S
+    )
     token_path = aether_home() / "admin.token"
     token_path.touch(mode=0o600, exist_ok=True)
     token_path.write_text(token + "\n")

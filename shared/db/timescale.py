@@ -23,7 +23,9 @@ def make_time_series(connection: Connection, table: str, time_column: str, chunk
         return False
     connection.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
     connection.execute(
-        text("SELECT create_hypertable(CAST(:table AS regclass), :column, chunk_time_interval => CAST(:interval AS interval), if_not_exists => TRUE)"),
+        text(
+            "SELECT create_hypertable(CAST(:table AS regclass), :column, chunk_time_interval => CAST(:interval AS interval), if_not_exists => TRUE)"
+        ),
         {"table": table, "column": time_column, "interval": chunk_interval},
     )
     return True

@@ -27,7 +27,7 @@ class MoneyError(ValueError):
 
 def to_decimal(value: Decimal | str | int) -> Decimal:
     """Parse an exact decimal; floats are refused (pass the string you received instead)."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise MoneyError(f"{type(value).__name__} is not exact: pass a decimal string")
     if isinstance(value, Decimal):
         parsed = value
@@ -46,8 +46,9 @@ def to_decimal(value: Decimal | str | int) -> Decimal:
 
 
 def _check_bounds(value: Decimal) -> Decimal:
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)  # finite values only reach here
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):
+        raise MoneyError(f"not a finite number: {value}")
     fraction_digits = max(0, -exponent)
     integer_digits = max(0, len(digits) + exponent)
     if fraction_digits > MAX_FRACTION_DIGITS:
@@ -131,9 +132,9 @@ def _parse_wire(value: object) -> Decimal:
     if isinstance(value, Decimal):
         return to_decimal(value)
     if not isinstance(value, str):
-        raise MoneyError("must be a decimal string such as \"12.50\"")
+        raise MoneyError('must be a decimal string such as "12.50"')
     if not _DECIMAL_RE.match(value):
-        raise MoneyError("must be a plain decimal string such as \"12.50\" (at most 18 decimal places)")
+        raise MoneyError('must be a plain decimal string such as "12.50" (at most 18 decimal places)')
     return to_decimal(value)
 
 

@@ -56,13 +56,13 @@ def test_file_and_value_together_is_an_error(clean_env: pytest.MonkeyPatch, tmp_
     secret.write_text("redis://x")
     clean_env.setenv("AETHER_REDIS_URL_FILE", str(secret))
     clean_env.setenv("AETHER_REDIS_URL", "redis://y")
-    with pytest.raises(ConfigurationError, match="^AETHER_REDIS_URL: set either"):
+    with pytest.raises(ConfigurationError, match=r"^AETHER_REDIS_URL: set either"):
         load_settings(AetherSettings)
 
 
 def test_unreadable_secret_file_names_the_variable(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clean_env.setenv("AETHER_JWT_PUBLIC_KEY_FILE", str(tmp_path / "missing.pem"))
-    with pytest.raises(ConfigurationError, match="^AETHER_JWT_PUBLIC_KEY_FILE: cannot read"):
+    with pytest.raises(ConfigurationError, match=r"^AETHER_JWT_PUBLIC_KEY_FILE: cannot read"):
         load_settings(AetherSettings)
 
 
@@ -100,7 +100,7 @@ def test_production_refuses_placeholders_and_plaintext(
     for var, good in PRODUCTION_OK.items():
         clean_env.setenv(var, good)
     clean_env.setenv(name, value)
-    with pytest.raises(ConfigurationError, match=f"^{expected}:"):
+    with pytest.raises(ConfigurationError, match=rf"^{expected}:"):
         load_settings(AetherSettings)
 
 
@@ -108,7 +108,7 @@ def test_production_requires_a_key_provider(clean_env: pytest.MonkeyPatch) -> No
     for var, good in PRODUCTION_OK.items():
         if var != "AETHER_KEY_PROVIDER":
             clean_env.setenv(var, good)
-    with pytest.raises(ConfigurationError, match="^AETHER_KEY_PROVIDER: a key provider is required"):
+    with pytest.raises(ConfigurationError, match=r"^AETHER_KEY_PROVIDER: a key provider is required"):
         load_settings(AetherSettings)
 
 

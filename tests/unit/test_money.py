@@ -81,6 +81,8 @@ def test_wire_schema_is_a_string_with_a_pattern() -> None:
     assert "pattern" in schema
 
 
-@given(st.decimals(min_value=Decimal("-1e12"), max_value=Decimal("1e12"), places=8, allow_nan=False, allow_infinity=False))
+@given(
+    st.decimals(min_value=Decimal("-1e12"), max_value=Decimal("1e12"), places=8, allow_nan=False, allow_infinity=False)
+)
 def test_format_then_parse_round_trips(value: Decimal) -> None:
     assert to_decimal(format_decimal(value)) == value

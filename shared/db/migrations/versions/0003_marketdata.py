@@ -34,7 +34,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("venue", "instrument", "trade_id", "traded_at", name="pk_trades"),
         schema="marketdata",
     )
-    op.create_index("ix_trades_instrument_time", "trades", ["instrument", sa.text("traded_at DESC")], schema="marketdata")
+    op.create_index(
+        "ix_trades_instrument_time", "trades", ["instrument", sa.text("traded_at DESC")], schema="marketdata"
+    )
     make_time_series(op.get_bind(), "marketdata.trades", "traded_at")
 
 
