@@ -92,6 +92,12 @@ def _tail_processors() -> list[Processor]:
     return [structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info, redact_secrets]
 
 
+def _drop_terminal_copies(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # uvicorn adds an ANSI-coloured duplicate of each message for terminals; JSON lines don't need it.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def configure_logging(
     service: str, level: str = "INFO", json_logs: bool = True, *, stream: TextIO | None = None
 ) -> None:
@@ -104,7 +110,12 @@ def configure_logging(
         structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_head_processors(), structlog.stdlib.ExtraAdder(), *_tail_processors()],
+        foreign_pre_chain=[
+            *_head_processors(),
+            structlog.stdlib.ExtraAdder(),
+            _drop_terminal_copies,
+            *_tail_processors(),
+        ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
