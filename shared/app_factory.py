@@ -53,6 +53,10 @@ class ServiceRuntime:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     checks: list[DependencyCheck] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Service-specific adapters built by the spec's `on_startup` (e.g. the OMS's venue and order service).
+    extras: dict[str, Any] = field(default_factory=dict)
+    # Closed in reverse order after the background tasks have stopped.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run `work` in the background for the life of the process, restarting it after failures."""
@@ -72,6 +76,8 @@ class ServiceSpec:
     routers: Sequence[APIRouter]
     workers: Sequence[tuple[str, BackgroundWorker]] = ()
     openapi_tags: Sequence[dict[str, Any]] = ()
+    # Builds service-specific adapters into `runtime.extras` before the workers start; may add readiness checks.
+    on_startup: Callable[[ServiceRuntime], Awaitable[None]] | None = None
 
     @property
     def schema(self) -> str:
@@ -126,6 +132,8 @@ async def _start_runtime(spec: ServiceSpec, settings: AetherSettings) -> Service
         await relay.run(runtime.stop_event)
 
     runtime.spawn(f"{spec.name}.outbox-relay", run_relay)
+    if spec.on_startup is not None:
+        await spec.on_startup(runtime)
     for worker_name, worker in spec.workers:
         runtime.spawn(f"{spec.name}.{worker_name}", worker(runtime))
     runtime.tasks.append(asyncio.create_task(_close_on_stop(kafka_probe, runtime.stop_event)))
@@ -146,6 +154,8 @@ async def _stop_runtime(runtime: ServiceRuntime) -> None:
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    for close in reversed(runtime.closers):
+        await close()
     await runtime.producer.stop()
     await runtime.redis.aclose()
     await runtime.engine.dispose()

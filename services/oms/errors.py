@@ -1,9 +1,66 @@
-"""Errors of the oms service; each carries its HTTP status and a machine-readable code."""
+"""Errors of the OMS; each carries its HTTP status and a machine-readable code."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from shared.errors import DomainError
 
 
 class OmsError(DomainError):
-    code = "oms_error"
+    code: ClassVar[str] = "oms_error"
+
+
+class OrderNotFound(OmsError):
+    status_code = 404
+    code = "order_not_found"
+
+
+class AccountNotFound(OmsError):
+    status_code = 404
+    code = "account_not_found"
+
+
+class DuplicateClientOrderId(OmsError):
+    """The client order id was used before with a different body."""
+
+    status_code = 409
+    code = "duplicate_client_order_id"
+
+
+class OrderNotCancelable(OmsError):
+    status_code = 409
+    code = "order_not_cancelable"
+
+
+class NotAPaperAccount(OmsError):
+    status_code = 409
+    code = "not_a_paper_account"
+
+
+class InvalidOrder(OmsError):
+    """The request breaks an instrument rule (precision, minimums, price on a market order...)."""
+
+    status_code = 422
+    code = "invalid_order"
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, details={"field": field} if field else None)
+        self.code = code  # type: ignore[misc]  # the rule's own code, e.g. "price_not_allowed"
+
+
+class OrderDenied(OmsError):
+    """A pre-trade check refused the order; the order is recorded as DENIED and audited."""
+
+    status_code = 422
+    code = "order_denied"
+
+    def __init__(self, code: str, message: str, order_id: str, status_code: int = 422) -> None:
+        super().__init__(message, details={"order_id": order_id})
+        self.code = code  # type: ignore[misc]
+        self.status_code = status_code  # type: ignore[misc]
+
+
+class MarketDataUnavailable(OmsError):
+    status_code = 503
+    code = "market_data_unavailable"

@@ -1,5 +1,464 @@
-"""Every SQL statement of the oms service (schema `oms`)."""
+"""Every SQL statement of the OMS (schema `oms`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.base import Money
+from shared.domain.ledger import Balance, Ledger, LedgerEntry, LedgerUpdate, Position, Reservation
+from shared.domain.orders import OPEN_STATUSES, Order, OrderEvent, event_from_payload
+from shared.domain.types import AccountId, Asset, ClientOrderId, OrderId, OrderStatus, Symbol
+
 SCHEMA = "oms"
+metadata = sa.MetaData(schema=SCHEMA)
+TS = sa.DateTime(timezone=True)
+
+trading_accounts = sa.Table(
+    "trading_accounts",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("venue", sa.Text),
+    sa.Column("approval_threshold", Money),
+    sa.Column("volume_30d", Money),
+    sa.Column("fill_cursor", sa.BigInteger),
+    sa.Column("created_at", TS),
+)
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("account_id", sa.Text),
+    sa.Column("client_order_id", sa.Text),
+    sa.Column("request_hash", sa.Text),
+    sa.Column("venue", sa.Text),
+    sa.Column("symbol", sa.Text),
+    sa.Column("side", sa.Text),
+    sa.Column("type", sa.Text),
+    sa.Column("quantity", Money),
+    sa.Column("limit_price", Money),
+    sa.Column("trigger_price", Money),
+    sa.Column("time_in_force", sa.Text),
+    sa.Column("post_only", sa.Boolean),
+    sa.Column("status", sa.Text),
+    sa.Column("filled_quantity", Money),
+    sa.Column("average_fill_price", Money),
+    sa.Column("fees_paid", Money),
+    sa.Column("venue_order_id", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("version", sa.Integer),
+    sa.Column("origin", sa.Text),
+    sa.Column("created_at", TS),
+    sa.Column("updated_at", TS),
+)
+order_events = sa.Table(
+    "order_events",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("event_type", sa.Text),
+    sa.Column("payload", JSONB),
+    sa.Column("occurred_at", TS),
+)
+fills = sa.Table(
+    "fills",
+    metadata,
+    sa.Column("fill_id", sa.BigInteger, primary_key=True),
+    sa.Column("venue", sa.Text),
+    sa.Column("trade_id", sa.Text),
+    sa.Column("order_id", sa.Text),
+    sa.Column("account_id", sa.Text),
+    sa.Column("symbol", sa.Text),
+    sa.Column("side", sa.Text),
+    sa.Column("quantity", Money),
+    sa.Column("price", Money),
+    sa.Column("fee", Money),
+    sa.Column("fee_asset", sa.Text),
+    sa.Column("liquidity", sa.Text),
+    sa.Column("filled_at", TS),
+)
+balances = sa.Table(
+    "balances",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("asset", sa.Text, primary_key=True),
+    sa.Column("total", Money),
+    sa.Column("reserved", Money),
+    sa.Column("updated_at", TS),
+)
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("account_id", sa.Text),
+    sa.Column("asset", sa.Text),
+    sa.Column("remaining", Money),
+)
+balance_journal = sa.Table(
+    "balance_journal",
+    metadata,
+    sa.Column("entry_id", sa.BigInteger, primary_key=True),
+    sa.Column("account_id", sa.Text),
+    sa.Column("asset", sa.Text),
+    sa.Column("delta_total", Money),
+    sa.Column("delta_reserved", Money),
+    sa.Column("reason", sa.Text),
+    sa.Column("reference", sa.Text),
+    sa.Column("created_at", TS),
+)
+positions = sa.Table(
+    "positions",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("quantity", Money),
+    sa.Column("cost_basis", Money),
+    sa.Column("realized_pnl", Money),
+    sa.Column("fees_paid", Money),
+    sa.Column("updated_at", TS),
+)
+
+UNRESOLVED_STATUSES = (*sorted(OPEN_STATUSES), OrderStatus.SUBMITTED)
+
+
+@dataclass(frozen=True, slots=True)
+class TradingAccount:
+    account_id: AccountId
+    venue: str
+    approval_threshold: Decimal | None
+    volume_30d: Decimal
+    fill_cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOrder:
+    """An order with the bookkeeping the aggregate does not carry."""
+
+    order: Order
+    request_hash: str
+    venue: str
+    origin: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFilter:
+    account_ids: Sequence[str] | None  # None: every account
+    status: OrderStatus | None = None
+    symbol: str | None = None
+    limit: int = 100
+    before_created_at: datetime | None = None
+    before_order_id: str | None = None
+
+
+class OmsRepository:
+    """SQL of the OMS, bound to the caller's session (the unit of work commits)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # --- accounts ------------------------------------------------------------------------------------------
+
+    async def ensure_account(self, account_id: str, venue: str, approval_threshold: Decimal | None) -> None:
+        statement = pg_insert(trading_accounts).values(
+            account_id=account_id, venue=venue, approval_threshold=approval_threshold
+        )
+        await self.session.execute(statement.on_conflict_do_nothing(index_elements=["account_id"]))
+
+    async def lock_account(self, account_id: str) -> TradingAccount | None:
+        """Lock the account row: every change of one account's orders and ledger is serialized by it."""
+        query = sa.select(trading_accounts).where(trading_accounts.c.account_id == account_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return None if row is None else _account(row)
+
+    async def get_account(self, account_id: str) -> TradingAccount | None:
+        query = sa.select(trading_accounts).where(trading_accounts.c.account_id == account_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return None if row is None else _account(row)
+
+    async def list_accounts(self) -> list[TradingAccount]:
+        rows = (await self.session.execute(sa.select(trading_accounts))).mappings().all()
+        return [_account(row) for row in rows]
+
+    async def set_fill_cursor(self, account_id: str, sequence: int) -> None:
+        await self.session.execute(
+            sa.update(trading_accounts)
+            .where(trading_accounts.c.account_id == account_id, trading_accounts.c.fill_cursor < sequence)
+            .values(fill_cursor=sequence)
+        )
+
+    async def add_volume(self, account_id: str, notional: Decimal) -> None:
+        await self.session.execute(
+            sa.update(trading_accounts)
+            .where(trading_accounts.c.account_id == account_id)
+            .values(volume_30d=trading_accounts.c.volume_30d + notional)
+        )
+
+    # --- orders --------------------------------------------------------------------------------------------
+
+    async def find_by_client_id(self, account_id: str, client_order_id: str) -> StoredOrder | None:
+        query = sa.select(orders.c.order_id).where(
+            orders.c.account_id == account_id, orders.c.client_order_id == client_order_id
+        )
+        order_id = await self.session.scalar(query)
+        return None if order_id is None else await self.load(OrderId(order_id))
+
+    async def load(self, order_id: OrderId) -> StoredOrder | None:
+        row = (await self.session.execute(sa.select(orders).where(orders.c.order_id == order_id))).mappings().first()
+        if row is None:
+            return None
+        query = sa.select(order_events).where(order_events.c.order_id == order_id).order_by(order_events.c.version)
+        events = [
+            event_from_payload(event_row["event_type"], event_row["payload"])
+            for event_row in (await self.session.execute(query)).mappings()
+        ]
+        return StoredOrder(
+            Order.from_events(events), row["request_hash"], row["venue"], row["origin"], row["created_at"]
+        )
+
+    async def insert(self, stored: StoredOrder, events: Sequence[OrderEvent]) -> None:
+        order = stored.order
+        request = order.request
+        await self.session.execute(
+            sa.insert(orders).values(
+                order_id=order.id,
+                account_id=request.account_id,
+                client_order_id=request.client_order_id,
+                request_hash=stored.request_hash,
+                venue=stored.venue,
+                symbol=request.symbol,
+                side=request.side.value,
+                type=request.type.value,
+                quantity=request.quantity,
+                limit_price=request.limit_price,
+                trigger_price=request.trigger_price,
+                time_in_force=request.time_in_force.value,
+                post_only=request.post_only,
+                origin=stored.origin,
+                created_at=stored.created_at,
+                **_order_state(order),
+            )
+        )
+        await self._append_events(events)
+
+    async def save(self, order: Order, events: Sequence[OrderEvent]) -> None:
+        if not events:
+            return
+        await self.session.execute(sa.update(orders).where(orders.c.order_id == order.id).values(**_order_state(order)))
+        await self._append_events(events)
+
+    async def _append_events(self, events: Iterable[OrderEvent]) -> None:
+        rows = [
+            {
+                "order_id": event.order_id,
+                "version": event.version,
+                "event_type": event.event_type,
+                "payload": event.to_payload(),
+                "occurred_at": event.occurred_at,
+            }
+            for event in events
+        ]
+        if rows:
+            await self.session.execute(sa.insert(order_events), rows)
+
+    async def list_orders(self, query_filter: OrderFilter) -> list[dict[str, Any]]:
+        query = sa.select(orders).order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
+        if query_filter.account_ids is not None:
+            query = query.where(orders.c.account_id.in_(query_filter.account_ids))
+        if query_filter.status is not None:
+            query = query.where(orders.c.status == query_filter.status.value)
+        if query_filter.symbol is not None:
+            query = query.where(orders.c.symbol == query_filter.symbol)
+        if query_filter.before_created_at is not None and query_filter.before_order_id is not None:
+            query = query.where(
+                sa.tuple_(orders.c.created_at, orders.c.order_id)
+                < sa.tuple_(sa.literal(query_filter.before_created_at), sa.literal(query_filter.before_order_id))
+            )
+        rows = (await self.session.execute(query.limit(query_filter.limit))).mappings().all()
+        return [dict(row) for row in rows]
+
+    async def order_row(self, order_id: str) -> dict[str, Any] | None:
+        row = (await self.session.execute(sa.select(orders).where(orders.c.order_id == order_id))).mappings().first()
+        return None if row is None else dict(row)
+
+    async def unresolved_orders(self, account_id: str | None = None, older_than: datetime | None = None) -> list[str]:
+        """Orders the venue may know more about than we do: submitted, open or awaiting a cancel."""
+        query = sa.select(orders.c.order_id).where(orders.c.status.in_([s.value for s in UNRESOLVED_STATUSES]))
+        if account_id is not None:
+            query = query.where(orders.c.account_id == account_id)
+        if older_than is not None:
+            query = query.where(orders.c.updated_at < older_than)
+        return list((await self.session.scalars(query.order_by(orders.c.created_at))).all())
+
+    async def submitted_orders(self, older_than: datetime) -> list[str]:
+        query = (
+            sa.select(orders.c.order_id)
+            .where(orders.c.status == OrderStatus.SUBMITTED.value, orders.c.updated_at < older_than)
+            .order_by(orders.c.created_at)
+            .limit(500)
+        )
+        return list((await self.session.scalars(query)).all())
+
+    async def client_order_ids(self, account_id: str) -> set[str]:
+        query = sa.select(orders.c.client_order_id).where(orders.c.account_id == account_id)
+        return set((await self.session.scalars(query)).all())
+
+    # --- fills ---------------------------------------------------------------------------------------------
+
+    async def insert_fill(self, values: dict[str, Any]) -> bool:
+        """Record a fill once: False when (venue, trade_id) was already recorded."""
+        statement = pg_insert(fills).values(**values).on_conflict_do_nothing(index_elements=["venue", "trade_id"])
+        result = await self.session.execute(statement.returning(fills.c.fill_id))
+        return result.first() is not None
+
+    async def list_fills(
+        self, account_ids: Sequence[str] | None, order_id: str | None, limit: int, before_fill_id: int | None
+    ) -> list[dict[str, Any]]:
+        query = sa.select(fills).order_by(fills.c.fill_id.desc()).limit(limit)
+        if account_ids is not None:
+            query = query.where(fills.c.account_id.in_(account_ids))
+        if order_id is not None:
+            query = query.where(fills.c.order_id == order_id)
+        if before_fill_id is not None:
+            query = query.where(fills.c.fill_id < before_fill_id)
+        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
+
+    # --- ledger --------------------------------------------------------------------------------------------
+
+    async def load_ledger(self, account_id: AccountId) -> Ledger:
+        balance_rows = (
+            await self.session.execute(sa.select(balances).where(balances.c.account_id == account_id))
+        ).mappings()
+        reservation_rows = (
+            await self.session.execute(sa.select(reservations).where(reservations.c.account_id == account_id))
+        ).mappings()
+        position_rows = (
+            await self.session.execute(sa.select(positions).where(positions.c.account_id == account_id))
+        ).mappings()
+        return Ledger(
+            account_id,
+            balances={Asset(r["asset"]): Balance(Asset(r["asset"]), r["total"], r["reserved"]) for r in balance_rows},
+            reservations={
+                OrderId(r["order_id"]): Reservation(OrderId(r["order_id"]), Asset(r["asset"]), r["remaining"])
+                for r in reservation_rows
+            },
+            positions={
+                Symbol(r["symbol"]): Position(
+                    Symbol(r["symbol"]), r["quantity"], r["cost_basis"], r["realized_pnl"], r["fees_paid"]
+                )
+                for r in position_rows
+            },
+        )
+
+    async def save_ledger(self, before: Ledger, update: LedgerUpdate) -> None:
+        """Persist what changed between `before` and `update.ledger`, and append the journal entries."""
+        after = update.ledger
+        for asset, balance in after.balances.items():
+            if before.balances.get(asset) != balance:
+                await self._upsert_balance(after.account_id, balance)
+        await self._save_reservations(before, after)
+        for symbol, position in after.positions.items():
+            if before.positions.get(symbol) != position:
+                await self._upsert_position(after.account_id, position)
+        await self._journal(update.entries)
+
+    async def _upsert_balance(self, account_id: str, balance: Balance) -> None:
+        statement = pg_insert(balances).values(
+            account_id=account_id, asset=balance.asset, total=balance.total, reserved=balance.reserved
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["account_id", "asset"],
+            set_={"total": balance.total, "reserved": balance.reserved, "updated_at": sa.func.now()},
+        )
+        await self.session.execute(statement)
+
+    async def _save_reservations(self, before: Ledger, after: Ledger) -> None:
+        for order_id, reservation in after.reservations.items():
+            if before.reservations.get(order_id) == reservation:
+                continue
+            statement = pg_insert(reservations).values(
+                order_id=order_id, account_id=after.account_id, asset=reservation.asset, remaining=reservation.remaining
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=["order_id"], set_={"remaining": reservation.remaining}
+            )
+            await self.session.execute(statement)
+        gone = [order_id for order_id in before.reservations if order_id not in after.reservations]
+        if gone:
+            await self.session.execute(sa.delete(reservations).where(reservations.c.order_id.in_(gone)))
+
+    async def _upsert_position(self, account_id: str, position: Position) -> None:
+        values = {
+            "quantity": position.quantity,
+            "cost_basis": position.cost_basis,
+            "realized_pnl": position.realized_pnl,
+            "fees_paid": position.fees_paid,
+        }
+        statement = pg_insert(positions).values(account_id=account_id, symbol=position.symbol, **values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["account_id", "symbol"], set_={**values, "updated_at": sa.func.now()}
+        )
+        await self.session.execute(statement)
+
+    async def _journal(self, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        rows = [
+            {
+                "account_id": entry.account_id,
+                "asset": entry.asset,
+                "delta_total": entry.delta_total,
+                "delta_reserved": entry.delta_reserved,
+                "reason": entry.reason.value,
+                "reference": entry.reference,
+            }
+            for entry in entries
+        ]
+        await self.session.execute(sa.insert(balance_journal), rows)
+
+    async def list_balances(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        query = sa.select(balances).order_by(balances.c.account_id, balances.c.asset)
+        if account_ids is not None:
+            query = query.where(balances.c.account_id.in_(account_ids))
+        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
+
+    async def list_positions(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        query = sa.select(positions).order_by(positions.c.account_id, positions.c.symbol)
+        if account_ids is not None:
+            query = query.where(positions.c.account_id.in_(account_ids))
+        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
+
+
+def _account(row: sa.RowMapping) -> TradingAccount:
+    return TradingAccount(
+        AccountId(row["account_id"]),
+        row["venue"],
+        row["approval_threshold"],
+        row["volume_30d"],
+        row["fill_cursor"],
+    )
+
+
+def _order_state(order: Order) -> dict[str, Any]:
+    return {
+        "status": order.status.value,
+        "filled_quantity": order.filled_quantity,
+        "average_fill_price": order.average_fill_price,
+        "fees_paid": order.fees_paid,
+        "venue_order_id": order.venue_order_id,
+        "reason": order.reason,
+        "version": order.version,
+        "updated_at": order.updated_at,
+    }
+
+
+def client_order_key(account_id: str, client_order_id: str) -> tuple[AccountId, ClientOrderId]:
+    return AccountId(account_id), ClientOrderId(client_order_id)

@@ -1,3 +1,129 @@
-"""Request and response models of the oms service (Create/Update/Read kept separate, extra="forbid")."""
+"""Request and response models of the OMS (decimal strings for money, extra fields refused)."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.money import DecimalString
+from shared.domain.types import Liquidity, OrderSide, OrderStatus, OrderType, TimeInForce
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+SymbolText = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", examples=["BTC/USD"])]
+AssetText = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$", examples=["USD"])]
+
+
+class OrderCreate(BaseModel):
+    """A new order. `client_order_id` is your idempotency key: the same id and body returns the same order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    account_id: Identifier
+    client_order_id: Identifier
+    symbol: SymbolText
+    side: OrderSide
+    type: OrderType
+    quantity: DecimalString
+    limit_price: DecimalString | None = None
+    trigger_price: DecimalString | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+
+
+class OrderRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str
+    account_id: str
+    client_order_id: str
+    venue: str
+    symbol: str
+    side: OrderSide
+    type: OrderType
+    quantity: DecimalString
+    limit_price: DecimalString | None
+    trigger_price: DecimalString | None
+    time_in_force: TimeInForce
+    post_only: bool
+    status: OrderStatus
+    filled_quantity: DecimalString
+    average_fill_price: DecimalString | None
+    fees_paid: DecimalString
+    venue_order_id: str | None
+    reason: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[OrderRead]
+    next_cursor: str | None = Field(description="pass as `cursor` to read the next page; null on the last page")
+
+
+class FillRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fill_id: int
+    venue: str
+    trade_id: str
+    order_id: str
+    account_id: str
+    symbol: str
+    side: OrderSide
+    quantity: DecimalString
+    price: DecimalString
+    fee: DecimalString
+    fee_asset: str
+    liquidity: Liquidity
+    filled_at: datetime
+
+
+class FillPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FillRead]
+    next_cursor: str | None
+
+
+class PositionRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str
+    symbol: str
+    quantity: DecimalString
+    average_entry_price: DecimalString | None = Field(description="cost per unit held, buy fees included")
+    cost_basis: DecimalString
+    realized_pnl: DecimalString
+    fees_paid: DecimalString
+
+
+class BalanceRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str
+    asset: str
+    total: DecimalString
+    reserved: DecimalString
+    free: DecimalString
+
+
+class DepositCreate(BaseModel):
+    """Credit a paper account (creating it on first use)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    asset: AssetText
+    amount: DecimalString
+    reference: Identifier | None = None
+
+
+class DepositRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str
+    balance: BalanceRead
