@@ -59,10 +59,7 @@ class OrderBook:
 
     def levels(self, side: OrderSide, depth: int | None = None) -> list[Level]:
         """Levels best first: bids descending (side BUY), asks ascending (side SELL)."""
-        if side is OrderSide.BUY:
-            ordered = sorted(self.bids.items(), reverse=True)
-        else:
-            ordered = sorted(self.asks.items())
+        ordered = sorted(self.bids.items(), reverse=True) if side is OrderSide.BUY else sorted(self.asks.items())
         return ordered if depth is None else ordered[:depth]
 
     def quantity_at(self, side: OrderSide, price: Decimal) -> Decimal:
