@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from data.replay.cli import app as feed_app
 from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
 from shared.auth.cli import app as auth_app
@@ -31,6 +32,7 @@ app = typer.Typer(help="Aether trading platform", no_args_is_help=True, pretty_e
 app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache Kafka under .aether/")
 app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
+app.add_typer(feed_app, name="feed", help="Market-data replay (file or synthetic) onto the marketdata.* topics")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -19,6 +19,8 @@ BOOK_TOPIC = "marketdata.book-events.v1"
 TRADE_TOPIC = "marketdata.trade-events.v1"
 
 SymbolText = Annotated[str, Field(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", max_length=32)]
+Price = Annotated[DecimalString, Field(gt=0)]
+Quantity = Annotated[DecimalString, Field(ge=0)]
 
 
 class MarketDataError(ValueError):
@@ -28,8 +30,8 @@ class MarketDataError(ValueError):
 class Level(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    price: DecimalString
-    qty: DecimalString
+    price: Price
+    qty: Quantity
 
 
 class BookSnapshot(BaseModel):
@@ -68,8 +70,8 @@ class Trade(BaseModel):
     venue: str
     symbol: SymbolText
     trade_id: str = Field(min_length=1, max_length=64)
-    price: DecimalString
-    qty: DecimalString
+    price: Price
+    qty: Annotated[DecimalString, Field(gt=0)]
     side: Literal["buy", "sell"]
     ord_type: Literal["market", "limit"] = "market"
     timestamp: AwareDatetime

@@ -1,0 +1,217 @@
+"""Benchmark: orders through the OMS REST API on the paper venue, against the real local stack.
+
+Workload: one OMS process (`aether serve oms`) on a dedicated, freshly migrated database
+`aether_bench`; 20 funded paper accounts; a synthetic book published once on the market-data topic;
+orders alternate limit buys resting below the market and small market buys, spread over the accounts.
+
+1. Saturation: `--orders` orders with `--concurrency` clients in flight -> sustained orders/s (= max rate).
+2. Open loop at 25 %, 50 % and 100 % of that rate for `--seconds` each -> submit-to-ack (HTTP response)
+   p50 and p99 in ms, as a client sees it.
+3. The ceiling: the same PostgreSQL's single-row INSERT commit rate with 8 pgbench clients.
+
+Prints one JSON line. Needs the stack (`aether stack up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem  # noqa: E402
+from shared.auth.roles import Role  # noqa: E402
+from shared.auth.tokens import TokenIssuer  # noqa: E402
+from shared.db.migrate import upgrade  # noqa: E402
+
+PORT = 18_001
+ACCOUNTS = 20
+BENCH_DB = "aether_bench"
+
+
+def stack_env() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".aether" / "stack.env").read_text().splitlines():
+        name, value = line.removeprefix("export ").split("=", 1)
+        values[name] = value
+    return values
+
+
+def fresh_database(admin_url: str) -> str:
+    libpq = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    url = make_url(admin_url).set(database=BENCH_DB).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
+def pgbench_insert_rate(database_url: str, seconds: int) -> float:
+    url = make_url(database_url)
+    with psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS public.bench_insert (id bigserial PRIMARY KEY, payload text)")
+    script = Path(tempfile.mkdtemp()) / "insert.sql"
+    script.write_text("INSERT INTO public.bench_insert (payload) VALUES ('x');\n")
+    pgbench = next(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
+    args = [str(pgbench), "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", str(script)]
+    args += ["-h", str(url.host), "-p", str(url.port), "-U", str(url.username), str(url.database)]
+    env = {**os.environ, "PGPASSWORD": str(url.password)}
+    output = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603
+    line = next(line for line in output.splitlines() if line.startswith("tps"))
+    return float(line.split("=")[1].split()[0])
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the OMS did not become ready")
+
+
+def order_body(i: int) -> dict[str, str]:
+    account = f"bench-{i % ACCOUNTS}"
+    if i % 2:
+        return {"account_id": account, "client_order_id": uuid.uuid4().hex, "symbol": "BTC/USD", "side": "buy",
+                "type": "market", "quantity": "0.0001"}
+    return {"account_id": account, "client_order_id": uuid.uuid4().hex, "symbol": "BTC/USD", "side": "buy",
+            "type": "limit", "quantity": "0.0001", "limit_price": "1000"}
+
+
+async def timed_post(client: httpx.AsyncClient, headers: dict[str, str], i: int, samples: list[float]) -> int:
+    started = time.perf_counter()
+    response = await client.post("/orders", json=order_body(i), headers=headers)
+    samples.append(time.perf_counter() - started)
+    return response.status_code
+
+
+async def saturate(client: httpx.AsyncClient, headers: dict[str, str], orders: int, concurrency: int) -> tuple[float, int]:
+    counter = iter(range(orders))
+    errors = 0
+    samples: list[float] = []
+
+    async def worker() -> None:
+        nonlocal errors
+        for i in counter:
+            if await timed_post(client, headers, i, samples) != 201:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return orders / (time.perf_counter() - started), errors
+
+
+async def open_loop(client: httpx.AsyncClient, headers: dict[str, str], rate: float, seconds: float) -> dict[str, float]:
+    samples: list[float] = []
+    tasks = []
+    interval = 1 / rate
+    started = time.perf_counter()
+    i = 0
+    while (now := time.perf_counter()) - started < seconds:
+        tasks.append(asyncio.create_task(timed_post(client, headers, 1_000_000 + i, samples)))
+        i += 1
+        await asyncio.sleep(max(0.0, started + i * interval - now))
+    codes = await asyncio.gather(*tasks)
+    ordered = sorted(samples)
+    return {
+        "rate_per_s": round(rate, 1),
+        "sent": len(tasks),
+        "errors": sum(code != 201 for code in codes),
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    for n in range(ACCOUNTS):
+        response = await client.post(
+            f"/accounts/bench-{n}/paper/deposits", json={"asset": "USD", "amount": "100000000"}, headers=headers
+        )
+        response.raise_for_status()
+
+
+def publish_book(env: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "data.replay.cli", "replay", "--synthetic", "--speed", "0", "--limit", "50"],
+        env=env, check=True, capture_output=True,
+    )
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    env = {**os.environ, **stack_env()}
+    database_url = fresh_database(env["AETHER_DATABASE_URL"])
+    key = generate_private_key()
+    key_dir = Path(tempfile.mkdtemp())
+    (key_dir / "public.pem").write_bytes(public_key_pem(key.public_key()))
+    env.update(
+        AETHER_DATABASE_URL=database_url,
+        AETHER_JWT_PUBLIC_KEY_FILE=str(key_dir / "public.pem"),
+        AETHER_LOG_LEVEL="WARNING",
+        AETHER_DATABASE_POOL_SIZE="20",
+    )
+    server = subprocess.Popen(  # noqa: S603, ASYNC220 - the server runs for the whole benchmark
+        [sys.executable, "-m", "shared.cli", "serve", "oms", "--port", str(PORT)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    token = TokenIssuer(private_key_pem(key), "aether", "aether-platform").issue(
+        "bench", [Role.OPERATOR, Role.ADMIN], accounts=["*"], ttl_s=3600
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", limits=limits, timeout=30) as client:
+            await wait_ready(client)
+            await seed(client, headers)
+            publish_book(env)
+            await asyncio.sleep(2)
+            max_rate, errors = await saturate(client, headers, args.orders, args.concurrency)
+            levels = {}
+            for share in (0.25, 0.5, 1.0):
+                levels[f"{int(share * 100)}%"] = await open_loop(client, headers, max_rate * share, args.seconds)
+            at_500 = await open_loop(client, headers, 500, args.seconds) if max_rate >= 500 else None
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+    return {
+        "bench": "oms_orders",
+        "workload": f"{args.orders} orders (half market, half resting limit) over {ACCOUNTS} paper accounts, "
+        f"{args.concurrency} clients; open loop {args.seconds}s per level",
+        "orders_per_s_sustained": round(max_rate, 1),
+        "saturation_errors": errors,
+        "latency_by_load": levels,
+        "latency_at_500_per_s": at_500,
+        "pg_single_row_insert_commits_per_s_8_clients": round(pgbench_insert_rate(database_url, args.pgbench_s), 1),
+        "cores": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--pgbench-s", type=int, default=10)
+    print(json.dumps(asyncio.run(run(parser.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Market data: ingestion, replay and features."""
