@@ -43,10 +43,11 @@ from psycopg import sql
 from rich.console import Console
 
 HOST = "127.0.0.1"
-PG_PORT = 54329
-REDIS_PORT = 63799
-KAFKA_PORT = 19092
-KAFKA_CONTROLLER_PORT = 19093
+# Fixed ports by default; overridable so a second checkout can run its own stack beside the first.
+PG_PORT = int(os.environ.get("AETHER_STACK_PG_PORT", "54329"))
+REDIS_PORT = int(os.environ.get("AETHER_STACK_REDIS_PORT", "63799"))
+KAFKA_PORT = int(os.environ.get("AETHER_STACK_KAFKA_PORT", "19092"))
+KAFKA_CONTROLLER_PORT = int(os.environ.get("AETHER_STACK_KAFKA_CONTROLLER_PORT", "19093"))
 KAFKA_BOOTSTRAP = f"{HOST}:{KAFKA_PORT}"
 KAFKA_HEALTHCHECK_TOPIC = "aether.stack.healthcheck"
 PG_OS_USER = "postgres"

@@ -20,6 +20,7 @@ console = Console()
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 READY_TIMEOUT_S = 60.0
 ADMIN_TOKEN_TTL_S = 8 * 3600
+FEED_ARGS = ("feed", "replay", "--synthetic", "--speed", "1", "--symbol", "BTC/USD", "--start-price", "60000")
 
 
 def aether_home() -> Path:
@@ -84,9 +85,9 @@ def _pump(name: str, color: str, stream: IO[bytes]) -> None:
         console.print(f"[{color}]{name:>9} |[/{color}] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def _spawn(name: str, port: int, color: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def _spawn(name: str, args: list[str], color: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(  # noqa: S603 - fixed argument list, our own interpreter
-        [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)],
+        [sys.executable, "-m", "shared.cli", *args],
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -133,10 +134,15 @@ def _stop_all(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
 def run_platform(ports: Mapping[str, int], env: dict[str, str]) -> int:
     """Run the services until Ctrl-C or until one of them dies; return the exit code."""
     env = prepare_environment(env)
-    processes = {name: _spawn(name, port, COLORS[i % len(COLORS)], env) for i, (name, port) in enumerate(ports.items())}
+    processes = {
+        name: _spawn(name, ["serve", name, "--port", str(port)], COLORS[i % len(COLORS)], env)
+        for i, (name, port) in enumerate(ports.items())
+    }
     try:
         if not _wait_ready(ports, processes):
             return 1
+        # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.
+        processes["feed"] = _spawn("feed", [*FEED_ARGS], "white", env)
         console.print(
             "[bold]Aether is up.[/bold] Ctrl-C stops the services (the stack keeps running: `aether stack down`)."
         )
