@@ -1,26 +1,54 @@
-"""`aether feed replay`: market data onto the `marketdata.*` topics, from a CSV file or a synthetic market."""
+"""`aether feed replay`: market data onto the `marketdata.*` topics, from a file or a SYNTHETIC market.
+
+Also runnable on its own: `python -m data.replay.cli replay --synthetic --speed 1`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Iterable
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from data.replay.publisher import ReplayStats, replay
-from data.replay.source import SourceError, SyntheticMarket, read_csv
+from data.replay.publisher import ReplayReport, ReplayTopics, replay
+from data.replay.source import FileSource, MarketDataSource, SourceError, SyntheticMarket
 from shared.config import AetherSettings, ConfigurationError, load_settings
+from shared.domain.money import MoneyError, to_decimal
 from shared.events.producer import EventProducer
-from shared.marketdata import MarketData
 
 console = Console(stderr=True)
-app = typer.Typer(help="Market-data replay onto the marketdata.* topics", no_args_is_help=True)
+app = typer.Typer(
+    help="Market data for paper trading: replay a file or a SYNTHETIC market onto the marketdata.* topics",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+LOG_EVERY_S = 60.0  # progress line interval when stderr is not a terminal (e.g. under `aether up`)
+
+
+class CommandError(Exception):
+    """A problem worth one line on stderr and a non-zero exit."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    source: MarketDataSource
+    label: str
+    total: int | None
+    start_at: datetime | None
 
 
 @app.callback()
@@ -30,61 +58,166 @@ def feed() -> None:
 
 @app.command("replay")
 def replay_command(
-    file: Annotated[Path | None, typer.Option(help="CSV of trades and book levels (see data/replay/source.py)")] = None,
-    synthetic: Annotated[bool, typer.Option(help="a seeded SYNTHETIC market instead of a file")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the synthetic market")] = 7,
-    symbol: Annotated[str, typer.Option(help="symbol of the synthetic market")] = "BTC/USD",
-    start_price: Annotated[str, typer.Option(help="first mid price of the synthetic market")] = "60000",
-    speed: Annotated[float, typer.Option(min=0, help="1 = real time, 0 = as fast as possible")] = 1.0,
-    limit: Annotated[int | None, typer.Option(min=1, help="stop after this many messages")] = None,
-    loop: Annotated[bool, typer.Option(help="start the file again at its end")] = False,
-    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="CSV (or Parquet, with pyarrow) of trades and book levels; format in data/replay/source.py"),
+    ] = None,
+    synthetic: Annotated[bool, typer.Option(help="a seeded SYNTHETIC market (random walk), not real data")] = False,
+    seed: Annotated[int, typer.Option(help="synthetic: seed (same seed, same messages)")] = 7,
+    symbol: Annotated[str, typer.Option(help="synthetic: symbol")] = "BTC/USD",
+    start_price: Annotated[str, typer.Option(help="synthetic: first mid price")] = "60000",
+    volatility: Annotated[float, typer.Option(help="synthetic: std. dev. of the log mid per second")] = 0.0003,
+    speed: Annotated[
+        float, typer.Option(min=0, help="1 = real time, 2 = twice as fast, 0 = as fast as possible")
+    ] = 1.0,
+    limit: Annotated[int | None, typer.Option(min=0, help="stop after this many messages")] = None,
+    loop: Annotated[bool, typer.Option(help="file: start again at the end, later in time")] = False,
+    keep_timestamps: Annotated[
+        bool, typer.Option(help="file: keep the file's times (default: move the first message to now)")
+    ] = False,
+    venue: Annotated[str, typer.Option(help="file: the venue name written into the messages")] = "replay",
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (default: AETHER_KAFKA_BOOTSTRAP)")
+    ] = None,
+    topic_prefix: Annotated[str, typer.Option(help="prefix for both topic names (tests, experiments)")] = "",
 ) -> None:
-    """Publish book snapshots and trades; Ctrl-C stops cleanly."""
-    if (file is None) == (not synthetic):
-        console.print("[red]error:[/red] give exactly one of --file or --synthetic", soft_wrap=True)
-        raise typer.Exit(2)
+    """Publish book snapshots/deltas and trades, paced by their timestamps; Ctrl-C or SIGTERM stops cleanly."""
+    try:
+        if (file is None) == (not synthetic):
+            raise CommandError("give exactly one of --file PATH or --synthetic")
+        now = datetime.now(UTC)
+        if file is not None:
+            plan = _file_plan(file, venue, loop=loop, start_at=None if keep_timestamps else now)
+        else:
+            plan = _synthetic_plan(symbol, seed, start_price, volatility, start_at=now)
+        servers, protocol = _kafka(bootstrap)
+        topics = ReplayTopics.with_prefix(topic_prefix)
+        console.print(
+            f"replaying {plan.label} to {topics.book} and {topics.trade} at speed {speed:g}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        report = asyncio.run(_run(plan, servers, protocol, topics, speed=speed, limit=limit, loop=loop))
+    except CommandError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    state = "stopped" if report.stopped else "done"
+    console.print(
+        f"{state}: published {report.published} messages ({report.books} book, {report.trades} trade) "
+        f"in {report.elapsed_s:.1f} s",
+        highlight=False,
+    )
+
+
+def _file_plan(path: Path, venue: str, *, loop: bool, start_at: datetime | None) -> _Plan:
+    try:
+        source = FileSource(path, venue)
+    except SourceError as exc:
+        raise CommandError(str(exc)) from None
+    if len(source) == 0:
+        raise CommandError(f"{path}: no messages in the file")
+    return _Plan(source, f"{path} ({len(source)} messages)", None if loop else len(source), start_at)
+
+
+def _synthetic_plan(symbol: str, seed: int, start_price: str, volatility: float, *, start_at: datetime) -> _Plan:
+    try:
+        price = to_decimal(start_price)
+    except MoneyError as exc:
+        raise CommandError(f"--start-price: {exc}") from None
+    try:
+        market = SyntheticMarket(symbol=symbol, seed=seed, start_price=price, start_at=start_at, volatility=volatility)
+        next(market.messages())  # fails here, not mid-run, on a symbol the schema refuses
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise CommandError(f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return _Plan(market, f"a SYNTHETIC {symbol} market (seed {seed}, not real data)", None, None)
+
+
+def _kafka(bootstrap: str | None) -> tuple[str, str]:
+    if bootstrap is not None:
+        return bootstrap, "PLAINTEXT"
     try:
         settings = load_settings(AetherSettings)
     except ConfigurationError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    if file is not None and not file.is_file():
-        console.print(f"[red]error:[/red] {file}: no such file", soft_wrap=True)
-        raise typer.Exit(2)
-    messages: Iterable[MarketData]
-    if file is None:
-        market = SyntheticMarket(symbol=symbol, seed=seed, start_price=Decimal(start_price), start_at=datetime.now(UTC))
-        messages = market.messages()
-        console.print(f"replaying a SYNTHETIC {symbol} market (seed {seed}), not real data")
-    else:
-        messages = itertools.chain.from_iterable(itertools.repeat(list(read_csv(file)))) if loop else read_csv(file)
-    try:
-        stats = asyncio.run(_publish(messages, bootstrap or settings.kafka_bootstrap, speed, limit))
-    except SourceError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        console.print("stopped")
-        return
-    console.print(f"published {stats.published} messages ({stats.books} books, {stats.trades} trades)")
+        raise CommandError(str(exc)) from None
+    return settings.kafka_bootstrap, settings.kafka_security_protocol
 
 
-async def _publish(messages: Iterable[MarketData], bootstrap: str, speed: float, limit: int | None) -> ReplayStats:
-    producer = EventProducer(bootstrap=bootstrap, client_id="aether-feed-replay")
-    await producer.start()
+async def _run(
+    plan: _Plan, bootstrap: str, protocol: str, topics: ReplayTopics, *, speed: float, limit: int | None, loop: bool
+) -> ReplayReport:
+    stop = asyncio.Event()
+    event_loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        event_loop.add_signal_handler(signum, stop.set)
+    producer = EventProducer(bootstrap, client_id="aether-feed-replay", security_protocol=protocol)
     try:
-        return await replay(
-            messages,
-            producer,
-            speed=speed,
-            limit=limit,
-            on_progress=lambda s: (
-                console.print(f"published {s.published}", highlight=False) if s.published % 1_000 == 0 else None
-            ),
-        )
+        await producer.start()
+    except KafkaError as exc:
+        raise CommandError(f"cannot reach Kafka at {bootstrap}: {exc}", exit_code=1) from None
+    total = limit if limit is not None and (plan.total is None or limit < plan.total) else plan.total
+    try:
+        with _ProgressDisplay(total) as on_progress:
+            return await replay(
+                plan.source,
+                producer,
+                speed=speed,
+                limit=limit,
+                loop=loop,
+                topics=topics,
+                start_at=plan.start_at,
+                stop=stop,
+                on_progress=on_progress,
+            )
+    except (KafkaError, TimeoutError) as exc:
+        raise CommandError(f"publishing to Kafka at {bootstrap} failed: {type(exc).__name__}: {exc}", 1) from None
     finally:
         await producer.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            event_loop.remove_signal_handler(signum)
+
+
+class _ProgressDisplay:
+    """A rich progress display on a terminal; otherwise a plain line every LOG_EVERY_S seconds."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.logged_at = time.monotonic()
+
+    def __enter__(self) -> Callable[[ReplayReport], None]:
+        if console.is_terminal:
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed} msgs  {task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("replaying", total=self.total, detail="")
+        return self.update
+
+    def __exit__(self, *_: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, report: ReplayReport) -> None:
+        detail = f"{report.books} book, {report.trades} trade, {report.rate_per_s:,.0f}/s, at {_at(report)}"
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=report.published, detail=detail)
+        elif time.monotonic() - self.logged_at >= LOG_EVERY_S:
+            self.logged_at = time.monotonic()
+            console.print(f"published {report.published} messages ({detail})", highlight=False)
+
+
+def _at(report: ReplayReport) -> str:
+    return report.last_at.strftime("%H:%M:%S") if report.last_at is not None else "-"
 
 
 if __name__ == "__main__":

@@ -1,52 +1,223 @@
-"""Publishes market-data messages to Kafka at a chosen speed."""
+"""Publishes market-data messages to Kafka, paced by their own timestamps at a chosen speed.
+
+Each message goes out in the platform envelope (producer `feed-replay`, aggregate id = key = symbol)
+on the book or trade topic. Messages that are due together are sent as one batch through the
+idempotent producer, which keeps their order per partition, so one symbol's messages arrive in order.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from shared.events.producer import EventProducer
-from shared.marketdata import MarketData, to_envelope, topic_for
+from data.replay.source import MarketDataSource, looped, rebased
+from shared.events.producer import Delivery, OutgoingMessage
+from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC, MarketData, Trade, to_envelope
+from shared.observability.correlation import new_correlation_id
 
+PRODUCER_NAME = "feed-replay"
 Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
 
 
-@dataclass
-class ReplayStats:
+class BatchPublisher(Protocol):
+    async def publish_batch(self, messages: Sequence[OutgoingMessage]) -> Sequence[Delivery]:
+        """Publish records in order per partition and wait for every acknowledgement."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTopics:
+    """Where book and trade messages go (tests use a unique prefix)."""
+
+    book: str = BOOK_TOPIC
+    trade: str = TRADE_TOPIC
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> ReplayTopics:
+        """The default topic names behind `prefix` (e.g. "test-1a2b." -> "test-1a2b.marketdata.book-events.v1")."""
+        return cls(book=f"{prefix}{BOOK_TOPIC}", trade=f"{prefix}{TRADE_TOPIC}")
+
+    def topic_for(self, message: MarketData) -> str:
+        return self.trade if isinstance(message, Trade) else self.book
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """What a replay published so far (or in all, once it returned)."""
+
     published: int = 0
     books: int = 0
     trades: int = 0
+    last_at: datetime | None = None  # the timestamp of the last message published
+    elapsed_s: float = 0.0
+    stopped: bool = False  # True when the stop event ended the replay early
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.published / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _check_arguments(speed: float, limit: int | None, batch_size: int) -> None:
+    if not (math.isfinite(speed) and speed >= 0):
+        raise ValueError(f"speed must be a finite number >= 0, not {speed}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must not be negative, not {limit}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
 
 
 async def replay(
-    messages: Iterable[MarketData],
-    producer: EventProducer,
+    source: MarketDataSource,
+    producer: BatchPublisher,
     *,
-    speed: float,
+    speed: float = 1.0,
     limit: int | None = None,
-    topic_prefix: str = "",
+    loop: bool = False,
+    topics: ReplayTopics | None = None,
+    start_at: datetime | None = None,
+    stop: asyncio.Event | None = None,
     sleep: Sleep = asyncio.sleep,
-    on_progress: Callable[[ReplayStats], None] | None = None,
-) -> ReplayStats:
-    """Publish in order; `speed` 1.0 keeps the messages' own pacing, 2.0 twice as fast, 0 as fast as possible."""
-    stats = ReplayStats()
-    previous: datetime | None = None
-    for message in messages:
-        if limit is not None and stats.published >= limit:
-            break
-        if speed > 0 and previous is not None:
-            gap_s = (message.timestamp - previous).total_seconds() / speed
-            if gap_s > 0:
-                await sleep(gap_s)
-        previous = message.timestamp
-        await producer.send(topic_prefix + topic_for(message), to_envelope(message, "feed-replay"), key=message.symbol)
-        stats.published += 1
-        if topic_for(message).endswith("trade-events.v1"):
-            stats.trades += 1
-        else:
-            stats.books += 1
-        if on_progress is not None and stats.published % 100 == 0:
-            on_progress(stats)
-    return stats
+    clock: Clock = time.monotonic,
+    on_progress: Callable[[ReplayReport], None] | None = None,
+    batch_size: int = 500,
+    correlation_id: str | None = None,
+) -> ReplayReport:
+    """Publish the source's messages in order and return the counts.
+
+    `speed` 1.0 keeps the messages' own pacing, 2.0 is twice as fast, 0 as fast as possible; `limit`
+    stops after that many messages; `loop` starts a finite source again (later in time) at its end;
+    `start_at` moves the first message to that time (gaps kept); setting `stop` ends the replay after
+    the current batch. All messages of one run share a correlation id.
+    """
+    _check_arguments(speed, limit, batch_size)
+    messages: Iterator[MarketData] = looped(source) if loop else source.messages()
+    if start_at is not None:
+        messages = rebased(messages, start_at)
+    if limit is not None:
+        messages = itertools.islice(messages, limit)
+    run = _Run(
+        producer=producer,
+        topics=topics or ReplayTopics(),
+        speed=speed,
+        stop=stop,
+        sleep=sleep,
+        clock=clock,
+        on_progress=on_progress,
+        batch_size=batch_size,
+        correlation_id=correlation_id or new_correlation_id(),
+    )
+    return await run.publish(messages)
+
+
+class _Run:
+    def __init__(
+        self,
+        *,
+        producer: BatchPublisher,
+        topics: ReplayTopics,
+        speed: float,
+        stop: asyncio.Event | None,
+        sleep: Sleep,
+        clock: Clock,
+        on_progress: Callable[[ReplayReport], None] | None,
+        batch_size: int,
+        correlation_id: str,
+    ) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.speed = speed
+        self.stop = stop
+        self.sleep = sleep
+        self.clock = clock
+        self.on_progress = on_progress
+        self.batch_size = batch_size
+        self.correlation_id = correlation_id
+        self.pending: list[MarketData] = []
+        self.report = ReplayReport()
+        self.started = clock()
+        self.origin: tuple[float, datetime] | None = None  # (clock, message time) of the first message
+
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def _delay_s(self, message: MarketData) -> float:
+        if self.speed == 0:
+            return 0.0
+        if self.origin is None:
+            self.origin = (self.clock(), message.timestamp)
+            return 0.0
+        # Against the first message's schedule, not the previous one's: sleeping never accumulates drift.
+        wall_start, time_start = self.origin
+        due = wall_start + (message.timestamp - time_start).total_seconds() / self.speed
+        return due - self.clock()
+
+    async def publish(self, messages: Iterator[MarketData]) -> ReplayReport:
+        for message in messages:
+            if self._stopped():
+                break
+            delay_s = self._delay_s(message)
+            if delay_s > 0:
+                await self._flush()
+                await self._pause(delay_s)
+                if self._stopped():
+                    break
+            self.pending.append(message)
+            if len(self.pending) >= self.batch_size:
+                await self._flush()
+        await self._flush()
+        return self._snapshot(stopped=self._stopped())
+
+    async def _pause(self, delay_s: float) -> None:
+        if self.stop is None:
+            await self.sleep(delay_s)
+            return
+        sleeper = asyncio.ensure_future(self.sleep(delay_s))
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        records = [self._record(message) for message in batch]
+        await self.producer.publish_batch(records)
+        trades = sum(isinstance(message, Trade) for message in batch)
+        self.report = ReplayReport(
+            published=self.report.published + len(batch),
+            books=self.report.books + len(batch) - trades,
+            trades=self.report.trades + trades,
+            last_at=batch[-1].timestamp,
+        )
+        if self.on_progress is not None:
+            self.on_progress(self._snapshot(stopped=False))
+
+    def _record(self, message: MarketData) -> OutgoingMessage:
+        envelope = to_envelope(message, PRODUCER_NAME, correlation_id=self.correlation_id)
+        return OutgoingMessage(
+            topic=self.topics.topic_for(message),
+            key=message.symbol,
+            value=envelope.to_bytes(),
+            headers=tuple(envelope.kafka_headers()),
+        )
+
+    def _snapshot(self, *, stopped: bool) -> ReplayReport:
+        return ReplayReport(
+            published=self.report.published,
+            books=self.report.books,
+            trades=self.report.trades,
+            last_at=self.report.last_at,
+            elapsed_s=self.clock() - self.started,
+            stopped=stopped,
+        )
