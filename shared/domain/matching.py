@@ -1,38 +1,55 @@
 """Simulated matching engine: fills our orders against the visible L2 book and the public trade prints.
 
-Used by the paper venue now and by backtests later; every call takes `now`, so a replay of the same
-inputs gives the same reports, trade ids included. The rules, chosen to be conservative (a paper
-result should not beat what the market would have given):
+Used by the paper venue now and by backtests later. There is no clock inside: every call takes `now`, so the
+same inputs give the same reports, trade ids (`f"{symbol}-{n}"`) included. Our orders are invisible to the
+public market and never match each other. The rules, chosen so that a paper result does not beat what the
+market would have given:
 
-- Taking liquidity: a market order walks the opposite side level by level (partial fills, slippage)
-  and never beyond the visible depth; what it cannot fill is canceled (`no_liquidity`). A marketable
-  limit order takes up to its limit price, then rests (GTC) or is canceled (IOC, `ioc_remainder`).
-  FOK fills entirely from the visible depth up to its limit, or is canceled (`fok_not_fillable`).
-  Liquidity we took stays consumed until the venue sends a new quantity for that level.
-- Post-only that would cross is rejected (`post_only_would_cross`).
-- Resting (maker) fills: a trade printing strictly through our price fills us up to the traded
-  quantity. At exactly our price we join the back of the queue: the quantity displayed at that price
-  when we arrived must trade first. A book update that moves the opposite side through our price
-  fills us at our price up to the crossing depth. Several of our orders share a print by price, then
-  time priority.
-- Stop-loss / take-profit wait for a trade through their trigger, then execute as market orders;
-  stop-loss-limit then behaves as a limit order at its limit price.
-- Latency (optional): submits and cancels take effect `submit_delay` / `cancel_delay` after they are
-  made, on the next call with a later `now` (a fill may beat a delayed cancel).
+- Taking: a market order walks the opposite side level by level (partial fills, slippage) and never beyond
+  the visible depth; what it cannot fill is canceled (`no_liquidity`): market orders are IOC whatever their
+  time in force (FOK excepted: all or nothing). A marketable limit order takes up to its limit price, then
+  rests (GTC) or is canceled (IOC, `ioc_remainder`). FOK checks the visible depth up to its limit first and
+  is canceled untouched (`fok_not_fillable`) when it falls short.
+- Consumed liquidity: what we take (or what crossing resting orders fill from) is remembered per level and
+  subtracted from the displayed quantity, so a second order does not take the same liquidity again. The
+  venue does not know about our fills, so a delta for that level does not simply reset it: a decrease of
+  the displayed quantity (real trades, cancels) first uses up our consumption, an increase is new
+  liquidity behind it (free = displayed - consumed). A removed level, or a snapshot, forgets it.
+- Post-only that would cross the displayed opposite best price is rejected (`post_only_would_cross`).
+- Resting (maker) fills from trade prints: a print strictly through our price fills us up to its quantity.
+  At exactly our price we stand behind the quantity that was displayed at that price when we arrived
+  (`queue_ahead`); prints at that price by an aggressor of the other side use up that queue before they
+  reach us. The queue ahead never exceeds what the book shows at that price later (it only shrinks).
+  Several of our orders share one print by price, then time priority.
+- Resting fills from book moves: when the opposite side comes through a resting order (best ask <= our
+  buy), it fills as maker at its own limit price, up to the free crossing depth.
+- Stop-loss / take-profit wait for a trade print through the trigger (sell stop-loss: price <= trigger,
+  sell take-profit: price >= trigger, mirrored for buys), report `triggered`, then execute as market
+  orders; stop-loss-limit then behaves as a limit order at its limit price.
+- Latency (optional): submits and cancels take effect `submit_delay` / `cancel_delay` after they are made,
+  carried out by `advance(now)` (which every market-data call runs first), so a fill may beat a cancel.
+  `submit` and `cancel` only report on their own order: call `advance(now)` before them to carry out
+  earlier delayed actions first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from itertools import takewhile
 
-from shared.domain.book import Level, OrderBook
+from sortedcontainers import SortedKeyList
+
+from shared.domain.book import Level, MarketDataError, OrderBook, check_level
 from shared.domain.types import Liquidity, OrderSide, OrderType, TimeInForce
 
 ZERO = Decimal(0)
+TRIGGERED_TYPES = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT, OrderType.STOP_LOSS_LIMIT})
+LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT})
 
 
 class ReportKind(StrEnum):
@@ -40,7 +57,40 @@ class ReportKind(StrEnum):
     REJECTED = "rejected"
     FILL = "fill"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # reserved for good-till-date orders; IOC/FOK remainders are CANCELED with a reason
     TRIGGERED = "triggered"
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons of rejections and cancellations."""
+
+    CANCELED = "canceled"  # canceled on request
+    POST_ONLY_WOULD_CROSS = "post_only_would_cross"
+    NO_LIQUIDITY = "no_liquidity"
+    FOK_NOT_FILLABLE = "fok_not_fillable"
+    IOC_REMAINDER = "ioc_remainder"
+    UNKNOWN_ORDER = "unknown_order"
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
+    INVALID_QUANTITY = "invalid_quantity"
+    INVALID_PRICE = "invalid_price"  # limit/trigger price missing, not positive, or given where not allowed
+    POST_ONLY_NOT_ALLOWED = "post_only_not_allowed"  # post-only needs a GTC limit order
+
+
+class PendingAction(StrEnum):
+    SUBMIT = "submit"
+    CANCEL = "cancel"
+
+
+class InvalidTrade(MarketDataError):
+    """A trade print with a non-positive price or quantity."""
+
+    code = "invalid_trade"
+
+
+class EngineStateError(ValueError):
+    """A saved state that cannot be restored."""
+
+    code = "invalid_engine_state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +107,14 @@ class SimOrder:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionReport:
+    """What happened to one order; fills carry trade id, quantity, price, liquidity and the quantity left."""
+
     kind: ReportKind
     order_id: str
     at: datetime
     trade_id: str | None = None
     quantity: Decimal | None = None
-    price: Decimal | None = None
+    price: Decimal | None = None  # fills: the fill price; triggered: the trade price that fired the trigger
     liquidity: Liquidity | None = None
     leaves: Decimal | None = None
     reason: str | None = None
@@ -73,30 +125,68 @@ class LatencyModel:
     submit_delay: timedelta = timedelta(0)
     cancel_delay: timedelta = timedelta(0)
 
-
-@dataclass(slots=True)
-class _Resting:
-    order: SimOrder
-    leaves: Decimal
-    sequence: int
-    queue_ahead: Decimal  # displayed quantity at our price that must trade before us
+    def __post_init__(self) -> None:
+        if self.submit_delay < timedelta(0) or self.cancel_delay < timedelta(0):
+            raise ValueError("latency delays must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
 class RestingState:
-    """A resting or waiting order as saved for a restart: the order and what is left of it."""
+    """A resting or waiting order as saved for a restart: the order and what is left of it.
+
+    `triggered`: a stop-loss-limit that has fired and now rests as a limit. `queue_ahead`: the displayed
+    quantity ahead of it at its price; None puts it at the back of the level displayed when restored.
+    """
 
     order: SimOrder
     leaves: Decimal
+    triggered: bool = False
+    queue_ahead: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingState:
+    """A delayed submit or cancel that has not taken effect yet."""
+
+    due_at: datetime
+    action: PendingAction
+    order_id: str
+    order: SimOrder | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """Everything the engine knows besides the market (`pydantic.TypeAdapter(EngineState)` serializes it)."""
+
+    orders: tuple[RestingState, ...]  # in time priority
+    pending: tuple[PendingState, ...]  # in the order they take effect
+    trade_sequence: int
+
+
+@dataclass(slots=True, eq=False)
+class _Resting:
+    order: SimOrder
+    price: Decimal
+    leaves: Decimal
+    sequence: int
+    queue_ahead: Decimal
+    triggered: bool
+
+
+@dataclass(slots=True, eq=False)
+class _Waiting:
+    order: SimOrder
+    trigger: Decimal
+    sequence: int
 
 
 @dataclass(order=True, slots=True)
 class _Pending:
     due_at: datetime
     sequence: int
-    action: str = field(compare=False)
+    action: PendingAction = field(compare=False)
+    order_id: str = field(compare=False)
     order: SimOrder | None = field(compare=False, default=None)
-    order_id: str = field(compare=False, default="")
 
 
 def _opposite(side: OrderSide) -> OrderSide:
@@ -104,48 +194,95 @@ def _opposite(side: OrderSide) -> OrderSide:
 
 
 def _marketable(side: OrderSide, level_price: Decimal, limit: Decimal | None) -> bool:
+    """Whether an order of `side` with `limit` (None: market) may trade at `level_price`."""
     if limit is None:
         return True
     return level_price <= limit if side is OrderSide.BUY else level_price >= limit
 
 
+def _falls(order: SimOrder) -> bool:
+    """Whether the trigger fires on a price at or below it (sell stop-loss, buy take-profit)."""
+    return (order.side is OrderSide.SELL) == (order.type in {OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT})
+
+
+def _bad_price(price: Decimal | None) -> bool:
+    return price is not None and (not price.is_finite() or price <= 0)
+
+
+def order_error(order: SimOrder) -> Reason | None:
+    """Why the engine would reject `order` as malformed, or None."""
+    if not order.quantity.is_finite() or order.quantity <= 0:
+        return Reason.INVALID_QUANTITY
+    if (order.type in LIMIT_TYPES) != (order.limit_price is not None) or _bad_price(order.limit_price):
+        return Reason.INVALID_PRICE
+    if (order.type in TRIGGERED_TYPES) != (order.trigger_price is not None) or _bad_price(order.trigger_price):
+        return Reason.INVALID_PRICE
+    if order.post_only and (order.type is not OrderType.LIMIT or order.time_in_force is not TimeInForce.GTC):
+        return Reason.POST_ONLY_NOT_ALLOWED
+    return None
+
+
+def _has_fired(saved: RestingState) -> bool:
+    return saved.triggered or saved.leaves < saved.order.quantity
+
+
+def _check_saved(saved: RestingState) -> None:
+    order = saved.order
+    if order_error(order) is not None or not ZERO < saved.leaves <= order.quantity:
+        raise EngineStateError(f"order {order.order_id}: not a valid open order ({saved})")
+    can_wait = order.type in TRIGGERED_TYPES and not _has_fired(saved)
+    if not can_wait and order.type not in LIMIT_TYPES:
+        raise EngineStateError(f"order {order.order_id}: a {order.type} order cannot rest")
+    if saved.queue_ahead is not None and saved.queue_ahead < 0:
+        raise EngineStateError(f"order {order.order_id}: negative queue ahead")
+
+
 class MatchingEngine:
-    """One instrument's simulated matching; not thread-safe (the venue serializes calls per symbol)."""
+    """One instrument's simulated matching; not thread-safe (the caller serializes calls per symbol)."""
 
     def __init__(self, symbol: str, latency: LatencyModel | None = None) -> None:
         self.symbol = symbol
         self.book = OrderBook(symbol)
         self.latency = latency
         self._resting: dict[str, _Resting] = {}
-        self._waiting: dict[str, SimOrder] = {}  # stop / take-profit orders before their trigger
-        self._consumed: dict[tuple[OrderSide, Decimal], Decimal] = {}
-        self._pending: list[_Pending] = []
+        # Our resting orders per side in priority order: best price first, then time.
+        self._buys: SortedKeyList[_Resting, tuple[Decimal, int]] = SortedKeyList(key=lambda r: (-r.price, r.sequence))
+        self._sells: SortedKeyList[_Resting, tuple[Decimal, int]] = SortedKeyList(key=lambda r: (r.price, r.sequence))
+        self._waiting: dict[str, _Waiting] = {}
+        # Untriggered stops: "falling" fire when a print is <= trigger (highest trigger first), "rising" when >=.
+        self._falling: SortedKeyList[_Waiting, tuple[Decimal, int]] = SortedKeyList(
+            key=lambda w: (-w.trigger, w.sequence)
+        )
+        self._rising: SortedKeyList[_Waiting, tuple[Decimal, int]] = SortedKeyList(
+            key=lambda w: (w.trigger, w.sequence)
+        )
+        self._consumed: dict[tuple[OrderSide, Decimal], Decimal] = {}  # (book side, price) -> quantity we took
+        self._pending: list[_Pending] = []  # heap by (due_at, sequence)
         self._sequence = 0
-        self._trades = 0
+        self._trade_sequence = 0
 
     # --- commands ------------------------------------------------------------------------------------------
 
     def submit(self, order: SimOrder, now: datetime) -> list[ExecutionReport]:
-        """Accept or reject an order; with latency it takes effect `submit_delay` later (see `advance`)."""
+        """Accept (and execute) or reject an order; with a submit delay it takes effect later, on `advance`."""
         if self.latency is not None and self.latency.submit_delay > timedelta(0):
-            self._queue("submit", now + self.latency.submit_delay, order=order)
+            self._queue(PendingAction.SUBMIT, now + self.latency.submit_delay, order.order_id, order)
             return []
         return self._submit_now(order, now)
 
     def cancel(self, order_id: str, now: datetime) -> list[ExecutionReport]:
         """Cancel a resting or waiting order (`unknown_order` rejection when there is none)."""
         if self.latency is not None and self.latency.cancel_delay > timedelta(0):
-            self._queue("cancel", now + self.latency.cancel_delay, order_id=order_id)
+            self._queue(PendingAction.CANCEL, now + self.latency.cancel_delay, order_id)
             return []
         return self._cancel_now(order_id, now)
 
     def advance(self, now: datetime) -> list[ExecutionReport]:
-        """Carry out delayed submits and cancels that are due at `now`."""
+        """Carry out the delayed submits and cancels due at or before `now`, each at its due time."""
         reports: list[ExecutionReport] = []
-        self._pending.sort()
         while self._pending and self._pending[0].due_at <= now:
-            item = self._pending.pop(0)
-            if item.action == "submit" and item.order is not None:
+            item = heapq.heappop(self._pending)
+            if item.action is PendingAction.SUBMIT and item.order is not None:
                 reports += self._submit_now(item.order, item.due_at)
             else:
                 reports += self._cancel_now(item.order_id, item.due_at)
@@ -154,234 +291,307 @@ class MatchingEngine:
     # --- market data ---------------------------------------------------------------------------------------
 
     def on_book_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], now: datetime) -> list[ExecutionReport]:
+        """Replace the book (a crossed one raises `CrossedBook` before anything changes); forget consumption."""
+        fresh = OrderBook(self.symbol)
+        fresh.apply_snapshot(bids, asks, now)
         reports = self.advance(now)
-        self.book.apply_snapshot(bids, asks, now)
+        self.book.load(fresh)
         self._consumed.clear()
+        for resting in self._resting.values():
+            shown = self.book.quantity_at(resting.order.side, resting.price)
+            resting.queue_ahead = min(resting.queue_ahead, shown)
         return reports + self._cross_resting(now)
 
     def on_book_delta(self, side: OrderSide, price: Decimal, quantity: Decimal, now: datetime) -> list[ExecutionReport]:
-        """Update one level (side BUY = bids); the venue's new quantity replaces what we consumed there."""
+        """Set one level to its new quantity (side BUY = bids), then fill resting orders the book now crosses."""
+        level = [(price, quantity)]
+        if side is OrderSide.BUY:
+            return self.on_book_update(level, [], now)
+        return self.on_book_update([], level, now)
+
+    def on_book_update(self, bids: Iterable[Level], asks: Iterable[Level], now: datetime) -> list[ExecutionReport]:
+        """Apply the changed levels of one venue message together, then fill resting orders the book now crosses."""
+        changes = [(OrderSide.BUY, check_level(*level)) for level in bids]
+        changes += [(OrderSide.SELL, check_level(*level)) for level in asks]
         reports = self.advance(now)
-        self.book.apply_delta(side, price, quantity, now)
-        self._consumed.pop((side, price), None)
+        for side, (price, quantity) in changes:
+            self._reconcile_consumed(side, price, quantity)
+            self.book.apply_delta(side, price, quantity, now)
+            for resting in self._at_price(side, price):
+                resting.queue_ahead = min(resting.queue_ahead, quantity)
         return reports + self._cross_resting(now)
 
     def on_trade(self, price: Decimal, quantity: Decimal, aggressor: OrderSide, now: datetime) -> list[ExecutionReport]:
-        """A public trade print: fills resting orders it passes through and fires stop triggers."""
+        """A public trade print: fills resting orders it reaches, then fires the stop triggers it passes."""
+        if not price.is_finite() or not quantity.is_finite() or price <= 0 or quantity <= 0:
+            raise InvalidTrade(f"invalid trade {quantity} @ {price}")
         reports = self.advance(now)
-        reports += self._maker_fills_from_trade(price, quantity, aggressor, now)
-        for order_id, order in sorted(self._waiting.items(), key=lambda item: item[0]):
-            if self._triggered(order, price):
-                del self._waiting[order_id]
-                reports.append(ExecutionReport(ReportKind.TRIGGERED, order_id, now, price=price))
-                reports += self._execute(self._after_trigger(order), now, accepted=True)
-        return reports
+        volume = self._fills_from_print(OrderSide.BUY, price, quantity, aggressor, now, reports)
+        self._fills_from_print(OrderSide.SELL, price, volume, aggressor, now, reports)
+        return reports + self._fire_triggers(price, now)
 
-    # --- state for restarts --------------------------------------------------------------------------------
+    # --- state ---------------------------------------------------------------------------------------------
 
     def open_orders(self) -> list[RestingState]:
-        resting = [RestingState(r.order, r.leaves) for r in sorted(self._resting.values(), key=lambda r: r.sequence)]
-        waiting = [RestingState(order, order.quantity) for order in self._waiting.values()]
-        return resting + waiting
+        """Resting and waiting orders with what is left of them, in time priority."""
+        return list(self.snapshot_state().orders)
 
-    def restore(self, states: Iterable[RestingState]) -> None:
-        """Put saved orders back (after a restart) without reporting anything."""
-        for state in states:
-            if state.order.type in {OrderType.STOP_LOSS, OrderType.TAKE_PROFIT, OrderType.STOP_LOSS_LIMIT} and (
-                state.leaves == state.order.quantity
-            ):
-                self._waiting[state.order.order_id] = state.order
+    def snapshot_state(self) -> EngineState:
+        """The engine's own state for a restart (the book comes back from market data)."""
+        resting = [
+            (r.sequence, RestingState(r.order, r.leaves, r.triggered, r.queue_ahead)) for r in self._resting.values()
+        ]
+        waiting = [(w.sequence, RestingState(w.order, w.order.quantity)) for w in self._waiting.values()]
+        pending = [PendingState(p.due_at, p.action, p.order_id, p.order) for p in sorted(self._pending)]
+        orders = tuple(state for _, state in sorted(resting + waiting, key=lambda item: item[0]))
+        return EngineState(orders, tuple(pending), self._trade_sequence)
+
+    def restore(self, state: EngineState | Iterable[RestingState]) -> None:
+        """Replace the orders (and, from an `EngineState`, delayed actions and trade counter) without reporting.
+
+        A plain list of `RestingState`s is what a venue rebuilds from its own records: an unfilled stop goes
+        back to waiting for its trigger unless marked `triggered`.
+        """
+        orders = state.orders if isinstance(state, EngineState) else tuple(state)
+        for saved in orders:
+            _check_saved(saved)
+        self._resting.clear()
+        self._buys.clear()
+        self._sells.clear()
+        self._waiting.clear()
+        self._falling.clear()
+        self._rising.clear()
+        self._pending.clear()
+        for saved in orders:
+            if saved.order.type in TRIGGERED_TYPES and not _has_fired(saved):
+                self._wait(saved.order)
             else:
-                self._rest(state.order, state.leaves)
+                triggered = saved.order.type in TRIGGERED_TYPES
+                self._rest(saved.order, saved.leaves, triggered=triggered, queue_ahead=saved.queue_ahead)
+        if isinstance(state, EngineState):
+            self._trade_sequence = state.trade_sequence
+            for pending in state.pending:
+                self._queue(pending.action, pending.due_at, pending.order_id, pending.order)
 
-    # --- internals -----------------------------------------------------------------------------------------
+    # --- internals: commands -------------------------------------------------------------------------------
 
-    def _queue(self, action: str, due_at: datetime, *, order: SimOrder | None = None, order_id: str = "") -> None:
+    def _queue(self, action: PendingAction, due_at: datetime, order_id: str, order: SimOrder | None = None) -> None:
         self._sequence += 1
-        self._pending.append(_Pending(due_at, self._sequence, action, order, order_id))
+        heapq.heappush(self._pending, _Pending(due_at, self._sequence, action, order_id, order))
 
     def _submit_now(self, order: SimOrder, now: datetime) -> list[ExecutionReport]:
-        if order.order_id in self._resting or order.order_id in self._waiting:
-            return [ExecutionReport(ReportKind.REJECTED, order.order_id, now, reason="duplicate_order_id")]
-        if order.type in {OrderType.STOP_LOSS, OrderType.TAKE_PROFIT, OrderType.STOP_LOSS_LIMIT}:
-            self._waiting[order.order_id] = order
-            return [ExecutionReport(ReportKind.ACCEPTED, order.order_id, now, leaves=order.quantity)]
-        if order.post_only and self._would_take(order):
-            return [ExecutionReport(ReportKind.REJECTED, order.order_id, now, reason="post_only_would_cross")]
-        return self._execute(order, now, accepted=False)
+        error = order_error(order)
+        if error is None and (order.order_id in self._resting or order.order_id in self._waiting):
+            error = Reason.DUPLICATE_ORDER_ID
+        if error is None and order.post_only and self._would_take(order):
+            error = Reason.POST_ONLY_WOULD_CROSS
+        if error is not None:
+            return [ExecutionReport(ReportKind.REJECTED, order.order_id, now, reason=error)]
+        accepted = ExecutionReport(ReportKind.ACCEPTED, order.order_id, now, leaves=order.quantity)
+        if order.type in TRIGGERED_TYPES:
+            self._wait(order)
+            return [accepted]
+        return [accepted, *self._execute(order, now)]
 
-    def _execute(self, order: SimOrder, now: datetime, *, accepted: bool) -> list[ExecutionReport]:
-        reports = [] if accepted else [ExecutionReport(ReportKind.ACCEPTED, order.order_id, now, leaves=order.quantity)]
-        limit = order.limit_price if order.type in {OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT} else None
-        if order.time_in_force is TimeInForce.FOK and self._available(order.side, limit) < order.quantity:
-            return [
-                *reports,
-                ExecutionReport(
-                    ReportKind.CANCELED, order.order_id, now, leaves=order.quantity, reason="fok_not_fillable"
-                ),
-            ]
-        fills, leaves = self._take(order, limit, now)
-        reports += fills
+    def _execute(self, order: SimOrder, now: datetime) -> list[ExecutionReport]:
+        limit = order.limit_price if order.type in LIMIT_TYPES else None
+        if order.time_in_force is TimeInForce.FOK and self._free_depth(order.side, limit, order.quantity) < (
+            order.quantity
+        ):
+            return [self._canceled(order.order_id, order.quantity, Reason.FOK_NOT_FILLABLE, now)]
+        reports, leaves = self._take(order, limit, now)
         if leaves == 0:
             return reports
         if limit is None:
-            reason = "no_liquidity"
+            reports.append(self._canceled(order.order_id, leaves, Reason.NO_LIQUIDITY, now))
         elif order.time_in_force is TimeInForce.GTC:
-            self._rest(order, leaves)
-            return reports
+            self._rest(order, leaves, triggered=order.type in TRIGGERED_TYPES)
         else:
-            reason = "ioc_remainder"
-        return [*reports, ExecutionReport(ReportKind.CANCELED, order.order_id, now, leaves=leaves, reason=reason)]
-
-    def _would_take(self, order: SimOrder) -> bool:
-        best = self.book.best_ask if order.side is OrderSide.BUY else self.book.best_bid
-        return best is not None and order.limit_price is not None and _marketable(order.side, best, order.limit_price)
-
-    def _available(self, side: OrderSide, limit: Decimal | None) -> Decimal:
-        opposite = _opposite(side)
-        return sum(
-            (
-                qty - self._consumed.get((opposite, price), ZERO)
-                for price, qty in self.book.levels(opposite)
-                if _marketable(side, price, limit)
-            ),
-            ZERO,
-        )
-
-    def _take(self, order: SimOrder, limit: Decimal | None, now: datetime) -> tuple[list[ExecutionReport], Decimal]:
-        opposite = _opposite(order.side)
-        remaining = order.quantity
-        reports: list[ExecutionReport] = []
-        for price, qty in self.book.levels(opposite):
-            if remaining == 0 or not _marketable(order.side, price, limit):
-                break
-            available = qty - self._consumed.get((opposite, price), ZERO)
-            if available <= 0:
-                continue
-            taken = min(remaining, available)
-            self._consumed[(opposite, price)] = self._consumed.get((opposite, price), ZERO) + taken
-            remaining -= taken
-            reports.append(self._fill(order.order_id, taken, price, Liquidity.TAKER, remaining, now))
-        return reports, remaining
-
-    def _rest(self, order: SimOrder, leaves: Decimal) -> None:
-        self._sequence += 1
-        queue = self.book.quantity_at(order.side, order.limit_price) if order.limit_price is not None else ZERO
-        self._resting[order.order_id] = _Resting(order, leaves, self._sequence, queue)
-
-    def _cancel_now(self, order_id: str, now: datetime) -> list[ExecutionReport]:
-        resting = self._resting.pop(order_id, None)
-        if resting is not None:
-            return [ExecutionReport(ReportKind.CANCELED, order_id, now, leaves=resting.leaves, reason="canceled")]
-        waiting = self._waiting.pop(order_id, None)
-        if waiting is not None:
-            return [ExecutionReport(ReportKind.CANCELED, order_id, now, leaves=waiting.quantity, reason="canceled")]
-        return [ExecutionReport(ReportKind.REJECTED, order_id, now, reason="unknown_order")]
-
-    def _fill(
-        self, order_id: str, quantity: Decimal, price: Decimal, liquidity: Liquidity, leaves: Decimal, now: datetime
-    ) -> ExecutionReport:
-        self._trades += 1
-        return ExecutionReport(
-            ReportKind.FILL,
-            order_id,
-            now,
-            trade_id=f"{self.symbol}-{self._trades}",
-            quantity=quantity,
-            price=price,
-            liquidity=liquidity,
-            leaves=leaves,
-        )
-
-    def _by_priority(self, side: OrderSide) -> list[_Resting]:
-        ours = [r for r in self._resting.values() if r.order.side is side]
-        sign = -1 if side is OrderSide.BUY else 1
-        return sorted(ours, key=lambda r: (sign * (r.order.limit_price or ZERO), r.sequence))
-
-    def _maker_fills_from_trade(
-        self, price: Decimal, quantity: Decimal, aggressor: OrderSide, now: datetime
-    ) -> list[ExecutionReport]:
-        reports: list[ExecutionReport] = []
-        volume = quantity
-        for side in (OrderSide.BUY, OrderSide.SELL):
-            for resting in self._by_priority(side):
-                if volume <= 0:
-                    return reports
-                volume = self._fill_from_print(resting, price, volume, aggressor, now, reports)
+            reports.append(self._canceled(order.order_id, leaves, Reason.IOC_REMAINDER, now))
         return reports
 
-    def _fill_from_print(
+    def _cancel_now(self, order_id: str, now: datetime) -> list[ExecutionReport]:
+        resting = self._resting.get(order_id)
+        if resting is not None:
+            self._unrest(resting)
+            return [self._canceled(order_id, resting.leaves, Reason.CANCELED, now)]
+        waiting = self._waiting.pop(order_id, None)
+        if waiting is not None:
+            (self._falling if _falls(waiting.order) else self._rising).remove(waiting)
+            return [self._canceled(order_id, waiting.order.quantity, Reason.CANCELED, now)]
+        return [ExecutionReport(ReportKind.REJECTED, order_id, now, reason=Reason.UNKNOWN_ORDER)]
+
+    def _wait(self, order: SimOrder) -> None:
+        trigger = order.trigger_price if order.trigger_price is not None else ZERO  # validated: never None here
+        self._sequence += 1
+        waiting = _Waiting(order, trigger, self._sequence)
+        self._waiting[order.order_id] = waiting
+        (self._falling if _falls(order) else self._rising).add(waiting)
+
+    def _rest(self, order: SimOrder, leaves: Decimal, *, triggered: bool, queue_ahead: Decimal | None = None) -> None:
+        price = order.limit_price if order.limit_price is not None else ZERO  # validated: never None here
+        if queue_ahead is None:
+            queue_ahead = self.book.quantity_at(order.side, price)
+        self._sequence += 1
+        resting = _Resting(order, price, leaves, self._sequence, queue_ahead, triggered)
+        self._resting[order.order_id] = resting
+        self._ours(order.side).add(resting)
+
+    def _unrest(self, resting: _Resting) -> None:
+        del self._resting[resting.order.order_id]
+        self._ours(resting.order.side).remove(resting)
+
+    def _ours(self, side: OrderSide) -> SortedKeyList[_Resting, tuple[Decimal, int]]:
+        return self._buys if side is OrderSide.BUY else self._sells
+
+    def _at_price(self, side: OrderSide, price: Decimal) -> list[_Resting]:
+        key = -price if side is OrderSide.BUY else price
+        return list(self._ours(side).irange_key((key, 0), (key, self._sequence)))
+
+    # --- internals: taking liquidity -----------------------------------------------------------------------
+
+    def _free(self, book_side: OrderSide, price: Decimal, shown: Decimal) -> Decimal:
+        return shown - self._consumed.get((book_side, price), ZERO)
+
+    def _free_levels(self, side: OrderSide, limit: Decimal | None) -> Iterator[tuple[Decimal, Decimal]]:
+        """(price, free quantity) on the side an order of `side` takes from, best first, up to `limit`."""
+        opposite = _opposite(side)
+        for price, shown in self.book.iter_levels(opposite):
+            if not _marketable(side, price, limit):
+                return
+            free = self._free(opposite, price, shown)
+            if free > 0:
+                yield price, free
+
+    def _free_depth(self, side: OrderSide, limit: Decimal | None, enough: Decimal) -> Decimal:
+        depth = ZERO
+        for _, free in self._free_levels(side, limit):
+            depth += free
+            if depth >= enough:
+                break
+        return depth
+
+    def _would_take(self, order: SimOrder) -> bool:
+        # Against the displayed best, consumed or not: the real venue would refuse it too.
+        best = self.book.best(_opposite(order.side))
+        return best is not None and _marketable(order.side, best, order.limit_price)
+
+    def _take(self, order: SimOrder, limit: Decimal | None, now: datetime) -> tuple[list[ExecutionReport], Decimal]:
+        remaining = order.quantity
+        reports: list[ExecutionReport] = []
+        for price, free in list(self._free_levels(order.side, limit)):
+            taken = min(remaining, free)
+            self._add_consumed(_opposite(order.side), price, taken)
+            remaining -= taken
+            reports.append(self._fill(order.order_id, taken, price, Liquidity.TAKER, remaining, now))
+            if remaining == 0:
+                break
+        return reports, remaining
+
+    def _add_consumed(self, book_side: OrderSide, price: Decimal, quantity: Decimal) -> None:
+        self._consumed[(book_side, price)] = self._consumed.get((book_side, price), ZERO) + quantity
+
+    def _reconcile_consumed(self, side: OrderSide, price: Decimal, quantity: Decimal) -> None:
+        # A decrease of the displayed quantity uses up our consumption first; an increase is new liquidity.
+        consumed = self._consumed.pop((side, price), ZERO)
+        decrease = self.book.quantity_at(side, price) - quantity
+        left = consumed - max(decrease, ZERO)
+        if left > 0 and quantity > 0:
+            self._consumed[(side, price)] = min(left, quantity)
+
+    # --- internals: maker fills ----------------------------------------------------------------------------
+
+    def _fills_from_print(
         self,
-        resting: _Resting,
+        side: OrderSide,
         price: Decimal,
         volume: Decimal,
         aggressor: OrderSide,
         now: datetime,
         reports: list[ExecutionReport],
     ) -> Decimal:
-        limit = resting.order.limit_price
-        if limit is None:  # only limit orders rest; kept for the type checker
-            return volume
-        through = price < limit if resting.order.side is OrderSide.BUY else price > limit
-        if not through:
-            if price != limit or aggressor is resting.order.side:
-                return volume
-            # At our price: the displayed queue ahead of us trades first.
-            used = min(volume, resting.queue_ahead)
-            resting.queue_ahead -= used
-            volume -= used
+        """Fill our `side` orders that a print of `volume` at `price` reaches; returns the volume left."""
+        reached = list(takewhile(lambda r: _marketable(side, price, r.price), self._ours(side)))
+        for resting in reached:
             if volume <= 0:
-                return volume
-        taken = min(volume, resting.leaves)
-        self._apply_maker_fill(resting, taken, limit, now, reports)
-        return volume - taken
-
-    def _apply_maker_fill(
-        self, resting: _Resting, quantity: Decimal, price: Decimal, now: datetime, reports: list[ExecutionReport]
-    ) -> None:
-        resting.leaves -= quantity
-        reports.append(self._fill(resting.order.order_id, quantity, price, Liquidity.MAKER, resting.leaves, now))
-        if resting.leaves == 0:
-            del self._resting[resting.order.order_id]
+                break
+            if resting.price != price:
+                taken = min(volume, resting.leaves)  # strictly through our price
+            elif aggressor is side:
+                continue  # a print at our price by our own side's aggressor lifted the other side, not us
+            else:
+                taken = min(resting.leaves, max(volume - resting.queue_ahead, ZERO))
+                resting.queue_ahead = max(resting.queue_ahead - volume, ZERO)
+            if taken > 0:
+                volume -= taken
+                reports.append(self._maker_fill(resting, taken, now))
+        return volume
 
     def _cross_resting(self, now: datetime) -> list[ExecutionReport]:
-        """The opposite side moved through resting orders: they fill at their price up to the crossing depth."""
+        """Resting orders the opposite side has come through fill at their price up to the free crossing depth."""
         reports: list[ExecutionReport] = []
         for side in (OrderSide.BUY, OrderSide.SELL):
-            for resting in self._by_priority(side):
-                limit = resting.order.limit_price
-                if limit is None:
-                    continue
-                depth = self._available(side, limit)
-                if depth <= 0:
-                    continue
-                taken = min(depth, resting.leaves)
-                self._consume(side, limit, taken)
-                self._apply_maker_fill(resting, taken, limit, now, reports)
+            best = self.book.best(_opposite(side))
+            if best is not None:
+                self._cross_side(side, best, now, reports)
         return reports
 
-    def _consume(self, side: OrderSide, limit: Decimal, quantity: Decimal) -> None:
-        opposite = _opposite(side)
-        for price, qty in self.book.levels(opposite):
-            if quantity <= 0 or not _marketable(side, price, limit):
+    def _cross_side(self, side: OrderSide, best: Decimal, now: datetime, reports: list[ExecutionReport]) -> None:
+        for resting in list(takewhile(lambda r: _marketable(side, best, r.price), self._ours(side))):
+            depth = self._free_depth(side, resting.price, resting.leaves)
+            if depth <= 0:
+                continue
+            taken = min(depth, resting.leaves)
+            self._consume_through(side, resting.price, taken)
+            reports.append(self._maker_fill(resting, taken, now))
+
+    def _consume_through(self, side: OrderSide, limit: Decimal, quantity: Decimal) -> None:
+        for price, free in list(self._free_levels(side, limit)):
+            used = min(free, quantity)
+            self._add_consumed(_opposite(side), price, used)
+            quantity -= used
+            if quantity <= 0:
                 return
-            available = qty - self._consumed.get((opposite, price), ZERO)
-            used = min(available, quantity)
-            if used > 0:
-                self._consumed[(opposite, price)] = self._consumed.get((opposite, price), ZERO) + used
-                quantity -= used
+
+    def _maker_fill(self, resting: _Resting, quantity: Decimal, now: datetime) -> ExecutionReport:
+        resting.leaves -= quantity
+        if resting.leaves == 0:
+            self._unrest(resting)
+        return self._fill(resting.order.order_id, quantity, resting.price, Liquidity.MAKER, resting.leaves, now)
+
+    # --- internals: triggers and reports -------------------------------------------------------------------
+
+    def _fire_triggers(self, price: Decimal, now: datetime) -> list[ExecutionReport]:
+        fired: list[_Waiting] = []
+        while self._falling and price <= self._falling[0].trigger:
+            fired.append(self._falling.pop(0))
+        while self._rising and price >= self._rising[0].trigger:
+            fired.append(self._rising.pop(0))
+        reports: list[ExecutionReport] = []
+        for waiting in sorted(fired, key=lambda w: w.sequence):
+            order_id = waiting.order.order_id
+            del self._waiting[order_id]
+            reports.append(
+                ExecutionReport(ReportKind.TRIGGERED, order_id, now, price=price, leaves=waiting.order.quantity)
+            )
+            reports += self._execute(waiting.order, now)
+        return reports
+
+    def _fill(
+        self, order_id: str, quantity: Decimal, price: Decimal, liquidity: Liquidity, leaves: Decimal, now: datetime
+    ) -> ExecutionReport:
+        self._trade_sequence += 1
+        return ExecutionReport(
+            ReportKind.FILL,
+            order_id,
+            now,
+            trade_id=f"{self.symbol}-{self._trade_sequence}",
+            quantity=quantity,
+            price=price,
+            liquidity=liquidity,
+            leaves=leaves,
+        )
 
     @staticmethod
-    def _triggered(order: SimOrder, price: Decimal) -> bool:
-        trigger = order.trigger_price
-        if trigger is None:
-            return False
-        stop_like = order.type in {OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT}
-        falling = (order.side is OrderSide.SELL) == stop_like
-        return price <= trigger if falling else price >= trigger
-
-    @staticmethod
-    def _after_trigger(order: SimOrder) -> SimOrder:
-        if order.type is OrderType.STOP_LOSS_LIMIT:
-            return replace(order, type=OrderType.LIMIT)
-        return replace(order, type=OrderType.MARKET, limit_price=None)
+    def _canceled(order_id: str, leaves: Decimal, reason: Reason, now: datetime) -> ExecutionReport:
+        return ExecutionReport(ReportKind.CANCELED, order_id, now, leaves=leaves, reason=reason)
