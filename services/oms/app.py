@@ -33,6 +33,7 @@ async def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> VenueAd
         instruments={Symbol(symbol): config.spec(symbol) for symbol, config in settings.instruments.items()},
         fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
         clock=utc_now,
+        quote_steps={Symbol(symbol): config.quote_step for symbol, config in settings.instruments.items()},
     )
     await venue.restore()
     return venue
@@ -79,6 +80,7 @@ async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
         runtime.extras["venue"],
         redis=runtime.redis,
         bootstrap=settings.kafka_bootstrap,
+        security_protocol=settings.kafka_security_protocol,
         book_topic=settings.marketdata_book_topic,
         trade_topic=settings.marketdata_trade_topic,
     )

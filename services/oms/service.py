@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -41,7 +41,7 @@ from shared.audit import append as audit_append
 from shared.db import UnitOfWork
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.ledger import Ledger, LedgerUpdate, required_reservation
-from shared.domain.money import InstrumentSpec, format_decimal
+from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, format_decimal
 from shared.domain.orders import Order, OrderEvent, OrderRequest, OrderRuleError, validate_request
 from shared.domain.types import (
     AccountId,
@@ -346,6 +346,7 @@ class OrderService:
 
     async def apply_fill(self, fill: VenueFill) -> bool:
         """Apply one fill exactly once (unique on venue + trade id); True when it changed something."""
+        fill = _without_trailing_zeros(fill)
         async with UnitOfWork(self.sessionmaker) as uow:
             uow.after_commit(self.on_commit)
             repo = OmsRepository(uow.session)
@@ -729,6 +730,17 @@ def _venue_request(order: Order) -> VenueOrderRequest:
         trigger_price=order.trigger_price,
         time_in_force=order.time_in_force,
         post_only=order.post_only,
+    )
+
+
+def _without_trailing_zeros(fill: VenueFill) -> VenueFill:
+    """The same fill with its amounts normalized: read back from NUMERIC(38,18) (the paper venue's `fills_since`)
+    they carry 18 decimal places, and quantity x price would then exceed the 18 places the ledger accepts."""
+    return replace(
+        fill,
+        quantity=fill.quantity.normalize(MONEY_CONTEXT),
+        price=fill.price.normalize(MONEY_CONTEXT),
+        fee=fill.fee.normalize(MONEY_CONTEXT),
     )
 
 

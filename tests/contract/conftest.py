@@ -1,0 +1,187 @@
+"""The venue contract fixture: one `VenueCase` per adapter, each with a way to set its market.
+
+Adding an adapter is one line in `VENUES` (its name and an async context manager that yields a
+`VenueCase`); every test in test_venue_contract.py then runs against it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db import sessionmaker_for
+from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.money import InstrumentSpec
+from shared.domain.types import AccountId, Asset, OrderSide, Symbol
+from shared.marketdata import BookSnapshot, Level, Trade
+from shared.venues.base import VenueAdapter, VenueUpdate
+from shared.venues.paper import PaperVenue
+
+QUOTE = Asset("USD")
+
+
+def instrument(symbol: Symbol) -> InstrumentSpec:
+    """BTC/USD's trading rules, under a name of the test's own."""
+    base, quote = symbol.split("/")
+    return InstrumentSpec(
+        symbol=symbol,
+        base=base,
+        quote=quote,
+        price_increment=Decimal("0.1"),
+        quantity_increment=Decimal("0.00000001"),
+        min_quantity=Decimal("0.0001"),
+    )
+
+
+# Every adapter is set up so that a fresh account trades at Kraken's entry tier: maker 0.25 %, taker 0.40 %.
+MAKER_RATE = Decimal("0.0025")
+TAKER_RATE = Decimal("0.0040")
+QUOTE_STEP = Decimal("0.01")
+
+
+class MarketDriver(Protocol):
+    """Sets the market an adapter sees and funds accounts there (paper: direct calls; Kraken: its fake server)."""
+
+    async def book(self, symbol: Symbol, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
+        """Publish a whole book (levels best first, as (price, qty) decimal strings)."""
+        ...
+
+    async def trade(self, symbol: Symbol, price: str, qty: str, aggressor: OrderSide) -> None:
+        """Print a public trade."""
+        ...
+
+    async def fund(self, account_id: AccountId, asset: Asset, amount: str) -> None:
+        """Give the account `amount` of `asset` at the venue."""
+        ...
+
+    async def restart(self) -> VenueAdapter:
+        """A new adapter instance over the same venue state (as after a process restart), ready to use."""
+        ...
+
+
+class FakeClock:
+    """A settable UTC clock."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@dataclass
+class VenueCase:
+    """An adapter under test, its market, a fresh account and instrument, and what its listener heard.
+
+    Each test trades its own instrument (`symbol`, base asset `base`, quote USD) so that orders left
+    resting by other tests in the same database never meet its market.
+    """
+
+    name: str
+    venue: VenueAdapter
+    market: MarketDriver
+    account_id: AccountId
+    symbol: Symbol
+    heard: list[VenueUpdate] = field(default_factory=list)
+
+    @property
+    def base(self) -> Asset:
+        return Asset(self.symbol.split("/")[0])
+
+    def new_account(self) -> AccountId:
+        return AccountId(f"acct-{uuid.uuid4().hex[:12]}")
+
+
+class PaperMarket:
+    """Feeds the paper venue directly with market-data messages (the Kafka path has its own test)."""
+
+    def __init__(self, venue: PaperVenue, make_venue: Callable[[], PaperVenue]) -> None:
+        self.venue = venue
+        self._make_venue = make_venue
+        self._sequence = 0
+        self._trades = 0
+
+    async def book(self, symbol: Symbol, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
+        self._sequence += 1
+        snapshot = BookSnapshot(
+            venue="test",
+            symbol=symbol,
+            bids=[Level(price=Decimal(p), qty=Decimal(q)) for p, q in bids],
+            asks=[Level(price=Decimal(p), qty=Decimal(q)) for p, q in asks],
+            timestamp=datetime.now(UTC),
+            sequence=self._sequence,
+        )
+        await self.venue.on_book_snapshot(snapshot)
+
+    async def trade(self, symbol: Symbol, price: str, qty: str, aggressor: OrderSide) -> None:
+        self._trades += 1
+        trade = Trade(
+            venue="test",
+            symbol=symbol,
+            trade_id=f"t{self._trades}",
+            price=Decimal(price),
+            qty=Decimal(qty),
+            side=aggressor,
+            timestamp=datetime.now(UTC),
+        )
+        await self.venue.on_trade(trade)
+
+    async def fund(self, account_id: AccountId, asset: Asset, amount: str) -> None:
+        await self.venue.deposit(account_id, asset, Decimal(amount))
+
+    async def restart(self) -> VenueAdapter:
+        self.venue = self._make_venue()
+        await self.venue.restore()
+        return self.venue
+
+
+def unique_symbol() -> Symbol:
+    return Symbol(f"T{uuid.uuid4().hex[:8].upper()}/{QUOTE}")
+
+
+@asynccontextmanager
+async def paper_case(engine: AsyncEngine) -> AsyncIterator[VenueCase]:
+    clock = FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    symbol = unique_symbol()
+
+    def make_venue() -> PaperVenue:
+        return PaperVenue(
+            sessionmaker_for(engine),
+            instruments={symbol: instrument(symbol)},
+            fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+            clock=clock,
+        )
+
+    venue = make_venue()
+    await venue.restore()
+    case = VenueCase("paper", venue, PaperMarket(venue, make_venue), AccountId(f"acct-{uuid.uuid4().hex[:12]}"), symbol)
+
+    async def listen(update: VenueUpdate) -> None:
+        case.heard.append(update)
+
+    venue.subscribe(listen)
+    yield case
+
+
+# One line per adapter: name -> factory of its case (the Kraken adapter adds "kraken" with its fake server).
+VENUES: dict[str, Callable[[AsyncEngine], AbstractAsyncContextManager[VenueCase]]] = {
+    "paper": paper_case,
+}
+
+
+@pytest.fixture(params=sorted(VENUES))
+async def venue(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[VenueCase]:
+    """The adapter under test with its market driver and a fresh account."""
+    async with VENUES[request.param](engine) as case:
+        yield case
