@@ -360,7 +360,12 @@ class OrderService:
             if not inserted:
                 return False
             now = self.clock()
-            order, events = order.fill(fill.trade_id, fill.quantity, fill.price, fill.fee, fill.liquidity, now)
+            events: list[OrderEvent] = []
+            if order.status is OrderStatus.SUBMITTED:
+                # The fill beat the venue's acknowledgement: accept with the venue's order id first.
+                order, events = order.accept(VenueOrderId(fill.venue_order_id), now)
+            order, more = order.fill(fill.trade_id, fill.quantity, fill.price, fill.fee, fill.liquidity, now)
+            events += more
             ledger = await repo.load_ledger(order.account_id)
             spec = self.instruments[order.symbol]
             update = ledger.apply_fill(
