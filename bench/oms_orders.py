@@ -91,10 +91,23 @@ async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
 def order_body(i: int) -> dict[str, str]:
     account = f"bench-{i % ACCOUNTS}"
     if i % 2:
-        return {"account_id": account, "client_order_id": uuid.uuid4().hex, "symbol": "BTC/USD", "side": "buy",
-                "type": "market", "quantity": "0.0001"}
-    return {"account_id": account, "client_order_id": uuid.uuid4().hex, "symbol": "BTC/USD", "side": "buy",
-            "type": "limit", "quantity": "0.0001", "limit_price": "1000"}
+        return {
+            "account_id": account,
+            "client_order_id": uuid.uuid4().hex,
+            "symbol": "BTC/USD",
+            "side": "buy",
+            "type": "market",
+            "quantity": "0.0001",
+        }
+    return {
+        "account_id": account,
+        "client_order_id": uuid.uuid4().hex,
+        "symbol": "BTC/USD",
+        "side": "buy",
+        "type": "limit",
+        "quantity": "0.0001",
+        "limit_price": "1000",
+    }
 
 
 async def timed_post(client: httpx.AsyncClient, headers: dict[str, str], i: int, samples: list[float]) -> int:
@@ -104,7 +117,9 @@ async def timed_post(client: httpx.AsyncClient, headers: dict[str, str], i: int,
     return response.status_code
 
 
-async def saturate(client: httpx.AsyncClient, headers: dict[str, str], orders: int, concurrency: int) -> tuple[float, int]:
+async def saturate(
+    client: httpx.AsyncClient, headers: dict[str, str], orders: int, concurrency: int
+) -> tuple[float, int]:
     counter = iter(range(orders))
     errors = 0
     samples: list[float] = []
@@ -120,7 +135,9 @@ async def saturate(client: httpx.AsyncClient, headers: dict[str, str], orders: i
     return orders / (time.perf_counter() - started), errors
 
 
-async def open_loop(client: httpx.AsyncClient, headers: dict[str, str], rate: float, seconds: float) -> dict[str, float]:
+async def open_loop(
+    client: httpx.AsyncClient, headers: dict[str, str], rate: float, seconds: float
+) -> dict[str, float]:
     samples: list[float] = []
     tasks = []
     interval = 1 / rate
@@ -152,7 +169,9 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
 def publish_book(env: dict[str, str]) -> None:
     subprocess.run(
         [sys.executable, "-m", "data.replay.cli", "replay", "--synthetic", "--speed", "0", "--limit", "50"],
-        env=env, check=True, capture_output=True,
+        env=env,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -170,7 +189,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     )
     server = subprocess.Popen(  # noqa: S603, ASYNC220 - the server runs for the whole benchmark
         [sys.executable, "-m", "shared.cli", "serve", "oms", "--port", str(PORT)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     token = TokenIssuer(private_key_pem(key), "aether", "aether-platform").issue(
         "bench", [Role.OPERATOR, Role.ADMIN], accounts=["*"], ttl_s=3600

@@ -67,7 +67,9 @@ def upgrade() -> None:
         "orders",
         ["status"],
         schema="oms",
-        postgresql_where=sa.text("status IN ('submitted', 'accepted', 'partially_filled', 'pending_cancel', 'pending_approval')"),
+        postgresql_where=sa.text(
+            "status IN ('submitted', 'accepted', 'partially_filled', 'pending_cancel', 'pending_approval')"
+        ),
     )
     op.create_table(
         "order_events",
@@ -145,5 +147,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("positions", "balance_journal", "reservations", "balances", "fills", "order_events", "orders", "trading_accounts"):
+    for table in (
+        "positions",
+        "balance_journal",
+        "reservations",
+        "balances",
+        "fills",
+        "order_events",
+        "orders",
+        "trading_accounts",
+    ):
         op.drop_table(table, schema="oms")
