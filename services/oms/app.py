@@ -11,6 +11,7 @@ from services.oms import api, consumers
 from services.oms.config import OmsSettings, get_settings
 from services.oms.service import OrderService
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
+from shared.config import AetherSettings
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import Symbol
@@ -35,7 +36,9 @@ async def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> VenueAd
         clock=utc_now,
         quote_steps={Symbol(symbol): config.quote_step for symbol, config in settings.instruments.items()},
     )
-    await venue.restore()
+    # The venue's books are restored by the reconciler (with retries), so a database outage at start-up
+    # is a 503 on /readyz, not a crash.
+    runtime.extras["restore_venue"] = venue.restore
     return venue
 
 
@@ -87,9 +90,17 @@ async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
     await feed.run(runtime.stop_event)
 
 
-def create_app(settings: OmsSettings | None = None, venue: VenueAdapter | None = None) -> FastAPI:
-    """Build the OMS app; settings default to the environment, the venue to the paper venue."""
-    oms_settings = settings or get_settings()
+def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | None = None) -> FastAPI:
+    """Build the OMS app; settings default to the environment, the venue to the paper venue.
+
+    Platform-wide settings are completed with the OMS's own defaults (instruments, thresholds).
+    """
+    if settings is None:
+        oms_settings = get_settings()
+    elif isinstance(settings, OmsSettings):
+        oms_settings = settings
+    else:
+        oms_settings = OmsSettings(**settings.model_dump(exclude={"service_name"}))
 
     async def on_startup(runtime: ServiceRuntime) -> None:
         await build_adapters(runtime, oms_settings, venue)

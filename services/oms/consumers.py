@@ -129,6 +129,9 @@ def _consumer(
 
 def _reconciler(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
+        restore_venue = runtime.extras.get("restore_venue")
+        if restore_venue is not None:
+            await restore_venue()
         report = await order_service(runtime).reconcile()
         runtime.extras[RECONCILED] = report
 

@@ -73,6 +73,7 @@ from shared.venues.base import (
 
 log = get_logger(__name__)
 SYSTEM_ACTOR = "system:oms"
+CLOSING_STATUSES = frozenset({VenueOrderStatus.FILLED, VenueOrderStatus.CANCELED, VenueOrderStatus.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,11 +339,29 @@ class OrderService:
     # --- applying what the venue says ----------------------------------------------------------------------
 
     async def apply_update(self, update: VenueUpdate) -> None:
-        """Apply a venue fill or status change (idempotent)."""
+        """Apply a venue fill or status change (idempotent).
+
+        A closing status that overtook some of its order's fills (redelivery, reordering) is not dropped:
+        the missing fills are fetched from the venue (by sequence, idempotent), then the status is applied.
+        """
         if isinstance(update, VenueFill):
             await self.apply_fill(update)
-        else:
+        elif not await self.apply_status(update) and await self._fills_behind(update):
+            try:
+                await self.catch_up_fills(AccountId(update.account_id))
+            except VenueError as exc:
+                VENUE_ERRORS.labels(operation="fills_since", kind=type(exc).__name__).inc()
+                log.warning("venue_status_ahead_of_fills", client_order_id=update.client_order_id, error=str(exc))
+                return
             await self.apply_status(update)
+
+    async def _fills_behind(self, update: VenueOrder) -> bool:
+        """True when the venue closed the order with more filled than we have recorded."""
+        if update.status not in CLOSING_STATUSES:
+            return False
+        async with UnitOfWork(self.sessionmaker) as uow:
+            stored = await OmsRepository(uow.session).find_by_client_id(update.account_id, update.client_order_id)
+        return stored is not None and update.filled_quantity > stored.order.filled_quantity
 
     async def apply_fill(self, fill: VenueFill) -> bool:
         """Apply one fill exactly once (unique on venue + trade id); True when it changed something."""

@@ -50,7 +50,7 @@ def test_status_command_exits_zero_and_lists_all_running(stack_env: dict[str, st
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("running") == 3
-    for address in ("127.0.0.1:54329", "127.0.0.1:63799", "127.0.0.1:19092"):
+    for address in (f"127.0.0.1:{stack.PG_PORT}", f"127.0.0.1:{stack.REDIS_PORT}", stack.KAFKA_BOOTSTRAP):
         assert address in done.stdout
 
 
@@ -70,10 +70,10 @@ def test_env_file_has_the_four_exports(stack_env: dict[str, str]) -> None:
     paths = stack.stack_paths()
 
     assert paths.env_file.read_text().splitlines() == [
-        "export AETHER_DATABASE_URL=postgresql+psycopg://aether:aether@127.0.0.1:54329/aether",
-        "export AETHER_REDIS_URL=redis://127.0.0.1:63799/0",
-        "export AETHER_KAFKA_BOOTSTRAP=127.0.0.1:19092",
-        f"export AETHER_DATABASE_SUPERUSER_URL=postgresql+psycopg://postgres@/aether?host={paths.pg_run}&port=54329",
+        f"export AETHER_DATABASE_URL=postgresql+psycopg://aether:aether@127.0.0.1:{stack.PG_PORT}/aether",
+        f"export AETHER_REDIS_URL=redis://127.0.0.1:{stack.REDIS_PORT}/0",
+        f"export AETHER_KAFKA_BOOTSTRAP=127.0.0.1:{stack.KAFKA_PORT}",
+        f"export AETHER_DATABASE_SUPERUSER_URL=postgresql+psycopg://postgres@/aether?host={paths.pg_run}&port={stack.PG_PORT}",
     ]
 
 
@@ -84,7 +84,7 @@ def test_env_command_output_evaluates_in_a_shell(stack_env: dict[str, str]) -> N
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "redis://127.0.0.1:63799/0 127.0.0.1:19092"
+    assert done.stdout.strip() == f"redis://127.0.0.1:{stack.REDIS_PORT}/0 127.0.0.1:{stack.KAFKA_PORT}"
 
 
 def test_env_urls_reach_the_real_servers(stack_env: dict[str, str]) -> None:

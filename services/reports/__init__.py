@@ -1,0 +1,1 @@
+"""Reports service: daily PnL, NAV and performance reports."""

@@ -1,0 +1,22 @@
+"""Composition root of the reports service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.reports import api, consumers
+from services.reports.config import ReportsSettings, get_settings
+from shared.app_factory import ServiceSpec, build_service_app
+
+SPEC = ServiceSpec(
+    name="reports",
+    title="Aether Reports",
+    description="Daily PnL, NAV and performance reports.",
+    routers=[api.router],
+    workers=consumers.WORKERS,
+)
+
+
+def create_app(settings: ReportsSettings | None = None) -> FastAPI:
+    """Build the reports app; settings default to the environment."""
+    return build_service_app(SPEC, settings or get_settings())

@@ -1,0 +1,17 @@
+"""Settings of the reports service."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from shared.config import AetherSettings, load_settings
+
+
+class ReportsSettings(AetherSettings):
+    service_name: str = "reports"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ReportsSettings:
+    """Read once per process; tests pass their own settings to create_app instead."""
+    return load_settings(ReportsSettings)

@@ -1,0 +1,3 @@
+"""Request and response models of the reports service (Create/Update/Read kept separate, extra="forbid")."""
+
+from __future__ import annotations
