@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from shared.db.migrate import upgrade
 
 T = TypeVar("T")
 
@@ -31,3 +37,25 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} within {timeout_s}s") from last_error
         await asyncio.sleep(interval_s)
+
+
+@contextlib.contextmanager
+def own_database(database_url: str, suffix: str) -> Iterator[str]:
+    """A migrated database next to the test database, dropped afterwards.
+
+    `reconcile()` walks every account of its database: a module that starts the OMS keeps other
+    modules' accounts (and their venues' orders) out of its way.
+    """
+    url = make_url(database_url)
+    name = f"{url.database}_{suffix}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    own = url.set(database=name).render_as_string(hide_password=False)
+    upgrade(own)
+    try:
+        yield own
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -76,6 +76,10 @@ SYSTEM_ACTOR = "system:oms"
 CLOSING_STATUSES = frozenset({VenueOrderStatus.FILLED, VenueOrderStatus.CANCELED, VenueOrderStatus.EXPIRED})
 
 
+class ReconcileIncomplete(RuntimeError):
+    """Some accounts could not be reconciled; the others were."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlaceResult:
     stored: StoredOrder
@@ -549,11 +553,24 @@ class OrderService:
         report = ReconcileReport()
         async with UnitOfWork(self.sessionmaker) as uow:
             accounts = await OmsRepository(uow.session).list_accounts()
+        failed: list[str] = []
         for account in accounts:
             if account.venue != self.venue.name:
                 continue
-            await self._reconcile_account(account.account_id, report)
-        log.info("reconciled", **{k: v for k, v in report.__dict__.items() if k != "details"})
+            try:
+                await self._reconcile_account(account.account_id, report)
+            except Exception as exc:
+                log.error(
+                    "reconcile_account_failed",
+                    account_id=account.account_id,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                )
+                failed.append(account.account_id)
+        log.info("reconciled", failed=len(failed), **{k: v for k, v in report.__dict__.items() if k != "details"})
+        if failed:
+            # Readiness stays red and the reconciler retries: trading on an unreconciled account is unsafe.
+            raise ReconcileIncomplete(f"{len(failed)} account(s) could not be reconciled: {', '.join(failed[:5])}")
         return report
 
     async def _reconcile_account(self, account_id: AccountId, report: ReconcileReport) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.oms.app import create_app
 from services.oms.config import OmsSettings
@@ -25,15 +25,30 @@ from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from tests.fake_venue import FakeVenue
-from tests.helpers import eventually
+from tests.helpers import eventually, own_database
 
 KEY = generate_private_key()
 
 
 @pytest.fixture(scope="module")
-def oms_settings(settings: AetherSettings) -> OmsSettings:
+def module_database_url(database_url: str) -> Iterator[str]:
+    """The OMS reconciles every account of its database at start-up: this module keeps its own."""
+    with own_database(database_url, "oms_api") as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(module_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(module_database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def oms_settings(settings: AetherSettings, module_database_url: str) -> OmsSettings:
     return OmsSettings(
-        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level"}),
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+        database_url=SecretStr(module_database_url),
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         resolve_after_s=0.2,
