@@ -51,6 +51,7 @@ class OutboxRelay:
         *,
         max_backoff_s: float = 5.0,
         publish_timeout_s: float = 30.0,
+        linger_s: float = 0.01,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -61,6 +62,7 @@ class OutboxRelay:
         self._idle_interval_s = idle_interval_s
         self._max_backoff_s = max_backoff_s
         self._publish_timeout_s = publish_timeout_s
+        self._linger_s = linger_s
         self._lock_key = relay_lock_key(tables.schema)
         self._wake = asyncio.Event()
         self._jitter = random.Random()  # noqa: S311 - backoff jitter, not cryptography
@@ -141,6 +143,10 @@ class OutboxRelay:
                 failures = 0
             if published < self._batch_size:
                 await _wait_any(stop_event, self._wake, self._idle_interval_s)
+                if self._wake.is_set() and self._linger_s > 0:
+                    # Let the commits that follow the one that woke us join the same batch: one relay
+                    # transaction per burst instead of one per commit.
+                    await _wait_any(stop_event, None, self._linger_s)
 
 
 async def _wait_any(stop_event: asyncio.Event, wake: asyncio.Event | None, timeout_s: float) -> None:
