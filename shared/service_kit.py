@@ -6,11 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
 
 from shared.app_factory import VERSION, ServiceRuntime
 from shared.auth.dependencies import CurrentPrincipal
-from shared.db import UnitOfWork
 from shared.errors import COMMON_RESPONSES
 
 
@@ -34,14 +32,11 @@ class ServiceInfo(BaseModel):
 
 
 async def describe_service(runtime: ServiceRuntime) -> ServiceInfo:
-    async with UnitOfWork(runtime.sessionmaker) as uow:
-        outbox = runtime.tables.outbox
-        backlog = await uow.session.scalar(select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None)))
     return ServiceInfo(
         service=runtime.name,
         version=VERSION,
         environment=runtime.settings.env.value,
-        outbox_backlog=int(backlog or 0),
+        outbox_backlog=await runtime.relay.relay_lag(),
     )
 
 
