@@ -131,8 +131,14 @@ def _stop_all(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
             process.kill()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_platform(ports: Mapping[str, int], env: dict[str, str]) -> int:
-    """Run the services until Ctrl-C or until one of them dies; return the exit code."""
+    """Run the services until Ctrl-C (or SIGTERM) or until one of them dies; return the exit code."""
+    # SIGTERM (a supervisor, `timeout`, `kill`) stops the services too, like Ctrl-C, instead of orphaning them.
+    signal.signal(signal.SIGTERM, _interrupt)
     env = prepare_environment(env)
     processes = {
         name: _spawn(name, ["serve", name, "--port", str(port)], COLORS[i % len(COLORS)], env)
