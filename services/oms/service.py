@@ -70,6 +70,7 @@ from shared.venues.base import (
     VenueRejected,
     VenueUpdate,
 )
+from shared.venues.paper_feed import book_key
 
 log = get_logger(__name__)
 SYSTEM_ACTOR = "system:oms"
@@ -278,14 +279,14 @@ class OrderService:
 
     async def _book_price(self, symbol: str, side: OrderSide, quantity: Decimal) -> Decimal | None:
         """The worst price a market order of `quantity` would reach in the latest book (Redis), or None."""
-        raw = await self.redis.get(f"marketdata:book:{symbol}")
+        raw = await self.redis.get(book_key(symbol))
         if raw is None:
             return None
-        book = json.loads(raw)
+        book = json.loads(raw)  # the paper feed's `book_json` format: levels of {"price", "qty"}, best first
         levels = book["asks"] if side is OrderSide.BUY else book["bids"]
         remaining, worst = quantity, None
         for level in levels:
-            price, qty = _level(level)
+            price, qty = Decimal(level["price"]), Decimal(level["qty"])
             worst = price
             remaining -= qty
             if remaining <= 0:
@@ -751,12 +752,6 @@ def _denial_code(order: Order) -> str:
 
 def _denial_status(order: Order) -> int:
     return 409 if _denial_code(order) in {"trading_halted", "trading_reducing"} else 422
-
-
-def _level(level: Any) -> tuple[Decimal, Decimal]:
-    if isinstance(level, dict):
-        return Decimal(str(level["price"])), Decimal(str(level["qty"]))
-    return Decimal(str(level[0])), Decimal(str(level[1]))
 
 
 def _venue_request(order: Order) -> VenueOrderRequest:

@@ -54,7 +54,8 @@ async def client(
         resolver_interval_s=0.1,
     )
     redis = Redis.from_url(redis_url)
-    await redis.set("marketdata:book:BTC/USD", json.dumps({"bids": [["99", "50"]], "asks": [["100", "50"]]}))
+    book = {"bids": [{"price": "99", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
+    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
     await redis.aclose()
     app = create_app(oms_settings, venue=FakeVenue(price=Decimal("100")))
     transport = httpx.ASGITransport(app=app)

@@ -44,6 +44,7 @@ from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
 from shared.config import Environment
 from shared.db import create_engine, sessionmaker_for
+from shared.domain.book import OrderBook
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import AccountId, ClientOrderId, OrderId, Symbol
 from shared.events.tables import event_tables
@@ -59,6 +60,7 @@ from shared.venues.base import (
     VenueUpdate,
 )
 from shared.venues.paper import PaperVenue
+from shared.venues.paper_feed import book_json, book_key
 from tests.helpers import own_database  # noqa: F401 - re-exported for the reliability tests
 
 ACTOR = "test:oms-reliability"
@@ -115,12 +117,9 @@ async def publish_book(redis: Redis, symbols: Sequence[str]) -> None:
     """The latest book in Redis, where the OMS sizes market buys (what the paper feed writes)."""
     bids, asks = book_levels()
     for symbol in symbols:
-        book = {
-            "symbol": symbol,
-            "bids": [{"price": str(p), "qty": str(q)} for p, q in bids],
-            "asks": [{"price": str(p), "qty": str(q)} for p, q in asks],
-        }
-        await redis.set(f"marketdata:book:{symbol}", json.dumps(book))
+        book = OrderBook(symbol)
+        book.apply_snapshot(bids, asks, datetime.now(UTC))
+        await redis.set(book_key(symbol), book_json(book))  # exactly what the paper feed writes
 
 
 @dataclass

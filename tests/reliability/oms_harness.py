@@ -19,7 +19,6 @@ Redis are never shared with another test or another run.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections import Counter
@@ -45,6 +44,7 @@ from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import Environment
 from shared.db import create_engine, sessionmaker_for
+from shared.domain.book import OrderBook
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderSide, OrderStatus, OrderType, Symbol
 from shared.events.tables import event_tables
@@ -59,6 +59,7 @@ from shared.venues.base import (
     VenueUpdate,
 )
 from shared.venues.paper import PaperVenue
+from shared.venues.paper_feed import book_json, book_key
 from tests.helpers import eventually
 
 ACTOR = "test:oms-reliability"
@@ -274,12 +275,9 @@ class PaperStack:
             timestamp=datetime.now(UTC),
             sequence=self._books,
         )
-        book = {
-            "symbol": symbol,
-            "bids": [{"price": str(p), "qty": str(q)} for p, q in bids],
-            "asks": [{"price": str(p), "qty": str(q)} for p, q in asks],
-        }
-        await self.redis.set(f"marketdata:book:{symbol}", json.dumps(book))
+        book = OrderBook(symbol)
+        book.apply_snapshot(bids, asks, datetime.now(UTC))
+        await self.redis.set(book_key(symbol), book_json(book))  # exactly what the paper feed writes
         return await self.venue.on_book_snapshot(snapshot)
 
     async def trade(self, symbol: str, price: Decimal, qty: Decimal, aggressor: OrderSide) -> list[VenueUpdate]:
