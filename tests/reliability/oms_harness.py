@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.oms.app import create_app
-from services.oms.config import InstrumentConfig, OmsSettings
+from services.oms.config import OmsSettings
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
@@ -61,13 +61,8 @@ from shared.venues.base import (
 from shared.venues.paper import PaperVenue
 from shared.venues.paper_feed import book_json, book_key
 from tests.helpers import eventually
+from tests.reliability.oms_crash_worker import ACTOR, QUOTE, RULES
 
-ACTOR = "test:oms-reliability"
-QUOTE = "USD"
-# BTC/USD's trading rules, for the test's own instruments.
-RULES = InstrumentConfig(
-    price_increment=Decimal("0.1"), quantity_increment=Decimal("0.00000001"), min_quantity=Decimal("0.0001")
-)
 SCALE = float(os.environ.get("AETHER_RELIABILITY_SCALE", "1"))
 _JWT_KEY = generate_private_key()
 
