@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from services.risk.exits.config import ExitSettings
 from shared.config import AetherSettings, load_settings
 
 
-class RiskSettings(AetherSettings):
+class RiskSettings(AetherSettings, ExitSettings):
     service_name: str = "risk"
 
 
