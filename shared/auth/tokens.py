@@ -64,6 +64,9 @@ class Principal:
     accounts: frozenset[str]
     token_id: str
     expires_at: datetime
+    # How the subject authenticated (RFC 8176 values: "pwd", "otp") and when; empty/None for service tokens.
+    amr: frozenset[str] = frozenset()
+    auth_time: datetime | None = None
 
     def has_any_role(self, *roles: Role) -> bool:
         """True when the principal holds at least one of `roles` (no implicit hierarchy)."""
@@ -106,6 +109,8 @@ class TokenIssuer:
         accounts: Iterable[str] = (),
         ttl_s: int = 900,
         now: datetime | None = None,
+        amr: Iterable[str] = (),
+        auth_time: datetime | None = None,
     ) -> str:
         """Sign a token for `subject` valid `ttl_s` seconds from `now` (tz-aware; default: the current time)."""
         if not subject:
@@ -133,6 +138,11 @@ class TokenIssuer:
             "scopes": scope_names,
             "accounts": _string_list(accounts, "account"),
         }
+        methods = _string_list(amr, "amr")
+        if methods:
+            claims["amr"] = methods
+        if auth_time is not None:
+            claims["auth_time"] = int(auth_time.timestamp())
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id, "typ": "JWT"})
 
 
@@ -183,7 +193,17 @@ def _principal_from(payload: Mapping[str, Any]) -> Principal:
         accounts=frozenset(_claim_strings(payload, "accounts", required=False)),
         token_id=token_id,
         expires_at=datetime.fromtimestamp(exp, tz=UTC),
+        amr=frozenset(_claim_strings(payload, "amr", required=False)),
+        auth_time=_auth_time(payload.get("auth_time")),
     )
+
+
+def _auth_time(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidToken(TokenRejection.BAD_CLAIM)
+    return datetime.fromtimestamp(value, tz=UTC)
 
 
 class TokenVerifier:
