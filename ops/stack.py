@@ -588,23 +588,34 @@ def _postgres_status(p: StackPaths) -> ComponentStatus:
 
 
 def _redis_binary() -> str:
-    found = shutil.which("redis-server")
+    return _binary_or_install("redis-server", ["redis-server"])
+
+
+def browser_binaries() -> tuple[str, str]:
+    """Paths of Debian's headless-capable `chromium` and its `chromedriver` (the director page's browser test),
+    installed with apt-get when missing."""
+    packages = ["chromium", "chromium-driver"]
+    return _binary_or_install("chromium", packages), _binary_or_install("chromedriver", packages)
+
+
+def _binary_or_install(binary: str, packages: list[str]) -> str:
+    """`binary` from PATH; when missing and we are root, apt-get installs `packages` first (loudly on failure)."""
+    found = shutil.which(binary)
     if found:
         return found
+    wanted = " ".join(packages)
     if not _is_root():
-        raise StackError(
-            "stack: redis-server is not on PATH and we are not root to install it (apt-get install redis-server)"
-        )
+        raise StackError(f"stack: {binary} is not on PATH and we are not root to install it (apt-get install {wanted})")
     log = Path("/var/log/apt/term.log")
-    with _step("install redis-server (apt-get)"):
+    with _step(f"install {wanted} (apt-get)"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for args in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):
+        for args in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
             done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)  # noqa: S603 - fixed argument list
             if done.returncode != 0:
                 raise _failure(f"{' '.join(args)} failed (exit {done.returncode})", log, done.stdout + done.stderr)
-    found = shutil.which("redis-server")
+    found = shutil.which(binary)
     if not found:
-        raise StackError("stack: redis-server is still not on PATH after apt-get install redis-server")
+        raise StackError(f"stack: {binary} is still not on PATH after apt-get install {wanted}")
     return found
 
 

@@ -55,6 +55,13 @@ def up() -> None:
 
 
 @app.command()
+def browser() -> None:
+    """Make sure Debian's chromium and chromedriver are installed (the director page's browser test drives them)."""
+    chromium, driver = _guarded(stack.browser_binaries)
+    out.print(f"chromium {chromium}, chromedriver {driver}")
+
+
+@app.command()
 def down(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the data (Kafka jars are kept).")] = False,
 ) -> None:

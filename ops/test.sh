@@ -24,6 +24,7 @@ trap stop_stack EXIT
 echo "== local stack (PostgreSQL, Redis, Apache Kafka)"
 $PY -m ops.stack_cli up
 eval "$($PY -m ops.stack_cli env)"
+$PY -m ops.stack_cli browser
 
 echo "== tests"
 $PY -m pytest "$@"
