@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.config import AetherSettings, Environment
 from shared.db import create_engine
 from shared.db.migrate import upgrade
+# The reliability record fixtures serve tests/security (S-tests) too.
+from tests.reliability.conftest import reliability_seed, write_reliability_record  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_ENV_FILE = Path(os.environ.get("AETHER_HOME", REPO_ROOT / ".aether")) / "stack.env"
