@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.config import AetherSettings, Environment
 from shared.db import create_engine
 from shared.db.migrate import upgrade
+
 # The reliability record fixtures serve tests/security (S-tests) too.
 from tests.reliability.conftest import reliability_seed, write_reliability_record  # noqa: F401
 
