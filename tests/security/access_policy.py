@@ -1,0 +1,81 @@
+"""Who may call what: the access policy S2 checks every route of every service against.
+
+Written by hand from the issues and docs (not derived from the code under test): a route missing here fails S2,
+so a new route cannot ship without a stated policy.
+
+`roles`: the roles that pass (the principal holds at least one); None marks a public route.
+`account`: where the route names the account it acts on: "path" (`{account_id}`), "query" (`?account_id=`),
+"body" (`account_id` in the JSON body), "object" (an object of that account in the path, seeded by the test),
+or None (no account: global or per-principal).
+`foreign`: the status a principal gets for another account's data: 403, or 404 where the API hides existence.
+`body`: a valid JSON body for the account (so that the account check, not body validation, decides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.auth.roles import Role
+
+Body = Callable[[str], dict[str, Any]]
+
+EVERYONE = frozenset(Role)
+READERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE})
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[Role] | None
+    account: str | None = None
+    foreign: int = 403
+    body: Body | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def _order(account: str) -> dict[str, Any]:
+    return {
+        "account_id": account,
+        "client_order_id": f"s2-{account}",
+        "symbol": "BTC/USD",
+        "side": "buy",
+        "type": "limit",
+        "quantity": "0.001",
+        "limit_price": "1000",
+    }
+
+
+def info(service: str) -> dict[tuple[str, str], Rule]:
+    """`GET /<service>/info`: any authenticated principal."""
+    return {("GET", f"/{service}/info"): Rule(EVERYONE)}
+
+
+OMS: dict[tuple[str, str], Rule] = {
+    **info("oms"),
+    ("POST", "/orders"): Rule(frozenset({Role.OPERATOR, Role.SERVICE}), account="body", body=_order),
+    ("GET", "/orders"): Rule(READERS, account="query"),
+    ("GET", "/orders/{order_id}"): Rule(READERS, account="object", foreign=404),
+    ("POST", "/orders/{order_id}/cancel"): Rule(
+        frozenset({Role.OPERATOR, Role.SERVICE}), account="object", foreign=404
+    ),
+    ("GET", "/fills"): Rule(READERS, account="query"),
+    ("GET", "/positions"): Rule(READERS, account="query"),
+    ("GET", "/balances"): Rule(READERS, account="query"),
+    ("POST", "/accounts/{account_id}/paper/deposits"): Rule(
+        frozenset({Role.OPERATOR, Role.ADMIN}),
+        account="path",
+        body=lambda account: {"asset": "USD", "amount": "10"},
+    ),
+}
+
+POLICY: dict[str, dict[tuple[str, str], Rule]] = {
+    "oms": OMS,
+    "risk": {**info("risk")},
+    "hedge": {**info("hedge")},
+    "accounts": {**info("accounts")},
+    "hitl": {**info("hitl")},
+    "reports": {**info("reports")},
+    "analytics": {**info("analytics")},
+    "backtest": {**info("backtest")},
+}

@@ -1,0 +1,215 @@
+"""S2: nobody reaches what is not theirs.
+
+Every route of every service (from each app's OpenAPI document) x every role and no token x own and foreign
+account, against the hand-written policy in tests/security/access_policy.py. Each service runs for real
+(lifespan, PostgreSQL, Redis, Kafka) so a cell that passes authorization reaches the handler; what counts is
+whether the answer is 401, 403 (or the policy's 404 for a foreign object) or anything else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.roles import Role
+from shared.auth.tokens import TokenIssuer
+from shared.config import AetherSettings
+from tests.helpers import own_database
+from tests.reliability.conftest import RecordWriter
+from tests.security.access_policy import POLICY, Rule
+
+KEY = generate_private_key()
+OWN, FOREIGN = "s2-own", "s2-foreign"
+PUBLIC_PROBES = {"/healthz", "/readyz", "/metrics"}
+REDIS_DB = 14  # trading-state and limit keys written by the matrix stay away from the other tests' keys
+
+
+@dataclass(frozen=True)
+class Cell:
+    service: str
+    method: str
+    path: str
+    role: Role | None
+    side: str  # "own" | "foreign" | "-"
+    expected: str
+    actual: int
+
+    @property
+    def matches(self) -> bool:
+        if self.expected == "allowed":
+            return self.actual not in (401, 403)
+        return str(self.actual) == self.expected
+
+
+@pytest.fixture(scope="module")
+def s2_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "s2") as url:
+        yield url
+
+
+def _settings_class(service: str) -> type[AetherSettings]:
+    module = importlib.import_module(f"services.{service}.config")
+    found = [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value) and issubclass(value, AetherSettings) and value.__module__ == module.__name__
+    ]
+    assert len(found) == 1, f"services.{service}.config should define one settings class, found {found}"
+    return found[0]
+
+
+def _service_settings(service: str, base: AetherSettings, database_url: str) -> AetherSettings:
+    fields = base.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url", "redis_url"})
+    redis_url = re.sub(r"/\d+$", f"/{REDIS_DB}", base.redis_url.get_secret_value())
+    return _settings_class(service)(
+        **fields,
+        database_url=SecretStr(database_url),
+        redis_url=SecretStr(redis_url),
+        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
+        log_level="WARNING",
+    )
+
+
+def _headers(role: Role | None, accounts: tuple[str, ...] = (OWN,)) -> dict[str, str]:
+    if role is None:
+        return {}
+    issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
+    return {"Authorization": f"Bearer {issuer.issue(f's2-{role}', [role], accounts=list(accounts))}"}
+
+
+@asynccontextmanager
+async def _running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://s2") as client:
+            yield client
+
+
+async def _seed(service: str, client: httpx.AsyncClient) -> dict[str, dict[str, str]]:
+    """Objects the matrix addresses by id, one per account: {path parameter: {account: id}}."""
+    if service != "oms":
+        return {}
+    admin, trader = _headers(Role.ADMIN, ("*",)), _headers(Role.OPERATOR, ("*",))
+    order_ids: dict[str, str] = {}
+    for account in (OWN, FOREIGN):
+        deposit = {"asset": "USD", "amount": "100000"}
+        response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit, headers=admin)
+        assert response.status_code in (200, 201), response.text
+        order = {
+            "account_id": account,
+            "client_order_id": f"s2-seed-{uuid.uuid4().hex[:12]}",
+            "symbol": "BTC/USD",
+            "side": "buy",
+            "type": "limit",
+            "quantity": "0.001",
+            "limit_price": "1000",
+        }
+        response = await client.post("/orders", json=order, headers=trader)
+        assert response.status_code == 201, response.text
+        order_ids[account] = response.json()["order_id"]
+    return {"order_id": order_ids}
+
+
+def _expected(rule: Rule, role: Role | None, side: str) -> str:
+    if rule.roles is None:
+        return "allowed"
+    if role is None:
+        return "401"
+    if role not in rule.roles:
+        return "403"
+    if side == "foreign":
+        return str(rule.foreign)
+    return "allowed"
+
+
+def _request_parts(
+    path: str, rule: Rule, account: str, objects: dict[str, dict[str, str]]
+) -> tuple[str, dict[str, str], dict[str, Any] | None]:
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "account_id":
+            return account
+        return objects.get(name, {}).get(account, uuid.uuid4().hex)
+
+    url = re.sub(r"\{([a-z_]+)\}", fill, path)
+    query = dict(rule.query)
+    if rule.account == "query":
+        query["account_id"] = account
+    body = rule.body(account) if rule.body is not None else None
+    return url, query, body
+
+
+async def _cells(service: str, client: httpx.AsyncClient, app: FastAPI) -> list[Cell]:
+    policy = POLICY[service]
+    routes = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+        if path not in PUBLIC_PROBES
+    }
+    assert routes == set(policy), (
+        f"{service}: routes without a policy {sorted(routes - set(policy))}, "
+        f"policy for missing routes {sorted(set(policy) - routes)}"
+    )
+    objects = await _seed(service, client)
+    cells: list[Cell] = []
+    for method, path in sorted(routes):
+        rule = policy[(method, path)]
+        sides = ("own", "foreign") if rule.account else ("-",)
+        for role in (None, *Role):
+            for side in sides:
+                account = FOREIGN if side == "foreign" else OWN
+                url, query, body = _request_parts(path, rule, account, objects)
+                response = await client.request(method, url, params=query, json=body, headers=_headers(role))
+                expected = _expected(rule, role, side)
+                cells.append(Cell(service, method, path, role, side, expected, response.status_code))
+    return cells
+
+
+async def test_s2_every_route_role_and_account_matches_the_policy(
+    settings: AetherSettings, s2_database_url: str, reliability_seed: int, write_reliability_record: RecordWriter
+) -> None:
+    redis = Redis.from_url(re.sub(r"/\d+$", f"/{REDIS_DB}", settings.redis_url.get_secret_value()))
+    await redis.flushdb()
+    cells: list[Cell] = []
+    try:
+        for service in POLICY:
+            app = importlib.import_module(f"services.{service}.app").create_app(
+                _service_settings(service, settings, s2_database_url)
+            )
+            async with _running(app) as client:
+                cells.extend(await _cells(service, client, app))
+    finally:
+        await redis.flushdb()
+        await redis.aclose()
+    mismatches = [cell for cell in cells if not cell.matches]
+    protected = [cell for cell in cells if cell.role is None and cell.expected == "401"]
+    write_reliability_record(
+        {
+            "id": "S2",
+            "seed": reliability_seed,
+            "cases": len(cells),
+            "violations": len(mismatches),
+            "routes": len({(cell.service, cell.method, cell.path) for cell in cells}),
+            "cells_matching_pct": round(100 * (len(cells) - len(mismatches)) / len(cells), 2),
+            "unauthenticated_401_pct": round(100 * sum(c.actual == 401 for c in protected) / len(protected), 2),
+            "first_mismatches": [
+                f"{c.service} {c.method} {c.path} role={c.role} {c.side}: expected {c.expected}, got {c.actual}"
+                for c in mismatches[:20]
+            ],
+        }
+    )
+    assert not mismatches, mismatches[:20]
