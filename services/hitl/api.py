@@ -2,10 +2,245 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from shared.errors import COMMON_RESPONSES
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from services.hitl.errors import FreshOtpRequired, RequestNotFound
+from services.hitl.policy import ApprovalFacts, ApprovalReason, PolicyRules, needs_approval
+from services.hitl.repository import HitlRepository, RequestFilter, StoredPolicy
+from services.hitl.schemas import (
+    DecisionRead,
+    PolicyRead,
+    RejectCreate,
+    RequestCreate,
+    RequestPage,
+    RequestRead,
+    VoteCreate,
+    VoteRead,
+)
+from services.hitl.service import HitlService, NewRequest, RequestView, Vote
+from shared.auth.dependencies import ensure_account_access, get_principal, require_roles
+from shared.auth.roles import Role
+from shared.auth.tokens import ALL_ACCOUNTS, Principal
+from shared.db import UnitOfWork
+from shared.errors import COMMON_RESPONSES, ErrorResponse
 from shared.service_kit import info_router
+
+GOVERNORS = (Role.DIRECTOR, Role.ADMIN)
+READERS = (Role.DIRECTOR, Role.ADMIN, Role.AUDITOR)
+REQUESTERS = (Role.OPERATOR, Role.RISK, Role.SERVICE, Role.DIRECTOR, Role.ADMIN)
+
+Governor = Annotated[Principal, Depends(require_roles(*GOVERNORS))]
+Reader = Annotated[Principal, Depends(require_roles(*READERS))]
+Requester = Annotated[Principal, Depends(require_roles(*REQUESTERS))]
+Director = Annotated[Principal, Depends(require_roles(Role.DIRECTOR))]
+Anyone = Annotated[Principal, Depends(get_principal)]
+AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+RequestIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("hitl"))
+
+
+def get_hitl_service(request: Request) -> HitlService:
+    service: HitlService = request.app.state.runtime.extras["hitl"]
+    return service
+
+
+Hitl = Annotated[HitlService, Depends(get_hitl_service)]
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def ensure_fresh_otp(principal: Principal, now: datetime, max_age_s: int) -> None:
+    """Voting needs a TOTP proof (amr "otp") no older than `max_age_s` (step up at the accounts service)."""
+    auth_time = principal.auth_time
+    if "otp" not in principal.amr or auth_time is None:
+        raise FreshOtpRequired("approving needs a login with a TOTP code (POST /auth/step-up)")
+    age = now - auth_time
+    if age > timedelta(seconds=max_age_s) or age < timedelta(seconds=-5):
+        raise FreshOtpRequired(f"the TOTP proof is older than {max_age_s} s: step up again (POST /auth/step-up)")
+
+
+def _policy_read(account_id: str, policy: StoredPolicy | None) -> PolicyRead:
+    if policy is None:
+        return PolicyRead(account_id=account_id, version=0, rules=PolicyRules(), created_by=None, created_at=None)
+    return PolicyRead(
+        account_id=account_id,
+        version=policy.version,
+        rules=PolicyRules.model_validate(policy.rules),
+        created_by=policy.created_by,
+        created_at=policy.created_at,
+    )
+
+
+def request_read(view: RequestView) -> RequestRead:
+    """The wire form of a request with its votes and decision."""
+    request, decision = view.request, view.decision
+    return RequestRead(
+        request_id=request.request_id,
+        subject_type=request.subject_type,
+        subject_id=request.subject_id,
+        account_id=request.account_id,
+        requested_by=request.requested_by,
+        source="event" if request.source == "event" else "rest",
+        payload=request.payload,
+        payload_hash=request.payload_hash,
+        notional=request.notional,
+        status=request.status,
+        quorum=request.quorum,
+        eligible_directors=request.eligible,
+        policy_version=request.policy_version,
+        created_at=request.created_at,
+        expires_at=request.expires_at,
+        decided_at=request.decided_at,
+        votes=[VoteRead(voter=v.voter, vote=v.vote, reason=v.reason, voted_at=v.voted_at) for v in view.votes],
+        decision=None
+        if decision is None
+        else DecisionRead(
+            decision=decision.decision,
+            reason=decision.reason,
+            payload_hash=decision.payload_hash,
+            approvers=decision.approvers,
+            decided_at=decision.decided_at,
+        ),
+    )
+
+
+def visible_accounts(principal: Principal) -> list[str] | None:
+    """Accounts whose requests the principal may see (None: every account)."""
+    return None if ALL_ACCOUNTS in principal.accounts else sorted(principal.accounts)
+
+
+@router.get("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
+async def get_policy(account_id: AccountIdPath, principal: Governor, hitl: Hitl) -> PolicyRead:
+    """The account's current approval policy (version 0 with the defaults when none is stored)."""
+    ensure_account_access(principal, account_id)
+    return _policy_read(account_id, await hitl.policy(account_id))
+
+
+@router.put("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
+async def put_policy(account_id: AccountIdPath, body: PolicyRules, principal: Governor, hitl: Hitl) -> PolicyRead:
+    """Store a new version of the account's approval policy (audited; older versions are kept)."""
+    ensure_account_access(principal, account_id)
+    return _policy_read(account_id, await hitl.put_policy(account_id, body, principal.subject))
+
+
+@router.post("/hitl/policies/{account_id}/evaluate", response_model=list[ApprovalReason], tags=["policies"])
+async def evaluate_policy(
+    account_id: AccountIdPath, body: ApprovalFacts, principal: Requester, hitl: Hitl
+) -> list[ApprovalReason]:
+    """Why (if at all) a request with these facts needs director approval under the account's current policy."""
+    ensure_account_access(principal, account_id)
+    policy = await hitl.policy(account_id)
+    return needs_approval(_policy_read(account_id, policy).rules, body)
+
+
+@router.post(
+    "/hitl/requests",
+    response_model=RequestRead,
+    status_code=status.HTTP_201_CREATED,
+    tags=["requests"],
+    responses={
+        200: {"model": RequestRead, "description": "Same subject and payload: the existing request"},
+        **_responses(409),
+    },
+)
+async def create_request(body: RequestCreate, principal: Requester, hitl: Hitl, response: Response) -> RequestRead:
+    """Ask the directors to approve `payload`; the request binds the payload's RFC 8785 SHA-256."""
+    ensure_account_access(principal, body.account_id)
+    new = NewRequest(
+        subject_type=body.subject_type,
+        subject_id=body.subject_id,
+        account_id=body.account_id,
+        requested_by=principal.subject,
+        payload=body.payload,
+        source="rest",
+    )
+    view, created = await hitl.submit(new)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return request_read(view)
+
+
+@router.get("/hitl/requests", response_model=RequestPage, tags=["requests"])
+async def list_requests(
+    principal: Reader,
+    hitl: Hitl,
+    status_filter: Annotated[
+        Literal["pending", "decided", "approved", "rejected", "expired"] | None,
+        Query(alias="status", description="pending, decided (history), or one decision"),
+    ] = None,
+    account_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> RequestPage:
+    """Requests visible to the caller, newest first."""
+    accounts = visible_accounts(principal)
+    if account_id is not None:
+        ensure_account_access(principal, account_id)
+        accounts = [account_id]
+    views = await hitl.list_requests(RequestFilter(status=status_filter, accounts=accounts, limit=limit))
+    return RequestPage(items=[request_read(view) for view in views])
+
+
+async def _visible(hitl: HitlService, principal: Principal, request_id: str) -> RequestView:
+    view = await hitl.view(request_id)
+    if not principal.can_access_account(view.request.account_id):
+        raise RequestNotFound(f"approval request {request_id} does not exist")
+    return view
+
+
+@router.get("/hitl/requests/{request_id}", response_model=RequestRead, tags=["requests"], responses=_responses(404))
+async def get_request(request_id: RequestIdPath, principal: Reader, hitl: Hitl) -> RequestRead:
+    """One request with its exact payload, hash, votes and decision."""
+    return request_read(await _visible(hitl, principal, request_id))
+
+
+@router.post(
+    "/hitl/requests/{request_id}/approve",
+    response_model=RequestRead,
+    tags=["requests"],
+    responses=_responses(403, 404, 409),
+)
+async def approve_request(
+    request_id: RequestIdPath, body: VoteCreate, principal: Director, hitl: Hitl, request: Request
+) -> RequestRead:
+    """Approve what the caller saw (payload_hash); needs role director and a TOTP proof of the last 120 s."""
+    ensure_fresh_otp(principal, hitl.clock(), request.app.state.hitl_settings.otp_max_age_s)
+    vote = Vote(approve=True, payload_hash=body.payload_hash, reason=body.reason)
+    return request_read(await hitl.vote(request_id, principal, vote))
+
+
+@router.post(
+    "/hitl/requests/{request_id}/reject",
+    response_model=RequestRead,
+    tags=["requests"],
+    responses=_responses(403, 404, 409),
+)
+async def reject_request(
+    request_id: RequestIdPath, body: RejectCreate, principal: Director, hitl: Hitl, request: Request
+) -> RequestRead:
+    """Reject with a reason (required); one rejection decides the request."""
+    ensure_fresh_otp(principal, hitl.clock(), request.app.state.hitl_settings.otp_max_age_s)
+    vote = Vote(approve=False, payload_hash=body.payload_hash, reason=body.reason)
+    return request_read(await hitl.vote(request_id, principal, vote))
+
+
+@router.get("/hitl/notifications", tags=["requests"])
+async def my_notifications(principal: Anyone, hitl: Hitl) -> list[dict[str, Any]]:
+    """What happened to the caller's own requests (decided, rejected, expired)."""
+    async with UnitOfWork(hitl.sessionmaker) as uow:
+        rows = await HitlRepository(uow.session).notifications_for(principal.subject)
+    return [
+        {
+            "request_id": row["request_id"],
+            "kind": row["kind"],
+            "message": row["message"],
+            "created_at": row["created_at"].isoformat(),
+        }
+        for row in rows
+    ]

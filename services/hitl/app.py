@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import FastAPI
 
-from services.hitl import api, consumers
+from services.hitl import api, consumers, ui
 from services.hitl.config import HitlSettings, get_settings
-from shared.app_factory import ServiceSpec, build_service_app
-
-SPEC = ServiceSpec(
-    name="hitl",
-    title="Aether Approvals",
-    description="Director approval of large or unusual requests (human in the loop).",
-    routers=[api.router],
-    workers=consumers.WORKERS,
-)
+from services.hitl.service import HitlService
+from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
+from shared.config import AetherSettings
 
 
-def create_app(settings: HitlSettings | None = None) -> FastAPI:
-    """Build the hitl app; settings default to the environment."""
-    return build_service_app(SPEC, settings or get_settings())
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: AetherSettings | None = None) -> FastAPI:
+    """Build the hitl app; settings default to the environment (platform settings get the hitl defaults)."""
+    if settings is None:
+        hitl_settings = get_settings()
+    elif isinstance(settings, HitlSettings):
+        hitl_settings = settings
+    else:
+        hitl_settings = HitlSettings(**settings.model_dump(exclude={"service_name"}))
+
+    async def on_startup(runtime: ServiceRuntime) -> None:
+        runtime.extras["hitl"] = HitlService(
+            sessionmaker=runtime.sessionmaker,
+            tables=runtime.tables,
+            clock=utc_now,
+            decisions_topic=hitl_settings.decisions_topic,
+            on_commit=runtime.relay.wake,
+        )
+
+    spec = ServiceSpec(
+        name="hitl",
+        title="Aether Approvals",
+        description="Director approval of large or unusual requests (human in the loop).",
+        routers=[api.router, ui.router],
+        workers=consumers.WORKERS,
+        on_startup=on_startup,
+    )
+    app = build_service_app(spec, hitl_settings)
+    app.state.hitl_settings = hitl_settings
+    return app

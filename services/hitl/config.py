@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
 from shared.config import AetherSettings, load_settings
+from shared.events.topics import HITL_DECISIONS, OMS_ORDER_EVENTS
 
 
 class HitlSettings(AetherSettings):
     service_name: str = "hitl"
+    accounts_url: str = Field(
+        default="http://127.0.0.1:8004", description="base URL of the accounts service (the page logs in through it)"
+    )
+    decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided is published")
+    order_events_topic: str = Field(default=OMS_ORDER_EVENTS, description="where ApprovalRequested is consumed")
+    requests_consumer_group: str = Field(default="hitl.approval-requests", min_length=1)
+    expiry_interval_s: float = Field(default=1.0, gt=0, le=300, description="how often due requests are expired")
+    otp_max_age_s: int = Field(default=120, ge=1, le=900, description="how fresh a TOTP proof must be to vote")
+    login_timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
 @lru_cache(maxsize=1)

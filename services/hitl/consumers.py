@@ -1,10 +1,102 @@
-"""Kafka handlers of the hitl service; each is idempotent through the `hitl.inbox` table."""
+"""Background work of the hitl service: `ApprovalRequested` from the OMS (idempotent through the `hitl.inbox`
+table) and the expiry worker."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from shared.app_factory import BackgroundWorker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-# (name, worker factory) pairs started by the app's lifespan; filled as the service gains consumers.
-WORKERS: Sequence[tuple[str, BackgroundWorker]] = ()
+from services.hitl.config import HitlSettings
+from services.hitl.errors import SubjectConflict
+from services.hitl.service import HitlService, NewRequest
+from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.events import ConsumerLoop, Envelope
+from shared.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def hitl_service(runtime: ServiceRuntime) -> HitlService:
+    service: HitlService = runtime.extras["hitl"]
+    return service
+
+
+def request_from_event(envelope: Envelope) -> NewRequest | None:
+    """The request an `ApprovalRequested` envelope asks for (None for other event types)."""
+    if envelope.type != "ApprovalRequested":
+        return None
+    payload: dict[str, Any] = dict(envelope.payload)
+    return NewRequest(
+        subject_type=str(payload["subject_type"]),
+        subject_id=str(payload["subject_id"]),
+        account_id=str(payload["account_id"]),
+        requested_by=str(payload.get("requested_by") or f"service:{envelope.producer}"),
+        payload=payload,
+        source="event",
+    )
+
+
+async def handle_order_event(service: HitlService, session: AsyncSession, envelope: Envelope) -> None:
+    """Open a request for each `ApprovalRequested`; other order events are ignored."""
+    new = request_from_event(envelope)
+    if new is None:
+        return
+    try:
+        await service.open_request(session, new)
+    except SubjectConflict as exc:
+        log.warning("approval_request_conflict", subject_id=new.subject_id, error=exc.message)
+
+
+def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        settings = runtime.settings
+        assert isinstance(settings, HitlSettings)  # noqa: S101 - the app builds the runtime with HitlSettings
+        service = hitl_service(runtime)
+
+        async def handler(session: AsyncSession, envelope: Envelope) -> None:
+            await handle_order_event(service, session, envelope)
+            # The relay publishes ApprovalRequestOpened once the inbox transaction commits.
+            runtime.relay.wake()
+
+        loop = ConsumerLoop(
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            group_id=settings.requests_consumer_group,
+            topics=[settings.order_events_topic],
+            sessionmaker=runtime.sessionmaker,
+            tables=runtime.tables,
+            handler=handler,
+            consumer_name="hitl.approval-requests",
+            dead_letter_producer=runtime.producer,
+        )
+        await loop.start()
+        try:
+            await loop.run(runtime.stop_event)
+        finally:
+            await loop.stop()
+
+    return run
+
+
+def _expiry(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        settings = runtime.settings
+        assert isinstance(settings, HitlSettings)  # noqa: S101
+        service = hitl_service(runtime)
+        while not runtime.stop_event.is_set():
+            while await service.expire_due() > 0:
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.expiry_interval_s)
+
+    return run
+
+
+WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
+    ("approval-requests", _requests_consumer),
+    ("expiry", _expiry),
+)
