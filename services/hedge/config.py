@@ -1,14 +1,100 @@
-"""Settings of the hedge service."""
+"""Settings of the hedge service (AETHER_ prefix; decimals as strings in the environment)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
+from typing import Self
 
-from shared.config import AetherSettings, load_settings
+from pydantic import Field, model_validator
+
+from shared.config import AetherSettings, env_name, load_settings
+from shared.domain.hedge import HedgeLevel, HedgePolicy, HedgePolicyError
+from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS, HEDGE_TARGET_EVENTS, OMS_COMMANDS, OMS_ORDER_EVENTS
+from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
+
+# Domain policy field -> setting name, so a contradiction is reported under the name the operator set.
+_POLICY_SETTING = {
+    "floor": "target_floor",
+    "cap": "target_cap",
+    "band": "rebalance_band",
+    "levels": "pause_drawdown",
+    "levels.pause": "pause_drawdown",
+    "levels.reduce_only": "reduce_only_drawdown",
+    "levels.flatten": "flatten_drawdown",
+}
 
 
 class HedgeSettings(AetherSettings):
     service_name: str = "hedge"
+
+    vol_weight: Decimal = Field(default=Decimal("0.5"), ge=0, description="weight of the volatility score")
+    drawdown_weight: Decimal = Field(default=Decimal("0.5"), ge=0, description="weight of the drawdown score")
+    vol_saturation: Decimal = Field(default=Decimal("0.02"), gt=0, description="per-sample volatility scoring 1")
+    drawdown_saturation: Decimal = Field(default=Decimal("0.20"), gt=0, description="drawdown scoring 1")
+    target_floor: Decimal = Field(default=Decimal(0), ge=0, le=1)
+    target_cap: Decimal = Field(default=Decimal("0.8"), ge=0, le=1)
+    rebalance_band: Decimal = Field(default=Decimal("0.05"), ge=0, lt=1)
+    ewma_lambda: Decimal = Field(default=Decimal("0.94"), gt=0, lt=1)
+    vol_sample_interval_s: float = Field(default=60.0, ge=0, description="minimum spacing of volatility samples")
+    pause_drawdown: Decimal | None = Field(default=Decimal("0.05"), gt=0, le=1)
+    reduce_only_drawdown: Decimal | None = Field(default=Decimal("0.10"), gt=0, le=1)
+    flatten_drawdown: Decimal | None = Field(default=Decimal("0.20"), gt=0, le=1)
+    rearm_hysteresis: Decimal = Field(default=Decimal("0.02"), ge=0)
+
+    hedge_symbol: str = Field(default="BTC/USD", pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")
+    quantity_increment: Decimal = Field(default=Decimal("0.00000001"), gt=0)
+    min_quantity: Decimal = Field(default=Decimal("0.0001"), ge=0)
+    orders_enabled: bool = Field(default=True, description="emit SubmitOrder commands to the OMS")
+
+    accounts: list[str] = Field(default_factory=list, description="accounts hedged from start-up")
+    oms_url: str | None = Field(default=None, description="OMS base URL for balances; None disables NAV polling")
+    nav_poll_interval_s: float = Field(default=5.0, gt=0)
+    service_token_ttl_s: int = Field(default=300, ge=30, le=3_600)
+
+    commands_topic: str = OMS_COMMANDS
+    order_events_topic: str = OMS_ORDER_EVENTS
+    recommendation_topic: str = HEDGE_RECOMMENDATION_EVENTS
+    target_topic: str = HEDGE_TARGET_EVENTS
+    marketdata_book_topic: str = BOOK_TOPIC
+    marketdata_trade_topic: str = TRADE_TOPIC
+
+    @model_validator(mode="after")
+    def _consistent_policy(self) -> Self:
+        try:
+            self.policy()
+        except HedgePolicyError as exc:
+            name = _POLICY_SETTING.get(exc.field, exc.field)
+            raise ValueError(f"{env_name(name)}: {str(exc).split(': ', 1)[1]}") from None
+        return self
+
+    @property
+    def quote_asset(self) -> str:
+        return self.hedge_symbol.split("/")[1]
+
+    @property
+    def base_asset(self) -> str:
+        return self.hedge_symbol.split("/")[0]
+
+    def policy(self) -> HedgePolicy:
+        """The domain policy these settings describe (HedgePolicyError names the contradiction)."""
+        thresholds = {
+            HedgeLevel.PAUSE: self.pause_drawdown,
+            HedgeLevel.REDUCE_ONLY: self.reduce_only_drawdown,
+            HedgeLevel.FLATTEN: self.flatten_drawdown,
+        }
+        return HedgePolicy(
+            vol_weight=self.vol_weight,
+            drawdown_weight=self.drawdown_weight,
+            vol_saturation=self.vol_saturation,
+            drawdown_saturation=self.drawdown_saturation,
+            floor=self.target_floor,
+            cap=self.target_cap,
+            band=self.rebalance_band,
+            ewma_lambda=self.ewma_lambda,
+            levels=tuple((level, value) for level, value in thresholds.items() if value is not None),
+            rearm_hysteresis=self.rearm_hysteresis,
+        )
 
 
 @lru_cache(maxsize=1)

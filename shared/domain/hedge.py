@@ -1,0 +1,232 @@
+"""Spot-only hedge sizing: EWMA volatility, NAV drawdown, the target hedge fraction, the rebalance band and the
+kill-switch recommendation levels. Pure: no I/O, time comes in as arguments, every number is a Decimal.
+
+The hedge fraction of an account is the share of its NAV held in the quote currency: 0 is fully invested in
+the base asset, 1 is fully in quote. Hedging means selling base for quote (never shorting); un-hedging buys
+base back with quote, so both directions are backed by the account's own balances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
+from enum import StrEnum
+
+from shared.domain.types import OrderSide
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+MAX_CLIENT_ORDER_ID = 64
+FRACTION_STEP = Decimal("0.0001")  # targets and fractions are kept to 4 decimal places (0.01 %)
+
+
+class HedgeLevel(StrEnum):
+    """Kill-switch recommendation levels, mildest first."""
+
+    PAUSE = "pause"
+    REDUCE_ONLY = "reduce_only"
+    FLATTEN = "flatten"
+
+
+class HedgePolicyError(ValueError):
+    """A hedge policy whose values contradict each other; `field` names the offending setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class HedgePolicy:
+    """How the target hedge fraction is computed and when recommendations are raised.
+
+    `vol_saturation` and `drawdown_saturation` are the values at which each input counts fully (score 1);
+    volatility is the EWMA standard deviation of simple returns per sample.
+    """
+
+    vol_weight: Decimal = Decimal("0.5")
+    drawdown_weight: Decimal = Decimal("0.5")
+    vol_saturation: Decimal = Decimal("0.02")
+    drawdown_saturation: Decimal = Decimal("0.20")
+    floor: Decimal = ZERO
+    cap: Decimal = Decimal("0.8")
+    band: Decimal = Decimal("0.05")
+    ewma_lambda: Decimal = Decimal("0.94")
+    levels: tuple[tuple[HedgeLevel, Decimal], ...] = (
+        (HedgeLevel.PAUSE, Decimal("0.05")),
+        (HedgeLevel.REDUCE_ONLY, Decimal("0.10")),
+        (HedgeLevel.FLATTEN, Decimal("0.20")),
+    )
+    rearm_hysteresis: Decimal = Decimal("0.02")
+
+    def __post_init__(self) -> None:
+        for name in ("vol_weight", "drawdown_weight", "band", "rearm_hysteresis"):
+            if getattr(self, name) < 0:
+                raise HedgePolicyError(name, "must not be negative")
+        for name in ("vol_saturation", "drawdown_saturation"):
+            if getattr(self, name) <= 0:
+                raise HedgePolicyError(name, "must be positive")
+        for name in ("floor", "cap"):
+            if not ZERO <= getattr(self, name) <= ONE:
+                raise HedgePolicyError(name, "must be between 0 and 1")
+        if self.floor > self.cap:
+            raise HedgePolicyError("cap", f"must be >= floor ({self.floor})")
+        if self.band >= ONE:
+            raise HedgePolicyError("band", "must be below 1")
+        if not ZERO < self.ewma_lambda < ONE:
+            raise HedgePolicyError("ewma_lambda", "must be strictly between 0 and 1")
+        self._check_levels()
+
+    def _check_levels(self) -> None:
+        names = [level for level, _ in self.levels]
+        if len(set(names)) != len(names):
+            raise HedgePolicyError("levels", "each level may appear once")
+        for level, threshold in self.levels:
+            if not ZERO < threshold <= ONE:
+                raise HedgePolicyError(f"levels.{level}", "threshold must be in (0, 1]")
+        ordered = [dict(self.levels).get(level) for level in HedgeLevel]
+        present = [threshold for threshold in ordered if threshold is not None]
+        if present != sorted(present):
+            raise HedgePolicyError("levels", "thresholds must rise from pause to reduce_only to flatten")
+
+
+@dataclass(frozen=True, slots=True)
+class VolatilityState:
+    """EWMA of squared simple returns of one price series."""
+
+    last_price: Decimal
+    variance: Decimal
+    samples: int
+    sampled_at: datetime
+
+    @property
+    def volatility(self) -> Decimal:
+        """Standard deviation of returns per sample (0 before the first return)."""
+        return self.variance.sqrt() if self.variance > 0 else ZERO
+
+
+def update_volatility(
+    state: VolatilityState | None, price: Decimal, at: datetime, ewma_lambda: Decimal, min_interval_s: float = 0.0
+) -> VolatilityState:
+    """Fold one price into the EWMA: variance' = lambda * variance + (1 - lambda) * r^2, r = price / last - 1.
+
+    The first return seeds the variance with r^2; prices closer than `min_interval_s` to the last sample
+    (by their own timestamps) are skipped, so the estimate does not depend on the tick rate.
+    """
+    if price <= 0:
+        raise ValueError("price must be positive")
+    if state is None:
+        return VolatilityState(last_price=price, variance=ZERO, samples=0, sampled_at=at)
+    if (at - state.sampled_at).total_seconds() < min_interval_s:
+        return state
+    change = price / state.last_price - ONE
+    squared = change * change
+    variance = squared if state.samples == 0 else ewma_lambda * state.variance + (ONE - ewma_lambda) * squared
+    return VolatilityState(last_price=price, variance=variance, samples=state.samples + 1, sampled_at=at)
+
+
+def next_peak(peak: Decimal | None, nav: Decimal) -> Decimal:
+    """The running maximum of NAV."""
+    return nav if peak is None or nav > peak else peak
+
+
+def drawdown(peak: Decimal | None, nav: Decimal) -> Decimal:
+    """Peak-to-trough loss as a fraction of the peak, in [0, 1] (0 without a positive peak)."""
+    if peak is None or peak <= 0 or nav >= peak:
+        return ZERO
+    return min(ONE, (peak - max(nav, ZERO)) / peak)
+
+
+def _score(value: Decimal, saturation: Decimal) -> Decimal:
+    return min(ONE, max(ZERO, value) / saturation)
+
+
+def target_fraction(policy: HedgePolicy, volatility: Decimal, drawdown_fraction: Decimal) -> Decimal:
+    """floor + (cap - floor) * weighted mean of the two saturating scores, rounded to 0.01 %.
+
+    Non-decreasing in volatility and in drawdown (non-negative weights, monotone scores, monotone rounding)
+    and always within [floor, cap].
+    """
+    total_weight = policy.vol_weight + policy.drawdown_weight
+    if total_weight == 0:
+        return policy.floor
+    blend = (
+        policy.vol_weight * _score(volatility, policy.vol_saturation)
+        + policy.drawdown_weight * _score(drawdown_fraction, policy.drawdown_saturation)
+    ) / total_weight
+    with localcontext() as context:
+        context.prec = 40
+        raw = policy.floor + (policy.cap - policy.floor) * blend
+    return min(policy.cap, max(policy.floor, raw.quantize(FRACTION_STEP, rounding=ROUND_HALF_EVEN)))
+
+
+def rebalance_to(current: Decimal, target: Decimal, band: Decimal) -> Decimal | None:
+    """The fraction to trade to, or None inside the band: outside it, trade to the nearer band edge (no churn)."""
+    if current < target - band:
+        return target - band
+    if current > target + band:
+        return target + band
+    return None
+
+
+def hedge_fraction(quote_value: Decimal, nav: Decimal) -> Decimal:
+    """Share of NAV held in the quote currency (0 when NAV is not positive)."""
+    if nav <= 0:
+        return ZERO
+    return min(ONE, max(ZERO, quote_value / nav))
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeTrade:
+    """A spot trade that moves the hedge fraction: sell base for quote to hedge, buy base back to un-hedge."""
+
+    side: OrderSide
+    quantity: Decimal
+
+
+def hedge_trade(
+    current: Decimal,
+    new_fraction: Decimal,
+    nav: Decimal,
+    price: Decimal,
+    quantity_increment: Decimal,
+    min_quantity: Decimal,
+) -> HedgeTrade | None:
+    """Base quantity to trade to go from `current` to `new_fraction` of NAV in quote (rounded down to the step)."""
+    if nav <= 0 or price <= 0:
+        return None
+    notional = (new_fraction - current) * nav
+    quantity = (abs(notional) / price).quantize(quantity_increment, rounding=ROUND_DOWN)
+    if quantity <= 0 or quantity < min_quantity:
+        return None
+    return HedgeTrade(side=OrderSide.SELL if notional > 0 else OrderSide.BUY, quantity=quantity)
+
+
+def levels_to_raise(policy: HedgePolicy, drawdown_fraction: Decimal, raised: set[HedgeLevel]) -> list[HedgeLevel]:
+    """Levels whose threshold the drawdown has reached and that are not raised already (raised once)."""
+    return [level for level, threshold in policy.levels if drawdown_fraction >= threshold and level not in raised]
+
+
+def levels_to_rearm(policy: HedgePolicy, drawdown_fraction: Decimal, raised: set[HedgeLevel]) -> list[HedgeLevel]:
+    """Raised levels the drawdown has recovered from by more than the hysteresis band."""
+    return [
+        level
+        for level, threshold in policy.levels
+        if level in raised and drawdown_fraction < threshold - policy.rearm_hysteresis
+    ]
+
+
+def threshold_of(policy: HedgePolicy, level: HedgeLevel) -> Decimal:
+    """The drawdown threshold configured for `level`."""
+    return dict(policy.levels)[level]
+
+
+def hedge_client_order_id(account_id: str, target_version: int) -> str:
+    """Deterministic client order id of the hedge order for one target version: retries never double-trade."""
+    candidate = f"hedge-{account_id}-{target_version}"
+    if len(candidate) <= MAX_CLIENT_ORDER_ID:
+        return candidate
+    digest = hashlib.blake2b(account_id.encode(), digest_size=12).hexdigest()
+    return f"hedge-{digest}-{target_version}"
