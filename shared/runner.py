@@ -54,10 +54,20 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
     env.setdefault("AETHER_JWT_PUBLIC_KEY_FILE", str(public_path))
     env.setdefault("AETHER_JWT_PRIVATE_KEY_FILE", str(private_path))
     _write_admin_token(private_path, env)
+    _prepare_anchor_key(keys_dir, env)
     with console.status("applying migrations"):
         upgrade(env["AETHER_DATABASE_URL"])
     console.print("migrations applied")
     return env
+
+
+def _prepare_anchor_key(keys_dir: Path, env: dict[str, str]) -> None:
+    """The audit anchor key pair (separate from the token key), signed with by the reports service's anchoring job."""
+    from shared.audit.anchors import ANCHOR_KEY_DIR, ensure_anchor_key_pair
+
+    anchor_private, anchor_public = ensure_anchor_key_pair(keys_dir / ANCHOR_KEY_DIR)
+    env.setdefault("AETHER_AUDIT_ANCHOR_PRIVATE_KEY_FILE", str(anchor_private))
+    env.setdefault("AETHER_AUDIT_ANCHOR_PUBLIC_KEY_FILE", str(anchor_public))
 
 
 def _write_admin_token(private_path: Path, env: Mapping[str, str]) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from shared.config import AetherSettings, load_settings
+from shared.audit.anchors import AnchorSettings
+from shared.config import load_settings
 
 
-class ReportsSettings(AetherSettings):
+class ReportsSettings(AnchorSettings):
+    """The reports service also runs the audit anchoring job, hence the `AETHER_AUDIT_ANCHOR_*` settings."""
+
     service_name: str = "reports"
 
 

@@ -1,19 +1,35 @@
-"""`aether audit`: verify the hash chains of the audit log (exit 0 intact, 1 broken, 2 cannot check)."""
+"""`aether audit`: verify the hash chains of the audit log (exit 0 intact, 1 broken, 2 cannot check).
+
+`aether audit verify --anchors --public-key PATH` also checks every chain against the signed anchors, read from
+the `anchors.audit_anchors` table or, with `--anchors-from kafka`, from the `audit.anchors.v1` topic.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.audit.anchor_verify import (
+    AnchoredReport,
+    anchors_from_envelopes,
+    read_anchor_topic,
+    verify_all_with_anchors,
+)
+from shared.audit.anchors import Anchor, default_anchor_key_dir, load_anchor_public_key, load_anchors_from_table
 from shared.audit.verify import VerificationReport, verify_all_chains, verify_chain
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.db import create_engine
+from shared.events.topics import AUDIT_ANCHORS
 
 EXIT_INTACT = 0
 EXIT_BROKEN = 1
@@ -50,16 +66,49 @@ async def _verify(settings: AetherSettings, chains: list[str]) -> list[Verificat
         await engine.dispose()
 
 
-def _print_reports(reports: list[VerificationReport]) -> None:
+class AnchorSource(StrEnum):
+    TABLE = "table"
+    KAFKA = "kafka"
+
+
+async def _load_anchors(settings: AetherSettings, connection: Any, source: AnchorSource) -> list[Anchor]:
+    if source is AnchorSource.TABLE:
+        return await load_anchors_from_table(connection)
+    values = await read_anchor_topic(
+        settings.kafka_bootstrap, AUDIT_ANCHORS, security_protocol=settings.kafka_security_protocol
+    )
+    anchors, unreadable = anchors_from_envelopes(values)
+    if unreadable:
+        errors.print(f"[yellow]warning:[/yellow] {unreadable} record(s) on {AUDIT_ANCHORS} are not anchors")
+    return anchors
+
+
+async def _verify_anchored(
+    settings: AetherSettings, chains: list[str], public_key_path: Path, source: AnchorSource
+) -> list[AnchoredReport]:
+    public_key = load_anchor_public_key(public_key_path)
+    engine = create_engine(settings, application_name="aether-audit-verify")
+    try:
+        async with engine.connect() as connection:
+            anchors = await _load_anchors(settings, connection, source)
+            return await verify_all_with_anchors(connection, anchors, public_key, chains=chains or None)
+    finally:
+        await engine.dispose()
+
+
+def _print_reports(reports: list[VerificationReport] | list[AnchoredReport]) -> None:
     table = Table(title="audit chains")
-    for column in ("chain", "entries checked", "head length", "status", "first broken link"):
+    for column in ("chain", "entries checked", "head length", "anchored length", "status", "first broken link"):
         table.add_column(column)
     for report in reports:
         broken = report.first_break
         status = "[green]intact[/green]" if report.ok else "[red]BROKEN[/red]"
         where = "" if broken is None else f"{broken.kind} at position {broken.position}"
         head = "-" if report.head_length is None else str(report.head_length)
-        table.add_row(report.chain, str(report.checked_rows), head, status, where)
+        anchored = getattr(report, "anchored_length", None)
+        table.add_row(
+            report.chain, str(report.checked_rows), head, "-" if anchored is None else str(anchored), status, where
+        )
     console.print(table)
     for report in reports:
         if report.first_break is not None:
@@ -83,11 +132,34 @@ def verify(
         str | None, typer.Option("--database-url", help="Database URL (default: AETHER_DATABASE_URL).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of the table.")] = False,
+    anchors: Annotated[
+        bool, typer.Option("--anchors", help="Also check every chain against the signed anchors (public key only).")
+    ] = False,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="Anchor public key PEM (default: AETHER_AUDIT_ANCHOR_PUBLIC_KEY_FILE or $AETHER_HOME/keys/anchor).",
+        ),
+    ] = None,
+    anchors_from: Annotated[
+        AnchorSource, typer.Option("--anchors-from", help="Where to read anchors: the table or the Kafka topic.")
+    ] = AnchorSource.TABLE,
 ) -> None:
-    """Recompute every hash and link of the audit chains; exit 1 at the first broken link."""
+    """Recompute every hash and link of the audit chains (and check the anchors); exit 1 at the first broken link."""
     settings = _settings(database_url)
     try:
-        reports = asyncio.run(_verify(settings, chain or []))
+        reports: list[VerificationReport] | list[AnchoredReport]
+        if anchors:
+            reports = asyncio.run(_verify_anchored(settings, chain or [], _public_key_path(public_key), anchors_from))
+        else:
+            reports = asyncio.run(_verify(settings, chain or []))
+    except ValueError as exc:  # an unreadable public key
+        errors.print(f"[red]error:[/red] anchor public key: {exc}", highlight=False)
+        raise typer.Exit(EXIT_UNCHECKED) from None
+    except KafkaError as exc:
+        errors.print(f"[red]error:[/red] cannot read {AUDIT_ANCHORS}: {type(exc).__name__}", highlight=False)
+        raise typer.Exit(EXIT_UNCHECKED) from None
     except (SQLAlchemyError, OSError) as exc:
         # The driver's first line (e.g. "database ... does not exist") names the cause and never the password.
         cause = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
@@ -100,6 +172,13 @@ def verify(
     else:
         _print_reports(reports)
     raise typer.Exit(EXIT_INTACT if intact else EXIT_BROKEN)
+
+
+def _public_key_path(option: Path | None) -> Path:
+    if option is not None:
+        return option
+    configured = os.environ.get("AETHER_AUDIT_ANCHOR_PUBLIC_KEY_FILE")
+    return Path(configured) if configured else default_anchor_key_dir() / "public.pem"
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ positions), reordering (an entry that links to and was hashed at another positio
 past its predecessor, or entries beyond the chain head) and truncation of the tail (fewer entries than the chain
 head records). What it cannot detect: someone able to bypass the triggers (a superuser) who rewrites the chain from
 some point on with recomputed hashes AND moves `audit.chain_heads` to match. Only a commitment kept outside the
-database catches that: the signed `(length, head_hash)` anchors, which are a separate piece of work.
+database catches that: the signed `(length, head_hash)` anchors, checked by `shared.audit.anchor_verify`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -69,6 +69,9 @@ class BreakKind(StrEnum):
     TRUNCATED = "truncated"
     INSERTED = "inserted"
     HEAD_MISSING = "head_missing"
+    # Found only against signed anchors (shared.audit.anchor_verify):
+    REWRITTEN = "rewritten"  # the verified chain does not reach an anchored head hash at the anchored length
+    ANCHOR_INVALID = "anchor_invalid"  # an anchor whose signature does not verify with the public key
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,9 @@ class _Walk:
     prev_seq: int | None = None
     head_length: int | None = None
     head_hash: str | None = None
+    # Positions whose verified hash the caller wants (the anchored lengths) and what was found there.
+    capture: frozenset[int] = frozenset()
+    captured: dict[int, str] = field(default_factory=dict)
 
 
 def _recomputed_hash(chain: str, row: sa.Row[Any]) -> str | None:
@@ -192,6 +198,8 @@ def _check_row(walk: _Walk, row: sa.Row[Any]) -> BrokenLink | None:
             detail=f"entry {position} links to a different version of its predecessor",
         )
     walk.checked, walk.prev_seq = position, seq
+    if position in walk.capture:
+        walk.captured[position] = stored_hash
     walk.prev_prev_hash, walk.prev_hash = walk.prev_hash, stored_hash
     return None
 
@@ -259,10 +267,20 @@ async def verify_chain(
     session_or_connection: AsyncSession | AsyncConnection, chain: str = DEFAULT_CHAIN
 ) -> VerificationReport:
     """Verify one chain by streaming its entries in position order; report the first broken link."""
-    walk = _Walk(chain=chain)
+    report, _captured = await walk_chain(session_or_connection, chain)
+    return report
+
+
+async def walk_chain(
+    session_or_connection: AsyncSession | AsyncConnection,
+    chain: str = DEFAULT_CHAIN,
+    capture: frozenset[int] = frozenset(),
+) -> tuple[VerificationReport, dict[int, str]]:
+    """`verify_chain`, also returning the verified hash at each position of `capture` that verified."""
+    walk = _Walk(chain=chain, capture=capture)
     # A chain first seen empty may get its first entries before the head is read; look again then.
     for _attempt in range(3):
-        walk = _Walk(chain=chain)
+        walk = _Walk(chain=chain, capture=capture)
         broken = await _walk_rows(session_or_connection, walk)
         if walk.checked > 0 or broken is not None:
             break
@@ -273,7 +291,7 @@ async def verify_chain(
             break
     if broken is None:
         broken = _check_tail(walk)
-    return VerificationReport(
+    report = VerificationReport(
         chain=chain,
         ok=broken is None,
         checked_rows=walk.checked,
@@ -281,6 +299,7 @@ async def verify_chain(
         head_hash=walk.head_hash,
         first_break=broken,
     )
+    return report, walk.captured
 
 
 async def list_chains(session_or_connection: AsyncSession | AsyncConnection) -> list[str]:

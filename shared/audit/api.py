@@ -1,0 +1,134 @@
+"""`GET /audit` and `GET /audit/anchors`: the audit log and its signed anchors, for the `auditor` role only.
+
+Mounted by the reports service. Admins are deliberately not admitted: they make most of the audited changes, so
+reading the log is a separate grant (give a person both roles when that is wanted).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.audit.anchors import Anchor
+from shared.audit.log import AuditRecord
+from shared.audit.query import EntryFilter, list_anchors, list_entries
+from shared.auth.dependencies import require_roles
+from shared.auth.roles import Role
+from shared.auth.tokens import Principal
+from shared.db import UnitOfWork
+from shared.errors import COMMON_RESPONSES, Unprocessable
+
+AUDIT_READERS = (Role.AUDITOR,)
+Auditor = Annotated[Principal, Depends(require_roles(*AUDIT_READERS))]
+Name = Annotated[str | None, Query(min_length=1, max_length=200)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[int, Query(ge=0, description="the `next_cursor` of the previous page; 0 for the first")]
+
+
+class AuditEntryRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int
+    chain: str
+    position: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+    correlation_id: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditEntryPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[AuditEntryRead]
+    next_cursor: int | None = Field(description="pass as `cursor` to read the next page; null on the last page")
+
+
+class AnchorRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    chain: str
+    length: int
+    head_hash: str
+    anchored_at: datetime
+    key_id: str
+    signature: str = Field(
+        description="base64url Ed25519 over RFC 8785 JSON of type, chain, length, head_hash, anchored_at, key_id"
+    )
+
+
+class AnchorPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[AnchorRead]
+    next_cursor: int | None
+
+
+def _entry(record: AuditRecord) -> AuditEntryRead:
+    return AuditEntryRead(
+        seq=record.seq,
+        chain=record.chain,
+        position=record.position,
+        occurred_at=record.occurred_at,
+        actor=record.actor,
+        action=record.action,
+        target=record.target,
+        details=record.details,
+        correlation_id=record.correlation_id,
+        prev_hash=record.prev_hash,
+        hash=record.hash,
+    )
+
+
+def _anchor(anchor_id: int, anchor: Anchor) -> AnchorRead:
+    return AnchorRead(
+        id=anchor_id,
+        chain=anchor.chain,
+        length=anchor.length,
+        head_hash=anchor.head_hash,
+        anchored_at=anchor.anchored_at,
+        key_id=anchor.key_id,
+        signature=anchor.signature,
+    )
+
+
+router = APIRouter(prefix="/audit", tags=["audit"], responses=COMMON_RESPONSES)
+
+
+@router.get("", response_model=AuditEntryPage)
+async def get_audit_entries(
+    request: Request,
+    _principal: Auditor,
+    chain: Name = None,
+    actor: Name = None,
+    action: Name = None,
+    since: Annotated[AwareDatetime | None, Query()] = None,
+    until: Annotated[AwareDatetime | None, Query()] = None,
+    cursor: Cursor = 0,
+    limit: Limit = 100,
+) -> AuditEntryPage:
+    """Audit entries in log order, filtered by chain, actor, action and time (`since` <= occurred_at < `until`)."""
+    if since is not None and until is not None and until <= since:
+        raise Unprocessable("until must be later than since")
+    where = EntryFilter(chain=chain, actor=actor, action=action, since=since, until=until)
+    async with UnitOfWork(request.app.state.runtime.sessionmaker) as uow:
+        records, next_cursor = await list_entries(uow.session, where, after_seq=cursor, limit=limit)
+    return AuditEntryPage(items=[_entry(record) for record in records], next_cursor=next_cursor)
+
+
+@router.get("/anchors", response_model=AnchorPage)
+async def get_audit_anchors(
+    request: Request, _principal: Auditor, chain: Name = None, cursor: Cursor = 0, limit: Limit = 100
+) -> AnchorPage:
+    """Stored anchors in the order they were made; verify them with the anchor public key (docs/audit.md)."""
+    async with UnitOfWork(request.app.state.runtime.sessionmaker) as uow:
+        anchors, next_cursor = await list_anchors(uow.session, chain=chain, after_id=cursor, limit=limit)
+    return AnchorPage(items=[_anchor(anchor_id, anchor) for anchor_id, anchor in anchors], next_cursor=next_cursor)
