@@ -2,10 +2,115 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from shared.errors import COMMON_RESPONSES
-from shared.service_kit import info_router
+from fastapi import APIRouter, Depends, Path, Query, Request
 
-router = APIRouter(responses=COMMON_RESPONSES)
-router.include_router(info_router("hedge"))
+from services.hedge.schemas import (
+    HedgeInfo,
+    HedgeStatus,
+    OverrideClear,
+    OverrideHistoryRead,
+    OverrideSet,
+    RearmRequest,
+    RecommendationRead,
+)
+from services.hedge.service import HedgeService
+from shared.auth.dependencies import CurrentPrincipal, ensure_account_access, require_roles
+from shared.auth.roles import Role
+from shared.auth.tokens import ALL_ACCOUNTS, Principal
+from shared.errors import COMMON_RESPONSES, ErrorResponse
+from shared.service_kit import RuntimeDep, describe_service
+
+READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
+STEWARDS = (Role.RISK, Role.DIRECTOR)
+
+Reader = Annotated[Principal, Depends(require_roles(*READERS))]
+Steward = Annotated[Principal, Depends(require_roles(*STEWARDS))]
+AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+def get_hedge_service(request: Request) -> HedgeService:
+    service: HedgeService = request.app.state.runtime.extras["hedge"]
+    return service
+
+
+Hedge = Annotated[HedgeService, Depends(get_hedge_service)]
+
+router = APIRouter(prefix="/hedge", tags=["hedge"], responses=COMMON_RESPONSES)
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def _visible(principal: Principal) -> list[str] | None:
+    return None if ALL_ACCOUNTS in principal.accounts else sorted(principal.accounts)
+
+
+def _actor(principal: Principal) -> str:
+    return f"user:{principal.subject}"
+
+
+@router.get("/info", response_model=HedgeInfo, summary="Describe the hedge service")
+async def info(principal: CurrentPrincipal, runtime: RuntimeDep, hedge: Hedge) -> HedgeInfo:
+    """Service name, version, environment, outbox backlog and the kill-switch recommendations in force."""
+    base = await describe_service(runtime)
+    active = await hedge.active_recommendations(_visible(principal))
+    return HedgeInfo(**base.model_dump(), active_recommendations=active)
+
+
+@router.get("/status", response_model=list[HedgeStatus])
+async def list_status(principal: Reader, hedge: Hedge) -> list[HedgeStatus]:
+    """Hedge status of every tracked account the caller may see."""
+    return await hedge.statuses(_visible(principal))
+
+
+@router.get("/status/{account_id}", response_model=HedgeStatus, responses=_responses(404))
+async def get_status(account_id: AccountIdPath, principal: Reader, hedge: Hedge) -> HedgeStatus:
+    """Computed target and its inputs (volatility, drawdown, NAV, peak), override, effective target, open order."""
+    ensure_account_access(principal, account_id)
+    return await hedge.status(account_id)
+
+
+@router.put("/overrides/{account_id}", response_model=HedgeStatus, responses=_responses(404, 422))
+async def set_override(account_id: AccountIdPath, body: OverrideSet, principal: Steward, hedge: Hedge) -> HedgeStatus:
+    """Fix the account's target hedge fraction until `expires_at` (risk or director; audited, with history)."""
+    ensure_account_access(principal, account_id)
+    return await hedge.set_override(account_id, body, _actor(principal))
+
+
+@router.delete("/overrides/{account_id}", response_model=HedgeStatus, responses=_responses(404))
+async def clear_override(
+    account_id: AccountIdPath, body: OverrideClear, principal: Steward, hedge: Hedge
+) -> HedgeStatus:
+    """Remove the account's override with a reason (risk or director; audited, with history)."""
+    ensure_account_access(principal, account_id)
+    return await hedge.clear_override(account_id, body, _actor(principal))
+
+
+@router.get("/overrides/{account_id}/history", response_model=list[OverrideHistoryRead])
+async def override_history(
+    account_id: AccountIdPath,
+    principal: Reader,
+    hedge: Hedge,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[OverrideHistoryRead]:
+    """Every override change of the account, newest first: who, when, why, the previous value."""
+    ensure_account_access(principal, account_id)
+    return await hedge.override_history(account_id, limit)
+
+
+@router.get("/recommendations", response_model=list[RecommendationRead])
+async def list_recommendations(principal: Reader, hedge: Hedge) -> list[RecommendationRead]:
+    """Kill-switch recommendations raised and not re-armed, for the accounts the caller may see."""
+    return await hedge.active_recommendations(_visible(principal))
+
+
+@router.post("/recommendations/{account_id}/rearm", response_model=list[RecommendationRead], responses=_responses(409))
+async def rearm(
+    account_id: AccountIdPath, body: RearmRequest, principal: Steward, hedge: Hedge
+) -> list[RecommendationRead]:
+    """Re-arm the account's raised recommendations so they can be raised again (risk or director; audited)."""
+    ensure_account_access(principal, account_id)
+    return await hedge.rearm(account_id, body, _actor(principal))

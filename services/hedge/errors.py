@@ -7,3 +7,23 @@ from shared.errors import DomainError
 
 class HedgeError(DomainError):
     code = "hedge_error"
+
+
+class AccountNotTracked(HedgeError):
+    status_code = 404
+    code = "account_not_tracked"
+
+
+class NoActiveOverride(HedgeError):
+    status_code = 404
+    code = "no_active_override"
+
+
+class NothingToRearm(HedgeError):
+    status_code = 409
+    code = "nothing_to_rearm"
+
+
+class InvalidOverride(HedgeError):
+    status_code = 422
+    code = "invalid_override"
