@@ -148,6 +148,9 @@ async def read_anchor_topic(
     """Every record value of `topic` from the earliest retained offset to the current end (no consumer group)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    partition_ids = await _partitions_of(bootstrap, topic, security_protocol)
+    if not partition_ids:
+        return []
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         security_protocol=security_protocol,
@@ -156,16 +159,27 @@ async def read_anchor_topic(
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches cluster metadata, so partitions_for_topic knows the topic
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or set())]
-        if not partitions:
-            return []
+        partitions = [TopicPartition(topic, partition) for partition in partition_ids]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         return await asyncio.wait_for(_drain(consumer, ends), timeout=timeout_s)
     finally:
         await consumer.stop()
+
+
+async def _partitions_of(bootstrap: str, topic: str, security_protocol: str) -> list[int]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, security_protocol=security_protocol)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return []
+        [description] = await admin.describe_topics([topic])
+        return sorted(int(partition["partition"]) for partition in description["partitions"])
+    finally:
+        await admin.close()
 
 
 async def _drain(consumer: Any, ends: dict[Any, int]) -> list[bytes | None]:

@@ -69,13 +69,39 @@ OMS: dict[tuple[str, str], Rule] = {
     ),
 }
 
+HEDGE_STEWARDS = frozenset({Role.RISK, Role.DIRECTOR})
+
+HEDGE: dict[tuple[str, str], Rule] = {
+    **info("hedge"),
+    ("GET", "/hedge/status"): Rule(READERS),
+    ("GET", "/hedge/status/{account_id}"): Rule(READERS, account="path"),
+    ("PUT", "/hedge/overrides/{account_id}"): Rule(
+        HEDGE_STEWARDS,
+        account="path",
+        body=lambda account: {"target_fraction": "0.2", "reason": "s2 check", "expires_at": "2099-01-01T00:00:00Z"},
+    ),
+    ("DELETE", "/hedge/overrides/{account_id}"): Rule(
+        HEDGE_STEWARDS, account="path", body=lambda account: {"reason": "s2 check"}
+    ),
+    ("GET", "/hedge/overrides/{account_id}/history"): Rule(READERS, account="path"),
+    ("GET", "/hedge/recommendations"): Rule(READERS),
+    ("POST", "/hedge/recommendations/{account_id}/rearm"): Rule(
+        HEDGE_STEWARDS, account="path", body=lambda account: {"reason": "s2 check"}
+    ),
+}
+
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
     "risk": {**info("risk")},
-    "hedge": {**info("hedge")},
+    "hedge": HEDGE,
     "accounts": {**info("accounts")},
     "hitl": {**info("hitl")},
-    "reports": {**info("reports")},
+    "reports": {
+        **info("reports"),
+        # The audit log and its anchors: auditors only (admins make the audited changes; docs/audit.md).
+        ("GET", "/audit"): Rule(frozenset({Role.AUDITOR})),
+        ("GET", "/audit/anchors"): Rule(frozenset({Role.AUDITOR})),
+    },
     "analytics": {**info("analytics")},
     "backtest": {**info("backtest")},
 }
