@@ -2,12 +2,136 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
 
 from services.risk.exits.api import router as exits_router
-from shared.errors import COMMON_RESPONSES
+from services.risk.repository import StoredLimits, StoredState
+from services.risk.schemas import (
+    LimitsRead,
+    LimitsUpdate,
+    TradingStateChange,
+    TradingStateCommand,
+    TradingStateOverview,
+    TradingStateRead,
+)
+from services.risk.service import RiskService, StateChange
+from shared.auth.dependencies import ensure_account_access, require_roles
+from shared.auth.roles import Role
+from shared.auth.tokens import ALL_ACCOUNTS, Principal
+from shared.domain.types import TradingState
+from shared.errors import COMMON_RESPONSES, ErrorResponse
 from shared.service_kit import info_router
+
+READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
+Reader = Annotated[Principal, Depends(require_roles(*READERS))]
+RiskOfficer = Annotated[Principal, Depends(require_roles(Role.RISK))]
+# Kill switch, safe mode and resume: risk officers and directors (not admin: user administration is a separate duty).
+SwitchOperator = Annotated[Principal, Depends(require_roles(Role.RISK, Role.DIRECTOR))]
+AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+def get_risk_service(request: Request) -> RiskService:
+    service: RiskService = request.app.state.runtime.extras["risk"]
+    return service
+
+
+Risk = Annotated[RiskService, Depends(get_risk_service)]
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("risk"))
 router.include_router(exits_router)
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def _limits_read(account_id: str, stored: StoredLimits | None) -> LimitsRead:
+    if stored is None:
+        return LimitsRead(account_id=account_id, version=0, actor=None, reason=None, created_at=None)
+    return LimitsRead.model_validate(
+        {
+            **stored.values,
+            "account_id": account_id,
+            "version": stored.version,
+            "actor": stored.actor,
+            "reason": stored.reason,
+            "created_at": stored.created_at,
+        }
+    )
+
+
+def _state_read(state: StoredState) -> TradingStateRead:
+    never = state.version == 0
+    return TradingStateRead(
+        scope="global" if state.scope == "global" else "account",
+        account_id=state.account_id,
+        state=state.state,
+        version=state.version,
+        reason=None if never else state.reason,
+        actor=None if never else state.actor,
+        changed_at=None if never else state.changed_at,
+    )
+
+
+def _change_read(change: StateChange) -> TradingStateChange:
+    read = _state_read(change.state)
+    return TradingStateChange(
+        **read.model_dump(), previous=change.previous, changed=change.changed, mirrored=change.mirrored
+    )
+
+
+@router.get("/risk/limits/{account_id}", response_model=LimitsRead, tags=["limits"])
+async def get_limits(account_id: AccountIdPath, principal: Reader, risk: Risk) -> LimitsRead:
+    """The account's current pre-trade limits (version 0 and nulls: none configured)."""
+    ensure_account_access(principal, account_id)
+    return _limits_read(account_id, await risk.limits(account_id))
+
+
+@router.put("/risk/limits/{account_id}", response_model=LimitsRead, tags=["limits"], responses=_responses(409, 422))
+async def put_limits(account_id: AccountIdPath, body: LimitsUpdate, principal: RiskOfficer, risk: Risk) -> LimitsRead:
+    """Replace the account's limits with a new version (role `risk`, audited, mirrored to Redis)."""
+    ensure_account_access(principal, account_id)
+    stored = await risk.put_limits(account_id, body, body.reason, principal.subject)
+    return _limits_read(account_id, stored)
+
+
+@router.get("/risk/trading-state", response_model=TradingStateOverview, tags=["trading-state"])
+async def get_trading_state(principal: Reader, risk: Risk) -> TradingStateOverview:
+    """The global trading state and every account state that was ever set (of the accounts you may see)."""
+    visible = None if ALL_ACCOUNTS in principal.accounts else sorted(principal.accounts)
+    global_state, accounts = await risk.states(visible)
+    return TradingStateOverview.model_validate(
+        {"global": _state_read(global_state), "accounts": [_state_read(row) for row in accounts]}
+    )
+
+
+async def _change(
+    body: TradingStateCommand, principal: Principal, risk: RiskService, target: TradingState
+) -> TradingStateChange:
+    if body.scope == "account" and body.account_id is not None:
+        ensure_account_access(principal, body.account_id)
+    change = await risk.change_state(
+        body.scope, body.account_id, target, body.reason, principal.subject, principal.roles
+    )
+    return _change_read(change)
+
+
+@router.post("/risk/kill-switch", response_model=TradingStateChange, tags=["trading-state"], responses=_responses(403))
+async def kill_switch(body: TradingStateCommand, principal: SwitchOperator, risk: Risk) -> TradingStateChange:
+    """HALTED: new orders denied, cancels pass (roles risk or director; audited, published, mirrored)."""
+    return await _change(body, principal, risk, TradingState.HALTED)
+
+
+@router.post("/risk/safe-mode", response_model=TradingStateChange, tags=["trading-state"], responses=_responses(403))
+async def safe_mode(body: TradingStateCommand, principal: SwitchOperator, risk: Risk) -> TradingStateChange:
+    """REDUCING: only exposure-reducing orders pass (risk or director; from HALTED a director)."""
+    return await _change(body, principal, risk, TradingState.REDUCING)
+
+
+@router.post("/risk/resume", response_model=TradingStateChange, tags=["trading-state"], responses=_responses(403))
+async def resume(body: TradingStateCommand, principal: SwitchOperator, risk: Risk) -> TradingStateChange:
+    """ACTIVE again: from HALTED needs `director`, from REDUCING `risk` or `director`."""
+    return await _change(body, principal, risk, TradingState.ACTIVE)

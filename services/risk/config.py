@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
 from services.risk.exits.config import ExitSettings
 from shared.config import AetherSettings, load_settings
 
 
 class RiskSettings(AetherSettings, ExitSettings):
     service_name: str = "risk"
+    auto_apply_recommendations: bool = Field(
+        default=False, description="AETHER_AUTO_APPLY_RECOMMENDATIONS: apply the hedge service's kill-switch advice"
+    )
+    mirror_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="how often trading states and limits are re-written from PG to Redis"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -1,3 +1,94 @@
 """Request and response models of the risk service (Create/Update/Read kept separate, extra="forbid")."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.domain.money import DecimalString
+from shared.domain.types import TradingState
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+SymbolText = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Scope = Literal["global", "account"]
+
+
+class LimitValues(BaseModel):
+    """An account's pre-trade limits; null (or absent) means no limit for that dimension."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_order_notional: DecimalString | None = Field(default=None, description="quote notional of one order")
+    max_position_notional: DecimalString | None = Field(
+        default=None, description="default cap of held + open-buy notional per instrument"
+    )
+    max_position_notional_by_symbol: dict[SymbolText, DecimalString] = Field(
+        default_factory=dict, description="per-instrument overrides of max_position_notional"
+    )
+    max_open_orders: int | None = Field(default=None, le=100_000)
+    daily_loss_limit: DecimalString | None = Field(default=None, description="realized loss since 00:00 UTC")
+    price_collar_pct: DecimalString | None = Field(default=None, description="max % a limit price may be from mid")
+    allowed_symbols: list[SymbolText] | None = Field(default=None, max_length=500, description="null: every symbol")
+    require_explicit_exits: bool = False
+
+
+class LimitsUpdate(LimitValues):
+    """A new version of an account's limits (replaces every value) and why."""
+
+    reason: Reason
+
+
+class LimitsRead(LimitValues):
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str
+    version: int = Field(description="0 when no limits were ever set (no limits apply)")
+    actor: str | None
+    reason: str | None
+    created_at: datetime | None
+
+
+class TradingStateCommand(BaseModel):
+    """Kill switch, safe mode or resume of one scope, with the reason (required)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: Scope
+    account_id: Identifier | None = None
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _account_matches_scope(self) -> Self:
+        if self.scope == "account" and self.account_id is None:
+            raise ValueError("account_id is required when scope is 'account'")
+        if self.scope == "global" and self.account_id is not None:
+            raise ValueError("account_id must be absent when scope is 'global'")
+        return self
+
+
+class TradingStateRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Scope
+    account_id: str | None
+    state: TradingState
+    version: int = Field(description="0: never changed (ACTIVE)")
+    reason: str | None
+    actor: str | None
+    changed_at: datetime | None
+
+
+class TradingStateChange(TradingStateRead):
+    previous: TradingState
+    changed: bool = Field(description="false when the scope was already in the requested state")
+    mirrored: bool = Field(description="false when Redis could not be written now; the mirror loop retries")
+
+
+class TradingStateOverview(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    global_state: TradingStateRead = Field(alias="global")
+    accounts: list[TradingStateRead]

@@ -1,0 +1,367 @@
+"""Risk service REST (limits, kill switch, safe mode, resume) on real PostgreSQL, Redis and Kafka.
+
+The service runs on a Redis database of its own (RISK_REDIS_DB): a global kill switch written here must never
+reach the OMS of another test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.risk.app import create_app
+from services.risk.config import RiskSettings
+from services.risk.consumers import handle_recommendation
+from services.risk.service import RiskService
+from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.roles import Role
+from shared.auth.tokens import TokenIssuer
+from shared.config import AetherSettings
+from shared.db import UnitOfWork
+from shared.events import Envelope
+from tests.helpers import eventually, own_database
+
+KEY = generate_private_key()
+RISK_REDIS_DB = 13
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "risk_api") as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(module_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(module_database_url)
+    yield engine
+    await engine.dispose()
+
+
+def _redis_url(base: str) -> str:
+    return re.sub(r"/\d+$", "", base) + f"/{RISK_REDIS_DB}"
+
+
+@pytest.fixture(scope="module")
+def risk_settings(settings: AetherSettings, module_database_url: str) -> RiskSettings:
+    return RiskSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url", "redis_url"}),
+        database_url=SecretStr(module_database_url),
+        redis_url=SecretStr(_redis_url(settings.redis_url.get_secret_value())),
+        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
+        log_level="WARNING",
+        mirror_interval_s=0.2,
+    )
+
+
+def token(*roles: Role, accounts: tuple[str, ...] = ("*",), subject: str = "alice") -> dict[str, str]:
+    issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
+    return {"Authorization": f"Bearer {issuer.issue(subject, list(roles), accounts=list(accounts))}"}
+
+
+RISK = token(Role.RISK, subject="rita")
+DIRECTOR = token(Role.DIRECTOR, subject="dora")
+OPERATOR = token(Role.OPERATOR)
+ADMIN = token(Role.ADMIN)
+VIEWER = token(Role.VIEWER)
+
+
+class RiskApp:
+    def __init__(self, client: httpx.AsyncClient, redis: Redis, service: RiskService) -> None:
+        self.client = client
+        self.redis = redis
+        self.service = service
+
+
+@pytest.fixture
+async def risk(risk_settings: RiskSettings) -> AsyncIterator[RiskApp]:
+    app = create_app(risk_settings)
+    redis = Redis.from_url(risk_settings.redis_url.get_secret_value())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://risk") as client:
+            await eventually(lambda: _ready(client), timeout_s=20, message="risk ready")
+            yield RiskApp(client, redis, app.state.runtime.extras["risk"])
+    await redis.aclose()
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+def account() -> str:
+    return f"acct-{uuid.uuid4().hex[:10]}"
+
+
+LIMITS = {
+    "max_order_notional": "1000",
+    "max_position_notional": "5000",
+    "max_position_notional_by_symbol": {"BTC/USD": "8000"},
+    "max_open_orders": 5,
+    "daily_loss_limit": "250",
+    "price_collar_pct": "5",
+    "allowed_symbols": ["BTC/USD", "ETH/USD"],
+    "require_explicit_exits": True,
+}
+
+
+async def audit_rows(engine: AsyncEngine, target: str) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT action, actor, details, xmin::text AS tx FROM audit.audit_log "
+                "WHERE chain = 'risk' AND target = :t ORDER BY seq"
+            ),
+            {"t": target},
+        )
+        return [dict(row) for row in result.mappings()]
+
+
+async def test_limits_are_versioned_audited_mirrored_and_need_the_risk_role(risk: RiskApp, engine: AsyncEngine) -> None:
+    acct = account()
+    body = {**LIMITS, "reason": "initial limits"}
+    for headers in (OPERATOR, DIRECTOR, ADMIN, VIEWER):
+        assert (await risk.client.put(f"/risk/limits/{acct}", json=body, headers=headers)).status_code == 403
+    assert (await risk.client.put(f"/risk/limits/{acct}", json=body)).status_code == 401
+    empty = await risk.client.get(f"/risk/limits/{acct}", headers=VIEWER)
+    assert empty.status_code == 200
+    assert empty.json()["version"] == 0
+    assert empty.json()["max_order_notional"] is None
+
+    first = await risk.client.put(f"/risk/limits/{acct}", json=body, headers=RISK)
+    assert first.status_code == 200, first.text
+    assert first.json()["version"] == 1
+    assert first.json()["max_position_notional_by_symbol"] == {"BTC/USD": "8000"}
+    second = await risk.client.put(
+        f"/risk/limits/{acct}", json={**body, "max_order_notional": "2000", "reason": "raise"}, headers=RISK
+    )
+    assert second.json()["version"] == 2
+    read = (await risk.client.get(f"/risk/limits/{acct}", headers=VIEWER)).json()
+    assert (read["version"], read["max_order_notional"], read["actor"], read["reason"]) == (2, "2000", "rita", "raise")
+
+    mirrored = json.loads(await risk.redis.get(f"risk:limits:account:{acct}"))
+    assert mirrored["max_order_notional"] == "2000"
+    assert mirrored["allowed_symbols"] == ["BTC/USD", "ETH/USD"]
+
+    rows = await audit_rows(engine, f"account:{acct}")
+    assert [(r["action"], r["actor"]) for r in rows] == [("risk.limits_changed", "rita")] * 2
+    assert rows[1]["details"]["previous"]["max_order_notional"] == "1000"
+    async with engine.connect() as conn:
+        versions = (
+            await conn.execute(
+                text("SELECT version, xmin::text FROM risk.limits WHERE account_id = :a ORDER BY version"), {"a": acct}
+            )
+        ).all()
+    # each version row was written in the same transaction as its audit entry
+    assert [(v, tx) for v, tx in versions] == [(1, rows[0]["tx"]), (2, rows[1]["tx"])]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"max_order_notional": "-5"}, "max_order_notional"),
+        ({"max_open_orders": -1}, "max_open_orders"),
+        ({"daily_loss_limit": "0"}, "daily_loss_limit"),
+        ({"price_collar_pct": "120"}, "price_collar_pct"),
+        ({"max_position_notional_by_symbol": {"SOL/USD": "10"}}, "max_position_notional_by_symbol.SOL/USD"),
+    ],
+)
+async def test_contradictory_limits_are_422_naming_the_field(risk: RiskApp, change: dict[str, Any], field: str) -> None:
+    acct = account()
+    response = await risk.client.put(f"/risk/limits/{acct}", json={**LIMITS, **change, "reason": "bad"}, headers=RISK)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"]["field"] == field
+    assert (await risk.client.get(f"/risk/limits/{acct}", headers=RISK)).json()["version"] == 0
+
+
+async def test_bad_requests_name_the_field(risk: RiskApp) -> None:
+    acct = account()
+    no_reason = await risk.client.put(f"/risk/limits/{acct}", json=LIMITS, headers=RISK)
+    assert no_reason.status_code == 422
+    assert "reason" in no_reason.text
+    blank = await risk.client.post(
+        "/risk/kill-switch", json={"scope": "account", "account_id": acct, "reason": "  "}, headers=RISK
+    )
+    assert blank.status_code == 422
+    assert "reason" in blank.text
+    missing = await risk.client.post("/risk/kill-switch", json={"scope": "account", "reason": "x"}, headers=RISK)
+    assert missing.status_code == 422
+    assert "account_id" in missing.text
+    money_as_number = await risk.client.put(
+        f"/risk/limits/{acct}", json={**LIMITS, "max_order_notional": 10.5, "reason": "x"}, headers=RISK
+    )
+    assert money_as_number.status_code == 422
+
+
+async def test_kill_switch_safe_mode_resume_roles_audit_event_and_mirror(risk: RiskApp, engine: AsyncEngine) -> None:
+    acct = account()
+    scope = {"scope": "account", "account_id": acct}
+    for headers in (OPERATOR, ADMIN, VIEWER):
+        denied = await risk.client.post("/risk/kill-switch", json={**scope, "reason": "x"}, headers=headers)
+        assert denied.status_code == 403
+    halted = await risk.client.post("/risk/kill-switch", json={**scope, "reason": "runaway algo"}, headers=RISK)
+    assert halted.status_code == 200, halted.text
+    assert (halted.json()["state"], halted.json()["previous"], halted.json()["version"]) == ("halted", "active", 1)
+    assert halted.json()["mirrored"] is True
+    assert await risk.redis.get(f"risk:trading_state:account:{acct}") == b"halted"
+
+    # leaving HALTED needs a director, even towards safe mode
+    for path in ("/risk/resume", "/risk/safe-mode"):
+        refused = await risk.client.post(path, json={**scope, "reason": "all clear"}, headers=RISK)
+        assert refused.status_code == 403, refused.text
+    reducing = await risk.client.post("/risk/safe-mode", json={**scope, "reason": "wind down"}, headers=DIRECTOR)
+    assert reducing.json()["state"] == "reducing"
+    # from REDUCING a risk officer may resume
+    resumed = await risk.client.post("/risk/resume", json={**scope, "reason": "all clear"}, headers=RISK)
+    assert resumed.status_code == 200, resumed.text
+    assert (resumed.json()["state"], resumed.json()["version"]) == ("active", 3)
+    again = await risk.client.post("/risk/resume", json={**scope, "reason": "again"}, headers=RISK)
+    assert (again.json()["changed"], again.json()["version"]) == (False, 3)
+    assert await risk.redis.get(f"risk:trading_state:account:{acct}") == b"active"
+
+    target = f"account:{acct}"
+    rows = await audit_rows(engine, target)
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        ("risk.kill_switch", "rita"),
+        ("risk.safe_mode", "dora"),
+        ("risk.resume", "rita"),
+    ]
+    async with engine.connect() as conn:
+        history = (
+            await conn.execute(
+                text(
+                    "SELECT state, previous, xmin::text FROM risk.trading_state_history "
+                    "WHERE scope_key = :k ORDER BY version"
+                ),
+                {"k": target},
+            )
+        ).all()
+        events = (
+            await conn.execute(
+                text(
+                    "SELECT payload, xmin::text FROM risk.outbox WHERE key = :k AND event_type = 'TradingStateChanged' "
+                    "ORDER BY created_at"
+                ),
+                {"k": target},
+            )
+        ).all()
+    assert [(h[0], h[1]) for h in history] == [("halted", "active"), ("reducing", "halted"), ("active", "reducing")]
+    payloads = [event[0]["payload"] for event in events]
+    assert [(p["state"], p["previous"], p["version"]) for p in payloads] == [
+        ("halted", "active", 1),
+        ("reducing", "halted", 2),
+        ("active", "reducing", 3),
+    ]
+    assert payloads[0]["reason"] == "runaway algo"
+    assert payloads[0]["account_id"] == acct
+    # state history, audit entry and outbox event of each change share one transaction
+    assert [h[2] for h in history] == [r["tx"] for r in rows]
+
+
+async def test_global_state_overview_and_the_mirror_repairs_a_lost_key(risk: RiskApp) -> None:
+    halted = await risk.client.post("/risk/kill-switch", json={"scope": "global", "reason": "drill"}, headers=DIRECTOR)
+    assert halted.status_code == 200, halted.text
+    try:
+        overview = (await risk.client.get("/risk/trading-state", headers=VIEWER)).json()
+        assert overview["global"]["state"] == "halted"
+        assert overview["global"]["actor"] == "dora"
+        # Redis loses the key (flush, failover): the mirror loop writes it back from PostgreSQL
+        await risk.redis.delete("risk:trading_state:global")
+
+        async def restored() -> bool:
+            return await risk.redis.get("risk:trading_state:global") == b"halted"
+
+        await eventually(restored, timeout_s=5, message="global state re-mirrored")
+    finally:
+        await risk.client.post("/risk/resume", json={"scope": "global", "reason": "end of drill"}, headers=DIRECTOR)
+    assert await risk.redis.get("risk:trading_state:global") == b"active"
+
+
+async def test_trading_state_overview_shows_only_granted_accounts(risk: RiskApp) -> None:
+    mine, other = account(), account()
+    for acct in (mine, other):
+        await risk.client.post(
+            "/risk/safe-mode", json={"scope": "account", "account_id": acct, "reason": "x"}, headers=RISK
+        )
+    overview = (await risk.client.get("/risk/trading-state", headers=token(Role.VIEWER, accounts=(mine,)))).json()
+    assert [row["account_id"] for row in overview["accounts"]] == [mine]
+    foreign = await risk.client.post(
+        "/risk/kill-switch",
+        json={"scope": "account", "account_id": other, "reason": "x"},
+        headers=token(Role.RISK, accounts=(mine,)),
+    )
+    assert foreign.status_code == 403
+
+
+def recommendation(acct: str, level: str) -> Envelope:
+    return Envelope.new(
+        type="KillSwitchRecommended",
+        producer="hedge",
+        aggregate_id=acct,
+        payload={
+            "recommendation_id": uuid.uuid4().hex,
+            "account_id": acct,
+            "level": level,
+            "drawdown": "0.12",
+            "threshold": "0.10",
+            "raised_at": "2026-03-02T10:00:00+00:00",
+        },
+    )
+
+
+async def test_recommendations_apply_only_when_enabled_and_only_tighten(
+    risk: RiskApp, risk_settings: RiskSettings, engine: AsyncEngine
+) -> None:
+    acct = account()
+    service = risk.service
+    async with UnitOfWork(service.sessionmaker) as uow:
+        await handle_recommendation(service, uow.session, recommendation(acct, "pause"))
+    assert (await service.state("account", acct)).version == 0  # auto-apply is off by default
+
+    service.settings = risk_settings.model_copy(update={"auto_apply_recommendations": True})
+    try:
+        async with UnitOfWork(service.sessionmaker) as uow:
+            await handle_recommendation(service, uow.session, recommendation(acct, "reduce_only"))
+        state = await service.state("account", acct)
+        assert (state.state.value, state.actor) == ("reducing", "hedge-recommendation")
+        async with UnitOfWork(service.sessionmaker) as uow:
+            await handle_recommendation(service, uow.session, recommendation(acct, "pause"))
+        async with UnitOfWork(service.sessionmaker) as uow:
+            await handle_recommendation(service, uow.session, recommendation(acct, "flatten"))  # never loosens
+        state = await service.state("account", acct)
+        assert (state.state.value, state.version) == ("halted", 2)
+
+        async def mirrored() -> bool:
+            return await risk.redis.get(f"risk:trading_state:account:{acct}") == b"halted"
+
+        await eventually(mirrored, timeout_s=5, message="applied recommendation mirrored")
+    finally:
+        service.settings = risk_settings
+    rows = await audit_rows(engine, f"account:{acct}")
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        ("risk.safe_mode", "hedge-recommendation"),
+        ("risk.kill_switch", "hedge-recommendation"),
+    ]
+
+
+async def test_readiness_is_503_without_redis(risk_settings: RiskSettings) -> None:
+    broken = risk_settings.model_copy(update={"redis_url": SecretStr("redis://127.0.0.1:1/0")})
+    app = create_app(broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://risk") as client:
+            response = await client.get("/readyz")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["redis"]["ok"] is False
+    assert checks["redis-mirror"]["ok"] is False
