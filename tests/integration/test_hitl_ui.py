@@ -1,0 +1,158 @@
+"""The director inbox page (server-rendered) against the real stack: cookies, CSRF, listing and voting.
+
+The login round trip through the accounts service is covered by tests/e2e/test_director_page.py; here the
+session cookie carries a token minted for the test, so the page's own rules are checked in isolation.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from services.hitl.app import create_app
+from services.hitl.config import HitlSettings
+from shared.auth.roles import Role
+from shared.config import AetherSettings
+from tests.helpers import own_database
+from tests.integration.test_hitl_api import ISSUER, hitl_settings, new_account, open_request, running
+
+
+@pytest.fixture(scope="module")
+def ui_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "hitl_ui") as url:
+        yield url
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def ui_settings(settings: AetherSettings, ui_database_url: str) -> HitlSettings:
+    # Nothing listens on this port: a login attempt must fail visibly (503), never fall back.
+    return hitl_settings(settings, ui_database_url, accounts_url=f"http://127.0.0.1:{_closed_port()}")
+
+
+@pytest.fixture
+async def client(ui_settings: HitlSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(ui_settings)) as http:
+        yield http
+
+
+def session_cookie(subject: str, roles: list[Role]) -> str:
+    now = datetime.now(UTC)
+    return ISSUER.issue(subject, roles, accounts=["*"], amr=["pwd", "otp"], auth_time=now, now=now)
+
+
+async def csrf_of(client: httpx.AsyncClient, path: str = "/hitl/ui/login") -> str:
+    page = await client.get(path)
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+async def test_inbox_without_a_session_redirects_to_login(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/hitl/ui")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/hitl/ui/login")
+
+
+async def test_login_page_sets_a_strict_httponly_csrf_cookie(
+    client: httpx.AsyncClient, ui_settings: HitlSettings
+) -> None:
+    page = await client.get("/hitl/ui/login")
+    assert page.status_code == 200
+    assert 'name="totp_code"' in page.text
+    cookie = page.headers["set-cookie"].lower()
+    assert "hitl_csrf=" in cookie
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert "secure" not in cookie  # plain http: a Secure cookie would never come back
+    async with running(create_app(ui_settings), "https://hitl") as https:
+        secure = await https.get("/hitl/ui/login")
+        assert "secure" in secure.headers["set-cookie"].lower()
+
+
+async def test_login_refuses_a_wrong_csrf_token_and_reports_an_unreachable_accounts_service(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await csrf_of(client)
+    form = {"username": "dir", "password": "pw", "totp_code": "123456"}
+    forged = await client.post("/hitl/ui/login", data={**form, "csrf": "forged"})
+    assert forged.status_code == 403
+    down = await client.post("/hitl/ui/login", data={**form, "csrf": token})
+    assert down.status_code == 503
+    assert "unavailable" in down.text
+    assert "hitl_session" not in down.headers.get("set-cookie", "")
+
+
+async def test_director_sees_pending_requests_and_votes_through_the_forms(client: httpx.AsyncClient) -> None:
+    account = new_account()
+    approved = await open_request(client, account, requester="op-page")
+    rejected = await open_request(client, account, requester="op-page")
+    client.cookies.set("hitl_session", session_cookie("dir-page", [Role.DIRECTOR]), path="/hitl")
+    page = await client.get("/hitl/ui")
+    assert page.status_code == 200
+    for request in (approved, rejected):
+        assert request["subject_id"] in page.text
+        assert request["payload_hash"] in page.text
+    assert "op-page" in page.text
+    assert "buy 20 BTC/USD limit @ 95" in page.text
+    token = await csrf_of(client, "/hitl/ui")
+
+    forged = await client.post(
+        f"/hitl/ui/requests/{approved['request_id']}/approve",
+        data={"payload_hash": approved["payload_hash"], "csrf": "forged"},
+    )
+    assert forged.status_code == 303
+    assert await _status(client, approved["request_id"]) == "pending"
+
+    vote = await client.post(
+        f"/hitl/ui/requests/{approved['request_id']}/approve",
+        data={"payload_hash": approved["payload_hash"], "csrf": token, "reason": "fine"},
+    )
+    assert vote.status_code == 303
+    assert await _status(client, approved["request_id"]) == "approved"
+
+    no_reason = await client.post(
+        f"/hitl/ui/requests/{rejected['request_id']}/reject",
+        data={"payload_hash": rejected["payload_hash"], "csrf": token, "reason": " "},
+    )
+    assert "needs%20a%20reason" in no_reason.headers["location"]
+    assert await _status(client, rejected["request_id"]) == "pending"
+    await client.post(
+        f"/hitl/ui/requests/{rejected['request_id']}/reject",
+        data={"payload_hash": rejected["payload_hash"], "csrf": token, "reason": "too large"},
+    )
+    assert await _status(client, rejected["request_id"]) == "rejected"
+    history = await client.get("/hitl/ui")
+    assert f'id="history-{rejected["request_id"]}"' in history.text
+    assert "too large" in history.text
+
+
+async def test_the_page_refuses_the_requester_and_non_directors(client: httpx.AsyncClient) -> None:
+    account = new_account()
+    request = await open_request(client, account, requester="dir-self")
+    client.cookies.set("hitl_session", session_cookie("dir-self", [Role.DIRECTOR]), path="/hitl")
+    token = await csrf_of(client, "/hitl/ui")
+    own = await client.post(
+        f"/hitl/ui/requests/{request['request_id']}/approve",
+        data={"payload_hash": request["payload_hash"], "csrf": token},
+    )
+    assert "self_approval" in own.headers["location"]
+    assert await _status(client, request["request_id"]) == "pending"
+    client.cookies.set("hitl_session", session_cookie("op-x", [Role.OPERATOR]), path="/hitl")
+    assert (await client.get("/hitl/ui")).status_code == 403
+
+
+async def _status(client: httpx.AsyncClient, request_id: str) -> str:
+    token = session_cookie("reader", [Role.AUDITOR])
+    answer = await client.get(f"/hitl/requests/{request_id}", headers={"Authorization": f"Bearer {token}"})
+    return str(answer.json()["status"])
