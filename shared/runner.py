@@ -58,7 +58,24 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
     with console.status("applying migrations"):
         upgrade(env["AETHER_DATABASE_URL"])
     console.print("migrations applied")
+    _harden_audit(env)
     return env
+
+
+def _harden_audit(env: Mapping[str, str]) -> None:
+    """As the stack's superuser: the audit and anchor tables go to a NOLOGIN owner, the app role may only append."""
+    from sqlalchemy.engine import make_url
+
+    from shared.audit.roles import AUDIT_OWNER_ROLE, harden_audit_tables
+
+    superuser_url = env.get("AETHER_DATABASE_SUPERUSER_URL")
+    if not superuser_url:
+        console.print("[yellow]no AETHER_DATABASE_SUPERUSER_URL: the app role still owns the audit tables[/yellow]")
+        return
+    app_role = make_url(env["AETHER_DATABASE_URL"]).username or "aether"
+    libpq = make_url(superuser_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    harden_audit_tables(libpq, app_role)
+    console.print(f"audit tables owned by {AUDIT_OWNER_ROLE}; {app_role} may only append")
 
 
 def _prepare_anchor_key(keys_dir: Path, env: dict[str, str]) -> None:

@@ -174,6 +174,32 @@ def verify(
     raise typer.Exit(EXIT_INTACT if intact else EXIT_BROKEN)
 
 
+@app.command()
+def harden(
+    superuser_url: Annotated[
+        str | None,
+        typer.Option("--superuser-url", help="Superuser database URL (default: AETHER_DATABASE_SUPERUSER_URL)."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="The app's database URL (default: AETHER_DATABASE_URL).")
+    ] = None,
+) -> None:
+    """As a superuser, after migrating: a NOLOGIN role owns the audit tables, the app role may only append."""
+    from sqlalchemy.engine import make_url
+
+    from shared.audit.roles import AUDIT_OWNER_ROLE, harden_audit_tables
+
+    settings = _settings(database_url)
+    superuser = superuser_url or os.environ.get("AETHER_DATABASE_SUPERUSER_URL")
+    if not superuser:
+        errors.print("[red]error:[/red] --superuser-url or AETHER_DATABASE_SUPERUSER_URL is required")
+        raise typer.Exit(EXIT_UNCHECKED)
+    app_url = make_url(settings.database_url.get_secret_value())
+    target = make_url(superuser).set(drivername="postgresql", database=app_url.database)
+    harden_audit_tables(target.render_as_string(hide_password=False), app_url.username or "aether")
+    console.print(f"audit and anchor tables owned by {AUDIT_OWNER_ROLE}; {app_url.username} may only append")
+
+
 def _public_key_path(option: Path | None) -> Path:
     if option is not None:
         return option
