@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.auth.revocation import redis_revocation_check
 from shared.auth.tokens import TokenVerifier
 from shared.config import AetherSettings, ConfigurationError, env_name
 from shared.db import create_engine, sessionmaker_for
@@ -170,6 +171,8 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await _start_runtime(spec, settings)
         app.state.runtime = runtime
+        # Revoked access tokens (logout, refresh-token reuse) are refused by every service: Redis `auth:revoked:<jti>`.
+        app.state.token_verifier = verifier.with_revocation(redis_revocation_check(runtime.redis))
         log.info("service_started", service=spec.name, version=VERSION, env=settings.env.value)
         try:
             yield

@@ -15,6 +15,7 @@ from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
 from shared.auth.cli import app as auth_app
 from shared.config import AetherSettings, ConfigurationError, load_settings
+from shared.crypto.cli import app as keys_app
 
 SERVICE_PORTS = {
     "oms": 8001,
@@ -32,6 +33,7 @@ app = typer.Typer(help="Aether trading platform", no_args_is_help=True, pretty_e
 app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache Kafka under .aether/")
 app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
+app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchange secrets")
 app.add_typer(feed_app, name="feed", help="Market-data replay (file or synthetic) onto the marketdata.* topics")
 
 

@@ -1,3 +1,157 @@
 """Request and response models of the accounts service (Create/Update/Read kept separate, extra="forbid")."""
 
 from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.auth.roles import Role
+
+Username = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class HumanRole(StrEnum):
+    """Roles a user may hold (`service` is for service identities only)."""
+
+    VIEWER = Role.VIEWER.value
+    OPERATOR = Role.OPERATOR.value
+    RISK = Role.RISK.value
+    DIRECTOR = Role.DIRECTOR.value
+    ADMIN = Role.ADMIN.value
+    AUDITOR = Role.AUDITOR.value
+
+
+class Venue(StrEnum):
+    PAPER = "paper"
+    KRAKEN = "kraken"
+    BINANCE = "binance"
+    COINBASE = "coinbase"
+
+
+class AccountKind(StrEnum):
+    COMPANY = "company"
+    DIRECTOR = "director"
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Strict):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    totp_code: TotpCode | None = None
+
+
+class RefreshRequest(Strict):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class LogoutRequest(Strict):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class TotpCodeRequest(Strict):
+    totp_code: TotpCode
+
+
+class TokenResponse(Strict):
+    access_token: str
+    refresh_token: str | None = None
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+
+
+class TotpEnrollment(Strict):
+    provisioning_uri: str
+
+
+class UserCreate(Strict):
+    username: Username
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    roles: Annotated[list[HumanRole], Field(min_length=1, max_length=6)]
+
+
+class RolesUpdate(Strict):
+    roles: Annotated[list[HumanRole], Field(min_length=1, max_length=6)]
+    reason: Reason | None = None
+
+
+class GrantCreate(Strict):
+    account_id: AccountId
+    reason: Reason | None = None
+
+
+class UserRead(Strict):
+    user_id: str
+    username: str
+    roles: list[str]
+    status: str
+    totp_enabled: bool
+    accounts: list[str]
+    created_at: datetime
+
+
+class AccountCreate(Strict):
+    account_id: AccountId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    kind: AccountKind
+    venue: Venue
+    owner_user_id: str | None = None
+
+
+class AccountRead(Strict):
+    account_id: str
+    name: str
+    kind: AccountKind
+    venue: Venue
+    status: AccountStatus
+    owner_user_id: str | None
+    created_at: datetime
+
+
+class CredentialsPut(Strict):
+    api_key: Annotated[str, StringConstraints(min_length=8, max_length=512)]
+    api_secret: Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+    label: Annotated[str, StringConstraints(max_length=120)] | None = None
+
+
+class CredentialsRead(Strict):
+    """What may be shown about stored exchange credentials: never the secret, never the key itself."""
+
+    account_id: str
+    key_id: str
+    fingerprint: str
+    created_at: datetime
+    rotated_at: datetime | None
+
+
+class ServiceIdentityCreate(Strict):
+    name: Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")]
+    scopes: Annotated[
+        list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")]], Field(max_length=30)
+    ]
+    accounts: Annotated[list[str], Field(max_length=1000)] = Field(default_factory=list)
+
+
+class ServiceIdentityCreated(Strict):
+    client_id: str
+    client_secret: str
+    name: str
+
+
+class ServiceTokenRequest(Strict):
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    client_secret: Annotated[str, StringConstraints(min_length=1, max_length=200)]

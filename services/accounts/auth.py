@@ -1,0 +1,339 @@
+"""Login, refresh-token rotation with reuse detection, logout, TOTP enrollment and step-up.
+
+Failures never say whether the user exists: an unknown username is verified against a dummy argon2 hash and
+answers the same 401 `invalid_credentials` as a wrong password. Failed attempts (wrong TOTP codes too) are
+counted per username and per client IP in Redis; over the limit the answer is 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.accounts.config import AccountsSettings
+from services.accounts.errors import (
+    InvalidCredentials,
+    InvalidRefreshToken,
+    InvalidTotp,
+    SigningKeyMissing,
+    TotpAlreadyConfirmed,
+    TotpEnrollmentRequired,
+    TotpNotEnrolled,
+    TotpRequired,
+    UnknownServiceIdentity,
+)
+from services.accounts.passwords import verify_password
+from services.accounts.ratelimit import LoginLimiter
+from services.accounts.repository import AccountsRepository, Row
+from services.accounts.service import AUDIT_CHAIN, AccountsService, utc_now
+from services.accounts.tokens import OTP, PASSWORD, UserClaims, new_refresh_token, refresh_token_hash
+from shared.audit import append as audit_append
+from shared.auth.revocation import revoke_jti
+from shared.auth.roles import Role
+from shared.auth.tokens import Principal, TokenIssuer
+from shared.crypto import KeyProvider, decrypt_secret, encrypt_secret
+from shared.crypto.store import totp_row_id
+from shared.db import UnitOfWork
+from shared.observability.logging import get_logger
+
+log = get_logger(__name__)
+ENROLL_SCOPE = "totp:enroll"
+TOTP_WINDOW = 1  # one 30-second step either side, for clock drift
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str | None = None
+
+
+@dataclass
+class AuthService:
+    """Token-issuing use cases; `issuer` is None when the signing key is not configured (login answers 503)."""
+
+    settings: AccountsSettings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis
+    keys: KeyProvider
+    issuer: TokenIssuer | None
+    limiter: LoginLimiter
+    accounts: AccountsService
+    clock: Callable[[], datetime] = utc_now
+
+    def _issuer(self) -> TokenIssuer:
+        if self.issuer is None:
+            raise SigningKeyMissing("AETHER_JWT_PRIVATE_KEY is not configured: this service cannot sign tokens")
+        return self.issuer
+
+    def _access(self, claims: UserClaims, jti_sink: list[str] | None = None) -> tuple[str, int]:
+        ttl = self.settings.jwt_ttl_s
+        token = self._issuer().issue(
+            claims.user_id,
+            claims.roles,
+            scopes=claims.scopes,
+            accounts=claims.accounts,
+            ttl_s=ttl,
+            now=self.clock(),
+            amr=claims.amr,
+            auth_time=claims.auth_time,
+        )
+        if jti_sink is not None:
+            jti_sink.append(self._issuer_jti(token))
+        return token, ttl
+
+    def _issuer_jti(self, token: str) -> str:
+        import jwt  # the token was just signed by us: reading its claims without verification is safe here
+
+        jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
+        return jti
+
+    async def _new_refresh(self, session: AsyncSession, claims: UserClaims, family_id: str, access_jti: str) -> str:
+        token = new_refresh_token()
+        now = self.clock()
+        await AccountsRepository(session).insert_refresh_token(
+            {
+                "token_hash": refresh_token_hash(token),
+                "family_id": family_id,
+                "user_id": claims.user_id,
+                "access_jti": access_jti,
+                "amr": list(claims.amr),
+                "auth_time": claims.auth_time,
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=self.settings.refresh_ttl_s),
+            }
+        )
+        return token
+
+    async def _session_tokens(self, session: AsyncSession, claims: UserClaims, family_id: str) -> IssuedTokens:
+        jtis: list[str] = []
+        access, ttl = self._access(claims, jtis)
+        refresh = await self._new_refresh(session, claims, family_id, jtis[0])
+        return IssuedTokens(access, ttl, refresh)
+
+    # login ------------------------------------------------------------------------------------------------
+
+    async def login(self, username: str, password: str, totp_code: str | None, client_ip: str) -> IssuedTokens:
+        """Password (+ TOTP when enrolled) -> access and refresh token; see the module docstring for failures."""
+        self._issuer()
+        name = username.lower()
+        await self.limiter.check(name, client_ip)
+        async with UnitOfWork(self.sessionmaker) as uow:
+            user = await AccountsRepository(uow.session).user_by_username(name)
+        password_ok = verify_password(user["password_hash"] if user else None, password)
+        if user is None or not password_ok or user["status"] != "active":
+            await self._fail(name, client_ip, "invalid_credentials")
+            raise InvalidCredentials("invalid username or password")
+        amr = await self._second_factor(user, totp_code, name, client_ip)
+        return await self._open_session(user, amr, name)
+
+    async def _fail(self, username: str, client_ip: str, reason: str) -> None:
+        await self.limiter.record_failure(username, client_ip)
+        log.info("login_failed", reason=reason, client_ip=client_ip)
+
+    async def _second_factor(self, user: Row, totp_code: str | None, name: str, client_ip: str) -> list[str]:
+        if user["totp_confirmed_at"] is None:
+            if Role.DIRECTOR.value in user["roles"]:
+                raise TotpEnrollmentRequired(
+                    "directors must enroll TOTP before they can sign in: use the enrollment token with "
+                    "POST /auth/totp/enroll then POST /auth/totp/confirm",
+                    details={
+                        "enrollment_token": self._enrollment_token(user["user_id"]),
+                        "expires_in": self.settings.enrollment_ttl_s,
+                    },
+                )
+            return [PASSWORD]
+        if totp_code is None:
+            raise TotpRequired("totp_code: this account requires a TOTP code")
+        if not self._totp_matches(user, totp_code):
+            await self._fail(name, client_ip, "invalid_totp")
+            raise InvalidCredentials("invalid username, password or code")
+        return [PASSWORD, OTP]
+
+    def _enrollment_token(self, user_id: str) -> str:
+        now = self.clock()
+        return self._issuer().issue(
+            user_id,
+            [],
+            scopes=[ENROLL_SCOPE],
+            ttl_s=self.settings.enrollment_ttl_s,
+            now=now,
+            amr=[PASSWORD],
+            auth_time=now,
+        )
+
+    def _totp(self, user: Row) -> pyotp.TOTP:
+        secret = decrypt_secret(self.keys, user["totp_secret"], totp_row_id(user["user_id"]))
+        return pyotp.TOTP(secret.decode("ascii"))
+
+    def _totp_matches(self, user: Row, code: str) -> bool:
+        if user["totp_secret"] is None:
+            return False
+        return bool(self._totp(user).verify(code, for_time=self.clock(), valid_window=TOTP_WINDOW))
+
+    async def _open_session(self, user: Row, amr: list[str], name: str) -> IssuedTokens:
+        await self.limiter.reset_user(name)
+        async with UnitOfWork(self.sessionmaker) as uow:
+            granted = await AccountsRepository(uow.session).granted_accounts(user["user_id"])
+            claims = UserClaims.of(user["user_id"], user["roles"], granted, amr, self.clock())
+            tokens = await self._session_tokens(uow.session, claims, uuid.uuid4().hex)
+            await audit_append(
+                uow.session,
+                actor=user["user_id"],
+                action="auth.login",
+                target=user["user_id"],
+                details={"amr": amr},
+                chain=AUDIT_CHAIN,
+            )
+        return tokens
+
+    # refresh / logout -------------------------------------------------------------------------------------
+
+    async def refresh(self, token: str) -> IssuedTokens:
+        """Rotate: the presented token is spent, a new pair is issued; a spent token presented again revokes its family."""
+        self._issuer()
+        reused: Row | None = None
+        async with UnitOfWork(self.sessionmaker) as uow:
+            repo = AccountsRepository(uow.session)
+            row = await repo.lock_refresh_token(refresh_token_hash(token))
+            if row is None or row["expires_at"] <= self.clock():
+                raise InvalidRefreshToken("refresh token is invalid or expired")
+            if row["rotated_at"] is not None or row["revoked_at"] is not None:
+                reused = row
+            else:
+                tokens = await self._rotate(uow.session, repo, row)
+        if reused is not None:
+            await self._revoke_family(reused, reason="refresh_token_reuse")
+            raise InvalidRefreshToken("refresh token was already used or revoked; the session is revoked")
+        return tokens
+
+    async def _rotate(self, session: AsyncSession, repo: AccountsRepository, row: Row) -> IssuedTokens:
+        user = await repo.user(row["user_id"])
+        if user is None or user["status"] != "active":
+            raise InvalidRefreshToken("refresh token is invalid or expired")
+        await repo.mark_rotated(row["token_hash"], self.clock())
+        granted = await repo.granted_accounts(row["user_id"])
+        claims = UserClaims.of(row["user_id"], user["roles"], granted, row["amr"], row["auth_time"])
+        return await self._session_tokens(session, claims, row["family_id"])
+
+    async def _revoke_family(self, row: Row, reason: str) -> None:
+        """Revoke every refresh token of the family and every access token they issued (audited)."""
+        async with UnitOfWork(self.sessionmaker) as uow:
+            revoked = await AccountsRepository(uow.session).revoke_family(row["family_id"], self.clock())
+            details = {"family_id": row["family_id"], "reason": reason, "tokens": len(revoked)}
+            await audit_append(
+                uow.session,
+                actor=row["user_id"],
+                action="auth.session_revoked",
+                target=row["user_id"],
+                details=details,
+                chain=AUDIT_CHAIN,
+            )
+        lifetime = timedelta(seconds=self.settings.jwt_ttl_s)
+        for item in revoked:
+            await revoke_jti(self.redis, item["access_jti"], item["created_at"] + lifetime)
+        # Rotated tokens of the family were already marked, so also revoke the access token of the presented one.
+        await revoke_jti(self.redis, row["access_jti"], self.clock() + lifetime)
+
+    async def logout(self, principal: Principal, refresh_token: str | None) -> None:
+        """Revoke the presented access token (Redis) and, when given, the refresh token's whole family."""
+        await revoke_jti(self.redis, principal.token_id, principal.expires_at)
+        if refresh_token is None:
+            return
+        async with UnitOfWork(self.sessionmaker) as uow:
+            row = await AccountsRepository(uow.session).lock_refresh_token(refresh_token_hash(refresh_token))
+        if row is not None and row["user_id"] == principal.subject:
+            await self._revoke_family(row, reason="logout")
+
+    # TOTP and step-up -------------------------------------------------------------------------------------
+
+    async def totp_enroll(self, principal: Principal) -> str:
+        """A new TOTP secret (encrypted at rest); the provisioning URI is returned this once."""
+        secret = pyotp.random_base32()
+        async with UnitOfWork(self.sessionmaker) as uow:
+            repo = AccountsRepository(uow.session)
+            user = await self._user_for_update(repo, principal)
+            if user["totp_confirmed_at"] is not None:
+                raise TotpAlreadyConfirmed("TOTP is already confirmed for this user")
+            blob = encrypt_secret(self.keys, secret.encode("ascii"), totp_row_id(user["user_id"]))
+            await repo.update_user(user["user_id"], self.clock(), totp_secret=blob)
+            await audit_append(
+                uow.session,
+                actor=user["user_id"],
+                action="totp.enrolled",
+                target=user["user_id"],
+                details={},
+                chain=AUDIT_CHAIN,
+            )
+        return pyotp.TOTP(secret).provisioning_uri(name=user["username"], issuer_name=self.settings.totp_issuer)
+
+    async def totp_confirm(self, principal: Principal, code: str, client_ip: str) -> None:
+        """Confirm enrollment with a current code (a wrong one counts toward the lockout)."""
+        async with UnitOfWork(self.sessionmaker) as uow:
+            repo = AccountsRepository(uow.session)
+            user = await self._user_for_update(repo, principal)
+            if user["totp_secret"] is None:
+                raise TotpNotEnrolled("enroll first: POST /auth/totp/enroll")
+            if user["totp_confirmed_at"] is not None:
+                raise TotpAlreadyConfirmed("TOTP is already confirmed for this user")
+            if self._totp_matches(user, code):
+                await repo.update_user(user["user_id"], self.clock(), totp_confirmed_at=self.clock())
+                await audit_append(
+                    uow.session,
+                    actor=user["user_id"],
+                    action="totp.confirmed",
+                    target=user["user_id"],
+                    details={},
+                    chain=AUDIT_CHAIN,
+                )
+                return
+        await self._fail(user["username"], client_ip, "invalid_totp")
+        raise InvalidTotp("totp_code: the code does not match")
+
+    async def _user_for_update(self, repo: AccountsRepository, principal: Principal) -> Row:
+        user = await repo.user(principal.subject, for_update=True)
+        if user is None or user["status"] != "active":
+            raise InvalidCredentials("the token does not belong to an active user")
+        return user
+
+    async def step_up(self, principal: Principal, code: str, client_ip: str) -> IssuedTokens:
+        """A fresh access token with amr pwd+otp and auth_time=now after a valid TOTP code."""
+        async with UnitOfWork(self.sessionmaker) as uow:
+            repo = AccountsRepository(uow.session)
+            user = await repo.user(principal.subject)
+            granted = await repo.granted_accounts(principal.subject)
+        if user is None or user["status"] != "active":
+            raise InvalidCredentials("the token does not belong to an active user")
+        await self.limiter.check(user["username"], client_ip)
+        if user["totp_confirmed_at"] is None:
+            raise TotpNotEnrolled("step-up needs a confirmed TOTP enrollment")
+        if not self._totp_matches(user, code):
+            await self._fail(user["username"], client_ip, "invalid_totp")
+            raise InvalidTotp("totp_code: the code does not match")
+        claims = UserClaims.of(user["user_id"], user["roles"], granted, [PASSWORD, OTP], self.clock())
+        access, ttl = self._access(claims)
+        return IssuedTokens(access, ttl)
+
+    # service identities -----------------------------------------------------------------------------------
+
+    async def service_token(self, client_id: str, client_secret: str) -> IssuedTokens:
+        """Client-credentials grant: a `service` token with the identity's scopes and accounts."""
+        self._issuer()
+        try:
+            row = await self.accounts.service_identity(client_id)
+        except UnknownServiceIdentity:
+            verify_password(None, client_secret)  # same cost as a wrong secret
+            raise
+        if not verify_password(row["secret_hash"], client_secret):
+            raise UnknownServiceIdentity("invalid client credentials")
+        ttl = self.settings.jwt_ttl_s
+        token = self._issuer().issue(
+            client_id, [Role.SERVICE], scopes=row["scopes"], accounts=row["accounts"], ttl_s=ttl, now=self.clock()
+        )
+        return IssuedTokens(token, ttl)
