@@ -25,6 +25,7 @@ from services.oms.service import OrderService
 from shared.auth.dependencies import ensure_account_access, require_roles
 from shared.auth.roles import Role
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
+from shared.contracts.exits import ExitInstructions
 from shared.db import UnitOfWork
 from shared.domain.ledger import Position
 from shared.domain.types import OrderId, OrderStatus, Symbol
@@ -80,6 +81,7 @@ def _read(stored: StoredOrder) -> OrderRead:
         version=order.version,
         created_at=stored.created_at,
         updated_at=order.updated_at,
+        exits=None if stored.exits is None else ExitInstructions.model_validate(stored.exits),
     )
 
 

@@ -64,3 +64,10 @@ class OrderDenied(OmsError):
 class MarketDataUnavailable(OmsError):
     status_code = 503
     code = "market_data_unavailable"
+
+
+class RiskStateUnavailable(OmsError):
+    """The trading state or the risk limits cannot be read (Redis down): the order is refused, never guessed."""
+
+    status_code = 503
+    code = "risk_state_unavailable"

@@ -58,6 +58,7 @@ orders = sa.Table(
     sa.Column("origin", sa.Text),
     sa.Column("created_at", TS),
     sa.Column("updated_at", TS),
+    sa.Column("exits", JSONB(none_as_null=True)),
 )
 order_events = sa.Table(
     "order_events",
@@ -127,6 +128,7 @@ positions = sa.Table(
 )
 
 UNRESOLVED_STATUSES = (*sorted(OPEN_STATUSES), OrderStatus.SUBMITTED)
+LIVE_STATUSES = (*UNRESOLVED_STATUSES, OrderStatus.PENDING_APPROVAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,7 @@ class StoredOrder:
     venue: str
     origin: str
     created_at: datetime
+    exits: dict[str, Any] | None = None  # ExitInstructions JSON the entry carried
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +224,7 @@ class OmsRepository:
             for event_row in (await self.session.execute(query)).mappings()
         ]
         return StoredOrder(
-            Order.from_events(events), row["request_hash"], row["venue"], row["origin"], row["created_at"]
+            Order.from_events(events), row["request_hash"], row["venue"], row["origin"], row["created_at"], row["exits"]
         )
 
     async def insert(self, stored: StoredOrder, events: Sequence[OrderEvent]) -> None:
@@ -244,6 +247,7 @@ class OmsRepository:
                 post_only=request.post_only,
                 origin=stored.origin,
                 created_at=stored.created_at,
+                exits=stored.exits,
                 **_order_state(order),
             )
         )
@@ -306,6 +310,38 @@ class OmsRepository:
             .limit(500)
         )
         return list((await self.session.scalars(query)).all())
+
+    async def order_exits(self, order_id: str) -> dict[str, Any] | None:
+        exits: dict[str, Any] | None = await self.session.scalar(
+            sa.select(orders.c.exits).where(orders.c.order_id == order_id)
+        )
+        return exits
+
+    async def live_order_count(self, account_id: str) -> int:
+        """Orders of the account that are or may become open at the venue (submitted .. pending cancel/approval)."""
+        query = sa.select(sa.func.count()).where(
+            orders.c.account_id == account_id, orders.c.status.in_([s.value for s in LIVE_STATUSES])
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def open_buy_quantity(self, account_id: str, symbol: str) -> Decimal:
+        """Unfilled quantity of the account's live buys in `symbol` (exposure they may still add)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(orders.c.quantity - orders.c.filled_quantity), 0)).where(
+            orders.c.account_id == account_id,
+            orders.c.symbol == symbol,
+            orders.c.side == "buy",
+            orders.c.status.in_([s.value for s in LIVE_STATUSES]),
+        )
+        return Decimal(await self.session.scalar(query) or 0)
+
+    async def fills_for_replay(self, account_id: str) -> list[dict[str, Any]]:
+        """Every fill of the account, oldest first (the daily realized loss replays them at average cost)."""
+        query = (
+            sa.select(fills.c.symbol, fills.c.side, fills.c.quantity, fills.c.price, fills.c.fee, fills.c.filled_at)
+            .where(fills.c.account_id == account_id)
+            .order_by(fills.c.fill_id)
+        )
+        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
 
     async def client_order_ids(self, account_id: str) -> set[str]:
         query = sa.select(orders.c.client_order_id).where(orders.c.account_id == account_id)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.exits import ExitInstructions
 from shared.domain.money import DecimalString
 from shared.domain.types import Liquidity, OrderSide, OrderStatus, OrderType, TimeInForce
 
@@ -30,6 +31,9 @@ class OrderCreate(BaseModel):
     trigger_price: DecimalString | None = None
     time_in_force: TimeInForce = TimeInForce.GTC
     post_only: bool = False
+    exits: ExitInstructions | None = Field(
+        default=None, description="stop-loss / take-profit / trailing stop the risk service arms when an entry fills"
+    )
 
 
 class OrderRead(BaseModel):
@@ -56,6 +60,7 @@ class OrderRead(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    exits: ExitInstructions | None = None
 
 
 class OrderPage(BaseModel):

@@ -35,6 +35,7 @@ from services.oms.errors import (
 )
 from services.oms.metrics import ORDER_TRANSITIONS, SUBMIT_TO_ACK, SUBMIT_TO_FILL, VENUE_ERRORS
 from services.oms.repository import OmsRepository, StoredOrder
+from services.oms.risk_limits import RiskLimitsReader, mid_price, start_of_utc_day
 from services.oms.schemas import OrderCreate
 from services.oms.trading_state import TradingStateReader, denial_for_state
 from shared.audit import append as audit_append
@@ -43,6 +44,14 @@ from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.ledger import Ledger, LedgerUpdate, required_reservation
 from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, format_decimal
 from shared.domain.orders import Order, OrderEvent, OrderRequest, OrderRuleError, validate_request
+from shared.domain.risk_limits import (
+    Exposure,
+    FillRecord,
+    LimitViolation,
+    OrderToCheck,
+    check_order,
+    realized_loss_since,
+)
 from shared.domain.types import (
     AccountId,
     Asset,
@@ -102,11 +111,14 @@ class ReconcileReport:
 
 def request_hash(body: OrderCreate) -> str:
     """Fingerprint of the exact request, to tell a retry (same body) from a reused client id (409)."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # An order without exits hashes as it did before `exits` existed: retries across the upgrade stay retries.
+    fields = body.model_dump(mode="json", exclude={"exits"} if body.exits is None else None)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def order_payload(order: Order, event: OrderEvent) -> dict[str, Any]:
+def order_payload(order: Order, event: OrderEvent, exits: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The payload of an order event on oms.order-events.v1: the event, the order's identity and its exits."""
     payload: dict[str, Any] = dict(event.to_payload())
     payload.update(
         account_id=order.account_id,
@@ -114,8 +126,21 @@ def order_payload(order: Order, event: OrderEvent) -> dict[str, Any]:
         symbol=order.symbol,
         side=order.side.value,
         status=order.status.value,
+        exits=None if exits is None else dict(exits),
     )
     return payload
+
+
+def exits_problem(body: OrderCreate) -> tuple[str, str] | None:
+    """(field, sentence) when a limit buy's exits are on the wrong side of its limit price."""
+    exits, price = body.exits, body.limit_price
+    if exits is None or price is None or body.side is not OrderSide.BUY:
+        return None
+    if exits.stop_loss is not None and exits.stop_loss >= price:
+        return "exits.stop_loss", "exits.stop_loss must be below the limit price of a buy"
+    if exits.take_profit is not None and exits.take_profit <= price:
+        return "exits.take_profit", "exits.take_profit must be above the limit price of a buy"
+    return None
 
 
 class OrderService:
@@ -140,6 +165,7 @@ class OrderService:
         self.clock = clock
         self.on_commit = on_commit
         self.trading_state = TradingStateReader(redis)
+        self.risk_limits = RiskLimitsReader(redis)
         self.instruments: Mapping[str, InstrumentSpec] = {
             symbol: config.spec(symbol) for symbol, config in settings.instruments.items()
         }
@@ -193,17 +219,13 @@ class OrderService:
                 )
             return PlaceResult(existing, created=False)
         now = self.clock()
-        request = self._request(body, now)
-        spec = self.instruments.get(body.symbol)
-        problems = validate_request(request, spec)
-        if problems:
-            first = problems[0]
-            raise InvalidOrder(first.code, first.message, first.field)
-        if spec is None:  # validate_request reports an unknown instrument; this keeps the type checker informed
-            raise InvalidOrder("unknown_instrument", f"unknown instrument {body.symbol}", "symbol")
+        request, spec = self._validated(body, now)
         order, events = Order.create(OrderId(str(uuid.uuid4())), request, now)
         ledger = await repo.load_ledger(AccountId(body.account_id))
-        decision = await self._pre_trade(order, spec, ledger, account.approval_threshold, account.volume_30d)
+        has_exits = body.exits is not None and not body.exits.is_empty()
+        decision = await self._pre_trade(
+            repo, order, spec, ledger, account.approval_threshold, account.volume_30d, has_exits
+        )
         ledger_update: LedgerUpdate | None = None
         if isinstance(decision, _Denial):
             order, more = order.deny(f"{decision.code}: {decision.sentence}", now)
@@ -214,7 +236,8 @@ class OrderService:
             else:
                 order, more = order.submit(now)
         events += more
-        stored = StoredOrder(order, request_hash(body), account.venue, origin, now)
+        exits = None if body.exits is None else body.exits.model_dump(mode="json")
+        stored = StoredOrder(order, request_hash(body), account.venue, origin, now, exits)
         await repo.insert(stored, events)
         if ledger_update is not None:
             await repo.save_ledger(ledger, ledger_update)
@@ -222,6 +245,21 @@ class OrderService:
         if isinstance(decision, _Reserve) and decision.needs_approval:
             await self._request_approval(session, order, decision, actor)
         return PlaceResult(stored, created=True)
+
+    def _validated(self, body: OrderCreate, now: datetime) -> tuple[OrderRequest, InstrumentSpec]:
+        """The domain request and its instrument, or InvalidOrder (422) naming the first bad field."""
+        request = self._request(body, now)
+        spec = self.instruments.get(body.symbol)
+        problems = validate_request(request, spec)
+        if problems:
+            first = problems[0]
+            raise InvalidOrder(first.code, first.message, first.field)
+        if spec is None:  # validate_request reports an unknown instrument; this keeps the type checker informed
+            raise InvalidOrder("unknown_instrument", f"unknown instrument {body.symbol}", "symbol")
+        wrong_exits = exits_problem(body)
+        if wrong_exits is not None:
+            raise InvalidOrder("invalid_exits", wrong_exits[1], wrong_exits[0])
+        return request, spec
 
     def _request(self, body: OrderCreate, now: datetime) -> OrderRequest:
         return OrderRequest(
@@ -240,17 +278,22 @@ class OrderService:
 
     async def _pre_trade(
         self,
+        repo: OmsRepository,
         order: Order,
         spec: InstrumentSpec,
         ledger: Ledger,
         approval_threshold: Decimal | None,
         volume_30d: Decimal,
+        has_exits: bool = False,
     ) -> _Reserve | _Denial:
-        """The pre-trade check chain: trading state, price reference, free balance, approval threshold."""
+        """The pre-trade check chain: trading state, risk limits, price reference, free balance, approval threshold."""
         state = await self.trading_state.get(order.account_id)
         denial = denial_for_state(state, order, ledger.position(order.symbol).quantity)
         if denial is not None:
             return _Denial(*denial)
+        violation = await self._limit_violation(repo, order, ledger, has_exits)
+        if violation is not None:
+            return _Denial(violation.code, violation.sentence)
         price = await self._reservation_price(order)
         if price is None:
             return _Denial("no_market_data", f"no market price for {order.symbol} yet: a market buy cannot be sized")
@@ -266,6 +309,36 @@ class OrderService:
         notional = order.quantity * price
         needs_approval = approval_threshold is not None and notional >= approval_threshold
         return _Reserve(need.asset, need.amount, needs_approval, notional)
+
+    async def _limit_violation(
+        self, repo: OmsRepository, order: Order, ledger: Ledger, has_exits: bool
+    ) -> LimitViolation | None:
+        """The account's limits (mirrored by the risk service) against this order; none configured: None."""
+        limits = await self.risk_limits.get(order.account_id)
+        if limits is None:
+            return None
+        mid = mid_price(await self.redis.get(book_key(order.symbol)))
+        held = ledger.position(order.symbol).quantity
+        # Exposure in the symbol: what is held plus what live buys may still add, valued at mid (else the limit).
+        value_at = mid if mid is not None else order.limit_price or Decimal(0)
+        exposure_quantity = held + await repo.open_buy_quantity(order.account_id, order.symbol)
+        loss = Decimal(0)
+        if limits.daily_loss_limit is not None:
+            rows = await repo.fills_for_replay(order.account_id)
+            fills = [
+                FillRecord(r["symbol"], OrderSide(r["side"]), r["quantity"], r["price"], r["fee"], r["filled_at"])
+                for r in rows
+            ]
+            loss = realized_loss_since(fills, start_of_utc_day(self.clock()))
+        exposure = Exposure(
+            mid_price=mid,
+            position_quantity=held,
+            position_notional=exposure_quantity * value_at,
+            open_orders=await repo.live_order_count(order.account_id),
+            realized_loss_today=loss,
+        )
+        candidate = OrderToCheck(order.symbol, order.side, order.quantity, order.limit_price, has_exits)
+        return check_order(limits, candidate, exposure)
 
     async def _reservation_price(self, order: Order) -> Decimal | None:
         if order.limit_price is not None:
@@ -713,8 +786,9 @@ class OrderService:
 
     async def _publish(self, session: AsyncSession, order: Order, events: list[OrderEvent], actor: str) -> None:
         """Outbox event and audit entry for every transition, in the caller's transaction."""
+        exits = await OmsRepository(session).order_exits(order.id)
         for event in events:
-            payload = order_payload(order, event)
+            payload = order_payload(order, event, exits)
             envelope = Envelope.new(
                 type=event.event_type, producer="oms", aggregate_id=order.id, payload=payload, now=event.occurred_at
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from services.oms.errors import RiskStateUnavailable
 from shared.domain.orders import Order
 from shared.domain.types import OrderSide, TradingState
 
@@ -27,7 +29,10 @@ class TradingStateReader:
         self.redis = redis
 
     async def get(self, account_id: str) -> TradingState:
-        values = await self.redis.mget([GLOBAL_KEY, account_key(account_id)])
+        try:
+            values = await self.redis.mget([GLOBAL_KEY, account_key(account_id)])
+        except RedisError as exc:
+            raise RiskStateUnavailable(f"trading state unavailable: {type(exc).__name__}") from None
         states = [TradingState(value.decode() if isinstance(value, bytes) else value) for value in values if value]
         return max(states, key=_SEVERITY.__getitem__, default=TradingState.ACTIVE)
 

@@ -1,0 +1,212 @@
+"""The OMS's pre-trade chain with the risk limits the risk service mirrors to Redis, and exit instructions on orders.
+
+Real PostgreSQL, Redis and Kafka; the venue is the in-memory fake (fills at its set price, taker fee 0.4 %).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.oms.app import create_app
+from services.oms.config import OmsSettings
+from services.oms.service import OrderService
+from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.roles import Role
+from shared.auth.tokens import TokenIssuer
+from shared.config import AetherSettings
+from tests.fake_venue import FakeVenue
+from tests.helpers import eventually, own_database
+
+KEY = generate_private_key()
+BOOK = {"bids": [{"price": "99.9", "qty": "50"}], "asks": [{"price": "100.1", "qty": "50"}]}  # mid 100
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "oms_limits") as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(module_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(module_database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def oms_settings(settings: AetherSettings, module_database_url: str) -> OmsSettings:
+    return OmsSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+        database_url=SecretStr(module_database_url),
+        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
+        log_level="WARNING",
+    )
+
+
+def _operator() -> dict[str, str]:
+    issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
+    return {"Authorization": f"Bearer {issuer.issue('olga', [Role.OPERATOR], accounts=['*'])}"}
+
+
+OPERATOR = _operator()
+
+
+class Oms:
+    def __init__(self, client: httpx.AsyncClient, venue: FakeVenue, redis: Redis, orders: OrderService) -> None:
+        self.client = client
+        self.venue = venue
+        self.redis = redis
+        self.orders = orders
+
+    async def order(self, account: str, **fields: Any) -> httpx.Response:
+        body = {"account_id": account, "client_order_id": uuid.uuid4().hex, "symbol": "BTC/USD", **fields}
+        return await self.client.post("/orders", json=body, headers=OPERATOR)
+
+    async def limits(self, account: str, **values: Any) -> None:
+        await self.redis.set(f"risk:limits:account:{account}", json.dumps(values))
+
+
+@pytest.fixture
+async def oms(oms_settings: OmsSettings, redis_url: str) -> AsyncIterator[Oms]:
+    venue = FakeVenue(price=Decimal("100"))
+    redis = Redis.from_url(redis_url)
+    await redis.set("marketdata:book:BTC/USD", json.dumps(BOOK))
+    app = create_app(oms_settings, venue=venue)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://oms") as client:
+            await eventually(lambda: _ready(client), timeout_s=20, message="oms ready")
+            yield Oms(client, venue, redis, app.state.runtime.extras["orders"])
+    await redis.aclose()
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+async def funded(oms: Oms, usd: str = "10000") -> str:
+    account = f"acct-{uuid.uuid4().hex[:10]}"
+    response = await oms.client.post(
+        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": usd}, headers=OPERATOR
+    )
+    assert response.status_code == 201, response.text
+    return account
+
+
+async def test_limit_violations_are_denied_with_their_code_and_recorded(oms: Oms) -> None:
+    account = await funded(oms)
+    await oms.limits(account, max_order_notional="60", max_open_orders=1, price_collar_pct="5")
+    too_big = await oms.order(account, side="buy", type="limit", quantity="1", limit_price="99")  # 99 > 60
+    assert too_big.status_code == 422
+    error = too_big.json()["error"]
+    assert error["code"] == "max_order_notional"
+    denied = (await oms.client.get(f"/orders/{error['details']['order_id']}", headers=OPERATOR)).json()
+    assert (denied["status"], denied["reason"].split(":")[0]) == ("denied", "max_order_notional")
+    far = await oms.order(account, side="buy", type="limit", quantity="0.5", limit_price="90")  # 10 % from mid
+    assert far.json()["error"]["code"] == "price_collar"
+    resting = await oms.order(account, side="buy", type="limit", quantity="0.5", limit_price="96")  # 4 %, 48
+    assert resting.status_code == 201, resting.text
+    second = await oms.order(account, side="buy", type="limit", quantity="0.5", limit_price="96")
+    assert second.json()["error"]["code"] == "max_open_orders"
+    await oms.client.post(f"/orders/{resting.json()['order_id']}/cancel", headers=OPERATOR)
+    third = await oms.order(account, side="buy", type="limit", quantity="0.5", limit_price="96")
+    assert third.status_code == 201, third.text
+
+
+async def test_position_cap_and_allow_list(oms: Oms) -> None:
+    account = await funded(oms)
+    await oms.limits(
+        account,
+        max_position_notional="1000",
+        max_position_notional_by_symbol={"BTC/USD": "150"},
+        allowed_symbols=["BTC/USD"],
+    )
+    first = await oms.order(account, side="buy", type="market", quantity="1")  # holds 1 BTC (100 at mid)
+    assert first.status_code == 201, first.text
+    over = await oms.order(account, side="buy", type="market", quantity="0.6")  # 100 + 60 > 150
+    assert over.json()["error"]["code"] == "max_position_notional"
+    within = await oms.order(account, side="buy", type="market", quantity="0.4")  # 100 + 40
+    assert within.status_code == 201, within.text
+    eth = await oms.order(account, symbol="ETH/USD", side="buy", type="limit", quantity="1", limit_price="10")
+    assert eth.json()["error"]["code"] == "symbol_not_allowed"
+
+
+async def test_daily_realized_loss_stops_buys_but_not_reducing_sells(oms: Oms) -> None:
+    account = await funded(oms)
+    assert (await oms.order(account, side="buy", type="market", quantity="2")).status_code == 201
+    oms.venue.price = Decimal("90")
+    # sold 1 at 90 (fee 0.36), bought at 100 + 0.4 fee per unit: realized 90 - 100.4 - 0.36 = -10.76
+    assert (await oms.order(account, side="sell", type="market", quantity="1")).status_code == 201
+    await oms.limits(account, daily_loss_limit="10")
+    buy = await oms.order(account, side="buy", type="market", quantity="0.1")
+    assert buy.status_code == 422
+    assert buy.json()["error"]["code"] == "daily_loss_limit"
+    assert "10.76" in buy.json()["error"]["message"]
+    sell = await oms.order(account, side="sell", type="market", quantity="1")
+    assert sell.status_code == 201, sell.text
+
+
+async def test_explicit_exits_are_required_checked_stored_and_published(oms: Oms, engine: AsyncEngine) -> None:
+    account = await funded(oms)
+    await oms.limits(account, require_explicit_exits=True)
+    bare = await oms.order(account, side="buy", type="limit", quantity="0.1", limit_price="99")
+    assert bare.json()["error"]["code"] == "exits_required"
+    for exits, field in (
+        ({"stop_loss": "99.5", "take_profit": "110"}, "exits.stop_loss"),
+        ({"stop_loss": "90", "take_profit": "98"}, "exits.take_profit"),
+    ):
+        wrong = await oms.order(account, side="buy", type="limit", quantity="0.1", limit_price="99", exits=exits)
+        assert wrong.status_code == 422, wrong.text
+        assert wrong.json()["error"]["details"]["field"] == field
+    exits = {"stop_loss": "90", "take_profit": "110", "trailing": {"distance": "2.5"}}
+    placed = await oms.order(account, side="buy", type="limit", quantity="0.1", limit_price="99", exits=exits)
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    assert order["exits"]["stop_loss"] == "90"
+    assert order["exits"]["trailing"]["distance"] == "2.5"
+    async with engine.connect() as conn:
+        payloads = (
+            await conn.scalars(
+                text("SELECT payload FROM oms.outbox WHERE key = :k ORDER BY created_at"), {"k": order["order_id"]}
+            )
+        ).all()
+        stored = await conn.scalar(text("SELECT exits FROM oms.orders WHERE order_id = :o"), {"o": order["order_id"]})
+    assert stored["take_profit"] == "110"
+    assert payloads, "no order event in the outbox"
+    assert all(p["payload"]["exits"]["stop_loss"] == "90" for p in payloads)
+    # sells need no exits, and carry exits: null on their events
+    await oms.order(account, side="sell", type="limit", quantity="0.1", limit_price="101")
+
+
+async def test_unreadable_limits_or_redis_down_are_503_never_no_limits(oms: Oms) -> None:
+    account = await funded(oms)
+    await oms.redis.set(f"risk:limits:account:{account}", "{not json")
+    unreadable = await oms.order(account, side="buy", type="market", quantity="0.1")
+    assert unreadable.status_code == 503
+    assert unreadable.json()["error"]["code"] == "risk_state_unavailable"
+    await oms.redis.delete(f"risk:limits:account:{account}")
+    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    readers = (oms.orders.trading_state, oms.orders.risk_limits)
+    saved = [reader.redis for reader in readers]
+    for reader in readers:
+        reader.redis = broken
+    try:
+        down = await oms.order(account, side="buy", type="market", quantity="0.1")
+    finally:
+        for reader, redis in zip(readers, saved, strict=True):
+            reader.redis = redis
+        await broken.aclose()
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] == "risk_state_unavailable"
