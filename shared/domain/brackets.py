@@ -393,7 +393,7 @@ def step(bracket: Bracket, event: BracketInput, now: datetime) -> Step:
     decisions: list[Decision] = []
     changed = _apply_input(bracket, event, decisions)
     evaluated = _evaluate(changed, now, decisions)
-    if evaluated != bracket:
+    if evaluated != bracket or decisions:
         evaluated = replace(evaluated, version=bracket.version + 1)
     return Step(evaluated, tuple(decisions))
 

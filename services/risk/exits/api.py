@@ -1,9 +1,109 @@
-"""HTTP routes of the exit brackets (`/risk/exits`)."""
+"""HTTP routes of the exit brackets (`/risk/exits`, `/risk/exit-policy`)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from shared.errors import COMMON_RESPONSES
+from fastapi import APIRouter, Depends, Path, Query, Request
 
-router = APIRouter(responses=COMMON_RESPONSES)
+from services.risk.exits.repository import StoredPolicy
+from services.risk.exits.schemas import BracketRead, ExitOrderRead, ExitPolicyRead, ExitPolicyWrite, StopMove
+from services.risk.exits.service import ExitService, MoveStopRequest, policy_json
+from services.risk.exits.workers import exit_service
+from shared.auth.dependencies import ensure_account_access, require_roles
+from shared.auth.roles import Role
+from shared.auth.tokens import ALL_ACCOUNTS, Principal
+from shared.domain.brackets import BracketStatus
+from shared.errors import COMMON_RESPONSES, ErrorResponse
+
+READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
+Reader = Annotated[Principal, Depends(require_roles(*READERS))]
+StopMover = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.RISK))]
+RiskOfficer = Annotated[Principal, Depends(require_roles(Role.RISK))]
+BracketIdPath = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")]
+AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+def get_exit_service(request: Request) -> ExitService:
+    return exit_service(request.app.state.runtime)
+
+
+Exits = Annotated[ExitService, Depends(get_exit_service)]
+
+router = APIRouter(responses=COMMON_RESPONSES, tags=["exits"])
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def _visible_accounts(principal: Principal, account_id: str | None) -> list[str] | None:
+    if account_id is not None:
+        ensure_account_access(principal, account_id)
+        return [account_id]
+    if ALL_ACCOUNTS in principal.accounts:
+        return None
+    return sorted(principal.accounts)
+
+
+@router.get("/risk/exits", response_model=list[BracketRead])
+async def list_exits(
+    principal: Reader,
+    exits: Exits,
+    account_id: Annotated[str | None, Query(max_length=64)] = None,
+    status: BracketStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[BracketRead]:
+    """Exit brackets of the accounts you may see, newest first (filter by account and status)."""
+    brackets = await exits.list_brackets(
+        _visible_accounts(principal, account_id), None if status is None else status.value, limit
+    )
+    return [BracketRead.of(bracket) for bracket in brackets]
+
+
+@router.get("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404))
+async def get_exit(bracket_id: BracketIdPath, principal: Reader, exits: Exits) -> BracketRead:
+    """One bracket with its legs and the exit orders it sent."""
+    bracket, orders = await exits.get(bracket_id)
+    ensure_account_access(principal, bracket.account_id)
+    fields = ExitOrderRead.model_fields
+    return BracketRead.of(bracket, [ExitOrderRead(**{name: order[name] for name in fields}) for order in orders])
+
+
+@router.patch("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404, 409))
+async def move_exit_stop(bracket_id: BracketIdPath, body: StopMove, principal: StopMover, exits: Exits) -> BracketRead:
+    """Move the stop-loss (audited); lowering it needs `allow_unfavourable: true` and the risk role."""
+    bracket = await exits.move_stop(
+        bracket_id,
+        MoveStopRequest(body.stop_loss, body.allow_unfavourable, body.reason),
+        actor=principal.subject,
+        may_loosen=principal.has_any_role(Role.RISK),
+        check=lambda account_id: ensure_account_access(principal, account_id),
+    )
+    return BracketRead.of(bracket)
+
+
+def _policy_read(stored: StoredPolicy) -> ExitPolicyRead:
+    return ExitPolicyRead(
+        account_id=stored.account_id,
+        version=stored.version,
+        updated_by=stored.updated_by,
+        updated_at=stored.updated_at,
+        **policy_json(stored.policy),
+    )
+
+
+@router.get("/risk/exit-policy/{account_id}", response_model=ExitPolicyRead)
+async def get_exit_policy(account_id: AccountIdPath, principal: Reader, exits: Exits) -> ExitPolicyRead:
+    """The account's default exits (the built-in defaults, version 0, until one is set)."""
+    ensure_account_access(principal, account_id)
+    return _policy_read(await exits.get_policy(account_id))
+
+
+@router.put("/risk/exit-policy/{account_id}", response_model=ExitPolicyRead)
+async def put_exit_policy(
+    account_id: AccountIdPath, body: ExitPolicyWrite, principal: RiskOfficer, exits: Exits
+) -> ExitPolicyRead:
+    """Replace the account's default exits (risk role; versioned and audited)."""
+    ensure_account_access(principal, account_id)
+    return _policy_read(await exits.put_policy(account_id, body.to_policy(), principal.subject))
