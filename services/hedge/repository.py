@@ -107,6 +107,7 @@ orders = sa.Table(
     sa.Column("from_fraction", Money, nullable=False),
     sa.Column("to_fraction", Money, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
+    sa.Column("filled_quantity", Money, nullable=False, server_default="0"),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("settled_at", TS, nullable=True),
 )
@@ -274,6 +275,22 @@ class HedgeRepository:
             .returning(orders.c.client_order_id)
         )
         return (await self.session.execute(statement)).first() is not None
+
+    async def record_fill(self, client_order_id: str, filled_quantity: Decimal) -> None:
+        """The order's cumulative filled quantity; a redelivered or overtaken fill never lowers it."""
+        await self.session.execute(
+            sa.update(orders)
+            .where(orders.c.client_order_id == client_order_id)
+            .values(filled_quantity=sa.func.greatest(orders.c.filled_quantity, filled_quantity))
+        )
+
+    async def hedged_base(self, account_id: str) -> Decimal:
+        """Base sold by hedge orders net of base bought back (from their filled quantities)."""
+        signed = sa.case((orders.c.side == "sell", orders.c.filled_quantity), else_=-orders.c.filled_quantity)
+        total = await self.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(signed), 0)).where(orders.c.account_id == account_id)
+        )
+        return Decimal(total or 0)
 
     async def update_order_status(self, client_order_id: str, status: str) -> None:
         await self.session.execute(

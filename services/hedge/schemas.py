@@ -101,6 +101,7 @@ class HedgeOrderRead(BaseModel):
     from_fraction: DecimalString
     to_fraction: DecimalString
     status: str
+    filled_quantity: DecimalString
     created_at: datetime
     settled_at: datetime | None
 
@@ -121,6 +122,7 @@ class HedgeStatus(BaseModel):
     override: OverrideRead | None
     effective_target: DecimalString | None
     current_fraction: DecimalString | None
+    hedged_quantity: DecimalString = Field(description="base sold by hedge orders, net of buy-backs")
     rebalance_band: DecimalString
     target_version: int
     open_order: HedgeOrderRead | None

@@ -92,6 +92,15 @@ def value_holdings(holdings: Mapping[str, Any], prices: Mapping[str, Decimal], q
     return Valuation(nav=nav, quote_value=quote_value, unpriced=tuple(unpriced))
 
 
+@dataclass(frozen=True, slots=True)
+class HedgePosition:
+    """Base the hedge has sold (net of buy-backs), base the account holds, and the resulting hedge fraction."""
+
+    hedged: Decimal
+    held: Decimal
+    current: Decimal
+
+
 class HedgeService:
     """The hedge service's use cases; one instance per process, shared by REST and the workers."""
 
@@ -182,9 +191,9 @@ class HedgeService:
         override = await repo.override(account_id)
         fixed = _override_target(override, now)
         effective = computed if fixed is None else fixed
-        valuation = value_holdings(row["holdings"], await repo.prices(), self.settings.quote_asset)
-        current = hedge_fraction(valuation.quote_value, valuation.nav)
-        sizing = {**row, "nav": valuation.nav}
+        hedged = await repo.hedged_base(account_id)
+        held = _total(row["holdings"], self.settings.base_asset)
+        current = hedge_fraction(hedged, held)
         await repo.update_account(
             account_id,
             drawdown=dd,
@@ -196,7 +205,8 @@ class HedgeService:
         )
         await self._recommend(session, account_id, dd, now)
         if vol_row is not None:
-            await self._rebalance(session, sizing, current, effective, vol_row["price"], now)
+            position = HedgePosition(hedged=hedged, held=held, current=current)
+            await self._rebalance(session, row, position, effective, vol_row["price"], now)
 
     async def _recommend(self, session: AsyncSession, account_id: str, dd: Decimal, now: datetime) -> None:
         repo = HedgeRepository(session)
@@ -270,8 +280,8 @@ class HedgeService:
     async def _rebalance(
         self,
         session: AsyncSession,
-        row: Mapping[str, Any],
-        current: Decimal,
+        row: RowMapping,
+        position: HedgePosition,
         effective: Decimal,
         price: Decimal,
         now: datetime,
@@ -283,16 +293,20 @@ class HedgeService:
         settled_at = await repo.last_settled_at(account_id)
         if settled_at is not None and row["holdings_at"] <= settled_at:
             return  # the balances predate the last hedge fill: wait for fresh ones before sizing again
-        new_fraction = rebalance_to(current, effective, self.policy.band)
+        new_fraction = rebalance_to(position.current, effective, self.policy.band)
         if new_fraction is None:
             return
         trade = hedge_trade(
-            current, new_fraction, row["nav"], price, self.settings.quantity_increment, self.settings.min_quantity
+            position.hedged,
+            position.held,
+            new_fraction,
+            self.settings.quantity_increment,
+            self.settings.min_quantity,
         )
         trade = self._within_balances(trade, row["holdings"], price)
         if trade is None:
             return
-        await self._submit(session, row, trade, current, new_fraction, now)
+        await self._submit(session, row, trade, position.current, new_fraction, now)
 
     def _within_balances(
         self, trade: HedgeTrade | None, holdings: Mapping[str, Any], price: Decimal
@@ -312,7 +326,7 @@ class HedgeService:
     async def _submit(
         self,
         session: AsyncSession,
-        row: Mapping[str, Any],
+        row: RowMapping,
         trade: HedgeTrade,
         current: Decimal,
         new_fraction: Decimal,
@@ -392,6 +406,9 @@ class HedgeService:
             return
         if envelope.type == "OrderFilled":
             await repo.ensure_account(account_id)
+            filled = payload.get("filled_quantity")
+            if isinstance(filled, str):
+                await repo.record_fill(client_order_id, Decimal(filled))
         if status in TERMINAL:
             await repo.settle_order(client_order_id, status, self.clock())
         else:
@@ -508,7 +525,8 @@ class HedgeService:
                 override = await repo.override(row["account_id"])
                 open_order = await repo.open_order(row["account_id"])
                 recs = [rec for rec in active if rec["account_id"] == row["account_id"]]
-                result.append(self._status(row, override, open_order, recs, now))
+                hedged = await repo.hedged_base(row["account_id"])
+                result.append(self._status(row, override, open_order, recs, hedged, now))
         return result
 
     def _status(
@@ -517,6 +535,7 @@ class HedgeService:
         override: RowMapping | None,
         open_order: RowMapping | None,
         recs: Sequence[RowMapping],
+        hedged: Decimal,
         now: datetime,
     ) -> HedgeStatus:
         override_read = None
@@ -539,6 +558,7 @@ class HedgeService:
             override=override_read,
             effective_target=effective,
             current_fraction=row["current_fraction"],
+            hedged_quantity=hedged,
             rebalance_band=self.policy.band,
             target_version=row["target_version"],
             open_order=HedgeOrderRead(**open_order) if open_order is not None else None,
@@ -569,6 +589,11 @@ def _override_target(override: RowMapping | None, now: datetime) -> Decimal | No
         return None
     target: Decimal = override["target_fraction"]
     return target
+
+
+def _total(holdings: Mapping[str, Any], asset: str) -> Decimal:
+    balance = holdings.get(asset)
+    return Decimal(0) if balance is None else Decimal(str(balance["total"]))
 
 
 def _free(holdings: Mapping[str, Any], asset: str) -> Decimal:

@@ -1,9 +1,10 @@
 """Spot-only hedge sizing: EWMA volatility, NAV drawdown, the target hedge fraction, the rebalance band and the
 kill-switch recommendation levels. Pure: no I/O, time comes in as arguments, every number is a Decimal.
 
-The hedge fraction of an account is the share of its NAV held in the quote currency: 0 is fully invested in
-the base asset, 1 is fully in quote. Hedging means selling base for quote (never shorting); un-hedging buys
-base back with quote, so both directions are backed by the account's own balances.
+The hedge fraction of an account is the share of its natural base position that the hedge has sold for quote:
+natural = base held + base the hedge sold (net of buy-backs), fraction = hedged / natural. 0 leaves the traders'
+position alone, 1 has moved all of it into quote. Hedging sells base for quote (never shorting); un-hedging buys
+back only what the hedge sold, so the service never adds exposure the traders did not take.
 """
 
 from __future__ import annotations
@@ -171,11 +172,12 @@ def rebalance_to(current: Decimal, target: Decimal, band: Decimal) -> Decimal | 
     return None
 
 
-def hedge_fraction(quote_value: Decimal, nav: Decimal) -> Decimal:
-    """Share of NAV held in the quote currency (0 when NAV is not positive)."""
-    if nav <= 0:
+def hedge_fraction(hedged_base: Decimal, base_held: Decimal) -> Decimal:
+    """Share of the natural base position (held + hedged) that the hedge has sold (0 without a position)."""
+    natural = max(ZERO, base_held) + max(ZERO, hedged_base)
+    if natural <= 0:
         return ZERO
-    return min(ONE, max(ZERO, quote_value / nav))
+    return min(ONE, max(ZERO, hedged_base) / natural)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,21 +189,23 @@ class HedgeTrade:
 
 
 def hedge_trade(
-    current: Decimal,
+    hedged_base: Decimal,
+    base_held: Decimal,
     new_fraction: Decimal,
-    nav: Decimal,
-    price: Decimal,
     quantity_increment: Decimal,
     min_quantity: Decimal,
 ) -> HedgeTrade | None:
-    """Base quantity to trade to go from `current` to `new_fraction` of NAV in quote (rounded down to the step)."""
-    if nav <= 0 or price <= 0:
-        return None
-    notional = (new_fraction - current) * nav
-    quantity = (abs(notional) / price).quantize(quantity_increment, rounding=ROUND_DOWN)
+    """Base quantity that brings the hedged share of the natural position to `new_fraction` (rounded down).
+
+    A sell never exceeds the base held and a buy-back never exceeds what was hedged, for any fraction in [0, 1].
+    """
+    hedged = max(ZERO, hedged_base)
+    natural = max(ZERO, base_held) + hedged
+    change = min(ONE, max(ZERO, new_fraction)) * natural - hedged
+    quantity = abs(change).quantize(quantity_increment, rounding=ROUND_DOWN)
     if quantity <= 0 or quantity < min_quantity:
         return None
-    return HedgeTrade(side=OrderSide.SELL if notional > 0 else OrderSide.BUY, quantity=quantity)
+    return HedgeTrade(side=OrderSide.SELL if change > 0 else OrderSide.BUY, quantity=quantity)
 
 
 def levels_to_raise(policy: HedgePolicy, drawdown_fraction: Decimal, raised: set[HedgeLevel]) -> list[HedgeLevel]:

@@ -364,7 +364,7 @@ async def test_hedge_command_has_a_deterministic_id_and_is_not_repeated(
         assert status["open_order"]["client_order_id"] == f"hedge-{account}-1"
 
         # The OMS fills it; the event comes twice (redelivery): the order is settled once.
-        filled = _order_event(account, f"hedge-{account}-1", "filled")
+        filled = _order_event(account, f"hedge-{account}-1", "filled", "55")
         producer = EventProducer(bootstrap=kafka_bootstrap, client_id="hedge-test")
         await producer.start()
         try:
@@ -392,11 +392,11 @@ async def test_hedge_command_has_a_deterministic_id_and_is_not_repeated(
         "market",
         Decimal(55),
     )
-    assert status["current_fraction"] == "0.55"
+    assert (status["current_fraction"], status["hedged_quantity"]) == ("0.55", "55")
     assert status["target_version"] == 1
 
 
-def _order_event(account: str, client_order_id: str, status: str) -> Envelope:
+def _order_event(account: str, client_order_id: str, status: str, filled: str) -> Envelope:
     return Envelope.new(
         type="OrderFilled",
         producer="oms",
@@ -407,6 +407,7 @@ def _order_event(account: str, client_order_id: str, status: str) -> Envelope:
             "symbol": "BTC/USD",
             "side": "sell",
             "status": status,
+            "filled_quantity": filled,
             "exits": None,
         },
     )

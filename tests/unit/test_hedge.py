@@ -15,6 +15,7 @@ from shared.domain.hedge import (
     HedgePolicyError,
     drawdown,
     hedge_client_order_id,
+    hedge_fraction,
     hedge_trade,
     levels_to_raise,
     levels_to_rearm,
@@ -121,15 +122,34 @@ def test_ewma_skips_prices_closer_than_the_sample_interval() -> None:
 
 
 def test_hedge_trade_sells_base_to_raise_the_fraction_and_buys_back_to_lower_it() -> None:
-    sell = hedge_trade(Decimal("0.1"), Decimal("0.3"), Decimal(10_000), Decimal(100), Decimal("0.001"), Decimal("0.01"))
+    sell = hedge_trade(Decimal(0), Decimal(100), Decimal("0.55"), Decimal("0.001"), Decimal("0.01"))
     assert sell is not None
-    assert (sell.side, sell.quantity) == (OrderSide.SELL, Decimal("20.000"))
-    buy = hedge_trade(Decimal("0.5"), Decimal("0.45"), Decimal(10_000), Decimal(300), Decimal("0.001"), Decimal(0))
+    assert (sell.side, sell.quantity) == (OrderSide.SELL, Decimal("55.000"))
+    buy = hedge_trade(Decimal(55), Decimal(45), Decimal("0.3333"), Decimal("0.001"), Decimal(0))
     assert buy is not None
-    assert (buy.side, buy.quantity) == (OrderSide.BUY, Decimal("1.666"))
-    assert (
-        hedge_trade(Decimal("0.1"), Decimal("0.1001"), Decimal(100), Decimal(100), Decimal("0.001"), Decimal(1)) is None
-    )
+    assert (buy.side, buy.quantity) == (OrderSide.BUY, Decimal("21.670"))
+    assert hedge_trade(Decimal(10), Decimal(90), Decimal("0.1001"), Decimal("0.001"), Decimal(1)) is None
+    assert hedge_fraction(Decimal(55), Decimal(45)) == Decimal("0.55")
+    assert hedge_fraction(Decimal(0), Decimal(0)) == Decimal(0)
+
+
+quantities = st.decimals(min_value=0, max_value=10**6, places=8)
+
+
+@settings(max_examples=500)
+@given(quantities, quantities, unit)
+def test_hedge_trades_never_short_and_never_buy_back_more_than_was_hedged(
+    hedged: Decimal, held: Decimal, fraction: Decimal
+) -> None:
+    trade = hedge_trade(hedged, held, fraction, Decimal("0.00000001"), Decimal(0))
+    if trade is None:
+        return
+    if trade.side is OrderSide.SELL:
+        assert trade.quantity <= held
+        assert hedge_fraction(hedged + trade.quantity, held - trade.quantity) <= fraction
+    else:
+        assert trade.quantity <= hedged
+        assert hedge_fraction(hedged - trade.quantity, held + trade.quantity) >= fraction
 
 
 def test_levels_are_raised_once_and_rearmed_past_the_hysteresis() -> None:

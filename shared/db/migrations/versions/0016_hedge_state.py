@@ -136,6 +136,7 @@ def _orders() -> None:
         sa.Column("from_fraction", Money, nullable=False),
         sa.Column("to_fraction", Money, nullable=False),
         sa.Column("status", sa.Text, nullable=False),
+        sa.Column("filled_quantity", Money, nullable=False, server_default="0"),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("settled_at", TS, nullable=True),
         sa.UniqueConstraint("account_id", "target_version", name="uq_orders_account_target_version"),
