@@ -90,12 +90,44 @@ HEDGE: dict[tuple[str, str], Rule] = {
     ),
 }
 
+HITL_GOVERNORS = frozenset({Role.DIRECTOR, Role.ADMIN})
+HITL_REQUESTERS = frozenset({Role.OPERATOR, Role.RISK, Role.SERVICE, Role.DIRECTOR, Role.ADMIN})
+HITL_READERS = frozenset({Role.DIRECTOR, Role.ADMIN, Role.AUDITOR})
+_VOTE = {"payload_hash": "0" * 64, "reason": "s2 check"}
+
+HITL: dict[tuple[str, str], Rule] = {
+    **info("hitl"),
+    ("GET", "/hitl/policies/{account_id}"): Rule(HITL_GOVERNORS, account="path"),
+    ("PUT", "/hitl/policies/{account_id}"): Rule(HITL_GOVERNORS, account="path", body=lambda account: {"quorum": 1}),
+    ("POST", "/hitl/policies/{account_id}/evaluate"): Rule(
+        HITL_REQUESTERS, account="path", body=lambda account: {"kind": "order", "notional": "10"}
+    ),
+    ("POST", "/hitl/requests"): Rule(
+        HITL_REQUESTERS,
+        account="body",
+        body=lambda account: {
+            "subject_type": "order",
+            "subject_id": f"s2-{account}",
+            "account_id": account,
+            "payload": {"s2": True},
+        },
+    ),
+    ("GET", "/hitl/requests"): Rule(HITL_READERS, account="query"),
+    # Not seeded: an unknown id is 404 for readers (foreign requests are 404 too: tests/integration/test_hitl_api.py).
+    ("GET", "/hitl/requests/{request_id}"): Rule(HITL_READERS),
+    # Voting needs role director AND a TOTP proof of the last 120 s, which the matrix's tokens lack: 403 for all.
+    # The director-with-fresh-TOTP path is R11 (tests/reliability/test_r11_approvals.py).
+    ("POST", "/hitl/requests/{request_id}/approve"): Rule(frozenset(), body=lambda account: dict(_VOTE)),
+    ("POST", "/hitl/requests/{request_id}/reject"): Rule(frozenset(), body=lambda account: dict(_VOTE)),
+    ("GET", "/hitl/notifications"): Rule(EVERYONE),
+}
+
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
     "risk": {**info("risk")},
     "hedge": HEDGE,
     "accounts": {**info("accounts")},
-    "hitl": {**info("hitl")},
+    "hitl": HITL,
     "reports": {
         **info("reports"),
         # The audit log and its anchors: auditors only (admins make the audited changes; docs/audit.md).
