@@ -25,12 +25,19 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, FastAPI
+from pydantic import SecretStr
+from redis.asyncio import Redis
 
+from services.accounts.app import create_app as create_accounts_app
+from services.accounts.config import AccountsSettings
 from shared.auth.dependencies import CurrentPrincipal, require_roles, require_scopes
 from shared.auth.keys import generate_private_key, key_fingerprint, private_key_pem, public_key_pem
+from shared.auth.revocation import redis_revocation_check, revoke_jti, revoked_key
 from shared.auth.roles import Role, Scope
 from shared.auth.tokens import Principal, TokenIssuer, TokenVerifier
+from shared.config import AetherSettings
 from shared.errors import install_error_handlers
+from tests.reliability.conftest import RecordWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPORT_PATH = REPO_ROOT / "reports" / "reliability" / "S5-bad-tokens.json"
@@ -324,3 +331,108 @@ def test_cli_token_refuses_unknown_role(tmp_path: Path) -> None:
     )
     assert minted.returncode != 0
     assert minted.stdout == ""
+
+
+# --- Revocation through Redis (the accounts service's store) and refresh-token reuse detection -------------------
+
+
+async def test_token_revoked_in_redis_is_refused_and_expires_with_the_token(
+    issuer: TokenIssuer, redis_url: str
+) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        verifier = TokenVerifier(PUBLIC_PEM, issuer=ISSUER, audience=AUDIENCE).with_revocation(
+            redis_revocation_check(redis)
+        )
+        transport = httpx.ASGITransport(app=build_app(verifier))
+        token = issuer.issue("op", [Role.OPERATOR], ttl_s=300)
+        principal = verifier.verify_without_revocation(token)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aether.test") as client:
+            assert (await client.get("/orders", headers=bearer(token))).status_code == 200
+            await revoke_jti(redis, principal.token_id, principal.expires_at)
+            refused = await client.get("/orders", headers=bearer(token))
+            other = await client.get("/orders", headers=bearer(issuer.issue("op", [Role.OPERATOR])))
+        assert is_proper_401(refused)
+        assert refused.json()["error"]["message"] == "token revoked"
+        assert other.status_code == 200  # revocation is per jti, not per subject
+        ttl = await redis.ttl(revoked_key(principal.token_id))
+        assert 300 <= ttl <= 300 + 61  # kept as long as the token could still verify (lifetime + leeway)
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def accounts_client(settings: AetherSettings, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    accounts_settings = AccountsSettings(
+        **settings.model_dump(
+            exclude={
+                "jwt_public_key",
+                "jwt_private_key",
+                "jwt_issuer",
+                "jwt_audience",
+                "service_name",
+                "log_level",
+                "local_kek_file",
+            }
+        ),
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        jwt_public_key=SecretStr(PUBLIC_PEM.decode()),
+        jwt_private_key=SecretStr(PRIVATE_PEM.decode()),
+        local_kek_file=tmp_path / "kek.json",
+        log_level="WARNING",
+    )
+    app = create_accounts_app(accounts_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://accounts") as client:
+            yield client
+
+
+async def test_s5_refresh_reuse_and_logout_revoke_across_services(
+    accounts_client: httpx.AsyncClient,
+    issuer: TokenIssuer,
+    redis_url: str,
+    write_reliability_record: RecordWriter,
+    reliability_seed: int,
+) -> None:
+    admin = bearer(issuer.issue("s5-admin", [Role.ADMIN], accounts=["*"]))
+    username = f"s5-{os.urandom(4).hex()}"
+    password = "S5 horse battery 77"
+    created = await accounts_client.post(
+        "/users", json={"username": username, "password": password, "roles": ["operator"]}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    login_body = {"username": username, "password": password}
+    first = (await accounts_client.post("/auth/login", json=login_body)).json()
+    second = (await accounts_client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    reuse = await accounts_client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    after_reuse = await accounts_client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    third = (await accounts_client.post("/auth/login", json=login_body)).json()
+    logout = await accounts_client.post(
+        "/auth/logout", json={"refresh_token": third["refresh_token"]}, headers=bearer(third["access_token"])
+    )
+    assert logout.status_code == 204
+    # another service (its own app, the shared Redis) refuses every token of the dead sessions
+    redis = Redis.from_url(redis_url)
+    try:
+        verifier = TokenVerifier(PUBLIC_PEM, ISSUER, AUDIENCE).with_revocation(redis_revocation_check(redis))
+        transport = httpx.ASGITransport(app=build_app(verifier))
+        async with httpx.AsyncClient(transport=transport, base_url="http://oms.test") as oms:
+            revoked_tokens = [first["access_token"], second["access_token"], third["access_token"]]
+            answers = [(await oms.get("/orders", headers=bearer(token))).status_code for token in revoked_tokens]
+            live = (await accounts_client.post("/auth/login", json=login_body)).json()["access_token"]
+            control = (await oms.get("/orders", headers=bearer(live))).status_code
+    finally:
+        await redis.aclose()
+    cases = {
+        "reused refresh token": reuse.status_code,
+        "refresh token of a revoked family": after_reuse.status_code,
+        **{f"revoked access token {index}": status for index, status in enumerate(answers)},
+    }
+    accepted = sum(1 for status in cases.values() if status != 401)
+    write_reliability_record(
+        {"id": "S5-revocation", "seed": reliability_seed, "cases": len(cases), "violations": accepted, "results": cases}
+    )
+    assert control == 200
+    assert accepted == 0, cases
