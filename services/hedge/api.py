@@ -12,6 +12,8 @@ from services.hedge.schemas import (
     OverrideClear,
     OverrideHistoryRead,
     OverrideSet,
+    PolicyRead,
+    PolicyWrite,
     RearmRequest,
     RecommendationRead,
 )
@@ -114,3 +116,17 @@ async def rearm(
     """Re-arm the account's raised recommendations so they can be raised again (risk or director; audited)."""
     ensure_account_access(principal, account_id)
     return await hedge.rearm(account_id, body, _actor(principal))
+
+
+@router.get("/policies/{account_id}", response_model=PolicyRead)
+async def get_policy(account_id: AccountIdPath, principal: Reader, hedge: Hedge) -> PolicyRead:
+    """The account's hedge policy in force (version 0: the service default from the settings)."""
+    ensure_account_access(principal, account_id)
+    return await hedge.get_policy(account_id)
+
+
+@router.put("/policies/{account_id}", response_model=PolicyRead, responses=_responses(422))
+async def set_policy(account_id: AccountIdPath, body: PolicyWrite, principal: Steward, hedge: Hedge) -> PolicyRead:
+    """A new version of the account's hedge policy (risk or director; audited; floor > cap and the like are 422)."""
+    ensure_account_access(principal, account_id)
+    return await hedge.set_policy(account_id, body, _actor(principal))

@@ -27,3 +27,8 @@ class NothingToRearm(HedgeError):
 class InvalidOverride(HedgeError):
     status_code = 422
     code = "invalid_override"
+
+
+class InvalidPolicy(HedgeError):
+    status_code = 422
+    code = "invalid_policy"

@@ -111,6 +111,16 @@ orders = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("settled_at", TS, nullable=True),
 )
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("policy", JSONB, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("set_by", sa.Text, nullable=False),
+    sa.Column("set_at", TS, nullable=False),
+)
 
 
 class HedgeRepository:
@@ -244,6 +254,18 @@ class HedgeRepository:
             .where(recommendations.c.recommendation_id == recommendation_id)
             .values(rearmed_at=at, rearmed_by=actor, rearm_reason=reason)
         )
+
+    # --- policies ------------------------------------------------------------------------------------------
+
+    async def policy(self, account_id: str) -> RowMapping | None:
+        """The account's newest policy version, if it has one."""
+        query = (
+            sa.select(policies).where(policies.c.account_id == account_id).order_by(policies.c.version.desc()).limit(1)
+        )
+        return (await self.session.execute(query)).mappings().first()
+
+    async def add_policy(self, account_id: str, version: int, **values: Any) -> None:
+        await self.session.execute(sa.insert(policies).values(account_id=account_id, version=version, **values))
 
     # --- hedge orders --------------------------------------------------------------------------------------
 

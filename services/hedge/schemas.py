@@ -6,9 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from shared.domain.hedge import HedgeLevel
+from shared.domain.hedge import HedgeLevel, HedgePolicy
 from shared.domain.money import DecimalString
 from shared.service_kit import ServiceInfo
 
@@ -21,7 +21,35 @@ def _fraction(value: Decimal) -> Decimal:
     return value
 
 
+def _not_negative(value: Decimal) -> Decimal:
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _below_one(value: Decimal) -> Decimal:
+    if not Decimal(0) <= value < Decimal(1):
+        raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def _threshold(value: Decimal) -> Decimal:
+    if not Decimal(0) < value <= Decimal(1):
+        raise ValueError("must be above 0 and at most 1")
+    return value
+
+
 Fraction = Annotated[DecimalString, AfterValidator(_fraction)]
+NonNegative = Annotated[DecimalString, AfterValidator(_not_negative)]
+Positive = Annotated[DecimalString, AfterValidator(_positive)]
+Band = Annotated[DecimalString, AfterValidator(_below_one)]
+Threshold = Annotated[DecimalString, AfterValidator(_threshold)]
 
 
 class OverrideSet(BaseModel):
@@ -124,6 +152,7 @@ class HedgeStatus(BaseModel):
     current_fraction: DecimalString | None
     hedged_quantity: DecimalString = Field(description="base sold by hedge orders, net of buy-backs")
     rebalance_band: DecimalString
+    policy_version: int = Field(description="0: the service default policy")
     target_version: int
     open_order: HedgeOrderRead | None
     active_recommendations: list[RecommendationRead]
@@ -135,3 +164,75 @@ class HedgeInfo(ServiceInfo):
     """Service info plus the kill-switch recommendations in force (for the accounts the caller may see)."""
 
     active_recommendations: list[RecommendationRead]
+
+
+class PolicyFields(BaseModel):
+    """The per-account hedge policy (the EWMA decay and sampling stay service-wide: volatility is per symbol)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vol_weight: NonNegative
+    drawdown_weight: NonNegative
+    vol_saturation: Positive
+    drawdown_saturation: Positive
+    floor: Fraction
+    cap: Fraction
+    band: Band
+    pause_drawdown: Threshold | None
+    reduce_only_drawdown: Threshold | None
+    flatten_drawdown: Threshold | None
+    rearm_hysteresis: NonNegative
+
+    def policy(self, ewma_lambda: Decimal) -> HedgePolicy:
+        """The domain policy (raises HedgePolicyError on a contradiction)."""
+        thresholds = {
+            HedgeLevel.PAUSE: self.pause_drawdown,
+            HedgeLevel.REDUCE_ONLY: self.reduce_only_drawdown,
+            HedgeLevel.FLATTEN: self.flatten_drawdown,
+        }
+        return HedgePolicy(
+            vol_weight=self.vol_weight,
+            drawdown_weight=self.drawdown_weight,
+            vol_saturation=self.vol_saturation,
+            drawdown_saturation=self.drawdown_saturation,
+            floor=self.floor,
+            cap=self.cap,
+            band=self.band,
+            ewma_lambda=ewma_lambda,
+            levels=tuple((level, value) for level, value in thresholds.items() if value is not None),
+            rearm_hysteresis=self.rearm_hysteresis,
+        )
+
+
+class PolicyWrite(PolicyFields):
+    """A new version of the account's policy; contradictions (floor > cap, levels out of order) are 422."""
+
+    reason: Reason
+
+    @field_validator("cap")
+    @classmethod
+    def _cap_above_floor(cls, cap: Decimal, info: ValidationInfo) -> Decimal:
+        floor = info.data.get("floor")
+        if floor is not None and cap < floor:
+            raise ValueError(f"must be >= floor ({floor})")
+        return cap
+
+    @field_validator("reduce_only_drawdown", "flatten_drawdown")
+    @classmethod
+    def _levels_rise(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        lower = [info.data.get(name) for name in ("pause_drawdown", "reduce_only_drawdown") if name != info.field_name]
+        if value is not None and any(level is not None and level > value for level in lower):
+            raise ValueError("levels must rise from pause to reduce_only to flatten")
+        return value
+
+
+class PolicyRead(PolicyFields):
+    """The policy in force for an account; version 0 is the service default from the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str
+    version: int
+    reason: str | None
+    set_by: str | None
+    set_at: datetime | None

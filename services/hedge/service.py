@@ -19,7 +19,13 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.hedge.config import HedgeSettings
-from services.hedge.errors import AccountNotTracked, InvalidOverride, NoActiveOverride, NothingToRearm
+from services.hedge.errors import (
+    AccountNotTracked,
+    InvalidOverride,
+    InvalidPolicy,
+    NoActiveOverride,
+    NothingToRearm,
+)
 from services.hedge.repository import HedgeRepository
 from services.hedge.schemas import (
     HedgeOrderRead,
@@ -28,6 +34,9 @@ from services.hedge.schemas import (
     OverrideHistoryRead,
     OverrideRead,
     OverrideSet,
+    PolicyFields,
+    PolicyRead,
+    PolicyWrite,
     RearmRequest,
     RecommendationRead,
 )
@@ -35,6 +44,8 @@ from shared.audit.log import append as audit_append
 from shared.db import UnitOfWork
 from shared.domain.hedge import (
     HedgeLevel,
+    HedgePolicy,
+    HedgePolicyError,
     HedgeTrade,
     VolatilityState,
     drawdown,
@@ -187,7 +198,8 @@ class HedgeService:
         vol_row = await repo.volatility(self.settings.hedge_symbol)
         vol = VolatilityState(vol_row["last_price"], vol_row["variance"], 0, now).volatility if vol_row else Decimal(0)
         dd = drawdown(row["peak_nav"], row["nav"])
-        computed = target_fraction(self.policy, vol, dd)
+        policy = await self._policy(repo, account_id)
+        computed = target_fraction(policy, vol, dd)
         override = await repo.override(account_id)
         fixed = _override_target(override, now)
         effective = computed if fixed is None else fixed
@@ -203,25 +215,32 @@ class HedgeService:
             current_fraction=current,
             evaluated_at=now,
         )
-        await self._recommend(session, account_id, dd, now)
+        await self._recommend(session, policy, account_id, dd, now)
         if vol_row is not None:
             position = HedgePosition(hedged=hedged, held=held, current=current)
-            await self._rebalance(session, row, position, effective, vol_row["price"], now)
+            await self._rebalance(session, row, position, (effective, policy.band), vol_row["price"], now)
 
-    async def _recommend(self, session: AsyncSession, account_id: str, dd: Decimal, now: datetime) -> None:
+    async def _policy(self, repo: HedgeRepository, account_id: str) -> HedgePolicy:
+        row = await repo.policy(account_id)
+        if row is None:
+            return self.policy
+        return PolicyFields.model_validate(row["policy"]).policy(self.policy.ewma_lambda)
+
+    async def _recommend(
+        self, session: AsyncSession, policy: HedgePolicy, account_id: str, dd: Decimal, now: datetime
+    ) -> None:
         repo = HedgeRepository(session)
         active = await repo.active_recommendations([account_id])
         raised = {HedgeLevel(rec["level"]): rec for rec in active}
-        for level in levels_to_rearm(self.policy, dd, set(raised)):
-            reason = f"drawdown {_text(dd)} recovered below {_text(threshold_of(self.policy, level))} - hysteresis"
+        for level in levels_to_rearm(policy, dd, set(raised)):
+            reason = f"drawdown {_text(dd)} recovered below {_text(threshold_of(policy, level))} - hysteresis"
             await self._rearm_one(session, raised[level], AUTO_ACTOR, reason, now)
-        for level in levels_to_raise(self.policy, dd, set(raised)):
-            await self._raise(session, account_id, level, dd, now)
+        for level in levels_to_raise(policy, dd, set(raised)):
+            await self._raise(session, account_id, level, threshold_of(policy, level), dd, now)
 
     async def _raise(
-        self, session: AsyncSession, account_id: str, level: HedgeLevel, dd: Decimal, now: datetime
+        self, session: AsyncSession, account_id: str, level: HedgeLevel, threshold: Decimal, dd: Decimal, now: datetime
     ) -> None:
-        threshold = threshold_of(self.policy, level)
         recommendation_id = str(uuid.uuid4())
         inserted = await HedgeRepository(session).insert_recommendation(
             recommendation_id=recommendation_id,
@@ -282,7 +301,7 @@ class HedgeService:
         session: AsyncSession,
         row: RowMapping,
         position: HedgePosition,
-        effective: Decimal,
+        target_and_band: tuple[Decimal, Decimal],
         price: Decimal,
         now: datetime,
     ) -> None:
@@ -293,7 +312,7 @@ class HedgeService:
         settled_at = await repo.last_settled_at(account_id)
         if settled_at is not None and row["holdings_at"] <= settled_at:
             return  # the balances predate the last hedge fill: wait for fresh ones before sizing again
-        new_fraction = rebalance_to(position.current, effective, self.policy.band)
+        new_fraction = rebalance_to(position.current, *target_and_band)
         if new_fraction is None:
             return
         trade = hedge_trade(
@@ -504,6 +523,71 @@ class HedgeService:
             for rec in active
         ]
 
+    async def set_policy(self, account_id: str, body: PolicyWrite, actor: str) -> PolicyRead:
+        """A new version of the account's policy (audited with the previous version), then a re-evaluation."""
+        now = self.clock()
+        try:
+            body.policy(self.policy.ewma_lambda)
+        except HedgePolicyError as exc:
+            raise InvalidPolicy(str(exc), details={"field": exc.field}) from None
+        fields = body.model_dump(mode="json", exclude={"reason"})
+        async with self._uow() as uow:
+            repo = HedgeRepository(uow.session)
+            await repo.ensure_account(account_id)
+            await repo.lock_account(account_id)
+            previous = await repo.policy(account_id)
+            version = 1 if previous is None else previous["version"] + 1
+            await repo.add_policy(account_id, version, policy=fields, reason=body.reason, set_by=actor, set_at=now)
+            await audit_append(
+                uow.session,
+                actor=actor,
+                action="hedge.policy_set",
+                target=account_id,
+                details={
+                    "version": version,
+                    "policy": fields,
+                    "reason": body.reason,
+                    "previous": None if previous is None else previous["policy"],
+                },
+                chain=f"hedge:{account_id}",
+                occurred_at=now,
+            )
+            await self.evaluate(uow.session, account_id)
+        return await self.get_policy(account_id)
+
+    async def get_policy(self, account_id: str) -> PolicyRead:
+        """The account's policy in force: its newest version, or the service default (version 0)."""
+        async with UnitOfWork(self.sessionmaker) as uow:
+            row = await HedgeRepository(uow.session).policy(account_id)
+        if row is not None:
+            return PolicyRead(
+                **row["policy"],
+                account_id=account_id,
+                version=row["version"],
+                reason=row["reason"],
+                set_by=row["set_by"],
+                set_at=row["set_at"],
+            )
+        return PolicyRead(
+            **self._default_policy_fields(), account_id=account_id, version=0, reason=None, set_by=None, set_at=None
+        )
+
+    def _default_policy_fields(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "vol_weight": settings.vol_weight,
+            "drawdown_weight": settings.drawdown_weight,
+            "vol_saturation": settings.vol_saturation,
+            "drawdown_saturation": settings.drawdown_saturation,
+            "floor": settings.target_floor,
+            "cap": settings.target_cap,
+            "band": settings.rebalance_band,
+            "pause_drawdown": settings.pause_drawdown,
+            "reduce_only_drawdown": settings.reduce_only_drawdown,
+            "flatten_drawdown": settings.flatten_drawdown,
+            "rearm_hysteresis": settings.rearm_hysteresis,
+        }
+
     # --- reading -------------------------------------------------------------------------------------------
 
     async def status(self, account_id: str) -> HedgeStatus:
@@ -526,7 +610,14 @@ class HedgeService:
                 open_order = await repo.open_order(row["account_id"])
                 recs = [rec for rec in active if rec["account_id"] == row["account_id"]]
                 hedged = await repo.hedged_base(row["account_id"])
-                result.append(self._status(row, override, open_order, recs, hedged, now))
+                policy = await repo.policy(row["account_id"])
+                band = Decimal(policy["policy"]["band"]) if policy is not None else self.policy.band
+                extra = {
+                    "hedged_quantity": hedged,
+                    "rebalance_band": band,
+                    "policy_version": policy["version"] if policy else 0,
+                }
+                result.append(self._status(row, override, open_order, recs, extra, now))
         return result
 
     def _status(
@@ -535,7 +626,7 @@ class HedgeService:
         override: RowMapping | None,
         open_order: RowMapping | None,
         recs: Sequence[RowMapping],
-        hedged: Decimal,
+        extra: dict[str, Any],
         now: datetime,
     ) -> HedgeStatus:
         override_read = None
@@ -558,8 +649,7 @@ class HedgeService:
             override=override_read,
             effective_target=effective,
             current_fraction=row["current_fraction"],
-            hedged_quantity=hedged,
-            rebalance_band=self.policy.band,
+            **extra,
             target_version=row["target_version"],
             open_order=HedgeOrderRead(**open_order) if open_order is not None else None,
             active_recommendations=[RecommendationRead(**rec) for rec in recs],

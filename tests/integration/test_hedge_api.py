@@ -439,3 +439,87 @@ async def test_trades_from_the_marketdata_topic_move_the_price(
             return (await hedge.status(account))["nav"] == "247"
 
         await eventually(priced, timeout_s=20, message="trade price used for NAV")
+
+
+# --- per-account policy ------------------------------------------------------------------------------------
+
+POLICY = {
+    "vol_weight": "0.5",
+    "drawdown_weight": "0.5",
+    "vol_saturation": "0.02",
+    "drawdown_saturation": "0.2",
+    "floor": "0.3",
+    "cap": "0.6",
+    "band": "0.05",
+    "pause_drawdown": "0.05",
+    "reduce_only_drawdown": "0.1",
+    "flatten_drawdown": None,
+    "rearm_hysteresis": "0.02",
+    "reason": "tighter for the treasury account",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"floor": "0.7", "cap": "0.6"}, "cap"),
+        ({"vol_weight": "-1"}, "vol_weight"),
+        ({"drawdown_saturation": "0"}, "drawdown_saturation"),
+        ({"band": "1"}, "band"),
+        ({"pause_drawdown": "0.2", "reduce_only_drawdown": "0.1"}, "reduce_only_drawdown"),
+        ({"flatten_drawdown": "0.08"}, "flatten_drawdown"),
+        ({"cap": "1.2"}, "cap"),
+    ],
+)
+async def test_contradicting_policies_are_422_naming_the_field(
+    start_hedge: HedgeFactory, change: dict[str, Any], field: str
+) -> None:
+    async with start_hedge() as hedge:
+        response = await hedge.client.put(f"/hedge/policies/{account_id()}", json={**POLICY, **change}, headers=RISK)
+    assert response.status_code == 422, response.text
+    fields = [entry["field"] for entry in response.json()["error"]["details"]["fields"]]
+    assert fields == [f"body.{field}"]
+
+
+async def test_account_policy_is_versioned_audited_and_drives_the_target(
+    start_hedge: HedgeFactory, module_database_url: str
+) -> None:
+    account = account_id()
+    async with start_hedge(orders_enabled=False) as hedge:
+        default = (await hedge.client.get(f"/hedge/policies/{account}", headers=VIEWER)).json()
+        assert (default["version"], default["floor"], default["cap"]) == (0, "0", "0.8")
+        await hedge.price("100", T0)
+        await hedge.holdings(account, "0", "10")
+        assert (await hedge.status(account))["computed_target"] == "0"
+        assert (await hedge.client.put(f"/hedge/policies/{account}", json=POLICY, headers=OPERATOR)).status_code == 403
+        response = await hedge.client.put(f"/hedge/policies/{account}", json=POLICY, headers=RISK)
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == 1
+        status = await hedge.status(account)
+        assert (status["computed_target"], status["policy_version"]) == ("0.3", 1)
+        response = await hedge.client.put(
+            f"/hedge/policies/{account}", json={**POLICY, "band": "0.1"}, headers=DIRECTOR
+        )
+        assert response.json()["version"] == 2
+    async with start_hedge(orders_enabled=False) as hedge:
+        policy = (await hedge.client.get(f"/hedge/policies/{account}", headers=VIEWER)).json()
+        assert (policy["version"], policy["band"], policy["set_by"]) == (2, "0.1", "user:alice")
+        assert (await hedge.status(account))["rebalance_band"] == "0.1"
+    engine = create_async_engine(module_database_url)
+    try:
+        async with engine.connect() as conn:
+            details = (
+                await conn.execute(
+                    text(
+                        "SELECT details FROM audit.audit_log WHERE chain = :chain AND action = 'hedge.policy_set'"
+                        " ORDER BY position"
+                    ),
+                    {"chain": f"hedge:{account}"},
+                )
+            ).scalars()
+            assert [(d["version"], d["policy"]["band"], (d["previous"] or {}).get("band")) for d in details] == [
+                (1, "0.05", None),
+                (2, "0.1", "0.05"),
+            ]
+    finally:
+        await engine.dispose()

@@ -70,6 +70,20 @@ OMS: dict[tuple[str, str], Rule] = {
 }
 
 HEDGE_STEWARDS = frozenset({Role.RISK, Role.DIRECTOR})
+HEDGE_POLICY = {
+    "vol_weight": "0.5",
+    "drawdown_weight": "0.5",
+    "vol_saturation": "0.02",
+    "drawdown_saturation": "0.2",
+    "floor": "0",
+    "cap": "0.8",
+    "band": "0.05",
+    "pause_drawdown": "0.05",
+    "reduce_only_drawdown": "0.1",
+    "flatten_drawdown": "0.2",
+    "rearm_hysteresis": "0.02",
+    "reason": "s2 check",
+}
 
 HEDGE: dict[tuple[str, str], Rule] = {
     **info("hedge"),
@@ -88,6 +102,8 @@ HEDGE: dict[tuple[str, str], Rule] = {
     ("POST", "/hedge/recommendations/{account_id}/rearm"): Rule(
         HEDGE_STEWARDS, account="path", body=lambda account: {"reason": "s2 check"}
     ),
+    ("GET", "/hedge/policies/{account_id}"): Rule(READERS, account="path"),
+    ("PUT", "/hedge/policies/{account_id}"): Rule(HEDGE_STEWARDS, account="path", body=lambda account: HEDGE_POLICY),
 }
 
 HITL_GOVERNORS = frozenset({Role.DIRECTOR, Role.ADMIN})
@@ -122,11 +138,38 @@ HITL: dict[tuple[str, str], Rule] = {
     ("GET", "/hitl/notifications"): Rule(EVERYONE),
 }
 
+ADMIN_ONLY = frozenset({Role.ADMIN})
+KEY_HOLDERS = frozenset({Role.ADMIN, Role.DIRECTOR})
+ACCOUNTS: dict[tuple[str, str], Rule] = {
+    **info("accounts"),
+    ("POST", "/auth/login"): Rule(None),
+    ("POST", "/auth/refresh"): Rule(None),
+    ("POST", "/auth/service-token"): Rule(None),
+    ("POST", "/auth/logout"): Rule(EVERYONE),
+    ("POST", "/auth/step-up"): Rule(EVERYONE),
+    ("POST", "/auth/totp/enroll"): Rule(EVERYONE),
+    ("POST", "/auth/totp/confirm"): Rule(EVERYONE),
+    ("GET", "/users"): Rule(ADMIN_ONLY),
+    ("POST", "/users"): Rule(ADMIN_ONLY),
+    ("GET", "/users/{user_id}"): Rule(ADMIN_ONLY),
+    ("PUT", "/users/{user_id}/roles"): Rule(ADMIN_ONLY),
+    ("POST", "/users/{user_id}/grants"): Rule(ADMIN_ONLY),
+    ("DELETE", "/users/{user_id}/grants/{account_id}"): Rule(ADMIN_ONLY),
+    ("POST", "/service-identities"): Rule(ADMIN_ONLY),
+    ("POST", "/accounts"): Rule(ADMIN_ONLY),
+    ("GET", "/accounts"): Rule(READERS),
+    ("GET", "/accounts/{account_id}"): Rule(READERS, account="path", foreign=404),
+    ("PUT", "/accounts/{account_id}/credentials"): Rule(
+        KEY_HOLDERS, account="path", body=lambda account: {"api_key": "s2-key-0001", "api_secret": "s2-secret-0001"}
+    ),
+    ("GET", "/accounts/{account_id}/credentials"): Rule(KEY_HOLDERS, account="path"),
+}
+
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
     "risk": {**info("risk")},
     "hedge": HEDGE,
-    "accounts": {**info("accounts")},
+    "accounts": ACCOUNTS,
     "hitl": HITL,
     "reports": {
         **info("reports"),

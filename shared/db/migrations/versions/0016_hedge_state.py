@@ -1,5 +1,5 @@
 """Schema hedge: account state (NAV, peak), NAV history, volatility, overrides with history, kill-switch
-recommendations and hedge orders (issue 4, hedge).
+recommendations, hedge orders and versioned per-account policies (issue 4, hedge).
 
 Revision ID: 0016_hedge_state
 Revises: 0015_risk_exits
@@ -66,6 +66,16 @@ def upgrade() -> None:
     _overrides()
     _recommendations()
     _orders()
+    op.create_table(
+        "policies",
+        sa.Column("account_id", sa.Text, primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("policy", JSONB, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("set_by", sa.Text, nullable=False),
+        sa.Column("set_at", TS, nullable=False),
+        schema=SCHEMA,
+    )
 
 
 def _overrides() -> None:
@@ -149,6 +159,14 @@ def _orders() -> None:
 
 def downgrade() -> None:
     """Drop the hedge service's state tables (the outbox and inbox of 0006 stay)."""
-    for table in ("orders", "recommendations", "override_history", "overrides", "volatility", "nav_history"):
+    for table in (
+        "policies",
+        "orders",
+        "recommendations",
+        "override_history",
+        "overrides",
+        "volatility",
+        "nav_history",
+    ):
         op.drop_table(table, schema=SCHEMA)
     op.drop_table("accounts", schema=SCHEMA)
