@@ -27,6 +27,7 @@ from services.accounts.errors import (
     TotpNotEnrolled,
     TotpRequired,
     UnknownServiceIdentity,
+    UserNotFound,
 )
 from services.accounts.passwords import verify_password
 from services.accounts.ratelimit import LoginLimiter
@@ -299,7 +300,7 @@ class AuthService:
     async def _user_for_update(self, repo: AccountsRepository, principal: Principal) -> Row:
         user = await repo.user(principal.subject, for_update=True)
         if user is None or user["status"] != "active":
-            raise InvalidCredentials("the token does not belong to an active user")
+            raise UserNotFound("the token's subject is not an active user")
         return user
 
     async def step_up(self, principal: Principal, code: str, client_ip: str) -> IssuedTokens:
@@ -309,7 +310,7 @@ class AuthService:
             user = await repo.user(principal.subject)
             granted = await repo.granted_accounts(principal.subject)
         if user is None or user["status"] != "active":
-            raise InvalidCredentials("the token does not belong to an active user")
+            raise UserNotFound("the token's subject is not an active user")
         await self.limiter.check(user["username"], client_ip)
         if user["totp_confirmed_at"] is None:
             raise TotpNotEnrolled("step-up needs a confirmed TOTP enrollment")
