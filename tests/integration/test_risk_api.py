@@ -28,7 +28,8 @@ from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.db import UnitOfWork
-from shared.events import Envelope
+from shared.events import Envelope, EventProducer
+from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS
 from tests.helpers import eventually, own_database
 
 KEY = generate_private_key()
@@ -365,3 +366,34 @@ async def test_readiness_is_503_without_redis(risk_settings: RiskSettings) -> No
     checks = response.json()["checks"]
     assert checks["redis"]["ok"] is False
     assert checks["redis-mirror"]["ok"] is False
+
+
+async def test_a_redelivered_recommendation_is_applied_once_through_kafka(
+    risk_settings: RiskSettings, engine: AsyncEngine, kafka_bootstrap: str
+) -> None:
+    acct = account()
+    app = create_app(risk_settings.model_copy(update={"auto_apply_recommendations": True}))
+    pause = recommendation(acct, "pause")
+    marker = Envelope.new(type="RecommendationRearmed", producer="hedge", aggregate_id=acct, payload={})
+    producer = EventProducer(kafka_bootstrap, client_id="test-risk-recommendations")
+    await producer.start()
+    try:
+        async with app.router.lifespan_context(app):
+            for envelope in (pause, pause, marker):  # the same event twice, then a marker on the same partition
+                await producer.send(HEDGE_RECOMMENDATION_EVENTS, envelope, key=acct)
+
+            async def marker_handled() -> bool:
+                async with engine.connect() as conn:
+                    found = await conn.scalar(
+                        text("SELECT count(*) FROM risk.inbox WHERE event_id = :e"), {"e": marker.event_id}
+                    )
+                return bool(found)
+
+            await eventually(marker_handled, timeout_s=60, message="recommendations consumed")
+            service: RiskService = app.state.runtime.extras["risk"]
+            state = await service.state("account", acct)
+    finally:
+        await producer.stop()
+    assert (state.state.value, state.version) == ("halted", 1)
+    rows = await audit_rows(engine, f"account:{acct}")
+    assert [(r["action"], r["actor"]) for r in rows] == [("risk.kill_switch", "hedge-recommendation")]
