@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -54,6 +54,7 @@ def exit_app_settings(settings: AetherSettings, **overrides: Any) -> RiskSetting
         "exits_trade_topic": topic(),
         "exits_consumer_group": f"test-exits-{uuid.uuid4().hex[:8]}",
         "exits_marketdata_offset_reset": "earliest",
+        "exits_order_events_offset_reset": "earliest",
         **overrides,
     }
     return RiskSettings(
@@ -86,11 +87,13 @@ class Harness:
             enable_auto_commit=False,
         )
 
-    async def order_event(self, type_: str, order_id: str, payload: dict[str, Any]) -> None:
+    async def order_event(
+        self, type_: str, order_id: str, payload: dict[str, Any], *, at: datetime | None = None, key: str = "k"
+    ) -> None:
         envelope = Envelope.new(
-            type=type_, producer="oms", aggregate_id=order_id, payload={"order_id": order_id, **payload}
+            type=type_, producer="oms", aggregate_id=order_id, payload={"order_id": order_id, **payload}, now=at
         )
-        await self.producer.send(self.settings.exits_order_events_topic, envelope, key=order_id)
+        await self.producer.send(self.settings.exits_order_events_topic, envelope, key=key)
 
     async def trade(self, price: str, n: int) -> None:
         trade = Trade(
@@ -297,3 +300,18 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(harness: Harne
         return (response.json()["stop_loss"], response.json()["take_profit"]) if response.status_code == 200 else None
 
     assert await eventually(levels, timeout_s=20, message="second bracket") == ("194", "212")
+
+
+async def test_an_entry_fill_older_than_the_max_age_arms_nothing(harness: Harness) -> None:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    old = datetime.now(UTC) - timedelta(hours=2)
+    await harness.order_event("OrderFilled", "old-1", fill_payload(account, "old-1", "buy", "1", "100"), at=old)
+    await harness.order_event("OrderFilled", "new-1", fill_payload(account, "new-1", "buy", "1", "100"))
+    viewer = token(Role.VIEWER)
+
+    async def armed() -> list[str] | None:
+        items = (await harness.client.get("/risk/exits", params={"account_id": account}, headers=viewer)).json()
+        return [item["entry_order_id"] for item in items] or None
+
+    # same partition, in order: once the fresh fill is armed the stale one has been handled (and skipped)
+    assert await eventually(armed, timeout_s=20, message="fresh entry armed") == ["new-1"]

@@ -118,6 +118,7 @@ def _env(settings: AetherSettings, topics: dict[str, str]) -> dict[str, str]:
         "AETHER_JWT_PUBLIC_KEY": public_key_pem(key.public_key()).decode(),
         "AETHER_EXITS_CONSUMER_GROUP": f"test-exits-restart-{uuid.uuid4().hex[:8]}",
         "AETHER_EXITS_MARKETDATA_OFFSET_RESET": "earliest",
+        "AETHER_EXITS_ORDER_EVENTS_OFFSET_RESET": "earliest",
         **{f"AETHER_EXITS_{name.upper()}_TOPIC": value for name, value in topics.items()},
     }
 

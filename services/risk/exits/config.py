@@ -24,6 +24,14 @@ class ExitSettings(BaseModel):
     exits_marketdata_offset_reset: Literal["latest", "earliest"] = Field(
         default="latest", description="where a new consumer group starts reading market data"
     )
+    exits_order_events_offset_reset: Literal["latest", "earliest"] = Field(
+        default="latest",
+        description="where a new consumer group starts reading OMS order events (history before the first start "
+        "is not armed)",
+    )
+    exits_entry_max_age_s: float = Field(
+        default=3_600, gt=0, description="entry fills older than this (by event time) do not arm a new bracket"
+    )
     exits_clock_interval_s: float = Field(default=1.0, gt=0, description="how often time limits are checked")
     exits_price_increments: dict[str, Decimal] = Field(
         default_factory=lambda: {"BTC/USD": Decimal("0.1"), "ETH/USD": Decimal("0.01")},

@@ -151,7 +151,10 @@ class ExitService:
                 await self._apply(session, bracket_id, event, now)
             return
         if envelope.type == "OrderFilled" and payload.get("side") == "buy":
-            await self._entry_filled(session, payload, now)
+            await self._entry_filled(session, payload, now, stale=self._stale(envelope, now))
+
+    def _stale(self, envelope: Envelope, now: datetime) -> bool:
+        return (now - envelope.occurred_at).total_seconds() > self.settings.exits_entry_max_age_s
 
     @staticmethod
     def _exit_input(event_type: str, client_order_id: str, payload: Mapping[str, Any]) -> BracketInput | None:
@@ -187,7 +190,9 @@ class ExitService:
         elif isinstance(event, ExitEnded):
             await repo.mark_exit_order(event.client_order_id, event.outcome.value, now)
 
-    async def _entry_filled(self, session: AsyncSession, payload: Mapping[str, Any], now: datetime) -> None:
+    async def _entry_filled(
+        self, session: AsyncSession, payload: Mapping[str, Any], now: datetime, *, stale: bool
+    ) -> None:
         account_id = str(payload["account_id"])
         entry_order_id = str(payload["order_id"])
         fill = EntryFilled(_decimal(payload, "quantity"), _decimal(payload, "price"))
@@ -196,6 +201,9 @@ class ExitService:
         existing = await repo.get(bracket_id, for_update=True)
         if existing is not None:
             await self._persist(session, existing, step(existing, fill, now), now)
+            return
+        if stale:
+            log.warning("exits_stale_entry_fill_not_armed", account_id=account_id, order_id=entry_order_id)
             return
         symbol = str(payload["symbol"])
         policy = await self.policy_of(session, account_id)

@@ -177,6 +177,9 @@ def _order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
             consumer_name=name,
             dead_letter_producer=runtime.producer,
         )
+        # ConsumerLoop always starts a new group at the earliest offset; the exit engine must not arm the whole
+        # history of a topic it meets for the first time, so a new group starts where the setting says.
+        loop._options["auto_offset_reset"] = settings.exits_order_events_offset_reset
         await loop.start()
         try:
             await loop.run(runtime.stop_event)
