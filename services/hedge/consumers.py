@@ -123,7 +123,7 @@ async def poll_once(hedge: HedgeService, balances: OmsBalances) -> int:
 def _nav_poller(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         hedge = hedge_service(runtime)
-        if hedge.settings.oms_url is None:
+        if not hedge.settings.oms_url:
             log.warning("hedge_nav_polling_disabled", reason=f"{env_name('oms_url')} is not set")
             return
         balances = OmsBalances(hedge, runtime.extras.get("oms_transport"))

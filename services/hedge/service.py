@@ -183,7 +183,8 @@ class HedgeService:
             if peak != row["peak_nav"]:
                 values["peak_at"] = now
             await repo.update_account(account_id, **values)
-            await repo.add_nav(account_id, valuation.nav, peak, now)
+            if valuation.nav != row["nav"] or peak != row["peak_nav"]:
+                await repo.add_nav(account_id, valuation.nav, peak, now)  # history of changes, not of polls
             await self.evaluate(uow.session, account_id)
 
     # --- evaluation ----------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def hedge_settings(settings: AetherSettings, module_database_url: str, topics: d
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         vol_sample_interval_s=0,
+        oms_url=None,  # NAV comes from the test (test_hedge_nav.py polls a real OMS)
         hedge_symbol=f"X{uuid.uuid4().hex[:8].upper()}/USD",  # volatility state is per symbol: one per test
         **topics,
     )

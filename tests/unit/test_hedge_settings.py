@@ -36,3 +36,20 @@ def test_defaults_form_a_policy() -> None:
 def test_a_level_can_be_switched_off() -> None:
     settings = HedgeSettings(flatten_drawdown=None)
     assert [level.value for level, _ in settings.policy().levels] == ["pause", "reduce_only"]
+
+
+PRODUCTION = {
+    "env": "production",
+    "database_url": "postgresql+psycopg://app:s3cret-x@db:5432/aether?sslmode=require",
+    "redis_url": "rediss://redis:6380/0",
+    "kafka_security_protocol": "SSL",
+    "key_provider": "kms",
+    "jwt_public_key": "a-public-key",
+}
+
+
+def test_production_needs_tls_to_the_oms() -> None:
+    assert HedgeSettings(**PRODUCTION, oms_url="https://oms:8001").oms_url == "https://oms:8001"
+    with pytest.raises(ValidationError) as caught:
+        HedgeSettings(**PRODUCTION, oms_url="http://oms:8001")
+    assert "AETHER_OMS_URL: production needs https://" in str(caught.value)
