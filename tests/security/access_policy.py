@@ -165,9 +165,20 @@ ACCOUNTS: dict[tuple[str, str], Rule] = {
     ("GET", "/accounts/{account_id}/credentials"): Rule(KEY_HOLDERS, account="path"),
 }
 
+# Exit brackets (docs/exits.md): readers see them, operators/risk move stops (lowering needs risk), risk sets policies.
+RISK_EXITS: dict[tuple[str, str], Rule] = {
+    ("GET", "/risk/exits"): Rule(READERS, account="query"),
+    ("GET", "/risk/exits/{bracket_id}"): Rule(READERS, account="object", foreign=404),
+    ("PATCH", "/risk/exits/{bracket_id}"): Rule(
+        frozenset({Role.OPERATOR, Role.RISK}), account="object", foreign=404, body=lambda account: {"stop_loss": "1"}
+    ),
+    ("GET", "/risk/exit-policy/{account_id}"): Rule(READERS, account="path"),
+    ("PUT", "/risk/exit-policy/{account_id}"): Rule(frozenset({Role.RISK}), account="path", body=lambda account: {}),
+}
+
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
-    "risk": {**info("risk")},
+    "risk": {**info("risk"), **RISK_EXITS},
     "hedge": HEDGE,
     "accounts": ACCOUNTS,
     "hitl": HITL,
