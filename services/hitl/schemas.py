@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.hitl.policy import PolicyRules
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
+# Subjects whose requests only their owning service opens through events: a REST request for an order could
+# otherwise claim an OMS order id with another payload and have the directors approve the wrong thing.
+EVENT_ONLY_SUBJECT_TYPES = frozenset({"order"})
 RequestStatus = Literal["pending", "approved", "rejected", "expired"]
 DecisionKind = Literal["approved", "rejected", "expired"]
 
@@ -36,6 +39,13 @@ class RequestCreate(BaseModel):
     subject_id: str = Field(min_length=1, max_length=128)
     account_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
     payload: dict[str, Any] = Field(description="JSON object shown to the directors; its RFC 8785 SHA-256 is bound")
+
+    @field_validator("subject_type")
+    @classmethod
+    def _not_event_only(cls, value: str) -> str:
+        if value in EVENT_ONLY_SUBJECT_TYPES:
+            raise ValueError(f"{value!r} requests come only from the owning service's ApprovalRequested events")
+        return value
 
 
 class VoteCreate(BaseModel):

@@ -101,7 +101,7 @@ async def open_request(
 ) -> dict[str, Any]:
     subject = f"ord-{uuid.uuid4().hex[:10]}"
     body = {
-        "subject_type": "order",
+        "subject_type": "manual_trade",
         "subject_id": subject,
         "account_id": account,
         "payload": payload or order_payload(account, subject, requester),
@@ -163,7 +163,7 @@ async def test_request_binds_the_payload_hash_and_a_changed_hash_is_refused(clie
     again = await client.post(
         "/hitl/requests",
         json={
-            "subject_type": "order",
+            "subject_type": "manual_trade",
             "subject_id": request["subject_id"],
             "account_id": account,
             "payload": {**request["payload"], "quantity": "200"},
@@ -180,6 +180,14 @@ async def test_request_binds_the_payload_hash_and_a_changed_hash_is_refused(clie
     assert ok.status_code == 200, ok.text
     assert ok.json()["status"] == "approved"
     assert ok.json()["decision"]["approvers"] == ["d1"]
+
+
+async def test_orders_are_requested_only_through_oms_events(client: httpx.AsyncClient) -> None:
+    account = new_account()
+    body = {"subject_type": "order", "subject_id": "ord-1", "account_id": account, "payload": {"quantity": "1"}}
+    refused = await client.post("/hitl/requests", json=body, headers=bearer("op-1", [Role.OPERATOR]))
+    assert refused.status_code == 422
+    assert "subject_type" in refused.text
 
 
 async def test_self_approval_stale_otp_and_non_directors_are_refused(client: httpx.AsyncClient) -> None:

@@ -104,7 +104,8 @@ async def test_director_sees_pending_requests_and_votes_through_the_forms(client
         assert request["subject_id"] in page.text
         assert request["payload_hash"] in page.text
     assert "op-page" in page.text
-    assert "buy 20 BTC/USD limit @ 95" in page.text
+    assert "symbol: BTC/USD" in page.text
+    assert "quantity: 20" in page.text
     token = await csrf_of(client, "/hitl/ui")
 
     forged = await client.post(

@@ -122,7 +122,7 @@ HITL: dict[tuple[str, str], Rule] = {
         HITL_REQUESTERS,
         account="body",
         body=lambda account: {
-            "subject_type": "order",
+            "subject_type": "manual_trade",
             "subject_id": f"s2-{account}",
             "account_id": account,
             "payload": {"s2": True},
