@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import jwt
 import pyotp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -90,8 +91,7 @@ class AuthService:
         return token, ttl
 
     def _issuer_jti(self, token: str) -> str:
-        import jwt  # the token was just signed by us: reading its claims without verification is safe here
-
+        # The token was just signed here: reading its own claims back needs no verification.
         jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
         return jti
 
@@ -276,6 +276,10 @@ class AuthService:
 
     async def totp_confirm(self, principal: Principal, code: str, client_ip: str) -> None:
         """Confirm enrollment with a current code (a wrong one counts toward the lockout)."""
+        async with UnitOfWork(self.sessionmaker) as uow:
+            pending = await AccountsRepository(uow.session).user(principal.subject)
+        if pending is not None:
+            await self.limiter.check(pending["username"], client_ip)
         async with UnitOfWork(self.sessionmaker) as uow:
             repo = AccountsRepository(uow.session)
             user = await self._user_for_update(repo, principal)

@@ -132,3 +132,24 @@ async def test_mounted_secrets_win_and_a_broken_mount_is_an_error(engine: AsyncE
         )
         with pytest.raises(MalformedBlob):
             await load_venue_credentials(session, keys, account_id)
+
+
+async def test_bootstrap_creates_the_first_admin_once(engine: AsyncEngine, keys_database_url: str) -> None:
+    def bootstrap(password: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "AETHER_DATABASE_URL": keys_database_url, "AETHER_BOOTSTRAP_PASSWORD": password}
+        command = [sys.executable, "-m", "services.accounts.bootstrap", "create-admin", "Root-Admin"]
+        return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    weak = await asyncio.to_thread(bootstrap, "short")
+    assert weak.returncode == 2
+    assert "at least 12 characters" in weak.stdout
+    password = "Bootstrap horse 93 battery"
+    first = await asyncio.to_thread(bootstrap, password)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert password not in first.stdout + first.stderr
+    again = await asyncio.to_thread(bootstrap, password)
+    assert again.returncode == 1
+    async with engine.connect() as connection:
+        rows = (await connection.execute(sa.text("SELECT username, roles, password_hash FROM accounts.users"))).all()
+    assert [(row.username, row.roles) for row in rows] == [("root-admin", ["admin"])]
+    assert rows[0].password_hash.startswith("$argon2id$")
