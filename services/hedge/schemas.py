@@ -153,6 +153,7 @@ class HedgeStatus(BaseModel):
     hedged_quantity: DecimalString = Field(description="base sold by hedge orders, net of buy-backs")
     rebalance_band: DecimalString
     policy_version: int = Field(description="0: the service default policy")
+    unpriced_assets: list[str] = Field(description="held assets without a price: NAV and the hedge wait for one")
     target_version: int
     open_order: HedgeOrderRead | None
     active_recommendations: list[RecommendationRead]

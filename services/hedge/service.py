@@ -158,10 +158,6 @@ class HedgeService:
             priced_at=at,
         )
 
-    async def track(self, session: AsyncSession, account_id: str) -> None:
-        """Start hedging `account_id` (idempotent)."""
-        await HedgeRepository(session).ensure_account(account_id)
-
     async def tracked_accounts(self) -> list[str]:
         """Accounts from the settings and those the service has seen."""
         async with UnitOfWork(self.sessionmaker) as uow:
@@ -178,6 +174,11 @@ class HedgeService:
             row = await repo.lock_account(account_id)
             assert row is not None  # noqa: S101 - inserted just above in this transaction
             valuation = value_holdings(holdings, await repo.prices(), self.settings.quote_asset)
+            if valuation.unpriced:
+                # A NAV without some asset would look like a drawdown: keep the balances, judge nothing.
+                await repo.update_account(account_id, holdings=holdings, holdings_at=now)
+                log.warning("hedge_nav_incomplete", account_id=account_id, unpriced=list(valuation.unpriced))
+                return
             peak = next_peak(row["peak_nav"], valuation.nav)
             values: dict[str, Any] = {"holdings": holdings, "holdings_at": now, "nav": valuation.nav, "peak_nav": peak}
             if peak != row["peak_nav"]:
@@ -604,6 +605,7 @@ class HedgeService:
         async with UnitOfWork(self.sessionmaker) as uow:
             repo = HedgeRepository(uow.session)
             rows = await repo.account_rows(account_ids)
+            prices = await repo.prices()
             active = await repo.active_recommendations([row["account_id"] for row in rows])
             result = []
             for row in rows:
@@ -617,6 +619,9 @@ class HedgeService:
                     "hedged_quantity": hedged,
                     "rebalance_band": band,
                     "policy_version": policy["version"] if policy else 0,
+                    "unpriced_assets": list(
+                        value_holdings(row["holdings"] or {}, prices, self.settings.quote_asset).unpriced
+                    ),
                 }
                 result.append(self._status(row, override, open_order, recs, extra, now))
         return result

@@ -113,15 +113,15 @@ def update_volatility(
 ) -> VolatilityState:
     """Fold one price into the EWMA: variance' = lambda * variance + (1 - lambda) * r^2, r = price / last - 1.
 
-    The first return seeds the variance with r^2; prices closer than `min_interval_s` to the last sample
+    The first return seeds the variance with r^2; prices less than `min_interval_s` after the last sample
     (by their own timestamps) are skipped, so the estimate does not depend on the tick rate.
     """
     if price <= 0:
         raise ValueError("price must be positive")
     if state is None:
         return VolatilityState(last_price=price, variance=ZERO, samples=0, sampled_at=at)
-    if (at - state.sampled_at).total_seconds() < min_interval_s:
-        return state
+    if 0 <= (at - state.sampled_at).total_seconds() < min_interval_s:
+        return state  # (a clock that went backwards, as when a recording is replayed again, re-anchors instead)
     change = price / state.last_price - ONE
     squared = change * change
     variance = squared if state.samples == 0 else ewma_lambda * state.variance + (ONE - ewma_lambda) * squared

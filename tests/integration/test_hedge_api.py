@@ -524,3 +524,19 @@ async def test_account_policy_is_versioned_audited_and_drives_the_target(
             ]
     finally:
         await engine.dispose()
+
+
+async def test_an_unpriced_asset_holds_the_nav_instead_of_faking_a_drawdown(start_hedge: HedgeFactory) -> None:
+    account = account_id()
+    async with start_hedge(orders_enabled=False) as hedge:
+        await hedge.price("100", T0)
+        await hedge.holdings(account, "5000", "50")
+        balances = {
+            "USD": {"total": Decimal(0), "reserved": Decimal(0)},
+            hedge.service.settings.base_asset: {"total": Decimal(50), "reserved": Decimal(0)},
+            "NOPRICE": {"total": Decimal(7), "reserved": Decimal(0)},  # the 5,000 USD went into an asset never priced
+        }
+        await hedge.service.record_holdings(account, balances)
+        status = await hedge.status(account)
+    assert (status["nav"], status["drawdown"], status["unpriced_assets"]) == ("10000", "0", ["NOPRICE"])
+    assert status["active_recommendations"] == []

@@ -119,6 +119,8 @@ def test_ewma_skips_prices_closer_than_the_sample_interval() -> None:
     assert same == state
     moved = update_volatility(state, Decimal(150), T0 + timedelta(seconds=60), lam, min_interval_s=60)
     assert moved.samples == 1
+    replayed = update_volatility(moved, Decimal(140), T0 - timedelta(hours=1), lam, min_interval_s=60)
+    assert (replayed.samples, replayed.sampled_at) == (2, T0 - timedelta(hours=1))  # a replay starts over in time
 
 
 def test_hedge_trade_sells_base_to_raise_the_fraction_and_buys_back_to_lower_it() -> None:
