@@ -87,6 +87,11 @@ async def _principal(request: Request) -> Principal | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
+    return await _verified(request, token)
+
+
+async def _verified(request: Request, token: str) -> Principal | None:
+    """The token's principal, or None when it is invalid, revoked or cannot be checked right now."""
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
         return await verifier.verify(token)
@@ -134,10 +139,24 @@ async def login(
 
 @router.post("/hitl/ui/logout")
 async def logout(request: Request, csrf: Annotated[str, Form(max_length=200)]) -> RedirectResponse:
-    """Forget the session cookie."""
-    response = _to_login("Logged out.")
-    if _csrf_ok(request, csrf):
-        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    """Revoke the access token at the accounts service and forget the session cookie."""
+    if not _csrf_ok(request, csrf):
+        return _to_login("The form expired: please try again.")
+    token = request.cookies.get(SESSION_COOKIE)
+    message = "Logged out."
+    if token:
+        settings = _settings(request)
+        try:
+            async with httpx.AsyncClient(base_url=settings.accounts_url, timeout=settings.login_timeout_s) as client:
+                answer = await client.post("/auth/logout", headers={"Authorization": f"Bearer {token}"})
+            revoked = answer.status_code in (204, 401)
+        except httpx.HTTPError as exc:
+            log.error("accounts_unreachable", error_type=type(exc).__name__)
+            revoked = False
+        if not revoked:
+            message = "Logged out here, but the accounts service could not revoke the token (it expires on its own)."
+    response = _to_login(message)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
 
 
@@ -184,8 +203,9 @@ async def _vote(request: Request, request_id: str, vote: Vote, csrf: str, totp_c
         fresh_token = await _step_up(request, request.cookies.get(SESSION_COOKIE, ""), totp_code)
         if fresh_token is None:
             return RedirectResponse("/hitl/ui?msg=" + quote("The TOTP code was not accepted."), status_code=303)
-        verifier: TokenVerifier = request.app.state.token_verifier
-        principal = await verifier.verify(fresh_token[0])
+        principal = await _verified(request, fresh_token[0])
+        if principal is None:
+            return RedirectResponse("/hitl/ui?msg=" + quote("The new token could not be checked."), status_code=303)
     try:
         if not principal.has_any_role(Role.DIRECTOR):
             return RedirectResponse("/hitl/ui?msg=" + quote("Only directors can vote."), status_code=303)

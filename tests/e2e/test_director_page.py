@@ -281,6 +281,14 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         await browser.shot("06-approved-after-step-up")
         later_id = later["order"]["order_id"]
         await eventually(lambda: _status_is(services, later_id, "accepted"), timeout_s=30, message="later order sent")
+        # Logging out revokes the access token at the accounts service: the old cookie opens nothing any more.
+        token = (await browser.do(lambda d: d.get_cookie("hitl_session")))["value"]
+        readable = await hitl_client.get("/hitl/requests", headers={"Authorization": f"Bearer {token}"})
+        assert readable.status_code == 200, readable.text
+        await browser.do(lambda d: d.find_element("css selector", "form[action='/hitl/ui/logout'] button").click())
+        await browser.do(_shows("Logged out."))
+        revoked = await hitl_client.get("/hitl/requests", headers={"Authorization": f"Bearer {token}"})
+        assert revoked.status_code == 401
         shots = ("01-login", "02-inbox", "03-approved", "04-rejected-history", "05-step-up-needed")
         for name in (*shots, "06-approved-after-step-up"):
             assert (SCREENSHOTS / f"{name}.png").stat().st_size > 0

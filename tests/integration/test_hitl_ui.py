@@ -93,6 +93,15 @@ async def test_login_refuses_a_wrong_csrf_token_and_reports_an_unreachable_accou
     assert "hitl_session" not in down.headers.get("set-cookie", "")
 
 
+async def test_logout_forgets_the_cookie_and_says_when_revocation_failed(client: httpx.AsyncClient) -> None:
+    client.cookies.set("hitl_session", session_cookie("dir-out", [Role.DIRECTOR]), path="/hitl")
+    token = await csrf_of(client, "/hitl/ui")
+    out = await client.post("/hitl/ui/logout", data={"csrf": token})
+    assert out.status_code == 303
+    assert "could%20not%20revoke" in out.headers["location"]  # nothing listens at accounts_url here
+    assert 'hitl_session=""' in out.headers["set-cookie"]
+
+
 async def test_director_sees_pending_requests_and_votes_through_the_forms(client: httpx.AsyncClient) -> None:
     account = new_account()
     approved = await open_request(client, account, requester="op-page")
