@@ -26,6 +26,13 @@ from services.hedge.errors import (
     NoActiveOverride,
     NothingToRearm,
 )
+from services.hedge.metrics import (
+    DRAWDOWN,
+    EFFECTIVE_TARGET,
+    HEDGE_ORDERS,
+    RECOMMENDATIONS_RAISED,
+    RECOMMENDATIONS_REARMED,
+)
 from services.hedge.repository import HedgeRepository
 from services.hedge.schemas import (
     HedgeOrderRead,
@@ -217,6 +224,8 @@ class HedgeService:
             current_fraction=current,
             evaluated_at=now,
         )
+        DRAWDOWN.labels(account_id).set(float(dd))  # metrics are floats; the stored values stay Decimal
+        EFFECTIVE_TARGET.labels(account_id).set(float(effective))
         await self._recommend(session, policy, account_id, dd, now)
         if vol_row is not None:
             position = HedgePosition(hedged=hedged, held=held, current=current)
@@ -272,6 +281,7 @@ class HedgeService:
             chain=f"hedge:{account_id}",
             occurred_at=now,
         )
+        RECOMMENDATIONS_RAISED.labels(level.value).inc()
         log.warning("kill_switch_recommended", account_id=account_id, level=level.value, drawdown=_text(dd))
 
     async def _rearm_one(
@@ -288,6 +298,7 @@ class HedgeService:
             "rearmed_at": now.isoformat(),
         }
         await self._emit(session, self.settings.recommendation_topic, "RecommendationRearmed", account_id, payload)
+        RECOMMENDATIONS_REARMED.labels("auto" if actor == AUTO_ACTOR else "manual").inc()
         await audit_append(
             session,
             actor=actor,
@@ -392,6 +403,7 @@ class HedgeService:
             "quantity": _text(trade.quantity),
         }
         await self._emit(session, self.settings.target_topic, "HedgeRebalanceRequested", account_id, target)
+        HEDGE_ORDERS.labels(trade.side.value).inc()
         await audit_append(
             session,
             actor=PRODUCER,

@@ -318,6 +318,9 @@ async def test_recommendation_raised_once_rearmed_and_raised_again(
         await hedge.holdings(account, "0", "100")  # still 11 %: pause is raised again after the re-arm
         seen = await events.until(6)
         seen = await events.settle()
+        metrics = (await hedge.client.get("/metrics")).text
+        assert f'aether_hedge_drawdown_ratio{{account_id="{account}"}} 0.11' in metrics
+        assert 'aether_hedge_recommendations_rearmed_total{how="manual"}' in metrics
 
     described = [(e.type, e.payload["level"], e.payload.get("actor")) for e in seen]
     assert described == [
