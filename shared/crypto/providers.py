@@ -24,7 +24,8 @@ from shared.config import AetherSettings, ConfigurationError, Environment, env_n
 from shared.config import KeyProvider as KeyProviderKind
 from shared.crypto.errors import DecryptionFailed, UnknownKeyEncryptionKey
 
-DEFAULT_KEYRING = Path(".aether") / "keys" / "kek.json"
+# Next to the local stack's files (AETHER_HOME, default ./.aether), like the other development state.
+DEFAULT_KEYRING_NAME = Path("keys") / "kek.json"
 KEYRING_MODE = 0o600
 NONCE_BYTES = 12
 
@@ -167,6 +168,11 @@ class KmsKeyProvider:
         return self._key_id
 
 
+def default_keyring() -> Path:
+    """`$AETHER_HOME/keys/kek.json` (AETHER_HOME defaults to `.aether` in the working directory)."""
+    return Path(os.environ.get("AETHER_HOME", ".aether")) / DEFAULT_KEYRING_NAME
+
+
 def key_provider_from_settings(settings: AetherSettings) -> KeyProvider:
     """The configured provider; the local keyring outside production, never a silent default in production."""
     kind = settings.key_provider
@@ -176,4 +182,4 @@ def key_provider_from_settings(settings: AetherSettings) -> KeyProvider:
         )
     if settings.env is Environment.PRODUCTION:
         raise ConfigurationError(f"{env_name('key_provider')}: production needs a KMS key provider")
-    return LocalFileKeyProvider(settings.local_kek_file or DEFAULT_KEYRING)
+    return LocalFileKeyProvider(settings.local_kek_file or default_keyring())
