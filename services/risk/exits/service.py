@@ -7,6 +7,7 @@ the bracket events in `risk.outbox`. Exit client order ids and outbox event ids 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ log = get_logger(__name__)
 
 PRODUCER = "risk"
 BRACKET_NAMESPACE = uuid.UUID("6c1f9a52-3d2e-4b8a-9a51-0f3e7c2b8d11")
-EXIT_PREFIX = "x-"
+EXIT_ID = re.compile(r"x-([0-9a-f]{32})-(?:sl|tp|tr|tl)[0-9]+")
 ENDED = {
     "OrderCanceled": ExitOutcome.CANCELED,
     "OrderExpired": ExitOutcome.EXPIRED,
@@ -86,9 +87,8 @@ def bracket_id_for(account_id: str, entry_order_id: str) -> str:
 
 def bracket_id_of_exit(client_order_id: str) -> str | None:
     """The bracket an exit client order id belongs to (`x-<bracket id>-<leg><sequence>`), None for other ids."""
-    if not client_order_id.startswith(EXIT_PREFIX) or len(client_order_id) < 36:
-        return None
-    return client_order_id[2:34]
+    match = EXIT_ID.fullmatch(client_order_id)
+    return None if match is None else match.group(1)
 
 
 def levels_from_instructions(exits: ExitInstructions) -> ExitLevels:
