@@ -16,19 +16,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import Field
+from pydantic import Field, model_validator
 from sqlalchemy.dialects.postgresql import CHAR
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.audit.canonical import PlainJson, canonical_json, format_timestamp
 from shared.auth.keys import key_fingerprint, load_private_key_file, load_public_key_file, write_key_pair
-from shared.config import AetherSettings, ConfigurationError, env_name
+from shared.config import AetherSettings, ConfigurationError, Environment, env_name
 from shared.events import Envelope, add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import AUDIT_ANCHORS
@@ -63,6 +63,12 @@ class AnchorSettings(AetherSettings):
     audit_anchor_poll_s: float = Field(default=1.0, gt=0, le=3_600)
     audit_anchor_private_key_file: Path | None = None
     audit_anchor_public_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _anchor_key_in_production(self) -> Self:
+        if self.env is Environment.PRODUCTION and self.audit_anchor_private_key_file is None:
+            raise ValueError(f"{env_name('audit_anchor_private_key_file')}: required in production (audit anchors)")
+        return self
 
 
 class InvalidAnchor(ValueError):

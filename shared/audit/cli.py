@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +28,7 @@ from shared.audit.anchor_verify import (
 )
 from shared.audit.anchors import Anchor, default_anchor_key_dir, load_anchor_public_key, load_anchors_from_table
 from shared.audit.verify import VerificationReport, verify_all_chains, verify_chain
+from shared.auth.keys import key_fingerprint
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.db import create_engine
 from shared.events.topics import AUDIT_ANCHORS
@@ -71,7 +73,9 @@ class AnchorSource(StrEnum):
     KAFKA = "kafka"
 
 
-async def _load_anchors(settings: AetherSettings, connection: Any, source: AnchorSource) -> list[Anchor]:
+async def _load_anchors(
+    settings: AetherSettings, connection: Any, source: AnchorSource, public_key: Ed25519PublicKey
+) -> list[Anchor]:
     if source is AnchorSource.TABLE:
         return await load_anchors_from_table(connection)
     values = await read_anchor_topic(
@@ -80,7 +84,13 @@ async def _load_anchors(settings: AetherSettings, connection: Any, source: Ancho
     anchors, unreadable = anchors_from_envelopes(values)
     if unreadable:
         errors.print(f"[yellow]warning:[/yellow] {unreadable} record(s) on {AUDIT_ANCHORS} are not anchors")
-    return anchors
+    # The topic may carry anchors of other databases (other deployments, test runs) made with other keys: only
+    # anchors claiming this key count. Ignoring the others cannot hide tampering: they commit to nothing of ours.
+    key_id = key_fingerprint(public_key)
+    mine = [anchor for anchor in anchors if anchor.key_id == key_id]
+    if len(mine) < len(anchors):
+        errors.print(f"note: {len(anchors) - len(mine)} anchor(s) on {AUDIT_ANCHORS} carry another key id; ignored")
+    return mine
 
 
 async def _verify_anchored(
@@ -90,7 +100,7 @@ async def _verify_anchored(
     engine = create_engine(settings, application_name="aether-audit-verify")
     try:
         async with engine.connect() as connection:
-            anchors = await _load_anchors(settings, connection, source)
+            anchors = await _load_anchors(settings, connection, source, public_key)
             return await verify_all_with_anchors(connection, anchors, public_key, chains=chains or None)
     finally:
         await engine.dispose()

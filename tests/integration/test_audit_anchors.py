@@ -5,6 +5,7 @@ log against the anchors read back from `audit.anchors.v1` with the public key on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import rfc8785
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,11 +27,19 @@ from services.reports.app import create_app
 from services.reports.config import ReportsSettings
 from shared.audit import append
 from shared.audit.anchor_verify import anchors_from_envelopes, read_anchor_topic
-from shared.audit.anchors import AnchorPolicy, anchor_signature_valid, load_anchor_public_key, load_anchors_from_table
+from shared.audit.anchors import (
+    Anchor,
+    AnchorPolicy,
+    InvalidAnchor,
+    anchor_signature_valid,
+    load_anchor_public_key,
+    load_anchors_from_table,
+    sign_anchor,
+)
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem, write_key_pair
 from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
-from shared.config import AetherSettings
+from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.db import UnitOfWork, sessionmaker_for
 from shared.events.topics import AUDIT_ANCHORS
 from tests.conftest import libpq_url
@@ -113,6 +123,42 @@ def test_policy_anchors_on_count_or_time() -> None:
     assert policy.due(length=6, last_length=3, last_at=now, now=now)
     assert policy.due(length=4, last_length=3, last_at=now - timedelta(seconds=10), now=now)
     assert not policy.due(length=3, last_length=3, last_at=now - timedelta(days=1), now=now)
+
+
+def test_an_anchor_is_signed_over_rfc8785_and_any_change_breaks_it() -> None:
+    key = generate_private_key()
+    anchor = sign_anchor(key, chain="main", length=7, head_hash="ab" * 32, anchored_at=datetime(2026, 1, 2, tzinfo=UTC))
+    assert anchor.signed_bytes() == rfc8785.dumps(anchor.signed_fields())
+    assert anchor.signed_bytes().startswith(b'{"anchored_at":"2026-01-02T00:00:00.000000Z","chain":"main"')
+    assert anchor_signature_valid(key.public_key(), anchor)
+    assert Anchor.from_payload(json.loads(json.dumps(anchor.as_payload()))) == anchor
+    changes: list[dict[str, Any]] = [
+        {"chain": "other"},
+        {"length": 8},
+        {"head_hash": "cd" * 32},
+        {"anchored_at": anchor.anchored_at + timedelta(microseconds=1)},
+        {"key_id": "x"},
+    ]
+    for change in changes:
+        assert not anchor_signature_valid(key.public_key(), dataclasses.replace(anchor, **change)), change
+    assert not anchor_signature_valid(generate_private_key().public_key(), anchor)
+    with pytest.raises(InvalidAnchor):
+        Anchor.from_payload({**anchor.as_payload(), "length": "7"})
+
+
+def test_production_requires_the_anchor_key(tmp_path: Path) -> None:
+    production = {
+        "env": "production",
+        "database_url": "postgresql+psycopg://app:s3cret-Value@db.internal:5432/aether?sslmode=require",
+        "redis_url": "rediss://redis.internal:6380/0",
+        "kafka_security_protocol": "SSL",
+        "key_provider": "kms",
+        "jwt_public_key": public_key_pem(TOKEN_KEY.public_key()).decode(),
+    }
+    with pytest.raises(ConfigurationError, match="AETHER_AUDIT_ANCHOR_PRIVATE_KEY_FILE"):
+        load_settings(ReportsSettings, **production)
+    configured = load_settings(ReportsSettings, **production, audit_anchor_private_key_file=tmp_path / "k.pem")
+    assert configured.audit_anchor_private_key_file == tmp_path / "k.pem"
 
 
 async def test_the_job_anchors_every_n_entries_or_t_seconds_and_publishes(
