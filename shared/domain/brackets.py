@@ -635,6 +635,16 @@ def move_stop(bracket: Bracket, stop_loss: Decimal, actor: str, now: datetime) -
     return step(bracket, StopMoved(stop_loss, actor), now)
 
 
+def rearm(bracket: Bracket, actor: str, now: datetime) -> Step:
+    """Put a FAILED bracket back to work (e.g. after trading resumed): rules apply again from the last price."""
+    if bracket.status is not BracketStatus.FAILED:
+        raise BracketError("rearm", f"only a failed bracket can be re-armed; this one is {bracket.status.value}")
+    rearmed = replace(bracket, status=BracketStatus.ARMED, working=None, exit_leg=None, rejections=0)
+    event = BracketEvent(bracket.bracket_id, "BracketRearmed", {"actor": actor})
+    result = step(rearmed, ClockTick(), now)
+    return Step(replace(result.bracket, version=bracket.version + 1), (event, *result.decisions))
+
+
 def replay(bracket: Bracket, events: list[tuple[BracketInput, datetime]]) -> tuple[Bracket, list[str]]:
     """Apply events in order; return the final state and the decision log (one canonical JSON line each)."""
     log: list[str] = []

@@ -315,3 +315,54 @@ async def test_an_entry_fill_older_than_the_max_age_arms_nothing(harness: Harnes
 
     # same partition, in order: once the fresh fill is armed the stale one has been handled (and skipped)
     assert await eventually(armed, timeout_s=20, message="fresh entry armed") == ["new-1"]
+
+
+async def test_refused_exits_fail_the_bracket_until_an_operator_rearms_it(harness: Harness) -> None:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    exits = {"stop_loss": "95"}
+    await harness.order_event(
+        "OrderFilled", "entry-5", fill_payload(account, "entry-5", "buy", "1", "100", exits=exits)
+    )
+    bracket_id = bracket_id_for(account, "entry-5")
+    url = f"/risk/exits/{bracket_id}"
+    operator = token(Role.OPERATOR, accounts=(account,))
+
+    async def exists() -> bool:
+        return (await harness.client.get(url, headers=operator)).status_code == 200
+
+    await eventually(exists, timeout_s=20, message="bracket armed")
+    await harness.trade("94", 1)
+    refused: list[str] = []
+    for _ in range(3):  # the OMS refuses the command (e.g. trading halted) three times
+        sent = await harness.command(
+            lambda c: (
+                c.type == "SubmitOrder"
+                and isinstance(c.payload["order"], dict)
+                and c.payload["order"]["account_id"] == account
+                and c.payload["order"]["client_order_id"] not in refused
+            )
+        )
+        client_order_id = str(sent.payload["order"]["client_order_id"])  # type: ignore[call-overload,index]
+        refused.append(client_order_id)
+        rejection = Envelope.new(
+            type="CommandRejected",
+            producer="oms",
+            aggregate_id=client_order_id,
+            payload={"command_type": "SubmitOrder", "code": "trading_halted", "message": "halted"},
+        )
+        await harness.producer.send(harness.settings.exits_order_events_topic, rejection, key="k")
+
+    async def failed() -> bool:
+        return bool((await harness.client.get(url, headers=operator)).json()["status"] == "failed")
+
+    await eventually(failed, timeout_s=20, message="bracket failed after three refusals")
+    assert [r.rsplit("-", 1)[-1] for r in refused] == ["sl1", "sl2", "sl3"]
+    rearmed = await harness.client.patch(url, json={"rearm": True, "reason": "trading resumed"}, headers=operator)
+    assert rearmed.status_code == 200, rearmed.text
+    assert rearmed.json()["status"] == "exiting"  # still under the stop: the exit goes out again
+    again = await harness.command(is_type("SubmitOrder", account_id=account, client_order_id=f"x-{bracket_id}-sl4"))
+    assert again.payload["order"]["type"] == "market"  # type: ignore[call-overload,index]
+    twice = await harness.client.patch(url, json={"rearm": True}, headers=operator)
+    assert twice.status_code == 409
+    nothing = await harness.client.patch(url, json={}, headers=operator)
+    assert nothing.status_code == 422

@@ -28,6 +28,7 @@ from shared.domain.brackets import (
     exit_client_order_id,
     move_stop,
     open_bracket,
+    rearm,
     replay,
     step,
 )
@@ -185,6 +186,12 @@ def test_rejected_market_exits_retry_with_new_ids_then_fail() -> None:
     assert ids == [exit_client_order_id(BID, LegKind.STOP_LOSS, n) for n in (1, 2, 3)]
     assert r.bracket.status is BracketStatus.FAILED
     assert _types(r) == ["ExitFailed"]
+    assert _commands(_tick(r.bracket, "97")) == []  # failed: no more orders until re-armed
+    again = rearm(r.bracket, "alice", T0)  # still under the stop: the exit is tried again with the next id
+    assert _types(again) == ["BracketRearmed", "ExitTriggered"]
+    assert [c.client_order_id for c in _commands(again)] == [exit_client_order_id(BID, LegKind.STOP_LOSS, 4)]
+    with pytest.raises(BracketError):
+        rearm(again.bracket, "alice", T0)
 
 
 def test_levels_that_contradict_the_entry_name_the_field() -> None:

@@ -72,10 +72,11 @@ async def get_exit(bracket_id: BracketIdPath, principal: Reader, exits: Exits) -
 
 @router.patch("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404, 409))
 async def move_exit_stop(bracket_id: BracketIdPath, body: StopMove, principal: StopMover, exits: Exits) -> BracketRead:
-    """Move the stop-loss (audited); lowering it needs `allow_unfavourable: true` and the risk role."""
-    bracket = await exits.move_stop(
+    """Move the stop-loss (audited; lowering it needs `allow_unfavourable: true` and the risk role) or re-arm a
+    failed bracket (`rearm: true`, audited)."""
+    bracket = await exits.amend(
         bracket_id,
-        MoveStopRequest(body.stop_loss, body.allow_unfavourable, body.reason),
+        MoveStopRequest(body.stop_loss, body.allow_unfavourable, body.reason, body.rearm),
         actor=principal.subject,
         may_loosen=principal.has_any_role(Role.RISK),
         check=lambda account_id: ensure_account_access(principal, account_id),

@@ -53,13 +53,21 @@ class ExitPolicyRead(ExitPolicyWrite):
 
 
 class StopMove(BaseModel):
-    """Move a bracket's stop-loss; lowering it (unfavourable for a long) needs `allow_unfavourable` and role risk."""
+    """Move a bracket's stop-loss (lowering it, unfavourable for a long, needs `allow_unfavourable` and role risk)
+    and/or re-arm a failed bracket (`rearm: true`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stop_loss: Price
+    stop_loss: Price | None = None
     allow_unfavourable: bool = False
+    rearm: bool = False
     reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Self:
+        if self.stop_loss is None and not self.rearm:
+            raise ValueError("stop_loss: give a stop_loss, or rearm: true")
+        return self
 
 
 class LegRead(BaseModel):

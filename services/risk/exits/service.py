@@ -43,6 +43,7 @@ from shared.domain.brackets import (
     SubmitExit,
     move_stop,
     open_bracket,
+    rearm,
     step,
 )
 from shared.domain.money import format_decimal
@@ -111,9 +112,20 @@ def _decimal(payload: Mapping[str, Any], name: str) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class MoveStopRequest:
-    stop_loss: Decimal
+    stop_loss: Decimal | None
     allow_unfavourable: bool
     reason: str | None
+    rearm: bool = False
+
+
+def _domain(change: Callable[[], Step]) -> tuple[Bracket, tuple[Decision, ...]]:
+    """Run a domain change; its BracketError becomes a 409 (bracket not in the right state) or 422 (bad level)."""
+    try:
+        result = change()
+    except BracketError as exc:
+        error = BracketClosed if exc.field == "rearm" or "bracket is" in str(exc) else Unprocessable
+        raise error(str(exc), details={"field": exc.field}) from None
+    return result.bracket, result.decisions
 
 
 class ExitService:
@@ -366,10 +378,11 @@ class ExitService:
         async with UnitOfWork(self.sessionmaker) as uow:
             return await ExitRepository(uow.session).list_brackets(accounts, status, limit)
 
-    async def move_stop(
+    async def amend(
         self, bracket_id: str, request: MoveStopRequest, actor: str, *, may_loosen: bool, check: Callable[[str], None]
     ) -> Bracket:
-        """Move a bracket's stop-loss (audited); lowering it for a long needs the flag and `may_loosen`."""
+        """Re-arm a failed bracket and/or move its stop-loss (each audited); lowering the stop needs the flag and
+        `may_loosen`. The rules are applied again at once (a stop above the price exits)."""
         now = self.clock()
         async with UnitOfWork(self.sessionmaker) as uow:
             repo = ExitRepository(uow.session)
@@ -377,36 +390,47 @@ class ExitService:
             if bracket is None:
                 raise BracketNotFound(f"exit bracket {bracket_id} does not exist")
             check(bracket.account_id)
-            self._check_direction(bracket, request, may_loosen)
-            try:
-                result = move_stop(bracket, request.stop_loss, actor, now)
-            except BracketError as exc:
-                raise (BracketClosed if "bracket is" in str(exc) else Unprocessable)(
-                    str(exc), details={"field": exc.field}
-                ) from None
-            await self._persist(uow.session, bracket, result, now)
-            await audit_append(
-                uow.session,
-                actor=actor,
-                action="risk.exit.stop_moved",
-                target=bracket_id,
-                details={
-                    "account_id": bracket.account_id,
-                    "previous": None if bracket.levels.stop_loss is None else format_decimal(bracket.levels.stop_loss),
+            current: Bracket = bracket
+            decisions: list[Decision] = []
+            if request.rearm:
+                current, made = _domain(lambda: rearm(current, actor, now))
+                decisions.extend(made)
+                await self._audit(uow.session, actor, "risk.exit.rearmed", bracket, {"reason": request.reason}, now)
+            if request.stop_loss is not None:
+                self._check_direction(current, request, may_loosen)
+                previous = current.levels.stop_loss
+                stop_loss = request.stop_loss
+                current, made = _domain(lambda: move_stop(current, stop_loss, actor, now))
+                decisions.extend(made)
+                details = {
+                    "previous": None if previous is None else format_decimal(previous),
                     "stop_loss": format_decimal(request.stop_loss),
                     "allow_unfavourable": request.allow_unfavourable,
                     "reason": request.reason,
-                },
-                chain=f"risk:{bracket.account_id}",
-                occurred_at=now,
-            )
+                }
+                await self._audit(uow.session, actor, "risk.exit.stop_moved", bracket, details, now)
+            await self._persist(uow.session, bracket, Step(current, tuple(decisions)), now)
             self._wake(uow)
-        return result.bracket
+        return current
+
+    @staticmethod
+    async def _audit(
+        session: AsyncSession, actor: str, action: str, bracket: Bracket, details: dict[str, Any], now: datetime
+    ) -> None:
+        await audit_append(
+            session,
+            actor=actor,
+            action=action,
+            target=bracket.bracket_id,
+            details={"account_id": bracket.account_id, **details},
+            chain=f"risk:{bracket.account_id}",
+            occurred_at=now,
+        )
 
     @staticmethod
     def _check_direction(bracket: Bracket, request: MoveStopRequest, may_loosen: bool) -> None:
         previous = bracket.levels.stop_loss
-        if previous is None or request.stop_loss >= previous:
+        if previous is None or request.stop_loss is None or request.stop_loss >= previous:
             return
         if not request.allow_unfavourable:
             raise UnfavourableStopMove(
