@@ -195,8 +195,10 @@ class AnchorSigner:
 
 
 def default_anchor_key_dir() -> Path:
-    """`$AETHER_HOME/keys/anchor` (AETHER_HOME defaults to `.aether` in the working directory)."""
-    return Path(os.environ.get("AETHER_HOME", ".aether")) / "keys" / ANCHOR_KEY_DIR
+    """`$AETHER_HOME/keys/anchor`, AETHER_HOME defaulting to the checkout's `.aether` (as `aether up` uses)."""
+    home = os.environ.get("AETHER_HOME")
+    base = Path(home) if home else Path(__file__).resolve().parents[2] / ".aether"
+    return base / "keys" / ANCHOR_KEY_DIR
 
 
 def ensure_anchor_key_pair(key_dir: Path) -> tuple[Path, Path]:

@@ -93,10 +93,18 @@ async def _load_anchors(
     return mine
 
 
+def _public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        return load_anchor_public_key(path)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        errors.print(f"[red]error:[/red] anchor public key {path}: {reason}", highlight=False)
+        raise typer.Exit(EXIT_UNCHECKED) from None
+
+
 async def _verify_anchored(
-    settings: AetherSettings, chains: list[str], public_key_path: Path, source: AnchorSource
+    settings: AetherSettings, chains: list[str], public_key: Ed25519PublicKey, source: AnchorSource
 ) -> list[AnchoredReport]:
-    public_key = load_anchor_public_key(public_key_path)
     engine = create_engine(settings, application_name="aether-audit-verify")
     try:
         async with engine.connect() as connection:
@@ -158,15 +166,13 @@ def verify(
 ) -> None:
     """Recompute every hash and link of the audit chains (and check the anchors); exit 1 at the first broken link."""
     settings = _settings(database_url)
+    key = _public_key(_public_key_path(public_key)) if anchors else None
     try:
         reports: list[VerificationReport] | list[AnchoredReport]
-        if anchors:
-            reports = asyncio.run(_verify_anchored(settings, chain or [], _public_key_path(public_key), anchors_from))
+        if key is not None:
+            reports = asyncio.run(_verify_anchored(settings, chain or [], key, anchors_from))
         else:
             reports = asyncio.run(_verify(settings, chain or []))
-    except ValueError as exc:  # an unreadable public key
-        errors.print(f"[red]error:[/red] anchor public key: {exc}", highlight=False)
-        raise typer.Exit(EXIT_UNCHECKED) from None
     except KafkaError as exc:
         errors.print(f"[red]error:[/red] cannot read {AUDIT_ANCHORS}: {type(exc).__name__}", highlight=False)
         raise typer.Exit(EXIT_UNCHECKED) from None
