@@ -6,6 +6,7 @@ unique topics, so the test neither depends on nor disturbs the rest of the risk 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,12 +18,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.risk.config import RiskSettings
 from services.risk.exits import api as exits_api
-from services.risk.exits.service import bracket_id_for
+from services.risk.exits.service import bracket_id_for, policy_key
 from services.risk.exits.workers import WORKERS
 from shared.app_factory import ServiceSpec, build_service_app
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
@@ -239,7 +241,9 @@ async def test_policy_defaults_and_the_trailing_stop_ratchets_then_triggers(harn
     assert "-tr" in str(sell_order["client_order_id"])
 
 
-async def test_rest_moves_stops_and_policies_with_roles_and_audit(harness: Harness, engine: AsyncEngine) -> None:
+async def test_rest_moves_stops_and_policies_with_roles_and_audit(
+    harness: Harness, engine: AsyncEngine, redis_url: str
+) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     exits = {"stop_loss": "90", "take_profit": "120"}
     await harness.order_event(
@@ -291,6 +295,12 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(harness: Harne
     put = await harness.client.put(policy_url, json={"stop_loss_pct": "3", "take_profit_pct": "6"}, headers=risk)
     assert put.status_code == 200, put.text
     assert (put.json()["version"], put.json()["stop_loss_pct"]) == (1, "3")
+    redis = Redis.from_url(redis_url)
+    try:
+        mirrored = json.loads(await redis.get(policy_key(account)))
+    finally:
+        await redis.aclose()
+    assert (mirrored["version"], mirrored["stop_loss_pct"], mirrored["require_explicit_exits"]) == (1, "3", False)
     # the next entry of the account takes the new defaults: 3 % under 200 = 194, 6 % over = 212
     await harness.order_event("OrderFilled", "entry-4", fill_payload(account, "entry-4", "buy", "1", "200"))
     other = f"/risk/exits/{bracket_id_for(account, 'entry-4')}"

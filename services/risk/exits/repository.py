@@ -234,6 +234,11 @@ class ExitRepository:
         )
         return StoredPolicy(account_id, policy, row["version"], row["updated_by"], row["updated_at"])
 
+    async def all_policies(self) -> list[StoredPolicy]:
+        accounts = (await self.session.execute(select(exit_policies.c.account_id).order_by("account_id"))).scalars()
+        found = [await self.policy(account_id) for account_id in list(accounts)]
+        return [stored for stored in found if stored is not None]
+
     async def save_policy(self, account_id: str, policy: ExitPolicy, actor: str, now: datetime) -> int:
         """Insert or replace the account's policy; return its new version."""
         values = {

@@ -7,6 +7,7 @@ the bracket events in `risk.outbox`. Exit client order ids and outbox event ids 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,6 +17,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.risk.exits.config import ExitSettings
@@ -139,7 +142,9 @@ class ExitService:
         tables: EventTables,
         clock: Callable[[], datetime],
         on_commit: Callable[[], Awaitable[None] | None] | None = None,
+        redis: Redis | None = None,
     ) -> None:
+        self.redis = redis
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.tables = tables
@@ -454,8 +459,11 @@ class ExitService:
     async def put_policy(self, account_id: str, policy: ExitPolicy, actor: str) -> StoredPolicy:
         """Replace the account's exit policy (versioned, audited)."""
         now = self.clock()
+        stored: StoredPolicy | None = None
         async with UnitOfWork(self.sessionmaker) as uow:
             version = await ExitRepository(uow.session).save_policy(account_id, policy, actor, now)
+            stored = StoredPolicy(account_id, policy, version, actor, now)
+            uow.after_commit(lambda: self._mirror_quietly(stored))
             await audit_append(
                 uow.session,
                 actor=actor,
@@ -465,7 +473,36 @@ class ExitService:
                 chain=f"risk:{account_id}",
                 occurred_at=now,
             )
-        return StoredPolicy(account_id, policy, version, actor, now)
+        return stored
+
+    # --- the Redis mirror of exit policies (the OMS may refuse entries without exits when a policy says so) ----
+
+    async def mirror_policy(self, stored: StoredPolicy) -> None:
+        if self.redis is None:
+            return
+        value = json.dumps({"version": stored.version, **policy_json(stored.policy)}, sort_keys=True)
+        await self.redis.set(policy_key(stored.account_id), value)
+
+    async def _mirror_quietly(self, stored: StoredPolicy | None) -> None:
+        if stored is None:
+            return
+        try:
+            await self.mirror_policy(stored)
+        except RedisError as exc:  # the periodic mirror writes it again; PostgreSQL stays the source of truth
+            log.error("exit_policy_mirror_failed", account_id=stored.account_id, error_type=type(exc).__name__)
+
+    async def mirror_policies(self) -> int:
+        """Write every stored exit policy to Redis again (Redis holds rebuildable state only)."""
+        async with UnitOfWork(self.sessionmaker) as uow:
+            policies = await ExitRepository(uow.session).all_policies()
+        for stored in policies:
+            await self.mirror_policy(stored)
+        return len(policies)
+
+
+def policy_key(account_id: str) -> str:
+    """Redis key of an account's exit policy mirror (JSON of policy_json plus `version`)."""
+    return f"risk:exit_policy:account:{account_id}"
 
 
 def submit_order_body(decision: SubmitExit) -> dict[str, Any]:

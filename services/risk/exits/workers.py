@@ -5,7 +5,7 @@
 - `exits-marketdata`: trades (and book snapshots' best bid) per symbol; each batch runs the symbol's open
   brackets in one transaction that also stores the next Kafka offsets in `risk.exit_feed_offsets`, and the
   consumer seeks to those on assignment: a tick is applied exactly once, also across a crash.
-- `exits-clock`: time limits.
+- `exits-clock`: time limits, and the exit policies re-written to Redis (`risk:exit_policy:account:<id>`).
 
 The outbox relay of `risk.outbox` is started for every service by shared.app_factory (`risk.outbox-relay`).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,6 +58,7 @@ def exit_service(runtime: ServiceRuntime) -> ExitService:
             tables=runtime.tables,
             clock=utc_now,
             on_commit=runtime.relay.wake,
+            redis=runtime.redis,
         )
         runtime.extras[EXTRA] = service
     return service
@@ -208,8 +210,12 @@ def _clock(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         if not settings.exits_enabled:
             return
         service = exit_service(runtime)
+        mirrored_at = 0.0
         while not runtime.stop_event.is_set():
             await service.tick_clock()
+            if time.monotonic() - mirrored_at >= settings.exits_policy_mirror_interval_s:
+                await service.mirror_policies()
+                mirrored_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.exits_clock_interval_s)
 
