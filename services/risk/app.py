@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -11,7 +10,7 @@ from services.risk import api, consumers
 from services.risk.config import RiskSettings, get_settings
 from services.risk.service import RiskService
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
-from shared.readiness import DependencyCheck
+from shared.config import AetherSettings
 
 
 def utc_now() -> datetime:
@@ -19,7 +18,8 @@ def utc_now() -> datetime:
 
 
 async def build_adapters(runtime: ServiceRuntime) -> None:
-    """The risk service on the runtime's engine and Redis; readiness waits for the first PG -> Redis mirror."""
+    """The risk service on the runtime's engine and Redis (readiness: the factory's PG, Redis and Kafka checks;
+    the mirror worker needs PG and Redis, so they cover it)."""
     settings = runtime.settings
     if not isinstance(settings, RiskSettings):
         settings = RiskSettings(**settings.model_dump(exclude={"service_name"}))
@@ -32,17 +32,6 @@ async def build_adapters(runtime: ServiceRuntime) -> None:
         on_commit=runtime.relay.wake,
     )
     runtime.extras["risk"] = risk
-    runtime.checks.append(DependencyCheck("redis-mirror", _mirrored(risk)))
-
-
-def _mirrored(risk: RiskService) -> Callable[[], Awaitable[None]]:
-    async def probe() -> None:
-        if risk.last_mirror_error is not None:
-            raise RuntimeError(f"trading state mirror failed: {risk.last_mirror_error}")
-        if not risk.mirrored_once:
-            raise RuntimeError("trading states and limits not yet mirrored to Redis")
-
-    return probe
 
 
 SPEC = ServiceSpec(
@@ -55,6 +44,12 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: RiskSettings | None = None) -> FastAPI:
-    """Build the risk app; settings default to the environment."""
-    return build_service_app(SPEC, settings or get_settings())
+def create_app(settings: AetherSettings | None = None) -> FastAPI:
+    """Build the risk app; settings default to the environment, platform-wide ones get the risk defaults."""
+    if settings is None:
+        risk_settings = get_settings()
+    elif isinstance(settings, RiskSettings):
+        risk_settings = settings
+    else:
+        risk_settings = RiskSettings(**settings.model_dump(exclude={"service_name"}))
+    return build_service_app(SPEC, risk_settings)
