@@ -53,8 +53,15 @@ from shared.domain.money import format_decimal
 from shared.errors import Conflict, DomainError, NotFound, Unprocessable
 from shared.events import Envelope, EventTables, add_to_outbox
 from shared.observability.logging import get_logger
+from shared.observability.metrics import counter
 
 log = get_logger(__name__)
+
+EXIT_DECISIONS = counter(
+    "aether_exit_decisions_total",
+    "Exit bracket decisions made (commands and events written with the bracket).",
+    ["type"],
+)
 
 PRODUCER = "risk"
 BRACKET_NAMESPACE = uuid.UUID("6c1f9a52-3d2e-4b8a-9a51-0f3e7c2b8d11")
@@ -316,6 +323,9 @@ class ExitService:
         now: datetime,
     ) -> None:
         event_id = uuid.uuid5(BRACKET_NAMESPACE, f"{bracket.bracket_id}:{bracket.version}:{index}")
+        EXIT_DECISIONS.labels(
+            type(decision).__name__ if not isinstance(decision, BracketEvent) else decision.type
+        ).inc()
         if isinstance(decision, SubmitExit):
             working = bracket.working
             if working is not None and working.client_order_id == decision.client_order_id:
