@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.domain.risk_limits import (
     Exposure,
@@ -176,3 +178,62 @@ def fill(side: OrderSide, qty: str, price: str, fee: str, at: datetime, symbol: 
 def test_realized_pnl_of_the_utc_day(fills: list[FillRecord], pnl: Decimal) -> None:
     assert realized_pnl_since(fills, MIDNIGHT) == pnl
     assert realized_loss_since(fills, MIDNIGHT) == max(D(0), -pnl)
+
+
+# --- properties -------------------------------------------------------------------------------------------
+
+amounts = st.decimals(min_value=D("0.01"), max_value=D("100000"), places=2)
+optional_amounts = st.none() | amounts
+limits_strategy = st.builds(
+    RiskLimits,
+    max_order_notional=optional_amounts,
+    max_position_notional=optional_amounts,
+    max_open_orders=st.none() | st.integers(min_value=0, max_value=20),
+    daily_loss_limit=optional_amounts,
+    price_collar_pct=st.none() | st.decimals(min_value=D("0.1"), max_value=D("50"), places=1),
+    allowed_symbols=st.none() | st.sets(st.sampled_from(["BTC/USD", "ETH/USD"])).map(frozenset),
+    require_explicit_exits=st.booleans(),
+)
+orders_strategy = st.builds(
+    OrderToCheck,
+    symbol=st.sampled_from(["BTC/USD", "ETH/USD"]),
+    side=st.sampled_from([BUY, SELL]),
+    quantity=st.decimals(min_value=D("0.01"), max_value=D("50"), places=2),
+    limit_price=st.none() | amounts,
+    has_exits=st.booleans(),
+)
+exposures = st.builds(
+    Exposure,
+    mid_price=st.none() | amounts,
+    position_quantity=st.decimals(min_value=D("0"), max_value=D("50"), places=2),
+    position_notional=st.decimals(min_value=D("0"), max_value=D("100000"), places=2),
+    open_orders=st.integers(min_value=0, max_value=30),
+    realized_loss_today=st.decimals(min_value=D("0"), max_value=D("100000"), places=2),
+)
+
+
+@given(limits_strategy, orders_strategy, exposures)
+def test_a_reducing_sell_is_only_ever_stopped_by_the_price_collar(
+    limits: RiskLimits, candidate: OrderToCheck, situation: Exposure
+) -> None:
+    violation = check_order(limits, candidate, situation)
+    if candidate.side is SELL and candidate.quantity <= situation.position_quantity:
+        assert violation is None or violation.code in {"price_collar", "no_market_data"}
+
+
+@given(limits_strategy, orders_strategy, exposures)
+def test_removing_every_limit_lets_every_order_pass_and_a_pass_survives_loosening(
+    limits: RiskLimits, candidate: OrderToCheck, situation: Exposure
+) -> None:
+    assert check_order(RiskLimits(), candidate, situation) is None
+    if check_order(limits, candidate, situation) is None:
+        looser = RiskLimits(
+            max_order_notional=None if limits.max_order_notional is None else limits.max_order_notional * 2,
+            max_position_notional=None if limits.max_position_notional is None else limits.max_position_notional * 2,
+            max_open_orders=None if limits.max_open_orders is None else limits.max_open_orders + 1,
+            daily_loss_limit=None if limits.daily_loss_limit is None else limits.daily_loss_limit * 2,
+            price_collar_pct=limits.price_collar_pct,
+            allowed_symbols=limits.allowed_symbols,
+            require_explicit_exits=limits.require_explicit_exits,
+        )
+        assert check_order(looser, candidate, situation) is None
