@@ -11,7 +11,7 @@ from datetime import timedelta
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.oms.errors import OrderNotCancelable, OrderNotFound, RiskStateUnavailable
+from services.oms.errors import MarketDataUnavailable, OrderNotCancelable, OrderNotFound, RiskStateUnavailable
 from services.oms.repository import OmsRepository
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
@@ -44,7 +44,7 @@ async def handle_command(orders: OrderService, session: AsyncSession, envelope: 
             await _cancel_by_command(orders, session, envelope, actor)
         else:
             raise DomainError(f"unknown command type {envelope.type!r}")
-    except RiskStateUnavailable:
+    except (RiskStateUnavailable, MarketDataUnavailable):
         raise  # Redis down: retry the command later (consumer backoff), never reject it for that
     except (DomainError, ValidationError, KeyError, TypeError) as exc:
         await _command_rejected(orders, session, envelope, exc)

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,6 +29,7 @@ from services.oms.errors import (
     AccountNotFound,
     DuplicateClientOrderId,
     InvalidOrder,
+    MarketDataUnavailable,
     NotAPaperAccount,
     OrderDenied,
     OrderNotCancelable,
@@ -317,7 +319,7 @@ class OrderService:
         limits = await self.risk_limits.get(order.account_id)
         if limits is None:
             return None
-        mid = mid_price(await self.redis.get(book_key(order.symbol)))
+        mid = mid_price(await self._latest_book(order.symbol))
         held = ledger.position(order.symbol).quantity
         # Exposure in the symbol: what is held plus what live buys may still add, valued at mid (else the limit).
         value_at = mid if mid is not None else order.limit_price or Decimal(0)
@@ -350,9 +352,17 @@ class OrderService:
             return reference * (1 + self.settings.market_buy_slippage)
         return reference
 
+    async def _latest_book(self, symbol: str) -> bytes | str | None:
+        """The paper feed's latest book of `symbol` in Redis; Redis unreachable is a 503, never "no market data"."""
+        try:
+            raw: bytes | str | None = await self.redis.get(book_key(symbol))
+        except RedisError as exc:
+            raise MarketDataUnavailable(f"latest book unavailable: {type(exc).__name__}") from None
+        return raw
+
     async def _book_price(self, symbol: str, side: OrderSide, quantity: Decimal) -> Decimal | None:
         """The worst price a market order of `quantity` would reach in the latest book (Redis), or None."""
-        raw = await self.redis.get(book_key(symbol))
+        raw = await self._latest_book(symbol)
         if raw is None:
             return None
         book = json.loads(raw)  # the paper feed's `book_json` format: levels of {"price", "qty"}, best first
