@@ -60,7 +60,7 @@ def exit_app_settings(settings: AetherSettings, **overrides: Any) -> RiskSetting
         **overrides,
     }
     return RiskSettings(
-        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level"}),
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", *fields}),
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         **fields,

@@ -1,0 +1,206 @@
+"""Exit brackets against the real OMS (with the in-memory fake venue): the README walkthrough as a test.
+
+Buy at market through the OMS's REST; the OMS's own order events (read from its outbox) reach the exit
+engine on a unique topic; the engine's commands are handled by the OMS's own command handler. Prices move:
+the trailing stop ratchets, the take-profit rests as a real limit sell (base balance reserved), the trailing
+stop fires, the take-profit is canceled at the OMS, a market sell closes the position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.oms.app import create_app as create_oms_app
+from services.oms.config import OmsSettings
+from services.oms.consumers import handle_command
+from services.risk.exits.service import bracket_id_for
+from shared.auth.keys import public_key_pem
+from shared.auth.roles import Role
+from shared.config import AetherSettings
+from shared.db import UnitOfWork
+from shared.events import Envelope, EventProducer
+from tests.fake_venue import FakeVenue
+from tests.helpers import eventually, own_database
+from tests.integration.test_risk_exits import KEY, Harness, exit_app, exit_app_settings, token
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str) -> Iterator[str]:
+    """The OMS reconciles every account of its database at start-up: this module keeps its own."""
+    with own_database(database_url, "risk_exits_oms") as url:
+        yield url
+
+
+class Bridge:
+    """OMS outbox -> the engine's order-events topic; the engine's commands topic -> the OMS's command handler."""
+
+    def __init__(self, oms_app: Any, harness: Harness, database_url: str) -> None:
+        self.orders = oms_app.state.runtime.extras["orders"]
+        self.harness = harness
+        self.engine = create_async_engine(database_url)
+        self.last_outbox_id = 0
+        self.commands = AIOKafkaConsumer(
+            harness.settings.exits_commands_topic,
+            bootstrap_servers=harness.settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.commands.start()
+        try:
+            while not stop.is_set():
+                await self.forward_events()
+                batches = await self.commands.getmany(timeout_ms=50)
+                for records in batches.values():
+                    for record in records:
+                        await self.handle(Envelope.from_bytes(record.value))
+        finally:
+            await self.commands.stop()
+            await self.engine.dispose()
+
+    async def handle(self, envelope: Envelope) -> None:
+        self.harness.commands.append(envelope)
+        async with UnitOfWork(self.orders.sessionmaker) as uow:
+            await handle_command(self.orders, uow.session, envelope)
+
+    async def forward_events(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT id, key, payload FROM oms.outbox WHERE id > :last AND topic = 'oms.order-events.v1' ORDER BY id"
+                    ),
+                    {"last": self.last_outbox_id},
+                )
+            ).all()
+        for row in rows:
+            envelope = Envelope.model_validate(row.payload)
+            await self.harness.producer.send(self.harness.settings.exits_order_events_topic, envelope, key=row.key)
+            self.last_outbox_id = row.id
+
+
+@pytest.fixture
+async def stack(
+    settings: AetherSettings, module_database_url: str, redis_url: str
+) -> AsyncIterator[tuple[Harness, FakeVenue, httpx.AsyncClient]]:
+    oms_settings = OmsSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+        database_url=SecretStr(module_database_url),
+        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
+        log_level="WARNING",
+        resolve_after_s=0.2,
+        resolver_interval_s=0.1,
+    )
+    risk_settings = exit_app_settings(settings, database_url=SecretStr(module_database_url))
+    venue = FakeVenue(price=Decimal(100))
+    redis = Redis.from_url(redis_url)
+    book = {"bids": [{"price": "99.9", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
+    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
+    producer = EventProducer(settings.kafka_bootstrap, client_id="test-exits-oms")
+    await producer.start()
+    oms_app, risk_app = create_oms_app(oms_settings, venue=venue), exit_app(risk_settings)
+    stop = asyncio.Event()
+    async with oms_app.router.lifespan_context(oms_app), risk_app.router.lifespan_context(risk_app):
+        oms_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=oms_app), base_url="http://oms")
+        risk_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=risk_app), base_url="http://risk")
+        await eventually(lambda: _ready(oms_client), timeout_s=20, message="oms ready")
+        harness = Harness(risk_settings, risk_client, producer)
+        bridge = Bridge(oms_app, harness, module_database_url)
+        task = asyncio.create_task(bridge.run(stop))
+        try:
+            yield harness, venue, oms_client
+        finally:
+            stop.set()
+            await task
+            await oms_client.aclose()
+            await risk_client.aclose()
+    await producer.stop()
+    await redis.aclose()
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
+    stack: tuple[Harness, FakeVenue, httpx.AsyncClient],
+) -> None:
+    harness, venue, oms = stack
+    operator = token(Role.OPERATOR)
+    account = f"walk-{uuid.uuid4().hex[:8]}"
+    deposit = await oms.post(
+        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
+    )
+    assert deposit.status_code == 201, deposit.text
+    buy = {
+        "account_id": account,
+        "client_order_id": "buy-1",
+        "symbol": "BTC/USD",
+        "side": "buy",
+        "type": "market",
+        "quantity": "1",
+    }
+    bought = await oms.post("/orders", json=buy, headers=operator)
+    assert bought.status_code == 201, bought.text
+    assert bought.json()["status"] == "filled"
+    bracket_url = f"/risk/exits/{bracket_id_for(account, bought.json()['order_id'])}"
+
+    async def bracket(**expected: Any) -> dict[str, Any] | None:
+        response = await harness.client.get(bracket_url, headers=operator)
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.json()
+        return body if all(body.get(k) == v for k, v in expected.items()) else None
+
+    # 1. armed from the account's defaults off the fill at 100: stop 98, target 104, trailing 1.5 from 101
+    armed = await eventually(lambda: bracket(status="armed"), timeout_s=20, message="bracket armed")
+    assert (armed["stop_loss"], armed["take_profit"]) == ("98", "104")
+    assert {leg["kind"]: leg["state"] for leg in armed["legs"]} == {
+        "stop_loss": "watching",
+        "take_profit": "watching",
+        "trailing": "inactive",
+    }
+    # 2. the price rises: the trailing stop activates and ratchets; at 103 the target is nearer: it rests
+    for n, price in enumerate(["102", "103"], start=1):
+        await harness.trade(price, n)
+    resting = await eventually(lambda: bracket(trailing_stop="101.5"), timeout_s=20, message="ratcheted")
+
+    async def tp_at_oms() -> dict[str, Any] | None:
+        orders = (await oms.get("/orders", params={"account_id": account}, headers=operator)).json()["items"]
+        return next((o for o in orders if o["side"] == "sell" and o["status"] == "accepted"), None)
+
+    tp = await eventually(tp_at_oms, timeout_s=20, message="take-profit resting at the OMS")
+    assert (tp["type"], tp["limit_price"], tp["quantity"]) == ("limit", "104", "1")
+    balances = {
+        b["asset"]: b for b in (await oms.get("/balances", params={"account_id": account}, headers=operator)).json()
+    }
+    assert balances["BTC"]["reserved"] == "1"  # the one balance backs the one resting exit
+    assert resting is not None
+    # 3. the price falls back to the trailing stop: cancel the take-profit, then sell at market
+    venue.price = Decimal("101.4")
+    await harness.trade("101.5", 3)
+    closed = await eventually(lambda: bracket(status="closed"), timeout_s=30, message="bracket closed")
+    assert closed["exit_leg"] == "trailing"
+    assert [(o["leg"], o["status"]) for o in closed["exit_orders"]] == [
+        ("take_profit", "canceled"),
+        ("trailing", "filled"),
+    ]
+    orders = (await oms.get("/orders", params={"account_id": account}, headers=operator)).json()["items"]
+    sells = sorted((o["type"], o["status"]) for o in orders if o["side"] == "sell")
+    assert sells == [("limit", "canceled"), ("market", "filled")]
+    positions = (await oms.get("/positions", params={"account_id": account}, headers=operator)).json()
+    assert positions[0]["quantity"] == "0"
