@@ -204,3 +204,53 @@ async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
     assert sells == [("limit", "canceled"), ("market", "filled")]
     positions = (await oms.get("/positions", params={"account_id": account}, headers=operator)).json()
     assert positions[0]["quantity"] == "0"
+
+
+async def test_explicit_exits_on_the_order_take_profit_fills_and_closes(
+    stack: tuple[Harness, FakeVenue, httpx.AsyncClient],
+) -> None:
+    harness, venue, oms = stack
+    operator = token(Role.OPERATOR)
+    account = f"walk-{uuid.uuid4().hex[:8]}"
+    deposit = await oms.post(
+        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
+    )
+    assert deposit.status_code == 201, deposit.text
+    buy = {
+        "account_id": account,
+        "client_order_id": "buy-2",
+        "symbol": "BTC/USD",
+        "side": "buy",
+        "type": "market",
+        "quantity": "2",
+        "exits": {"stop_loss": "95", "take_profit": "101"},
+    }
+    bought = await oms.post("/orders", json=buy, headers=operator)
+    assert bought.status_code == 201, bought.text
+    bracket_url = f"/risk/exits/{bracket_id_for(account, bought.json()['order_id'])}"
+
+    async def sell_resting() -> dict[str, Any] | None:
+        orders = (await oms.get("/orders", params={"account_id": account}, headers=operator)).json()["items"]
+        return next((o for o in orders if o["side"] == "sell" and o["status"] == "accepted"), None)
+
+    # 100 is 1 from the order's target and 5 from its stop: the take-profit rests at once
+    tp = await eventually(sell_resting, timeout_s=20, message="take-profit resting")
+    assert (tp["limit_price"], tp["quantity"]) == ("101", "2")
+    await venue.fill_resting(account, tp["client_order_id"], Decimal("0.5"))  # partial: the bracket shrinks
+
+    async def bracket(**expected: Any) -> dict[str, Any] | None:
+        response = await harness.client.get(bracket_url, headers=operator)
+        body: dict[str, Any] = response.json()
+        return body if response.status_code == 200 and all(body.get(k) == v for k, v in expected.items()) else None
+
+    partial = await eventually(lambda: bracket(open_quantity="1.5"), timeout_s=20, message="partial exit")
+    assert partial["from_policy"] is False
+    await venue.fill_resting(account, tp["client_order_id"], Decimal("1.5"))  # the rest: OCO, the stop is dropped
+    closed = await eventually(lambda: bracket(status="closed"), timeout_s=20, message="closed by the take-profit")
+    assert [(o["leg"], o["status"], o["filled_quantity"]) for o in closed["exit_orders"]] == [
+        ("take_profit", "filled", "2")
+    ]
+    await harness.trade("90", 9)  # through the old stop: nothing more is sent
+    await asyncio.sleep(0.5)
+    submits = [c for c in harness.commands if c.type == "SubmitOrder"]
+    assert len(submits) == 1
