@@ -4,6 +4,7 @@ figures the OMS computes from its own tables to check them."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 
@@ -18,6 +19,11 @@ def limits_key(account_id: str) -> str:
     return f"risk:limits:account:{account_id}"
 
 
+def exit_policy_key(account_id: str) -> str:
+    """The exit engine's policy mirror (services/risk/exits); its `require_explicit_exits` counts too."""
+    return f"risk:exit_policy:account:{account_id}"
+
+
 def start_of_utc_day(now: datetime) -> datetime:
     """00:00 UTC of `now`'s UTC day: the daily loss limit counts fills from there."""
     return datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
@@ -25,23 +31,25 @@ def start_of_utc_day(now: datetime) -> datetime:
 
 class RiskLimitsReader:
     """An account's current limits; no key means no limits configured. Redis unreachable or an unreadable value
-    is an error (503), never "no limits"."""
+    is an error (503), never "no limits". Explicit exits are required when the limits or the account's exit
+    policy (`risk:exit_policy:account:<id>`) say so."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
     async def get(self, account_id: str) -> RiskLimits | None:
         try:
-            raw = await self.redis.get(limits_key(account_id))
+            raw, policy_raw = await self.redis.mget([limits_key(account_id), exit_policy_key(account_id)])
         except RedisError as exc:
             raise RiskStateUnavailable(f"risk limits unavailable: {type(exc).__name__}") from None
-        if raw is None:
-            return None
         try:
-            data = json.loads(raw)
-            return limits_from_json(data)
+            limits = None if raw is None else limits_from_json(json.loads(raw))
+            exits_by_policy = policy_raw is not None and json.loads(policy_raw).get("require_explicit_exits") is True
         except (ValueError, TypeError, InvalidOperation, AttributeError):
             raise RiskStateUnavailable(f"risk limits of {account_id} are unreadable") from None
+        if exits_by_policy:
+            return replace(limits or RiskLimits(), require_explicit_exits=True)
+        return limits
 
 
 def mid_price(book_raw: bytes | str | None) -> Decimal | None:

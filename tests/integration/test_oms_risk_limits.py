@@ -190,6 +190,18 @@ async def test_explicit_exits_are_required_checked_stored_and_published(oms: Oms
     await oms.order(account, side="sell", type="limit", quantity="0.1", limit_price="101")
 
 
+async def test_an_exit_policy_requiring_explicit_exits_is_obeyed_too(oms: Oms) -> None:
+    account = await funded(oms)
+    policy = {"version": 1, "stop_loss_pct": "2", "require_explicit_exits": True}
+    await oms.redis.set(f"risk:exit_policy:account:{account}", json.dumps(policy))
+    bare = await oms.order(account, side="buy", type="market", quantity="0.1")
+    assert bare.json()["error"]["code"] == "exits_required"
+    with_exits = await oms.order(account, side="buy", type="market", quantity="0.1", exits={"stop_loss": "90"})
+    assert with_exits.status_code == 201, with_exits.text
+    await oms.redis.set(f"risk:exit_policy:account:{account}", json.dumps({**policy, "require_explicit_exits": False}))
+    assert (await oms.order(account, side="buy", type="market", quantity="0.1")).status_code == 201
+
+
 async def test_unreadable_limits_or_redis_down_are_503_never_no_limits(oms: Oms) -> None:
     account = await funded(oms)
     await oms.redis.set(f"risk:limits:account:{account}", "{not json")
