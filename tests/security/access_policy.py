@@ -8,7 +8,10 @@ so a new route cannot ship without a stated policy.
 "body" (`account_id` in the JSON body), "object" (an object of that account in the path, seeded by the test),
 or None (no account: global or per-principal).
 `foreign`: the status a principal gets for another account's data: 403, or 404 where the API hides existence.
-`body`: a valid JSON body for the account (so that the account check, not body validation, decides).
+`body`: a valid JSON body for the account (so that the account check, not body validation, decides); a
+builder taking a second argument also gets the seeded object (e.g. an approval request's payload hash).
+`prepare`: a request (method, path, body) sent with an all-powerful token before each cell, to put the account
+in the state the route starts from (trading-state transitions depend on the current state).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 
 from shared.auth.roles import Role
 
-Body = Callable[[str], dict[str, Any]]
+Body = Callable[..., dict[str, Any]]
+Prepare = Callable[[str], tuple[str, str, dict[str, Any]]]
 
 EVERYONE = frozenset(Role)
 READERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE})
@@ -32,6 +36,7 @@ class Rule:
     foreign: int = 403
     body: Body | None = None
     query: dict[str, str] = field(default_factory=dict)
+    prepare: Prepare | None = None
 
 
 def _order(account: str) -> dict[str, Any]:
@@ -109,7 +114,11 @@ HEDGE: dict[tuple[str, str], Rule] = {
 HITL_GOVERNORS = frozenset({Role.DIRECTOR, Role.ADMIN})
 HITL_REQUESTERS = frozenset({Role.OPERATOR, Role.RISK, Role.SERVICE, Role.DIRECTOR, Role.ADMIN})
 HITL_READERS = frozenset({Role.DIRECTOR, Role.ADMIN, Role.AUDITOR})
-_VOTE = {"payload_hash": "0" * 64, "reason": "s2 check"}
+
+
+def _vote(seed: dict[str, str]) -> dict[str, Any]:
+    return {"payload_hash": seed["payload_hash"], "reason": "s2 check"}
+
 
 HITL: dict[tuple[str, str], Rule] = {
     **info("hitl"),
@@ -129,12 +138,15 @@ HITL: dict[tuple[str, str], Rule] = {
         },
     ),
     ("GET", "/hitl/requests"): Rule(HITL_READERS, account="query"),
-    # Not seeded: an unknown id is 404 for readers (foreign requests are 404 too: tests/integration/test_hitl_api.py).
-    ("GET", "/hitl/requests/{request_id}"): Rule(HITL_READERS),
-    # Voting needs role director AND a TOTP proof of the last 120 s, which the matrix's tokens lack: 403 for all.
-    # The director-with-fresh-TOTP path is R11 (tests/reliability/test_r11_approvals.py).
-    ("POST", "/hitl/requests/{request_id}/approve"): Rule(frozenset(), body=lambda account: dict(_VOTE)),
-    ("POST", "/hitl/requests/{request_id}/reject"): Rule(frozenset(), body=lambda account: dict(_VOTE)),
+    # Seeded by the test: one request per account, raised by another principal (no self-approval).
+    ("GET", "/hitl/requests/{request_id}"): Rule(HITL_READERS, account="object", foreign=404),
+    # Voting: a director (tokens carry a fresh TOTP proof); the seeded request's payload hash.
+    ("POST", "/hitl/requests/{request_id}/approve"): Rule(
+        frozenset({Role.DIRECTOR}), account="object", foreign=404, body=lambda account, seed: _vote(seed)
+    ),
+    ("POST", "/hitl/requests/{request_id}/reject"): Rule(
+        frozenset({Role.DIRECTOR}), account="object", foreign=404, body=lambda account, seed: _vote(seed)
+    ),
     ("GET", "/hitl/notifications"): Rule(EVERYONE),
 }
 
@@ -165,6 +177,31 @@ ACCOUNTS: dict[tuple[str, str], Rule] = {
     ("GET", "/accounts/{account_id}/credentials"): Rule(KEY_HOLDERS, account="path"),
 }
 
+# Limits and trading state (docs/risk.md): readers see them, `risk` sets limits, risk/director switch; leaving
+# HALTED is for directors only, so each switch starts from a known state.
+SWITCHERS = frozenset({Role.RISK, Role.DIRECTOR})
+
+
+def _switch(account: str) -> dict[str, Any]:
+    return {"scope": "account", "account_id": account, "reason": "s2 check"}
+
+
+def _from(route: str) -> Prepare:
+    return lambda account: ("POST", route, _switch(account))
+
+
+RISK_STATE: dict[tuple[str, str], Rule] = {
+    ("GET", "/risk/limits/{account_id}"): Rule(READERS, account="path"),
+    ("PUT", "/risk/limits/{account_id}"): Rule(
+        frozenset({Role.RISK}), account="path", body=lambda account: {"reason": "s2 check"}
+    ),
+    ("GET", "/risk/trading-state"): Rule(READERS),
+    ("POST", "/risk/kill-switch"): Rule(SWITCHERS, account="body", body=_switch, prepare=_from("/risk/resume")),
+    ("POST", "/risk/safe-mode"): Rule(SWITCHERS, account="body", body=_switch, prepare=_from("/risk/resume")),
+    # From REDUCING: risk or director may resume (from HALTED only a director: tests/integration/test_risk_api.py).
+    ("POST", "/risk/resume"): Rule(SWITCHERS, account="body", body=_switch, prepare=_from("/risk/safe-mode")),
+}
+
 # Exit brackets (docs/exits.md): readers see them, operators/risk move stops (lowering needs risk), risk sets policies.
 RISK_EXITS: dict[tuple[str, str], Rule] = {
     ("GET", "/risk/exits"): Rule(READERS, account="query"),
@@ -178,7 +215,7 @@ RISK_EXITS: dict[tuple[str, str], Rule] = {
 
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
-    "risk": {**info("risk"), **RISK_EXITS},
+    "risk": {**info("risk"), **RISK_STATE, **RISK_EXITS},
     "hedge": HEDGE,
     "accounts": ACCOUNTS,
     "hitl": HITL,

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -83,11 +84,23 @@ def _service_settings(service: str, base: AetherSettings, database_url: str) -> 
     )
 
 
-def _headers(role: Role | None, accounts: tuple[str, ...] = (OWN,)) -> dict[str, str]:
-    if role is None:
+def _headers(*roles: Role, accounts: tuple[str, ...] = (OWN,), subject: str | None = None) -> dict[str, str]:
+    """A bearer token for `roles` on `accounts`, as if the user had just passed password + TOTP (so that what is
+    checked is the role and the account, not the freshness of the second factor)."""
+    if not roles:
         return {}
     issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
-    return {"Authorization": f"Bearer {issuer.issue(f's2-{role}', [role], accounts=list(accounts))}"}
+    token = issuer.issue(
+        subject or f"s2-{'-'.join(roles)}",
+        list(roles),
+        accounts=list(accounts),
+        amr=["otp", "pwd"],
+        auth_time=datetime.now(UTC),
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+SUPERVISOR = (Role.ADMIN, Role.DIRECTOR, Role.RISK, Role.OPERATOR)
 
 
 @asynccontextmanager
@@ -98,12 +111,33 @@ async def _running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def _seed(service: str, client: httpx.AsyncClient) -> dict[str, dict[str, str]]:
-    """Objects the matrix addresses by id, one per account: {path parameter: {account: id}}."""
-    if service != "oms":
-        return {}
-    admin, trader = _headers(Role.ADMIN, ("*",)), _headers(Role.OPERATOR, ("*",))
-    order_ids: dict[str, str] = {}
+Seeds = dict[str, dict[str, dict[str, str]]]  # path parameter -> account -> {"id", ...seed fields}
+
+
+async def _seed(service: str, client: httpx.AsyncClient) -> Seeds:
+    """Objects the matrix addresses by id, one per account, created by a principal outside the matrix."""
+    if service == "oms":
+        return await _seed_orders(client)
+    if service == "hitl":
+        return await _seed_approval_requests(client)
+    return {}
+
+
+async def _seed_approval_requests(client: httpx.AsyncClient) -> Seeds:
+    requester = _headers(Role.OPERATOR, accounts=("*",), subject="s2-requester")
+    seeds: dict[str, dict[str, str]] = {}
+    for account in (OWN, FOREIGN):
+        body = {"subject_type": "manual_trade", "subject_id": f"s2-seed-{account}", "account_id": account}
+        response = await client.post("/hitl/requests", json={**body, "payload": {"s2": account}}, headers=requester)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        seeds[account] = {"id": created["request_id"], "payload_hash": created["payload_hash"]}
+    return {"request_id": seeds}
+
+
+async def _seed_orders(client: httpx.AsyncClient) -> Seeds:
+    admin, trader = _headers(Role.ADMIN, accounts=("*",)), _headers(Role.OPERATOR, accounts=("*",))
+    order_ids: dict[str, dict[str, str]] = {}
     for account in (OWN, FOREIGN):
         deposit = {"asset": "USD", "amount": "100000"}
         response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit, headers=admin)
@@ -119,7 +153,7 @@ async def _seed(service: str, client: httpx.AsyncClient) -> dict[str, dict[str, 
         }
         response = await client.post("/orders", json=order, headers=trader)
         assert response.status_code == 201, response.text
-        order_ids[account] = response.json()["order_id"]
+        order_ids[account] = {"id": response.json()["order_id"]}
     return {"order_id": order_ids}
 
 
@@ -136,20 +170,33 @@ def _expected(rule: Rule, role: Role | None, side: str) -> str:
 
 
 def _request_parts(
-    path: str, rule: Rule, account: str, objects: dict[str, dict[str, str]]
+    path: str, rule: Rule, account: str, objects: Seeds
 ) -> tuple[str, dict[str, str], dict[str, Any] | None]:
+    seed: dict[str, str] = {}
+
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name == "account_id":
             return account
-        return objects.get(name, {}).get(account, uuid.uuid4().hex)
+        seed.update(objects.get(name, {}).get(account, {"id": uuid.uuid4().hex}))
+        return seed["id"]
 
     url = re.sub(r"\{([a-z_]+)\}", fill, path)
     query = dict(rule.query)
     if rule.account == "query":
         query["account_id"] = account
-    body = rule.body(account) if rule.body is not None else None
+    body = None
+    if rule.body is not None:
+        body = rule.body(account, seed) if len(inspect.signature(rule.body).parameters) == 2 else rule.body(account)
     return url, query, body
+
+
+async def _prepare(client: httpx.AsyncClient, rule: Rule, account: str) -> None:
+    if rule.prepare is None:
+        return
+    method, url, body = rule.prepare(account)
+    response = await client.request(method, url, json=body, headers=_headers(*SUPERVISOR, accounts=("*",)))
+    assert response.status_code < 300, f"preparing {method} {url}: {response.status_code} {response.text}"
 
 
 async def _cells(service: str, client: httpx.AsyncClient, app: FastAPI) -> list[Cell]:
@@ -173,7 +220,9 @@ async def _cells(service: str, client: httpx.AsyncClient, app: FastAPI) -> list[
             for side in sides:
                 account = FOREIGN if side == "foreign" else OWN
                 url, query, body = _request_parts(path, rule, account, objects)
-                response = await client.request(method, url, params=query, json=body, headers=_headers(role))
+                await _prepare(client, rule, account)
+                headers = _headers(role) if role is not None else {}
+                response = await client.request(method, url, params=query, json=body, headers=headers)
                 expected = _expected(rule, role, side)
                 cells.append(Cell(service, method, path, role, side, expected, response.status_code))
     return cells
