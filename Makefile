@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 up: install
-	$(PY) -m shared.cli up
+	$(PY) -m shared.cli up $(UP_ARGS)
 
 test: install
 	bash ops/test.sh

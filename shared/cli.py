@@ -93,6 +93,9 @@ def serve(
 @app.command()
 def up(
     services: Annotated[list[str] | None, typer.Option("--service", help="only these services (repeatable)")] = None,
+    feed: Annotated[
+        bool, typer.Option("--feed/--no-feed", help="run the SYNTHETIC BTC/USD market (off: replay your own file)")
+    ] = True,
 ) -> None:
     """Start the stack, migrate, and run every service as its own process (Ctrl-C stops all)."""
     from shared.runner import run_platform
@@ -101,7 +104,7 @@ def up(
     unknown = sorted(set(selected) - set(SERVICE_PORTS))
     if unknown:
         raise _fail(f"unknown service(s): {', '.join(unknown)}")
-    sys.exit(run_platform({name: SERVICE_PORTS[name] for name in selected}, os.environ.copy()))
+    sys.exit(run_platform({name: SERVICE_PORTS[name] for name in selected}, os.environ.copy(), synthetic_feed=feed))
 
 
 if __name__ == "__main__":

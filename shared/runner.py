@@ -162,8 +162,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_platform(ports: Mapping[str, int], env: dict[str, str]) -> int:
-    """Run the services until Ctrl-C (or SIGTERM) or until one of them dies; return the exit code."""
+def run_platform(ports: Mapping[str, int], env: dict[str, str], *, synthetic_feed: bool = True) -> int:
+    """Run the services until Ctrl-C (or SIGTERM) or until one of them dies; return the exit code.
+
+    `synthetic_feed=False` leaves the market to you (`aether feed replay --file ...`), as in the exits walkthrough.
+    """
     # SIGTERM (a supervisor, `timeout`, `kill`) stops the services too, like Ctrl-C, instead of orphaning them.
     signal.signal(signal.SIGTERM, _interrupt)
     env = prepare_environment(env)
@@ -174,8 +177,9 @@ def run_platform(ports: Mapping[str, int], env: dict[str, str]) -> int:
     try:
         if not _wait_ready(ports, processes):
             return 1
-        # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.
-        processes["feed"] = _spawn("feed", [*FEED_ARGS], "white", env)
+        if synthetic_feed:
+            # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.
+            processes["feed"] = _spawn("feed", [*FEED_ARGS], "white", env)
         console.print(
             "[bold]Aether is up.[/bold] Ctrl-C stops the services (the stack keeps running: `aether stack down`)."
         )
