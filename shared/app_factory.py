@@ -25,6 +25,7 @@ from shared.auth.tokens import TokenVerifier
 from shared.config import AetherSettings, ConfigurationError, env_name
 from shared.db import create_engine, sessionmaker_for
 from shared.errors import install_error_handlers
+from shared.events.consumer import ConsumerLoop, Handler
 from shared.events.producer import EventProducer
 from shared.events.relay import OutboxRelay
 from shared.events.tables import EventTables, event_tables
@@ -83,6 +84,38 @@ class ServiceSpec:
     @property
     def schema(self) -> str:
         return self.name
+
+
+async def run_consumer(
+    runtime: ServiceRuntime,
+    *,
+    name: str,
+    topics: Sequence[str],
+    handler: Handler,
+    group_id: str | None = None,
+    auto_offset_reset: str = "earliest",
+) -> None:
+    """Consume `topics` with the service's inbox and dead-letter producer until the runtime stops.
+
+    `name` is the inbox consumer name and, unless `group_id` says otherwise, the Kafka consumer group.
+    """
+    loop = ConsumerLoop(
+        bootstrap=runtime.settings.kafka_bootstrap,
+        security_protocol=runtime.settings.kafka_security_protocol,
+        group_id=group_id or name,
+        topics=list(topics),
+        sessionmaker=runtime.sessionmaker,
+        tables=runtime.tables,
+        handler=handler,
+        consumer_name=name,
+        dead_letter_producer=runtime.producer,
+        auto_offset_reset=auto_offset_reset,
+    )
+    await loop.start()
+    try:
+        await loop.run(runtime.stop_event)
+    finally:
+        await loop.stop()
 
 
 async def supervise(name: str, work: Callable[[], Awaitable[None]], stop_event: asyncio.Event) -> None:

@@ -12,11 +12,11 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.hedge.service import HedgeService
-from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import ConfigurationError, env_name
-from shared.events import ConsumerLoop, Envelope
+from shared.events import Envelope
 from shared.marketdata import BookSnapshot, MarketDataError, Trade, decode_marketdata
 from shared.observability.logging import get_logger
 
@@ -57,22 +57,12 @@ def _consumer(
     def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             hedge = hedge_service(runtime)
-            loop = ConsumerLoop(
-                bootstrap=runtime.settings.kafka_bootstrap,
-                security_protocol=runtime.settings.kafka_security_protocol,
-                group_id=f"hedge.{name}",
+            await run_consumer(
+                runtime,
+                name=f"hedge.{name}",
                 topics=topics(hedge),
-                sessionmaker=runtime.sessionmaker,
-                tables=runtime.tables,
                 handler=lambda session, envelope: handler(hedge, session, envelope),
-                consumer_name=f"hedge.{name}",
-                dead_letter_producer=runtime.producer,
             )
-            await loop.start()
-            try:
-                await loop.run(runtime.stop_event)
-            finally:
-                await loop.stop()
 
         return run
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.hitl.config import HitlSettings
 from services.hitl.errors import SubjectConflict
 from services.hitl.service import HitlService, NewRequest
-from shared.app_factory import BackgroundWorker, ServiceRuntime
-from shared.events import ConsumerLoop, Envelope
+from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
+from shared.events import Envelope
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,22 +62,13 @@ def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
             # The relay publishes ApprovalRequestOpened once the inbox transaction commits.
             runtime.relay.wake()
 
-        loop = ConsumerLoop(
-            bootstrap=settings.kafka_bootstrap,
-            security_protocol=settings.kafka_security_protocol,
+        await run_consumer(
+            runtime,
+            name="hitl.approval-requests",
             group_id=settings.requests_consumer_group,
             topics=[settings.order_events_topic],
-            sessionmaker=runtime.sessionmaker,
-            tables=runtime.tables,
             handler=handler,
-            consumer_name="hitl.approval-requests",
-            dead_letter_producer=runtime.producer,
         )
-        await loop.start()
-        try:
-            await loop.run(runtime.stop_event)
-        finally:
-            await loop.stop()
 
     return run
 

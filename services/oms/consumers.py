@@ -15,11 +15,11 @@ from services.oms.errors import MarketDataUnavailable, OrderNotCancelable, Order
 from services.oms.repository import OmsRepository
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
-from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId, OrderStatus
 from shared.errors import DomainError
-from shared.events import ConsumerLoop, Envelope, add_to_outbox
+from shared.events import Envelope, add_to_outbox
 from shared.events.topics import HITL_DECISIONS, OMS_COMMANDS, OMS_ORDER_EVENTS
 from shared.observability.logging import get_logger
 
@@ -107,22 +107,12 @@ def _consumer(
     def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             orders = order_service(runtime)
-            loop = ConsumerLoop(
-                bootstrap=runtime.settings.kafka_bootstrap,
-                security_protocol=runtime.settings.kafka_security_protocol,
-                group_id=f"oms.{name}",
+            await run_consumer(
+                runtime,
+                name=f"oms.{name}",
                 topics=[topic],
-                sessionmaker=runtime.sessionmaker,
-                tables=runtime.tables,
                 handler=lambda session, envelope: handler(orders, session, envelope),
-                consumer_name=f"oms.{name}",
-                dead_letter_producer=runtime.producer,
             )
-            await loop.start()
-            try:
-                await loop.run(runtime.stop_event)
-            finally:
-                await loop.stop()
 
         return run
 

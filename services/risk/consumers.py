@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.risk.exits.workers import WORKERS as EXIT_WORKERS
 from services.risk.service import RiskService
-from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.domain.types import TradingState
-from shared.events import ConsumerLoop, Envelope
+from shared.events import Envelope
 from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS
 from shared.observability.logging import get_logger
 
@@ -52,22 +52,12 @@ async def handle_recommendation(risk: RiskService, session: AsyncSession, envelo
 def _recommendations(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         risk = risk_service(runtime)
-        loop = ConsumerLoop(
-            bootstrap=runtime.settings.kafka_bootstrap,
-            security_protocol=runtime.settings.kafka_security_protocol,
-            group_id="risk.recommendations",
+        await run_consumer(
+            runtime,
+            name="risk.recommendations",
             topics=[HEDGE_RECOMMENDATION_EVENTS],
-            sessionmaker=runtime.sessionmaker,
-            tables=runtime.tables,
             handler=lambda session, envelope: handle_recommendation(risk, session, envelope),
-            consumer_name="risk.recommendations",
-            dead_letter_producer=runtime.producer,
         )
-        await loop.start()
-        try:
-            await loop.run(runtime.stop_event)
-        finally:
-            await loop.stop()
 
     return run
 

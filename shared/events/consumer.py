@@ -109,6 +109,7 @@ class ConsumerLoop:
         ssl_context: ssl.SSLContext | None = None,
         poll_timeout_ms: int = 200,
         max_poll_records: int = 100,
+        auto_offset_reset: str = "earliest",
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -120,7 +121,8 @@ class ConsumerLoop:
             "security_protocol": security_protocol,
             "ssl_context": ssl_context,
             "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
+            # Where a group without committed offsets starts: "earliest" (nothing missed) or "latest".
+            "auto_offset_reset": auto_offset_reset,
         }
         self._sessionmaker = sessionmaker
         self._tables = tables

@@ -26,9 +26,9 @@ from aiokafka.abc import ConsumerRebalanceListener
 from services.risk.exits.config import ExitSettings
 from services.risk.exits.repository import ExitRepository
 from services.risk.exits.service import ExitService
-from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.db import UnitOfWork
-from shared.events import ConsumerLoop, Envelope, MessageDecodeError
+from shared.events import Envelope, MessageDecodeError
 from shared.marketdata import BookSnapshot, MarketDataError, Trade, decode_marketdata
 from shared.observability.logging import get_logger
 
@@ -168,25 +168,15 @@ def _order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
             return
         service = exit_service(runtime)
         name = f"{settings.exits_consumer_group}.order-events"
-        loop = ConsumerLoop(
-            bootstrap=runtime.settings.kafka_bootstrap,
-            security_protocol=runtime.settings.kafka_security_protocol,
-            group_id=name,
+        # A new group starts where the setting says: the exit engine must not arm the whole history of a topic
+        # it meets for the first time.
+        await run_consumer(
+            runtime,
+            name=name,
             topics=[settings.exits_order_events_topic],
-            sessionmaker=runtime.sessionmaker,
-            tables=runtime.tables,
             handler=service.handle_order_event,
-            consumer_name=name,
-            dead_letter_producer=runtime.producer,
+            auto_offset_reset=settings.exits_order_events_offset_reset,
         )
-        # ConsumerLoop always starts a new group at the earliest offset; the exit engine must not arm the whole
-        # history of a topic it meets for the first time, so a new group starts where the setting says.
-        loop._options["auto_offset_reset"] = settings.exits_order_events_offset_reset
-        await loop.start()
-        try:
-            await loop.run(runtime.stop_event)
-        finally:
-            await loop.stop()
 
     return run
 
