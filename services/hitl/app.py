@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.hitl import api, consumers, ui
 from services.hitl.config import HitlSettings, get_settings
+from services.hitl.mirror import PolicyMirror
 from services.hitl.service import HitlService
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
 from shared.config import AetherSettings
@@ -27,12 +28,15 @@ def create_app(settings: AetherSettings | None = None) -> FastAPI:
         hitl_settings = HitlSettings(**settings.model_dump(exclude={"service_name"}))
 
     async def on_startup(runtime: ServiceRuntime) -> None:
+        mirror = PolicyMirror(sessionmaker=runtime.sessionmaker, redis=runtime.redis)
+        runtime.extras["policy_mirror"] = mirror
         runtime.extras["hitl"] = HitlService(
             sessionmaker=runtime.sessionmaker,
             tables=runtime.tables,
             clock=utc_now,
             decisions_topic=hitl_settings.decisions_topic,
             on_commit=runtime.relay.wake,
+            mirror=mirror,
         )
 
     spec = ServiceSpec(

@@ -19,6 +19,9 @@ class HitlSettings(AetherSettings):
     order_events_topic: str = Field(default=OMS_ORDER_EVENTS, description="where ApprovalRequested is consumed")
     requests_consumer_group: str = Field(default="hitl.approval-requests", min_length=1)
     expiry_interval_s: float = Field(default=1.0, gt=0, le=300, description="how often due requests are expired")
+    policy_mirror_interval_s: float = Field(
+        default=2.0, gt=0, le=300, description="how often every current policy is re-written to Redis for the OMS"
+    )
     otp_max_age_s: int = Field(default=120, ge=1, le=900, description="how fresh a TOTP proof must be to vote")
     login_timeout_s: float = Field(default=5.0, gt=0, le=60)
 

@@ -1,5 +1,5 @@
 """Background work of the hitl service: `ApprovalRequested` from the OMS (idempotent through the `hitl.inbox`
-table) and the expiry worker."""
+table), the expiry worker and the policy mirror."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.hitl.config import HitlSettings
 from services.hitl.errors import SubjectConflict
+from services.hitl.mirror import PolicyMirror
 from services.hitl.service import HitlService, NewRequest
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.events import Envelope
@@ -87,7 +90,35 @@ def _expiry(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return run
 
 
+def _policy_mirror(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    """Re-write every current policy to Redis at start-up, every `policy_mirror_interval_s`, and at once when a
+    commit's own write failed (services/hitl/mirror.py)."""
+
+    async def run() -> None:
+        settings = runtime.settings
+        assert isinstance(settings, HitlSettings)  # noqa: S101
+        mirror: PolicyMirror = runtime.extras["policy_mirror"]
+        while not runtime.stop_event.is_set():
+            mirror.wake.clear()
+            with contextlib.suppress(RedisError, SQLAlchemyError, OSError):  # logged by the mirror / PG probe
+                await mirror.mirror_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_either(runtime.stop_event, mirror.wake), settings.policy_mirror_interval_s)
+
+    return run
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+
+
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("approval-requests", _requests_consumer),
     ("expiry", _expiry),
+    ("policy-mirror", _policy_mirror),
 )

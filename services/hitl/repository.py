@@ -166,6 +166,12 @@ class HitlRepository:
         row = (await self.session.execute(query)).first()
         return None if row is None else StoredPolicy(**dict(row._mapping))
 
+    async def all_current_policies(self) -> list[StoredPolicy]:
+        """The current (highest) version of every account that has a stored policy."""
+        latest = sa.select(policies.c.account_id, sa.func.max(policies.c.version)).group_by(policies.c.account_id)
+        query = sa.select(policies).where(sa.tuple_(policies.c.account_id, policies.c.version).in_(latest))
+        return [StoredPolicy(**dict(row._mapping)) for row in (await self.session.execute(query)).all()]
+
     async def insert_policy(self, policy: StoredPolicy) -> None:
         await self.session.execute(sa.insert(policies).values(**vars_of(policy)))
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 from pydantic import JsonValue
@@ -27,6 +28,7 @@ from services.hitl.errors import (
     SelfApproval,
     SubjectConflict,
 )
+from services.hitl.mirror import PolicyMirror
 from services.hitl.policy import PolicyRules, canonical_payload, payload_hash
 from services.hitl.repository import (
     HitlRepository,
@@ -105,12 +107,14 @@ class HitlService:
         clock: Clock,
         decisions_topic: str = HITL_DECISIONS,
         on_commit: OnCommit | None = None,
+        mirror: PolicyMirror | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.tables = tables
         self.clock = clock
         self.decisions_topic = decisions_topic
         self.on_commit = on_commit
+        self.mirror = mirror  # writes committed policy versions to Redis for the OMS (None: not mirrored)
 
     def _uow(self) -> UnitOfWork:
         uow = UnitOfWork(self.sessionmaker)
@@ -128,8 +132,11 @@ class HitlService:
             return await HitlRepository(uow.session).current_policy(account_id)
 
     async def put_policy(self, account_id: str, rules: PolicyRules, actor: str) -> StoredPolicy:
-        """Store a new version of the account's policy (versions are never overwritten), audited."""
+        """Store a new version of the account's policy (versions are never overwritten), audited, then mirror it
+        to Redis (a failed write is retried by the mirror loop; the stored version stands)."""
         async with self._uow() as uow:
+            if self.mirror is not None:
+                uow.after_commit(partial(self._mirror_after_commit, self.mirror, account_id))
             repo = HitlRepository(uow.session)
             await repo.lock_policy_versions(account_id)
             current = await repo.current_policy(account_id)
@@ -155,6 +162,10 @@ class HitlService:
                 occurred_at=policy.created_at,
             )
         return policy
+
+    @staticmethod
+    async def _mirror_after_commit(mirror: PolicyMirror, account_id: str) -> None:
+        await mirror.mirror_account(account_id)  # a failure is logged and retried by the mirror loop
 
     # --- requests ---------------------------------------------------------------------------------------------
 
