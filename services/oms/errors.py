@@ -71,3 +71,11 @@ class RiskStateUnavailable(OmsError):
 
     status_code = 503
     code = "risk_state_unavailable"
+
+
+class ApprovalPolicyUnavailable(OmsError):
+    """The approval policy mirrored by the hitl service cannot be read (Redis down or an unreadable value):
+    the order is refused, never sent without the policy's say."""
+
+    status_code = 503
+    code = "approval_policy_unavailable"

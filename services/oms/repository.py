@@ -334,6 +334,23 @@ class OmsRepository:
         )
         return Decimal(await self.session.scalar(query) or 0)
 
+    async def has_submitted_in_symbol(self, account_id: str, symbol: str) -> bool:
+        """Whether the account has an order in `symbol` that passed its checks (and approval) and went to the venue
+        (an `OrderSubmitted` event), and that the venue did not reject. Orders denied, still pending approval, or
+        withdrawn/expired before approval do not count."""
+        submitted = sa.exists().where(
+            order_events.c.order_id == orders.c.order_id, order_events.c.event_type == "OrderSubmitted"
+        )
+        query = sa.select(
+            sa.exists().where(
+                orders.c.account_id == account_id,
+                orders.c.symbol == symbol,
+                orders.c.status != OrderStatus.REJECTED.value,
+                submitted,
+            )
+        )
+        return bool(await self.session.scalar(query))
+
     async def fills_for_replay(self, account_id: str) -> list[dict[str, Any]]:
         """Every fill of the account, oldest first (the daily realized loss replays them at average cost)."""
         query = (

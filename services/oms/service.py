@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.oms.approval_policy import ApprovalPolicyReader, OrderFacts, approval_reasons, threshold_reasons
 from services.oms.config import OmsSettings
 from services.oms.errors import (
     AccountNotFound,
@@ -168,6 +169,7 @@ class OrderService:
         self.on_commit = on_commit
         self.trading_state = TradingStateReader(redis)
         self.risk_limits = RiskLimitsReader(redis)
+        self.approval_policy = ApprovalPolicyReader(redis)
         self.instruments: Mapping[str, InstrumentSpec] = {
             symbol: config.spec(symbol) for symbol, config in settings.instruments.items()
         }
@@ -288,7 +290,8 @@ class OrderService:
         volume_30d: Decimal,
         has_exits: bool = False,
     ) -> _Reserve | _Denial:
-        """The pre-trade check chain: trading state, risk limits, price reference, free balance, approval threshold."""
+        """The pre-trade check chain: trading state, risk limits, price reference, free balance, approval (the hitl
+        policy mirrored to Redis, else the account's approval threshold)."""
         state = await self.trading_state.get(order.account_id)
         denial = denial_for_state(state, order, ledger.position(order.symbol).quantity)
         if denial is not None:
@@ -309,8 +312,23 @@ class OrderService:
                 f"insufficient {need.asset}: needs {format_decimal(need.amount)}, free {format_decimal(free)}",
             )
         notional = order.quantity * price
-        needs_approval = approval_threshold is not None and notional >= approval_threshold
-        return _Reserve(need.asset, need.amount, needs_approval, notional)
+        reasons = await self._approval_reasons(repo, order, ledger, notional, approval_threshold)
+        return _Reserve(need.asset, need.amount, notional, tuple(reasons))
+
+    async def _approval_reasons(
+        self, repo: OmsRepository, order: Order, ledger: Ledger, notional: Decimal, approval_threshold: Decimal | None
+    ) -> list[str]:
+        """Why the order waits for a director: the account's hitl policy when one is mirrored (Redis
+        `hitl:policy:account:<id>`), else the OMS account's own threshold."""
+        policy = await self.approval_policy.get(order.account_id)
+        if policy is None:
+            return threshold_reasons(approval_threshold, notional)
+        held = ledger.position(order.symbol).quantity
+        reduces = order.side is OrderSide.SELL and order.quantity <= held
+        known = True
+        if policy.new_instrument and not reduces:
+            known = await repo.has_submitted_in_symbol(order.account_id, order.symbol)
+        return approval_reasons(policy, OrderFacts(notional, instrument_known=known, reduces_held_position=reduces))
 
     async def _limit_violation(
         self, repo: OmsRepository, order: Order, ledger: Ledger, has_exits: bool
@@ -392,7 +410,8 @@ class OrderService:
                 "quantity": format_decimal(order.quantity),
                 "limit_price": None if order.limit_price is None else format_decimal(order.limit_price),
                 "notional": format_decimal(decision.notional),
-                "reason": "notional_above_threshold",
+                "reason": decision.reasons[0],
+                "reasons": list(decision.reasons),
             },
             now=order.updated_at,
         )
@@ -825,8 +844,12 @@ class _Denial:
 class _Reserve:
     asset: Asset
     amount: Decimal
-    needs_approval: bool
     notional: Decimal
+    reasons: tuple[str, ...] = ()  # why the order waits for a director (empty: it goes on)
+
+    @property
+    def needs_approval(self) -> bool:
+        return bool(self.reasons)
 
 
 def _denial_code(order: Order) -> str:

@@ -1,0 +1,102 @@
+"""Approval policies as the approval service mirrors them in Redis (source of truth: `hitl.policies`), and the
+pure rule deciding which orders wait for a director.
+
+Key `hitl:policy:account:<account_id>` (services/hitl/mirror.py). Present: the hitl policy decides. Absent: the
+account has no hitl policy and the OMS's own account `approval_threshold` decides, as before. Redis unreachable
+or an unreadable value is a 503, never "no policy".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.oms.errors import ApprovalPolicyUnavailable
+
+NOTIONAL_ABOVE_THRESHOLD = "notional_above_threshold"
+NEW_INSTRUMENT = "new_instrument"
+
+
+def policy_key(account_id: str) -> str:
+    """Redis key of the account's current approval policy (written by the hitl service's mirror)."""
+    return f"hitl:policy:account:{account_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """The order rules of one hitl policy version (the other rules are not the OMS's business)."""
+
+    version: int
+    notional_threshold: Decimal | None
+    new_instrument: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    """What the approval rules look at in a new order."""
+
+    notional: Decimal
+    instrument_known: bool  # the account already has an order in the symbol that went to the venue
+    reduces_held_position: bool  # a sell of at most the position held in the symbol
+
+
+def policy_from_json(value: Mapping[str, Any]) -> ApprovalPolicy:
+    """Parse the mirrored JSON; ValueError/TypeError/InvalidOperation when it is not a policy."""
+    version = value["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError("version: not a positive integer")
+    raw_threshold = value.get("notional_threshold")
+    threshold = None if raw_threshold is None else Decimal(str(raw_threshold))
+    if threshold is not None and not (threshold.is_finite() and threshold > 0):
+        raise ValueError("notional_threshold: not a positive decimal")
+    new_instrument = value.get("new_instrument", True)
+    if not isinstance(new_instrument, bool):
+        raise TypeError("new_instrument: not a boolean")
+    return ApprovalPolicy(version=version, notional_threshold=threshold, new_instrument=new_instrument)
+
+
+def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[str]:
+    """Why the order waits for a director under `policy` (empty: it goes on).
+
+    A sell that only reduces a held position is never held back as a new instrument (exits and
+    de-risking must not wait for a first-trade approval); the notional rule applies to every order.
+    """
+    reasons: list[str] = []
+    if policy.notional_threshold is not None and facts.notional >= policy.notional_threshold:
+        reasons.append(NOTIONAL_ABOVE_THRESHOLD)
+    if policy.new_instrument and not facts.instrument_known and not facts.reduces_held_position:
+        reasons.append(NEW_INSTRUMENT)
+    return reasons
+
+
+def threshold_reasons(threshold: Decimal | None, notional: Decimal) -> list[str]:
+    """Without a hitl policy: the OMS account's own approval threshold (null: never)."""
+    return [NOTIONAL_ABOVE_THRESHOLD] if threshold is not None and notional >= threshold else []
+
+
+class ApprovalPolicyReader:
+    """An account's current approval policy; no key means none (the account threshold applies)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def get(self, account_id: str) -> ApprovalPolicy | None:
+        try:
+            raw = await self.redis.get(policy_key(account_id))
+        except RedisError as exc:
+            raise ApprovalPolicyUnavailable(f"approval policy unavailable: {type(exc).__name__}") from None
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise TypeError("not an object")
+            return policy_from_json(value)
+        except (ValueError, TypeError, KeyError, InvalidOperation):
+            raise ApprovalPolicyUnavailable(f"approval policy of {account_id} is unreadable") from None

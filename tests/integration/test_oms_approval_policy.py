@@ -1,0 +1,197 @@
+"""The OMS decides which orders wait for a director by the account's hitl policy mirrored in Redis
+(`hitl:policy:account:<id>`), and by its own account threshold when no policy is mirrored.
+
+Real PostgreSQL, Redis and Kafka; the venue is the in-memory fake (market orders fill at its price).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from services.oms.app import create_app
+from services.oms.config import OmsSettings
+from services.oms.service import OrderService
+from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.roles import Role
+from shared.auth.tokens import TokenIssuer
+from shared.config import AetherSettings
+from shared.db import UnitOfWork
+from shared.domain.types import OrderId
+from tests.fake_venue import FakeVenue
+from tests.helpers import eventually, own_database
+
+KEY = generate_private_key()
+OPERATOR = {
+    "Authorization": "Bearer "
+    + TokenIssuer(private_key_pem(KEY), "aether", "aether-platform").issue("op", [Role.OPERATOR], accounts=["*"])
+}
+BOOK = {"bids": [{"price": "99", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "oms_approval_policy") as url:
+        yield url
+
+
+class Oms:
+    def __init__(self, client: httpx.AsyncClient, redis: Redis, orders: OrderService) -> None:
+        self.client = client
+        self.redis = redis
+        self.orders = orders
+
+    async def funded(self) -> str:
+        account = f"pol-{uuid.uuid4().hex[:10]}"
+        response = await self.client.post(
+            f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=OPERATOR
+        )
+        assert response.status_code == 201, response.text
+        return account
+
+    async def policy(self, account: str, version: int = 1, **rules: Any) -> None:
+        """What the hitl mirror writes (services/hitl/mirror.py policy_json)."""
+        value = {"account_id": account, "version": version, "new_instrument": True, "quorum": 1, **rules}
+        await self.redis.set(f"hitl:policy:account:{account}", json.dumps(value))
+
+    async def order(self, account: str, quantity: str, **fields: Any) -> httpx.Response:
+        body = {
+            "account_id": account,
+            "client_order_id": uuid.uuid4().hex,
+            "symbol": "BTC/USD",
+            "side": "buy",
+            "type": "limit",
+            "quantity": quantity,
+            "limit_price": "100",
+            **fields,
+        }
+        return await self.client.post("/orders", json=body, headers=OPERATOR)
+
+    async def approval_request(self, order_id: str) -> dict[str, Any]:
+        """The `ApprovalRequested` payload the OMS wrote to its outbox for `order_id`."""
+        async with UnitOfWork(self.orders.sessionmaker) as uow:
+            row = await uow.session.execute(
+                sa.text("SELECT payload FROM oms.outbox WHERE event_type = 'ApprovalRequested' AND key = :key"),
+                {"key": order_id},
+            )
+            envelopes = [dict(r[0]) for r in row.all()]
+        assert len(envelopes) == 1
+        return dict(envelopes[0]["payload"])
+
+    async def status(self, order_id: str) -> str:
+        return str((await self.client.get(f"/orders/{order_id}", headers=OPERATOR)).json()["status"])
+
+
+@pytest.fixture(scope="module")  # one app and one fake venue: a restart would reconcile against an empty venue
+async def oms(settings: AetherSettings, redis_url: str, module_database_url: str) -> AsyncIterator[Oms]:
+    oms_settings = OmsSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+        database_url=SecretStr(module_database_url),
+        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
+        log_level="WARNING",
+        default_approval_threshold=Decimal("1000"),
+        resolve_after_s=0.1,
+        resolver_interval_s=0.1,
+    )
+    redis = Redis.from_url(redis_url)
+    await redis.set("marketdata:book:BTC/USD", json.dumps(BOOK))
+    app = create_app(oms_settings, venue=FakeVenue(price=Decimal("100")))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://oms") as http:
+        await eventually(lambda: _ready(http), timeout_s=20, message="oms ready")
+        yield Oms(http, redis, app.state.runtime.extras["orders"])
+    await redis.aclose()
+
+
+async def _ready(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/readyz")).status_code == 200
+
+
+async def test_policy_threshold_decides_with_its_reason(oms: Oms) -> None:
+    account = await oms.funded()
+    await oms.policy(account, notional_threshold="1000", new_instrument=False)
+    big = await oms.order(account, "15")  # 15 x 100 = 1,500 >= 1,000
+    assert big.status_code == 201, big.text
+    assert big.json()["status"] == "pending_approval"
+    request = await oms.approval_request(big.json()["order_id"])
+    assert request["reason"] == "notional_above_threshold"
+    assert request["reasons"] == ["notional_above_threshold"]
+    assert request["notional"] == "1500"
+    small = await oms.order(account, "5")  # 500
+    assert small.status_code == 201, small.text
+    assert small.json()["status"] == "accepted"
+
+
+async def test_policy_replaces_the_account_threshold(oms: Oms) -> None:
+    account = await oms.funded()  # the OMS account threshold is 1,000
+    await oms.policy(account, notional_threshold="5000", new_instrument=False)
+    assert (await oms.order(account, "15")).json()["status"] == "accepted"  # 1,500: under the policy's 5,000
+    await oms.policy(account, version=2, notional_threshold=None, new_instrument=False)
+    assert (await oms.order(account, "40")).json()["status"] == "accepted"  # null threshold: never by notional
+
+
+async def test_first_order_in_a_symbol_waits_and_the_next_one_after_approval_does_not(oms: Oms) -> None:
+    account = await oms.funded()
+    await oms.policy(account, notional_threshold="10000")
+    first = await oms.order(account, "1", type="market", limit_price=None)
+    assert first.json()["status"] == "pending_approval"
+    first_id = first.json()["order_id"]
+    assert (await oms.approval_request(first_id))["reasons"] == ["new_instrument"]
+    while_pending = await oms.order(account, "1")  # the first one has not been to the venue yet: still new
+    assert while_pending.json()["status"] == "pending_approval"
+    both = await oms.order(account, "150")  # 15,000: both reasons, the first one is "reason"
+    assert both.status_code == 201, both.text
+    payload = await oms.approval_request(both.json()["order_id"])
+    assert (payload["reason"], payload["reasons"]) == (
+        "notional_above_threshold",
+        ["notional_above_threshold", "new_instrument"],
+    )
+    async with UnitOfWork(oms.orders.sessionmaker) as uow:  # the OMS's ApprovalDecided handler, as the consumer runs it
+        assert await oms.orders.decide(uow.session, OrderId(first_id), "approved", "ok", "hitl:test")
+    await eventually(lambda: _filled(oms, first_id), timeout_s=10, message="approved order filled")
+    second = await oms.order(account, "1")
+    assert second.json()["status"] == "accepted"
+
+
+async def test_without_a_policy_the_account_threshold_still_applies(oms: Oms) -> None:
+    account = await oms.funded()
+    assert await oms.redis.get(f"hitl:policy:account:{account}") is None
+    big = await oms.order(account, "15")
+    assert big.json()["status"] == "pending_approval"
+    assert (await oms.approval_request(big.json()["order_id"]))["reason"] == "notional_above_threshold"
+    assert (await oms.order(account, "5")).json()["status"] == "accepted"  # no new_instrument rule without a policy
+
+
+async def test_unreadable_policy_or_redis_down_is_503_and_nothing_is_recorded(oms: Oms) -> None:
+    account = await oms.funded()
+    await oms.redis.set(f"hitl:policy:account:{account}", "{not json")
+    unreadable = await oms.order(account, "1")
+    assert unreadable.status_code == 503
+    assert unreadable.json()["error"]["code"] == "approval_policy_unavailable"
+    await oms.policy(account, notional_threshold="1000")
+    reader = oms.orders.approval_policy
+    healthy, broken = reader.redis, Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    reader.redis = broken
+    try:
+        down = await oms.order(account, "1")
+    finally:
+        reader.redis = healthy
+        await broken.aclose()
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] == "approval_policy_unavailable"
+    listed = await oms.client.get("/orders", params={"account_id": account}, headers=OPERATOR)
+    assert listed.status_code == 200
+    assert listed.json()["items"] == []
+
+
+async def _filled(oms: Oms, order_id: str) -> bool:
+    return await oms.status(order_id) == "filled"
