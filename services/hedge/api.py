@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from services.hedge.schemas import (
     HedgeInfo,
@@ -75,11 +75,23 @@ async def get_status(account_id: AccountIdPath, principal: Reader, hedge: Hedge)
     return await hedge.status(account_id)
 
 
-@router.put("/overrides/{account_id}", response_model=HedgeStatus, responses=_responses(404, 422))
-async def set_override(account_id: AccountIdPath, body: OverrideSet, principal: Steward, hedge: Hedge) -> HedgeStatus:
-    """Fix the account's target hedge fraction until `expires_at` (risk or director; audited, with history)."""
+@router.put(
+    "/overrides/{account_id}",
+    response_model=HedgeStatus,
+    responses={202: {"model": HedgeStatus, "description": "pending director approval"}, **_responses(404, 422, 503)},
+)
+async def set_override(
+    account_id: AccountIdPath, body: OverrideSet, principal: Steward, hedge: Hedge, response: Response
+) -> HedgeStatus:
+    """Fix the account's target hedge fraction until `expires_at` (risk or director; audited, with history).
+
+    When the account's hitl policy has `hedge_override` set, the override waits for a director instead: 202
+    with `pending_override.status` "pending_approval"; the current override stays in force meanwhile."""
     ensure_account_access(principal, account_id)
-    return await hedge.set_override(account_id, body, _actor(principal))
+    status, pending = await hedge.request_override(account_id, body, _actor(principal), principal.subject)
+    if pending:
+        response.status_code = 202
+    return status
 
 
 @router.delete("/overrides/{account_id}", response_model=HedgeStatus, responses=_responses(404))

@@ -8,6 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.hedge import api, consumers
+from services.hedge.approval import OverrideApprovalPolicy
 from services.hedge.config import HedgeSettings, get_settings
 from services.hedge.service import HedgeService
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
@@ -36,6 +37,7 @@ def create_app(
             tables=runtime.tables,
             clock=utc_now,
             on_commit=runtime.relay.wake,
+            approvals=OverrideApprovalPolicy(runtime.redis),
         )
         if oms_transport is not None:
             runtime.extras["oms_transport"] = oms_transport

@@ -10,7 +10,13 @@ from pydantic import Field, model_validator
 
 from shared.config import AetherSettings, Environment, env_name, load_settings
 from shared.domain.hedge import HedgeLevel, HedgePolicy, HedgePolicyError
-from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS, HEDGE_TARGET_EVENTS, OMS_COMMANDS, OMS_ORDER_EVENTS
+from shared.events.topics import (
+    HEDGE_RECOMMENDATION_EVENTS,
+    HEDGE_TARGET_EVENTS,
+    HITL_DECISIONS,
+    OMS_COMMANDS,
+    OMS_ORDER_EVENTS,
+)
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 
 DEV_OMS_URL = "http://127.0.0.1:8001"  # the OMS as `aether up` runs it
@@ -59,7 +65,10 @@ class HedgeSettings(AetherSettings):
     commands_topic: str = OMS_COMMANDS
     order_events_topic: str = OMS_ORDER_EVENTS
     recommendation_topic: str = HEDGE_RECOMMENDATION_EVENTS
-    target_topic: str = HEDGE_TARGET_EVENTS
+    target_topic: str = Field(
+        default=HEDGE_TARGET_EVENTS, description="targets and ApprovalRequested for overrides (hitl consumes them)"
+    )
+    decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided is consumed")
     marketdata_book_topic: str = BOOK_TOPIC
     marketdata_trade_topic: str = TRADE_TOPIC
 

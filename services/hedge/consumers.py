@@ -49,6 +49,12 @@ async def handle_order_event(hedge: HedgeService, session: AsyncSession, envelop
     await hedge.on_order_event(session, envelope)
 
 
+async def handle_decision(hedge: HedgeService, session: AsyncSession, envelope: Envelope) -> None:
+    """`ApprovalDecided` from the approval service settles a pending hedge override."""
+    await hedge.on_decision(session, envelope)
+    hedge.on_commit()  # the evaluation may have queued a hedge command: nudge the relay
+
+
 def _consumer(
     name: str,
     topics: Callable[[HedgeService], list[str]],
@@ -138,5 +144,6 @@ WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
         ),
     ),
     ("order-events", _consumer("order-events", lambda hedge: [hedge.settings.order_events_topic], handle_order_event)),
+    ("decisions", _consumer("decisions", lambda hedge: [hedge.settings.decisions_topic], handle_decision)),
     ("nav-poller", _nav_poller),
 )

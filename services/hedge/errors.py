@@ -32,3 +32,8 @@ class InvalidOverride(HedgeError):
 class InvalidPolicy(HedgeError):
     status_code = 422
     code = "invalid_policy"
+
+
+class ApprovalPolicyUnavailable(HedgeError):
+    status_code = 503
+    code = "approval_policy_unavailable"

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db.base import NAMING_CONVENTION, Money
 
 SCHEMA = "hedge"
+PENDING_APPROVAL = "pending_approval"  # override history action of an override waiting for a director
+APPROVAL_REQUESTED = "approval_requested"  # the same row once the decision arrived (its own row follows)
 TS = sa.DateTime(timezone=True)
 
 metadata = sa.MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
@@ -209,8 +211,35 @@ class HedgeRepository:
     async def delete_override(self, account_id: str) -> None:
         await self.session.execute(sa.delete(overrides).where(overrides.c.account_id == account_id))
 
-    async def add_override_history(self, account_id: str, **values: Any) -> None:
-        await self.session.execute(sa.insert(override_history).values(account_id=account_id, **values))
+    async def add_override_history(self, account_id: str, **values: Any) -> int:
+        """The new history row's id."""
+        statement = sa.insert(override_history).values(account_id=account_id, **values)
+        row_id: int = (await self.session.execute(statement.returning(override_history.c.id))).scalar_one()
+        return row_id
+
+    async def pending_override(self, account_id: str) -> RowMapping | None:
+        """The account's newest override waiting for approval (history action `pending_approval`)."""
+        query = (
+            sa.select(override_history)
+            .where(override_history.c.account_id == account_id, override_history.c.action == PENDING_APPROVAL)
+            .order_by(override_history.c.id.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(query)).mappings().first()
+
+    async def resolve_pending(self, account_id: str, row_id: int) -> RowMapping | None:
+        """Mark a pending override's row `approval_requested` (decided); None when it is not pending (any more)."""
+        statement = (
+            sa.update(override_history)
+            .where(
+                override_history.c.id == row_id,
+                override_history.c.account_id == account_id,
+                override_history.c.action == PENDING_APPROVAL,
+            )
+            .values(action=APPROVAL_REQUESTED)
+            .returning(*override_history.c)
+        )
+        return (await self.session.execute(statement)).mappings().first()
 
     async def override_history(self, account_id: str, limit: int) -> Sequence[RowMapping]:
         """Newest first."""

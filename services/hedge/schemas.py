@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -90,6 +90,20 @@ class OverrideRead(BaseModel):
     active: bool
 
 
+class PendingOverrideRead(BaseModel):
+    """An override waiting for director approval (not effective until approved)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["pending_approval"] = "pending_approval"
+    subject_id: str = Field(description="subject_id of the hitl approval request (subject_type hedge_override)")
+    target_fraction: DecimalString
+    reason: str
+    expires_at: datetime
+    requested_by: str
+    requested_at: datetime
+
+
 class OverrideHistoryRead(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +162,9 @@ class HedgeStatus(BaseModel):
     volatility: DecimalString
     computed_target: DecimalString | None
     override: OverrideRead | None
+    pending_override: PendingOverrideRead | None = Field(
+        default=None, description="newest override waiting for approval (the hitl policy's hedge_override rule)"
+    )
     effective_target: DecimalString | None
     current_fraction: DecimalString | None
     hedged_quantity: DecimalString = Field(description="base sold by hedge orders, net of buy-backs")

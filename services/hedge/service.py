@@ -18,6 +18,12 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.hedge.approval import (
+    HEDGE_OVERRIDE_SUBJECT,
+    OverrideApprovalPolicy,
+    override_subject_id,
+    parse_subject_id,
+)
 from services.hedge.config import HedgeSettings
 from services.hedge.errors import (
     AccountNotTracked,
@@ -33,7 +39,7 @@ from services.hedge.metrics import (
     RECOMMENDATIONS_RAISED,
     RECOMMENDATIONS_REARMED,
 )
-from services.hedge.repository import HedgeRepository
+from services.hedge.repository import PENDING_APPROVAL, HedgeRepository
 from services.hedge.schemas import (
     HedgeOrderRead,
     HedgeStatus,
@@ -41,6 +47,7 @@ from services.hedge.schemas import (
     OverrideHistoryRead,
     OverrideRead,
     OverrideSet,
+    PendingOverrideRead,
     PolicyFields,
     PolicyRead,
     PolicyWrite,
@@ -130,8 +137,10 @@ class HedgeService:
         tables: EventTables,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None] = lambda: None,
+        approvals: OverrideApprovalPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.approvals = approvals  # None: overrides never wait for approval
         self.policy = settings.policy()
         self.sessionmaker = sessionmaker
         self.tables = tables
@@ -449,6 +458,36 @@ class HedgeService:
 
     # --- operator actions ----------------------------------------------------------------------------------
 
+    async def request_override(
+        self, account_id: str, body: OverrideSet, actor: str, requester: str
+    ) -> tuple[HedgeStatus, bool]:
+        """Set the override at once, or, when the account's hitl policy says so, store it pending approval and
+        ask the approval service (`requester` becomes the request's requested_by). Returns (status, pending)."""
+        if body.expires_at <= self.clock():
+            raise InvalidOverride("expires_at: must lie in the future", details={"field": "expires_at"})
+        if self.approvals is None or not await self.approvals.needs_approval(account_id):
+            return await self.set_override(account_id, body, actor), False
+        now = self.clock()
+        async with self._uow() as uow:
+            repo = HedgeRepository(uow.session)
+            await repo.ensure_account(account_id)
+            await repo.lock_account(account_id)
+            previous = await repo.override(account_id)
+            row_id = await self._override_history(uow.session, account_id, PENDING_APPROVAL, body, previous, actor, now)
+            payload: dict[str, Any] = {
+                "subject_type": HEDGE_OVERRIDE_SUBJECT,
+                "subject_id": override_subject_id(account_id, row_id),
+                "account_id": account_id,
+                "requested_by": requester,
+                "target_fraction": _text(body.target_fraction),
+                "reason": body.reason,
+                "expires_at": body.expires_at.isoformat(),
+                "previous_fraction": None if previous is None else _text(previous["target_fraction"]),
+                "requested_at": now.isoformat(),
+            }
+            await self._emit(uow.session, self.settings.target_topic, "ApprovalRequested", account_id, payload)
+        return await self.status(account_id), True
+
     async def set_override(self, account_id: str, body: OverrideSet, actor: str) -> HedgeStatus:
         """Fix the account's target until `expires_at`; history row and audit entry in the same transaction."""
         now = self.clock()
@@ -494,7 +533,7 @@ class HedgeService:
         previous: RowMapping | None,
         actor: str,
         now: datetime,
-    ) -> None:
+    ) -> int:
         values: dict[str, Any] = {
             "action": action,
             "target_fraction": body.target_fraction if isinstance(body, OverrideSet) else None,
@@ -505,7 +544,7 @@ class HedgeService:
             "actor": actor,
             "occurred_at": now,
         }
-        await HedgeRepository(session).add_override_history(account_id, **values)
+        row_id = await HedgeRepository(session).add_override_history(account_id, **values)
         details = {key: _jsonable(value) for key, value in values.items() if key not in {"actor", "occurred_at"}}
         await audit_append(
             session,
@@ -516,6 +555,46 @@ class HedgeService:
             chain=f"hedge:{account_id}",
             occurred_at=now,
         )
+        return row_id
+
+    async def on_decision(self, session: AsyncSession, envelope: Envelope) -> None:
+        """An `ApprovalDecided` for a pending override: approved makes it the override in force, rejected or
+        expired drops it; history row and audit entry either way (other subjects are ignored)."""
+        payload = envelope.payload
+        if envelope.type != "ApprovalDecided" or payload.get("subject_type") != HEDGE_OVERRIDE_SUBJECT:
+            return
+        parsed = parse_subject_id(str(payload.get("subject_id", "")))
+        decision = str(payload.get("decision"))
+        if parsed is None or decision not in {"approved", "rejected", "expired"}:
+            log.warning("hedge_decision_skipped", subject_id=str(payload.get("subject_id"))[:200], decision=decision)
+            return
+        account_id, row_id = parsed
+        repo = HedgeRepository(session)
+        await repo.lock_account(account_id)
+        pending = await repo.resolve_pending(account_id, row_id)
+        if pending is None:
+            log.warning("hedge_decision_not_pending", account_id=account_id, row_id=row_id, decision=decision)
+            return
+        now = self.clock()
+        raw_approvers = payload.get("approvers")
+        approvers = [str(name) for name in raw_approvers] if isinstance(raw_approvers, list) else []
+        actor = "hitl:" + (",".join(approvers) if approvers else decision)
+        reason = pending["reason"] if decision == "approved" else f"{decision}: {payload.get('reason') or decision}"
+        body = OverrideSet.model_construct(
+            target_fraction=pending["target_fraction"], reason=reason, expires_at=pending["expires_at"]
+        )
+        previous = await repo.override(account_id, lock=True)
+        if decision == "approved":
+            await repo.save_override(
+                account_id,
+                target_fraction=pending["target_fraction"],
+                reason=pending["reason"],
+                expires_at=pending["expires_at"],
+                set_by=pending["actor"],
+                set_at=now,
+            )
+        await self._override_history(session, account_id, decision, body, previous, actor, now)
+        await self.evaluate(session, account_id)
 
     async def rearm(self, account_id: str, body: RearmRequest, actor: str) -> list[RecommendationRead]:
         """Re-arm raised recommendations by hand (audited); 409 when none of the asked level is raised."""
@@ -622,12 +701,15 @@ class HedgeService:
             result = []
             for row in rows:
                 override = await repo.override(row["account_id"])
+                extra: dict[str, Any] = {
+                    "pending_override": _pending_read(await repo.pending_override(row["account_id"]))
+                }
                 open_order = await repo.open_order(row["account_id"])
                 recs = [rec for rec in active if rec["account_id"] == row["account_id"]]
                 hedged = await repo.hedged_base(row["account_id"])
                 policy = await repo.policy(row["account_id"])
                 band = Decimal(policy["policy"]["band"]) if policy is not None else self.policy.band
-                extra = {
+                extra |= {
                     "hedged_quantity": hedged,
                     "rebalance_band": band,
                     "policy_version": policy["version"] if policy else 0,
@@ -686,6 +768,19 @@ class HedgeService:
         async with UnitOfWork(self.sessionmaker) as uow:
             rows = await HedgeRepository(uow.session).active_recommendations(account_ids)
         return [RecommendationRead(**row) for row in rows]
+
+
+def _pending_read(row: RowMapping | None) -> PendingOverrideRead | None:
+    if row is None:
+        return None
+    return PendingOverrideRead(
+        subject_id=override_subject_id(row["account_id"], row["id"]),
+        target_fraction=row["target_fraction"],
+        reason=row["reason"],
+        expires_at=row["expires_at"],
+        requested_by=row["actor"],
+        requested_at=row["occurred_at"],
+    )
 
 
 def _active(override: RowMapping | None, now: datetime) -> bool:

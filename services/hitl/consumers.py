@@ -1,4 +1,4 @@
-"""Background work of the hitl service: `ApprovalRequested` from the OMS (idempotent through the `hitl.inbox`
+"""Background work of the hitl service: `ApprovalRequested` from the OMS and the hedge service (idempotent through the `hitl.inbox`
 table), the expiry worker and the policy mirror."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
             runtime,
             name="hitl.approval-requests",
             group_id=settings.requests_consumer_group,
-            topics=[settings.order_events_topic],
+            topics=[settings.order_events_topic, settings.hedge_events_topic],
             handler=handler,
         )
 

@@ -12,8 +12,9 @@ from services.hitl.policy import PolicyRules
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 # Subjects whose requests only their owning service opens through events: a REST request for an order could
-# otherwise claim an OMS order id with another payload and have the directors approve the wrong thing.
-EVENT_ONLY_SUBJECT_TYPES = frozenset({"order"})
+# otherwise claim an OMS order id with another payload and have the directors approve the wrong thing. The
+# same holds for hedge overrides (the hedge service's ApprovalRequested on hedge.target-events.v1).
+EVENT_ONLY_SUBJECT_TYPES = frozenset({"order", "hedge_override"})
 RequestStatus = Literal["pending", "approved", "rejected", "expired"]
 DecisionKind = Literal["approved", "rejected", "expired"]
 
