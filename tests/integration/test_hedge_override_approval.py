@@ -19,15 +19,20 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.hedge.app import create_app
+from services.hedge.approval import OverrideApprovalPolicy
 from services.hedge.config import HedgeSettings
+from services.hedge.errors import ApprovalPolicyUnavailable
+from services.hitl.app import create_app as create_hitl_app
 from services.hitl.consumers import request_from_event
 from services.hitl.schemas import RequestCreate
 from shared.auth.keys import public_key_pem
+from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from tests.helpers import eventually, own_database
 from tests.integration.test_hedge_api import DIRECTOR, KEY, RISK, T0, VIEWER, Hedge, TopicReader, account_id
+from tests.integration.test_hitl_api import bearer, hitl_settings, running
 
 Start = Callable[[], AbstractAsyncContextManager[Hedge]]
 
@@ -266,3 +271,68 @@ def test_hitl_refuses_rest_requests_for_hedge_overrides() -> None:
     """Only the hedge service's event opens them: a REST request could claim a pending override's subject id."""
     with pytest.raises(ValidationError, match="subject_type"):
         RequestCreate(subject_type="hedge_override", subject_id="hedge-override:a:1", account_id="a", payload={})
+
+
+@pytest.fixture(scope="module")
+def hitl_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "hedge_approval_hitl") as url:
+        yield url
+
+
+async def test_through_the_real_hitl_app_the_requester_cannot_approve_and_a_director_can(
+    start_hedge: Start, settings: AetherSettings, hitl_database_url: str, topics: dict[str, str], redis: Redis
+) -> None:
+    account = account_id()
+    hitl_app = create_hitl_app(
+        hitl_settings(
+            settings,
+            hitl_database_url,
+            hedge_events_topic=topics["target_topic"],
+            decisions_topic=topics["decisions_topic"],
+            policy_mirror_interval_s=0.2,
+        )
+    )
+    async with running(hitl_app) as hitl, start_hedge() as hedge:
+        rules = {"hedge_override": True, "new_instrument": False}
+        stored = await hitl.put(f"/hitl/policies/{account}", json=rules, headers=bearer("gov", [Role.DIRECTOR]))
+        assert stored.status_code == 200, stored.text
+
+        async def mirrored() -> bool:
+            return await redis.get(f"hitl:policy:account:{account}") is not None
+
+        await eventually(mirrored, message="policy mirrored to Redis")
+        pending = (await pending_put(hedge, account, override_body("0.4", "cover the unlock")))["pending_override"]
+
+        async def opened() -> list[dict[str, Any]]:
+            page = await hitl.get(
+                "/hitl/requests", params={"account_id": account}, headers=bearer("d", [Role.DIRECTOR])
+            )
+            return list(page.json()["items"])
+
+        (request,) = await eventually(opened, timeout_s=20, message="hitl request opened from the hedge event")
+        assert (request["subject_type"], request["subject_id"]) == ("hedge_override", pending["subject_id"])
+        assert request["requested_by"] == "alice"
+        path = f"/hitl/requests/{request['request_id']}/approve"
+        vote = {"payload_hash": request["payload_hash"]}
+        own = await hitl.post(path, json=vote, headers=bearer("alice", [Role.DIRECTOR]))
+        assert own.status_code == 403, own.text
+        assert (await hedge.status(account))["effective_target"] == "0"
+        ok = await hitl.post(path, json=vote, headers=bearer("dora", [Role.DIRECTOR]))
+        assert ok.status_code == 200, ok.text
+
+        async def effective() -> bool:
+            return (await hedge.status(account))["effective_target"] == "0.4"
+
+        await eventually(effective, timeout_s=20, message="override effective after the director's approval")
+        assert (await history(hedge, account))[0][:2] == ("approved", "0.4")
+
+
+async def test_redis_unreachable_is_policy_unavailable_not_no_policy() -> None:
+    """A Redis that does not answer (a closed port) is a 503 error, never 'no policy, apply at once'."""
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        with pytest.raises(ApprovalPolicyUnavailable) as raised:
+            await OverrideApprovalPolicy(unreachable).needs_approval("acct-x")
+        assert raised.value.status_code == 503
+    finally:
+        await unreachable.aclose()
