@@ -13,13 +13,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.hedge.errors import ApprovalPolicyUnavailable
+from shared.mirror_keys import approval_policy_key
 
 HEDGE_OVERRIDE_SUBJECT = "hedge_override"
-
-
-def policy_key(account_id: str) -> str:
-    """Redis key of the account's current approval policy (written by the hitl service's mirror)."""
-    return f"hitl:policy:account:{account_id}"
 
 
 def override_subject_id(account_id: str, pending_id: int) -> str:
@@ -45,7 +41,7 @@ class OverrideApprovalPolicy:
     async def needs_approval(self, account_id: str) -> bool:
         """True when the account's hitl policy holds overrides for approval; False without a policy."""
         try:
-            raw = await self.redis.get(policy_key(account_id))
+            raw = await self.redis.get(approval_policy_key(account_id))
         except RedisError as exc:
             raise ApprovalPolicyUnavailable(f"approval policy unavailable: {type(exc).__name__}") from None
         if raw is None:

@@ -20,14 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.hitl.repository import HitlRepository, StoredPolicy
 from shared.db import UnitOfWork
+from shared.mirror_keys import approval_policy_key
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def policy_key(account_id: str) -> str:
-    """Redis key of an account's current approval policy (the OMS reads it: services/oms/approval_policy.py)."""
-    return f"hitl:policy:account:{account_id}"
 
 
 def policy_json(policy: StoredPolicy) -> str:
@@ -57,7 +53,7 @@ class PolicyMirror:
             async with UnitOfWork(self.sessionmaker) as uow:
                 stored = await HitlRepository(uow.session).current_policy(account_id)
             if stored is not None:
-                await self.redis.set(policy_key(account_id), policy_json(stored))
+                await self.redis.set(approval_policy_key(account_id), policy_json(stored))
         except (RedisError, SQLAlchemyError, OSError) as exc:
             self._failed(exc)
             self.wake.set()  # the loop retries at once, and then every interval
@@ -68,7 +64,7 @@ class PolicyMirror:
         """Re-write every account's current version from PG; the number of keys. Raises when Redis fails."""
         async with UnitOfWork(self.sessionmaker) as uow:
             current = await HitlRepository(uow.session).all_current_policies()
-        mapping = {policy_key(policy.account_id): policy_json(policy) for policy in current}
+        mapping = {approval_policy_key(policy.account_id): policy_json(policy) for policy in current}
         try:
             if mapping:
                 await self.redis.mset(mapping)

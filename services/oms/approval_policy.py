@@ -18,14 +18,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.oms.errors import ApprovalPolicyUnavailable
+from shared.mirror_keys import approval_policy_key
 
 NOTIONAL_ABOVE_THRESHOLD = "notional_above_threshold"
 NEW_INSTRUMENT = "new_instrument"
-
-
-def policy_key(account_id: str) -> str:
-    """Redis key of the account's current approval policy (written by the hitl service's mirror)."""
-    return f"hitl:policy:account:{account_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +84,7 @@ class ApprovalPolicyReader:
 
     async def get(self, account_id: str) -> ApprovalPolicy | None:
         try:
-            raw = await self.redis.get(policy_key(account_id))
+            raw = await self.redis.get(approval_policy_key(account_id))
         except RedisError as exc:
             raise ApprovalPolicyUnavailable(f"approval policy unavailable: {type(exc).__name__}") from None
         if raw is None:

@@ -13,15 +13,7 @@ from redis.exceptions import RedisError
 
 from services.oms.errors import RiskStateUnavailable
 from shared.domain.risk_limits import RiskLimits, limits_from_json
-
-
-def limits_key(account_id: str) -> str:
-    return f"risk:limits:account:{account_id}"
-
-
-def exit_policy_key(account_id: str) -> str:
-    """The exit engine's policy mirror (services/risk/exits); its `require_explicit_exits` counts too."""
-    return f"risk:exit_policy:account:{account_id}"
+from shared.mirror_keys import exit_policy_key, risk_limits_key
 
 
 def start_of_utc_day(now: datetime) -> datetime:
@@ -39,7 +31,7 @@ class RiskLimitsReader:
 
     async def get(self, account_id: str) -> RiskLimits | None:
         try:
-            raw, policy_raw = await self.redis.mget([limits_key(account_id), exit_policy_key(account_id)])
+            raw, policy_raw = await self.redis.mget([risk_limits_key(account_id), exit_policy_key(account_id)])
         except RedisError as exc:
             raise RiskStateUnavailable(f"risk limits unavailable: {type(exc).__name__}") from None
         try:

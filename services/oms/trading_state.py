@@ -10,13 +10,7 @@ from redis.exceptions import RedisError
 from services.oms.errors import RiskStateUnavailable
 from shared.domain.orders import Order
 from shared.domain.types import OrderSide, TradingState
-
-GLOBAL_KEY = "risk:trading_state:global"
-
-
-def account_key(account_id: str) -> str:
-    return f"risk:trading_state:account:{account_id}"
-
+from shared.mirror_keys import GLOBAL_TRADING_STATE_KEY, trading_state_key
 
 _SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 
@@ -30,7 +24,7 @@ class TradingStateReader:
 
     async def get(self, account_id: str) -> TradingState:
         try:
-            values = await self.redis.mget([GLOBAL_KEY, account_key(account_id)])
+            values = await self.redis.mget([GLOBAL_TRADING_STATE_KEY, trading_state_key(account_id)])
         except RedisError as exc:
             raise RiskStateUnavailable(f"trading state unavailable: {type(exc).__name__}") from None
         states = [TradingState(value.decode() if isinstance(value, bytes) else value) for value in values if value]

@@ -31,12 +31,12 @@ from shared.domain.types import TradingState
 from shared.events import Envelope, add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import RISK_TRADING_STATE_EVENTS
+from shared.mirror_keys import GLOBAL_TRADING_STATE_KEY, risk_limits_key, trading_state_key
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
 
 AUDIT_CHAIN = "risk"
-GLOBAL_STATE_KEY = "risk:trading_state:global"
 SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 OPERATORS_OF_THE_SWITCH = frozenset({Role.RISK, Role.DIRECTOR})
 DIRECTORS = frozenset({Role.DIRECTOR})
@@ -45,12 +45,7 @@ ACTIONS = {TradingState.HALTED: "kill_switch", TradingState.REDUCING: "safe_mode
 
 def state_key(scope: str, account_id: str | None) -> str:
     """Redis key of a scope's trading state (the OMS reads it: services/oms/trading_state.py)."""
-    return GLOBAL_STATE_KEY if scope == "global" else f"risk:trading_state:account:{account_id}"
-
-
-def limits_key(account_id: str) -> str:
-    """Redis key of an account's current limits (the OMS reads it: services/oms/risk_limits.py)."""
-    return f"risk:limits:account:{account_id}"
+    return GLOBAL_TRADING_STATE_KEY if scope == "global" else trading_state_key(str(account_id))
 
 
 def roles_allowed(current: TradingState, target: TradingState) -> frozenset[Role]:
@@ -222,7 +217,7 @@ class RiskService:
         if stored is None:
             return
         try:
-            await self.redis.set(limits_key(account_id), json.dumps(stored.values, sort_keys=True))
+            await self.redis.set(risk_limits_key(account_id), json.dumps(stored.values, sort_keys=True))
         except RedisError as exc:
             log.error("limits_mirror_failed", account_id=account_id, error_type=type(exc).__name__)
 
@@ -236,7 +231,7 @@ class RiskService:
             states = await repo.all_states()
             limits = await repo.all_current_limits()
         mapping: dict[str, str] = {state_key(s.scope, s.account_id): s.state.value for s in states}
-        mapping.update({limits_key(row.account_id): json.dumps(row.values, sort_keys=True) for row in limits})
+        mapping.update({risk_limits_key(row.account_id): json.dumps(row.values, sort_keys=True) for row in limits})
         try:
             if mapping:
                 await self.redis.mset(mapping)

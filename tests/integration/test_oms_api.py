@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.oms.app import create_app
 from services.oms.config import OmsSettings
-from services.oms.trading_state import account_key
 from shared.audit import verify_chain
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
+from shared.mirror_keys import trading_state_key as account_key
 from tests.fake_venue import FakeVenue
 from tests.helpers import eventually, own_database
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.risk.config import RiskSettings
 from services.risk.exits import api as exits_api
-from services.risk.exits.service import bracket_id_for, policy_key
+from services.risk.exits.service import bracket_id_for
 from services.risk.exits.workers import WORKERS
 from shared.app_factory import ServiceSpec, build_service_app
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
@@ -33,6 +33,7 @@ from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.events import Envelope, EventProducer
 from shared.marketdata import Trade, to_envelope
+from shared.mirror_keys import exit_policy_key as policy_key
 from tests.helpers import eventually
 
 KEY = generate_private_key()

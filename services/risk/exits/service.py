@@ -52,6 +52,7 @@ from shared.domain.brackets import (
 from shared.domain.money import format_decimal
 from shared.errors import Conflict, DomainError, NotFound, Unprocessable
 from shared.events import Envelope, EventTables, add_to_outbox
+from shared.mirror_keys import exit_policy_key
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter
 
@@ -491,7 +492,7 @@ class ExitService:
         if self.redis is None:
             return
         value = json.dumps({"version": stored.version, **policy_json(stored.policy)}, sort_keys=True)
-        await self.redis.set(policy_key(stored.account_id), value)
+        await self.redis.set(exit_policy_key(stored.account_id), value)
 
     async def _mirror_quietly(self, stored: StoredPolicy | None) -> None:
         if stored is None:
@@ -508,11 +509,6 @@ class ExitService:
         for stored in policies:
             await self.mirror_policy(stored)
         return len(policies)
-
-
-def policy_key(account_id: str) -> str:
-    """Redis key of an account's exit policy mirror (JSON of policy_json plus `version`)."""
-    return f"risk:exit_policy:account:{account_id}"
 
 
 def submit_order_body(decision: SubmitExit) -> dict[str, Any]:
