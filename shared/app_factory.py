@@ -13,7 +13,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -57,6 +57,9 @@ class ServiceRuntime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Service-specific adapters built by the spec's `on_startup` (e.g. the OMS's venue and order service).
     extras: dict[str, Any] = field(default_factory=dict)
+    # The service's typed composition root (a frozen dataclass of its use cases and adapters), set by
+    # `on_startup`; read it with `adapters_of(runtime, TheServiceAdapters)`.
+    adapters: object | None = None
     # Closed in reverse order after the background tasks have stopped.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -66,6 +69,16 @@ class ServiceRuntime:
 
 
 BackgroundWorker = Callable[[ServiceRuntime], Callable[[], Awaitable[None]]]
+
+AdaptersT = TypeVar("AdaptersT")
+
+
+def adapters_of(runtime: ServiceRuntime, kind: type[AdaptersT]) -> AdaptersT:
+    """The service's typed adapters; a missing or foreign object is a start-up bug, never a silent None."""
+    adapters = runtime.adapters
+    if not isinstance(adapters, kind):
+        raise RuntimeError(f"{runtime.name}: adapters are {type(adapters).__name__}, expected {kind.__name__}")
+    return adapters
 
 
 @dataclass(frozen=True)
