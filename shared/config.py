@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -171,3 +172,18 @@ def describe_validation_error(exc: ValidationError) -> str:
     if location:
         return f"{env_name(location[0])}: {message}"
     return message
+
+
+def service_settings(
+    settings: AetherSettings | None, settings_cls: type[SettingsT], from_environment: Callable[[], SettingsT]
+) -> SettingsT:
+    """A service's own settings from what `create_app()` was given.
+
+    None reads the environment (through the service's cached getter); platform-wide settings are completed with
+    the service's defaults (its `service_name` included); the service's own class is used as it is.
+    """
+    if settings is None:
+        return from_environment()
+    if isinstance(settings, settings_cls):
+        return settings
+    return settings_cls(**settings.model_dump(exclude={"service_name"}))
