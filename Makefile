@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 up: install
-	$(PY) -m shared.cli up $(UP_ARGS)
+	$(PY) -m aether up $(UP_ARGS)
 
 test: install
 	bash ops/test.sh
@@ -22,6 +22,7 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 typecheck: install
 	$(PY) -m mypy

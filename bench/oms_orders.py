@@ -188,7 +188,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         AETHER_DATABASE_POOL_SIZE="20",
     )
     server = subprocess.Popen(  # noqa: S603, ASYNC220 - the server runs for the whole benchmark
-        [sys.executable, "-m", "shared.cli", "serve", "oms", "--port", str(PORT)],
+        [sys.executable, "-m", "aether", "serve", "oms", "--port", str(PORT)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

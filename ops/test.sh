@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
-echo "== lint (ruff) and types (mypy)"
+echo "== lint (ruff), types (mypy) and layer contracts (import-linter)"
 $PY -m ruff check .
 $PY -m ruff format --check .
 $PY -m mypy
+.venv/bin/lint-imports --no-cache --no-logo
 
 started_here=0
 if ! $PY -m ops.stack_cli status >/dev/null 2>&1; then

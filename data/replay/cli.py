@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
 from data.replay.source import FileSource, MarketDataSource, SourceError, SyntheticMarket
+from shared.clock import utc_now
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.domain.money import MoneyError, to_decimal
 from shared.events.producer import EventProducer
@@ -85,7 +86,7 @@ def replay_command(
     try:
         if (file is None) == (not synthetic):
             raise CommandError("give exactly one of --file PATH or --synthetic")
-        now = datetime.now(UTC)
+        now = utc_now()
         if file is not None:
             plan = _file_plan(file, venue, loop=loop, start_at=None if keep_timestamps else now)
         else:

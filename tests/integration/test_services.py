@@ -15,12 +15,12 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict
 from pydantic import SecretStr as Secret
 
+from shared import service_catalog
 from shared.app_factory import ServiceSpec, build_service_app
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
-from shared.db.migrate import SERVICE_SCHEMAS
 from tests.helpers import eventually
 
 PRIVATE_KEY = generate_private_key()
@@ -51,9 +51,9 @@ async def _ready(client: httpx.AsyncClient) -> httpx.Response | None:
     return response if response.status_code == 200 else None
 
 
-@pytest.mark.parametrize("service", SERVICE_SCHEMAS)
+@pytest.mark.parametrize("service", service_catalog.SERVICE_NAMES)
 async def test_service_skeleton(service: str, app_settings: AetherSettings, token: str) -> None:
-    module = importlib.import_module(f"services.{service}.app")
+    module = importlib.import_module(service_catalog.service(service).app_module)
     app = module.create_app(app_settings)
     async with running(app) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
@@ -131,7 +131,7 @@ def test_bad_configuration_stops_startup_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_JWT")}
     env["AETHER_DATABASE_POOL_SIZE"] = "lots"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "serve", "oms"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "aether", "serve", "oms"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -1,4 +1,4 @@
-"""The local stack (ops/stack.py) against the real PostgreSQL, Redis and Kafka processes.
+"""The local stack (ops/stack/) against the real PostgreSQL, Redis and Kafka processes.
 
 These tests bring the stack up when it is down and leave it running: other suites use it.
 """

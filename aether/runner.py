@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 import httpx
 from rich.console import Console
 from rich.markup import escape
+
+from ops import stack
+from shared.service_catalog import ServiceEntry
 
 console = Console()
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
@@ -24,7 +26,8 @@ FEED_ARGS = ("feed", "replay", "--synthetic", "--speed", "1", "--symbol", "BTC/U
 
 
 def aether_home() -> Path:
-    return Path(os.environ.get("AETHER_HOME", Path(__file__).resolve().parent.parent / ".aether"))
+    """The stack's home (``$AETHER_HOME``, else ``<repo>/.aether``): keys, tokens and ``stack.env`` live there."""
+    return stack.stack_paths().root
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -40,7 +43,6 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def prepare_environment(env: dict[str, str]) -> dict[str, str]:
     """Start the stack, create the dev signing key, migrate; return the services' environment."""
-    from ops import stack
     from shared.auth.keys import write_key_pair
     from shared.db.migrate import upgrade
 
@@ -114,7 +116,7 @@ def _pump(name: str, color: str, stream: IO[bytes]) -> None:
 
 def _spawn(name: str, args: list[str], color: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(  # noqa: S603 - fixed argument list, our own interpreter
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "aether", *args],
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -125,8 +127,8 @@ def _spawn(name: str, args: list[str], color: str, env: Mapping[str, str]) -> su
     return process
 
 
-def _wait_ready(ports: Mapping[str, int], processes: Mapping[str, subprocess.Popen[bytes]]) -> bool:
-    pending = dict(ports)
+def _wait_ready(services: Sequence[ServiceEntry], processes: Mapping[str, subprocess.Popen[bytes]]) -> bool:
+    pending = {entry.name: entry.port for entry in services}
     deadline = time.monotonic() + READY_TIMEOUT_S
     with httpx.Client(timeout=2.0) as client, console.status("waiting for services to be ready"):
         while pending and time.monotonic() < deadline:
@@ -162,7 +164,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_platform(ports: Mapping[str, int], env: dict[str, str], *, synthetic_feed: bool = True) -> int:
+def run_platform(services: Sequence[ServiceEntry], env: dict[str, str], *, synthetic_feed: bool = True) -> int:
     """Run the services until Ctrl-C (or SIGTERM) or until one of them dies; return the exit code.
 
     `synthetic_feed=False` leaves the market to you (`aether feed replay --file ...`), as in the exits walkthrough.
@@ -171,11 +173,11 @@ def run_platform(ports: Mapping[str, int], env: dict[str, str], *, synthetic_fee
     signal.signal(signal.SIGTERM, _interrupt)
     env = prepare_environment(env)
     processes = {
-        name: _spawn(name, ["serve", name, "--port", str(port)], COLORS[i % len(COLORS)], env)
-        for i, (name, port) in enumerate(ports.items())
+        entry.name: _spawn(entry.name, ["serve", entry.name, "--port", str(entry.port)], COLORS[i % len(COLORS)], env)
+        for i, entry in enumerate(services)
     }
     try:
-        if not _wait_ready(ports, processes):
+        if not _wait_ready(services, processes):
             return 1
         if synthetic_feed:
             # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.

@@ -16,17 +16,7 @@ from shared.audit.cli import app as audit_app
 from shared.auth.cli import app as auth_app
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.crypto.cli import app as keys_app
-
-SERVICE_PORTS = {
-    "oms": 8001,
-    "risk": 8002,
-    "hedge": 8003,
-    "accounts": 8004,
-    "hitl": 8005,
-    "reports": 8006,
-    "analytics": 8007,
-    "backtest": 8008,
-}
+from shared.service_catalog import SERVICE_NAMES, ServiceEntry, UnknownServiceError, service
 
 console = Console(stderr=True)
 app = typer.Typer(help="Aether trading platform", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -49,6 +39,13 @@ def _settings() -> AetherSettings:
         raise _fail(str(exc)) from None
 
 
+def _entry(name: str) -> ServiceEntry:
+    try:
+        return service(name)
+    except UnknownServiceError as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command()
 def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
     """Apply the database migrations (every schema, one Alembic tree)."""
@@ -65,16 +62,15 @@ def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="one of: " + ", ".join(SERVICE_PORTS))],
+    name: Annotated[str, typer.Argument(metavar="SERVICE", help="one of: " + ", ".join(SERVICE_NAMES))],
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="listen port (default: the service's own)")] = None,
 ) -> None:
     """Run one service in the foreground."""
     import uvicorn
 
-    if service not in SERVICE_PORTS:
-        raise _fail(f"unknown service {service!r}; expected one of {', '.join(SERVICE_PORTS)}")
-    module = importlib.import_module(f"services.{service}.app")
+    entry = _entry(name)
+    module = importlib.import_module(entry.app_module)
     try:
         fastapi_app = module.create_app()
     except ConfigurationError as exc:
@@ -82,7 +78,7 @@ def serve(
     config = uvicorn.Config(
         fastapi_app,
         host=host,
-        port=port or SERVICE_PORTS[service],
+        port=port or entry.port,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -98,13 +94,13 @@ def up(
     ] = True,
 ) -> None:
     """Start the stack, migrate, and run every service as its own process (Ctrl-C stops all)."""
-    from shared.runner import run_platform
+    from aether.runner import run_platform
 
-    selected = services or list(SERVICE_PORTS)
-    unknown = sorted(set(selected) - set(SERVICE_PORTS))
+    selected = services or list(SERVICE_NAMES)
+    unknown = sorted(set(selected) - set(SERVICE_NAMES))
     if unknown:
         raise _fail(f"unknown service(s): {', '.join(unknown)}")
-    sys.exit(run_platform({name: SERVICE_PORTS[name] for name in selected}, os.environ.copy(), synthetic_feed=feed))
+    sys.exit(run_platform([service(name) for name in selected], os.environ.copy(), synthetic_feed=feed))
 
 
 if __name__ == "__main__":
