@@ -1,30 +1,65 @@
-"""Redis keys a service mirrors its PostgreSQL truth into, for other services' fast path.
+"""Redis keys a service mirrors its PostgreSQL truth (or its latest market data) into, for other services' fast path.
 
-The writer and every reader use these functions, so a key is spelled once. Each value is JSON (or a bare
-state name for trading state); a missing key means "nothing configured", an unreachable Redis is an error.
+The writer and every reader use these functions, so a key is spelled once; the value of each key is one
+contract model (`shared/contracts/`), written with `encode_mirror` and read with `decode_mirror`. A missing key
+means "nothing configured" (never permission where a rule is enforced), an unreachable Redis is an error, and a
+value that breaks its model is a `ContractViolation`, never a default.
 """
 
 from __future__ import annotations
 
-# Trading state (writer: risk; reader: oms). Values: active | reducing | halted.
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from pydantic import BaseModel
+
+from shared.contracts.approvals import ApprovalPolicyValue
+from shared.contracts.marketdata import LatestBook, Trade
+from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue, TradingStateValue
+
+# Trading state (writer: risk; reader: oms). Value: TradingStateValue (the bare name: active | reducing | halted).
 GLOBAL_TRADING_STATE_KEY = "risk:trading_state:global"
 
 
 def trading_state_key(account_id: str) -> str:
-    """An account's trading state."""
+    """An account's trading state (TradingStateValue)."""
     return f"risk:trading_state:account:{account_id}"
 
 
 def risk_limits_key(account_id: str) -> str:
-    """An account's current pre-trade limits (writer: risk; reader: oms)."""
+    """An account's current pre-trade limits (RiskLimitsValue; writer: risk; reader: oms)."""
     return f"risk:limits:account:{account_id}"
 
 
 def exit_policy_key(account_id: str) -> str:
-    """An account's exit policy (writer: risk exits; reader: oms for `require_explicit_exits`)."""
+    """An account's exit policy (ExitPolicyValue; writer: risk exits; reader: oms for `require_explicit_exits`)."""
     return f"risk:exit_policy:account:{account_id}"
 
 
 def approval_policy_key(account_id: str) -> str:
-    """An account's current approval policy (writer: hitl; readers: oms, hedge)."""
+    """An account's current approval policy (ApprovalPolicyValue; writer: hitl; readers: oms, hedge)."""
     return f"hitl:policy:account:{account_id}"
+
+
+def latest_book_key(symbol: str) -> str:
+    """The latest top of book of a symbol (LatestBook; writer: the paper feed; reader: oms)."""
+    return f"marketdata:book:{symbol}"
+
+
+def latest_trade_key(symbol: str) -> str:
+    """The last public trade of a symbol (Trade; writer: the paper feed)."""
+    return f"marketdata:trade:{symbol}"
+
+
+# Key pattern -> value model, for documentation and the contract walk test.
+MIRROR_VALUES: Mapping[str, type[BaseModel]] = MappingProxyType(
+    {
+        GLOBAL_TRADING_STATE_KEY: TradingStateValue,
+        trading_state_key("{account_id}"): TradingStateValue,
+        risk_limits_key("{account_id}"): RiskLimitsValue,
+        exit_policy_key("{account_id}"): ExitPolicyValue,
+        approval_policy_key("{account_id}"): ApprovalPolicyValue,
+        latest_book_key("{symbol}"): LatestBook,
+        latest_trade_key("{symbol}"): Trade,
+    }
+)

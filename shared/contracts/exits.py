@@ -8,9 +8,12 @@ price at submit time, the risk service against the fill price when the bracket i
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.contracts.base import DecimalText, Identifier, Message
+from shared.domain.brackets import BracketStatus, LegKind
 
 Price = Annotated[Decimal, Field(gt=0, max_digits=38, decimal_places=18)]
 
@@ -43,3 +46,113 @@ class ExitInstructions(BaseModel):
 
     def is_empty(self) -> bool:
         return self.stop_loss is None and self.take_profit is None and self.trailing is None
+
+
+# --- exit events on risk.exit-events.v1 (aggregate and key: the bracket id) -----------------------------------
+# The bracket's identity and state, then the domain event's details (decimals as strings, flags as "true"/"false").
+
+Quantity = Annotated[DecimalText, Field(ge=0)]
+OptionalPrice = DecimalText | None
+Flag = Literal["true", "false"]
+LegName = LegKind | Literal["unknown"]
+
+
+class BracketEventMessage(Message):
+    """What every exit event carries."""
+
+    bracket_id: Annotated[str, Field(min_length=1, max_length=128)]
+    account_id: Identifier
+    symbol: Annotated[str, Field(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", max_length=32)]
+    entry_order_id: Identifier
+    status: BracketStatus
+    open_quantity: Quantity
+    version: Annotated[int, Field(ge=0)]
+
+
+class BracketArmed(BracketEventMessage):
+    TYPE = "BracketArmed"
+
+    stop_loss: OptionalPrice
+    take_profit: OptionalPrice
+    trailing_distance: OptionalPrice
+    trailing_activation: OptionalPrice
+    from_policy: Flag
+
+
+class StopMoved(BracketEventMessage):
+    TYPE = "StopMoved"
+
+    previous: OptionalPrice
+    stop_loss: OptionalPrice
+    actor: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TrailingActivated(BracketEventMessage):
+    TYPE = "TrailingActivated"
+
+    trailing_stop: OptionalPrice
+
+
+class TrailingRatcheted(BracketEventMessage):
+    TYPE = "TrailingRatcheted"
+
+    previous: OptionalPrice
+    trailing_stop: OptionalPrice
+
+
+class BracketGrew(BracketEventMessage):
+    TYPE = "BracketGrew"
+
+    quantity: Quantity
+    price: DecimalText
+
+
+class ExitFilled(BracketEventMessage):
+    TYPE = "ExitFilled"
+
+    client_order_id: Identifier
+    leg: LegName
+    quantity: Quantity
+    price: DecimalText
+
+
+class ExitFailed(BracketEventMessage):
+    TYPE = "ExitFailed"
+
+    client_order_id: Identifier
+    rejections: Annotated[str, Field(pattern=r"^[0-9]{1,6}$")]
+
+
+class ExitTriggered(BracketEventMessage):
+    TYPE = "ExitTriggered"
+
+    leg: LegKind
+    price: OptionalPrice
+    stop: OptionalPrice
+
+
+class BracketClosed(BracketEventMessage):
+    TYPE = "BracketClosed"
+
+    exit_leg: LegKind | None
+    exited_quantity: Quantity
+
+
+class BracketRearmed(BracketEventMessage):
+    TYPE = "BracketRearmed"
+
+    actor: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+EXIT_EVENTS: tuple[type[BracketEventMessage], ...] = (
+    BracketArmed,
+    StopMoved,
+    TrailingActivated,
+    TrailingRatcheted,
+    BracketGrew,
+    ExitFilled,
+    ExitFailed,
+    ExitTriggered,
+    BracketClosed,
+    BracketRearmed,
+)

@@ -3,8 +3,10 @@
 Per record: decode (undecodable -> dead letter), claim the event in the inbox and run the handler in one
 unit of work, commit it, and only then commit the Kafka offset. A crash anywhere before the offset commit
 redelivers the record; the inbox turns the redelivery into a no-op (exactly-once effect). A handler that
-keeps failing is retried in-process with backoff, then dead-lettered to `<topic>.dlq` with its diagnosis
-in the headers, and its offset committed so the partition moves on.
+keeps failing is retried in-process (stamina: exponential backoff with jitter), then dead-lettered to
+`<topic>.dlq` with its diagnosis in the headers, and its offset committed so the partition moves on. A
+payload that breaks its contract (the handler raises pydantic's ValidationError or a ContractViolation from
+`shared.contracts`) is dead-lettered at once with reason `contract_violation`: retrying cannot fix it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.contracts.base import ContractViolation
 from shared.db.uow import UnitOfWork
 from shared.events.envelope import (
     HEADER_CORRELATION_ID,
@@ -30,6 +34,7 @@ from shared.events.envelope import (
 )
 from shared.events.inbox import claim
 from shared.events.producer import EventProducer, OutgoingMessage
+from shared.events.retry import RetryStopped, attempts_until_stopped
 from shared.events.tables import EventTables
 from shared.events.topics import dead_letter
 from shared.observability.correlation import correlation_scope
@@ -70,6 +75,7 @@ class Outcome(StrEnum):
 
 class DeadLetterReason(StrEnum):
     UNDECODABLE = "undecodable"
+    CONTRACT_VIOLATION = "contract_violation"
     HANDLER_FAILED = "handler_failed"
 
 
@@ -85,6 +91,35 @@ class ConsumerStats:
 
 class _StopRequested(Exception):
     pass
+
+
+class _GiveUp(Exception):
+    """A handler failed `max_attempts` times while the database answered: a poison message."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+
+
+# What a handler raises for a payload that breaks its contract (pydantic's error, or ours from the registry).
+_CONTRACT_ERRORS = (ValidationError, ContractViolation)
+
+
+def _retryable(error: Exception) -> bool:
+    return not isinstance(error, (_GiveUp, *_CONTRACT_ERRORS))
+
+
+def _as_violation(envelope: Envelope, error: Exception) -> ContractViolation:
+    if isinstance(error, ContractViolation):
+        return error
+    assert isinstance(error, ValidationError)  # noqa: S101 - _CONTRACT_ERRORS has two members
+    # Location and message only: pydantic's own text repeats the (possibly sensitive) input.
+    return ContractViolation.from_validation(f"{envelope.type} {envelope.event_id}", error)
 
 
 class ConsumerLoop:
@@ -210,36 +245,62 @@ class ConsumerLoop:
     async def _apply_with_retries(
         self, record: Any, envelope: Envelope, correlation_id: str, stop_event: asyncio.Event
     ) -> Outcome:
-        attempts = 0
-        while True:
-            try:
-                claimed = await self._apply(record, envelope)
-            except Exception as exc:  # any handler failure is retried, then dead-lettered
-                attempts += 1
-                self.stats.failed_attempts += 1
-                log.warning(
-                    "consumer_handler_failed",
-                    consumer=self._name,
-                    event_id=str(envelope.event_id),
-                    event_type=envelope.type,
-                    attempt=attempts,
-                    error_type=type(exc).__name__,
-                    error=str(exc)[:300],
-                )
-                # With the database down every message would fail: that is an outage, not a poison message.
-                if attempts >= self._max_attempts and await self._database_answers():
-                    await self._dead_letter(
-                        record, DeadLetterReason.HANDLER_FAILED, exc, attempts, correlation_id, stop_event
-                    )
-                    return Outcome.DEAD_LETTERED
-                await self._pause(stop_event, attempts)
-                continue
-            if claimed:
-                self.stats.applied += 1
-                return Outcome.APPLIED
-            self.stats.duplicates += 1
-            log.debug("consumer_duplicate_absorbed", consumer=self._name, event_id=str(envelope.event_id))
-            return Outcome.DUPLICATE
+        failures = _Failures()
+        try:
+            async for attempt in attempts_until_stopped(
+                stop_event, on=_retryable, initial_s=self._retry_backoff_s, max_s=self._max_backoff_s
+            ):
+                with attempt:
+                    claimed = await self._attempt(record, envelope, failures)
+        except RetryStopped:
+            raise _StopRequested from None
+        except _CONTRACT_ERRORS as exc:
+            # A payload that breaks its contract fails the same way every time: dead-letter it at once.
+            violation = _as_violation(envelope, exc)
+            log.error(
+                "consumer_contract_violation",
+                consumer=self._name,
+                event_id=str(envelope.event_id),
+                event_type=envelope.type,
+                error=violation.reason[:300],
+            )
+            await self._dead_letter(
+                record, DeadLetterReason.CONTRACT_VIOLATION, violation, failures.count + 1, correlation_id, stop_event
+            )
+            return Outcome.DEAD_LETTERED
+        except _GiveUp as give_up:
+            await self._dead_letter(
+                record, DeadLetterReason.HANDLER_FAILED, give_up.error, failures.count, correlation_id, stop_event
+            )
+            return Outcome.DEAD_LETTERED
+        if claimed:
+            self.stats.applied += 1
+            return Outcome.APPLIED
+        self.stats.duplicates += 1
+        log.debug("consumer_duplicate_absorbed", consumer=self._name, event_id=str(envelope.event_id))
+        return Outcome.DUPLICATE
+
+    async def _attempt(self, record: Any, envelope: Envelope, failures: _Failures) -> bool:
+        try:
+            return await self._apply(record, envelope)
+        except _CONTRACT_ERRORS:
+            raise
+        except Exception as exc:  # any other handler failure is retried, then dead-lettered
+            failures.count += 1
+            self.stats.failed_attempts += 1
+            log.warning(
+                "consumer_handler_failed",
+                consumer=self._name,
+                event_id=str(envelope.event_id),
+                event_type=envelope.type,
+                attempt=failures.count,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+            # With the database down every message would fail: that is an outage, not a poison message.
+            if failures.count >= self._max_attempts and await self._database_answers():
+                raise _GiveUp(exc) from exc
+            raise
 
     async def _apply(self, record: Any, envelope: Envelope) -> bool:
         async with UnitOfWork(self._sessionmaker) as uow:
@@ -277,20 +338,26 @@ class ConsumerLoop:
         if correlation_id is not None:
             headers.append((HEADER_CORRELATION_ID, correlation_id.encode()))
         message = OutgoingMessage(dead_letter(record.topic), record.key, record.value, tuple(headers))
-        failures = 0
-        # The offset is committed only once the dead letter is safely on the broker.
-        while True:
-            try:
-                await self._dead_letters.send_raw(message)
-                break
-            except Exception as exc:  # keep the record until its dead letter is stored
-                failures += 1
-                log.error("consumer_dead_letter_failed", consumer=self._name, error=str(exc)[:300], failures=failures)
-                await self._pause(stop_event, failures)
+        # The offset is committed only once the dead letter is safely on the broker: retry until it is.
+        try:
+            async for attempt in attempts_until_stopped(
+                stop_event, on=Exception, initial_s=self._retry_backoff_s, max_s=self._max_backoff_s
+            ):
+                with attempt:
+                    await self._send_dead_letter(message)
+        except RetryStopped:
+            raise _StopRequested from None
         self.stats.dead_lettered += 1
         log.error(
             "consumer_dead_lettered", consumer=self._name, reason=reason.value, attempts=attempts, **_where(record)
         )
+
+    async def _send_dead_letter(self, message: OutgoingMessage) -> None:
+        try:
+            await self._dead_letters.send_raw(message)
+        except Exception as exc:  # keep the record until its dead letter is stored
+            log.error("consumer_dead_letter_failed", consumer=self._name, error=str(exc)[:300])
+            raise
 
     async def _database_answers(self) -> bool:
         try:
@@ -299,14 +366,6 @@ class ConsumerLoop:
         except Exception:  # any failure means "not reachable"
             return False
         return True
-
-    async def _pause(self, stop_event: asyncio.Event, attempt: int) -> None:
-        delay_s = min(self._max_backoff_s, self._retry_backoff_s * 2 ** (attempt - 1))
-        try:
-            await asyncio.wait_for(stop_event.wait(), timeout=delay_s)
-        except TimeoutError:
-            return
-        raise _StopRequested
 
     async def _commit(self, consumer: AIOKafkaConsumer, tp: Any, offset: int) -> None:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.db.engine import sessionmaker_for
 from shared.db.uow import UnitOfWork
 from shared.events.producer import EventProducer, OutgoingMessage
+from shared.events.retry import RetryStopped, attempts_until_stopped
 from shared.events.tables import EventTables
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter, gauge
@@ -65,7 +65,6 @@ class OutboxRelay:
         self._linger_s = linger_s
         self._lock_key = relay_lock_key(tables.schema)
         self._wake = asyncio.Event()
-        self._jitter = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
     def wake(self) -> None:
         """Ask the loop to look for new rows now (call after committing outbox rows)."""
@@ -118,35 +117,48 @@ class OutboxRelay:
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Publish until `stop_event` is set; failures are logged and retried with jittered backoff, never raised."""
-        failures = 0
         while not stop_event.is_set():
             self._wake.clear()
-            try:
-                published = await self.run_once()
-            except Exception as exc:  # Kafka or PostgreSQL down: rows stay unsent, retry later
-                failures += 1
-                PUBLISH_FAILURES.labels(self._tables.schema).inc()
-                delay_s = min(self._max_backoff_s, self._idle_interval_s * 2**failures)
-                delay_s *= 0.5 + self._jitter.random()
-                log.warning(
-                    "outbox_relay_failed",
-                    schema=self._tables.schema,
-                    failures=failures,
-                    retry_in_s=round(delay_s, 3),
-                    error_type=type(exc).__name__,
-                    error=str(exc)[:300],
-                )
-                await _wait_any(stop_event, None, delay_s)
-                continue
-            if failures:
-                log.info("outbox_relay_recovered", schema=self._tables.schema, failures=failures)
-                failures = 0
+            published = await self._publish_retrying(stop_event)
+            if published is None:
+                return
             if published < self._batch_size:
                 await _wait_any(stop_event, self._wake, self._idle_interval_s)
                 if self._wake.is_set() and self._linger_s > 0:
                     # Let the commits that follow the one that woke us join the same batch: one relay
                     # transaction per burst instead of one per commit.
                     await _wait_any(stop_event, None, self._linger_s)
+
+    async def _publish_retrying(self, stop_event: asyncio.Event) -> int | None:
+        """One batch, retried (stamina: exponential backoff with jitter, no limit) until it goes through; None
+        when stopped first. A failed batch leaves its rows unsent, so a retry neither drops nor duplicates."""
+        failures = 0
+        published = 0
+        try:
+            async for attempt in attempts_until_stopped(
+                stop_event, on=Exception, initial_s=self._idle_interval_s, max_s=self._max_backoff_s
+            ):
+                with attempt:
+                    try:
+                        published = await self.run_once()
+                    except Exception as exc:  # Kafka or PostgreSQL down: rows stay unsent, retry later
+                        failures += 1
+                        PUBLISH_FAILURES.labels(self._tables.schema).inc()
+                        log.warning(
+                            "outbox_relay_failed",
+                            schema=self._tables.schema,
+                            failures=failures,
+                            error_type=type(exc).__name__,
+                            error=str(exc)[:300],
+                        )
+                        raise
+        except RetryStopped:
+            return None
+        except Exception:  # only with stamina switched off (stamina.set_active(False)): try again after the idle wait
+            return 0
+        if failures:
+            log.info("outbox_relay_recovered", schema=self._tables.schema, failures=failures)
+        return published
 
 
 async def _wait_any(stop_event: asyncio.Event, wake: asyncio.Event | None, timeout_s: float) -> None:

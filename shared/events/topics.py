@@ -77,6 +77,7 @@ def validate_kafka_name(topic: str) -> str:
 # The topics known today; new ones are built with entity_events()/commands() next to their producer.
 OMS_COMMANDS = commands("oms")
 OMS_ORDER_EVENTS = entity_events("oms", "order")
+OMS_BALANCE_EVENTS = entity_events("oms", "balance")  # BalanceChanged, keyed by account id
 HITL_DECISIONS = validate_topic("hitl.decisions.v1")
 AUDIT_ANCHORS = validate_topic("audit.anchors.v1")
 # Issue 4 and 5 streams (payloads documented in docs/risk.md, docs/hedge.md, docs/hitl.md).

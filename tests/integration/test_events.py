@@ -19,6 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
+from shared.contracts.hedge import KillSwitchRecommended
+from shared.contracts.registry import parse_as
 from shared.db import UnitOfWork, sessionmaker_for
 from shared.events import (
     ConsumerLoop,
@@ -491,6 +494,86 @@ async def test_poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_
     assert header_value(undecodable.headers, "original_offset") == str(garbage_at.offset)
     assert header_value(undecodable.headers, HEADER_CORRELATION_ID) == "corr-garbage"
     assert header_value(undecodable.headers, "attempts") == "0"
+
+
+def _decided(decision: str) -> Envelope:
+    return Envelope.new(
+        type=ApprovalDecided.TYPE,
+        producer="hitl",
+        aggregate_id="order-1",
+        payload={
+            "request_id": "req-1",
+            "subject_type": "order",
+            "subject_id": "order-1",
+            "account_id": "acc-1",
+            "decision": decision,
+            "reason": None,
+            "payload_hash": "a" * 64,
+            "decided_at": "2026-01-02T03:04:05+00:00",
+            "approvers": ["director-1"],
+        },
+    )
+
+
+async def test_a_message_that_breaks_its_contract_is_dead_lettered_at_once_and_the_loop_goes_on(
+    sessions: async_sessionmaker[AsyncSession],
+    tables: EventTables,
+    producer: EventProducer,
+    unique_topic: str,
+    kafka_bootstrap: str,
+) -> None:
+    effect = counting_handler(tables)
+    decisions: list[ApprovalDecision] = []
+
+    async def through_the_contract(session: AsyncSession, envelope: Envelope) -> None:
+        if envelope.type == KillSwitchRecommended.TYPE:
+            KillSwitchRecommended.model_validate(envelope.payload)  # pydantic's ValidationError, unwrapped
+        decisions.append(parse_as(ApprovalDecided, envelope).decision)
+        await effect(session, envelope)
+
+    unknown_decision = _decided("maybe")  # an enum value no consumer knows: never a default branch
+    bad_level = Envelope.new(
+        type=KillSwitchRecommended.TYPE,
+        producer="hedge",
+        aggregate_id="acc-1",
+        payload={
+            "recommendation_id": "rec-1",
+            "account_id": "acc-1",
+            "level": "explode",
+            "drawdown": "0.2",
+            "threshold": "0.1",
+            "raised_at": "2026-01-02T03:04:05+00:00",
+        },
+    )
+    approved = _decided("approved")
+    # One key, one partition: the order on the dead-letter topic is the order sent.
+    unknown_at = await producer.send(unique_topic, unknown_decision, key="acc-1")
+    await producer.send(unique_topic, bad_level, key="acc-1")
+    await producer.send(unique_topic, approved, key="acc-1")
+
+    loop = consumer_loop(kafka_bootstrap, unique_topic, sessions, tables, through_the_contract, producer)
+    async with running(loop):
+        await eventually(lambda: _processed(loop, 3), message="3 records handled")
+    assert (loop.stats.applied, loop.stats.dead_lettered, loop.stats.failed_attempts) == (1, 2, 0)
+    assert decisions == [ApprovalDecision.APPROVED]
+    assert await _effects(sessions, tables) == {str(approved.event_id): 1}
+
+    dead = await read_all(kafka_bootstrap, f"{unique_topic}.dlq")
+    assert [Envelope.from_bytes(record.value).event_id for record in dead] == [
+        unknown_decision.event_id,
+        bad_level.event_id,
+    ]
+    first, second = dead
+    assert {header_value(record.headers, "reason") for record in dead} == {"contract_violation"}
+    assert {header_value(record.headers, "attempts") for record in dead} == {"1"}
+    first_error = header_value(first.headers, "error") or ""
+    assert first_error.startswith("ContractViolation: ApprovalDecided ")
+    assert "decision: Input should be 'approved', 'rejected' or 'expired'" in first_error
+    second_error = header_value(second.headers, "error") or ""
+    assert second_error.startswith("ContractViolation: KillSwitchRecommended ")
+    assert "level: Input should be" in second_error
+    assert "explode" not in second_error, "the reason names the field, not the (possibly sensitive) input"
+    assert header_value(first.headers, "original_offset") == str(unknown_at.offset)
 
 
 async def test_correlation_id_travels_from_the_request_through_outbox_and_kafka_into_the_handler(
