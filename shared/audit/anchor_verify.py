@@ -18,8 +18,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from shared.audit.anchors import ANCHORED_EVENT, Anchor, InvalidAnchor, anchor_signature_valid
+from shared.audit.anchors import Anchor, InvalidAnchor, anchor_signature_valid
 from shared.audit.verify import BreakKind, BrokenLink, VerificationReport, list_chains, walk_chain
+from shared.contracts.audit import AuditAnchored
+from shared.contracts.base import ContractViolation, outbox_payload
+from shared.contracts.registry import parse_as
 from shared.events.envelope import Envelope, MessageDecodeError
 
 
@@ -134,10 +137,11 @@ def anchors_from_envelopes(values: Iterable[bytes | None]) -> tuple[list[Anchor]
     for value in values:
         try:
             envelope = Envelope.from_bytes(value)
-            if envelope.type != ANCHORED_EVENT:
+            if envelope.type != AuditAnchored.TYPE:
                 continue
-            anchors.append(Anchor.from_payload(envelope.payload))
-        except (MessageDecodeError, InvalidAnchor):
+            message = parse_as(AuditAnchored, envelope)
+            anchors.append(Anchor.from_payload(outbox_payload(message)))
+        except (MessageDecodeError, ContractViolation, InvalidAnchor):
             unreadable += 1
     return anchors, unreadable
 

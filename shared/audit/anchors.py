@@ -29,13 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from shared.audit.canonical import PlainJson, canonical_json, format_timestamp
 from shared.auth.keys import key_fingerprint, load_private_key_file, load_public_key_file, write_key_pair
 from shared.config import AetherSettings, ConfigurationError, Environment, env_name
-from shared.events import Envelope, add_to_outbox
+from shared.contracts.audit import AuditAnchored
+from shared.contracts.registry import new_envelope
+from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import AUDIT_ANCHORS
 
 SCHEMA = "anchors"
 ANCHOR_TYPE = "aether.audit.anchor.v1"
-ANCHORED_EVENT = "AuditAnchored"
 ANCHOR_KEY_DIR = "anchor"  # under the keys folder: <keys>/anchor/private.pem and public.pem
 
 metadata = sa.MetaData(schema=SCHEMA)
@@ -288,9 +289,8 @@ async def store_anchor(session: AsyncSession, tables: EventTables, anchor: Ancho
     )
     if inserted.scalar_one_or_none() is None:
         return False
-    envelope = Envelope.new(
-        type=ANCHORED_EVENT, producer=producer, aggregate_id=anchor.chain, payload=anchor.as_payload()
-    )
+    message = AuditAnchored.model_validate(anchor.as_payload())
+    envelope = new_envelope(message, producer=producer, aggregate_id=anchor.chain)
     await add_to_outbox(session, tables, topic=AUDIT_ANCHORS, envelope=envelope, key=anchor.chain)
     return True
 
