@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 
+from services.accounts.adapters import Adapters
 from services.accounts.auth import AuthService, IssuedTokens
 from services.accounts.repository import Row, Visibility
 from services.accounts.schemas import (
@@ -42,14 +43,12 @@ KeyHolder = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.DIRECTOR
 IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
 
-def get_accounts_service(request: Request) -> AccountsService:
-    service: AccountsService = request.app.state.runtime.extras["accounts"]
-    return service
+def get_accounts_service(adapters: Adapters) -> AccountsService:
+    return adapters.accounts
 
 
-def get_auth_service(request: Request) -> AuthService:
-    service: AuthService = request.app.state.runtime.extras["auth"]
-    return service
+def get_auth_service(adapters: Adapters) -> AuthService:
+    return adapters.auth
 
 
 Accounts = Annotated[AccountsService, Depends(get_accounts_service)]
@@ -109,7 +108,7 @@ async def step_up(body: TotpCodeRequest, principal: CurrentPrincipal, request: R
     return _tokens(await auth.step_up(principal, body.totp_code, client_ip(request)))
 
 
-@router.post("/auth/totp/enroll", response_model=TotpEnrollment, tags=["auth"], responses=_responses(409))
+@router.post("/auth/totp/enroll", response_model=TotpEnrollment, tags=["auth"], responses=_responses(404, 409))
 async def totp_enroll(principal: CurrentPrincipal, auth: Auth) -> TotpEnrollment:
     """Start TOTP enrollment: the provisioning URI (otpauth://) is shown this once."""
     return TotpEnrollment(provisioning_uri=await auth.totp_enroll(principal))
@@ -124,7 +123,7 @@ async def totp_confirm(body: TotpCodeRequest, principal: CurrentPrincipal, reque
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/service-token", response_model=TokenResponse, tags=["auth"], responses=_responses(401))
+@router.post("/auth/service-token", response_model=TokenResponse, tags=["auth"], responses=_responses(401, 503))
 async def service_token(body: ServiceTokenRequest, auth: Auth) -> TokenResponse:
     """Client-credentials grant for service identities."""
     return _tokens(await auth.service_token(body.client_id, body.client_secret))

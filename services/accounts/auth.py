@@ -33,12 +33,13 @@ from services.accounts.errors import (
 from services.accounts.passwords import verify_password
 from services.accounts.ratelimit import LoginLimiter
 from services.accounts.repository import AccountsRepository, Row
-from services.accounts.service import AUDIT_CHAIN, AccountsService, utc_now
+from services.accounts.service import AUDIT_CHAIN, AccountsService
 from services.accounts.tokens import OTP, PASSWORD, UserClaims, new_refresh_token, refresh_token_hash
 from shared.audit import append as audit_append
 from shared.auth.revocation import revoke_jti
 from shared.auth.roles import Role
 from shared.auth.tokens import Principal, TokenIssuer
+from shared.clock import utc_now
 from shared.crypto import KeyProvider, decrypt_secret, encrypt_secret
 from shared.crypto.store import totp_row_id
 from shared.db import UnitOfWork

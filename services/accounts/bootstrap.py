@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import typer
@@ -20,6 +19,7 @@ from services.accounts.errors import WeakPassword
 from services.accounts.passwords import check_password_strength, hash_password
 from services.accounts.repository import AccountsRepository, users
 from shared.audit import append as audit_append
+from shared.clock import utc_now
 from shared.db import UnitOfWork, create_engine, sessionmaker_for
 
 app = typer.Typer(no_args_is_help=True, help="Bootstrap the accounts service")
@@ -35,7 +35,7 @@ async def create_first_admin(username: str, password: str) -> str | None:
             existing = await uow.session.scalar(sa.select(sa.func.count()).where(users.c.roles.any("admin")))
             if existing:
                 return None
-            now = datetime.now(UTC)
+            now = utc_now()
             user_id = f"usr_{uuid.uuid4().hex}"
             values = {
                 "user_id": user_id,

@@ -9,11 +9,23 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.auth.roles import Role
+from shared.web import IDENTIFIER_PATTERN, Encodable, Identifier, Reason, safe_text
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
-AccountId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+AccountId = Identifier
 TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+# What a person or a generator may put in a password or secret: anything but NUL (PostgreSQL refuses it).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def _secret(min_length: int, max_length: int) -> StringConstraints:
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=NO_NUL_PATTERN)
+
+
+# A service identity's accounts: account ids, or "*" for every account.
+GrantedAccount = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=rf"^(\*|{IDENTIFIER_PATTERN[1:-1]})$")
+]
 
 
 class HumanRole(StrEnum):
@@ -50,17 +62,17 @@ class Strict(BaseModel):
 
 
 class LoginRequest(Strict):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    username: Annotated[str, safe_text(min_length=1, max_length=64), Encodable]
+    password: Annotated[str, _secret(1, 256), Encodable]
     totp_code: TotpCode | None = None
 
 
 class RefreshRequest(Strict):
-    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    refresh_token: Annotated[str, _secret(1, 200), Encodable]
 
 
 class LogoutRequest(Strict):
-    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    refresh_token: Annotated[str, _secret(1, 200), Encodable] | None = None
 
 
 class TotpCodeRequest(Strict):
@@ -80,7 +92,7 @@ class TotpEnrollment(Strict):
 
 class UserCreate(Strict):
     username: Username
-    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    password: Annotated[str, _secret(1, 256), Encodable]
     roles: Annotated[list[HumanRole], Field(min_length=1, max_length=6)]
 
 
@@ -106,10 +118,10 @@ class UserRead(Strict):
 
 class AccountCreate(Strict):
     account_id: AccountId
-    name: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    name: Annotated[str, safe_text(min_length=1, max_length=120), Encodable]
     kind: AccountKind
     venue: Venue
-    owner_user_id: str | None = None
+    owner_user_id: Identifier | None = None
 
 
 class AccountRead(Strict):
@@ -123,9 +135,9 @@ class AccountRead(Strict):
 
 
 class CredentialsPut(Strict):
-    api_key: Annotated[str, StringConstraints(min_length=8, max_length=512)]
-    api_secret: Annotated[str, StringConstraints(min_length=8, max_length=1024)]
-    label: Annotated[str, StringConstraints(max_length=120)] | None = None
+    api_key: Annotated[str, _secret(8, 512), Encodable]
+    api_secret: Annotated[str, _secret(8, 1024), Encodable]
+    label: Annotated[str, safe_text(max_length=120), Encodable] | None = None
 
 
 class CredentialsRead(Strict):
@@ -143,7 +155,7 @@ class ServiceIdentityCreate(Strict):
     scopes: Annotated[
         list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")]], Field(max_length=30)
     ]
-    accounts: Annotated[list[str], Field(max_length=1000)] = Field(default_factory=list)
+    accounts: Annotated[list[GrantedAccount], Field(max_length=1000)] = Field(default_factory=list)
 
 
 class ServiceIdentityCreated(Strict):
@@ -153,5 +165,5 @@ class ServiceIdentityCreated(Strict):
 
 
 class ServiceTokenRequest(Strict):
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    client_secret: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    client_id: Annotated[str, safe_text(min_length=1, max_length=100), Encodable]
+    client_secret: Annotated[str, _secret(1, 200), Encodable]

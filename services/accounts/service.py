@@ -12,7 +12,8 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from redis.asyncio import Redis
@@ -36,10 +37,22 @@ from services.accounts.passwords import (
 from services.accounts.repository import AccountsRepository, Row, Visibility
 from services.accounts.schemas import AccountCreate, CredentialsPut, ServiceIdentityCreate, UserCreate
 from shared.audit import append as audit_append
+from shared.clock import utc_now
+from shared.contracts.accounts import (
+    AccountCreated,
+    AccountsEvent,
+    CredentialsStored,
+    GrantAdded,
+    GrantRevoked,
+    ServiceIdentityCreated,
+    UserCreated,
+    UserRolesSet,
+)
+from shared.contracts.registry import new_envelope
 from shared.crypto import KeyProvider, encrypt_secret
 from shared.crypto.store import credential_row_id
 from shared.db import UnitOfWork
-from shared.events import Envelope, add_to_outbox
+from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import entity_events
 
@@ -50,13 +63,24 @@ PRODUCER = "accounts"
 SECRET_DIGESTS_KEY = "accounts:secret-digests"  # noqa: S105 - a Redis key name
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def event_type(action: str) -> str:
     """The event type of an audit action: "user.roles_set" -> "UserRolesSet"."""
     return "".join(part.capitalize() for part in re.split(r"[._]", action))
+
+
+# The contract model of each audited action's event (`accounts.account-events.v1`), named after the action.
+EVENT_OF_ACTION: Mapping[str, type[AccountsEvent]] = MappingProxyType(
+    {
+        "user.created": UserCreated,
+        "user.roles_set": UserRolesSet,
+        "grant.added": GrantAdded,
+        "grant.revoked": GrantRevoked,
+        "account.created": AccountCreated,
+        "credentials.stored": CredentialsStored,
+        "service_identity.created": ServiceIdentityCreated,
+    }
+)
+assert all(event_type(action) == model.TYPE for action, model in EVENT_OF_ACTION.items())  # noqa: S101 - names agree
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -93,12 +117,8 @@ class AccountsService:
     ) -> None:
         """Audit entry and outbox event for one change, in the caller's transaction."""
         await audit_append(session, actor=actor, action=action, target=target, details=dict(details), chain=AUDIT_CHAIN)
-        envelope = Envelope.new(
-            type=event_type(action),
-            producer=PRODUCER,
-            aggregate_id=target,
-            payload={"actor": actor, "target": target, **details},
-        )
+        message = EVENT_OF_ACTION[action].model_validate({"actor": actor, "target": target, **details})
+        envelope = new_envelope(message, producer=PRODUCER, aggregate_id=target)
         await add_to_outbox(session, self.tables, topic=ACCOUNT_EVENTS, envelope=envelope, key=target)
 
     def _uow(self) -> UnitOfWork:

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.analytics import api, consumers
 from services.analytics.config import AnalyticsSettings, get_settings
 from shared.app_factory import ServiceSpec, build_service_app
+from shared.config import AetherSettings, service_settings
 
 SPEC = ServiceSpec(
     name="analytics",
@@ -17,6 +18,6 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
+def create_app(settings: AetherSettings | None = None) -> FastAPI:
     """Build the analytics app; settings default to the environment."""
-    return build_service_app(SPEC, settings or get_settings())
+    return build_service_app(SPEC, service_settings(settings, AnalyticsSettings, get_settings))

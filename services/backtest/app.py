@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.backtest import api, consumers
 from services.backtest.config import BacktestSettings, get_settings
 from shared.app_factory import ServiceSpec, build_service_app
+from shared.config import AetherSettings, service_settings
 
 SPEC = ServiceSpec(
     name="backtest",
@@ -17,6 +18,6 @@ SPEC = ServiceSpec(
 )
 
 
-def create_app(settings: BacktestSettings | None = None) -> FastAPI:
+def create_app(settings: AetherSettings | None = None) -> FastAPI:
     """Build the backtest app; settings default to the environment."""
-    return build_service_app(SPEC, settings or get_settings())
+    return build_service_app(SPEC, service_settings(settings, BacktestSettings, get_settings))

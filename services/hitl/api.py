@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
+from services.hitl.adapters import Adapters, HitlAdapters
 from services.hitl.errors import FreshOtpRequired, RequestNotFound
-from services.hitl.policy import ApprovalFacts, ApprovalReason, PolicyRules, needs_approval
-from services.hitl.repository import HitlRepository, RequestFilter, StoredPolicy
+from services.hitl.policy import ApprovalFacts, PolicyRules, needs_approval
+from services.hitl.repository import RequestFilter, StoredPolicy
 from services.hitl.schemas import (
     DecisionRead,
     PolicyRead,
@@ -20,11 +21,11 @@ from services.hitl.schemas import (
     VoteCreate,
     VoteRead,
 )
-from services.hitl.service import HitlService, NewRequest, RequestView, Vote
+from services.hitl.service import NewRequest, RequestView, Vote
 from shared.auth.dependencies import ensure_account_access, get_principal, require_roles
 from shared.auth.roles import Role
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
-from shared.db import UnitOfWork
+from shared.contracts.approvals import ApprovalReason
 from shared.errors import COMMON_RESPONSES, ErrorResponse
 from shared.service_kit import info_router
 
@@ -42,14 +43,6 @@ RequestIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("hitl"))
-
-
-def get_hitl_service(request: Request) -> HitlService:
-    service: HitlService = request.app.state.runtime.extras["hitl"]
-    return service
-
-
-Hitl = Annotated[HitlService, Depends(get_hitl_service)]
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -117,26 +110,26 @@ def visible_accounts(principal: Principal) -> list[str] | None:
 
 
 @router.get("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
-async def get_policy(account_id: AccountIdPath, principal: Governor, hitl: Hitl) -> PolicyRead:
+async def get_policy(account_id: AccountIdPath, principal: Governor, hitl: Adapters) -> PolicyRead:
     """The account's current approval policy (version 0 with the defaults when none is stored)."""
     ensure_account_access(principal, account_id)
-    return _policy_read(account_id, await hitl.policy(account_id))
+    return _policy_read(account_id, await hitl.policies.current(account_id))
 
 
 @router.put("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
-async def put_policy(account_id: AccountIdPath, body: PolicyRules, principal: Governor, hitl: Hitl) -> PolicyRead:
+async def put_policy(account_id: AccountIdPath, body: PolicyRules, principal: Governor, hitl: Adapters) -> PolicyRead:
     """Store a new version of the account's approval policy (audited; older versions are kept)."""
     ensure_account_access(principal, account_id)
-    return _policy_read(account_id, await hitl.put_policy(account_id, body, principal.subject))
+    return _policy_read(account_id, await hitl.policies.put(account_id, body, principal.subject))
 
 
 @router.post("/hitl/policies/{account_id}/evaluate", response_model=list[ApprovalReason], tags=["policies"])
 async def evaluate_policy(
-    account_id: AccountIdPath, body: ApprovalFacts, principal: Requester, hitl: Hitl
+    account_id: AccountIdPath, body: ApprovalFacts, principal: Requester, hitl: Adapters
 ) -> list[ApprovalReason]:
     """Why (if at all) a request with these facts needs director approval under the account's current policy."""
     ensure_account_access(principal, account_id)
-    policy = await hitl.policy(account_id)
+    policy = await hitl.policies.current(account_id)
     return needs_approval(_policy_read(account_id, policy).rules, body)
 
 
@@ -150,7 +143,7 @@ async def evaluate_policy(
         **_responses(409),
     },
 )
-async def create_request(body: RequestCreate, principal: Requester, hitl: Hitl, response: Response) -> RequestRead:
+async def create_request(body: RequestCreate, principal: Requester, hitl: Adapters, response: Response) -> RequestRead:
     """Ask the directors to approve `payload`; the request binds the payload's RFC 8785 SHA-256."""
     ensure_account_access(principal, body.account_id)
     new = NewRequest(
@@ -161,7 +154,7 @@ async def create_request(body: RequestCreate, principal: Requester, hitl: Hitl, 
         payload=body.payload,
         source="rest",
     )
-    view, created = await hitl.submit(new)
+    view, created = await hitl.open_request.submit(new)
     if not created:
         response.status_code = status.HTTP_200_OK
     return request_read(view)
@@ -170,7 +163,7 @@ async def create_request(body: RequestCreate, principal: Requester, hitl: Hitl, 
 @router.get("/hitl/requests", response_model=RequestPage, tags=["requests"])
 async def list_requests(
     principal: Reader,
-    hitl: Hitl,
+    hitl: Adapters,
     status_filter: Annotated[
         Literal["pending", "decided", "approved", "rejected", "expired"] | None,
         Query(alias="status", description="pending, decided (history), or one decision"),
@@ -183,19 +176,19 @@ async def list_requests(
     if account_id is not None:
         ensure_account_access(principal, account_id)
         accounts = [account_id]
-    views = await hitl.list_requests(RequestFilter(status=status_filter, accounts=accounts, limit=limit))
+    views = await hitl.requests.search(RequestFilter(status=status_filter, accounts=accounts, limit=limit))
     return RequestPage(items=[request_read(view) for view in views])
 
 
-async def _visible(hitl: HitlService, principal: Principal, request_id: str) -> RequestView:
-    view = await hitl.view(request_id)
+async def _visible(hitl: HitlAdapters, principal: Principal, request_id: str) -> RequestView:
+    view = await hitl.requests.view(request_id)
     if not principal.can_access_account(view.request.account_id):
         raise RequestNotFound(f"approval request {request_id} does not exist")
     return view
 
 
 @router.get("/hitl/requests/{request_id}", response_model=RequestRead, tags=["requests"], responses=_responses(404))
-async def get_request(request_id: RequestIdPath, principal: Reader, hitl: Hitl) -> RequestRead:
+async def get_request(request_id: RequestIdPath, principal: Reader, hitl: Adapters) -> RequestRead:
     """One request with its exact payload, hash, votes and decision."""
     return request_read(await _visible(hitl, principal, request_id))
 
@@ -207,10 +200,10 @@ async def get_request(request_id: RequestIdPath, principal: Reader, hitl: Hitl) 
     responses=_responses(403, 404, 409),
 )
 async def approve_request(
-    request_id: RequestIdPath, body: VoteCreate, principal: Director, hitl: Hitl, request: Request
+    request_id: RequestIdPath, body: VoteCreate, principal: Director, hitl: Adapters
 ) -> RequestRead:
     """Approve what the caller saw (payload_hash); needs role director and a TOTP proof of the last 120 s."""
-    ensure_fresh_otp(principal, hitl.clock(), request.app.state.hitl_settings.otp_max_age_s)
+    ensure_fresh_otp(principal, hitl.context.clock(), hitl.settings.otp_max_age_s)
     vote = Vote(approve=True, payload_hash=body.payload_hash, reason=body.reason)
     return request_read(await hitl.vote(request_id, principal, vote))
 
@@ -222,19 +215,18 @@ async def approve_request(
     responses=_responses(403, 404, 409),
 )
 async def reject_request(
-    request_id: RequestIdPath, body: RejectCreate, principal: Director, hitl: Hitl, request: Request
+    request_id: RequestIdPath, body: RejectCreate, principal: Director, hitl: Adapters
 ) -> RequestRead:
     """Reject with a reason (required); one rejection decides the request."""
-    ensure_fresh_otp(principal, hitl.clock(), request.app.state.hitl_settings.otp_max_age_s)
+    ensure_fresh_otp(principal, hitl.context.clock(), hitl.settings.otp_max_age_s)
     vote = Vote(approve=False, payload_hash=body.payload_hash, reason=body.reason)
     return request_read(await hitl.vote(request_id, principal, vote))
 
 
 @router.get("/hitl/notifications", tags=["requests"])
-async def my_notifications(principal: Anyone, hitl: Hitl) -> list[dict[str, Any]]:
+async def my_notifications(principal: Anyone, hitl: Adapters) -> list[dict[str, Any]]:
     """What happened to the caller's own requests (decided, rejected, expired)."""
-    async with UnitOfWork(hitl.sessionmaker) as uow:
-        rows = await HitlRepository(uow.session).notifications_for(principal.subject)
+    rows = await hitl.requests.notifications(principal.subject)
     return [
         {
             "request_id": row["request_id"],

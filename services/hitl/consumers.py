@@ -6,62 +6,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.hitl.config import HitlSettings
+from services.hitl.adapters import hitl_adapters
 from services.hitl.errors import SubjectConflict
-from services.hitl.mirror import PolicyMirror
-from services.hitl.service import HitlService, NewRequest
+from services.hitl.requests import OpenRequest
+from services.hitl.service import NewRequest
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
+from shared.contracts.approvals import HedgeOverrideApprovalRequested, OrderApprovalRequested
+from shared.contracts.base import ContractViolation
+from shared.contracts.registry import MESSAGE_TYPES, parse_message
 from shared.events import Envelope
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
 
-
-def hitl_service(runtime: ServiceRuntime) -> HitlService:
-    service: HitlService = runtime.extras["hitl"]
-    return service
+APPROVAL_REQUESTED = OrderApprovalRequested.TYPE
 
 
 def request_from_event(envelope: Envelope) -> NewRequest | None:
-    """The request an `ApprovalRequested` envelope asks for (None for other event types)."""
-    if envelope.type != "ApprovalRequested":
+    """The request an `ApprovalRequested` envelope asks for; None for the topics' other registered types.
+
+    An unknown type or a payload that breaks its contract raises ContractViolation: the consumer loop sends the
+    record to the dead-letter topic. The hash binds the payload exactly as the requester sent it.
+    """
+    if envelope.type not in MESSAGE_TYPES:
+        raise ContractViolation(f"unknown message type {envelope.type!r}")
+    if envelope.type != APPROVAL_REQUESTED:
         return None
-    payload: dict[str, Any] = dict(envelope.payload)
+    message = parse_message(envelope)
+    if not isinstance(message, OrderApprovalRequested | HedgeOverrideApprovalRequested):
+        raise ContractViolation(f"{envelope.type} is not an approval request")
     return NewRequest(
-        subject_type=str(payload["subject_type"]),
-        subject_id=str(payload["subject_id"]),
-        account_id=str(payload["account_id"]),
-        requested_by=str(payload.get("requested_by") or f"service:{envelope.producer}"),
-        payload=payload,
+        subject_type=message.subject_type.value,
+        subject_id=message.subject_id,
+        account_id=message.account_id,
+        requested_by=message.requested_by,
+        payload=dict(envelope.payload),
         source="event",
     )
 
 
-async def handle_order_event(service: HitlService, session: AsyncSession, envelope: Envelope) -> None:
+async def handle_order_event(open_request: OpenRequest, session: AsyncSession, envelope: Envelope) -> None:
     """Open a request for each `ApprovalRequested`; other order events are ignored."""
     new = request_from_event(envelope)
     if new is None:
         return
     try:
-        await service.open_request(session, new)
+        await open_request.open_in(session, new)
     except SubjectConflict as exc:
         log.warning("approval_request_conflict", subject_id=new.subject_id, error=exc.message)
 
 
 def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        settings = runtime.settings
-        assert isinstance(settings, HitlSettings)  # noqa: S101 - the app builds the runtime with HitlSettings
-        service = hitl_service(runtime)
+        hitl = hitl_adapters(runtime)
+        settings = hitl.settings
 
         async def handler(session: AsyncSession, envelope: Envelope) -> None:
-            await handle_order_event(service, session, envelope)
+            await handle_order_event(hitl.open_request, session, envelope)
             # The relay publishes ApprovalRequestOpened once the inbox transaction commits.
             runtime.relay.wake()
 
@@ -78,14 +84,12 @@ def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
 
 def _expiry(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        settings = runtime.settings
-        assert isinstance(settings, HitlSettings)  # noqa: S101
-        service = hitl_service(runtime)
+        hitl = hitl_adapters(runtime)
         while not runtime.stop_event.is_set():
-            while await service.expire_due() > 0:
+            while await hitl.expire_due() > 0:
                 pass
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.expiry_interval_s)
+                await asyncio.wait_for(runtime.stop_event.wait(), timeout=hitl.settings.expiry_interval_s)
 
     return run
 
@@ -95,15 +99,14 @@ def _policy_mirror(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     commit's own write failed (services/hitl/mirror.py)."""
 
     async def run() -> None:
-        settings = runtime.settings
-        assert isinstance(settings, HitlSettings)  # noqa: S101
-        mirror: PolicyMirror = runtime.extras["policy_mirror"]
+        hitl = hitl_adapters(runtime)
+        mirror = hitl.mirror
         while not runtime.stop_event.is_set():
             mirror.wake.clear()
             with contextlib.suppress(RedisError, SQLAlchemyError, OSError):  # logged by the mirror / PG probe
                 await mirror.mirror_all()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_either(runtime.stop_event, mirror.wake), settings.policy_mirror_interval_s)
+                await asyncio.wait_for(_either(runtime.stop_event, mirror.wake), hitl.settings.policy_mirror_interval_s)
 
     return run
 

@@ -10,8 +10,6 @@ logs once until it recovers; nothing falls back.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -19,6 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.hitl.repository import HitlRepository, StoredPolicy
+from shared.contracts.approvals import ApprovalPolicyValue
+from shared.contracts.mirror import encode_mirror
 from shared.db import UnitOfWork
 from shared.mirror_keys import approval_policy_key
 from shared.observability.logging import get_logger
@@ -26,15 +26,16 @@ from shared.observability.logging import get_logger
 log = get_logger(__name__)
 
 
+def policy_value(policy: StoredPolicy) -> ApprovalPolicyValue:
+    """The mirrored value: the stored rules with the account, version and time."""
+    return ApprovalPolicyValue.model_validate(
+        {**policy.rules, "account_id": policy.account_id, "version": policy.version, "created_at": policy.created_at}
+    )
+
+
 def policy_json(policy: StoredPolicy) -> str:
-    """The mirrored value: the stored rules (decimals already strings) with the account, version and time."""
-    value: dict[str, Any] = {
-        **policy.rules,
-        "account_id": policy.account_id,
-        "version": policy.version,
-        "created_at": policy.created_at.isoformat(),
-    }
-    return json.dumps(value, sort_keys=True)
+    """The Redis text of the account's current version (JSON, sorted keys)."""
+    return encode_mirror(policy_value(policy))
 
 
 class PolicyMirror:

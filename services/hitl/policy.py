@@ -13,6 +13,8 @@ from typing import Any, Self
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.contracts.approvals import ApprovalReason
+
 MAX_QUORUM = 10
 
 
@@ -23,17 +25,6 @@ class RequestKind(StrEnum):
     HEDGE_OVERRIDE = "hedge_override"
     RESUME = "resume"
     LIMITS = "limits"
-
-
-class ApprovalReason(StrEnum):
-    """Why the policy sends a request to the directors."""
-
-    NOTIONAL_ABOVE_THRESHOLD = "notional_above_threshold"
-    NEW_INSTRUMENT = "new_instrument"
-    HEDGE_OVERRIDE = "hedge_override"
-    RESUME_FROM_HALTED = "resume_from_halted"
-    LIMIT_RAISE = "limit_raise"
-    LOW_MODEL_CONFIDENCE = "low_model_confidence"
 
 
 class PolicyRules(BaseModel):

@@ -2,21 +2,118 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from services.hitl.policy import PolicyRules
+from shared.contracts.approvals import ApprovalDecision, SubjectType
+from shared.web import IDENTIFIER_PATTERN, SAFE_TEXT_PATTERN, Encodable, Reason, encodable, safe_text
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 # Subjects whose requests only their owning service opens through events: a REST request for an order could
 # otherwise claim an OMS order id with another payload and have the directors approve the wrong thing. The
 # same holds for hedge overrides (the hedge service's ApprovalRequested on hedge.target-events.v1).
-EVENT_ONLY_SUBJECT_TYPES = frozenset({"order", "hedge_override"})
+EVENT_ONLY_SUBJECT_TYPES = frozenset(subject.value for subject in SubjectType)
 RequestStatus = Literal["pending", "approved", "rejected", "expired"]
-DecisionKind = Literal["approved", "rejected", "expired"]
+DecisionKind = ApprovalDecision
+
+# An approval payload is shown to directors and hashed (RFC 8785): bounded, JSON-exact, storable in JSONB.
+PAYLOAD_MAX_DEPTH = 6
+PAYLOAD_MAX_ENTRIES = 64
+PAYLOAD_MAX_TEXT = 1_000
+PAYLOAD_MAX_BYTES = 64 * 1024
+# RFC 8785 hashes numbers as IEEE doubles: from 2^53 on two different integers would hash alike.
+SAFE_INTEGER = 2**53 - 1
+
+
+def _value_schema(level: int) -> dict[str, Any]:
+    scalars: list[dict[str, Any]] = [
+        {"type": "string", "maxLength": PAYLOAD_MAX_TEXT, "pattern": SAFE_TEXT_PATTERN},
+        {"type": "number", "minimum": -SAFE_INTEGER, "maximum": SAFE_INTEGER},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+    if level >= PAYLOAD_MAX_DEPTH:
+        return {"anyOf": scalars}
+    inner = _value_schema(level + 1)
+    return {
+        "anyOf": [*scalars, {"type": "array", "maxItems": PAYLOAD_MAX_ENTRIES, "items": inner}, _object_schema(inner)]
+    }
+
+
+def _object_schema(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "maxProperties": PAYLOAD_MAX_ENTRIES,
+        "propertyNames": {"maxLength": 200, "pattern": SAFE_TEXT_PATTERN},
+        "additionalProperties": values,
+    }
+
+
+_SAFE_TEXT = re.compile(SAFE_TEXT_PATTERN)
+
+
+def _check_text(value: str, limit: int, where: str) -> None:
+    if len(value) > limit or not _SAFE_TEXT.match(value):
+        raise ValueError(f"{where}: text longer than {limit} characters or with control characters")
+    encodable(value)
+
+
+def _check_value(value: Any, level: int, where: str) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        _check_text(value, PAYLOAD_MAX_TEXT, where)
+    elif isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > SAFE_INTEGER:
+            raise ValueError(f"{where}: numbers must be finite and within +-(2^53 - 1)")
+    elif isinstance(value, list | dict):
+        if level >= PAYLOAD_MAX_DEPTH:
+            raise ValueError(f"{where}: nested deeper than {PAYLOAD_MAX_DEPTH} levels")
+        _check_container(value, level + 1, where)
+    else:
+        raise ValueError(f"{where}: not a JSON value")
+
+
+def _check_container(value: list[Any] | dict[str, Any], level: int, where: str) -> None:
+    if len(value) > PAYLOAD_MAX_ENTRIES:
+        raise ValueError(f"{where}: more than {PAYLOAD_MAX_ENTRIES} entries")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(item, level, f"{where}[{index}]")
+        return
+    for key, item in value.items():
+        _check_text(key, 200, f"{where} key")
+        _check_value(item, level, f"{where}.{key}")
+
+
+def _bounded_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    _check_container(payload, 2, "payload")
+    if len(json.dumps(payload, ensure_ascii=False).encode()) > PAYLOAD_MAX_BYTES:
+        raise ValueError(f"payload: larger than {PAYLOAD_MAX_BYTES} bytes")
+    return payload
+
+
+Payload = Annotated[
+    dict[str, Any],
+    AfterValidator(_bounded_payload),
+    WithJsonSchema(
+        {
+            **_object_schema(_value_schema(2)),
+            "description": "JSON object shown to the directors; its RFC 8785 SHA-256 is bound "
+            f"(at most {PAYLOAD_MAX_DEPTH} levels, {PAYLOAD_MAX_ENTRIES} entries per level, "
+            f"{PAYLOAD_MAX_BYTES} bytes; numbers finite and within +-(2^53 - 1))",
+        }
+    ),
+]
+SubjectId = Annotated[str, safe_text(min_length=1, max_length=128), Encodable]
+OptionalReason = Annotated[str, safe_text(max_length=500), Encodable]
 
 
 class PolicyRead(BaseModel):
@@ -37,9 +134,9 @@ class RequestCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject_type: str = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
-    subject_id: str = Field(min_length=1, max_length=128)
-    account_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-    payload: dict[str, Any] = Field(description="JSON object shown to the directors; its RFC 8785 SHA-256 is bound")
+    subject_id: SubjectId
+    account_id: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
+    payload: Payload
 
     @field_validator("subject_type")
     @classmethod
@@ -55,7 +152,7 @@ class VoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payload_hash: str = Field(pattern=HASH_PATTERN, description="SHA-256 (hex) of the payload the director saw")
-    reason: str | None = Field(default=None, max_length=500)
+    reason: OptionalReason | None = None
 
 
 class RejectCreate(BaseModel):
@@ -64,7 +161,7 @@ class RejectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payload_hash: str = Field(pattern=HASH_PATTERN)
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Reason
 
     @field_validator("reason")
     @classmethod

@@ -19,11 +19,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from services.hitl.adapters import HitlAdapters, hitl_adapters
 from services.hitl.api import ensure_fresh_otp, visible_accounts
 from services.hitl.config import HitlSettings
 from services.hitl.errors import HitlError
 from services.hitl.repository import RequestFilter
-from services.hitl.service import HitlService, Vote
+from services.hitl.service import Vote
 from shared.auth.roles import Role
 from shared.auth.tokens import InvalidToken, Principal, RevocationUnavailable, TokenVerifier
 from shared.observability.logging import get_logger
@@ -38,14 +39,12 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "tem
 router = APIRouter(include_in_schema=False)
 
 
+def _adapters(request: Request) -> HitlAdapters:
+    return hitl_adapters(request.app.state.runtime)
+
+
 def _settings(request: Request) -> HitlSettings:
-    settings: HitlSettings = request.app.state.hitl_settings
-    return settings
-
-
-def _service(request: Request) -> HitlService:
-    service: HitlService = request.app.state.runtime.extras["hitl"]
-    return service
+    return _adapters(request).settings
 
 
 def _secure(request: Request) -> bool:
@@ -168,10 +167,10 @@ async def inbox(request: Request, msg: str | None = None) -> Response:
         return _to_login()
     if not principal.has_any_role(Role.DIRECTOR):
         return _render(request, "login.html", {"message": "This page is for directors."}, 403)
-    service = _service(request)
+    hitl = _adapters(request)
     accounts = visible_accounts(principal)
-    pending = await service.list_requests(RequestFilter(status="pending", accounts=accounts, limit=200))
-    history = await service.list_requests(RequestFilter(status="decided", accounts=accounts, limit=50))
+    pending = await hitl.requests.search(RequestFilter(status="pending", accounts=accounts, limit=200))
+    history = await hitl.requests.search(RequestFilter(status="decided", accounts=accounts, limit=50))
     context = {"principal": principal, "pending": pending, "history": history, "message": msg}
     return _render(request, "inbox.html", context)
 
@@ -197,7 +196,7 @@ async def _vote(request: Request, request_id: str, vote: Vote, csrf: str, totp_c
         return _to_login("Please log in again.")
     if not _csrf_ok(request, csrf):
         return RedirectResponse("/hitl/ui?msg=" + quote("The form expired: please try again."), status_code=303)
-    service = _service(request)
+    hitl = _adapters(request)
     fresh_token: tuple[str, int] | None = None
     if totp_code:
         fresh_token = await _step_up(request, request.cookies.get(SESSION_COOKIE, ""), totp_code)
@@ -209,8 +208,8 @@ async def _vote(request: Request, request_id: str, vote: Vote, csrf: str, totp_c
     try:
         if not principal.has_any_role(Role.DIRECTOR):
             return RedirectResponse("/hitl/ui?msg=" + quote("Only directors can vote."), status_code=303)
-        ensure_fresh_otp(principal, service.clock(), _settings(request).otp_max_age_s)
-        view = await service.vote(request_id, principal, vote)
+        ensure_fresh_otp(principal, hitl.context.clock(), hitl.settings.otp_max_age_s)
+        view = await hitl.vote(request_id, principal, vote)
         message = f"Request {request_id}: your vote is recorded, the request is {view.request.status}."
     except HitlError as exc:
         message = f"Request {request_id}: {exc.code}: {exc.message}"

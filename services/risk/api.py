@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 
+from services.risk.adapters import Adapters
 from services.risk.exits.api import router as exits_router
 from services.risk.repository import StoredLimits, StoredState
 from services.risk.schemas import (
@@ -32,9 +33,8 @@ SwitchOperator = Annotated[Principal, Depends(require_roles(Role.RISK, Role.DIRE
 AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
 
-def get_risk_service(request: Request) -> RiskService:
-    service: RiskService = request.app.state.runtime.extras["risk"]
-    return service
+def get_risk_service(adapters: Adapters) -> RiskService:
+    return adapters.risk
 
 
 Risk = Annotated[RiskService, Depends(get_risk_service)]

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.risk.adapters import risk_adapters
 from services.risk.exits.workers import WORKERS as EXIT_WORKERS
 from services.risk.service import RiskService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
+from shared.contracts.base import ContractViolation
+from shared.contracts.hedge import KillSwitchRecommended, RecommendationRearmed
+from shared.contracts.registry import parse_message
+from shared.domain.hedge import HedgeLevel
+from shared.domain.money import format_decimal
 from shared.domain.types import TradingState
 from shared.events import Envelope
 from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS
@@ -20,30 +27,39 @@ from shared.observability.logging import get_logger
 log = get_logger(__name__)
 
 RECOMMENDATION_ACTOR = "hedge-recommendation"
-LEVEL_STATES = {"pause": TradingState.HALTED, "reduce_only": TradingState.REDUCING, "flatten": TradingState.REDUCING}
+# Every level has its state: a level the contract adds fails here (KeyError at import), never at run time.
+LEVEL_STATES: Mapping[HedgeLevel, TradingState] = MappingProxyType(
+    {
+        HedgeLevel.PAUSE: TradingState.HALTED,
+        HedgeLevel.REDUCE_ONLY: TradingState.REDUCING,
+        HedgeLevel.FLATTEN: TradingState.REDUCING,
+    }
+)
+assert set(LEVEL_STATES) == set(HedgeLevel)  # noqa: S101 - a new level needs a decision here
 
 
 def risk_service(runtime: ServiceRuntime) -> RiskService:
-    service: RiskService = runtime.extras["risk"]
-    return service
+    return risk_adapters(runtime).risk
 
 
 async def handle_recommendation(risk: RiskService, session: AsyncSession, envelope: Envelope) -> None:
     """`KillSwitchRecommended` from the hedge service: applied to the account's trading state when
     AETHER_AUTO_APPLY_RECOMMENDATIONS is true; only ever tightens (a HALTED account stays HALTED)."""
-    if envelope.type != "KillSwitchRecommended" or not risk.settings.auto_apply_recommendations:
+    message = parse_message(envelope, HEDGE_RECOMMENDATION_EVENTS)  # ContractViolation: dead-lettered
+    if isinstance(message, RecommendationRearmed):
         return
-    payload = envelope.payload
-    target = LEVEL_STATES.get(str(payload.get("level")))
-    account_id = payload.get("account_id")
-    if target is None or not isinstance(account_id, str) or not account_id:
-        log.warning("recommendation_ignored", level=str(payload.get("level")), event_id=str(envelope.event_id))
+    if not isinstance(message, KillSwitchRecommended):
+        raise ContractViolation(f"{envelope.type} is not a message of {HEDGE_RECOMMENDATION_EVENTS}")
+    if not risk.settings.auto_apply_recommendations:
         return
+    target = LEVEL_STATES[message.level]
     reason = (
-        f"hedge recommendation {payload.get('recommendation_id')}: {payload.get('level')} "
-        f"(drawdown {payload.get('drawdown')}, threshold {payload.get('threshold')})"
+        f"hedge recommendation {message.recommendation_id}: {message.level.value} "
+        f"(drawdown {format_decimal(message.drawdown)}, threshold {format_decimal(message.threshold)})"
     )
-    change = await risk.change_state_in(session, "account", account_id, target, reason, RECOMMENDATION_ACTOR, None)
+    change = await risk.change_state_in(
+        session, "account", message.account_id, target, reason, RECOMMENDATION_ACTOR, None
+    )
     if change.changed:
         # The consumer loop commits this session: mirror to Redis once it has (the periodic mirror is the backstop).
         event.listen(session.sync_session, "after_commit", lambda _: risk.mirror_wake.set(), once=True)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from shared.domain.money import DecimalString
+from shared.domain.money import OpenPercent, PositiveDecimal
 from shared.domain.types import TradingState
+from shared.web import Identifier, Reason, SymbolText
 
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
-SymbolText = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Scope = Literal["global", "account"]
 
 
@@ -21,18 +19,18 @@ class LimitValues(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_order_notional: DecimalString | None = Field(default=None, description="quote notional of one order")
-    max_position_notional: DecimalString | None = Field(
+    max_order_notional: PositiveDecimal | None = Field(default=None, description="quote notional of one order")
+    max_position_notional: PositiveDecimal | None = Field(
         default=None, description="default cap of held + open-buy notional per instrument"
     )
-    max_position_notional_by_symbol: dict[SymbolText, DecimalString] = Field(
+    max_position_notional_by_symbol: dict[SymbolText, PositiveDecimal] = Field(
         default_factory=dict, description="per-instrument overrides of max_position_notional"
     )
-    max_open_orders: int | None = Field(default=None, le=100_000)
-    daily_loss_limit: DecimalString | None = Field(default=None, description="realized loss since 00:00 UTC")
-    price_collar_pct: DecimalString | None = Field(default=None, description="max % a limit price may be from mid")
+    max_open_orders: int | None = Field(default=None, ge=0, le=100_000)
+    daily_loss_limit: PositiveDecimal | None = Field(default=None, description="realized loss since 00:00 UTC")
+    price_collar_pct: OpenPercent | None = Field(default=None, description="max % a limit price may be from mid")
     allowed_symbols: list[SymbolText] | None = Field(default=None, max_length=500, description="null: every symbol")
-    require_explicit_exits: bool = False
+    require_explicit_exits: StrictBool = False
 
 
 class LimitsUpdate(LimitValues):
@@ -54,7 +52,20 @@ class LimitsRead(LimitValues):
 class TradingStateCommand(BaseModel):
     """Kill switch, safe mode or resume of one scope, with the reason (required)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The schema says what the validator below enforces: account_id with scope "account" only.
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "oneOf": [
+                {"properties": {"scope": {"const": "global"}, "account_id": {"type": "null"}}},
+                {
+                    "properties": {"scope": {"const": "account"}, "account_id": {"type": "string"}},
+                    "required": ["account_id"],
+                },
+            ]
+        },
+    )
 
     scope: Scope
     account_id: Identifier | None = None

@@ -9,7 +9,6 @@ otherwise read as ACTIVE / no limits).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,10 +24,14 @@ from services.risk.repository import RiskRepository, StoredLimits, StoredState, 
 from services.risk.schemas import LimitValues
 from shared.audit import append as audit_append
 from shared.auth.roles import Role
+from shared.contracts.base import outbox_payload
+from shared.contracts.mirror import encode_mirror
+from shared.contracts.registry import new_envelope
+from shared.contracts.risk import RiskLimitsValue, TradingScope, TradingStateChanged, TradingStateValue
 from shared.db import UnitOfWork
 from shared.domain.risk_limits import limits_from_json, limits_to_json
-from shared.domain.types import TradingState
-from shared.events import Envelope, add_to_outbox
+from shared.domain.trading_state import TradingState, is_tightening, leaves_halted
+from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import RISK_TRADING_STATE_EVENTS
 from shared.mirror_keys import GLOBAL_TRADING_STATE_KEY, risk_limits_key, trading_state_key
@@ -37,7 +40,6 @@ from shared.observability.logging import get_logger
 log = get_logger(__name__)
 
 AUDIT_CHAIN = "risk"
-SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 OPERATORS_OF_THE_SWITCH = frozenset({Role.RISK, Role.DIRECTOR})
 DIRECTORS = frozenset({Role.DIRECTOR})
 ACTIONS = {TradingState.HALTED: "kill_switch", TradingState.REDUCING: "safe_mode", TradingState.ACTIVE: "resume"}
@@ -50,7 +52,7 @@ def state_key(scope: str, account_id: str | None) -> str:
 
 def roles_allowed(current: TradingState, target: TradingState) -> frozenset[Role]:
     """Who may move a scope from `current` to `target`: tightening needs risk or director, leaving HALTED a director."""
-    if current is TradingState.HALTED and SEVERITY[target] < SEVERITY[current]:
+    if leaves_halted(current, target):
         return DIRECTORS
     return OPERATORS_OF_THE_SWITCH
 
@@ -172,7 +174,7 @@ class RiskService:
         repo = RiskRepository(session)
         current = await repo.lock_state(scope, account_id) or _never_changed(scope, account_id)
         if roles is None:
-            if SEVERITY[target] <= SEVERITY[current.state]:
+            if not is_tightening(current.state, target):
                 return StateChange(current, current.state, changed=False)
         elif not set(roles) & roles_allowed(current.state, target):
             needed = " or ".join(sorted(roles_allowed(current.state, target)))
@@ -183,19 +185,17 @@ class RiskService:
             return StateChange(current, current.state, changed=False)
         new = StoredState(scope, account_id, target, current.version + 1, reason, actor, self.clock())
         await repo.save_state(new, current.state)
-        payload = state_event_payload(new, current.state)
+        message = state_changed(new, current.state)
         await audit_append(
             session,
             actor=actor,
             action=f"risk.{ACTIONS[target]}",
             target=new.scope_key,
-            details=payload,
+            details=outbox_payload(message),
             chain=AUDIT_CHAIN,
             occurred_at=new.changed_at,
         )
-        envelope = Envelope.new(
-            type="TradingStateChanged", producer="risk", aggregate_id=new.scope_key, payload=payload, now=new.changed_at
-        )
+        envelope = new_envelope(message, producer="risk", aggregate_id=new.scope_key, now=new.changed_at)
         await add_to_outbox(session, self.tables, topic=RISK_TRADING_STATE_EVENTS, envelope=envelope, key=new.scope_key)
         log.info("trading_state_changed", scope=new.scope_key, state=target.value, previous=current.state.value)
         return StateChange(new, current.state, changed=True)
@@ -206,7 +206,7 @@ class RiskService:
         """Write the scope's committed state (read back from PG) to Redis; False when Redis failed."""
         stored = await self.state(scope, account_id)
         try:
-            await self.redis.set(state_key(scope, account_id), stored.state.value)
+            await self.redis.set(state_key(scope, account_id), encode_mirror(TradingStateValue(state=stored.state)))
         except RedisError as exc:
             log.error("trading_state_mirror_failed", scope=stored.scope_key, error_type=type(exc).__name__)
             return False
@@ -217,7 +217,7 @@ class RiskService:
         if stored is None:
             return
         try:
-            await self.redis.set(risk_limits_key(account_id), json.dumps(stored.values, sort_keys=True))
+            await self.redis.set(risk_limits_key(account_id), limits_mirror(stored))
         except RedisError as exc:
             log.error("limits_mirror_failed", account_id=account_id, error_type=type(exc).__name__)
 
@@ -230,8 +230,10 @@ class RiskService:
             repo = RiskRepository(uow.session)
             states = await repo.all_states()
             limits = await repo.all_current_limits()
-        mapping: dict[str, str] = {state_key(s.scope, s.account_id): s.state.value for s in states}
-        mapping.update({risk_limits_key(row.account_id): json.dumps(row.values, sort_keys=True) for row in limits})
+        mapping: dict[str, str] = {
+            state_key(s.scope, s.account_id): encode_mirror(TradingStateValue(state=s.state)) for s in states
+        }
+        mapping.update({risk_limits_key(row.account_id): limits_mirror(row) for row in limits})
         try:
             if mapping:
                 await self.redis.mset(mapping)
@@ -242,18 +244,23 @@ class RiskService:
         return len(mapping)
 
 
-def state_event_payload(state: StoredState, previous: TradingState) -> dict[str, Any]:
-    """The `TradingStateChanged` payload (also the audit entry's details)."""
-    return {
-        "scope": state.scope,
-        "account_id": state.account_id,
-        "state": state.state.value,
-        "previous": previous.value,
-        "reason": state.reason,
-        "actor": state.actor,
-        "version": state.version,
-        "changed_at": state.changed_at.isoformat(),
-    }
+def state_changed(state: StoredState, previous: TradingState) -> TradingStateChanged:
+    """The `TradingStateChanged` message (its payload is also the audit entry's details)."""
+    return TradingStateChanged(
+        scope=TradingScope(state.scope),
+        account_id=state.account_id,
+        state=state.state,
+        previous=previous,
+        reason=state.reason,
+        actor=state.actor,
+        version=state.version,
+        changed_at=state.changed_at,
+    )
+
+
+def limits_mirror(stored: StoredLimits) -> str:
+    """The Redis text of an account's current limits (the stored JSON, checked against its contract)."""
+    return encode_mirror(RiskLimitsValue.model_validate(stored.values))
 
 
 def _never_changed(scope: str, account_id: str | None) -> StoredState:

@@ -18,25 +18,17 @@ from pydantic import SecretStr
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
 from services.hitl.policy import payload_hash
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from tests.helpers import eventually, own_database
-
-KEY = generate_private_key()
-ISSUER = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
+from tests.kit.auth import ISSUER, jwt_settings, token
 
 
 def bearer(subject: str, roles: list[Role], *, otp: bool = True, accounts: tuple[str, ...] = ("*",)) -> dict[str, str]:
     """Headers with a token for `subject`; `otp` marks a TOTP proof made just now."""
-    now = datetime.now(UTC)
-    token = ISSUER.issue(
-        subject, roles, accounts=accounts, amr=["pwd", "otp"] if otp else ["pwd"], auth_time=now, now=now
-    )
-    return {"Authorization": f"Bearer {token}"}
+    return token(*roles, subject=subject, accounts=accounts, otp=otp)
 
 
 def hitl_settings(base: AetherSettings, database_url: str, **overrides: Any) -> HitlSettings:
@@ -44,7 +36,7 @@ def hitl_settings(base: AetherSettings, database_url: str, **overrides: Any) -> 
     fields = base.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"})
     values: dict[str, Any] = {
         "database_url": SecretStr(database_url),
-        "jwt_public_key": SecretStr(public_key_pem(KEY.public_key()).decode()),
+        **jwt_settings(),
         "log_level": "WARNING",
         "decisions_topic": f"test.hitl-decisions.{uuid.uuid4().hex[:10]}.v1",
         "order_events_topic": f"test.order-events.{uuid.uuid4().hex[:10]}.v1",
@@ -93,6 +85,7 @@ def order_payload(account: str, order_id: str, requester: str = "op-1") -> dict[
         "limit_price": "95",
         "notional": "1900",
         "reason": "notional_above_threshold",
+        "reasons": ["notional_above_threshold"],
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from services.hitl.adapters import hitl_adapters
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
 from services.hitl.mirror import PolicyMirror
@@ -55,7 +56,8 @@ async def test_a_committed_version_is_in_redis_when_the_put_answers(settings_hit
         assert first.status_code == 200, first.text
         value = await mirrored(redis, account)
         assert value is not None
-        assert (value["version"], value["notional_threshold"], value["account_id"]) == (1, "1000.50", account)
+        # The mirror writes the contract's canonical decimal text (ApprovalPolicyValue): "1000.50" -> "1000.5".
+        assert (value["version"], value["notional_threshold"], value["account_id"]) == (1, "1000.5", account)
         assert value["new_instrument"] is True
         assert value["expiry_s"] == 3600
         second = await http.put(f"/hitl/policies/{account}", json={"new_instrument": False}, headers=DIRECTOR)
@@ -85,7 +87,7 @@ async def test_redis_down_at_commit_keeps_the_version_and_the_loop_catches_up(
     app = create_app(settings_hitl)
     async with running(app) as http:
         assert (await http.put(f"/hitl/policies/{account}", json={}, headers=DIRECTOR)).status_code == 200
-        mirror: PolicyMirror = app.state.runtime.extras["policy_mirror"]
+        mirror: PolicyMirror = hitl_adapters(app.state.runtime).mirror
         healthy, broken = mirror.redis, Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
         mirror.redis = broken
         try:

@@ -19,20 +19,20 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.risk.adapters import risk_adapters
 from services.risk.app import create_app
 from services.risk.config import RiskSettings
 from services.risk.consumers import handle_recommendation
 from services.risk.service import RiskService
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.db import UnitOfWork
 from shared.events import Envelope, EventProducer
 from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS
 from tests.helpers import eventually, own_database
+from tests.kit.auth import KEY, token
 
-KEY = generate_private_key()
 RISK_REDIS_DB = 13
 
 
@@ -65,11 +65,6 @@ def risk_settings(settings: AetherSettings, module_database_url: str) -> RiskSet
     )
 
 
-def token(*roles: Role, accounts: tuple[str, ...] = ("*",), subject: str = "alice") -> dict[str, str]:
-    issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
-    return {"Authorization": f"Bearer {issuer.issue(subject, list(roles), accounts=list(accounts))}"}
-
-
 RISK = token(Role.RISK, subject="rita")
 DIRECTOR = token(Role.DIRECTOR, subject="dora")
 OPERATOR = token(Role.OPERATOR)
@@ -92,7 +87,7 @@ async def risk(risk_settings: RiskSettings) -> AsyncIterator[RiskApp]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://risk") as client:
             await eventually(lambda: _ready(client), timeout_s=20, message="risk ready")
-            yield RiskApp(client, redis, app.state.runtime.extras["risk"])
+            yield RiskApp(client, redis, risk_adapters(app.state.runtime).risk)
     await redis.aclose()
 
 
@@ -373,7 +368,19 @@ async def test_a_redelivered_recommendation_is_applied_once_through_kafka(
     acct = account()
     app = create_app(risk_settings.model_copy(update={"auto_apply_recommendations": True}))
     pause = recommendation(acct, "pause")
-    marker = Envelope.new(type="RecommendationRearmed", producer="hedge", aggregate_id=acct, payload={})
+    marker = Envelope.new(
+        type="RecommendationRearmed",
+        producer="hedge",
+        aggregate_id=acct,
+        payload={  # a contract-valid RecommendationRearmed: an invalid one would be dead-lettered, not consumed
+            "recommendation_id": uuid.uuid4().hex,
+            "account_id": acct,
+            "level": "pause",
+            "actor": "hedge",
+            "reason": "marker",
+            "rearmed_at": "2026-03-02T10:05:00+00:00",
+        },
+    )
     producer = EventProducer(kafka_bootstrap, client_id="test-risk-recommendations")
     await producer.start()
     try:
@@ -389,7 +396,7 @@ async def test_a_redelivered_recommendation_is_applied_once_through_kafka(
                 return bool(found)
 
             await eventually(marker_handled, timeout_s=60, message="recommendations consumed")
-            service: RiskService = app.state.runtime.extras["risk"]
+            service = risk_adapters(app.state.runtime).risk
             state = await service.state("account", acct)
     finally:
         await producer.stop()

@@ -17,35 +17,27 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
-from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.risk.adapters import build_risk_adapters
 from services.risk.config import RiskSettings
 from services.risk.exits import api as exits_api
 from services.risk.exits.service import bracket_id_for
 from services.risk.exits.workers import WORKERS
 from shared.app_factory import ServiceSpec, build_service_app
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.events import Envelope, EventProducer
 from shared.marketdata import Trade, to_envelope
 from shared.mirror_keys import exit_policy_key as policy_key
 from tests.helpers import eventually
-
-KEY = generate_private_key()
+from tests.kit.auth import jwt_settings, token
 
 
 def topic() -> str:
     return f"test.{uuid.uuid4().hex[:12]}.v1"
-
-
-def token(*roles: Role, accounts: tuple[str, ...] = ("*",)) -> dict[str, str]:
-    issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
-    return {"Authorization": f"Bearer {issuer.issue('alice', list(roles), accounts=list(accounts))}"}
 
 
 def exit_app_settings(settings: AetherSettings, **overrides: Any) -> RiskSettings:
@@ -62,7 +54,7 @@ def exit_app_settings(settings: AetherSettings, **overrides: Any) -> RiskSetting
     }
     return RiskSettings(
         **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", *fields}),
-        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
+        **jwt_settings(),
         log_level="WARNING",
         **fields,
     )
@@ -70,7 +62,12 @@ def exit_app_settings(settings: AetherSettings, **overrides: Any) -> RiskSetting
 
 def exit_app(settings: RiskSettings) -> FastAPI:
     spec = ServiceSpec(
-        name="risk", title="risk exits (test)", description="", routers=[exits_api.router], workers=WORKERS
+        name="risk",
+        title="risk exits (test)",
+        description="",
+        routers=[exits_api.router],
+        workers=WORKERS,
+        on_startup=build_risk_adapters,
     )
     return build_service_app(spec, settings)
 

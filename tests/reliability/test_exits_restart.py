@@ -38,13 +38,19 @@ BRACKETS = 5
 
 async def serve_until_killed() -> None:
     """The worker process: the exit part of the risk service until SIGTERM (or SIGKILL)."""
+    from services.risk.adapters import build_risk_adapters
     from services.risk.config import RiskSettings
     from services.risk.exits import api as exits_api
     from services.risk.exits.workers import WORKERS
     from shared.app_factory import ServiceSpec, build_service_app
 
     spec = ServiceSpec(
-        name="risk", title="risk exits worker", description="", routers=[exits_api.router], workers=WORKERS
+        name="risk",
+        title="risk exits worker",
+        description="",
+        routers=[exits_api.router],
+        workers=WORKERS,
+        on_startup=build_risk_adapters,
     )
     app = build_service_app(spec, RiskSettings())
     stop = asyncio.Event()

@@ -30,21 +30,20 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from services.accounts.adapters import accounts_adapters
 from services.accounts.app import create_app
 from services.accounts.config import AccountsSettings
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.keys import private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.crypto import LocalFileKeyProvider, SecretDecryptionError, decrypt_secret, encrypt_secret
 from shared.crypto.store import credential_row_id, load_venue_credentials, rewrap_all
 from shared.observability.logging import get_logger
 from tests.conftest import libpq_url
 from tests.helpers import eventually, own_database
+from tests.kit.auth import ISSUER, KEY
 from tests.reliability.conftest import RecordWriter
 
-KEY = generate_private_key()
-ISSUER = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
 ADMIN = {"Authorization": f"Bearer {ISSUER.issue('s3-admin', [Role.ADMIN], accounts=['*'])}"}
 PG_DUMP = Path("/usr/lib/postgresql/15/bin/pg_dump")
 ROTATED_SECRETS = 1_000
@@ -174,7 +173,9 @@ async def test_s3_canary_never_leaks(
                 get_logger("s3.control").info("s3_capture_control", marker=control)
             # positive control: the venue-signing path does get the secret back
             async with async_sessionmaker(engine)() as session:
-                credentials = await load_venue_credentials(session, app.state.runtime.extras["keys"], account_id)
+                credentials = await load_venue_credentials(
+                    session, accounts_adapters(app.state.runtime).keys, account_id
+                )
             assert credentials.api_secret == canary
     finally:
         root.removeHandler(handler)

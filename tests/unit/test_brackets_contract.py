@@ -13,8 +13,8 @@ from services.risk.exits.schemas import ExitPolicyWrite
 from services.risk.exits.service import (
     bracket_id_for,
     bracket_id_of_exit,
+    exit_order,
     levels_from_instructions,
-    submit_order_body,
 )
 from shared.contracts.exits import ExitInstructions
 from shared.domain.brackets import ExitLevels, LegKind, SubmitExit, exit_client_order_id
@@ -29,7 +29,7 @@ def test_exit_orders_are_valid_oms_order_creates(limit_price: Decimal | None) ->
     decision = SubmitExit(
         bracket_id, "desk-1", "BTC/USD", client_order_id, LegKind.TAKE_PROFIT, Decimal("0.1"), limit_price
     )
-    order = OrderCreate.model_validate(submit_order_body(decision))
+    order = OrderCreate.model_validate(exit_order(decision).model_dump(mode="json"))
     assert order.side.value == "sell"
     assert order.type.value == ("market" if limit_price is None else "limit")
     assert order.quantity == Decimal("0.1")

@@ -13,7 +13,6 @@ from services.hitl.api import ensure_fresh_otp
 from services.hitl.errors import FreshOtpRequired
 from services.hitl.policy import (
     ApprovalFacts,
-    ApprovalReason,
     PolicyRules,
     RequestKind,
     canonical_payload,
@@ -22,6 +21,7 @@ from services.hitl.policy import (
 )
 from shared.auth.roles import Role
 from shared.auth.tokens import Principal
+from shared.contracts.approvals import ApprovalReason
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 

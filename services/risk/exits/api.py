@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 
+from services.risk.adapters import Adapters
 from services.risk.exits.repository import StoredPolicy
 from services.risk.exits.schemas import BracketRead, ExitOrderRead, ExitPolicyRead, ExitPolicyWrite, StopMove
-from services.risk.exits.service import ExitService, MoveStopRequest, policy_json
-from services.risk.exits.workers import exit_service
+from services.risk.exits.service import MoveStopRequest, policy_json
 from shared.auth.dependencies import ensure_account_access, require_roles
 from shared.auth.roles import Role
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
@@ -23,12 +23,6 @@ RiskOfficer = Annotated[Principal, Depends(require_roles(Role.RISK))]
 BracketIdPath = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")]
 AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
-
-def get_exit_service(request: Request) -> ExitService:
-    return exit_service(request.app.state.runtime)
-
-
-Exits = Annotated[ExitService, Depends(get_exit_service)]
 
 router = APIRouter(responses=COMMON_RESPONSES, tags=["exits"])
 
@@ -49,32 +43,34 @@ def _visible_accounts(principal: Principal, account_id: str | None) -> list[str]
 @router.get("/risk/exits", response_model=list[BracketRead])
 async def list_exits(
     principal: Reader,
-    exits: Exits,
+    adapters: Adapters,
     account_id: Annotated[str | None, Query(max_length=64)] = None,
     status: BracketStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[BracketRead]:
     """Exit brackets of the accounts you may see, newest first (filter by account and status)."""
-    brackets = await exits.list_brackets(
+    brackets = await adapters.exits.brackets.search(
         _visible_accounts(principal, account_id), None if status is None else status.value, limit
     )
     return [BracketRead.of(bracket) for bracket in brackets]
 
 
 @router.get("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404))
-async def get_exit(bracket_id: BracketIdPath, principal: Reader, exits: Exits) -> BracketRead:
+async def get_exit(bracket_id: BracketIdPath, principal: Reader, adapters: Adapters) -> BracketRead:
     """One bracket with its legs and the exit orders it sent."""
-    bracket, orders = await exits.get(bracket_id)
+    bracket, orders = await adapters.exits.brackets.get(bracket_id)
     ensure_account_access(principal, bracket.account_id)
     fields = ExitOrderRead.model_fields
     return BracketRead.of(bracket, [ExitOrderRead(**{name: order[name] for name in fields}) for order in orders])
 
 
 @router.patch("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404, 409))
-async def move_exit_stop(bracket_id: BracketIdPath, body: StopMove, principal: StopMover, exits: Exits) -> BracketRead:
+async def move_exit_stop(
+    bracket_id: BracketIdPath, body: StopMove, principal: StopMover, adapters: Adapters
+) -> BracketRead:
     """Move the stop-loss (audited; lowering it needs `allow_unfavourable: true` and the risk role) or re-arm a
     failed bracket (`rearm: true`, audited)."""
-    bracket = await exits.amend(
+    bracket = await adapters.exits.amend(
         bracket_id,
         MoveStopRequest(body.stop_loss, body.allow_unfavourable, body.reason, body.rearm),
         actor=principal.subject,
@@ -95,16 +91,16 @@ def _policy_read(stored: StoredPolicy) -> ExitPolicyRead:
 
 
 @router.get("/risk/exit-policy/{account_id}", response_model=ExitPolicyRead)
-async def get_exit_policy(account_id: AccountIdPath, principal: Reader, exits: Exits) -> ExitPolicyRead:
+async def get_exit_policy(account_id: AccountIdPath, principal: Reader, adapters: Adapters) -> ExitPolicyRead:
     """The account's default exits (the built-in defaults, version 0, until one is set)."""
     ensure_account_access(principal, account_id)
-    return _policy_read(await exits.get_policy(account_id))
+    return _policy_read(await adapters.exits.policies.get(account_id))
 
 
 @router.put("/risk/exit-policy/{account_id}", response_model=ExitPolicyRead)
 async def put_exit_policy(
-    account_id: AccountIdPath, body: ExitPolicyWrite, principal: RiskOfficer, exits: Exits
+    account_id: AccountIdPath, body: ExitPolicyWrite, principal: RiskOfficer, adapters: Adapters
 ) -> ExitPolicyRead:
     """Replace the account's default exits (risk role; versioned and audited)."""
     ensure_account_access(principal, account_id)
-    return _policy_read(await exits.put_policy(account_id, body.to_policy(), principal.subject))
+    return _policy_read(await adapters.exits.policies.put(account_id, body.to_policy(), principal.subject))

@@ -6,15 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from shared.domain.brackets import Bracket, BracketStatus, ExitPolicy
-from shared.domain.money import DecimalString
+from shared.domain.money import DecimalString, OpenPercent, Percent, PositiveDecimal, ProfitPercent
+from shared.web import Reason
 
-Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=38, decimal_places=18)]
 # A long's stop sits below the entry: strictly between 0 and 100 % off it.
-BelowEntryPercent = Annotated[Decimal, Field(gt=0, lt=100, max_digits=38, decimal_places=18)]
-Price = Annotated[Decimal, Field(gt=0, max_digits=38, decimal_places=18)]
+BelowEntryPercent = OpenPercent
+Price = PositiveDecimal
 
 
 class ExitPolicyWrite(BaseModel):
@@ -23,12 +23,12 @@ class ExitPolicyWrite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stop_loss_pct: BelowEntryPercent | None = Decimal(2)
-    take_profit_pct: Annotated[Decimal, Field(gt=0, le=1000, max_digits=38, decimal_places=18)] | None = Decimal(4)
+    take_profit_pct: ProfitPercent | None = Decimal(4)
     trailing_distance_pct: BelowEntryPercent | None = Decimal("1.5")
     trailing_activation_pct: Percent | None = Decimal(1)
     time_limit_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600)] | None = None
     swap_band_pct: Percent = Decimal("0.5")
-    require_explicit_exits: bool = False
+    require_explicit_exits: StrictBool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -40,7 +40,8 @@ class ExitPolicyWrite(BaseModel):
         return self
 
     def to_policy(self) -> ExitPolicy:
-        return ExitPolicy(**self.model_dump())
+        # Attributes, not model_dump(): the decimal types dump as strings.
+        return ExitPolicy(**{name: getattr(self, name) for name in ExitPolicyWrite.model_fields})
 
 
 class ExitPolicyRead(ExitPolicyWrite):
@@ -56,12 +57,22 @@ class StopMove(BaseModel):
     """Move a bracket's stop-loss (lowering it, unfavourable for a long, needs `allow_unfavourable` and role risk)
     and/or re-arm a failed bracket (`rearm: true`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The schema says what `_something_to_do` enforces: a stop_loss, or rearm true.
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"stop_loss": {"type": "string"}}, "required": ["stop_loss"]},
+                {"properties": {"rearm": {"const": True}}, "required": ["rearm"]},
+            ]
+        },
+    )
 
     stop_loss: Price | None = None
-    allow_unfavourable: bool = False
-    rearm: bool = False
-    reason: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    allow_unfavourable: StrictBool = False
+    rearm: StrictBool = False
+    reason: Reason | None = None
 
     @model_validator(mode="after")
     def _something_to_do(self) -> Self:

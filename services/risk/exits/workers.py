@@ -16,16 +16,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from services.risk.adapters import risk_adapters
 from services.risk.exits.config import ExitSettings
 from services.risk.exits.repository import ExitRepository
-from services.risk.exits.service import ExitService
+from services.risk.exits.use_cases import ExitUseCases
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.db import UnitOfWork
 from shared.events import Envelope, MessageDecodeError
@@ -33,35 +34,6 @@ from shared.marketdata import BookSnapshot, MarketDataError, Trade, decode_marke
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
-
-EXTRA = "exits"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def exit_settings(runtime: ServiceRuntime) -> ExitSettings:
-    settings = runtime.settings
-    if not isinstance(settings, ExitSettings):
-        raise TypeError("the risk service's settings must include ExitSettings")
-    return settings
-
-
-def exit_service(runtime: ServiceRuntime) -> ExitService:
-    """The process's ExitService, built on first use from the runtime's adapters."""
-    service = runtime.extras.get(EXTRA)
-    if service is None:
-        service = ExitService(
-            settings=exit_settings(runtime),
-            sessionmaker=runtime.sessionmaker,
-            tables=runtime.tables,
-            clock=utc_now,
-            on_commit=runtime.relay.wake,
-            redis=runtime.redis,
-        )
-        runtime.extras[EXTRA] = service
-    return service
 
 
 def price_of(envelope: Envelope) -> tuple[str, Decimal] | None:
@@ -80,8 +52,8 @@ def price_of(envelope: Envelope) -> tuple[str, Decimal] | None:
 class MarketDataWatcher:
     """Feeds market prices to the exit engine, exactly once per record (offsets stored with the effects)."""
 
-    def __init__(self, service: ExitService, settings: ExitSettings, bootstrap: str, security_protocol: str) -> None:
-        self.service = service
+    def __init__(self, exits: ExitUseCases, settings: ExitSettings, bootstrap: str, security_protocol: str) -> None:
+        self.exits = exits
         self.topics = [settings.exits_trade_topic, settings.exits_book_topic]
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -104,7 +76,7 @@ class MarketDataWatcher:
             await self.consumer.stop()
 
     async def stored_offsets(self) -> dict[tuple[str, int], int]:
-        async with UnitOfWork(self.service.sessionmaker) as uow:
+        async with UnitOfWork(self.exits.context.sessionmaker) as uow:
             return await ExitRepository(uow.session).feed_offsets(self.topics)
 
     async def apply_batch(self, batches: dict[TopicPartition, list[Any]]) -> None:
@@ -125,11 +97,11 @@ class MarketDataWatcher:
         prices: dict[str, list[Decimal]] = {}
         for *_, symbol, price in ticks:
             prices.setdefault(symbol, []).append(price)
-        async with UnitOfWork(self.service.sessionmaker) as uow:
-            self.applied += await self.service.apply_prices(uow.session, prices, self.service.clock())
+        context = self.exits.context
+        async with UnitOfWork(context.sessionmaker) as uow:
+            self.applied += await self.exits.prices(uow.session, prices, context.clock())
             await ExitRepository(uow.session).save_feed_offsets(next_offsets)
-            if self.service.on_commit is not None:
-                uow.after_commit(self.service.on_commit)
+            context.wake_after_commit(uow)
         with contextlib.suppress(Exception):  # the database holds the position; Kafka's copy is a convenience
             await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in next_offsets.items()})
 
@@ -163,10 +135,10 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        settings = exit_settings(runtime)
+        adapters = risk_adapters(runtime)
+        settings = adapters.settings
         if not settings.exits_enabled:
             return
-        service = exit_service(runtime)
         name = f"{settings.exits_consumer_group}.order-events"
         # A new group starts where the setting says: the exit engine must not arm the whole history of a topic
         # it meets for the first time.
@@ -174,7 +146,7 @@ def _order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
             runtime,
             name=name,
             topics=[settings.exits_order_events_topic],
-            handler=service.handle_order_event,
+            handler=adapters.exits.order_events,
             auto_offset_reset=settings.exits_order_events_offset_reset,
         )
 
@@ -183,11 +155,12 @@ def _order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
 
 def _marketdata(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        settings = exit_settings(runtime)
+        adapters = risk_adapters(runtime)
+        settings = adapters.settings
         if not settings.exits_enabled:
             return
         watcher = MarketDataWatcher(
-            exit_service(runtime), settings, runtime.settings.kafka_bootstrap, runtime.settings.kafka_security_protocol
+            adapters.exits, settings, runtime.settings.kafka_bootstrap, runtime.settings.kafka_security_protocol
         )
         await watcher.run(runtime.stop_event)
 
@@ -196,15 +169,16 @@ def _marketdata(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
 
 def _clock(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        settings = exit_settings(runtime)
+        adapters = risk_adapters(runtime)
+        settings = adapters.settings
         if not settings.exits_enabled:
             return
-        service = exit_service(runtime)
+        exits = adapters.exits
         mirrored_at = 0.0
         while not runtime.stop_event.is_set():
-            await service.tick_clock()
+            await exits.time_limits()
             if time.monotonic() - mirrored_at >= settings.exits_policy_mirror_interval_s:
-                await service.mirror_policies()
+                await exits.policies.mirror_all()
                 mirrored_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.exits_clock_interval_s)

@@ -1,0 +1,54 @@
+"""The accounts service's typed composition root: its use cases and adapters, built once per process.
+
+`services/accounts/app.py` builds it in the lifespan and stores it in `runtime.adapters`; routers read it through
+the `Adapters` dependency (or `accounts_adapters(runtime)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.accounts.auth import AuthService
+from services.accounts.config import AccountsSettings
+from services.accounts.ratelimit import LoginLimiter
+from services.accounts.service import AccountsService
+from shared.app_factory import ServiceRuntime, adapters_of
+from shared.auth.tokens import TokenIssuer
+from shared.crypto import KeyProvider
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsAdapters:
+    settings: AccountsSettings
+    accounts: AccountsService
+    auth: AuthService
+    keys: KeyProvider
+
+
+def build_accounts_adapters(runtime: ServiceRuntime, settings: AccountsSettings, keys: KeyProvider) -> None:
+    """The admin and auth use cases over the runtime's engine and Redis."""
+    issuer = None
+    if settings.jwt_private_key is not None:
+        issuer = TokenIssuer(settings.jwt_private_key.get_secret_value(), settings.jwt_issuer, settings.jwt_audience)
+    accounts = AccountsService(
+        settings, runtime.sessionmaker, runtime.tables, runtime.redis, keys, on_commit=runtime.relay.wake
+    )
+    limiter = LoginLimiter(
+        runtime.redis, settings.login_max_failures_per_user, settings.login_max_failures_per_ip, settings.login_window_s
+    )
+    auth = AuthService(settings, runtime.sessionmaker, runtime.redis, keys, issuer, limiter, accounts)
+    runtime.adapters = AccountsAdapters(settings=settings, accounts=accounts, auth=auth, keys=keys)
+
+
+def accounts_adapters(runtime: ServiceRuntime) -> AccountsAdapters:
+    return adapters_of(runtime, AccountsAdapters)
+
+
+def _from_request(request: Request) -> AccountsAdapters:
+    return accounts_adapters(request.app.state.runtime)
+
+
+Adapters = Annotated[AccountsAdapters, Depends(_from_request)]
