@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.observability.logging import get_logger
 
@@ -83,6 +84,9 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
 def _describe_validation(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -103,11 +107,30 @@ async def _handle_validation_error(_: Request, exc: RequestValidationError) -> J
     if any(field["type"] == "json_invalid" for field in fields):
         return error_response(400, "malformed_json", "the request body is not valid JSON", {"fields": fields})
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    return error_response(422, "validation_error", summary or "invalid request", {"fields": fields})
+    details: dict[str, Any] = {"fields": fields}
+    if fields:
+        # Like the domain errors' `details.field`: the first field at fault, without its location (body, query).
+        first = [str(part) for part in exc.errors()[0].get("loc", ())]
+        details["field"] = ".".join(first[1:] if first and first[0] in _LOCATIONS else first)
+    return error_response(422, "validation_error", summary or "invalid request", details)
 
 
-async def _handle_http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at this path (a path may be served by several routes)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+async def _handle_http_exception(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route that matched the path only (RFC 9110 15.5.6: all of them).
+        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(405, "method_not_allowed", str(detail), headers=headers)
     if isinstance(detail, dict) and "code" in detail:
         return error_response(exc.status_code, str(detail["code"]), str(detail.get("message", "")), headers=exc.headers)
     code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(

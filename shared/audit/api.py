@@ -9,23 +9,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.audit.anchors import Anchor
 from shared.audit.log import AuditRecord
 from shared.audit.query import EntryFilter, list_anchors, list_entries
-from shared.auth.dependencies import require_roles
-from shared.auth.roles import Role
-from shared.auth.tokens import Principal
 from shared.db import UnitOfWork
 from shared.errors import COMMON_RESPONSES, Unprocessable
-
-AUDIT_READERS = (Role.AUDITOR,)
-Auditor = Annotated[Principal, Depends(require_roles(*AUDIT_READERS))]
-Name = Annotated[str | None, Query(min_length=1, max_length=200)]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Cursor = Annotated[int, Query(ge=0, description="the `next_cursor` of the previous page; 0 for the first")]
+from shared.web import AuditReader as Auditor
+from shared.web import Cursor, Limit
+from shared.web import NameQuery as Name
 
 
 class AuditEntryRead(BaseModel):
@@ -100,6 +94,9 @@ def _anchor(anchor_id: int, anchor: Anchor) -> AnchorRead:
     )
 
 
+# RFC 3339 only: without the pattern a bare number would be read as a Unix time.
+Timestamp = Annotated[AwareDatetime | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")]
+
 router = APIRouter(prefix="/audit", tags=["audit"], responses=COMMON_RESPONSES)
 
 
@@ -110,8 +107,8 @@ async def get_audit_entries(
     chain: Name = None,
     actor: Name = None,
     action: Name = None,
-    since: Annotated[AwareDatetime | None, Query()] = None,
-    until: Annotated[AwareDatetime | None, Query()] = None,
+    since: Timestamp = None,
+    until: Timestamp = None,
     cursor: Cursor = 0,
     limit: Limit = 100,
 ) -> AuditEntryPage:

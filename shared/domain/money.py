@@ -146,3 +146,62 @@ DecimalString = Annotated[
     PlainSerializer(format_decimal, return_type=str, when_used="always"),
     WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN, "examples": ["12.50"]}),
 ]
+
+
+def _positive_fraction_digits() -> str:
+    # "0." then up to 18 digits with at least one that is not zero: one branch per count of leading zeros.
+    return "|".join(f"0{{{zeros}}}[1-9][0-9]{{0,{17 - zeros}}}" for zeros in range(MAX_FRACTION_DIGITS))
+
+
+_FRACTION = r"(\.[0-9]{1,18})?"
+_ONE = r"1(\.0{1,18})?"
+_BELOW_ONE_POSITIVE = rf"0\.({_positive_fraction_digits()})"
+NON_NEGATIVE_PATTERN = rf"^(0|[1-9][0-9]{{0,19}}){_FRACTION}$"
+POSITIVE_PATTERN = rf"^([1-9][0-9]{{0,19}}{_FRACTION}|{_BELOW_ONE_POSITIVE})$"
+FRACTION_PATTERN = rf"^(0{_FRACTION}|{_ONE})$"
+BELOW_ONE_PATTERN = rf"^0{_FRACTION}$"
+UNIT_THRESHOLD_PATTERN = rf"^({_BELOW_ONE_POSITIVE}|{_ONE})$"
+PERCENT_PATTERN = rf"^([1-9]?[0-9]{_FRACTION}|100(\.0{{1,18}})?)$"
+OPEN_PERCENT_PATTERN = rf"^([1-9][0-9]?{_FRACTION}|{_BELOW_ONE_POSITIVE})$"
+PROFIT_PERCENT_PATTERN = rf"^([1-9][0-9]{{0,2}}{_FRACTION}|1000(\.0{{1,18}})?|{_BELOW_ONE_POSITIVE})$"
+
+
+def _wire_parser(pattern: str, description: str, example: str) -> BeforeValidator:
+    matcher = re.compile(pattern)
+
+    def parse(value: object) -> Decimal:
+        if isinstance(value, Decimal):
+            value = format_decimal(to_decimal(value))
+        if not isinstance(value, str):
+            raise MoneyError(f'must be a decimal string such as "{example}"')
+        if not matcher.match(value):
+            raise MoneyError(f"must be {description}, a plain decimal string such as {example!r}")
+        return to_decimal(value)
+
+    return BeforeValidator(parse)
+
+
+def _wire_schema(pattern: str, description: str, example: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern, "description": description, "examples": [example]})
+
+
+_AS_STRING = PlainSerializer(format_decimal, return_type=str, when_used="always")
+
+# Decimal strings that state their range in the schema (the pattern) and enforce exactly that range, so a
+# request the OpenAPI document calls valid is never refused by validation, and one it calls invalid never passes.
+_POSITIVE = (POSITIVE_PATTERN, "a decimal above 0", "12.50")
+PositiveDecimal = Annotated[Decimal, _wire_parser(*_POSITIVE), _AS_STRING, _wire_schema(*_POSITIVE)]
+_NON_NEGATIVE = (NON_NEGATIVE_PATTERN, "a decimal of at least 0", "0")
+NonNegativeDecimal = Annotated[Decimal, _wire_parser(*_NON_NEGATIVE), _AS_STRING, _wire_schema(*_NON_NEGATIVE)]
+_FRACTION_SPEC = (FRACTION_PATTERN, "a fraction from 0 to 1", "0.25")
+Fraction = Annotated[Decimal, _wire_parser(*_FRACTION_SPEC), _AS_STRING, _wire_schema(*_FRACTION_SPEC)]
+_BELOW_ONE = (BELOW_ONE_PATTERN, "a fraction from 0 up to but excluding 1", "0.05")
+BelowOneFraction = Annotated[Decimal, _wire_parser(*_BELOW_ONE), _AS_STRING, _wire_schema(*_BELOW_ONE)]
+_THRESHOLD = (UNIT_THRESHOLD_PATTERN, "a fraction above 0 and at most 1", "0.1")
+UnitThreshold = Annotated[Decimal, _wire_parser(*_THRESHOLD), _AS_STRING, _wire_schema(*_THRESHOLD)]
+_PERCENT = (PERCENT_PATTERN, "a percentage from 0 to 100", "1.5")
+Percent = Annotated[Decimal, _wire_parser(*_PERCENT), _AS_STRING, _wire_schema(*_PERCENT)]
+_OPEN_PERCENT = (OPEN_PERCENT_PATTERN, "a percentage above 0 and below 100", "2")
+OpenPercent = Annotated[Decimal, _wire_parser(*_OPEN_PERCENT), _AS_STRING, _wire_schema(*_OPEN_PERCENT)]
+_PROFIT_PERCENT = (PROFIT_PERCENT_PATTERN, "a percentage above 0 and at most 1000", "4")
+ProfitPercent = Annotated[Decimal, _wire_parser(*_PROFIT_PERCENT), _AS_STRING, _wire_schema(*_PROFIT_PERCENT)]

@@ -36,17 +36,17 @@ from shared.audit.anchors import (
     load_anchors_from_table,
     sign_anchor,
 )
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem, write_key_pair
+from shared.auth.keys import generate_private_key, public_key_pem, write_key_pair
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.db import UnitOfWork, sessionmaker_for
 from shared.events.topics import AUDIT_ANCHORS
 from tests.conftest import libpq_url
 from tests.helpers import eventually, own_database
+from tests.kit.auth import KEY as TOKEN_KEY
+from tests.kit.auth import token as kit_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOKEN_KEY = generate_private_key()
 EVERY_ENTRIES = 3
 EVERY_S = 0.6
 
@@ -94,8 +94,7 @@ async def reports(
 
 
 def token(*roles: Role) -> dict[str, str]:
-    issuer = TokenIssuer(private_key_pem(TOKEN_KEY), "aether", "aether-platform")
-    return {"Authorization": f"Bearer {issuer.issue('audrey', list(roles), accounts=['*'])}"}
+    return kit_token(*roles, subject="audrey")
 
 
 AUDITOR = token(Role.AUDITOR)
