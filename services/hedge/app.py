@@ -2,45 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import httpx
 from fastapi import FastAPI
 
 from services.hedge import api, consumers
+from services.hedge.adapters import HedgeAdapters
 from services.hedge.approval import OverrideApprovalPolicy
 from services.hedge.config import HedgeSettings, get_settings
-from services.hedge.service import HedgeService
+from services.hedge.use_cases import HedgeContext
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
-from shared.config import AetherSettings
+from shared.clock import utc_now
+from shared.config import AetherSettings, service_settings
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def create_app(
-    settings: AetherSettings | None = None, oms_transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """Build the hedge app; settings default to the environment; `oms_transport` reaches the OMS in tests."""
-    if settings is None:
-        hedge_settings = get_settings()
-    elif isinstance(settings, HedgeSettings):
-        hedge_settings = settings
-    else:
-        hedge_settings = HedgeSettings(**settings.model_dump(exclude={"service_name"}))
+def create_app(settings: AetherSettings | None = None) -> FastAPI:
+    """Build the hedge app; settings default to the environment."""
+    hedge_settings = service_settings(settings, HedgeSettings, get_settings)
 
     async def on_startup(runtime: ServiceRuntime) -> None:
-        runtime.extras["hedge"] = HedgeService(
-            settings=hedge_settings,
-            sessionmaker=runtime.sessionmaker,
-            tables=runtime.tables,
-            clock=utc_now,
-            on_commit=runtime.relay.wake,
-            approvals=OverrideApprovalPolicy(runtime.redis),
+        context = HedgeContext.create(
+            hedge_settings, runtime.sessionmaker, runtime.tables, clock=utc_now, on_commit=runtime.relay.wake
         )
-        if oms_transport is not None:
-            runtime.extras["oms_transport"] = oms_transport
+        runtime.adapters = HedgeAdapters.assemble(context, OverrideApprovalPolicy(runtime.redis))
 
     spec = ServiceSpec(
         name="hedge",

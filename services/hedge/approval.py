@@ -1,21 +1,20 @@
 """Whether an account's hedge overrides wait for a director, from the approval policy the hitl service mirrors
-to Redis (`hitl:policy:account:<account_id>`, services/hitl/mirror.py).
+to Redis (`hitl:policy:account:<account_id>`, value `ApprovalPolicyValue`).
 
 Key absent: the account has no hitl policy and overrides apply at once, as before. Key present: its
-`hedge_override` rule decides. Redis unreachable or an unreadable value is a 503, never "no policy".
+`hedge_override` rule decides. Redis unreachable or a value that breaks the contract is a 503, never "no policy".
 """
 
 from __future__ import annotations
-
-import json
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.hedge.errors import ApprovalPolicyUnavailable
+from shared.contracts.approvals import ApprovalPolicyValue
+from shared.contracts.base import ContractViolation
+from shared.contracts.mirror import decode_mirror
 from shared.mirror_keys import approval_policy_key
-
-HEDGE_OVERRIDE_SUBJECT = "hedge_override"
 
 
 def override_subject_id(account_id: str, pending_id: int) -> str:
@@ -47,10 +46,7 @@ class OverrideApprovalPolicy:
         if raw is None:
             return False
         try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        rule = value.get("hedge_override", True) if isinstance(value, dict) and "version" in value else None
-        if not isinstance(rule, bool):
-            raise ApprovalPolicyUnavailable(f"approval policy of {account_id} is unreadable")
-        return rule
+            policy = decode_mirror(ApprovalPolicyValue, raw)
+        except ContractViolation:
+            raise ApprovalPolicyUnavailable(f"approval policy of {account_id} is unreadable") from None
+        return policy.hedge_override

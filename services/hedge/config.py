@@ -8,18 +8,17 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from shared.config import AetherSettings, Environment, env_name, load_settings
+from shared.config import AetherSettings, env_name, load_settings
 from shared.domain.hedge import HedgeLevel, HedgePolicy, HedgePolicyError
 from shared.events.topics import (
     HEDGE_RECOMMENDATION_EVENTS,
     HEDGE_TARGET_EVENTS,
     HITL_DECISIONS,
+    OMS_BALANCE_EVENTS,
     OMS_COMMANDS,
     OMS_ORDER_EVENTS,
 )
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
-
-DEV_OMS_URL = "http://127.0.0.1:8001"  # the OMS as `aether up` runs it
 
 # Domain policy field -> setting name, so a contradiction is reported under the name the operator set.
 _POLICY_SETTING = {
@@ -56,14 +55,19 @@ class HedgeSettings(AetherSettings):
     orders_enabled: bool = Field(default=True, description="emit SubmitOrder commands to the OMS")
 
     accounts: list[str] = Field(default_factory=list, description="accounts hedged from start-up")
-    oms_url: str | None = Field(
-        default=DEV_OMS_URL, description="OMS base URL for balances (https in production); None disables NAV polling"
+    revalue_interval_s: float = Field(
+        default=5.0, gt=0, description="how often every tracked account is valued at the latest prices"
     )
-    nav_poll_interval_s: float = Field(default=5.0, gt=0)
-    service_token_ttl_s: int = Field(default=300, ge=30, le=3_600)
+    balance_quiet_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="an account whose balances changed more recently waits for the next tick: the other assets of"
+        " the same OMS change (a fill moves base and quote) may still be on the way",
+    )
 
     commands_topic: str = OMS_COMMANDS
     order_events_topic: str = OMS_ORDER_EVENTS
+    balance_events_topic: str = Field(default=OMS_BALANCE_EVENTS, description="where BalanceChanged is consumed")
     recommendation_topic: str = HEDGE_RECOMMENDATION_EVENTS
     target_topic: str = Field(
         default=HEDGE_TARGET_EVENTS, description="targets and ApprovalRequested for overrides (hitl consumes them)"
@@ -71,12 +75,6 @@ class HedgeSettings(AetherSettings):
     decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided is consumed")
     marketdata_book_topic: str = BOOK_TOPIC
     marketdata_trade_topic: str = TRADE_TOPIC
-
-    @model_validator(mode="after")
-    def _oms_over_tls_in_production(self) -> Self:
-        if self.env is Environment.PRODUCTION and self.oms_url is not None and not self.oms_url.startswith("https://"):
-            raise ValueError(f"{env_name('oms_url')}: production needs https://")
-        return self
 
     @model_validator(mode="after")
     def _consistent_policy(self) -> Self:

@@ -8,12 +8,14 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.base import NAMING_CONVENTION, Money
+from shared.domain.ledger import Balance
+from shared.domain.types import Asset
 
 SCHEMA = "hedge"
 PENDING_APPROVAL = "pending_approval"  # override history action of an override waiting for a director
@@ -26,7 +28,6 @@ accounts = sa.Table(
     "accounts",
     metadata,
     sa.Column("account_id", sa.Text, primary_key=True),
-    sa.Column("holdings", JSONB, nullable=True),
     sa.Column("holdings_at", TS, nullable=True),
     sa.Column("nav", Money, nullable=True),
     sa.Column("peak_nav", Money, nullable=True),
@@ -112,6 +113,17 @@ orders = sa.Table(
     sa.Column("filled_quantity", Money, nullable=False, server_default="0"),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("settled_at", TS, nullable=True),
+)
+balances = sa.Table(
+    "balances",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("asset", sa.Text, primary_key=True),
+    sa.Column("total", Money, nullable=False),
+    sa.Column("reserved", Money, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("changed_at", TS, nullable=False),
+    sa.Column("received_at", TS, nullable=False),
 )
 policies = sa.Table(
     "policies",
@@ -302,8 +314,11 @@ class HedgeRepository:
         query = sa.select(orders).where(orders.c.account_id == account_id, orders.c.settled_at.is_(None))
         return (await self.session.execute(query.order_by(orders.c.target_version.desc()))).mappings().first()
 
-    async def last_settled_at(self, account_id: str) -> datetime | None:
-        query = sa.select(sa.func.max(orders.c.settled_at)).where(orders.c.account_id == account_id)
+    async def last_fill_settled_at(self, account_id: str) -> datetime | None:
+        """When the newest hedge order that traded anything settled (the OMS's time)."""
+        query = sa.select(sa.func.max(orders.c.settled_at)).where(
+            orders.c.account_id == account_id, orders.c.filled_quantity > 0
+        )
         value: datetime | None = await self.session.scalar(query)
         return value
 
@@ -349,3 +364,93 @@ class HedgeRepository:
             .where(orders.c.client_order_id == client_order_id, orders.c.settled_at.is_(None))
             .values(status=status)
         )
+
+
+class BalanceRepository:
+    """The accounts' balances as the OMS's `BalanceChanged` events left them (newest version per asset)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def apply(self, account_id: str, asset: str, *, version: int, **values: Any) -> bool:
+        """Store one asset's balance unless a newer or equal version is stored already (False: stale, dropped)."""
+        values["version"] = version
+        statement = (
+            pg_insert(balances)
+            .values(account_id=account_id, asset=asset, **values)
+            .on_conflict_do_update(
+                index_elements=[balances.c.account_id, balances.c.asset],
+                set_=values,
+                where=balances.c.version < version,
+            )
+            .returning(balances.c.asset)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def of(self, account_ids: Sequence[str] | None) -> dict[str, dict[str, Balance]]:
+        """{account_id: {asset: Balance}} of the given accounts (all for None)."""
+        query = sa.select(balances.c.account_id, balances.c.asset, balances.c.total, balances.c.reserved)
+        if account_ids is not None:
+            query = query.where(balances.c.account_id.in_(list(account_ids)))
+        result: dict[str, dict[str, Balance]] = {}
+        for row in await self.session.execute(query):
+            result.setdefault(row.account_id, {})[row.asset] = Balance(Asset(row.asset), row.total, row.reserved)
+        return result
+
+    async def received_since(self, since: datetime) -> set[str]:
+        """Accounts with a balance received after `since` (their other changes may still be on the way)."""
+        query = sa.select(balances.c.account_id).where(balances.c.received_at > since).distinct()
+        return set((await self.session.execute(query)).scalars())
+
+
+def _in(column: sa.ColumnElement[Any], account_ids: Sequence[str] | None) -> sa.ColumnElement[bool]:
+    return sa.true() if account_ids is None else column.in_(list(account_ids))
+
+
+class StatusQueries:
+    """The status read model: one query per table for any number of accounts."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def overrides(self, account_ids: Sequence[str] | None) -> dict[str, RowMapping]:
+        query = sa.select(overrides).where(_in(overrides.c.account_id, account_ids))
+        return {row["account_id"]: row for row in (await self.session.execute(query)).mappings()}
+
+    async def pending_overrides(self, account_ids: Sequence[str] | None) -> dict[str, RowMapping]:
+        """Each account's newest override waiting for approval."""
+        query = (
+            sa.select(override_history)
+            .ext(distinct_on(override_history.c.account_id))
+            .where(override_history.c.action == PENDING_APPROVAL, _in(override_history.c.account_id, account_ids))
+            .order_by(override_history.c.account_id, override_history.c.id.desc())
+        )
+        return {row["account_id"]: row for row in (await self.session.execute(query)).mappings()}
+
+    async def open_orders(self, account_ids: Sequence[str] | None) -> dict[str, RowMapping]:
+        query = (
+            sa.select(orders)
+            .ext(distinct_on(orders.c.account_id))
+            .where(orders.c.settled_at.is_(None), _in(orders.c.account_id, account_ids))
+            .order_by(orders.c.account_id, orders.c.target_version.desc())
+        )
+        return {row["account_id"]: row for row in (await self.session.execute(query)).mappings()}
+
+    async def hedged_base(self, account_ids: Sequence[str] | None) -> dict[str, Decimal]:
+        signed = sa.case((orders.c.side == "sell", orders.c.filled_quantity), else_=-orders.c.filled_quantity)
+        query = (
+            sa.select(orders.c.account_id, sa.func.sum(signed).label("hedged"))
+            .where(_in(orders.c.account_id, account_ids))
+            .group_by(orders.c.account_id)
+        )
+        return {row.account_id: Decimal(row.hedged or 0) for row in await self.session.execute(query)}
+
+    async def policies(self, account_ids: Sequence[str] | None) -> dict[str, RowMapping]:
+        """Each account's newest policy version."""
+        query = (
+            sa.select(policies)
+            .ext(distinct_on(policies.c.account_id))
+            .where(_in(policies.c.account_id, account_ids))
+            .order_by(policies.c.account_id, policies.c.version.desc())
+        )
+        return {row["account_id"]: row for row in (await self.session.execute(query)).mappings()}

@@ -6,50 +6,25 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.domain.hedge import HedgeLevel, HedgePolicy
-from shared.domain.money import DecimalString
+from shared.domain.hedge import HedgeLevel, HedgePolicy, HedgePolicyError
+from shared.domain.money import (
+    BelowOneFraction,
+    DecimalString,
+    Fraction,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    UnitThreshold,
+)
 from shared.service_kit import ServiceInfo
+from shared.web import Encodable, safe_text
 
-Reason = Annotated[str, Field(min_length=3, max_length=500)]
-
-
-def _fraction(value: Decimal) -> Decimal:
-    if not Decimal(0) <= value <= Decimal(1):
-        raise ValueError("must be between 0 and 1")
-    return value
-
-
-def _not_negative(value: Decimal) -> Decimal:
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive(value: Decimal) -> Decimal:
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
-def _below_one(value: Decimal) -> Decimal:
-    if not Decimal(0) <= value < Decimal(1):
-        raise ValueError("must be at least 0 and below 1")
-    return value
-
-
-def _threshold(value: Decimal) -> Decimal:
-    if not Decimal(0) < value <= Decimal(1):
-        raise ValueError("must be above 0 and at most 1")
-    return value
-
-
-Fraction = Annotated[DecimalString, AfterValidator(_fraction)]
-NonNegative = Annotated[DecimalString, AfterValidator(_not_negative)]
-Positive = Annotated[DecimalString, AfterValidator(_positive)]
-Band = Annotated[DecimalString, AfterValidator(_below_one)]
-Threshold = Annotated[DecimalString, AfterValidator(_threshold)]
+Reason = Annotated[str, safe_text(min_length=3, max_length=500), Encodable]
+NonNegative = NonNegativeDecimal
+Positive = PositiveDecimal
+Band = BelowOneFraction
+Threshold = UnitThreshold
 
 
 class OverrideSet(BaseModel):
@@ -202,7 +177,8 @@ class PolicyFields(BaseModel):
     rearm_hysteresis: NonNegative
 
     def policy(self, ewma_lambda: Decimal) -> HedgePolicy:
-        """The domain policy (raises HedgePolicyError on a contradiction)."""
+        """The domain policy (raises HedgePolicyError, naming the field of this model, on a contradiction)."""
+        self._check_levels_rise()
         thresholds = {
             HedgeLevel.PAUSE: self.pause_drawdown,
             HedgeLevel.REDUCE_ONLY: self.reduce_only_drawdown,
@@ -221,27 +197,25 @@ class PolicyFields(BaseModel):
             rearm_hysteresis=self.rearm_hysteresis,
         )
 
+    def _check_levels_rise(self) -> None:
+        highest: tuple[str, Decimal] | None = None
+        for name in ("pause_drawdown", "reduce_only_drawdown", "flatten_drawdown"):
+            value: Decimal | None = getattr(self, name)
+            if value is None:
+                continue
+            if highest is not None and value < highest[1]:
+                raise HedgePolicyError(
+                    name, f"must be >= {highest[0]} ({highest[1]}): levels rise from pause to reduce_only to flatten"
+                )
+            if highest is None or value > highest[1]:
+                highest = (name, value)
+
 
 class PolicyWrite(PolicyFields):
-    """A new version of the account's policy; contradictions (floor > cap, levels out of order) are 422."""
+    """A new version of the account's policy. Each field's range is in the schema; contradictions between
+    fields (cap below floor, levels out of order) are a domain 422 `invalid_policy` naming the field."""
 
     reason: Reason
-
-    @field_validator("cap")
-    @classmethod
-    def _cap_above_floor(cls, cap: Decimal, info: ValidationInfo) -> Decimal:
-        floor = info.data.get("floor")
-        if floor is not None and cap < floor:
-            raise ValueError(f"must be >= floor ({floor})")
-        return cap
-
-    @field_validator("reduce_only_drawdown", "flatten_drawdown")
-    @classmethod
-    def _levels_rise(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
-        lower = [info.data.get(name) for name in ("pause_drawdown", "reduce_only_drawdown") if name != info.field_name]
-        if value is not None and any(level is not None and level > value for level in lower):
-            raise ValueError("levels must rise from pause to reduce_only to flatten")
-        return value
 
 
 class PolicyRead(PolicyFields):

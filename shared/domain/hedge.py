@@ -10,17 +10,20 @@ back only what the hedge sold, so the service never adds exposure the traders di
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
 from enum import StrEnum
 
+from shared.domain.ledger import Balance
 from shared.domain.types import OrderSide
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
 MAX_CLIENT_ORDER_ID = 64
 FRACTION_STEP = Decimal("0.0001")  # targets and fractions are kept to 4 decimal places (0.01 %)
+DRAWDOWN_STEP = Decimal("1E-18")
 
 
 class HedgeLevel(StrEnum):
@@ -137,7 +140,8 @@ def drawdown(peak: Decimal | None, nav: Decimal) -> Decimal:
     """Peak-to-trough loss as a fraction of the peak, in [0, 1] (0 without a positive peak)."""
     if peak is None or peak <= 0 or nav >= peak:
         return ZERO
-    return min(ONE, (peak - max(nav, ZERO)) / peak)
+    # To the 18 decimal places it is stored and sent with (NUMERIC(38,18), the contracts' decimals).
+    return min(ONE, (peak - max(nav, ZERO)) / peak).quantize(DRAWDOWN_STEP, rounding=ROUND_HALF_EVEN)
 
 
 def _score(value: Decimal, saturation: Decimal) -> Decimal:
@@ -206,6 +210,51 @@ def hedge_trade(
     if quantity <= 0 or quantity < min_quantity:
         return None
     return HedgeTrade(side=OrderSide.SELL if change > 0 else OrderSide.BUY, quantity=quantity)
+
+
+def cap_to_free_balance(
+    trade: HedgeTrade | None,
+    *,
+    free_base: Decimal,
+    free_quote: Decimal,
+    buy_price: Decimal,
+    quantity_increment: Decimal,
+    min_quantity: Decimal,
+) -> HedgeTrade | None:
+    """Spot only: a sell never exceeds the free base, a buy never the free quote at `buy_price` (what the OMS
+    reserves per unit of a market buy); None when what is left rounds below `min_quantity`."""
+    if trade is None:
+        return None
+    free = free_base if trade.side is OrderSide.SELL else free_quote / buy_price
+    quantity = min(trade.quantity, max(ZERO, free)).quantize(quantity_increment, rounding=ROUND_DOWN)
+    if quantity <= 0 or quantity < min_quantity:
+        return None
+    return HedgeTrade(side=trade.side, quantity=quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class Valuation:
+    """NAV of one account in the quote currency; `unpriced` lists held assets without a price."""
+
+    nav: Decimal
+    quote_value: Decimal
+    unpriced: tuple[str, ...]
+
+
+def value_balances(balances: Mapping[str, Balance], prices: Mapping[str, Decimal], quote: str) -> Valuation:
+    """Sum every balance at its `<asset>/<quote>` price; assets without a price are left out and listed."""
+    nav = ZERO
+    quote_value = ZERO
+    unpriced: list[str] = []
+    for asset, balance in sorted(balances.items()):
+        if asset == quote:
+            quote_value += balance.total
+            nav += balance.total
+        elif (price := prices.get(f"{asset}/{quote}")) is not None:
+            nav += balance.total * price
+        elif balance.total != 0:
+            unpriced.append(asset)
+    return Valuation(nav=nav, quote_value=quote_value, unpriced=tuple(unpriced))
 
 
 def levels_to_raise(policy: HedgePolicy, drawdown_fraction: Decimal, raised: set[HedgeLevel]) -> list[HedgeLevel]:

@@ -3,6 +3,7 @@ kill-switch recommendations raised once and re-armed, hedge commands with determ
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -14,30 +15,31 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.hedge.adapters import HedgeAdapters
 from services.hedge.app import create_app
 from services.hedge.config import HedgeSettings
-from services.hedge.service import HedgeService
-from services.oms.schemas import OrderCreate
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from services.hedge.consumers import handle_balance_event
+from services.hedge.repository import HedgeRepository
+from shared.app_factory import adapters_of
+from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
+from shared.contracts.balances import BalanceChanged
+from shared.contracts.base import outbox_payload
+from shared.contracts.orders import OrderFilled, SubmitOrder
+from shared.contracts.registry import new_envelope, parse_as
 from shared.db import UnitOfWork
+from shared.domain.types import Liquidity, OrderSide, OrderStatus
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from shared.marketdata import Trade, to_envelope
 from tests.helpers import eventually, own_database
+from tests.kit.auth import KEY, token
 
-KEY = generate_private_key()
-ISSUER = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def token(*roles: Role, accounts: tuple[str, ...] = ("*",)) -> dict[str, str]:
-    return {"Authorization": f"Bearer {ISSUER.issue('alice', list(roles), accounts=list(accounts))}"}
 
 
 RISK = token(Role.RISK)
@@ -67,32 +69,53 @@ def hedge_settings(settings: AetherSettings, module_database_url: str, topics: d
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         vol_sample_interval_s=0,
-        oms_url=None,  # NAV comes from the test (test_hedge_nav.py polls a real OMS)
+        revalue_interval_s=3_600,  # balances come from the test (test_hedge_nav.py publishes them to Kafka)
         hedge_symbol=f"X{uuid.uuid4().hex[:8].upper()}/USD",  # volatility state is per symbol: one per test
         **topics,
     )
 
 
+VERSIONS = itertools.count(1)  # BalanceChanged versions only grow, across restarts of the service too
+
+
+def balance_changed(account: str, asset: str, total: str, reserved: str = "0", version: int | None = None) -> Envelope:
+    """What the OMS publishes on oms.balance-events.v1 after a change of one asset balance."""
+    event = BalanceChanged(
+        account_id=account,
+        asset=asset,
+        total=Decimal(total),
+        available=Decimal(total) - Decimal(reserved),
+        reserved=Decimal(reserved),
+        version=next(VERSIONS) if version is None else version,
+        changed_at=datetime.now(UTC),
+    )
+    return Envelope.new(type=BalanceChanged.TYPE, producer="oms", aggregate_id=account, payload=outbox_payload(event))
+
+
 class Hedge:
-    def __init__(self, client: httpx.AsyncClient, service: HedgeService) -> None:
+    def __init__(self, client: httpx.AsyncClient, adapters: HedgeAdapters) -> None:
         self.client = client
-        self.service = service
+        self.adapters = adapters
 
     @property
     def symbol(self) -> str:
-        return self.service.settings.hedge_symbol
+        return self.adapters.settings.hedge_symbol
 
     async def price(self, price: str, at: datetime) -> None:
-        async with UnitOfWork(self.service.sessionmaker) as uow:
-            await self.service.observe_price(uow.session, self.symbol, Decimal(price), at)
+        async with UnitOfWork(self.adapters.context.sessionmaker) as uow:
+            await self.adapters.evaluation.observe_price(uow.session, self.symbol, Decimal(price), at)
+
+    async def balances(self, account: str, totals: dict[str, str]) -> None:
+        """One BalanceChanged per asset through the balance consumer's handler, then what the tick does once they
+        are quiet; the account is tracked first (as a fill, an override or a policy would make it)."""
+        for asset, total in totals.items():
+            async with UnitOfWork(self.adapters.context.sessionmaker) as uow:
+                await HedgeRepository(uow.session).ensure_account(account)
+                await handle_balance_event(self.adapters, uow.session, balance_changed(account, asset, total))
+        await self.adapters.evaluation.revalue(account)
 
     async def holdings(self, account: str, usd: str, base: str) -> None:
-        base_asset = self.service.settings.base_asset
-        balances = {
-            asset: {"total": Decimal(total), "reserved": Decimal(0)}
-            for asset, total in (("USD", usd), (base_asset, base))
-        }
-        await self.service.record_holdings(account, balances)
+        await self.balances(account, {"USD": usd, self.adapters.settings.base_asset: base})
 
     async def status(self, account: str) -> dict[str, Any]:
         response = await self.client.get(f"/hedge/status/{account}", headers=VIEWER)
@@ -114,7 +137,7 @@ def start_hedge(hedge_settings: HedgeSettings) -> HedgeFactory:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://hedge") as client:
                 await eventually(lambda: _ready(client), timeout_s=20, message="hedge ready")
-                yield Hedge(client, app.state.runtime.extras["hedge"])
+                yield Hedge(client, adapters_of(app.state.runtime, HedgeAdapters))
 
     return start
 
@@ -135,6 +158,13 @@ class TopicReader:
             topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=uuid.uuid4().hex
         )
         self.seen: list[Envelope] = []
+        self.headers: list[list[tuple[str, bytes]]] = []  # of each envelope in `seen`
+
+    def _take(self, batch: dict[Any, list[Any]]) -> None:
+        for records in batch.values():
+            for record in records:
+                self.seen.append(Envelope.from_bytes(record.value))
+                self.headers.append(list(record.headers or ()))
 
     async def __aenter__(self) -> TopicReader:
         await self.consumer.start()
@@ -145,8 +175,7 @@ class TopicReader:
 
     async def until(self, count: int, *, timeout_s: float = 20) -> list[Envelope]:
         async def enough() -> bool:
-            batch = await self.consumer.getmany(timeout_ms=200)
-            self.seen += [Envelope.from_bytes(r.value) for records in batch.values() for r in records]
+            self._take(await self.consumer.getmany(timeout_ms=200))
             return len(self.seen) >= count
 
         await eventually(enough, timeout_s=timeout_s, message=f"{count} envelopes")
@@ -154,8 +183,7 @@ class TopicReader:
 
     async def settle(self, idle_ms: int = 1_500) -> list[Envelope]:
         """Whatever else arrives within `idle_ms` (to show that nothing more was published)."""
-        batch = await self.consumer.getmany(timeout_ms=idle_ms)
-        self.seen += [Envelope.from_bytes(r.value) for records in batch.values() for r in records]
+        self._take(await self.consumer.getmany(timeout_ms=idle_ms))
         return self.seen
 
 
@@ -389,7 +417,7 @@ async def test_hedge_command_has_a_deterministic_id_and_is_not_repeated(
     assert len(sent) == 1
     command = sent[0]
     assert command.type == "SubmitOrder"
-    order = OrderCreate.model_validate(command.payload["order"])
+    order = parse_as(SubmitOrder, command).order
     assert (order.client_order_id, order.side.value, order.type.value, order.quantity) == (
         f"hedge-{account}-1",
         "sell",
@@ -401,20 +429,27 @@ async def test_hedge_command_has_a_deterministic_id_and_is_not_repeated(
 
 
 def _order_event(account: str, client_order_id: str, status: str, filled: str) -> Envelope:
-    return Envelope.new(
-        type="OrderFilled",
-        producer="oms",
-        aggregate_id=uuid.uuid4().hex,
-        payload={
-            "account_id": account,
-            "client_order_id": client_order_id,
-            "symbol": "BTC/USD",
-            "side": "sell",
-            "status": status,
-            "filled_quantity": filled,
-            "exits": None,
-        },
+    """An OrderFilled as the OMS publishes it (one execution of the whole quantity)."""
+    order_id = uuid.uuid4().hex
+    event = OrderFilled(
+        order_id=order_id,
+        occurred_at=datetime.now(UTC),
+        version=3,
+        account_id=account,
+        client_order_id=client_order_id,
+        symbol="BTC/USD",
+        side=OrderSide.SELL,
+        status=OrderStatus(status),
+        trade_id=uuid.uuid4().hex,
+        quantity=Decimal(filled),
+        price=Decimal(90),
+        fee=Decimal(0),
+        liquidity=Liquidity.TAKER,
+        filled_quantity=Decimal(filled),
+        leaves_quantity=Decimal(0),
+        is_final=True,
     )
+    return new_envelope(event, producer="oms", aggregate_id=order_id)
 
 
 async def test_trades_from_the_marketdata_topic_move_the_price(
@@ -464,25 +499,30 @@ POLICY = {
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "code"),
     [
-        ({"floor": "0.7", "cap": "0.6"}, "cap"),
-        ({"vol_weight": "-1"}, "vol_weight"),
-        ({"drawdown_saturation": "0"}, "drawdown_saturation"),
-        ({"band": "1"}, "band"),
-        ({"pause_drawdown": "0.2", "reduce_only_drawdown": "0.1"}, "reduce_only_drawdown"),
-        ({"flatten_drawdown": "0.08"}, "flatten_drawdown"),
-        ({"cap": "1.2"}, "cap"),
+        # A value out of its own range breaks the schema (request validation); a contradiction between two
+        # schema-valid fields is the domain's `invalid_policy`.
+        ({"floor": "0.7", "cap": "0.6"}, "cap", "invalid_policy"),
+        ({"vol_weight": "-1"}, "vol_weight", "validation_error"),
+        ({"drawdown_saturation": "0"}, "drawdown_saturation", "validation_error"),
+        ({"band": "1"}, "band", "validation_error"),
+        ({"pause_drawdown": "0.2", "reduce_only_drawdown": "0.1"}, "reduce_only_drawdown", "invalid_policy"),
+        ({"flatten_drawdown": "0.08"}, "flatten_drawdown", "invalid_policy"),
+        ({"cap": "1.2"}, "cap", "validation_error"),
     ],
 )
 async def test_contradicting_policies_are_422_naming_the_field(
-    start_hedge: HedgeFactory, change: dict[str, Any], field: str
+    start_hedge: HedgeFactory, change: dict[str, Any], field: str, code: str
 ) -> None:
+    account = account_id()
     async with start_hedge() as hedge:
-        response = await hedge.client.put(f"/hedge/policies/{account_id()}", json={**POLICY, **change}, headers=RISK)
-    assert response.status_code == 422, response.text
-    fields = [entry["field"] for entry in response.json()["error"]["details"]["fields"]]
-    assert fields == [f"body.{field}"]
+        response = await hedge.client.put(f"/hedge/policies/{account}", json={**POLICY, **change}, headers=RISK)
+        assert response.status_code == 422, response.text
+        policy = (await hedge.client.get(f"/hedge/policies/{account}", headers=RISK)).json()
+    error = response.json()["error"]
+    assert (error["code"], error["details"]["field"]) == (code, field)
+    assert policy["version"] == 0
 
 
 async def test_account_policy_is_versioned_audited_and_drives_the_target(
@@ -534,12 +574,36 @@ async def test_an_unpriced_asset_holds_the_nav_instead_of_faking_a_drawdown(star
     async with start_hedge(orders_enabled=False) as hedge:
         await hedge.price("100", T0)
         await hedge.holdings(account, "5000", "50")
-        balances = {
-            "USD": {"total": Decimal(0), "reserved": Decimal(0)},
-            hedge.service.settings.base_asset: {"total": Decimal(50), "reserved": Decimal(0)},
-            "NOPRICE": {"total": Decimal(7), "reserved": Decimal(0)},  # the 5,000 USD went into an asset never priced
-        }
-        await hedge.service.record_holdings(account, balances)
+        # The 5,000 USD went into an asset never priced.
+        await hedge.balances(account, {"NOPRICE": "7", "USD": "0"})
         status = await hedge.status(account)
     assert (status["nav"], status["drawdown"], status["unpriced_assets"]) == ("10000", "0", ["NOPRICE"])
     assert status["active_recommendations"] == []
+
+
+async def test_statuses_take_the_same_few_queries_for_any_number_of_accounts(start_hedge: HedgeFactory) -> None:
+    async with start_hedge(orders_enabled=False) as hedge:
+        await hedge.price("100", T0)
+        statements: list[tuple[int, str]] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append((id(conn), statement))
+
+        engine = hedge.adapters.context.sessionmaker.kw["bind"].sync_engine
+        accounts: list[str] = []
+        per_size = []
+        for size in (1, 6):
+            while len(accounts) < size:
+                accounts.append(account_id())
+                await hedge.holdings(accounts[-1], "100", "1")
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                statuses = await hedge.adapters.queries.statuses(accounts)
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+            assert [s.account_id for s in statuses] == sorted(accounts)
+            # The relay and the tick share the engine: count what ran on the connection of the read model.
+            (own,) = {conn for conn, statement in statements if "DISTINCT ON (hedge.policies.account_id)" in statement}
+            per_size.append(sum(1 for conn, _ in statements if conn == own))
+            statements.clear()
+    assert per_size[0] == per_size[1] <= 10

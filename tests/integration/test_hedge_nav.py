@@ -1,42 +1,35 @@
-"""The hedge service's NAV comes from the OMS's balances over REST, read with a service token."""
+"""The hedge service's NAV comes from the OMS's `BalanceChanged` events on Kafka (its own copy in `hedge.balances`,
+stale versions dropped, contract violations dead-lettered), not from the OMS's REST API."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from sqlalchemy import text
 
+from services.hedge.adapters import HedgeAdapters
 from services.hedge.app import create_app as create_hedge
 from services.hedge.config import HedgeSettings
+from services.hedge.errors import AccountNotTracked
 from services.hedge.schemas import OverrideSet
-from services.hedge.service import HedgeService
-from services.oms.app import create_app as create_oms
-from services.oms.config import OmsSettings
-from services.oms.consumers import handle_command
-from services.oms.service import OrderService
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
-from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
+from shared.app_factory import adapters_of
 from shared.config import AetherSettings
+from shared.contracts.balances import BalanceChanged
+from shared.contracts.orders import SubmitOrder
+from shared.contracts.registry import parse_as
 from shared.db import UnitOfWork
 from shared.events import Envelope
-from tests.fake_venue import FakeVenue
+from shared.events.producer import EventProducer
 from tests.helpers import eventually, own_database
-
-KEY = generate_private_key()
-OPERATOR = {
-    "Authorization": "Bearer "
-    + TokenIssuer(private_key_pem(KEY), "aether", "aether-platform").issue("op", [Role.OPERATOR], accounts=["*"])
-}
+from tests.integration.test_hedge_api import TopicReader, balance_changed
+from tests.kit.auth import jwt_settings
 
 
 @pytest.fixture(scope="module")
@@ -45,97 +38,114 @@ def module_database_url(database_url: str) -> Iterator[str]:
         yield url
 
 
-def _common(settings: AetherSettings, url: str) -> dict[str, object]:
-    return {
-        **settings.model_dump(
-            exclude={"jwt_public_key", "jwt_private_key", "service_name", "log_level", "database_url"}
-        ),
-        "database_url": SecretStr(url),
-        "jwt_public_key": SecretStr(public_key_pem(KEY.public_key()).decode()),
-        "log_level": "WARNING",
-    }
+def _topic(name: str) -> str:
+    return f"test.hedge-nav-{name}.{uuid.uuid4().hex[:10]}.v1"
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
     return (await client.get("/readyz")).status_code == 200
 
 
-async def test_nav_is_polled_from_the_oms_balances(
-    settings: AetherSettings, module_database_url: str, redis_url: str
+def _broken(account: str) -> Envelope:
+    """A BalanceChanged whose amounts do not add up (reserved + available != total)."""
+    payload: dict[str, Any] = {
+        "account_id": account,
+        "asset": "BTC",
+        "total": "1",
+        "available": "1",
+        "reserved": "1",
+        "version": 99,
+        "changed_at": datetime.now(UTC).isoformat(),
+    }
+    return Envelope.new(type=BalanceChanged.TYPE, producer="oms", aggregate_id=account, payload=payload)
+
+
+async def test_nav_follows_balance_events_drops_stale_ones_and_sizes_within_the_free_balance(
+    settings: AetherSettings, module_database_url: str, kafka_bootstrap: str
 ) -> None:
-    account = f"acct-{uuid.uuid4().hex[:10]}"
-    redis = Redis.from_url(redis_url)
-    book = {"bids": [{"price": "99.9", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
-    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
-    await redis.aclose()
-    oms = create_oms(OmsSettings(**_common(settings, module_database_url)), venue=FakeVenue(price=Decimal(100)))
-    async with oms.router.lifespan_context(oms):
-        oms_transport = httpx.ASGITransport(app=oms)
-        async with httpx.AsyncClient(transport=oms_transport, base_url="http://oms") as client:
-            await eventually(lambda: _ready(client), timeout_s=20, message="oms ready")
-            deposit = {"asset": "USD", "amount": "10000"}
-            response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit, headers=OPERATOR)
-            assert response.status_code == 201, response.text
-            order = {"account_id": account, "client_order_id": "nav-1", "symbol": "BTC/USD", "side": "buy"}
-            response = await client.post(
-                "/orders", json={**order, "type": "market", "quantity": "0.5"}, headers=OPERATOR
-            )
-            assert response.json()["status"] == "filled", response.text
-
-        hedge_settings = HedgeSettings(
-            **_common(settings, module_database_url),
-            jwt_private_key=SecretStr(private_key_pem(KEY).decode()),
-            oms_url="http://oms",
-            accounts=[account],
-            nav_poll_interval_s=0.1,
-            commands_topic=f"test.hedge-nav-commands.{uuid.uuid4().hex[:10]}.v1",
-            hedge_symbol="BTC/USD",
-            order_events_topic=f"test.hedge-nav.{uuid.uuid4().hex[:10]}.v1",
-            marketdata_book_topic=f"test.hedge-nav-book.{uuid.uuid4().hex[:10]}.v1",
-            marketdata_trade_topic=f"test.hedge-nav-trade.{uuid.uuid4().hex[:10]}.v1",
-        )
-        hedge_app = create_hedge(hedge_settings, oms_transport=oms_transport)
-        async with hedge_app.router.lifespan_context(hedge_app):
-            service: HedgeService = hedge_app.state.runtime.extras["hedge"]
-            async with UnitOfWork(service.sessionmaker) as uow:
-                await service.observe_price(uow.session, "BTC/USD", Decimal(110), datetime.now(UTC))
-
-            async def valued() -> bool:
-                statuses = await service.statuses([account])
-                return bool(statuses) and statuses[0].nav == Decimal("10004.8")  # 9,949.80 USD + 0.5 BTC x 110
-
-            await eventually(valued, timeout_s=20, message="NAV from the OMS balances")
-            status = await service.status(account)
-            assert status.peak_nav == Decimal("10004.8")
-            assert (status.current_fraction, status.computed_target) == (0, 0)
-            assert status.open_order is None  # nothing hedged, nothing to hedge
-            await _override_trades_once_through_the_oms(oms, service, account)
-
-
-async def _override_trades_once_through_the_oms(oms: FastAPI, service: HedgeService, account: str) -> None:
-    """An override to 0.5 sells base to the band edge (0.45 of 0.5 BTC); the command, delivered twice, is one OMS order."""
-    expires = datetime.now(UTC) + timedelta(hours=1)
-    await service.set_override(
-        account, OverrideSet(target_fraction=Decimal("0.5"), reason="test", expires_at=expires), "user:risk"
+    account, untracked = f"acct-{uuid.uuid4().hex[:10]}", f"acct-{uuid.uuid4().hex[:10]}"
+    balance_topic = _topic("balances")
+    hedge_settings = HedgeSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+        database_url=SecretStr(module_database_url),
+        **jwt_settings(),
+        log_level="WARNING",
+        accounts=[account],
+        revalue_interval_s=0.2,
+        balance_quiet_s=0.2,
+        hedge_symbol="BTC/USD",
+        balance_events_topic=balance_topic,
+        commands_topic=_topic("commands"),
+        order_events_topic=_topic("orders"),
+        target_topic=_topic("targets"),
+        recommendation_topic=_topic("recommendations"),
+        marketdata_book_topic=_topic("book"),
+        marketdata_trade_topic=_topic("trade"),
     )
-    status = await service.status(account)
-    assert status.open_order is not None
-    assert (status.open_order.client_order_id, status.open_order.side) == (f"hedge-{account}-1", "sell")
-    assert status.open_order.quantity == Decimal("0.225")
-    async with UnitOfWork(service.sessionmaker) as uow:
-        rows = await uow.session.execute(
-            text("SELECT payload FROM hedge.outbox WHERE event_type = 'SubmitOrder' AND key = :account"),
-            {"account": account},
-        )
-        commands = [Envelope.model_validate(row.payload) for row in rows]
-    assert len(commands) == 1
-    orders: OrderService = oms.state.runtime.extras["orders"]
-    for _ in range(2):  # at-least-once delivery: the OMS dedups on the deterministic client order id
-        async with UnitOfWork(orders.sessionmaker) as uow:
-            await handle_command(orders, uow.session, commands[0])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=oms), base_url="http://oms") as client:
-        placed = (await client.get("/orders", params={"account_id": account}, headers=OPERATOR)).json()["items"]
-    hedge_orders = [order for order in placed if order["client_order_id"].startswith("hedge-")]
-    assert [(o["client_order_id"], o["side"], o["quantity"]) for o in hedge_orders] == [
-        (f"hedge-{account}-1", "sell", "0.225")
-    ]
+    app = create_hedge(hedge_settings)
+    producer = EventProducer(bootstrap=kafka_bootstrap, client_id="hedge-nav-test")
+    await producer.start()
+    try:
+        async with (
+            TopicReader(kafka_bootstrap, f"{balance_topic}.dlq") as dead_letters,
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hedge") as client,
+        ):
+            await eventually(lambda: _ready(client), timeout_s=20, message="hedge ready")
+            hedge = adapters_of(app.state.runtime, HedgeAdapters)
+            async with UnitOfWork(hedge.context.sessionmaker) as uow:
+                await hedge.evaluation.observe_price(uow.session, "BTC/USD", Decimal(110), datetime.now(UTC))
+
+            async def publish(*envelopes: Envelope) -> None:
+                for envelope in envelopes:
+                    await producer.send(balance_topic, envelope, key=envelope.aggregate_id)
+
+            async def nav_is(expected: str) -> bool:
+                statuses = await hedge.queries.statuses([account])
+                return bool(statuses) and statuses[0].nav == Decimal(expected)
+
+            await publish(
+                balance_changed(account, "USD", "9949.8", version=1),
+                balance_changed(account, "BTC", "0.5", reserved="0.3", version=1),
+                balance_changed(untracked, "USD", "100", version=1),
+            )
+            await eventually(lambda: nav_is("10004.8"), timeout_s=20, message="NAV from the balance events")
+
+            # A redelivered version and an older one arriving late are dropped; the violation goes to the DLQ.
+            await publish(
+                balance_changed(account, "USD", "1", version=1),
+                _broken(account),
+                balance_changed(account, "BTC", "0.6", reserved="0.45", version=3),
+                balance_changed(account, "BTC", "5", version=2),
+            )
+            await eventually(lambda: nav_is("10015.8"), timeout_s=20, message="NAV from the newest versions")
+            (dead,) = await dead_letters.until(1, timeout_s=30)
+            assert (dead.payload["version"], dict(dead_letters.headers[0])["reason"]) == (99, b"contract_violation")
+            async with UnitOfWork(hedge.context.sessionmaker) as uow:
+                rows = await uow.session.execute(
+                    text("SELECT account_id, asset, total, reserved, version FROM hedge.balances ORDER BY 1, 2")
+                )
+                stored = {(r.account_id, r.asset): (r.total, r.reserved, r.version) for r in rows}
+            assert stored[(account, "USD")] == (Decimal("9949.8"), 0, 1)
+            assert stored[(account, "BTC")] == (Decimal("0.6"), Decimal("0.45"), 3)
+            assert stored[(untracked, "USD")] == (100, 0, 1)  # kept, but the account is not hedged
+            with pytest.raises(AccountNotTracked):
+                await hedge.queries.status(untracked)
+
+            # An override to 0.5 would sell 0.27 of 0.6 BTC: only 0.15 is free, so the order is 0.15.
+            expires = datetime.now(UTC) + timedelta(hours=1)
+            body = OverrideSet(target_fraction=Decimal("0.5"), reason="test", expires_at=expires)
+            status = await hedge.overrides.set_override(account, body, "user:risk")
+            assert status.open_order is not None
+            assert (status.open_order.side, status.open_order.quantity) == ("sell", Decimal("0.15"))
+            async with UnitOfWork(hedge.context.sessionmaker) as uow:
+                rows = await uow.session.execute(
+                    text("SELECT payload FROM hedge.outbox WHERE event_type = 'SubmitOrder' AND key = :account"),
+                    {"account": account},
+                )
+                commands = [parse_as(SubmitOrder, Envelope.model_validate(row.payload)) for row in rows]
+            assert [(c.order.client_order_id, c.order.side.value, c.order.quantity) for c in commands] == [
+                (f"hedge-{account}-1", "sell", Decimal("0.15"))
+            ]
+    finally:
+        await producer.stop()

@@ -4,7 +4,6 @@ an `ApprovalDecided` on the decisions topic makes it effective or drops it; with
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.hedge.adapters import HedgeAdapters
 from services.hedge.app import create_app
 from services.hedge.approval import OverrideApprovalPolicy
 from services.hedge.config import HedgeSettings
@@ -25,11 +25,16 @@ from services.hedge.errors import ApprovalPolicyUnavailable
 from services.hitl.app import create_app as create_hitl_app
 from services.hitl.consumers import request_from_event
 from services.hitl.schemas import RequestCreate
+from shared.app_factory import adapters_of
 from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.approvals import ApprovalDecided, ApprovalDecision, ApprovalPolicyValue
+from shared.contracts.mirror import encode_mirror
+from shared.contracts.registry import new_envelope
 from shared.events import Envelope
 from shared.events.producer import EventProducer
+from shared.mirror_keys import approval_policy_key
 from tests.helpers import eventually, own_database
 from tests.integration.test_hedge_api import DIRECTOR, KEY, RISK, T0, VIEWER, Hedge, TopicReader, account_id
 from tests.integration.test_hitl_api import bearer, hitl_settings, running
@@ -57,7 +62,7 @@ def start_hedge(settings: AetherSettings, module_database_url: str, topics: dict
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         vol_sample_interval_s=0,
-        oms_url=None,
+        revalue_interval_s=3_600,
         orders_enabled=False,
         hedge_symbol=f"X{uuid.uuid4().hex[:8].upper()}/USD",
         **topics,
@@ -70,7 +75,7 @@ def start_hedge(settings: AetherSettings, module_database_url: str, topics: dict
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://hedge") as client:
                 await eventually(lambda: _ready(client), timeout_s=20, message="hedge ready")
-                yield Hedge(client, app.state.runtime.extras["hedge"])
+                yield Hedge(client, adapters_of(app.state.runtime, HedgeAdapters))
 
     return start
 
@@ -89,9 +94,9 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 async def set_policy(redis: Redis, account: str, *, hedge_override: bool) -> None:
-    """What the hitl mirror writes (services/hitl/mirror.py policy_json), expiring after the test."""
-    value = {"account_id": account, "version": 1, "hedge_override": hedge_override, "new_instrument": True}
-    await redis.set(f"hitl:policy:account:{account}", json.dumps(value), ex=300)
+    """What the hitl mirror writes (the contract's ApprovalPolicyValue), expiring after the test."""
+    value = ApprovalPolicyValue(account_id=account, version=1, hedge_override=hedge_override, created_at=T0)
+    await redis.set(approval_policy_key(account), encode_mirror(value), ex=300)
 
 
 def override_body(fraction: str = "0.3", reason: str = "event risk into FOMC") -> dict[str, str]:
@@ -99,23 +104,28 @@ def override_body(fraction: str = "0.3", reason: str = "event risk into FOMC") -
     return {"target_fraction": fraction, "reason": reason, "expires_at": expires}
 
 
+def decided(subject_id: str, decision: str, reason: str) -> Envelope:
+    """What the hitl service publishes on hitl.decisions.v1."""
+    fields: dict[str, Any] = {
+        "request_id": uuid.uuid4().hex,
+        "subject_type": "hedge_override",
+        "subject_id": subject_id,
+        "account_id": subject_id.split(":")[1],
+        "decision": decision,
+        "reason": reason,
+        "payload_hash": "0" * 64,
+        "decided_at": datetime.now(UTC).isoformat(),
+        "approvers": ["dora"] if decision == "approved" else [],
+    }
+    if decision in {known.value for known in ApprovalDecision}:
+        return new_envelope(ApprovalDecided.model_validate(fields), producer="hitl", aggregate_id=subject_id)
+    # A decision the contract does not know: what a producer that broke it would send.
+    return Envelope.new(type=ApprovalDecided.TYPE, producer="hitl", aggregate_id=subject_id, payload=fields)
+
+
 async def decide(bootstrap: str, topic: str, subject_id: str, decision: str, reason: str, times: int = 1) -> None:
-    """Publish what the hitl service publishes on hitl.decisions.v1 (`times` > 1: redelivered copies)."""
-    envelope = Envelope.new(
-        type="ApprovalDecided",
-        producer="hitl",
-        aggregate_id=uuid.uuid4().hex,
-        payload={
-            "request_id": uuid.uuid4().hex,
-            "subject_type": "hedge_override",
-            "subject_id": subject_id,
-            "decision": decision,
-            "reason": reason,
-            "payload_hash": "0" * 64,
-            "decided_at": datetime.now(UTC).isoformat(),
-            "approvers": ["dora"] if decision == "approved" else [],
-        },
-    )
+    """Publish an ApprovalDecided (`times` > 1: redelivered copies)."""
+    envelope = decided(subject_id, decision, reason)
     producer = EventProducer(bootstrap=bootstrap, client_id="hedge-approval-test")
     await producer.start()
     try:
@@ -237,6 +247,33 @@ async def test_rejected_override_is_dropped_and_a_late_approval_changes_nothing(
         "hedge.override_pending_approval",
         "hedge.override_expired",
     ]
+
+
+async def test_an_unknown_decision_is_dead_lettered_and_the_override_stays_pending(
+    start_hedge: Start, redis: Redis, topics: dict[str, str], kafka_bootstrap: str
+) -> None:
+    """A decision value outside the contract is a violation (to the DLQ with the reason), never a rejection."""
+    account = account_id()
+    await set_policy(redis, account, hedge_override=True)
+    dead_letters = f"{topics['decisions_topic']}.dlq"
+    async with TopicReader(kafka_bootstrap, dead_letters) as dlq, start_hedge() as hedge:
+        pending = (await pending_put(hedge, account, override_body("0.5", "hedge half")))["pending_override"]
+        await decide(kafka_bootstrap, topics["decisions_topic"], pending["subject_id"], "approved_maybe", "?")
+        (dead,) = await dlq.until(1, timeout_s=30)
+        headers = dict(dlq.headers[0])
+        assert headers["reason"] == b"contract_violation"
+        assert dead.payload["decision"] == "approved_maybe"
+        status = await hedge.status(account)
+        assert status["pending_override"] == pending
+        assert status["override"] is None
+        assert [action for action, _, _ in await history(hedge, account)] == ["pending_approval"]
+        # The real decision that follows is applied.
+        await decide(kafka_bootstrap, topics["decisions_topic"], pending["subject_id"], "approved", "ok")
+
+        async def effective() -> bool:
+            return (await hedge.status(account))["effective_target"] == "0.5"
+
+        await eventually(effective, message="approved override effective after the dead letter")
 
 
 async def test_without_a_policy_or_with_the_rule_off_the_override_applies_at_once(

@@ -10,9 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.domain.hedge import (
+    DRAWDOWN_STEP,
     HedgeLevel,
     HedgePolicy,
     HedgePolicyError,
+    HedgeTrade,
+    cap_to_free_balance,
     drawdown,
     hedge_client_order_id,
     hedge_fraction,
@@ -23,8 +26,10 @@ from shared.domain.hedge import (
     rebalance_to,
     target_fraction,
     update_volatility,
+    value_balances,
 )
-from shared.domain.types import OrderSide
+from shared.domain.ledger import Balance
+from shared.domain.types import Asset, OrderSide
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -97,7 +102,7 @@ def test_drawdown_is_peak_to_trough(navs: list[Decimal]) -> None:
         dd = drawdown(peak, nav)
         assert Decimal(0) <= dd <= Decimal(1)
         assert peak == max(navs[:seen])
-        assert dd == (peak - nav) / peak
+        assert dd == ((peak - nav) / peak).quantize(DRAWDOWN_STEP)  # to the 18 places it is stored with
     assert drawdown(Decimal(100), Decimal(80)) == Decimal("0.2")
 
 
@@ -190,3 +195,36 @@ def test_client_order_ids_are_deterministic_and_fit_the_oms_limit() -> None:
     assert len(long) <= 64
     assert long == hedge_client_order_id("a" * 64, 12)
     assert long != hedge_client_order_id("b" * 64, 12)
+
+
+def _balances(**totals: str) -> dict[str, Balance]:
+    return {asset: Balance(Asset(asset), Decimal(total)) for asset, total in totals.items()}
+
+
+def test_nav_sums_priced_balances_and_lists_the_unpriced() -> None:
+    prices = {"BTC/USD": Decimal(100)}
+    valuation = value_balances(_balances(USD="50", BTC="2", DOGE="0", XYZ="3"), prices, "USD")
+    assert (valuation.nav, valuation.quote_value, valuation.unpriced) == (Decimal(250), Decimal(50), ("XYZ",))
+
+
+@pytest.mark.parametrize(
+    ("side", "free_base", "free_quote", "expected"),
+    [
+        (OrderSide.SELL, "3", "0", Decimal(3)),  # capped at the free base
+        (OrderSide.SELL, "10", "0", Decimal(5)),
+        (OrderSide.BUY, "0", "212", Decimal(2)),  # 212 / 105.5 = 2.009..., rounded down to 0.01
+        (OrderSide.BUY, "0", "10", None),  # 0.0947... rounds below the minimum
+    ],
+)
+def test_a_trade_never_exceeds_the_free_balance(
+    side: OrderSide, free_base: str, free_quote: str, expected: Decimal | None
+) -> None:
+    capped = cap_to_free_balance(
+        HedgeTrade(side=side, quantity=Decimal(5)),
+        free_base=Decimal(free_base),
+        free_quote=Decimal(free_quote),
+        buy_price=Decimal("105.5"),
+        quantity_increment=Decimal("0.01"),
+        min_quantity=Decimal("0.1"),
+    )
+    assert (capped.quantity if capped else None) == expected

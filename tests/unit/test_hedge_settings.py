@@ -38,18 +38,7 @@ def test_a_level_can_be_switched_off() -> None:
     assert [level.value for level, _ in settings.policy().levels] == ["pause", "reduce_only"]
 
 
-PRODUCTION = {
-    "env": "production",
-    "database_url": "postgresql+psycopg://app:s3cret-x@db:5432/aether?sslmode=require",
-    "redis_url": "rediss://redis:6380/0",
-    "kafka_security_protocol": "SSL",
-    "key_provider": "kms",
-    "jwt_public_key": "a-public-key",
-}
-
-
-def test_production_needs_tls_to_the_oms() -> None:
-    assert HedgeSettings(**PRODUCTION, oms_url="https://oms:8001").oms_url == "https://oms:8001"
-    with pytest.raises(ValidationError) as caught:
-        HedgeSettings(**PRODUCTION, oms_url="http://oms:8001")
-    assert "AETHER_OMS_URL: production needs https://" in str(caught.value)
+def test_balances_come_from_oms_events_not_its_rest_api() -> None:
+    settings = HedgeSettings()
+    assert settings.balance_events_topic == "oms.balance-events.v1"
+    assert "oms_url" not in HedgeSettings.model_fields
