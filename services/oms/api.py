@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
+from services.oms.adapters import Adapters
 from services.oms.errors import OrderNotFound
-from services.oms.repository import OmsRepository, OrderFilter, StoredOrder
+from services.oms.repository import OrderFilter, StoredOrder
 from services.oms.schemas import (
+    BalancePage,
     BalanceRead,
     DepositCreate,
     DepositRead,
@@ -19,42 +22,34 @@ from services.oms.schemas import (
     OrderCreate,
     OrderPage,
     OrderRead,
+    PositionPage,
     PositionRead,
 )
-from services.oms.service import OrderService
-from shared.auth.dependencies import ensure_account_access, require_roles
-from shared.auth.roles import Role
+from shared.auth.dependencies import ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.contracts.exits import ExitInstructions
-from shared.db import UnitOfWork
 from shared.domain.ledger import Position
-from shared.domain.types import OrderId, OrderStatus, Symbol
-from shared.errors import COMMON_RESPONSES, ErrorResponse, Unprocessable
+from shared.domain.types import Asset, OrderId, OrderStatus, Symbol
+from shared.errors import COMMON_RESPONSES, Unprocessable
 from shared.service_kit import info_router
-
-READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
-TRADERS = (Role.OPERATOR, Role.SERVICE)
-
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-Trader = Annotated[Principal, Depends(require_roles(*TRADERS))]
-Funder = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.ADMIN))]
-
-
-def get_order_service(request: Request) -> OrderService:
-    service: OrderService = request.app.state.runtime.extras["orders"]
-    return service
-
-
-Orders = Annotated[OrderService, Depends(get_order_service)]
-OrderIdPath = Annotated[str, Path(min_length=1, max_length=64)]
-AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+from shared.web import (
+    CURSOR_MAX,
+    IDENTIFIER_PATTERN,
+    AccountIdPath,
+    AccountIdQuery,
+    Funder,
+    Limit,
+    OpaqueCursor,
+    OrderIdPath,
+    OrderIdQuery,
+    Reader,
+    SymbolQuery,
+    Trader,
+    error_responses,
+)
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("oms"))
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def _read(stored: StoredOrder) -> OrderRead:
@@ -116,13 +111,13 @@ def _decode_cursor(cursor: str, parts: int) -> list[str]:
     tags=["orders"],
     responses={
         200: {"model": OrderRead, "description": "Same client_order_id and body: the existing order"},
-        **_responses(404, 409, 422, 503),
+        **error_responses(404, 409, 422, 503),
     },
 )
-async def place_order(body: OrderCreate, principal: Trader, orders: Orders, response: Response) -> OrderRead:
+async def place_order(body: OrderCreate, principal: Trader, oms: Adapters, response: Response) -> OrderRead:
     """Place an order; idempotent by client_order_id (same body: 200 with the existing order, other body: 409)."""
     ensure_account_access(principal, body.account_id)
-    result = await orders.place(body, actor=principal.subject)
+    result = await oms.placement.place(body, actor=principal.subject)
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return _read(result.stored)
@@ -131,12 +126,12 @@ async def place_order(body: OrderCreate, principal: Trader, orders: Orders, resp
 @router.get("/orders", response_model=OrderPage, tags=["orders"])
 async def list_orders(
     principal: Reader,
-    orders: Orders,
-    account_id: Annotated[str | None, Query(max_length=64)] = None,
+    oms: Adapters,
+    account_id: AccountIdQuery = None,
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
-    symbol: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    symbol: SymbolQuery = None,
+    limit: Limit = 100,
+    cursor: OpaqueCursor = None,
 ) -> OrderPage:
     """Orders of the accounts you may see, newest first, with cursor pagination."""
     before_at: datetime | None = None
@@ -147,71 +142,63 @@ async def list_orders(
             before_at = datetime.fromisoformat(at_text)
         except ValueError:
             raise Unprocessable("cursor is not one this API returned") from None
+        # Order ids are identifiers; anything else (a NUL byte, a naive time) was not written by this API.
+        if before_at.tzinfo is None or not re.fullmatch(IDENTIFIER_PATTERN, before_id):
+            raise Unprocessable("cursor is not one this API returned")
     query_filter = OrderFilter(
         _visible_accounts(principal, account_id), order_status, symbol, limit, before_at, before_id
     )
-    async with UnitOfWork(orders.sessionmaker) as uow:
-        repo = OmsRepository(uow.session)
-        rows = await repo.list_orders(query_filter)
-        items = [_read(stored) for row in rows if (stored := await repo.load(OrderId(row["order_id"])))]
-    next_cursor = None
-    if len(rows) == limit:
-        last = rows[-1]
-        next_cursor = _encode_cursor(last["created_at"].isoformat(), last["order_id"])
-    return OrderPage(items=items, next_cursor=next_cursor)
+    stored_orders, last = await oms.queries.list_orders(query_filter)
+    next_cursor = None if last is None else _encode_cursor(last["created_at"].isoformat(), last["order_id"])
+    return OrderPage(items=[_read(stored) for stored in stored_orders], next_cursor=next_cursor)
 
 
-@router.get("/orders/{order_id}", response_model=OrderRead, tags=["orders"], responses=_responses(404))
-async def get_order(order_id: OrderIdPath, principal: Reader, orders: Orders) -> OrderRead:
+@router.get("/orders/{order_id}", response_model=OrderRead, tags=["orders"], responses=error_responses(404))
+async def get_order(order_id: OrderIdPath, principal: Reader, oms: Adapters) -> OrderRead:
     """One order."""
-    stored = await orders.get(OrderId(order_id))
+    stored = await oms.queries.get(OrderId(order_id))
     if not principal.can_access_account(stored.order.account_id):
         raise OrderNotFound(f"order {order_id} does not exist")
     return _read(stored)
 
 
 @router.post(
-    "/orders/{order_id}/cancel", response_model=OrderRead, tags=["orders"], responses=_responses(404, 409, 503)
+    "/orders/{order_id}/cancel", response_model=OrderRead, tags=["orders"], responses=error_responses(404, 409, 503)
 )
-async def cancel_order(order_id: OrderIdPath, principal: Trader, orders: Orders) -> OrderRead:
+async def cancel_order(order_id: OrderIdPath, principal: Trader, oms: Adapters) -> OrderRead:
     """Cancel an order: withdrawn at once while awaiting approval, otherwise requested at the venue."""
-    stored = await orders.get(OrderId(order_id))
+    stored = await oms.queries.get(OrderId(order_id))
     if not principal.can_access_account(stored.order.account_id):
         raise OrderNotFound(f"order {order_id} does not exist")
-    return _read(await orders.cancel(OrderId(order_id), actor=principal.subject))
+    return _read(await oms.cancellation.cancel(OrderId(order_id), actor=principal.subject))
 
 
 @router.get("/fills", response_model=FillPage, tags=["fills"])
 async def list_fills(
     principal: Reader,
-    orders: Orders,
-    account_id: Annotated[str | None, Query(max_length=64)] = None,
-    order_id: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    oms: Adapters,
+    account_id: AccountIdQuery = None,
+    order_id: OrderIdQuery = None,
+    limit: Limit = 100,
+    cursor: OpaqueCursor = None,
 ) -> FillPage:
     """Fills of the accounts you may see, newest first."""
     before = None
     if cursor is not None:
         (text,) = _decode_cursor(cursor, 1)
-        if not text.isdigit():
+        # ASCII digits only (`"²".isdigit()` is true) and within a BIGINT, which the fill ids are.
+        if not (text.isascii() and text.isdigit()) or int(text) > CURSOR_MAX:
             raise Unprocessable("cursor is not one this API returned")
         before = int(text)
-    async with UnitOfWork(orders.sessionmaker) as uow:
-        rows = await OmsRepository(uow.session).list_fills(
-            _visible_accounts(principal, account_id), order_id, limit, before
-        )
+    rows = await oms.queries.list_fills(_visible_accounts(principal, account_id), order_id, limit, before)
     next_cursor = _encode_cursor(str(rows[-1]["fill_id"])) if len(rows) == limit else None
     return FillPage(items=[FillRead.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
-@router.get("/positions", response_model=list[PositionRead], tags=["portfolio"])
-async def list_positions(
-    principal: Reader, orders: Orders, account_id: Annotated[str | None, Query(max_length=64)] = None
-) -> list[PositionRead]:
+@router.get("/positions", response_model=PositionPage, tags=["portfolio"])
+async def list_positions(principal: Reader, oms: Adapters, account_id: AccountIdQuery = None) -> PositionPage:
     """Spot positions with average entry price (buy fees included) and realized PnL."""
-    async with UnitOfWork(orders.sessionmaker) as uow:
-        rows = await OmsRepository(uow.session).list_positions(_visible_accounts(principal, account_id))
+    rows = await oms.queries.list_positions(_visible_accounts(principal, account_id))
     result = []
     for row in rows:
         position = Position(
@@ -228,26 +215,25 @@ async def list_positions(
                 fees_paid=position.fees_paid,
             )
         )
-    return result
+    return PositionPage(items=result)
 
 
-@router.get("/balances", response_model=list[BalanceRead], tags=["portfolio"])
-async def list_balances(
-    principal: Reader, orders: Orders, account_id: Annotated[str | None, Query(max_length=64)] = None
-) -> list[BalanceRead]:
+@router.get("/balances", response_model=BalancePage, tags=["portfolio"])
+async def list_balances(principal: Reader, oms: Adapters, account_id: AccountIdQuery = None) -> BalancePage:
     """Balances per asset: total, reserved by open orders, and free."""
-    async with UnitOfWork(orders.sessionmaker) as uow:
-        rows = await OmsRepository(uow.session).list_balances(_visible_accounts(principal, account_id))
-    return [
-        BalanceRead(
-            account_id=row["account_id"],
-            asset=row["asset"],
-            total=row["total"],
-            reserved=row["reserved"],
-            free=row["total"] - row["reserved"],
-        )
-        for row in rows
-    ]
+    rows = await oms.queries.list_balances(_visible_accounts(principal, account_id))
+    return BalancePage(
+        items=[
+            BalanceRead(
+                account_id=row["account_id"],
+                asset=row["asset"],
+                total=row["total"],
+                reserved=row["reserved"],
+                free=row["total"] - row["reserved"],
+            )
+            for row in rows
+        ]
+    )
 
 
 @router.post(
@@ -255,17 +241,17 @@ async def list_balances(
     response_model=DepositRead,
     status_code=status.HTTP_201_CREATED,
     tags=["paper"],
-    responses=_responses(409),
+    responses=error_responses(409),
 )
 async def paper_deposit(
-    account_id: AccountIdPath, body: DepositCreate, principal: Funder, orders: Orders
+    account_id: AccountIdPath, body: DepositCreate, principal: Funder, oms: Adapters
 ) -> DepositRead:
     """Credit a paper account (created on first deposit) at the paper venue and in the ledger."""
     ensure_account_access(principal, account_id)
     if body.amount <= 0:
         raise Unprocessable("amount must be positive", details={"field": "amount"})
-    ledger = await orders.deposit(account_id, body.asset, body.amount, actor=principal.subject)
-    balance = ledger.balance(body.asset)  # type: ignore[arg-type]
+    ledger = await oms.funding.deposit(account_id, body.asset, body.amount, actor=principal.subject)
+    balance = ledger.balance(Asset(body.asset))
     return DepositRead(
         account_id=account_id,
         balance=BalanceRead(

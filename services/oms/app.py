@@ -1,51 +1,57 @@
-"""Composition root of the OMS: the paper venue, its market-data feed, the order service and its workers."""
+"""Composition root of the OMS: the paper venue, its market-data feed, the use cases and their workers."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
 from services.oms import api, consumers
+from services.oms.adapters import OmsAdapters, oms_adapters
 from services.oms.config import OmsSettings, get_settings
 from services.oms.service import OrderService
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
-from shared.config import AetherSettings
+from shared.clock import utc_now
+from shared.config import AetherSettings, service_settings
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import Symbol
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
+from shared.venues.latest_book import RedisLatestBook
+from shared.venues.paper import PaperVenue
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-async def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> VenueAdapter:
+def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> PaperVenue:
     """The paper venue keeps its own books in schema `paper`, through its own engine (it stands for the exchange)."""
-    from shared.venues.paper import PaperVenue
-
     venue_engine = create_engine(settings, application_name="aether-paper-venue")
     runtime.closers.append(venue_engine.dispose)
-    venue = PaperVenue(
+    return PaperVenue(
         sessionmaker_for(venue_engine),
         instruments={Symbol(symbol): config.spec(symbol) for symbol, config in settings.instruments.items()},
         fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
         clock=utc_now,
         quote_steps={Symbol(symbol): config.quote_step for symbol, config in settings.instruments.items()},
     )
-    # The venue's books are restored by the reconciler (with retries), so a database outage at start-up
-    # is a 503 on /readyz, not a crash.
-    runtime.extras["restore_venue"] = venue.restore
-    return venue
 
 
-async def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueAdapter | None) -> None:
-    """Wire the venue (the paper venue unless one is given) to the order service."""
+def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueAdapter | None) -> OmsAdapters:
+    """Wire the venue (the paper venue unless one is given) to the use cases."""
     if venue is None:
-        venue = await paper_venue(runtime, settings)
+        paper = paper_venue(runtime, settings)
+        # The paper venue's books are restored by the reconciler (with retries), so a database outage at start-up
+        # is a 503 on /readyz, not a crash.
+        return _wire(runtime, settings, paper, restore_venue=paper.restore)
+    return _wire(runtime, settings, venue, restore_venue=None)
+
+
+def _wire(
+    runtime: ServiceRuntime,
+    settings: OmsSettings,
+    venue: VenueAdapter,
+    restore_venue: Callable[[], Awaitable[int]] | None,
+) -> OmsAdapters:
+    latest_book = RedisLatestBook(runtime.redis)
     orders = OrderService(
         settings=settings,
         sessionmaker=runtime.sessionmaker,
@@ -54,15 +60,15 @@ async def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: 
         redis=runtime.redis,
         clock=utc_now,
         on_commit=runtime.relay.wake,
+        latest_book=latest_book,
     )
     venue.subscribe(orders.apply_update)
-    runtime.extras.update(orders=orders, venue=venue)
-    runtime.checks.append(DependencyCheck("reconciliation", _reconciled(runtime)))
+    return OmsAdapters(orders=orders, venue=venue, latest_book=latest_book, restore_venue=restore_venue)
 
 
 def _reconciled(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def probe() -> None:
-        if consumers.RECONCILED not in runtime.extras:
+        if not oms_adapters(runtime).reconciliation_status.done:
             raise RuntimeError("startup reconciliation with the venue has not finished")
 
     return probe
@@ -79,8 +85,11 @@ async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
     """Market data from Kafka into the paper venue's books (and the latest book into Redis)."""
     from shared.venues.paper_feed import PaperFeed
 
+    venue = oms_adapters(runtime).venue
+    if not isinstance(venue, PaperVenue):
+        raise RuntimeError("the paper feed runs only in front of the paper venue")
     feed = PaperFeed(
-        runtime.extras["venue"],
+        venue,
         redis=runtime.redis,
         bootstrap=settings.kafka_bootstrap,
         security_protocol=settings.kafka_security_protocol,
@@ -95,15 +104,11 @@ def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | Non
 
     Platform-wide settings are completed with the OMS's own defaults (instruments, thresholds).
     """
-    if settings is None:
-        oms_settings = get_settings()
-    elif isinstance(settings, OmsSettings):
-        oms_settings = settings
-    else:
-        oms_settings = OmsSettings(**settings.model_dump(exclude={"service_name"}))
+    oms_settings = service_settings(settings, OmsSettings, get_settings)
 
     async def on_startup(runtime: ServiceRuntime) -> None:
-        await build_adapters(runtime, oms_settings, venue)
+        runtime.adapters = build_adapters(runtime, oms_settings, venue)
+        runtime.checks.append(DependencyCheck("reconciliation", _reconciled(runtime)))
 
     spec = ServiceSpec(
         name="oms",

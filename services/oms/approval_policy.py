@@ -18,10 +18,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.oms.errors import ApprovalPolicyUnavailable
+from shared.contracts.approvals import ApprovalReason
 from shared.mirror_keys import approval_policy_key
 
-NOTIONAL_ABOVE_THRESHOLD = "notional_above_threshold"
-NEW_INSTRUMENT = "new_instrument"
+NOTIONAL_ABOVE_THRESHOLD = ApprovalReason.NOTIONAL_ABOVE_THRESHOLD
+NEW_INSTRUMENT = ApprovalReason.NEW_INSTRUMENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +58,13 @@ def policy_from_json(value: Mapping[str, Any]) -> ApprovalPolicy:
     return ApprovalPolicy(version=version, notional_threshold=threshold, new_instrument=new_instrument)
 
 
-def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[str]:
+def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[ApprovalReason]:
     """Why the order waits for a director under `policy` (empty: it goes on).
 
     A sell that only reduces a held position is never held back as a new instrument (exits and
     de-risking must not wait for a first-trade approval); the notional rule applies to every order.
     """
-    reasons: list[str] = []
+    reasons: list[ApprovalReason] = []
     if policy.notional_threshold is not None and facts.notional >= policy.notional_threshold:
         reasons.append(NOTIONAL_ABOVE_THRESHOLD)
     if policy.new_instrument and not facts.instrument_known and not facts.reduces_held_position:
@@ -71,7 +72,7 @@ def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[str]:
     return reasons
 
 
-def threshold_reasons(threshold: Decimal | None, notional: Decimal) -> list[str]:
+def threshold_reasons(threshold: Decimal | None, notional: Decimal) -> list[ApprovalReason]:
     """Without a hitl policy: the OMS account's own approval threshold (null: never)."""
     return [NOTIONAL_ABOVE_THRESHOLD] if threshold is not None and notional >= threshold else []
 

@@ -11,11 +11,14 @@ from datetime import timedelta
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.oms.adapters import oms_adapters
 from services.oms.errors import MarketDataUnavailable, OrderNotCancelable, OrderNotFound, RiskStateUnavailable
 from services.oms.repository import OmsRepository
-from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
+from shared.contracts.approvals import ApprovalDecided, SubjectType
+from shared.contracts.base import outbox_payload
+from shared.contracts.orders import CancelOrder, CommandRejected, SubmitOrder
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId, OrderStatus
 from shared.errors import DomainError
@@ -25,23 +28,20 @@ from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
 
-RECONCILED = "reconciled"
-
 
 def order_service(runtime: ServiceRuntime) -> OrderService:
-    service: OrderService = runtime.extras["orders"]
-    return service
+    return oms_adapters(runtime).orders
 
 
 async def handle_command(orders: OrderService, session: AsyncSession, envelope: Envelope) -> None:
     """`SubmitOrder` / `CancelOrder` from other services, handled like REST (idempotent by client order id)."""
     actor = f"service:{envelope.producer}"
     try:
-        if envelope.type == "SubmitOrder":
-            body = OrderCreate.model_validate(envelope.payload["order"])
-            await orders.record(session, body, actor, origin="command")
-        elif envelope.type == "CancelOrder":
-            await _cancel_by_command(orders, session, envelope, actor)
+        if envelope.type == SubmitOrder.TYPE:
+            submit = SubmitOrder.model_validate(envelope.payload)
+            await orders.record(session, submit.order, actor, origin="command")
+        elif envelope.type == CancelOrder.TYPE:
+            await _cancel_by_command(orders, session, CancelOrder.model_validate(envelope.payload), actor)
         else:
             raise DomainError(f"unknown command type {envelope.type!r}")
     except (RiskStateUnavailable, MarketDataUnavailable):
@@ -50,18 +50,16 @@ async def handle_command(orders: OrderService, session: AsyncSession, envelope: 
         await _command_rejected(orders, session, envelope, exc)
 
 
-async def _cancel_by_command(orders: OrderService, session: AsyncSession, envelope: Envelope, actor: str) -> None:
-    payload = envelope.payload
-    order_id = payload.get("order_id")
+async def _cancel_by_command(orders: OrderService, session: AsyncSession, command: CancelOrder, actor: str) -> None:
+    order_id = command.order_id
     if order_id is None:
-        stored = await OmsRepository(session).find_by_client_id(
-            str(payload["account_id"]), str(payload["client_order_id"])
-        )
+        # The contract guarantees both when there is no order id.
+        stored = await OmsRepository(session).find_by_client_id(str(command.account_id), str(command.client_order_id))
         if stored is None:
             raise OrderNotFound("no order with that client order id")
         order_id = stored.order.id
     # Cancel is idempotent and takes its own transactions (this one holds no lock), so a redelivery is harmless.
-    await _cancel_quietly(orders, OrderId(str(order_id)), actor)
+    await _cancel_quietly(orders, OrderId(order_id), actor)
 
 
 async def _cancel_quietly(orders: OrderService, order_id: OrderId, actor: str) -> None:
@@ -71,12 +69,13 @@ async def _cancel_quietly(orders: OrderService, order_id: OrderId, actor: str) -
 
 async def _command_rejected(orders: OrderService, session: AsyncSession, envelope: Envelope, error: Exception) -> None:
     """A command that cannot be carried out is answered with an event, not retried forever."""
-    code = getattr(error, "code", type(error).__name__)
+    code = str(getattr(error, "code", type(error).__name__))
+    rejected = CommandRejected(command_type=envelope.type or "unknown", code=code[:128], message=str(error)[:500])
     reply = envelope.follow_up(
-        type="CommandRejected",
+        type=CommandRejected.TYPE,
         producer="oms",
         aggregate_id=envelope.aggregate_id,
-        payload={"command_type": envelope.type, "code": str(code), "message": str(error)[:500]},
+        payload=outbox_payload(rejected),
     )
     await add_to_outbox(session, orders.tables, topic=OMS_ORDER_EVENTS, envelope=reply, key=envelope.aggregate_id)
     log.warning("command_rejected", command_type=envelope.type, code=str(code))
@@ -84,21 +83,18 @@ async def _command_rejected(orders: OrderService, session: AsyncSession, envelop
 
 async def handle_decision(orders: OrderService, session: AsyncSession, envelope: Envelope) -> None:
     """`ApprovalDecided` from the approval service: approved orders go on, rejected or expired ones stop."""
-    payload = envelope.payload
-    if envelope.type != "ApprovalDecided" or payload.get("subject_type") != "order":
+    if envelope.type != ApprovalDecided.TYPE:
         return
-    decision = str(payload.get("decision"))
-    reason = payload.get("reason")
+    # A payload that breaks the contract (an unknown decision included) raises and is dead-lettered: never guessed.
+    decided = ApprovalDecided.model_validate(envelope.payload)
+    if decided.subject_type != SubjectType.ORDER:
+        return
     try:
         await orders.decide(
-            session,
-            OrderId(str(payload["subject_id"])),
-            decision,
-            None if reason is None else str(reason),
-            actor=f"service:{envelope.producer}",
+            session, OrderId(decided.subject_id), decided.decision, decided.reason, actor=f"service:{envelope.producer}"
         )
     except OrderNotFound:
-        log.warning("decision_for_unknown_order", subject_id=str(payload.get("subject_id")))
+        log.warning("decision_for_unknown_order", subject_id=decided.subject_id)
 
 
 def _consumer(
@@ -121,21 +117,21 @@ def _consumer(
 
 def _reconciler(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        restore_venue = runtime.extras.get("restore_venue")
-        if restore_venue is not None:
-            await restore_venue()
-        report = await order_service(runtime).reconcile()
-        runtime.extras[RECONCILED] = report
+        adapters = oms_adapters(runtime)
+        if adapters.restore_venue is not None:
+            await adapters.restore_venue()
+        adapters.reconciliation_status.report = await adapters.orders.reconcile()
 
     return run
 
 
 def _resolver(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        orders = order_service(runtime)
+        adapters = oms_adapters(runtime)
+        orders = adapters.orders
         interval_s = orders.settings.resolver_interval_s
         while not runtime.stop_event.is_set():
-            if RECONCILED in runtime.extras:
+            if adapters.reconciliation_status.done:
                 await resolve_stale(orders)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.stop_event.wait(), timeout=interval_s)

@@ -55,10 +55,16 @@ class OrderDenied(OmsError):
     status_code = 422
     code = "order_denied"
 
-    def __init__(self, code: str, message: str, order_id: str, status_code: int = 422) -> None:
+    def __init__(self, code: str, message: str, order_id: str) -> None:
         super().__init__(message, details={"order_id": order_id})
-        self.code = code  # type: ignore[misc]
-        self.status_code = status_code  # type: ignore[misc]
+        self.code = code  # type: ignore[misc]  # the check's own code, e.g. "insufficient_balance"
+
+
+class TradingStateDenied(OrderDenied):
+    """The trading state (HALTED, or REDUCING for an order that adds exposure) refused the order: a conflict
+    with the account's state, not a bad request."""
+
+    status_code = 409
 
 
 class MarketDataUnavailable(OmsError):

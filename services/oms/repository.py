@@ -423,6 +423,17 @@ class OmsRepository:
                 await self._upsert_position(after.account_id, position)
         await self._journal(update.entries)
 
+    async def balance_versions(self, account_id: str, assets: Sequence[str]) -> dict[str, int]:
+        """Per asset, the id of the last journal entry that moved it: a version that grows with every change."""
+        if not assets:
+            return {}
+        query = (
+            sa.select(balance_journal.c.asset, sa.func.max(balance_journal.c.entry_id))
+            .where(balance_journal.c.account_id == account_id, balance_journal.c.asset.in_(assets))
+            .group_by(balance_journal.c.asset)
+        )
+        return {row[0]: int(row[1]) for row in (await self.session.execute(query)).all()}
+
     async def _upsert_balance(self, account_id: str, balance: Balance) -> None:
         statement = pg_insert(balances).values(
             account_id=account_id, asset=balance.asset, total=balance.total, reserved=balance.reserved

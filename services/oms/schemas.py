@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.exits import ExitInstructions
-from shared.domain.money import DecimalString
+from shared.contracts.orders import OrderCreate as OrderCreate  # the one order body (REST and SubmitOrder.order)
+from shared.domain.money import DecimalString, PositiveDecimal
 from shared.domain.types import Liquidity, OrderSide, OrderStatus, OrderType, TimeInForce
-
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
-SymbolText = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", examples=["BTC/USD"])]
-AssetText = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$", examples=["USD"])]
-
-
-class OrderCreate(BaseModel):
-    """A new order. `client_order_id` is your idempotency key: the same id and body returns the same order."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    account_id: Identifier
-    client_order_id: Identifier
-    symbol: SymbolText
-    side: OrderSide
-    type: OrderType
-    quantity: DecimalString
-    limit_price: DecimalString | None = None
-    trigger_price: DecimalString | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
-    post_only: bool = False
-    exits: ExitInstructions | None = Field(
-        default=None, description="stop-loss / take-profit / trailing stop the risk service arms when an entry fills"
-    )
+from shared.web import AssetText, Identifier, Page
 
 
 class OrderRead(BaseModel):
@@ -107,6 +84,10 @@ class PositionRead(BaseModel):
     fees_paid: DecimalString
 
 
+class PositionPage(Page[PositionRead]):
+    """Spot positions of the accounts you may see (one page: every position)."""
+
+
 class BalanceRead(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,13 +98,17 @@ class BalanceRead(BaseModel):
     free: DecimalString
 
 
+class BalancePage(Page[BalanceRead]):
+    """Balances of the accounts you may see (one page: every balance)."""
+
+
 class DepositCreate(BaseModel):
     """Credit a paper account (creating it on first use)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     asset: AssetText
-    amount: DecimalString
+    amount: PositiveDecimal
     reference: Identifier | None = None
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.oms.errors import RiskStateUnavailable
-from shared.domain.orders import Order
-from shared.domain.types import OrderSide, TradingState
+from shared.domain.trading_state import effective_state
+from shared.domain.types import TradingState
 from shared.mirror_keys import GLOBAL_TRADING_STATE_KEY, trading_state_key
-
-_SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 
 
 class TradingStateReader:
@@ -27,14 +23,6 @@ class TradingStateReader:
             values = await self.redis.mget([GLOBAL_TRADING_STATE_KEY, trading_state_key(account_id)])
         except RedisError as exc:
             raise RiskStateUnavailable(f"trading state unavailable: {type(exc).__name__}") from None
-        states = [TradingState(value.decode() if isinstance(value, bytes) else value) for value in values if value]
-        return max(states, key=_SEVERITY.__getitem__, default=TradingState.ACTIVE)
-
-
-def denial_for_state(state: TradingState, order: Order, position_quantity: Decimal) -> tuple[str, str] | None:
-    """(code, sentence) when the trading state forbids this new order; cancels are never checked here."""
-    if state is TradingState.HALTED:
-        return "trading_halted", "trading is halted: new orders are denied (cancels still pass)"
-    if state is TradingState.REDUCING and not (order.side is OrderSide.SELL and order.quantity <= position_quantity):
-        return "trading_reducing", "trading is reduce-only: only sells of a held position are allowed"
-    return None
+        return effective_state(
+            TradingState(value.decode() if isinstance(value, bytes) else value) for value in values if value
+        )

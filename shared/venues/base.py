@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from shared.domain.types import (
     AccountId,
@@ -157,4 +157,59 @@ class VenueAdapter(Protocol):
 
     async def balances(self, account_id: AccountId) -> Sequence[VenueBalance]:
         """Balances of the account at the venue."""
+        ...
+
+
+@runtime_checkable
+class Funding(Protocol):
+    """A venue where money can be credited by us (the paper venue); real exchanges are funded outside."""
+
+    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal) -> VenueBalance:
+        """Credit `amount` of `asset` to the account at the venue."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BookLevel:
+    price: Decimal
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LatestBookView:
+    """The latest top of book of one symbol as the market-data feed cached it (best levels first)."""
+
+    symbol: Symbol
+    bids: tuple[BookLevel, ...]
+    asks: tuple[BookLevel, ...]
+    updated_at: datetime | None
+
+    def mid(self) -> Decimal | None:
+        """(best bid + best ask) / 2, or the one side there is; None for an empty book."""
+        bests = [side[0].price for side in (self.bids, self.asks) if side]
+        if not bests:
+            return None
+        return sum(bests, Decimal(0)) / len(bests)
+
+    def walk_price(self, side: OrderSide, quantity: Decimal) -> Decimal | None:
+        """The worst price a market order of `quantity` on `side` would reach in the visible levels (the last
+        visible level when they do not cover it), or None when the opposite side is empty."""
+        remaining, worst = quantity, None
+        for level in self.asks if side is OrderSide.BUY else self.bids:
+            worst = level.price
+            remaining -= level.quantity
+            if remaining <= 0:
+                break
+        return worst
+
+
+class LatestBookUnavailable(Exception):
+    """The latest-book cache cannot be read (unreachable): never read as "no market data"."""
+
+
+class LatestBook(Protocol):
+    """Where the latest book of a symbol is read (the paper feed caches it in Redis)."""
+
+    async def get(self, symbol: Symbol) -> LatestBookView | None:
+        """The latest book of `symbol`, None when none was published yet; `LatestBookUnavailable` when unreadable."""
         ...

@@ -10,7 +10,6 @@ JSON with decimal strings).
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import Sequence
@@ -20,9 +19,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from shared.domain.book import OrderBook
-from shared.domain.money import format_decimal
-from shared.domain.types import OrderSide, Symbol
+from shared.domain.types import Symbol
 from shared.events.envelope import Envelope, MessageDecodeError
 from shared.marketdata import (
     BOOK_TOPIC,
@@ -35,42 +32,33 @@ from shared.marketdata import (
 )
 from shared.observability.logging import get_logger
 from shared.venues.base import VenueFill
+from shared.venues.latest_book import BOOK_DEPTH, BOOK_KEY, book_json, book_key
 from shared.venues.paper import PaperVenue
 
 log = get_logger(__name__)
 
-BOOK_KEY = "marketdata:book:{symbol}"
+__all__ = [
+    "BOOK_DEPTH",
+    "BOOK_KEY",
+    "TRADE_KEY",
+    "FeedStats",
+    "PaperFeed",
+    "book_json",
+    "book_key",
+    "trade_json",
+    "trade_key",
+]
+
 TRADE_KEY = "marketdata:trade:{symbol}"
-BOOK_DEPTH = 10
-
-
-def book_key(symbol: str) -> str:
-    return BOOK_KEY.format(symbol=symbol)
 
 
 def trade_key(symbol: str) -> str:
     return TRADE_KEY.format(symbol=symbol)
 
 
-def book_json(book: OrderBook, depth: int = BOOK_DEPTH) -> str:
-    """The top `depth` levels per side as JSON: {"symbol", "bids": [{"price", "qty"}], "asks", "updated_at"}."""
-    return json.dumps(
-        {
-            "symbol": book.symbol,
-            "bids": [_level(price, qty) for price, qty in book.levels(OrderSide.BUY, depth)],
-            "asks": [_level(price, qty) for price, qty in book.levels(OrderSide.SELL, depth)],
-            "updated_at": None if book.updated_at is None else book.updated_at.isoformat(),
-        }
-    )
-
-
 def trade_json(trade: Trade) -> str:
     """A public trade as JSON with decimal strings."""
     return trade.model_dump_json()
-
-
-def _level(price: Any, qty: Any) -> dict[str, str]:
-    return {"price": format_decimal(price), "qty": format_decimal(qty)}
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """The OMS decides which orders wait for a director by the account's hitl policy mirrored in Redis
 (`hitl:policy:account:<id>`), and by its own account threshold when no policy is mirrored.
 
-Real PostgreSQL, Redis and Kafka; the venue is the in-memory fake (market orders fill at its price).
+Real PostgreSQL, Redis and Kafka; the OMS trades on the paper venue, whose book (bid 100, ask 101) comes
+through Kafka: a limit buy at 100 rests, a market buy fills at 101.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -15,27 +15,23 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from services.oms.app import create_app
-from services.oms.config import OmsSettings
+from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
-from tests.fake_venue import FakeVenue
 from tests.helpers import eventually, own_database
+from tests.kit.auth import token
+from tests.kit.factories import account_id
+from tests.kit.factories import order as order_body
+from tests.kit.oms import paper_oms
+from tests.kit.paper import open_paper_market
 
-KEY = generate_private_key()
-OPERATOR = {
-    "Authorization": "Bearer "
-    + TokenIssuer(private_key_pem(KEY), "aether", "aether-platform").issue("op", [Role.OPERATOR], accounts=["*"])
-}
-BOOK = {"bids": [{"price": "99", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
+OPERATOR = token(Role.OPERATOR, subject="op")
+BIDS, ASKS = [("100", "500")], [("101", "500")]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ class Oms:
         self.orders = orders
 
     async def funded(self) -> str:
-        account = f"pol-{uuid.uuid4().hex[:10]}"
+        account = account_id("pol")
         response = await self.client.post(
             f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=OPERATOR
         )
@@ -64,16 +60,7 @@ class Oms:
         await self.redis.set(f"hitl:policy:account:{account}", json.dumps(value))
 
     async def order(self, account: str, quantity: str, **fields: Any) -> httpx.Response:
-        body = {
-            "account_id": account,
-            "client_order_id": uuid.uuid4().hex,
-            "symbol": "BTC/USD",
-            "side": "buy",
-            "type": "limit",
-            "quantity": quantity,
-            "limit_price": "100",
-            **fields,
-        }
+        body = order_body(account, quantity=quantity, **{"type": "limit", "limit_price": "100", **fields})
         return await self.client.post("/orders", json=body, headers=OPERATOR)
 
     async def approval_request(self, order_id: str) -> dict[str, Any]:
@@ -91,25 +78,23 @@ class Oms:
         return str((await self.client.get(f"/orders/{order_id}", headers=OPERATOR)).json()["status"])
 
 
-@pytest.fixture(scope="module")  # one app and one fake venue: a restart would reconcile against an empty venue
-async def oms(settings: AetherSettings, redis_url: str, module_database_url: str) -> AsyncIterator[Oms]:
-    oms_settings = OmsSettings(
-        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
-        database_url=SecretStr(module_database_url),
-        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
-        log_level="WARNING",
-        default_approval_threshold=Decimal("1000"),
-        resolve_after_s=0.1,
-        resolver_interval_s=0.1,
-    )
-    redis = Redis.from_url(redis_url)
-    await redis.set("marketdata:book:BTC/USD", json.dumps(BOOK))
-    app = create_app(oms_settings, venue=FakeVenue(price=Decimal("100")))
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://oms") as http:
-        await eventually(lambda: _ready(http), timeout_s=20, message="oms ready")
-        yield Oms(http, redis, app.state.runtime.extras["orders"])
-    await redis.aclose()
+@pytest.fixture(scope="module")  # one app: a restart would reconcile again
+async def oms(
+    settings: AetherSettings, redis_url: str, kafka_bootstrap: str, module_database_url: str
+) -> AsyncIterator[Oms]:
+    async with (
+        open_paper_market(redis_url, kafka_bootstrap) as market,
+        paper_oms(
+            settings,
+            module_database_url,
+            market,
+            bids=BIDS,
+            asks=ASKS,
+            default_approval_threshold=Decimal("1000"),
+            resolve_after_s=0.1,
+        ) as (app, http),
+    ):
+        yield Oms(http, market.redis, oms_adapters(app.state.runtime).orders)
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:

@@ -1,36 +1,31 @@
 """Orders above the account's approval threshold wait for a director: the OMS side of the contract,
-with the decision arriving as a real message on `hitl.decisions.v1`."""
+with the decision arriving as a real message on `hitl.decisions.v1`; the OMS trades on the paper venue."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
-from redis.asyncio import Redis
 
-from services.oms.app import create_app
-from services.oms.config import OmsSettings
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
+from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
+from shared.contracts.registry import new_envelope
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from shared.events.topics import HITL_DECISIONS, OMS_ORDER_EVENTS
-from tests.fake_venue import FakeVenue
 from tests.helpers import eventually, own_database
+from tests.kit.auth import token
+from tests.kit.factories import account_id, order
+from tests.kit.oms import paper_oms
+from tests.kit.paper import PaperMarket
 
-KEY = generate_private_key()
-HEADERS = {
-    "Authorization": "Bearer "
-    + TokenIssuer(private_key_pem(KEY), "aether", "aether-platform").issue("op", [Role.OPERATOR], accounts=["*"])
-}
+HEADERS = token(Role.OPERATOR, subject="op")
 
 
 @pytest.fixture(scope="module")
@@ -42,62 +37,47 @@ def module_database_url(database_url: str) -> Iterator[str]:
 
 @pytest.fixture
 async def client(
-    settings: AetherSettings, redis_url: str, module_database_url: str
+    settings: AetherSettings, module_database_url: str, paper_market: PaperMarket
 ) -> AsyncIterator[httpx.AsyncClient]:
-    oms_settings = OmsSettings(
-        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
-        database_url=SecretStr(module_database_url),
-        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
-        log_level="WARNING",
+    async with paper_oms(
+        settings,
+        module_database_url,
+        paper_market,
+        bids=[("99", "50")],
+        asks=[("100", "50")],
         default_approval_threshold=Decimal("1000"),
-        resolve_after_s=0.2,
-        resolver_interval_s=0.1,
-    )
-    redis = Redis.from_url(redis_url)
-    book = {"bids": [{"price": "99", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
-    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
-    await redis.aclose()
-    app = create_app(oms_settings, venue=FakeVenue(price=Decimal("100")))
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://oms") as http:
-        await eventually(lambda: _ready(http), timeout_s=20, message="oms ready")
+    ) as (_, http):
         yield http
-
-
-async def _ready(http: httpx.AsyncClient) -> bool:
-    return (await http.get("/readyz")).status_code == 200
 
 
 async def _decide(kafka_bootstrap: str, order_id: str, decision: str) -> None:
     producer = EventProducer(bootstrap=kafka_bootstrap, client_id="test-hitl")
     await producer.start()
     try:
-        envelope = Envelope.new(
-            type="ApprovalDecided",
-            producer="hitl",
-            aggregate_id=order_id,
-            payload={"subject_type": "order", "subject_id": order_id, "decision": decision, "reason": "checked"},
+        decided = ApprovalDecided(
+            request_id=str(uuid.uuid4()),
+            subject_type="order",
+            subject_id=order_id,
+            account_id="appr-decided",  # the OMS goes by the order id
+            decision=ApprovalDecision(decision),
+            reason="checked",
+            payload_hash="0" * 64,
+            decided_at=datetime.now(UTC),
+            approvers=["director"],
         )
+        envelope = new_envelope(decided, producer="hitl", aggregate_id=order_id)
         await producer.send(HITL_DECISIONS, envelope)
     finally:
         await producer.stop()
 
 
 async def _place(client: httpx.AsyncClient, quantity: str) -> dict[str, str]:
-    account = f"appr-{uuid.uuid4().hex[:8]}"
+    account = account_id("appr")
     deposit = await client.post(
         f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=HEADERS
     )
     assert deposit.status_code == 201
-    body = {
-        "account_id": account,
-        "client_order_id": "big-1",
-        "symbol": "BTC/USD",
-        "side": "buy",
-        "type": "limit",
-        "quantity": quantity,
-        "limit_price": "95",
-    }
+    body = order(account, client_order_id="big-1", type="limit", quantity=quantity, limit_price="95")
     response = await client.post("/orders", json=body, headers=HEADERS)
     assert response.status_code == 201, response.text
     return dict(response.json())
@@ -113,7 +93,7 @@ async def test_large_order_waits_for_approval_and_goes_on_when_approved(
     order = await _place(client, "20")  # 20 x 95 = 1,900 >= 1,000
     assert order["status"] == "pending_approval"
     balances = (await client.get("/balances", params={"account_id": order["account_id"]}, headers=HEADERS)).json()
-    assert balances[0]["reserved"] != "0"  # funds are held while the request waits
+    assert balances["items"][0]["reserved"] != "0"  # funds are held while the request waits
     await _decide(kafka_bootstrap, order["order_id"], "approved")
     await eventually(
         lambda: _status(client, order["order_id"], "accepted"), timeout_s=30, message="approved order sent"
@@ -127,7 +107,7 @@ async def test_rejected_approval_denies_the_order_and_releases_funds(
     await _decide(kafka_bootstrap, order["order_id"], "rejected")
     await eventually(lambda: _status(client, order["order_id"], "denied"), timeout_s=30, message="order denied")
     balances = (await client.get("/balances", params={"account_id": order["account_id"]}, headers=HEADERS)).json()
-    assert balances[0]["reserved"] == "0"
+    assert balances["items"][0]["reserved"] == "0"
 
 
 async def test_small_order_needs_no_approval_and_the_request_is_published(

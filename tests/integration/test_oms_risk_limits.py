@@ -1,6 +1,6 @@
 """The OMS's pre-trade chain with the risk limits the risk service mirrors to Redis, and exit instructions on orders.
 
-Real PostgreSQL, Redis and Kafka; the venue is the in-memory fake (fills at its set price, taker fee 0.4 %).
+Real PostgreSQL, Redis and Kafka; the OMS trades on the paper venue fed through Kafka (taker fee 0.4 %).
 """
 
 from __future__ import annotations
@@ -8,28 +8,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.oms.app import create_app
-from services.oms.config import OmsSettings
+from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
-from tests.fake_venue import FakeVenue
-from tests.helpers import eventually, own_database
-
-KEY = generate_private_key()
-BOOK = {"bids": [{"price": "99.9", "qty": "50"}], "asks": [{"price": "100.1", "qty": "50"}]}  # mid 100
+from tests.helpers import own_database
+from tests.kit.auth import token
+from tests.kit.oms import paper_oms
+from tests.kit.paper import PaperMarket
 
 
 @pytest.fixture(scope="module")
@@ -45,28 +39,13 @@ async def engine(module_database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def oms_settings(settings: AetherSettings, module_database_url: str) -> OmsSettings:
-    return OmsSettings(
-        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
-        database_url=SecretStr(module_database_url),
-        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
-        log_level="WARNING",
-    )
-
-
-def _operator() -> dict[str, str]:
-    issuer = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
-    return {"Authorization": f"Bearer {issuer.issue('olga', [Role.OPERATOR], accounts=['*'])}"}
-
-
-OPERATOR = _operator()
+OPERATOR = token(Role.OPERATOR, subject="olga")
 
 
 class Oms:
-    def __init__(self, client: httpx.AsyncClient, venue: FakeVenue, redis: Redis, orders: OrderService) -> None:
+    def __init__(self, client: httpx.AsyncClient, market: PaperMarket, redis: Redis, orders: OrderService) -> None:
         self.client = client
-        self.venue = venue
+        self.market = market
         self.redis = redis
         self.orders = orders
 
@@ -79,17 +58,10 @@ class Oms:
 
 
 @pytest.fixture
-async def oms(oms_settings: OmsSettings, redis_url: str) -> AsyncIterator[Oms]:
-    venue = FakeVenue(price=Decimal("100"))
-    redis = Redis.from_url(redis_url)
-    await redis.set("marketdata:book:BTC/USD", json.dumps(BOOK))
-    app = create_app(oms_settings, venue=venue)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://oms") as client:
-            await eventually(lambda: _ready(client), timeout_s=20, message="oms ready")
-            yield Oms(client, venue, redis, app.state.runtime.extras["orders"])
-    await redis.aclose()
+async def oms(settings: AetherSettings, module_database_url: str, paper_market: PaperMarket) -> AsyncIterator[Oms]:
+    # the kit's book: bid 99.9, ask 100 (mid 99.95); market buys fill at 100
+    async with paper_oms(settings, module_database_url, paper_market, resolve_after_s=2.0) as (app, client):
+        yield Oms(client, paper_market, paper_market.redis, oms_adapters(app.state.runtime).orders)
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
@@ -146,7 +118,7 @@ async def test_position_cap_and_allow_list(oms: Oms) -> None:
 async def test_daily_realized_loss_stops_buys_but_not_reducing_sells(oms: Oms) -> None:
     account = await funded(oms)
     assert (await oms.order(account, side="buy", type="market", quantity="2")).status_code == 201
-    oms.venue.price = Decimal("90")
+    await oms.market.publish_book(bids=[("90", "50")], asks=[("90.1", "50")])
     # sold 1 at 90 (fee 0.36), bought at 100 + 0.4 fee per unit: realized 90 - 100.4 - 0.36 = -10.76
     assert (await oms.order(account, side="sell", type="market", quantity="1")).status_code == 201
     await oms.limits(account, daily_loss_limit="10")

@@ -1,6 +1,7 @@
-"""Exit brackets against the real OMS (with the in-memory fake venue): the README walkthrough as a test.
+"""Exit brackets against the real OMS on the paper venue: the README walkthrough as a test.
 
-Buy at market through the OMS's REST; the OMS's own order events (read from its outbox) reach the exit
+Books and trade prints go out on one pair of market-data topics that both the OMS's paper feed and the exit
+engine read, as under `make up`. Buy at market through the OMS's REST; the OMS's own order events (read from its outbox) reach the exit
 engine on a unique topic; the engine's commands are handled by the OMS's own command handler. Prices move:
 the trailing stop ratchets, the take-profit rests as a real limit sell (base balance reserved), the trailing
 stop fires, the take-profit is canceled at the OMS, a market sell closes the position.
@@ -9,32 +10,29 @@ stop fires, the take-profit is canceled at the OMS, a market sell closes the pos
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.oms.app import create_app as create_oms_app
-from services.oms.config import OmsSettings
+from services.oms.adapters import oms_adapters
 from services.oms.consumers import handle_command
 from services.risk.exits.service import bracket_id_for
-from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.db import UnitOfWork
 from shared.events import Envelope, EventProducer
-from tests.fake_venue import FakeVenue
 from tests.helpers import eventually, own_database
-from tests.integration.test_risk_exits import KEY, Harness, exit_app, exit_app_settings, token
+from tests.integration.test_risk_exits import Harness, exit_app, exit_app_settings
+from tests.kit.auth import token
+from tests.kit.factories import account_id, order
+from tests.kit.oms import paper_oms, serving
+from tests.kit.paper import PaperMarket
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +46,7 @@ class Bridge:
     """OMS outbox -> the engine's order-events topic; the engine's commands topic -> the OMS's command handler."""
 
     def __init__(self, oms_app: Any, harness: Harness, database_url: str) -> None:
-        self.orders = oms_app.state.runtime.extras["orders"]
+        self.orders = oms_adapters(oms_app.state.runtime).orders
         self.harness = harness
         self.engine = create_async_engine(database_url)
         self.last_outbox_id = 0
@@ -95,65 +93,44 @@ class Bridge:
 
 @pytest.fixture
 async def stack(
-    settings: AetherSettings, module_database_url: str, redis_url: str
-) -> AsyncIterator[tuple[Harness, FakeVenue, httpx.AsyncClient]]:
-    oms_settings = OmsSettings(
-        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+    settings: AetherSettings, module_database_url: str, paper_market: PaperMarket
+) -> AsyncIterator[tuple[Harness, PaperMarket, httpx.AsyncClient]]:
+    risk_settings = exit_app_settings(
+        settings,
         database_url=SecretStr(module_database_url),
-        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
-        log_level="WARNING",
-        resolve_after_s=0.2,
-        resolver_interval_s=0.1,
+        exits_book_topic=paper_market.book_topic,
+        exits_trade_topic=paper_market.trade_topic,
     )
-    risk_settings = exit_app_settings(settings, database_url=SecretStr(module_database_url))
-    venue = FakeVenue(price=Decimal(100))
-    redis = Redis.from_url(redis_url)
-    book = {"bids": [{"price": "99.9", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
-    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
     producer = EventProducer(settings.kafka_bootstrap, client_id="test-exits-oms")
     await producer.start()
-    oms_app, risk_app = create_oms_app(oms_settings, venue=venue), exit_app(risk_settings)
+    risk_app = exit_app(risk_settings)
     stop = asyncio.Event()
-    async with oms_app.router.lifespan_context(oms_app), risk_app.router.lifespan_context(risk_app):
-        oms_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=oms_app), base_url="http://oms")
-        risk_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=risk_app), base_url="http://risk")
-        await eventually(lambda: _ready(oms_client), timeout_s=20, message="oms ready")
+    async with (
+        paper_oms(settings, module_database_url, paper_market) as (oms_app, oms_client),
+        serving(risk_app, "http://risk") as risk_client,
+    ):
         harness = Harness(risk_settings, risk_client, producer)
         bridge = Bridge(oms_app, harness, module_database_url)
         task = asyncio.create_task(bridge.run(stop))
         try:
-            yield harness, venue, oms_client
+            yield harness, paper_market, oms_client
         finally:
             stop.set()
             await task
-            await oms_client.aclose()
-            await risk_client.aclose()
     await producer.stop()
-    await redis.aclose()
-
-
-async def _ready(client: httpx.AsyncClient) -> bool:
-    return (await client.get("/readyz")).status_code == 200
 
 
 async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
-    stack: tuple[Harness, FakeVenue, httpx.AsyncClient],
+    stack: tuple[Harness, PaperMarket, httpx.AsyncClient],
 ) -> None:
-    harness, venue, oms = stack
+    harness, market, oms = stack
     operator = token(Role.OPERATOR)
-    account = f"walk-{uuid.uuid4().hex[:8]}"
+    account = account_id("walk")
     deposit = await oms.post(
         f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
     )
     assert deposit.status_code == 201, deposit.text
-    buy = {
-        "account_id": account,
-        "client_order_id": "buy-1",
-        "symbol": "BTC/USD",
-        "side": "buy",
-        "type": "market",
-        "quantity": "1",
-    }
+    buy = order(account, client_order_id="buy-1")  # walks the book: 1 at the ask of 100
     bought = await oms.post("/orders", json=buy, headers=operator)
     assert bought.status_code == 201, bought.text
     assert bought.json()["status"] == "filled"
@@ -175,8 +152,8 @@ async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
         "trailing": "inactive",
     }
     # 2. the price rises: the trailing stop activates and ratchets; at 103 the target is nearer: it rests
-    for n, price in enumerate(["102", "103"], start=1):
-        await harness.trade(price, n)
+    for price in ["102", "103"]:
+        await market.publish_trade(price)
     resting = await eventually(lambda: bracket(trailing_stop="101.5"), timeout_s=20, message="ratcheted")
 
     async def tp_at_oms() -> dict[str, Any] | None:
@@ -186,13 +163,14 @@ async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
     tp = await eventually(tp_at_oms, timeout_s=20, message="take-profit resting at the OMS")
     assert (tp["type"], tp["limit_price"], tp["quantity"]) == ("limit", "104", "1")
     balances = {
-        b["asset"]: b for b in (await oms.get("/balances", params={"account_id": account}, headers=operator)).json()
+        b["asset"]: b
+        for b in (await oms.get("/balances", params={"account_id": account}, headers=operator)).json()["items"]
     }
     assert balances["BTC"]["reserved"] == "1"  # the one balance backs the one resting exit
     assert resting is not None
     # 3. the price falls back to the trailing stop: cancel the take-profit, then sell at market
-    venue.price = Decimal("101.4")
-    await harness.trade("101.5", 3)
+    await market.publish_book(bids=[("101.4", "50")], asks=[("101.6", "50")])
+    await market.publish_trade("101.5")
     closed = await eventually(lambda: bracket(status="closed"), timeout_s=30, message="bracket closed")
     assert closed["exit_leg"] == "trailing"
     assert [(o["leg"], o["status"]) for o in closed["exit_orders"]] == [
@@ -202,29 +180,21 @@ async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
     orders = (await oms.get("/orders", params={"account_id": account}, headers=operator)).json()["items"]
     sells = sorted((o["type"], o["status"]) for o in orders if o["side"] == "sell")
     assert sells == [("limit", "canceled"), ("market", "filled")]
-    positions = (await oms.get("/positions", params={"account_id": account}, headers=operator)).json()
+    positions = (await oms.get("/positions", params={"account_id": account}, headers=operator)).json()["items"]
     assert positions[0]["quantity"] == "0"
 
 
 async def test_explicit_exits_on_the_order_take_profit_fills_and_closes(
-    stack: tuple[Harness, FakeVenue, httpx.AsyncClient],
+    stack: tuple[Harness, PaperMarket, httpx.AsyncClient],
 ) -> None:
-    harness, venue, oms = stack
+    harness, market, oms = stack
     operator = token(Role.OPERATOR)
-    account = f"walk-{uuid.uuid4().hex[:8]}"
+    account = account_id("walk")
     deposit = await oms.post(
         f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
     )
     assert deposit.status_code == 201, deposit.text
-    buy = {
-        "account_id": account,
-        "client_order_id": "buy-2",
-        "symbol": "BTC/USD",
-        "side": "buy",
-        "type": "market",
-        "quantity": "2",
-        "exits": {"stop_loss": "95", "take_profit": "101"},
-    }
+    buy = order(account, client_order_id="buy-2", quantity="2", exits={"stop_loss": "95", "take_profit": "101"})
     bought = await oms.post("/orders", json=buy, headers=operator)
     assert bought.status_code == 201, bought.text
     bracket_url = f"/risk/exits/{bracket_id_for(account, bought.json()['order_id'])}"
@@ -236,7 +206,7 @@ async def test_explicit_exits_on_the_order_take_profit_fills_and_closes(
     # 100 is 1 from the order's target and 5 from its stop: the take-profit rests at once
     tp = await eventually(sell_resting, timeout_s=20, message="take-profit resting")
     assert (tp["limit_price"], tp["quantity"]) == ("101", "2")
-    await venue.fill_resting(account, tp["client_order_id"], Decimal("0.5"))  # partial: the bracket shrinks
+    await market.publish_trade("101.1", "0.5", side="buy")  # prints through the 101 sell: partial, the bracket shrinks
 
     async def bracket(**expected: Any) -> dict[str, Any] | None:
         response = await harness.client.get(bracket_url, headers=operator)
@@ -245,12 +215,12 @@ async def test_explicit_exits_on_the_order_take_profit_fills_and_closes(
 
     partial = await eventually(lambda: bracket(open_quantity="1.5"), timeout_s=20, message="partial exit")
     assert partial["from_policy"] is False
-    await venue.fill_resting(account, tp["client_order_id"], Decimal("1.5"))  # the rest: OCO, the stop is dropped
+    await market.publish_trade("101.1", "1.5", side="buy")  # the rest: OCO, the stop is dropped
     closed = await eventually(lambda: bracket(status="closed"), timeout_s=20, message="closed by the take-profit")
     assert [(o["leg"], o["status"], o["filled_quantity"]) for o in closed["exit_orders"]] == [
         ("take_profit", "filled", "2")
     ]
-    await harness.trade("90", 9)  # through the old stop: nothing more is sent
+    await market.publish_trade("90")  # through the old stop: nothing more is sent
     await asyncio.sleep(0.5)
     submits = [c for c in harness.commands if c.type == "SubmitOrder"]
     assert len(submits) == 1

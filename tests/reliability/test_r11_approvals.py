@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.hitl.app import create_app as create_hitl_app
 from services.hitl.config import HitlSettings
+from services.oms.adapters import oms_adapters
 from services.oms.app import create_app as create_oms_app
 from services.oms.config import OmsSettings
 from services.oms.consumers import handle_decision
@@ -44,9 +45,10 @@ from shared.config import AetherSettings
 from shared.db import create_engine
 from shared.events import ConsumerLoop
 from shared.events.topics import OMS_ORDER_EVENTS
-from tests.fake_venue import FakeVenue
+from tests.fakes.venue import FakeVenue
 from tests.helpers import eventually, own_database
-from tests.integration.test_hitl_api import KEY, bearer, hitl_settings, read_decisions, running
+from tests.integration.test_hitl_api import bearer, hitl_settings, read_decisions, running
+from tests.kit.auth import KEY
 from tests.reliability.conftest import RecordWriter
 
 REPLICAS = 3
@@ -92,7 +94,7 @@ class Stack:
 @contextlib.asynccontextmanager
 async def decision_handler(runtime: ServiceRuntime, topic: str) -> AsyncIterator[None]:
     """The OMS's real handler of hitl decisions, consuming this test's decisions topic through the OMS inbox."""
-    orders: OrderService = runtime.extras["orders"]
+    orders: OrderService = oms_adapters(runtime).orders
     loop = ConsumerLoop(
         bootstrap=runtime.settings.kafka_bootstrap,
         group_id=f"oms.approvals.test.{uuid.uuid4().hex[:8]}",

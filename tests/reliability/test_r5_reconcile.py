@@ -54,8 +54,8 @@ from shared.venues.base import (
     VenueRejected,
     VenueUpdate,
 )
-from shared.venues.faults import FaultyVenue
 from shared.venues.paper import PaperVenue
+from tests.fakes.faults import FaultyVenue
 from tests.reliability.oms_crash_worker import (
     ACTOR,
     QUOTE,

@@ -35,7 +35,7 @@ from services.oms.consumers import resolve_stale
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
 from shared.domain.types import AccountId, ClientOrderId, OrderId, OrderStatus
-from shared.venues.faults import FaultyVenue
+from tests.fakes.faults import FaultyVenue
 from tests.helpers import own_database
 from tests.reliability.conftest import RecordWriter
 from tests.reliability.oms_crash_worker import divergences

@@ -1,0 +1,244 @@
+"""Talking to the venue about orders: send a recorded order, and apply what the venue says (fills, statuses).
+
+Everything the venue tells us is applied idempotently: fills by (venue, trade id), statuses by comparing with the
+order's state. An ambiguous answer to a submit leaves the order SUBMITTED for the resolver (reconciliation).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from services.oms.metrics import SUBMIT_TO_ACK, SUBMIT_TO_FILL, VENUE_ERRORS
+from services.oms.repository import OmsRepository
+from services.oms.use_cases.context import OmsContext
+from services.oms.use_cases.order_store import load_order, release_reservation, transition
+from services.oms.use_cases.publishing import publish_order_events, save_ledger
+from shared.db import UnitOfWork
+from shared.domain.ledger import LedgerUpdate
+from shared.domain.money import MONEY_CONTEXT
+from shared.domain.orders import Order, OrderEvent, OrderRuleError
+from shared.domain.types import AccountId, Asset, OrderId, OrderStatus, VenueOrderId
+from shared.observability.logging import get_logger
+from shared.venues.base import (
+    AmbiguousOutcome,
+    TemporaryError,
+    VenueError,
+    VenueFill,
+    VenueOrder,
+    VenueOrderRequest,
+    VenueOrderStatus,
+    VenueRejected,
+    VenueUpdate,
+)
+
+log = get_logger(__name__)
+CLOSING_STATUSES = frozenset({VenueOrderStatus.FILLED, VenueOrderStatus.CANCELED, VenueOrderStatus.EXPIRED})
+
+
+class ExecuteOrders:
+    """Send orders and apply the venue's fills and statuses; subscribed to the venue's updates."""
+
+    def __init__(self, ctx: OmsContext) -> None:
+        self.ctx = ctx
+
+    async def send(self, order_id: OrderId) -> None:
+        """Send a SUBMITTED order to the venue and apply the answer; an ambiguous answer is left to the resolver."""
+        order = (await load_order(self.ctx, order_id)).order
+        if order.status is not OrderStatus.SUBMITTED:
+            return
+        started = time.perf_counter()
+        try:
+            update = await self.ctx.venue.submit(_venue_request(order))
+        except VenueRejected as exc:
+            reason = f"{exc.code}: {exc.message}"
+            await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), "venue")
+            return
+        except (AmbiguousOutcome, TemporaryError) as exc:
+            VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
+            log.warning("venue_submit_unresolved", order_id=order_id, error_type=type(exc).__name__)
+            return
+        except VenueError as exc:
+            VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
+            log.error("venue_submit_failed", order_id=order_id, error_type=type(exc).__name__, error=str(exc))
+            return
+        SUBMIT_TO_ACK.observe(time.perf_counter() - started)
+        await self.apply_update(update)
+
+    async def apply_update(self, update: VenueUpdate) -> None:
+        """Apply a venue fill or status change (idempotent).
+
+        A closing status that overtook some of its order's fills (redelivery, reordering) is not dropped:
+        the missing fills are fetched from the venue (by sequence, idempotent), then the status is applied.
+        """
+        if isinstance(update, VenueFill):
+            await self.apply_fill(update)
+        elif not await self.apply_status(update) and await self._fills_behind(update):
+            try:
+                await self.catch_up_fills(AccountId(update.account_id))
+            except VenueError as exc:
+                VENUE_ERRORS.labels(operation="fills_since", kind=type(exc).__name__).inc()
+                log.warning("venue_status_ahead_of_fills", client_order_id=update.client_order_id, error=str(exc))
+                return
+            await self.apply_status(update)
+
+    async def _fills_behind(self, update: VenueOrder) -> bool:
+        """True when the venue closed the order with more filled than we have recorded."""
+        if update.status not in CLOSING_STATUSES:
+            return False
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            stored = await OmsRepository(uow.session).find_by_client_id(update.account_id, update.client_order_id)
+        return stored is not None and update.filled_quantity > stored.order.filled_quantity
+
+    async def apply_fill(self, fill: VenueFill) -> bool:
+        """Apply one fill exactly once (unique on venue + trade id); True when it changed something."""
+        fill = _without_trailing_zeros(fill)
+        venue = self.ctx.venue.name
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            uow.after_commit(self.ctx.on_commit)
+            repo = OmsRepository(uow.session)
+            await repo.lock_account(fill.account_id)
+            stored = await repo.find_by_client_id(fill.account_id, fill.client_order_id)
+            if stored is None:
+                log.warning("fill_for_unknown_order", client_order_id=fill.client_order_id, trade_id=fill.trade_id)
+                return False
+            if not await repo.insert_fill(_fill_row(venue, stored.order.id, fill)):
+                return False
+            now = self.ctx.clock()
+            order, events = _filled(stored.order, fill, now)
+            ledger = await repo.load_ledger(order.account_id)
+            spec = self.ctx.instruments[order.symbol]
+            update = ledger.apply_fill(
+                order.id,
+                order.side,
+                order.symbol,
+                Asset(spec.base),
+                Asset(spec.quote),
+                fill.quantity,
+                fill.price,
+                fill.fee,
+            )
+            if order.is_terminal and order.id in update.ledger.reservations:
+                update = _chain(update, update.ledger.release(order.id))
+            await repo.save(order, events)
+            await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
+            await repo.add_volume(order.account_id, fill.quantity * fill.price)
+            await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{venue}")
+        SUBMIT_TO_FILL.observe(max(0.0, (self.ctx.clock() - stored.created_at).total_seconds()))
+        return True
+
+    async def apply_status(self, update: VenueOrder) -> bool:
+        """Move the order to what the venue reports, when that is a legal step; True when it changed."""
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            uow.after_commit(self.ctx.on_commit)
+            repo = OmsRepository(uow.session)
+            await repo.lock_account(update.account_id)
+            stored = await repo.find_by_client_id(update.account_id, update.client_order_id)
+            if stored is None:
+                return False
+            now = self.ctx.clock()
+            outcome = _status_step(stored.order, update, now)
+            if outcome is None:
+                return False
+            order, events = outcome
+            if order.is_terminal:
+                await release_reservation(uow.session, self.ctx.tables, order, now)
+            await repo.save(order, events)
+            await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{self.ctx.venue.name}")
+        return True
+
+    async def catch_up_fills(self, account_id: AccountId) -> int:
+        """Apply every venue fill after the account's cursor, in sequence, then advance the cursor."""
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            account = await OmsRepository(uow.session).get_account(account_id)
+        if account is None:
+            return 0
+        applied, cursor = 0, account.fill_cursor
+        for fill in await self.ctx.venue.fills_since(account_id, account.fill_cursor):
+            if await self.apply_fill(fill):
+                applied += 1
+            cursor = max(cursor, fill.sequence)
+        if cursor > account.fill_cursor:
+            async with UnitOfWork(self.ctx.sessionmaker) as uow:
+                await OmsRepository(uow.session).set_fill_cursor(account_id, cursor)
+        return applied
+
+
+def _filled(order: Order, fill: VenueFill, now: datetime) -> tuple[Order, list[OrderEvent]]:
+    events: list[OrderEvent] = []
+    if order.status is OrderStatus.SUBMITTED:
+        # The fill beat the venue's acknowledgement: accept with the venue's order id first.
+        order, events = order.accept(VenueOrderId(fill.venue_order_id), now)
+    order, more = order.fill(fill.trade_id, fill.quantity, fill.price, fill.fee, fill.liquidity, now)
+    return order, events + more
+
+
+def _venue_request(order: Order) -> VenueOrderRequest:
+    return VenueOrderRequest(
+        account_id=order.account_id,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        type=order.type,
+        quantity=order.quantity,
+        limit_price=order.limit_price,
+        trigger_price=order.trigger_price,
+        time_in_force=order.time_in_force,
+        post_only=order.post_only,
+    )
+
+
+def _without_trailing_zeros(fill: VenueFill) -> VenueFill:
+    """The same fill with its amounts normalized: read back from NUMERIC(38,18) (the paper venue's `fills_since`)
+    they carry 18 decimal places, and quantity x price would then exceed the 18 places the ledger accepts."""
+    return replace(
+        fill,
+        quantity=fill.quantity.normalize(MONEY_CONTEXT),
+        price=fill.price.normalize(MONEY_CONTEXT),
+        fee=fill.fee.normalize(MONEY_CONTEXT),
+    )
+
+
+def _fill_row(venue: str, order_id: OrderId, fill: VenueFill) -> dict[str, Any]:
+    return {
+        "venue": venue,
+        "trade_id": fill.trade_id,
+        "order_id": order_id,
+        "account_id": fill.account_id,
+        "symbol": fill.symbol,
+        "side": fill.side.value,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "fee": fill.fee,
+        "fee_asset": fill.fee_asset,
+        "liquidity": fill.liquidity.value,
+        "filled_at": fill.filled_at,
+    }
+
+
+def _chain(first: LedgerUpdate, second: LedgerUpdate) -> LedgerUpdate:
+    return LedgerUpdate(second.ledger, first.entries + second.entries)
+
+
+def _status_step(order: Order, update: VenueOrder, now: datetime) -> tuple[Order, list[OrderEvent]] | None:
+    """The order's next step towards the venue's status, or None when nothing needs to (or may yet) change."""
+    if order.is_terminal or order.status is OrderStatus.PENDING_APPROVAL:
+        return None
+    try:
+        if update.status in {VenueOrderStatus.OPEN, VenueOrderStatus.FILLED}:
+            if order.status is OrderStatus.SUBMITTED:
+                return order.accept(VenueOrderId(update.venue_order_id), now)
+            return None
+        if update.status is VenueOrderStatus.REJECTED and order.status is OrderStatus.SUBMITTED:
+            return order.reject(update.reason or "rejected by the venue", now)
+        if update.filled_quantity > order.filled_quantity:
+            return None  # fills still on their way: close the order once they are applied
+        if update.status is VenueOrderStatus.CANCELED:
+            return order.cancel(update.reason, now)
+        if update.status is VenueOrderStatus.EXPIRED:
+            return order.expire(now)
+    except OrderRuleError as exc:
+        log.error("venue_status_not_applicable", order_id=order.id, status=update.status.value, error=str(exc))
+    return None

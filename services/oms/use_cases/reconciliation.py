@@ -1,0 +1,213 @@
+"""Agreeing with the venue: resolve one unresolved order by client id (the resolver's step), and reconcile every
+account at start-up (fills, order states, orders we never placed, balances). Readiness waits for it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from services.oms.metrics import VENUE_ERRORS
+from services.oms.repository import OmsRepository
+from services.oms.use_cases.cancellation import CancelOrder
+from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
+from services.oms.use_cases.execution import ExecuteOrders
+from services.oms.use_cases.order_store import load_order, transition
+from services.oms.use_cases.publishing import save_ledger
+from shared.audit import append as audit_append
+from shared.db import UnitOfWork
+from shared.domain.money import format_decimal
+from shared.domain.orders import Order
+from shared.domain.types import AccountId, OrderId, OrderStatus
+from shared.observability.logging import get_logger
+from shared.venues.base import VenueError, VenueOrderStatus
+
+log = get_logger(__name__)
+
+
+class ResolveOutcome(StrEnum):
+    """What asking the venue about one order came to."""
+
+    SETTLED = "settled"  # terminal or awaiting approval: nothing to ask
+    VENUE_UNAVAILABLE = "venue_unavailable"
+    CANCEL_RESENT = "cancel_resent"
+    APPLIED = "applied"  # the venue's status moved the order
+    IN_SYNC = "in_sync"
+    RESUBMITTED = "resubmitted"  # the venue never saw it: sent again under the same client order id
+    UNKNOWN_TO_VENUE = "unknown_to_venue"  # canceled here: the venue never had it
+
+
+class ReconcileIncomplete(RuntimeError):
+    """Some accounts could not be reconciled; the others were."""
+
+
+@dataclass
+class ReconcileReport:
+    """What startup reconciliation repaired, per kind."""
+
+    fills_applied: int = 0
+    statuses_applied: int = 0
+    resubmitted: int = 0
+    unknown_to_venue: int = 0
+    external_canceled: int = 0
+    balance_adjustments: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def count(self, outcome: ResolveOutcome) -> None:
+        """Count one resolved order."""
+        match outcome:
+            case ResolveOutcome.APPLIED:
+                self.statuses_applied += 1
+            case ResolveOutcome.RESUBMITTED:
+                self.resubmitted += 1
+            case ResolveOutcome.UNKNOWN_TO_VENUE:
+                self.unknown_to_venue += 1
+            case (
+                ResolveOutcome.SETTLED
+                | ResolveOutcome.VENUE_UNAVAILABLE
+                | ResolveOutcome.CANCEL_RESENT
+                | ResolveOutcome.IN_SYNC
+            ):
+                pass
+
+
+Send = Callable[[OrderId], Awaitable[None]]
+Resolve = Callable[..., Awaitable[ResolveOutcome]]
+
+
+class ResolveOrder:
+    """Ask the venue about one unresolved order by client id and apply the answer; never a new client id."""
+
+    def __init__(self, ctx: OmsContext, execution: ExecuteOrders, cancellation: CancelOrder, send: Send) -> None:
+        self.ctx = ctx
+        self.execution = execution
+        self.cancellation = cancellation
+        self.send = send
+
+    async def resolve(self, order_id: OrderId, *, at_startup: bool = False) -> ResolveOutcome:
+        """Query the venue by client id and apply what it says."""
+        order = (await load_order(self.ctx, order_id)).order
+        if order.is_terminal or order.status is OrderStatus.PENDING_APPROVAL:
+            return ResolveOutcome.SETTLED
+        try:
+            seen = await self.ctx.venue.query(order.account_id, order.client_order_id)
+        except VenueError as exc:
+            VENUE_ERRORS.labels(operation="query", kind=type(exc).__name__).inc()
+            return ResolveOutcome.VENUE_UNAVAILABLE
+        if seen is None:
+            return await self._unknown_to_venue(order, at_startup=at_startup)
+        if seen.filled_quantity > order.filled_quantity:
+            await self.execution.catch_up_fills(order.account_id)
+        if seen.status is VenueOrderStatus.OPEN and order.status is OrderStatus.PENDING_CANCEL:
+            await self.cancellation.send_cancel(order)
+            return ResolveOutcome.CANCEL_RESENT
+        changed = await self.execution.apply_status(seen)
+        return ResolveOutcome.APPLIED if changed else ResolveOutcome.IN_SYNC
+
+    async def _unknown_to_venue(self, order: Order, *, at_startup: bool) -> ResolveOutcome:
+        if order.status is OrderStatus.SUBMITTED:
+            # The submit never reached the venue: send it again under the same client order id.
+            await self.send(order.id)
+            return ResolveOutcome.RESUBMITTED
+        if order.status is OrderStatus.PENDING_CANCEL or at_startup:
+            await transition(self.ctx, order.id, lambda o, now: o.cancel("unknown_to_venue", now), SYSTEM_ACTOR)
+            return ResolveOutcome.UNKNOWN_TO_VENUE
+        return ResolveOutcome.IN_SYNC
+
+
+class ReconcileAccounts:
+    """Startup reconciliation of every account with the venue: fills, order states, orphans, balances."""
+
+    def __init__(self, ctx: OmsContext, execution: ExecuteOrders, resolve: Resolve) -> None:
+        self.ctx = ctx
+        self.execution = execution
+        self.resolve = resolve
+
+    async def reconcile(self) -> ReconcileReport:
+        """Every account of this venue; ReconcileIncomplete when some could not be reconciled."""
+        report = ReconcileReport()
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            accounts = await OmsRepository(uow.session).list_accounts()
+        failed: list[str] = []
+        for account in accounts:
+            if account.venue != self.ctx.venue.name:
+                continue
+            try:
+                await self._reconcile_account(account.account_id, report)
+            except Exception as exc:
+                log.error(
+                    "reconcile_account_failed",
+                    account_id=account.account_id,
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:300],
+                )
+                failed.append(account.account_id)
+        log.info("reconciled", failed=len(failed), **{k: v for k, v in report.__dict__.items() if k != "details"})
+        if failed:
+            # Readiness stays red and the reconciler retries: trading on an unreconciled account is unsafe.
+            raise ReconcileIncomplete(f"{len(failed)} account(s) could not be reconciled: {', '.join(failed[:5])}")
+        return report
+
+    async def _reconcile_account(self, account_id: AccountId, report: ReconcileReport) -> None:
+        report.fills_applied += await self.execution.catch_up_fills(account_id)
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            unresolved = await OmsRepository(uow.session).unresolved_orders(account_id)
+        for order_id in unresolved:
+            report.count(await self.resolve(OrderId(order_id), at_startup=True))
+        report.fills_applied += await self.execution.catch_up_fills(account_id)
+        report.external_canceled += await self._cancel_external(account_id)
+        report.balance_adjustments += await self._reconcile_balances(account_id, report)
+
+    async def _cancel_external(self, account_id: AccountId) -> int:
+        """Orders open at the venue that we never placed are canceled there (and audited)."""
+        venue = self.ctx.venue
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            ours = await OmsRepository(uow.session).client_order_ids(account_id)
+        canceled = 0
+        for venue_order in await venue.open_orders(account_id):
+            if venue_order.client_order_id in ours:
+                continue
+            await venue.cancel(account_id, venue_order.client_order_id)
+            async with UnitOfWork(self.ctx.sessionmaker) as uow:
+                await audit_append(
+                    uow.session,
+                    actor=SYSTEM_ACTOR,
+                    action="order.external_canceled",
+                    target=f"{account_id}/{venue_order.client_order_id}",
+                    details={"venue": venue.name, "venue_order_id": venue_order.venue_order_id},
+                    chain=f"oms:{account_id}",
+                )
+            canceled += 1
+        return canceled
+
+    async def _reconcile_balances(self, account_id: AccountId, report: ReconcileReport) -> int:
+        """Align ledger totals with the venue's (the venue holds the money); each adjustment is journaled and audited."""
+        venue_totals = {b.asset: b.total for b in await self.ctx.venue.balances(account_id)}
+        adjustments = 0
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            repo = OmsRepository(uow.session)
+            await repo.lock_account(account_id)
+            ledger = await repo.load_ledger(account_id)
+            for asset in sorted(set(venue_totals) | set(ledger.balances)):
+                drift = venue_totals.get(asset, Decimal(0)) - ledger.balance(asset).total
+                if drift == 0:
+                    continue
+                update = (
+                    ledger.deposit(asset, drift, "reconcile")
+                    if drift > 0
+                    else ledger.withdraw(asset, -drift, "reconcile")
+                )
+                await save_ledger(uow.session, self.ctx.tables, ledger, update, self.ctx.clock())
+                ledger = update.ledger
+                await audit_append(
+                    uow.session,
+                    actor=SYSTEM_ACTOR,
+                    action="balance.reconciled",
+                    target=f"{account_id}/{asset}",
+                    details={"drift": format_decimal(drift), "venue": self.ctx.venue.name},
+                    chain=f"oms:{account_id}",
+                )
+                report.details.append(f"{account_id} {asset} drift {format_decimal(drift)}")
+                adjustments += 1
+        return adjustments
