@@ -16,6 +16,9 @@ from shared.config import AetherSettings, Environment
 from shared.db import create_engine
 from shared.db.migrate import upgrade
 
+# The paper venue fed through Kafka, for every integration and end-to-end test.
+from tests.kit.paper import paper_market  # noqa: F401
+
 # The reliability record fixtures serve tests/security (S-tests) too.
 from tests.reliability.conftest import reliability_seed, write_reliability_record  # noqa: F401
 

@@ -1,18 +1,17 @@
 """The director page end to end in headless Chromium (Selenium).
 
 Real services: the accounts service (uvicorn on a loopback port: users, TOTP, `/auth/login`), the hitl
-service (uvicorn on a loopback port: the page, the request consumer, the outbox), the OMS with a fake
-venue (holds orders above its approval threshold and publishes `ApprovalRequested` on
+service (uvicorn on a loopback port: the page, the request consumer, the outbox), the OMS on the paper
+venue fed through Kafka (holds orders above its approval threshold and publishes `ApprovalRequested` on
 oms.order-events.v1) and the OMS's own decision handler on this test's decisions topic. A director logs in
-with password + TOTP, approves one order and rejects another; the approved order reaches the venue
-(accepted), the rejected one is denied. Screenshots go to reports/e2e/.
+with password + TOTP, approves one order and rejects another; the approved order rests at the paper venue
+(accepted), the rejected one is denied and never reaches it. Screenshots go to reports/e2e/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
 import socket
 import uuid
@@ -26,17 +25,19 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from services.hitl.app import create_app as create_hitl_app
+from services.oms.adapters import oms_adapters
 from services.oms.app import create_app as create_oms_app
 from shared.auth.keys import private_key_pem, public_key_pem
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.domain.types import AccountId
 from shared.events.topics import OMS_ORDER_EVENTS
-from tests.fake_venue import FakeVenue
 from tests.helpers import eventually, own_database
-from tests.integration.test_hitl_api import ISSUER, KEY, hitl_settings, running
+from tests.integration.test_hitl_api import hitl_settings, running
+from tests.kit.auth import ISSUER, KEY
+from tests.kit.paper import PaperMarket
 from tests.reliability.test_r11_approvals import (
     Stack,
     decision_handler,
@@ -200,8 +201,8 @@ def _shows(expected: str) -> Callable[[Any], str]:
 async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another(
     settings: AetherSettings,
     e2e_database_url: str,
-    redis_url: str,
     kafka_bootstrap: str,
+    paper_market: PaperMarket,
     tmp_path: Path,
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
@@ -216,12 +217,7 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         accounts_url=f"http://127.0.0.1:{accounts_port}",
     )
     await start_group_at_end(kafka_bootstrap, hitl.requests_consumer_group, OMS_ORDER_EVENTS)
-    redis = Redis.from_url(redis_url)
-    book = {"bids": [{"price": "99", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
-    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
-    await redis.aclose()
-    venue = FakeVenue()
-    oms_app = create_oms_app(oms_settings(settings, e2e_database_url), venue=venue)
+    oms_app = create_oms_app(oms_settings(settings, e2e_database_url).model_copy(update=paper_market.topics))
     async with contextlib.AsyncExitStack() as stack:
         accounts_url = await stack.enter_async_context(
             served(accounts_app(settings, e2e_database_url, tmp_path / "kek.json"), accounts_port)
@@ -233,6 +229,8 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         hitl_client = await stack.enter_async_context(httpx.AsyncClient(base_url=hitl_url))
         await eventually(lambda: _ready(oms), timeout_s=30, message="oms ready")
         await eventually(lambda: _ready(accounts), timeout_s=30, message="accounts ready")
+        await paper_market.publish_book(bids=[("99", "50")], asks=[("100", "50")])
+        venue = oms_adapters(oms_app.state.runtime).venue
 
         username, totp = await director_with_totp(accounts, [approve_account, reject_account, later_account])
         services = Stack(oms, [hitl_client], venue)
@@ -264,8 +262,10 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         approved_id, rejected_id = to_approve["order"]["order_id"], to_reject["order"]["order_id"]
         await eventually(lambda: _status_is(services, approved_id, "accepted"), timeout_s=30, message="order sent")
         await eventually(lambda: _status_is(services, rejected_id, "denied"), timeout_s=30, message="order denied")
-        assert sum(1 for account, _ in venue.orders if account == approve_account) == 1
-        assert sum(1 for account, _ in venue.orders if account == reject_account) == 0
+        assert [o.client_order_id for o in await venue.open_orders(AccountId(approve_account))] == [
+            to_approve["order"]["client_order_id"]
+        ]  # the limit buy at 95 rests under the ask of 100
+        assert await venue.open_orders(AccountId(reject_account)) == []
         await browser.do(_shows("too large for this desk"))
 
         # Once the login's TOTP proof is older than the limit, a vote needs a code: the page steps up at accounts.

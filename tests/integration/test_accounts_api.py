@@ -19,16 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.accounts.app import create_app
 from services.accounts.config import AccountsSettings
 from services.accounts.repository import AccountsRepository, Visibility
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.keys import private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer, TokenVerifier
+from shared.auth.tokens import TokenVerifier
 from shared.config import AetherSettings
 from tests.helpers import eventually
+from tests.kit.auth import ISSUER, KEY
 
-KEY = generate_private_key()
 PUBLIC_PEM = public_key_pem(KEY.public_key())
 PASSWORD = "Correct horse 42 battery"
-ISSUER = TokenIssuer(private_key_pem(KEY), "aether", "aether-platform")
 
 
 def admin_headers() -> dict[str, str]:

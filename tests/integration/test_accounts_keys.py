@@ -77,7 +77,7 @@ async def test_keys_rotate_cli_rewraps_everything_with_progress(
     }
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "shared.cli", "keys", "rotate"],
+        [sys.executable, "-m", "aether", "keys", "rotate"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

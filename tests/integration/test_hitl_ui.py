@@ -19,7 +19,8 @@ from services.hitl.config import HitlSettings
 from shared.auth.roles import Role
 from shared.config import AetherSettings
 from tests.helpers import own_database
-from tests.integration.test_hitl_api import ISSUER, hitl_settings, new_account, open_request, running
+from tests.integration.test_hitl_api import hitl_settings, new_account, open_request, running
+from tests.kit.auth import ISSUER
 
 
 @pytest.fixture(scope="module")

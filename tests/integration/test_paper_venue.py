@@ -33,10 +33,10 @@ from shared.venues.base import (
     VenueRejected,
     VenueUpdate,
 )
-from shared.venues.faults import FaultyVenue
 from shared.venues.paper import PaperVenue
 from shared.venues.paper_feed import PaperFeed, book_key, trade_key
 from tests.contract.conftest import FakeClock, instrument, unique_symbol
+from tests.fakes.faults import FaultyVenue
 from tests.helpers import eventually
 
 USD = Asset("USD")

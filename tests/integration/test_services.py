@@ -17,13 +17,12 @@ from pydantic import SecretStr as Secret
 
 from shared import service_catalog
 from shared.app_factory import ServiceSpec, build_service_app
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.keys import private_key_pem, public_key_pem
 from shared.auth.roles import Role
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from tests.helpers import eventually
-
-PRIVATE_KEY = generate_private_key()
+from tests.kit.auth import KEY as PRIVATE_KEY
 
 
 @pytest.fixture(scope="module")

@@ -39,9 +39,7 @@ from services.oms.app import create_app
 from services.oms.config import OmsSettings
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
-from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role
-from shared.auth.tokens import TokenIssuer
 from shared.config import Environment
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.book import OrderBook
@@ -61,10 +59,10 @@ from shared.venues.base import (
 from shared.venues.paper import PaperVenue
 from shared.venues.paper_feed import book_json, book_key
 from tests.helpers import eventually
+from tests.kit.auth import jwt_settings, token
 from tests.reliability.oms_crash_worker import ACTOR, QUOTE, RULES
 
 SCALE = float(os.environ.get("AETHER_RELIABILITY_SCALE", "1"))
-_JWT_KEY = generate_private_key()
 
 
 def scaled(size: int, minimum: int = 1) -> int:
@@ -95,7 +93,7 @@ def oms_settings(
         "kafka_bootstrap": kafka_bootstrap,
         "log_level": "WARNING",
         "instruments": dict.fromkeys(symbols, RULES),
-        "jwt_public_key": SecretStr(public_key_pem(_JWT_KEY.public_key()).decode()),
+        **jwt_settings(),
     }
     values.update(overrides)
     return OmsSettings(**values)
@@ -392,8 +390,7 @@ async def order_rows(engine: AsyncEngine, account_ids: Sequence[str]) -> OrderRo
 
 def operator_headers(subject: str = "reliability-operator") -> dict[str, str]:
     """A bearer token (operator, every account) that apps built from `oms_settings` accept."""
-    issuer = TokenIssuer(private_key_pem(_JWT_KEY), "aether", "aether-platform")
-    return {"Authorization": f"Bearer {issuer.issue(subject, [Role.OPERATOR], accounts=['*'])}"}
+    return token(Role.OPERATOR, subject=subject)
 
 
 @asynccontextmanager

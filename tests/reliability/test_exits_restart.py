@@ -25,11 +25,13 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.auth.keys import generate_private_key, public_key_pem
 from shared.config import AetherSettings
+from shared.contracts.registry import new_envelope
 from shared.events import Envelope, EventProducer
 from shared.marketdata import Trade, to_envelope
 from tests.helpers import eventually
+from tests.integration.test_risk_exits import filled
+from tests.kit.auth import PUBLIC_PEM
 from tests.reliability.conftest import RecordWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,7 +115,6 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[EventProducer]:
 
 
 def _env(settings: AetherSettings, topics: dict[str, str]) -> dict[str, str]:
-    key = generate_private_key()
     return {
         **os.environ,
         "AETHER_DATABASE_URL": settings.database_url.get_secret_value(),
@@ -121,7 +122,7 @@ def _env(settings: AetherSettings, topics: dict[str, str]) -> dict[str, str]:
         "AETHER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "AETHER_ENV": "test",
         "AETHER_LOG_LEVEL": "WARNING",
-        "AETHER_JWT_PUBLIC_KEY": public_key_pem(key.public_key()).decode(),
+        "AETHER_JWT_PUBLIC_KEY": PUBLIC_PEM,
         "AETHER_EXITS_CONSUMER_GROUP": f"test-exits-restart-{uuid.uuid4().hex[:8]}",
         "AETHER_EXITS_MARKETDATA_OFFSET_RESET": "earliest",
         "AETHER_EXITS_ORDER_EVENTS_OFFSET_RESET": "earliest",
@@ -130,24 +131,9 @@ def _env(settings: AetherSettings, topics: dict[str, str]) -> dict[str, str]:
 
 
 def _fill(account: str, order_id: str) -> Envelope:
-    payload: dict[str, Any] = {
-        "order_id": order_id,
-        "account_id": account,
-        "client_order_id": f"c-{order_id}",
-        "symbol": "BTC/USD",
-        "side": "buy",
-        "status": "filled",
-        "trade_id": uuid.uuid4().hex,
-        "quantity": "0.5",
-        "price": "100",
-        "fee": "0",
-        "liquidity": "taker",
-        "filled_quantity": "0.5",
-        "leaves_quantity": "0",
-        "is_final": True,
-        "exits": {"stop_loss": "95", "take_profit": "130"},
-    }
-    return Envelope.new(type="OrderFilled", producer="oms", aggregate_id=order_id, payload=payload)
+    """The OMS's whole `OrderFilled` of an entry with explicit exits (built from the contract model)."""
+    fill = filled(account, order_id, "buy", "0.5", "100", exits={"stop_loss": "95", "take_profit": "130"})
+    return new_envelope(fill, producer="oms", aggregate_id=order_id)
 
 
 def _trade(price: str, n: int) -> Envelope:

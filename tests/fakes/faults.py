@@ -1,4 +1,4 @@
-"""A fault-injecting venue wrapper for reliability tests: timeouts after send and refusals before send.
+"""A fault-injecting venue wrapper for tests: timeouts after send and refusals before send.
 
 `FaultyVenue` wraps any `VenueAdapter`. For `submit` and `cancel`, with probability `ambiguous_rate` it
 calls the inner venue and THEN raises `AmbiguousOutcome` (the request took effect, the answer was lost),

@@ -1,0 +1,1 @@
+"""Hand-written fakes for tests: an in-memory venue and a fault-injecting venue wrapper."""

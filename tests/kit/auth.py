@@ -1,0 +1,40 @@
+"""One signing key for every test, and the one way to mint a token with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import SecretStr
+
+from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
+from shared.auth.roles import Role
+from shared.auth.tokens import TokenIssuer
+from shared.clock import utc_now
+
+KEY = generate_private_key()
+PRIVATE_PEM = private_key_pem(KEY)
+PUBLIC_PEM = public_key_pem(KEY.public_key()).decode()
+ISSUER = TokenIssuer(PRIVATE_PEM, "aether", "aether-platform")
+# The settings fields that make a service trust (and, for accounts, sign with) the test key.
+JWT_FIELDS = frozenset({"jwt_public_key", "jwt_private_key"})
+
+
+def jwt_settings(*, private: bool = False) -> dict[str, SecretStr]:
+    """`jwt_public_key` (and `jwt_private_key` when `private`) for a service's settings."""
+    fields = {"jwt_public_key": SecretStr(PUBLIC_PEM)}
+    if private:
+        fields["jwt_private_key"] = SecretStr(PRIVATE_PEM.decode())
+    return fields
+
+
+def bearer(*roles: Role, subject: str = "alice", accounts: Iterable[str] = ("*",), otp: bool = False) -> str:
+    """A signed access token; `otp` adds a TOTP proof made just now (what fresh-OTP routes demand)."""
+    if not otp:
+        return ISSUER.issue(subject, list(roles), accounts=list(accounts))
+    now = utc_now()
+    return ISSUER.issue(subject, list(roles), accounts=list(accounts), amr=["pwd", "otp"], auth_time=now, now=now)
+
+
+def token(*roles: Role, subject: str = "alice", accounts: Iterable[str] = ("*",), otp: bool = False) -> dict[str, str]:
+    """Request headers carrying `bearer(...)`."""
+    return {"Authorization": f"Bearer {bearer(*roles, subject=subject, accounts=accounts, otp=otp)}"}
