@@ -17,37 +17,33 @@ from services.hitl.requests import OpenRequest
 from services.hitl.service import NewRequest
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.contracts.approvals import HedgeOverrideApprovalRequested, OrderApprovalRequested
-from shared.contracts.base import ContractViolation
-from shared.contracts.registry import MESSAGE_TYPES, parse_message
+from shared.contracts.base import outbox_payload
+from shared.contracts.registry import parse_message
 from shared.events import Envelope
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
 
-APPROVAL_REQUESTED = OrderApprovalRequested.TYPE
-
 
 def request_from_event(envelope: Envelope) -> NewRequest | None:
     """The request an `ApprovalRequested` envelope asks for; None for the topics' other registered types.
 
-    An unknown type or a payload that breaks its contract raises ContractViolation: the consumer loop sends the
-    record to the dead-letter topic. The hash binds the payload exactly as the requester sent it.
+    Every record is read through its contract: an unknown type or a payload that breaks its contract raises
+    ContractViolation and the consumer loop sends the record to the dead-letter topic. The request binds the
+    payload as the contract reads it (the requesters write exactly that: `outbox_payload` of the same model).
     """
-    if envelope.type not in MESSAGE_TYPES:
-        raise ContractViolation(f"unknown message type {envelope.type!r}")
-    if envelope.type != APPROVAL_REQUESTED:
-        return None
-    message = parse_message(envelope)
-    if not isinstance(message, OrderApprovalRequested | HedgeOverrideApprovalRequested):
-        raise ContractViolation(f"{envelope.type} is not an approval request")
-    return NewRequest(
-        subject_type=message.subject_type.value,
-        subject_id=message.subject_id,
-        account_id=message.account_id,
-        requested_by=message.requested_by,
-        payload=dict(envelope.payload),
-        source="event",
-    )
+    match parse_message(envelope):
+        case OrderApprovalRequested() | HedgeOverrideApprovalRequested() as message:
+            return NewRequest(
+                subject_type=message.subject_type.value,
+                subject_id=message.subject_id,
+                account_id=message.account_id,
+                requested_by=message.requested_by,
+                payload=outbox_payload(message),
+                source="event",
+            )
+        case _:
+            return None  # order events, hedge rebalances: not the approval service's business
 
 
 async def handle_order_event(open_request: OpenRequest, session: AsyncSession, envelope: Envelope) -> None:

@@ -6,16 +6,24 @@ No I/O here: the service loads the account's current policy version and asks `ne
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
 import rfc8785
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, StrictBool
 
-from shared.contracts.approvals import ApprovalReason
+from shared.contracts.approvals import MAX_QUORUM, ApprovalPolicyRules, ApprovalReason
+from shared.domain.money import Fraction, NonNegativeDecimal
 
-MAX_QUORUM = 10
+__all__ = [
+    "MAX_QUORUM",
+    "ApprovalFacts",
+    "PolicyRules",
+    "RequestKind",
+    "canonical_payload",
+    "needs_approval",
+    "payload_hash",
+]
 
 
 class RequestKind(StrEnum):
@@ -27,34 +35,9 @@ class RequestKind(StrEnum):
     LIMITS = "limits"
 
 
-class PolicyRules(BaseModel):
-    """One version of an account's approval policy (what needs approval, by how many directors, for how long)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    notional_threshold: Decimal | None = Field(
-        default=None, gt=0, description="orders with notional (quote) at or above this need approval; null: never"
-    )
-    new_instrument: bool = Field(default=True, description="the first order of the account in a symbol needs approval")
-    hedge_override: bool = Field(default=True, description="overriding a hedge recommendation needs approval")
-    resume_from_halted: bool = Field(default=True, description="resuming trading from HALTED needs approval")
-    limit_raise: bool = Field(default=True, description="raising a risk limit needs approval")
-    model_confidence_min: Decimal | None = Field(
-        default=None, ge=0, le=1, description="model-driven orders below this confidence need approval; null: never"
-    )
-    quorum: int = Field(default=1, ge=1, le=MAX_QUORUM, description="N: approvals needed")
-    directors: list[str] = Field(
-        default_factory=list,
-        max_length=50,
-        description="M: the directors (user ids) who may vote; empty: every director granted the account",
-    )
-    expiry_s: int = Field(default=3600, ge=1, le=7 * 86_400, description="seconds a request waits before it expires")
-
-    @model_validator(mode="after")
-    def _quorum_reachable(self) -> Self:
-        if self.directors and self.quorum > len(set(self.directors)):
-            raise ValueError("quorum: larger than the number of listed directors")
-        return self
+# One version of an account's approval policy: the contract's definition, the one the Redis mirror value
+# (`ApprovalPolicyValue`) extends with the account, version and time.
+PolicyRules = ApprovalPolicyRules
 
 
 class ApprovalFacts(BaseModel):
@@ -63,11 +46,11 @@ class ApprovalFacts(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: RequestKind
-    notional: Decimal | None = Field(default=None, ge=0)
-    instrument_known: bool | None = None
-    model_confidence: Decimal | None = Field(default=None, ge=0, le=1)
+    notional: NonNegativeDecimal | None = None
+    instrument_known: StrictBool | None = None
+    model_confidence: Fraction | None = None
     from_state: str | None = None
-    limit_raised: bool | None = None
+    limit_raised: StrictBool | None = None
 
 
 def needs_approval(rules: PolicyRules, facts: ApprovalFacts) -> list[ApprovalReason]:

@@ -12,20 +12,21 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from shared.contracts.base import (
+    Contract,
     DecimalText,
-    Fraction,
     Identifier,
     Message,
     MirrorValue,
-    PositiveDecimal,
     Text,
     Timestamp,
 )
 from shared.contracts.orders import SymbolText
+from shared.domain import money
 from shared.domain.types import OrderSide, OrderType
+from shared.web import JsonInteger
 
 SubjectName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 SubjectId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -136,20 +137,52 @@ class ApprovalDecided(Message):
     approvers: list[Actor]
 
 
-class ApprovalPolicyValue(MirrorValue):
-    """`hitl:policy:account:<id>`: an account's current approval policy version (hitl's `PolicyRules` plus the
-    account, version and time). A rule missing from an older version reads as its default, which holds more
-    for a director, never less."""
+MAX_QUORUM = 10
 
-    notional_threshold: PositiveDecimal | None = None
-    new_instrument: bool = True
-    hedge_override: bool = True
-    resume_from_halted: bool = True
-    limit_raise: bool = True
-    model_confidence_min: Fraction | None = None
-    quorum: Annotated[int, Field(ge=1, le=10)] = 1
-    directors: list[str] = Field(default_factory=list, max_length=50)
-    expiry_s: Annotated[int, Field(ge=1, le=7 * 86_400)] = 3600
+
+class ApprovalPolicyRules(Contract):
+    """One version of an account's approval policy: what needs a director, how many must approve, for how long.
+
+    The one definition of the rules: hitl's REST body and stored versions (`services/hitl/policy.PolicyRules`)
+    and, with the account, version and time, the Redis mirror value (`ApprovalPolicyValue`).
+    """
+
+    notional_threshold: money.PositiveDecimal | None = Field(
+        default=None, description="orders with notional (quote) at or above this need approval; null: never"
+    )
+    new_instrument: StrictBool = Field(
+        default=True, description="the first order of the account in a symbol needs approval"
+    )
+    hedge_override: StrictBool = Field(default=True, description="overriding a hedge recommendation needs approval")
+    resume_from_halted: StrictBool = Field(default=True, description="resuming trading from HALTED needs approval")
+    limit_raise: StrictBool = Field(default=True, description="raising a risk limit needs approval")
+    model_confidence_min: money.Fraction | None = Field(
+        default=None, description="model-driven orders below this confidence need approval; null: never"
+    )
+    quorum: Annotated[int, Field(ge=1, le=MAX_QUORUM), JsonInteger] = Field(
+        default=1, description="N: approvals needed"
+    )
+    directors: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="M: the directors (user ids) who may vote; empty: every director granted the account",
+    )
+    expiry_s: Annotated[int, Field(ge=1, le=7 * 86_400), JsonInteger] = Field(
+        default=3600, description="seconds a request waits before it expires"
+    )
+
+    @model_validator(mode="after")
+    def _quorum_reachable(self) -> Self:
+        if self.directors and self.quorum > len(set(self.directors)):
+            raise ValueError("quorum: larger than the number of listed directors")
+        return self
+
+
+class ApprovalPolicyValue(ApprovalPolicyRules, MirrorValue):
+    """`hitl:policy:account:<id>`: an account's current approval policy version (the rules plus the account,
+    version and time). A rule missing from an older version reads as its default, which holds more for a
+    director, never less."""
+
     account_id: Identifier
     version: Annotated[int, Field(ge=1)]
     created_at: Timestamp

@@ -7,15 +7,18 @@ price at submit time, the risk service against the fill price when the bracket i
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.base import DecimalText, Identifier, Message
+from shared.contracts.base import DecimalText, Identifier, Message, Text
 from shared.domain.brackets import BracketStatus, LegKind
+from shared.domain.money import PositiveDecimal
+from shared.web import JsonInteger
 
-Price = Annotated[Decimal, Field(gt=0, max_digits=38, decimal_places=18)]
+# A decimal string above 0 (at most 20 integer and 18 decimal digits, NUMERIC(38,18)); the schema's pattern
+# states exactly what the validator accepts.
+Price = PositiveDecimal
 
 
 class TrailingInstructions(BaseModel):
@@ -36,7 +39,7 @@ class ExitInstructions(BaseModel):
     stop_loss: Price | None = None
     take_profit: Price | None = None
     trailing: TrailingInstructions | None = None
-    time_limit_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600)] | None = None
+    time_limit_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600), JsonInteger] | None = None
 
     @model_validator(mode="after")
     def _stop_below_take_profit(self) -> Self:
@@ -144,6 +147,16 @@ class BracketRearmed(BracketEventMessage):
     actor: Annotated[str, Field(min_length=1, max_length=256)]
 
 
+class ExplicitExitsReplaced(BracketEventMessage):
+    """The entry's explicit exits were unusable (invalid, or on the wrong side of the fill price): the bracket
+    was armed with the account's default exits instead; `field` names the exit that was refused and why."""
+
+    TYPE = "ExplicitExitsReplaced"
+
+    field: Annotated[str, Field(min_length=1, max_length=64)]
+    reason: Text
+
+
 EXIT_EVENTS: tuple[type[BracketEventMessage], ...] = (
     BracketArmed,
     StopMoved,
@@ -155,4 +168,5 @@ EXIT_EVENTS: tuple[type[BracketEventMessage], ...] = (
     ExitTriggered,
     BracketClosed,
     BracketRearmed,
+    ExplicitExitsReplaced,
 )

@@ -29,6 +29,17 @@ from services.risk.exits.workers import WORKERS
 from shared.app_factory import ServiceSpec, build_service_app
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.exits import ExitInstructions
+from shared.contracts.orders import (
+    CommandRejected,
+    OrderAccepted,
+    OrderCanceled,
+    OrderEventMessage,
+    OrderFilled,
+    SubmitOrder,
+)
+from shared.contracts.registry import new_envelope
+from shared.domain.types import Liquidity, OrderSide, OrderStatus
 from shared.events import Envelope, EventProducer
 from shared.marketdata import Trade, to_envelope
 from shared.mirror_keys import exit_policy_key as policy_key
@@ -87,12 +98,9 @@ class Harness:
             enable_auto_commit=False,
         )
 
-    async def order_event(
-        self, type_: str, order_id: str, payload: dict[str, Any], *, at: datetime | None = None, key: str = "k"
-    ) -> None:
-        envelope = Envelope.new(
-            type=type_, producer="oms", aggregate_id=order_id, payload={"order_id": order_id, **payload}, now=at
-        )
+    async def order_event(self, event: OrderEventMessage, *, at: datetime | None = None, key: str = "k") -> None:
+        """Publish `event` as the OMS does (its envelope built from the contract model)."""
+        envelope = new_envelope(event, producer="oms", aggregate_id=event.order_id, now=at)
         await self.producer.send(self.settings.exits_order_events_topic, envelope, key=key)
 
     async def trade(self, price: str, n: int) -> None:
@@ -136,25 +144,61 @@ async def harness(settings: AetherSettings) -> AsyncIterator[Harness]:
     await producer.stop()
 
 
-def fill_payload(account: str, order_id: str, side: str, quantity: str, price: str, **extra: Any) -> dict[str, Any]:
+# --- OMS order events, whole and valid (shared/contracts/orders.py), as the OMS publishes them ------------------
+
+
+def _order_fields(account: str, order_id: str, client_order_id: str, side: str, status: str) -> dict[str, Any]:
     return {
-        "account_id": account,
-        "client_order_id": extra.pop("client_order_id", f"c-{order_id}"),
-        "symbol": "BTC/USD",
-        "side": side,
-        "status": "filled",
-        "trade_id": uuid.uuid4().hex,
-        "quantity": quantity,
-        "price": price,
-        "fee": "0",
-        "liquidity": "taker",
-        "filled_quantity": quantity,
-        "leaves_quantity": "0",
-        "is_final": True,
+        "order_id": order_id,
+        "occurred_at": datetime.now(UTC),
         "version": 3,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        **extra,
+        "account_id": account,
+        "client_order_id": client_order_id,
+        "symbol": "BTC/USD",
+        "side": OrderSide(side),
+        "status": OrderStatus(status),
     }
+
+
+def filled(
+    account: str,
+    order_id: str,
+    side: str,
+    quantity: str,
+    price: str,
+    *,
+    client_order_id: str | None = None,
+    exits: dict[str, Any] | None = None,
+) -> OrderFilled:
+    """The last fill of an order (filled in full at once)."""
+    return OrderFilled(
+        **_order_fields(account, order_id, client_order_id or f"c-{order_id}", side, "filled"),
+        exits=None if exits is None else ExitInstructions.model_validate(exits),
+        trade_id=uuid.uuid4().hex,
+        quantity=Decimal(quantity),
+        price=Decimal(price),
+        fee=Decimal(0),
+        liquidity=Liquidity.TAKER,
+        filled_quantity=Decimal(quantity),
+        leaves_quantity=Decimal(0),
+        is_final=True,
+    )
+
+
+def accepted(account: str, order_id: str, client_order_id: str) -> OrderAccepted:
+    """The venue accepted an exit order (a sell)."""
+    return OrderAccepted(
+        **_order_fields(account, order_id, client_order_id, "sell", "accepted"),
+        venue_order_id=f"v-{order_id}",
+        implicit=False,
+    )
+
+
+def canceled(account: str, order_id: str, client_order_id: str) -> OrderCanceled:
+    """An exit order (a sell) canceled at the venue."""
+    return OrderCanceled(
+        **_order_fields(account, order_id, client_order_id, "sell", "canceled"), reason="canceled by the exit engine"
+    )
 
 
 def is_type(type_: str, **payload: Any) -> Callable[[Envelope], bool]:
@@ -169,9 +213,7 @@ def is_type(type_: str, **payload: Any) -> Callable[[Envelope], bool]:
 async def test_entry_fill_and_ticks_through_kafka_send_the_exit_commands(harness: Harness) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     exits = {"stop_loss": "95", "take_profit": "101"}
-    await harness.order_event(
-        "OrderFilled", "entry-1", fill_payload(account, "entry-1", "buy", "1", "100", exits=exits)
-    )
+    await harness.order_event(filled(account, "entry-1", "buy", "1", "100", exits=exits))
     # 100 is 1 from the target and 5 from the stop: the take-profit rests as a limit sell at once
     tp = await harness.command(is_type("SubmitOrder", account_id=account, type="limit"))
     order = tp.payload["order"]
@@ -179,20 +221,18 @@ async def test_entry_fill_and_ticks_through_kafka_send_the_exit_commands(harness
     assert (order["side"], order["quantity"], order["limit_price"]) == ("sell", "1", "101")
     tp_id = str(order["client_order_id"])
     assert tp_id.startswith(f"x-{bracket_id_for(account, 'entry-1')}-tp")
-    await harness.order_event("OrderAccepted", "exit-1", {"account_id": account, "client_order_id": tp_id})
+    await harness.order_event(accepted(account, "exit-1", tp_id))
     await harness.trade("94.5", 1)  # through the stop: cancel the resting take-profit first
     await harness.command(is_type("CancelOrder", client_order_id=tp_id))
     assert not [c for c in harness.commands if c.type == "SubmitOrder" and c.payload["order"] != order]
-    await harness.order_event("OrderCanceled", "exit-1", {"account_id": account, "client_order_id": tp_id})
+    await harness.order_event(canceled(account, "exit-1", tp_id))
     sell = await harness.command(is_type("SubmitOrder", account_id=account, type="market"))
     sell_order = sell.payload["order"]
     assert isinstance(sell_order, dict)
     assert sell_order["quantity"] == "1"
     sell_id = str(sell_order["client_order_id"])
     assert "-sl" in sell_id
-    await harness.order_event(
-        "OrderFilled", "exit-2", fill_payload(account, "exit-2", "sell", "1", "94.4", client_order_id=sell_id)
-    )
+    await harness.order_event(filled(account, "exit-2", "sell", "1", "94.4", client_order_id=sell_id))
     bracket_id = bracket_id_for(account, "entry-1")
 
     async def closed() -> dict[str, Any] | None:
@@ -207,7 +247,7 @@ async def test_entry_fill_and_ticks_through_kafka_send_the_exit_commands(harness
 async def test_policy_defaults_and_the_trailing_stop_ratchets_then_triggers(harness: Harness) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     # no "exits" key at all: the account's defaults (stop 98, target 104, trailing 1.5 from 101)
-    await harness.order_event("OrderFilled", "entry-2", fill_payload(account, "entry-2", "buy", "2", "100"))
+    await harness.order_event(filled(account, "entry-2", "buy", "2", "100"))
     bracket_id = bracket_id_for(account, "entry-2")
     viewer = token(Role.VIEWER)
 
@@ -231,7 +271,7 @@ async def test_policy_defaults_and_the_trailing_stop_ratchets_then_triggers(harn
     tp_id = str(tp.payload["order"]["client_order_id"])  # type: ignore[call-overload,index]
     await harness.trade("101.3", 3)  # touches the trailing stop: free the balance, then sell at market
     await harness.command(is_type("CancelOrder", client_order_id=tp_id))
-    await harness.order_event("OrderCanceled", "exit-tp", {"account_id": account, "client_order_id": tp_id})
+    await harness.order_event(canceled(account, "exit-tp", tp_id))
     sell = await harness.command(is_type("SubmitOrder", account_id=account, type="market"))
     sell_order = sell.payload["order"]
     assert isinstance(sell_order, dict)
@@ -244,9 +284,7 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(
 ) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     exits = {"stop_loss": "90", "take_profit": "120"}
-    await harness.order_event(
-        "OrderFilled", "entry-3", fill_payload(account, "entry-3", "buy", "1", "100", exits=exits)
-    )
+    await harness.order_event(filled(account, "entry-3", "buy", "1", "100", exits=exits))
     bracket_id = bracket_id_for(account, "entry-3")
     url = f"/risk/exits/{bracket_id}"
     operator = token(Role.OPERATOR, accounts=(account,))
@@ -300,7 +338,7 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(
         await redis.aclose()
     assert (mirrored["version"], mirrored["stop_loss_pct"], mirrored["require_explicit_exits"]) == (1, "3", False)
     # the next entry of the account takes the new defaults: 3 % under 200 = 194, 6 % over = 212
-    await harness.order_event("OrderFilled", "entry-4", fill_payload(account, "entry-4", "buy", "1", "200"))
+    await harness.order_event(filled(account, "entry-4", "buy", "1", "200"))
     other = f"/risk/exits/{bracket_id_for(account, 'entry-4')}"
 
     async def levels() -> tuple[str, str] | None:
@@ -313,8 +351,8 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(
 async def test_an_entry_fill_older_than_the_max_age_arms_nothing(harness: Harness) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     old = datetime.now(UTC) - timedelta(hours=2)
-    await harness.order_event("OrderFilled", "old-1", fill_payload(account, "old-1", "buy", "1", "100"), at=old)
-    await harness.order_event("OrderFilled", "new-1", fill_payload(account, "new-1", "buy", "1", "100"))
+    await harness.order_event(filled(account, "old-1", "buy", "1", "100"), at=old)
+    await harness.order_event(filled(account, "new-1", "buy", "1", "100"))
     viewer = token(Role.VIEWER)
 
     async def armed() -> list[str] | None:
@@ -328,9 +366,7 @@ async def test_an_entry_fill_older_than_the_max_age_arms_nothing(harness: Harnes
 async def test_refused_exits_fail_the_bracket_until_an_operator_rearms_it(harness: Harness) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     exits = {"stop_loss": "95"}
-    await harness.order_event(
-        "OrderFilled", "entry-5", fill_payload(account, "entry-5", "buy", "1", "100", exits=exits)
-    )
+    await harness.order_event(filled(account, "entry-5", "buy", "1", "100", exits=exits))
     bracket_id = bracket_id_for(account, "entry-5")
     url = f"/risk/exits/{bracket_id}"
     operator = token(Role.OPERATOR, accounts=(account,))
@@ -352,11 +388,10 @@ async def test_refused_exits_fail_the_bracket_until_an_operator_rearms_it(harnes
         )
         client_order_id = str(sent.payload["order"]["client_order_id"])  # type: ignore[call-overload,index]
         refused.append(client_order_id)
-        rejection = Envelope.new(
-            type="CommandRejected",
+        rejection = new_envelope(
+            CommandRejected(command_type=SubmitOrder.TYPE, code="trading_halted", message="halted"),
             producer="oms",
             aggregate_id=client_order_id,
-            payload={"command_type": "SubmitOrder", "code": "trading_halted", "message": "halted"},
         )
         await harness.producer.send(harness.settings.exits_order_events_topic, rejection, key="k")
 

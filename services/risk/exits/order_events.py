@@ -1,30 +1,46 @@
 """Use case: OMS order events move brackets (inside the consumer's inbox transaction).
 
 Entry fills arm or grow brackets; accepts, fills and ends of exit orders (and refused exit submits) move theirs.
+Every record is read through its contract (`parse_message`): a payload that breaks it raises ContractViolation
+and the consumer loop dead-letters the record; dispatch is on the message model, never on a type string.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.risk.exits.policies import ExitPolicies
 from services.risk.exits.repository import ExitRepository
 from services.risk.exits.service import (
-    ENDED,
     BracketWriter,
     ExitContext,
     bracket_id_for,
     bracket_id_of_exit,
-    decimal_field,
     levels_from_instructions,
 )
+from shared.contracts import approvals
+from shared.contracts.base import ContractViolation
 from shared.contracts.exits import ExitInstructions
+from shared.contracts.orders import (
+    CommandRejected,
+    OrderAccepted,
+    OrderApprovalRequested,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderCancelRequested,
+    OrderDenied,
+    OrderEventMessage,
+    OrderExpired,
+    OrderFilled,
+    OrderInitialized,
+    OrderRejected,
+    OrderSubmitted,
+    SubmitOrder,
+)
+from shared.contracts.registry import parse_message
 from shared.domain.brackets import (
     BracketError,
     BracketEvent,
@@ -40,10 +56,39 @@ from shared.domain.brackets import (
     open_bracket,
     step,
 )
+from shared.domain.types import OrderSide
 from shared.events import Envelope
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
+
+
+def exit_input(event: OrderEventMessage) -> BracketInput | None:
+    """What an OMS event about an exit order means to its bracket (None: nothing, e.g. the order was submitted)."""
+    client_order_id = event.client_order_id
+    match event:
+        case OrderAccepted():
+            return ExitAccepted(client_order_id)
+        case OrderFilled():
+            return ExitFilled(client_order_id, event.quantity, event.price)
+        case OrderCanceled():
+            return ExitEnded(client_order_id, ExitOutcome.CANCELED)
+        case OrderExpired():
+            return ExitEnded(client_order_id, ExitOutcome.EXPIRED)
+        case OrderRejected():
+            return ExitEnded(client_order_id, ExitOutcome.REJECTED)
+        case OrderDenied():
+            return ExitEnded(client_order_id, ExitOutcome.DENIED)
+        case (
+            OrderInitialized()
+            | OrderApprovalRequested()
+            | OrderSubmitted()
+            | OrderCancelRequested()
+            | OrderCancelRejected()
+        ):
+            return None
+        case _:
+            raise ContractViolation(f"{type(event).__name__}: an order event the exit engine has no rule for")
 
 
 class ApplyOrderEvent:
@@ -55,39 +100,41 @@ class ApplyOrderEvent:
         self.policies = policies
 
     async def __call__(self, session: AsyncSession, envelope: Envelope) -> None:
-        payload = envelope.payload
+        message = parse_message(envelope, self.context.settings.exits_order_events_topic)
         now = self.context.clock()
-        if envelope.type == "CommandRejected":
-            await self._command_rejected(session, envelope, now)
-            return
-        client_order_id = str(payload.get("client_order_id") or "")
-        bracket_id = bracket_id_of_exit(client_order_id)
+        match message:
+            case CommandRejected():
+                await self._command_rejected(session, envelope.aggregate_id, message, now)
+            case OrderEventMessage():
+                await self._order_event(session, envelope, message, now)
+            case approvals.OrderApprovalRequested():
+                return  # the hitl service's business
+            case _:
+                raise ContractViolation(f"{envelope.type} is not an OMS order event")
+
+    async def _order_event(
+        self, session: AsyncSession, envelope: Envelope, event: OrderEventMessage, now: datetime
+    ) -> None:
+        bracket_id = bracket_id_of_exit(event.client_order_id)
         if bracket_id is not None:
-            event = self._exit_input(envelope.type, client_order_id, payload)
-            if event is not None:
-                await self._apply(session, bracket_id, event, now)
+            bracket_input = exit_input(event)
+            if bracket_input is not None:
+                await self._apply(session, bracket_id, bracket_input, now)
             return
-        if envelope.type == "OrderFilled" and payload.get("side") == "buy":
-            await self._entry_filled(session, payload, now, stale=self._stale(envelope, now))
+        if isinstance(event, OrderFilled) and event.side is OrderSide.BUY:
+            await self._entry_filled(session, event, now, stale=self._stale(envelope, now))
 
     def _stale(self, envelope: Envelope, now: datetime) -> bool:
         return (now - envelope.occurred_at).total_seconds() > self.context.settings.exits_entry_max_age_s
 
-    @staticmethod
-    def _exit_input(event_type: str, client_order_id: str, payload: Mapping[str, Any]) -> BracketInput | None:
-        if event_type == "OrderAccepted":
-            return ExitAccepted(client_order_id)
-        if event_type == "OrderFilled":
-            return ExitFilled(client_order_id, decimal_field(payload, "quantity"), decimal_field(payload, "price"))
-        outcome = ENDED.get(event_type)
-        return None if outcome is None else ExitEnded(client_order_id, outcome)
-
-    async def _command_rejected(self, session: AsyncSession, envelope: Envelope, now: datetime) -> None:
+    async def _command_rejected(
+        self, session: AsyncSession, command_id: str, rejected: CommandRejected, now: datetime
+    ) -> None:
         # Our commands carry the exit client order id as aggregate id; a refused submit ends that exit order.
-        bracket_id = bracket_id_of_exit(envelope.aggregate_id)
-        if bracket_id is None or envelope.payload.get("command_type") != "SubmitOrder":
+        bracket_id = bracket_id_of_exit(command_id)
+        if bracket_id is None or rejected.command_type != SubmitOrder.TYPE:
             return
-        await self._apply(session, bracket_id, ExitEnded(envelope.aggregate_id, ExitOutcome.REJECTED), now)
+        await self._apply(session, bracket_id, ExitEnded(command_id, ExitOutcome.REJECTED), now)
 
     async def _apply(self, session: AsyncSession, bracket_id: str, event: BracketInput, now: datetime) -> None:
         repo = ExitRepository(session)
@@ -107,12 +154,10 @@ class ApplyOrderEvent:
         elif isinstance(event, ExitEnded):
             await repo.mark_exit_order(event.client_order_id, event.outcome.value, now)
 
-    async def _entry_filled(
-        self, session: AsyncSession, payload: Mapping[str, Any], now: datetime, *, stale: bool
-    ) -> None:
-        account_id = str(payload["account_id"])
-        entry_order_id = str(payload["order_id"])
-        fill = EntryFilled(decimal_field(payload, "quantity"), decimal_field(payload, "price"))
+    async def _entry_filled(self, session: AsyncSession, filled: OrderFilled, now: datetime, *, stale: bool) -> None:
+        account_id = filled.account_id
+        entry_order_id = filled.order_id
+        fill = EntryFilled(filled.quantity, filled.price)
         repo = ExitRepository(session)
         bracket_id = bracket_id_for(account_id, entry_order_id)
         existing = await repo.get(bracket_id, for_update=True)
@@ -122,9 +167,9 @@ class ApplyOrderEvent:
         if stale:
             log.warning("exits_stale_entry_fill_not_armed", account_id=account_id, order_id=entry_order_id)
             return
-        symbol = str(payload["symbol"])
+        symbol = filled.symbol
         policy = await self.policies.policy_of(session, account_id)
-        levels, from_policy, note = self._levels(payload.get("exits"), policy.policy, fill.price, symbol)
+        levels, from_policy, note = self._levels(filled.exits, policy.policy, fill.price, symbol)
         opened = open_bracket(
             bracket_id=bracket_id,
             account_id=account_id,
@@ -142,19 +187,21 @@ class ApplyOrderEvent:
         await self.writer.persist(session, None, opened, now)
 
     def _levels(
-        self, raw: object, policy: ExitPolicy, price: Decimal, symbol: str
+        self, exits: ExitInstructions | None, policy: ExitPolicy, price: Decimal, symbol: str
     ) -> tuple[ExitLevels, bool, dict[str, str | None] | None]:
-        """Explicit exits when the entry carried usable ones, else the account's defaults (with the reason)."""
+        """Explicit exits when the entry carried usable ones, else the account's defaults (with the reason).
+
+        The exits themselves were checked by the contract (`ExitInstructions`); what is left to check is their
+        side of the fill price.
+        """
         defaults = policy.levels_for(price, self.context.settings.exits_price_increment(symbol))
-        if raw is None:  # a missing "exits" key reads as null
+        if exits is None:
+            return defaults, True, None
+        levels = levels_from_instructions(exits)
+        if levels.is_empty():
             return defaults, True, None
         try:
-            levels = levels_from_instructions(ExitInstructions.model_validate(raw))
-            if levels.is_empty():
-                return defaults, True, None
             levels.check(price)
-        except ValidationError as exc:
-            return defaults, True, {"field": "exits", "reason": str(exc.errors()[0]["msg"])[:200]}
         except BracketError as exc:
             # A fill on the wrong side of an explicit level (e.g. a market buy filled under its stop): the
             # position still gets exits, the account's defaults, and the event says why.

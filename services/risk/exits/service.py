@@ -14,16 +14,19 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.risk.exits.config import ExitSettings
 from services.risk.exits.repository import ExitRepository
 from shared.audit.log import append as audit_append
 from shared.clock import Clock
-from shared.contracts.exits import ExitInstructions
+from shared.contracts.base import ContractViolation
+from shared.contracts.exits import EXIT_EVENTS, BracketEventMessage, ExitInstructions
 from shared.contracts.orders import CancelOrder, OrderCreate, SubmitOrder
 from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
@@ -34,7 +37,6 @@ from shared.domain.brackets import (
     CancelExit,
     Decision,
     ExitLevels,
-    ExitOutcome,
     ExitPolicy,
     Step,
     SubmitExit,
@@ -42,7 +44,7 @@ from shared.domain.brackets import (
 from shared.domain.money import format_decimal
 from shared.domain.types import OrderSide, OrderType
 from shared.errors import Conflict, DomainError, NotFound, Unprocessable
-from shared.events import Envelope, EventTables, add_to_outbox
+from shared.events import EventTables, add_to_outbox
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter
 
@@ -57,12 +59,7 @@ EXIT_DECISIONS = counter(
 PRODUCER = "risk"
 BRACKET_NAMESPACE = uuid.UUID("6c1f9a52-3d2e-4b8a-9a51-0f3e7c2b8d11")
 EXIT_ID = re.compile(r"x-([0-9a-f]{32})-(?:sl|tp|tr|tl)[0-9]+")
-ENDED = {
-    "OrderCanceled": ExitOutcome.CANCELED,
-    "OrderExpired": ExitOutcome.EXPIRED,
-    "OrderRejected": ExitOutcome.REJECTED,
-    "OrderDenied": ExitOutcome.DENIED,
-}
+EXIT_EVENT_MODELS: Mapping[str, type[BracketEventMessage]] = MappingProxyType({m.TYPE: m for m in EXIT_EVENTS})
 
 
 class BracketNotFound(NotFound):
@@ -102,13 +99,6 @@ def levels_from_instructions(exits: ExitInstructions) -> ExitLevels:
         trailing_activation=None if trailing is None else trailing.activation_price,
         time_limit_s=exits.time_limit_s,
     )
-
-
-def decimal_field(payload: Mapping[str, Any], name: str) -> Decimal:
-    try:
-        return Decimal(str(payload[name]))
-    except (KeyError, InvalidOperation) as exc:
-        raise ValueError(f"order event without a valid {name!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +188,10 @@ class BracketWriter:
             )
             topic, key = settings.exits_commands_topic, bracket.account_id
         else:
-            envelope = Envelope.new(
-                type=decision.type,
+            envelope = new_envelope(
+                exit_event(bracket, decision),
                 producer=PRODUCER,
                 aggregate_id=bracket.bracket_id,
-                payload=event_payload(bracket, decision),
                 now=now,
                 event_id=event_id,
             )
@@ -238,17 +227,26 @@ def exit_order(decision: SubmitExit) -> OrderCreate:
     )
 
 
-def event_payload(bracket: Bracket, event: BracketEvent) -> dict[str, Any]:
-    return {
+def exit_event(bracket: Bracket, event: BracketEvent) -> BracketEventMessage:
+    """The `risk.exit-events.v1` message of a domain bracket event: the bracket's identity and state, then the
+    event's details. ContractViolation for an event the contracts lack or details that break its model."""
+    model = EXIT_EVENT_MODELS.get(event.type)
+    if model is None:
+        raise ContractViolation(f"bracket event {event.type!r} has no contract model")
+    fields: dict[str, object] = {
         "bracket_id": bracket.bracket_id,
         "account_id": bracket.account_id,
         "symbol": bracket.symbol,
         "entry_order_id": bracket.entry_order_id,
-        "status": bracket.status.value,
-        "open_quantity": format_decimal(bracket.open_quantity),
+        "status": bracket.status,
+        "open_quantity": bracket.open_quantity,
         "version": bracket.version,
         **event.details,
     }
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise ContractViolation.from_validation(f"{event.type} of bracket {bracket.bracket_id}", exc) from None
 
 
 def policy_json(policy: ExitPolicy) -> dict[str, Any]:
