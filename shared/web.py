@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from shared.auth.dependencies import get_principal, require_roles
 from shared.auth.roles import Role
@@ -86,6 +86,16 @@ def safe_text(*, min_length: int = 0, max_length: int, strip: bool = False) -> A
     )
 
 
+def _json_integer(value: object) -> object:
+    # Pydantic's lax int takes `true` and `"3"`; JSON Schema's "integer" takes neither (`3.0` both take).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+# An integer in a JSON body as the schema means it. Put it after the bounds, `Annotated[int, Field(ge=0),
+# JsonInteger]`: placed before them, pydantic can no longer write the bounds into the schema.
+JsonInteger = BeforeValidator(_json_integer)
 Encodable = AfterValidator(encodable)
 # Secrets and passwords: any character a person can type except NUL (a pattern would leak nothing, but control
 # characters are legitimate in generated secrets); bounded.
@@ -98,6 +108,12 @@ Identifier = Annotated[
 SymbolText = Annotated[
     str, StringConstraints(min_length=3, max_length=32, pattern=SYMBOL_PATTERN), Field(examples=["BTC/USD"])
 ]
+# The schema of a map keyed by symbol: pydantic writes the key pattern as `patternProperties` only, which lets
+# any other key through in the schema; this names the keys and closes the map.
+SYMBOL_KEYS_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"minLength": 3, "maxLength": 32, "pattern": SYMBOL_PATTERN},
+    "additionalProperties": False,
+}
 AssetText = Annotated[
     str, StringConstraints(min_length=1, max_length=16, pattern=r"^[A-Z0-9]+$"), Field(examples=["USD"])
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from services.accounts.adapters import Adapters
 from services.accounts.auth import AuthService, IssuedTokens
@@ -29,18 +29,11 @@ from services.accounts.schemas import (
     UserRead,
 )
 from services.accounts.service import AccountsService
-from shared.auth.dependencies import CurrentPrincipal, ensure_account_access, require_roles
-from shared.auth.roles import Role
+from shared.auth.dependencies import CurrentPrincipal, ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
-from shared.errors import COMMON_RESPONSES, ErrorResponse
+from shared.errors import COMMON_RESPONSES
 from shared.service_kit import info_router
-
-READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
-
-Admin = Annotated[Principal, Depends(require_roles(Role.ADMIN))]
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-KeyHolder = Annotated[Principal, Depends(require_roles(Role.ADMIN, Role.DIRECTOR))]
-IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+from shared.web import AccountIdPath, Admin, KeyHolder, Reader, UserIdPath, error_responses
 
 
 def get_accounts_service(adapters: Adapters) -> AccountsService:
@@ -56,10 +49,6 @@ Auth = Annotated[AuthService, Depends(get_auth_service)]
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("accounts"))
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def client_ip(request: Request) -> str:
@@ -83,13 +72,13 @@ def _tokens(issued: IssuedTokens) -> TokenResponse:
 # auth ---------------------------------------------------------------------------------------------------------
 
 
-@router.post("/auth/login", response_model=TokenResponse, tags=["auth"], responses=_responses(401, 403, 429, 503))
+@router.post("/auth/login", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 403, 429, 503))
 async def login(body: LoginRequest, request: Request, auth: Auth) -> TokenResponse:
     """Password (+ `totp_code` when enrolled) -> short-lived access token and a refresh token."""
     return _tokens(await auth.login(body.username, body.password, body.totp_code, client_ip(request)))
 
 
-@router.post("/auth/refresh", response_model=TokenResponse, tags=["auth"], responses=_responses(401, 503))
+@router.post("/auth/refresh", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 503))
 async def refresh(body: RefreshRequest, auth: Auth) -> TokenResponse:
     """Rotate the refresh token; presenting a spent one revokes the whole session."""
     return _tokens(await auth.refresh(body.refresh_token))
@@ -102,20 +91,20 @@ async def logout(principal: CurrentPrincipal, auth: Auth, body: LogoutRequest | 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/step-up", response_model=TokenResponse, tags=["auth"], responses=_responses(401, 409, 429))
+@router.post("/auth/step-up", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 409, 429))
 async def step_up(body: TotpCodeRequest, principal: CurrentPrincipal, request: Request, auth: Auth) -> TokenResponse:
     """A fresh access token with amr ["otp", "pwd"] and auth_time now (directors need it to approve)."""
     return _tokens(await auth.step_up(principal, body.totp_code, client_ip(request)))
 
 
-@router.post("/auth/totp/enroll", response_model=TotpEnrollment, tags=["auth"], responses=_responses(404, 409))
+@router.post("/auth/totp/enroll", response_model=TotpEnrollment, tags=["auth"], responses=error_responses(404, 409))
 async def totp_enroll(principal: CurrentPrincipal, auth: Auth) -> TotpEnrollment:
     """Start TOTP enrollment: the provisioning URI (otpauth://) is shown this once."""
     return TotpEnrollment(provisioning_uri=await auth.totp_enroll(principal))
 
 
 @router.post(
-    "/auth/totp/confirm", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=_responses(401, 409)
+    "/auth/totp/confirm", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=error_responses(401, 409)
 )
 async def totp_confirm(body: TotpCodeRequest, principal: CurrentPrincipal, request: Request, auth: Auth) -> Response:
     """Finish enrollment with a current code; from now on login needs a code."""
@@ -123,7 +112,7 @@ async def totp_confirm(body: TotpCodeRequest, principal: CurrentPrincipal, reque
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/service-token", response_model=TokenResponse, tags=["auth"], responses=_responses(401, 503))
+@router.post("/auth/service-token", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 503))
 async def service_token(body: ServiceTokenRequest, auth: Auth) -> TokenResponse:
     """Client-credentials grant for service identities."""
     return _tokens(await auth.service_token(body.client_id, body.client_secret))
@@ -144,7 +133,7 @@ def _user(row: Row, accounts: list[str]) -> UserRead:
     )
 
 
-@router.post("/users", response_model=UserRead, status_code=201, tags=["users"], responses=_responses(409))
+@router.post("/users", response_model=UserRead, status_code=201, tags=["users"], responses=error_responses(409))
 async def create_user(body: UserCreate, principal: Admin, accounts: Accounts) -> UserRead:
     """Create a user (password rules in docs/accounts.md)."""
     return _user(await accounts.create_user(principal.subject, body), [])
@@ -156,30 +145,32 @@ async def list_users(principal: Admin, accounts: Accounts) -> list[UserRead]:
     return [_user(row, granted) for row, granted in await accounts.list_users()]
 
 
-@router.get("/users/{user_id}", response_model=UserRead, tags=["users"], responses=_responses(404))
-async def get_user(user_id: IdPath, principal: Admin, accounts: Accounts) -> UserRead:
+@router.get("/users/{user_id}", response_model=UserRead, tags=["users"], responses=error_responses(404))
+async def get_user(user_id: UserIdPath, principal: Admin, accounts: Accounts) -> UserRead:
     """One user."""
     return _user(*await accounts.user(user_id))
 
 
-@router.put("/users/{user_id}/roles", response_model=UserRead, tags=["users"], responses=_responses(404))
-async def set_roles(user_id: IdPath, body: RolesUpdate, principal: Admin, accounts: Accounts) -> UserRead:
+@router.put("/users/{user_id}/roles", response_model=UserRead, tags=["users"], responses=error_responses(404))
+async def set_roles(user_id: UserIdPath, body: RolesUpdate, principal: Admin, accounts: Accounts) -> UserRead:
     """Replace the user's roles (unknown roles are 422)."""
     await accounts.set_roles(principal.subject, user_id, [role.value for role in body.roles], body.reason)
     return _user(*await accounts.user(user_id))
 
 
-@router.post("/users/{user_id}/grants", response_model=UserRead, tags=["users"], responses=_responses(404))
-async def add_grant(user_id: IdPath, body: GrantCreate, principal: Admin, accounts: Accounts) -> UserRead:
+@router.post("/users/{user_id}/grants", response_model=UserRead, tags=["users"], responses=error_responses(404))
+async def add_grant(user_id: UserIdPath, body: GrantCreate, principal: Admin, accounts: Accounts) -> UserRead:
     """Grant an account to the user (takes effect at their next login or refresh)."""
     await accounts.grant(principal.subject, user_id, body.account_id, body.reason)
     return _user(*await accounts.user(user_id))
 
 
 @router.delete(
-    "/users/{user_id}/grants/{account_id}", response_model=UserRead, tags=["users"], responses=_responses(404)
+    "/users/{user_id}/grants/{account_id}", response_model=UserRead, tags=["users"], responses=error_responses(404)
 )
-async def revoke_grant(user_id: IdPath, account_id: IdPath, principal: Admin, accounts: Accounts) -> UserRead:
+async def revoke_grant(
+    user_id: UserIdPath, account_id: AccountIdPath, principal: Admin, accounts: Accounts
+) -> UserRead:
     """Remove a grant."""
     await accounts.revoke_grant(principal.subject, user_id, account_id)
     return _user(*await accounts.user(user_id))
@@ -202,7 +193,7 @@ def _account(row: Row) -> AccountRead:
 
 
 @router.post(
-    "/accounts", response_model=AccountRead, status_code=201, tags=["accounts"], responses=_responses(404, 409)
+    "/accounts", response_model=AccountRead, status_code=201, tags=["accounts"], responses=error_responses(404, 409)
 )
 async def create_account(body: AccountCreate, principal: Admin, accounts: Accounts) -> AccountRead:
     """Create a trading account (company or director) on a venue."""
@@ -215,8 +206,8 @@ async def list_accounts(principal: Reader, accounts: Accounts) -> list[AccountRe
     return [_account(row) for row in await accounts.list_accounts(visibility_of(principal))]
 
 
-@router.get("/accounts/{account_id}", response_model=AccountRead, tags=["accounts"], responses=_responses(404))
-async def get_account(account_id: IdPath, principal: Reader, accounts: Accounts) -> AccountRead:
+@router.get("/accounts/{account_id}", response_model=AccountRead, tags=["accounts"], responses=error_responses(404))
+async def get_account(account_id: AccountIdPath, principal: Reader, accounts: Accounts) -> AccountRead:
     """One account (404 when it is not yours)."""
     return _account(await accounts.account(account_id, visibility_of(principal)))
 
@@ -226,10 +217,13 @@ def _credentials(row: Row) -> CredentialsRead:
 
 
 @router.put(
-    "/accounts/{account_id}/credentials", response_model=CredentialsRead, tags=["accounts"], responses=_responses(404)
+    "/accounts/{account_id}/credentials",
+    response_model=CredentialsRead,
+    tags=["accounts"],
+    responses=error_responses(404),
 )
 async def put_credentials(
-    account_id: IdPath, body: CredentialsPut, principal: KeyHolder, accounts: Accounts
+    account_id: AccountIdPath, body: CredentialsPut, principal: KeyHolder, accounts: Accounts
 ) -> CredentialsRead:
     """Store or replace the exchange API key pair (encrypted; the secret is never returned)."""
     ensure_account_access(principal, account_id)
@@ -237,9 +231,12 @@ async def put_credentials(
 
 
 @router.get(
-    "/accounts/{account_id}/credentials", response_model=CredentialsRead, tags=["accounts"], responses=_responses(404)
+    "/accounts/{account_id}/credentials",
+    response_model=CredentialsRead,
+    tags=["accounts"],
+    responses=error_responses(404),
 )
-async def get_credentials(account_id: IdPath, principal: KeyHolder, accounts: Accounts) -> CredentialsRead:
+async def get_credentials(account_id: AccountIdPath, principal: KeyHolder, accounts: Accounts) -> CredentialsRead:
     """Key id, fingerprint and times of the stored credentials (never the key or secret)."""
     ensure_account_access(principal, account_id)
     return _credentials(await accounts.credentials(account_id, visibility_of(principal)))

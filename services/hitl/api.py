@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from services.hitl.adapters import Adapters, HitlAdapters
 from services.hitl.errors import FreshOtpRequired, RequestNotFound
@@ -22,31 +22,26 @@ from services.hitl.schemas import (
     VoteRead,
 )
 from services.hitl.service import NewRequest, RequestView, Vote
-from shared.auth.dependencies import ensure_account_access, get_principal, require_roles
-from shared.auth.roles import Role
+from shared.auth.dependencies import ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.contracts.approvals import ApprovalReason
-from shared.errors import COMMON_RESPONSES, ErrorResponse
+from shared.errors import COMMON_RESPONSES
 from shared.service_kit import info_router
-
-GOVERNORS = (Role.DIRECTOR, Role.ADMIN)
-READERS = (Role.DIRECTOR, Role.ADMIN, Role.AUDITOR)
-REQUESTERS = (Role.OPERATOR, Role.RISK, Role.SERVICE, Role.DIRECTOR, Role.ADMIN)
-
-Governor = Annotated[Principal, Depends(require_roles(*GOVERNORS))]
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-Requester = Annotated[Principal, Depends(require_roles(*REQUESTERS))]
-Director = Annotated[Principal, Depends(require_roles(Role.DIRECTOR))]
-Anyone = Annotated[Principal, Depends(get_principal)]
-AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
-RequestIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+from shared.web import (
+    AccountIdPath,
+    AccountIdQuery,
+    Anyone,
+    ApprovalReader,
+    Director,
+    Governor,
+    Limit,
+    Requester,
+    RequestIdPath,
+    error_responses,
+)
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("hitl"))
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def ensure_fresh_otp(principal: Principal, now: datetime, max_age_s: int) -> None:
@@ -140,7 +135,7 @@ async def evaluate_policy(
     tags=["requests"],
     responses={
         200: {"model": RequestRead, "description": "Same subject and payload: the existing request"},
-        **_responses(409),
+        **error_responses(409),
     },
 )
 async def create_request(body: RequestCreate, principal: Requester, hitl: Adapters, response: Response) -> RequestRead:
@@ -162,14 +157,14 @@ async def create_request(body: RequestCreate, principal: Requester, hitl: Adapte
 
 @router.get("/hitl/requests", response_model=RequestPage, tags=["requests"])
 async def list_requests(
-    principal: Reader,
+    principal: ApprovalReader,
     hitl: Adapters,
     status_filter: Annotated[
         Literal["pending", "decided", "approved", "rejected", "expired"] | None,
         Query(alias="status", description="pending, decided (history), or one decision"),
     ] = None,
-    account_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    account_id: AccountIdQuery = None,
+    limit: Limit = 100,
 ) -> RequestPage:
     """Requests visible to the caller, newest first."""
     accounts = visible_accounts(principal)
@@ -187,8 +182,10 @@ async def _visible(hitl: HitlAdapters, principal: Principal, request_id: str) ->
     return view
 
 
-@router.get("/hitl/requests/{request_id}", response_model=RequestRead, tags=["requests"], responses=_responses(404))
-async def get_request(request_id: RequestIdPath, principal: Reader, hitl: Adapters) -> RequestRead:
+@router.get(
+    "/hitl/requests/{request_id}", response_model=RequestRead, tags=["requests"], responses=error_responses(404)
+)
+async def get_request(request_id: RequestIdPath, principal: ApprovalReader, hitl: Adapters) -> RequestRead:
     """One request with its exact payload, hash, votes and decision."""
     return request_read(await _visible(hitl, principal, request_id))
 
@@ -197,7 +194,7 @@ async def get_request(request_id: RequestIdPath, principal: Reader, hitl: Adapte
     "/hitl/requests/{request_id}/approve",
     response_model=RequestRead,
     tags=["requests"],
-    responses=_responses(403, 404, 409),
+    responses=error_responses(403, 404, 409),
 )
 async def approve_request(
     request_id: RequestIdPath, body: VoteCreate, principal: Director, hitl: Adapters
@@ -212,7 +209,7 @@ async def approve_request(
     "/hitl/requests/{request_id}/reject",
     response_model=RequestRead,
     tags=["requests"],
-    responses=_responses(403, 404, 409),
+    responses=error_responses(403, 404, 409),
 )
 async def reject_request(
     request_id: RequestIdPath, body: RejectCreate, principal: Director, hitl: Adapters

@@ -133,7 +133,13 @@ class RequestCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    subject_type: str = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")
+    subject_type: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        # What `_not_event_only` refuses, in the schema.
+        json_schema_extra={"not": {"enum": [*sorted(EVENT_ONLY_SUBJECT_TYPES)]}},
+    )
     subject_id: SubjectId
     account_id: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
     payload: Payload

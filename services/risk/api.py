@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends
 
 from services.risk.adapters import Adapters
 from services.risk.exits.api import router as exits_router
@@ -18,19 +18,12 @@ from services.risk.schemas import (
     TradingStateRead,
 )
 from services.risk.service import RiskService, StateChange
-from shared.auth.dependencies import ensure_account_access, require_roles
-from shared.auth.roles import Role
+from shared.auth.dependencies import ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.domain.types import TradingState
-from shared.errors import COMMON_RESPONSES, ErrorResponse
+from shared.errors import COMMON_RESPONSES
 from shared.service_kit import info_router
-
-READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-RiskOfficer = Annotated[Principal, Depends(require_roles(Role.RISK))]
-# Kill switch, safe mode and resume: risk officers and directors (not admin: user administration is a separate duty).
-SwitchOperator = Annotated[Principal, Depends(require_roles(Role.RISK, Role.DIRECTOR))]
-AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+from shared.web import AccountIdPath, Reader, RiskOfficer, Steward, error_responses
 
 
 def get_risk_service(adapters: Adapters) -> RiskService:
@@ -42,10 +35,6 @@ Risk = Annotated[RiskService, Depends(get_risk_service)]
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("risk"))
 router.include_router(exits_router)
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def _limits_read(account_id: str, stored: StoredLimits | None) -> LimitsRead:
@@ -90,7 +79,9 @@ async def get_limits(account_id: AccountIdPath, principal: Reader, risk: Risk) -
     return _limits_read(account_id, await risk.limits(account_id))
 
 
-@router.put("/risk/limits/{account_id}", response_model=LimitsRead, tags=["limits"], responses=_responses(409, 422))
+@router.put(
+    "/risk/limits/{account_id}", response_model=LimitsRead, tags=["limits"], responses=error_responses(409, 422)
+)
 async def put_limits(account_id: AccountIdPath, body: LimitsUpdate, principal: RiskOfficer, risk: Risk) -> LimitsRead:
     """Replace the account's limits with a new version (role `risk`, audited, mirrored to Redis)."""
     ensure_account_access(principal, account_id)
@@ -119,19 +110,23 @@ async def _change(
     return _change_read(change)
 
 
-@router.post("/risk/kill-switch", response_model=TradingStateChange, tags=["trading-state"], responses=_responses(403))
-async def kill_switch(body: TradingStateCommand, principal: SwitchOperator, risk: Risk) -> TradingStateChange:
+@router.post(
+    "/risk/kill-switch", response_model=TradingStateChange, tags=["trading-state"], responses=error_responses(403)
+)
+async def kill_switch(body: TradingStateCommand, principal: Steward, risk: Risk) -> TradingStateChange:
     """HALTED: new orders denied, cancels pass (roles risk or director; audited, published, mirrored)."""
     return await _change(body, principal, risk, TradingState.HALTED)
 
 
-@router.post("/risk/safe-mode", response_model=TradingStateChange, tags=["trading-state"], responses=_responses(403))
-async def safe_mode(body: TradingStateCommand, principal: SwitchOperator, risk: Risk) -> TradingStateChange:
+@router.post(
+    "/risk/safe-mode", response_model=TradingStateChange, tags=["trading-state"], responses=error_responses(403)
+)
+async def safe_mode(body: TradingStateCommand, principal: Steward, risk: Risk) -> TradingStateChange:
     """REDUCING: only exposure-reducing orders pass (risk or director; from HALTED a director)."""
     return await _change(body, principal, risk, TradingState.REDUCING)
 
 
-@router.post("/risk/resume", response_model=TradingStateChange, tags=["trading-state"], responses=_responses(403))
-async def resume(body: TradingStateCommand, principal: SwitchOperator, risk: Risk) -> TradingStateChange:
+@router.post("/risk/resume", response_model=TradingStateChange, tags=["trading-state"], responses=error_responses(403))
+async def resume(body: TradingStateCommand, principal: Steward, risk: Risk) -> TradingStateChange:
     """ACTIVE again: from HALTED needs `director`, from REDUCING `risk` or `director`."""
     return await _change(body, principal, risk, TradingState.ACTIVE)

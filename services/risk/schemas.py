@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from shared.domain.money import OpenPercent, PositiveDecimal
 from shared.domain.types import TradingState
-from shared.web import Identifier, Reason, SymbolText
+from shared.web import SYMBOL_KEYS_SCHEMA, Identifier, JsonInteger, Reason, SymbolText
 
 Scope = Literal["global", "account"]
 
@@ -24,9 +24,11 @@ class LimitValues(BaseModel):
         default=None, description="default cap of held + open-buy notional per instrument"
     )
     max_position_notional_by_symbol: dict[SymbolText, PositiveDecimal] = Field(
-        default_factory=dict, description="per-instrument overrides of max_position_notional"
+        default_factory=dict,
+        description="per-instrument overrides of max_position_notional",
+        json_schema_extra=SYMBOL_KEYS_SCHEMA,
     )
-    max_open_orders: int | None = Field(default=None, ge=0, le=100_000)
+    max_open_orders: Annotated[int, Field(ge=0, le=100_000), JsonInteger] | None = None
     daily_loss_limit: PositiveDecimal | None = Field(default=None, description="realized loss since 00:00 UTC")
     price_collar_pct: OpenPercent | None = Field(default=None, description="max % a limit price may be from mid")
     allowed_symbols: list[SymbolText] | None = Field(default=None, max_length=500, description="null: every symbol")

@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from shared.contracts.base import Contract, DecimalText, Identifier, Message, Text, Timestamp
 from shared.contracts.exits import ExitInstructions
-from shared.domain.money import DecimalString
+from shared.domain.money import PositiveDecimal
 from shared.domain.orders import OrderRequest
 from shared.domain.types import (
     AccountId,
@@ -40,11 +40,11 @@ class OrderCreate(Contract):
     symbol: SymbolText
     side: OrderSide
     type: OrderType
-    quantity: DecimalString
-    limit_price: DecimalString | None = None
-    trigger_price: DecimalString | None = None
+    quantity: PositiveDecimal
+    limit_price: PositiveDecimal | None = None
+    trigger_price: PositiveDecimal | None = None
     time_in_force: TimeInForce = TimeInForce.GTC
-    post_only: bool = False
+    post_only: StrictBool = False
     exits: ExitInstructions | None = Field(
         default=None, description="stop-loss / take-profit / trailing stop the risk service arms when an entry fills"
     )

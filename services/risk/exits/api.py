@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter
 
 from services.risk.adapters import Adapters
 from services.risk.exits.repository import StoredPolicy
 from services.risk.exits.schemas import BracketRead, ExitOrderRead, ExitPolicyRead, ExitPolicyWrite, StopMove
 from services.risk.exits.service import MoveStopRequest, policy_json
-from shared.auth.dependencies import ensure_account_access, require_roles
+from shared.auth.dependencies import ensure_account_access
 from shared.auth.roles import Role
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.domain.brackets import BracketStatus
-from shared.errors import COMMON_RESPONSES, ErrorResponse
-
-READERS = (Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.ADMIN, Role.AUDITOR, Role.SERVICE)
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-StopMover = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.RISK))]
-RiskOfficer = Annotated[Principal, Depends(require_roles(Role.RISK))]
-BracketIdPath = Annotated[str, Path(min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$")]
-AccountIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
-
+from shared.errors import COMMON_RESPONSES
+from shared.web import (
+    AccountIdPath,
+    AccountIdQuery,
+    BracketIdPath,
+    Limit,
+    Reader,
+    RiskOfficer,
+    StopMover,
+    error_responses,
+)
 
 router = APIRouter(responses=COMMON_RESPONSES, tags=["exits"])
-
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def _visible_accounts(principal: Principal, account_id: str | None) -> list[str] | None:
@@ -44,9 +40,9 @@ def _visible_accounts(principal: Principal, account_id: str | None) -> list[str]
 async def list_exits(
     principal: Reader,
     adapters: Adapters,
-    account_id: Annotated[str | None, Query(max_length=64)] = None,
+    account_id: AccountIdQuery = None,
     status: BracketStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Limit = 100,
 ) -> list[BracketRead]:
     """Exit brackets of the accounts you may see, newest first (filter by account and status)."""
     brackets = await adapters.exits.brackets.search(
@@ -55,7 +51,7 @@ async def list_exits(
     return [BracketRead.of(bracket) for bracket in brackets]
 
 
-@router.get("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404))
+@router.get("/risk/exits/{bracket_id}", response_model=BracketRead, responses=error_responses(404))
 async def get_exit(bracket_id: BracketIdPath, principal: Reader, adapters: Adapters) -> BracketRead:
     """One bracket with its legs and the exit orders it sent."""
     bracket, orders = await adapters.exits.brackets.get(bracket_id)
@@ -64,7 +60,7 @@ async def get_exit(bracket_id: BracketIdPath, principal: Reader, adapters: Adapt
     return BracketRead.of(bracket, [ExitOrderRead(**{name: order[name] for name in fields}) for order in orders])
 
 
-@router.patch("/risk/exits/{bracket_id}", response_model=BracketRead, responses=_responses(404, 409))
+@router.patch("/risk/exits/{bracket_id}", response_model=BracketRead, responses=error_responses(404, 409))
 async def move_exit_stop(
     bracket_id: BracketIdPath, body: StopMove, principal: StopMover, adapters: Adapters
 ) -> BracketRead:

@@ -4,29 +4,49 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from shared.domain.brackets import Bracket, BracketStatus, ExitPolicy
 from shared.domain.money import DecimalString, OpenPercent, Percent, PositiveDecimal, ProfitPercent
-from shared.web import Reason
+from shared.web import JsonInteger, Reason
 
 # A long's stop sits below the entry: strictly between 0 and 100 % off it.
 BelowEntryPercent = OpenPercent
 Price = PositiveDecimal
 
 
+# What `_consistent` enforces, in the schema: a trailing activation needs a trailing distance, and a policy needs a
+# stop-loss or a trailing stop (`properties` alone: the field is absent, so its default applies, or a string).
+_CONSISTENT_SCHEMA: dict[str, Any] = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"properties": {"trailing_activation_pct": {"type": "null"}}, "required": ["trailing_activation_pct"]},
+                {"properties": {"trailing_distance_pct": {"type": "string"}}},
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"stop_loss_pct": {"type": "string"}}},
+                {"properties": {"trailing_distance_pct": {"type": "string"}}},
+            ]
+        },
+    ]
+}
+
+
 class ExitPolicyWrite(BaseModel):
     """An account's default exits in percent of the entry price (null = that leg is not added by default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_CONSISTENT_SCHEMA)
 
     stop_loss_pct: BelowEntryPercent | None = Decimal(2)
     take_profit_pct: ProfitPercent | None = Decimal(4)
     trailing_distance_pct: BelowEntryPercent | None = Decimal("1.5")
     trailing_activation_pct: Percent | None = Decimal(1)
-    time_limit_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600)] | None = None
+    time_limit_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600), JsonInteger] | None = None
     swap_band_pct: Percent = Decimal("0.5")
     require_explicit_exits: StrictBool = False
 
