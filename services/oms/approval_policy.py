@@ -1,24 +1,23 @@
 """Approval policies as the approval service mirrors them in Redis (source of truth: `hitl.policies`), and the
 pure rule deciding which orders wait for a director.
 
-Key `hitl:policy:account:<account_id>` (services/hitl/mirror.py). Present: the hitl policy decides. Absent: the
-account has no hitl policy and the OMS's own account `approval_threshold` decides, as before. Redis unreachable
-or an unreadable value is a 503, never "no policy".
+Key `hitl:policy:account:<account_id>`, value `ApprovalPolicyValue` (services/hitl/mirror.py). Present: the hitl
+policy decides. Absent: the account has no hitl policy and the OMS's own account `approval_threshold` decides, as
+before. Redis unreachable or a value that breaks the contract is a 503, never "no policy".
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.oms.errors import ApprovalPolicyUnavailable
-from shared.contracts.approvals import ApprovalReason
+from shared.contracts.approvals import ApprovalPolicyValue, ApprovalReason
+from shared.contracts.base import ContractViolation
+from shared.contracts.mirror import decode_mirror
 from shared.mirror_keys import approval_policy_key
 
 NOTIONAL_ABOVE_THRESHOLD = ApprovalReason.NOTIONAL_ABOVE_THRESHOLD
@@ -41,21 +40,6 @@ class OrderFacts:
     notional: Decimal
     instrument_known: bool  # the account already has an order in the symbol that went to the venue
     reduces_held_position: bool  # a sell of at most the position held in the symbol
-
-
-def policy_from_json(value: Mapping[str, Any]) -> ApprovalPolicy:
-    """Parse the mirrored JSON; ValueError/TypeError/InvalidOperation when it is not a policy."""
-    version = value["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError("version: not a positive integer")
-    raw_threshold = value.get("notional_threshold")
-    threshold = None if raw_threshold is None else Decimal(str(raw_threshold))
-    if threshold is not None and not (threshold.is_finite() and threshold > 0):
-        raise ValueError("notional_threshold: not a positive decimal")
-    new_instrument = value.get("new_instrument", True)
-    if not isinstance(new_instrument, bool):
-        raise TypeError("new_instrument: not a boolean")
-    return ApprovalPolicy(version=version, notional_threshold=threshold, new_instrument=new_instrument)
 
 
 def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[ApprovalReason]:
@@ -84,6 +68,8 @@ class ApprovalPolicyReader:
         self.redis = redis
 
     async def get(self, account_id: str) -> ApprovalPolicy | None:
+        """The account's policy (its order rules), None when hitl mirrors none; unreadable or another
+        account's value is `ApprovalPolicyUnavailable` (503)."""
         try:
             raw = await self.redis.get(approval_policy_key(account_id))
         except RedisError as exc:
@@ -91,9 +77,9 @@ class ApprovalPolicyReader:
         if raw is None:
             return None
         try:
-            value = json.loads(raw)
-            if not isinstance(value, dict):
-                raise TypeError("not an object")
-            return policy_from_json(value)
-        except (ValueError, TypeError, KeyError, InvalidOperation):
-            raise ApprovalPolicyUnavailable(f"approval policy of {account_id} is unreadable") from None
+            value = decode_mirror(ApprovalPolicyValue, raw)
+        except ContractViolation as exc:
+            raise ApprovalPolicyUnavailable(f"approval policy of {account_id} is unreadable: {exc.reason}") from None
+        if value.account_id != account_id:
+            raise ApprovalPolicyUnavailable(f"approval policy under {account_id} names account {value.account_id}")
+        return ApprovalPolicy(value.version, value.notional_threshold, value.new_instrument)

@@ -411,8 +411,9 @@ class OmsRepository:
             },
         )
 
-    async def save_ledger(self, before: Ledger, update: LedgerUpdate) -> None:
-        """Persist what changed between `before` and `update.ledger`, and append the journal entries."""
+    async def save_ledger(self, before: Ledger, update: LedgerUpdate) -> dict[str, int]:
+        """Persist what changed between `before` and `update.ledger` and append the journal entries; per asset
+        journaled, the id of its last new entry (the balance's version)."""
         after = update.ledger
         for asset, balance in after.balances.items():
             if before.balances.get(asset) != balance:
@@ -421,7 +422,7 @@ class OmsRepository:
         for symbol, position in after.positions.items():
             if before.positions.get(symbol) != position:
                 await self._upsert_position(after.account_id, position)
-        await self._journal(update.entries)
+        return await self._journal(update.entries)
 
     async def balance_versions(self, account_id: str, assets: Sequence[str]) -> dict[str, int]:
         """Per asset, the id of the last journal entry that moved it: a version that grows with every change."""
@@ -472,9 +473,9 @@ class OmsRepository:
         )
         await self.session.execute(statement)
 
-    async def _journal(self, entries: Sequence[LedgerEntry]) -> None:
+    async def _journal(self, entries: Sequence[LedgerEntry]) -> dict[str, int]:
         if not entries:
-            return
+            return {}
         rows = [
             {
                 "account_id": entry.account_id,
@@ -486,7 +487,11 @@ class OmsRepository:
             }
             for entry in entries
         ]
-        await self.session.execute(sa.insert(balance_journal), rows)
+        inserted = sa.insert(balance_journal).returning(balance_journal.c.asset, balance_journal.c.entry_id)
+        versions: dict[str, int] = {}
+        for asset, entry_id in (await self.session.execute(inserted, rows)).all():
+            versions[asset] = max(versions.get(asset, 0), int(entry_id))
+        return versions
 
     async def list_balances(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
         query = sa.select(balances).order_by(balances.c.account_id, balances.c.asset)

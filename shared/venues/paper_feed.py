@@ -19,6 +19,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
+from shared.contracts.mirror import encode_mirror
 from shared.domain.types import Symbol
 from shared.events.envelope import Envelope, MessageDecodeError
 from shared.marketdata import (
@@ -30,9 +31,10 @@ from shared.marketdata import (
     Trade,
     decode_marketdata,
 )
+from shared.mirror_keys import latest_trade_key
 from shared.observability.logging import get_logger
 from shared.venues.base import VenueFill
-from shared.venues.latest_book import BOOK_DEPTH, BOOK_KEY, book_json, book_key
+from shared.venues.latest_book import BOOK_DEPTH, BOOK_KEY, book_json, book_key, latest_book_value
 from shared.venues.paper import PaperVenue
 
 log = get_logger(__name__)
@@ -49,16 +51,17 @@ __all__ = [
     "trade_key",
 ]
 
-TRADE_KEY = "marketdata:trade:{symbol}"
+TRADE_KEY = latest_trade_key("{symbol}")
 
 
 def trade_key(symbol: str) -> str:
-    return TRADE_KEY.format(symbol=symbol)
+    """The Redis key of a symbol's last public trade."""
+    return latest_trade_key(symbol)
 
 
 def trade_json(trade: Trade) -> str:
-    """A public trade as JSON with decimal strings."""
-    return trade.model_dump_json()
+    """The Redis value of a public trade (the `Trade` contract as JSON with decimal strings)."""
+    return encode_mirror(trade)
 
 
 @dataclass
@@ -186,9 +189,9 @@ class PaperFeed:
         for symbol in sorted(books):
             book = self.venue.book(symbol)
             if book is not None and book.updated_at is not None:
-                pipe.set(book_key(symbol), book_json(book, self.depth))
+                pipe.set(book_key(symbol), encode_mirror(latest_book_value(book, self.depth)))
         for symbol, trade in trades.items():
-            pipe.set(trade_key(symbol), trade_json(trade))
+            pipe.set(trade_key(symbol), encode_mirror(trade))
         try:
             await pipe.execute()
         except Exception as exc:  # Redis is a cache of the latest state: the next batch writes it again

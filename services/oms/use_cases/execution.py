@@ -96,8 +96,7 @@ class ExecuteOrders:
         """Apply one fill exactly once (unique on venue + trade id); True when it changed something."""
         fill = _without_trailing_zeros(fill)
         venue = self.ctx.venue.name
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            uow.after_commit(self.ctx.on_commit)
+        async with self.ctx.account_transaction(fill.account_id) as uow:
             repo = OmsRepository(uow.session)
             await repo.lock_account(fill.account_id)
             stored = await repo.find_by_client_id(fill.account_id, fill.client_order_id)
@@ -131,8 +130,7 @@ class ExecuteOrders:
 
     async def apply_status(self, update: VenueOrder) -> bool:
         """Move the order to what the venue reports, when that is a legal step; True when it changed."""
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            uow.after_commit(self.ctx.on_commit)
+        async with self.ctx.account_transaction(update.account_id) as uow:
             repo = OmsRepository(uow.session)
             await repo.lock_account(update.account_id)
             stored = await repo.find_by_client_id(update.account_id, update.client_order_id)

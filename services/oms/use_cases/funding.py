@@ -32,7 +32,7 @@ class FundPaperAccount:
         if account is not None and account.venue != venue.name:
             raise NotAPaperAccount(f"account {account_id!r} trades on {account.venue}, not on {venue.name}")
         await venue.deposit(AccountId(account_id), Asset(asset), amount)
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+        async with self.ctx.account_transaction(account_id) as uow:
             repo = OmsRepository(uow.session)
             await repo.ensure_account(account_id, venue.name, self.ctx.settings.default_approval_threshold)
             await repo.lock_account(account_id)

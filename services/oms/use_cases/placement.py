@@ -24,13 +24,13 @@ from services.oms.use_cases.order_store import load_order
 from services.oms.use_cases.pre_trade import AccountTerms, Denial, PreTradeChain, Reserve
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from shared.contracts.approvals import OrderApprovalRequested, SubjectType
-from shared.contracts.base import outbox_payload
+from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
 from shared.domain.ledger import LedgerUpdate
 from shared.domain.money import InstrumentSpec
 from shared.domain.orders import Order, OrderRequest, validate_request
 from shared.domain.types import AccountId, ClientOrderId, OrderId, OrderSide, OrderStatus, Symbol
-from shared.events import Envelope, add_to_outbox
+from shared.events import add_to_outbox
 from shared.events.topics import OMS_ORDER_EVENTS
 
 Send = Callable[[OrderId], Awaitable[None]]
@@ -89,8 +89,7 @@ class PlaceOrder:
         return result
 
     async def _record_in_own_transaction(self, body: OrderCreate, actor: str, origin: str) -> PlaceResult:
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            uow.after_commit(self.ctx.on_commit)
+        async with self.ctx.account_transaction(body.account_id) as uow:
             return await self.record(uow.session, body, actor, origin)
 
     async def _existing(self, body: OrderCreate) -> PlaceResult:
@@ -163,13 +162,7 @@ class PlaceOrder:
             reason=decision.reasons[0],
             reasons=list(decision.reasons),
         )
-        envelope = Envelope.new(
-            type=OrderApprovalRequested.TYPE,
-            producer="oms",
-            aggregate_id=order.id,
-            payload=outbox_payload(requested),
-            now=order.updated_at,
-        )
+        envelope = new_envelope(requested, producer="oms", aggregate_id=order.id, now=order.updated_at)
         await add_to_outbox(session, self.ctx.tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)
 
 

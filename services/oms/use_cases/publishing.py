@@ -6,16 +6,19 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import JsonValue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.metrics import ORDER_TRANSITIONS
 from services.oms.repository import OmsRepository
 from shared.audit import append as audit_append
 from shared.contracts.balances import BalanceChanged
-from shared.contracts.base import outbox_payload
+from shared.contracts.base import ContractViolation, outbox_payload
+from shared.contracts.orders import ORDER_EVENTS, OrderEventMessage
+from shared.contracts.registry import new_envelope
 from shared.domain.ledger import Ledger, LedgerUpdate
 from shared.domain.orders import Order, OrderEvent
-from shared.events import Envelope, add_to_outbox
+from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import OMS_BALANCE_EVENTS, OMS_ORDER_EVENTS
 from shared.observability.logging import get_logger
@@ -23,18 +26,31 @@ from shared.observability.logging import get_logger
 log = get_logger(__name__)
 
 
-def order_payload(order: Order, event: OrderEvent, exits: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The payload of an order event on oms.order-events.v1: the event, the order's identity and its exits."""
-    payload: dict[str, Any] = dict(event.to_payload())
-    payload.update(
-        account_id=order.account_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        side=order.side.value,
-        status=order.status.value,
-        exits=None if exits is None else dict(exits),
+_ORDER_EVENT_MODELS: Mapping[str, type[OrderEventMessage]] = {model.TYPE: model for model in ORDER_EVENTS}
+
+
+def order_event_message(order: Order, event: OrderEvent, exits: Mapping[str, Any] | None = None) -> OrderEventMessage:
+    """The contract message of a domain order event (oms.order-events.v1): the event, the order's identity, its
+    exits. A domain event without a contract model is a ContractViolation, never an untyped payload."""
+    model = _ORDER_EVENT_MODELS.get(event.event_type)
+    if model is None:
+        raise ContractViolation(f"order event {event.event_type!r} has no contract model")
+    return model.model_validate(
+        {
+            **event.to_payload(),
+            "account_id": order.account_id,
+            "client_order_id": order.client_order_id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "status": order.status,
+            "exits": None if exits is None else dict(exits),
+        }
     )
-    return payload
+
+
+def order_payload(order: Order, event: OrderEvent, exits: Mapping[str, Any] | None = None) -> dict[str, JsonValue]:
+    """The payload of an order event on oms.order-events.v1 (its contract message as JSON)."""
+    return outbox_payload(order_event_message(order, event, exits))
 
 
 async def publish_order_events(
@@ -43,21 +59,19 @@ async def publish_order_events(
     """Outbox event and audit entry for every transition, in the caller's transaction."""
     exits = await OmsRepository(session).order_exits(order.id)
     for event in events:
-        payload = order_payload(order, event, exits)
-        envelope = Envelope.new(
-            type=event.event_type, producer="oms", aggregate_id=order.id, payload=payload, now=event.occurred_at
-        )
+        message = order_event_message(order, event, exits)
+        envelope = new_envelope(message, producer="oms", aggregate_id=order.id, now=event.occurred_at)
         await add_to_outbox(session, tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)
         await audit_append(
             session,
             actor=actor,
-            action=f"order.{event.event_type}",
+            action=f"order.{message.TYPE}",
             target=order.id,
-            details=payload,
+            details=outbox_payload(message),
             chain=f"oms:{order.account_id}",
             occurred_at=event.occurred_at,
         )
-        ORDER_TRANSITIONS.labels(event=event.event_type).inc()
+        ORDER_TRANSITIONS.labels(event=message.TYPE).inc()
 
 
 async def save_ledger(
@@ -65,10 +79,12 @@ async def save_ledger(
 ) -> None:
     """Persist the ledger change and announce every balance it moved (`BalanceChanged`, keyed by account id)."""
     repo = OmsRepository(session)
-    await repo.save_ledger(before, update)
+    versions = await repo.save_ledger(before, update)  # the new journal entries' ids: no query for the versions
     after = update.ledger
     changed = [asset for asset, balance in after.balances.items() if before.balances.get(asset) != balance]
-    versions = await repo.balance_versions(after.account_id, changed)
+    unjournaled = [asset for asset in changed if asset not in versions]
+    if unjournaled:
+        versions = {**versions, **await repo.balance_versions(after.account_id, unjournaled)}
     for asset in changed:
         version = versions.get(asset)
         if version is None:  # every ledger change is journaled: this is a bug, loud but not fatal to the fill
@@ -84,11 +100,5 @@ async def save_ledger(
             version=version,
             changed_at=now,
         )
-        envelope = Envelope.new(
-            type=BalanceChanged.TYPE,
-            producer="oms",
-            aggregate_id=after.account_id,
-            payload=outbox_payload(message),
-            now=now,
-        )
+        envelope = new_envelope(message, producer="oms", aggregate_id=after.account_id, now=now)
         await add_to_outbox(session, tables, topic=OMS_BALANCE_EVENTS, envelope=envelope, key=after.account_id)

@@ -185,7 +185,7 @@ class ReconcileAccounts:
         """Align ledger totals with the venue's (the venue holds the money); each adjustment is journaled and audited."""
         venue_totals = {b.asset: b.total for b in await self.ctx.venue.balances(account_id)}
         adjustments = 0
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+        async with self.ctx.account_transaction(account_id) as uow:
             repo = OmsRepository(uow.session)
             await repo.lock_account(account_id)
             ledger = await repo.load_ledger(account_id)
