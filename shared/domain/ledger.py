@@ -247,6 +247,52 @@ def required_reservation(
     return ReservationRequirement(Asset(spec.quote), _money("reservation", amount))
 
 
+@_exact
+def walked_reservation(
+    levels: Iterable[tuple[Decimal, Decimal]],
+    quantity: Decimal,
+    fee_rate: Decimal,
+    spec: InstrumentSpec,
+    quote_step: Decimal | None = None,
+) -> ReservationRequirement:
+    """What a market buy of `quantity` reserves when it walks `levels` (ask price and quantity, best first): per
+    level it takes, `required_reservation` of that part at that price, so notional and fee are rounded up as
+    each fill will be charged. Levels that do not cover the quantity reserve what they cover."""
+    remaining, amount = _positive("quantity", quantity), ZERO
+    for price, available in levels:
+        taken = min(remaining, available)
+        if taken <= 0:
+            continue
+        amount += required_reservation(OrderSide.BUY, taken, price, fee_rate, spec, quote_step).amount
+        remaining -= taken
+        if remaining <= 0:
+            break
+    return ReservationRequirement(Asset(spec.quote), _money("reservation", amount))
+
+
+@dataclass(frozen=True, slots=True)
+class FillPayment:
+    """What one fill takes from the account in the asset it pays (a buy: notional + fee in quote; a sell: the
+    base quantity), and the part of it the order's reservation covers; the rest comes from free balance."""
+
+    paid: Decimal
+    from_reservation: Decimal
+
+    @property
+    def shortfall(self) -> Decimal:
+        """The part not covered by the reservation."""
+        return self.paid - self.from_reservation
+
+
+@_exact
+def fill_payment(
+    side: OrderSide, quantity: Decimal, notional: Decimal, fee: Decimal, reserved_remaining: Decimal
+) -> FillPayment:
+    """How a fill is paid: the reservation first (never more than it still holds), then free balance."""
+    paid = notional + fee if side is OrderSide.BUY else quantity
+    return FillPayment(paid, min(paid, max(reserved_remaining, ZERO)))
+
+
 def balances_from_entries(entries: Iterable[LedgerEntry]) -> dict[Asset, Balance]:
     """Balances that a journal of one account sums to (for reconciliation and invariant checks)."""
     totals: dict[Asset, tuple[Decimal, Decimal]] = {}
@@ -376,14 +422,14 @@ class Ledger:
         if fee < 0:
             raise InvalidAmount(f"fee must not be negative: {format_decimal(fee)}")
         notional = _money("notional", quantity * price)
-        paid_asset, paid = (quote, notional + fee) if side is OrderSide.BUY else (base, quantity)
+        paid_asset = quote if side is OrderSide.BUY else base
         reservation = self.reservations.get(order_id)
         if reservation is not None and reservation.asset != paid_asset:
             raise ReservationConflict(f"order {order_id} reserved {reservation.asset}, the fill pays {paid_asset}")
-        from_reservation = min(paid, reservation.remaining) if reservation is not None else ZERO
-        shortfall = paid - from_reservation
-        if shortfall > self.balance(paid_asset).free:
-            raise InsufficientBalance(paid_asset, shortfall, self.balance(paid_asset).free)
+        payment = fill_payment(side, quantity, notional, fee, ZERO if reservation is None else reservation.remaining)
+        from_reservation = payment.from_reservation
+        if payment.shortfall > self.balance(paid_asset).free:
+            raise InsufficientBalance(paid_asset, payment.shortfall, self.balance(paid_asset).free)
         reservations = dict(self.reservations)
         if reservation is not None:
             reservations[order_id] = Reservation(order_id, paid_asset, reservation.remaining - from_reservation)

@@ -25,10 +25,9 @@ Rules worth knowing:
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -37,10 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.uow import UnitOfWork
 from shared.domain.book import MarketDataError, OrderBook
-from shared.domain.fees import FeeSchedule, quantize_up
-from shared.domain.ledger import required_reservation
-from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine, ReportKind, RestingState, SimOrder
-from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, MoneyError, format_decimal, to_decimal
+from shared.domain.fees import FeeSchedule
+from shared.domain.ledger import required_reservation, walked_reservation
+from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine, ReportKind, RestingState
+from shared.domain.money import InstrumentSpec, MoneyError, format_decimal, to_decimal
 from shared.domain.types import (
     AccountId,
     Asset,
@@ -49,8 +48,6 @@ from shared.domain.types import (
     OrderSide,
     OrderType,
     Symbol,
-    TimeInForce,
-    TradeId,
     VenueOrderId,
 )
 from shared.marketdata import BookDelta, BookSnapshot, Trade
@@ -69,21 +66,23 @@ from shared.venues.base import (
     VenueRejected,
     VenueUpdate,
 )
-from shared.venues.paper_store import Holding, HoldingKey, PaperOrder, PaperStore
+from shared.venues.paper_settlement import (
+    LIMIT_TYPES,
+    DuplicateRace,
+    Outcome,
+    Settlement,
+    can_wait,
+    new_order,
+    sim_order,
+    validate_request,
+)
+from shared.venues.paper_store import HoldingKey, PaperOrder, PaperStore
 
 log = get_logger(__name__)
 
-ZERO = Decimal(0)
 DEFAULT_QUOTE_STEP = Decimal("0.01")
-VOLUME_WINDOW = timedelta(days=30)
-TRIGGERED_TYPES = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT, OrderType.STOP_LOSS_LIMIT})
-LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT})
 # Failures of the venue's own database: the outcome of a write in flight is unknown.
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, PoolTimeoutError, OSError, TimeoutError)
-
-
-class _DuplicateRace(Exception):
-    """Another writer stored the same (account, client order id) first."""
 
 
 @dataclass
@@ -101,18 +100,6 @@ class _Market:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     needs_restore: bool = False  # a write failed after the engine moved: rebuild from the database first
     pending: list[_Ticket] = field(default_factory=list)
-
-
-@dataclass
-class _Outcome:
-    """What one committed operation produced, for the listeners."""
-
-    fills: list[VenueFill] = field(default_factory=list)
-    closed: list[PaperOrder] = field(default_factory=list)  # orders that left OPEN
-
-    def updates(self, answered: Collection[VenueOrderId] = ()) -> list[VenueUpdate]:
-        """Fills first (the OMS closes an order only once its fills are in), then status changes not answered."""
-        return [*self.fills, *(o.to_venue() for o in self.closed if o.venue_order_id not in answered)]
 
 
 class PaperVenue:
@@ -155,7 +142,7 @@ class PaperVenue:
         passed to the listeners.
         """
         spec = self._spec(request.symbol)
-        _validate(request, spec)
+        validate_request(request, spec)
         market = self._markets[request.symbol]
         ticket = _Ticket(request, asyncio.get_running_loop().create_future())
         market.pending.append(ticket)
@@ -323,7 +310,7 @@ class PaperVenue:
         await self._notify(updates)
         return updates
 
-    async def _catch_up(self, market: _Market) -> _Outcome:
+    async def _catch_up(self, market: _Market) -> Outcome:
         """Before a command: rebuild a market whose last write failed, carry out due delayed actions."""
         try:
             if market.needs_restore:
@@ -344,11 +331,11 @@ class PaperVenue:
         try:
             try:
                 answers, outcome = await self._submit_batch(market, spec, requests)
-            except _DuplicateRace:
+            except DuplicateRace:
                 # Another venue process stored one of these client ids first: rebuild, then the rows answer.
                 market.needs_restore = True
                 answers, outcome = await self._submit_batch(market, spec, requests)
-        except _DuplicateRace:
+        except DuplicateRace:
             market.needs_restore = True
             return [AmbiguousOutcome("concurrent submits of one client order id")] * len(requests), before.updates()
         except STORAGE_ERRORS as exc:
@@ -363,12 +350,12 @@ class PaperVenue:
 
     async def _submit_batch(
         self, market: _Market, spec: InstrumentSpec, requests: list[VenueOrderRequest]
-    ) -> tuple[list[PaperOrder | VenueError], _Outcome]:
+    ) -> tuple[list[PaperOrder | VenueError], Outcome]:
         if market.needs_restore:
             await self._restore_locked(market)
         now = self._clock()
         keys = [(r.account_id, r.client_order_id) for r in requests]
-        outcome = _Outcome()
+        outcome = Outcome()
         async with UnitOfWork(self._sessionmaker) as uow:
             store = PaperStore(uow.session)
             existing = await store.find_orders(keys)
@@ -407,8 +394,8 @@ class PaperVenue:
             return exc
         except ValueError as exc:  # amounts the money rules refuse (too large, too precise)
             return VenueRejected("invalid_order", str(exc))
-        order = _new_order(request, asset, amount, settlement.now)
-        reports = market.engine.submit(_sim_order(order), settlement.now)
+        order = new_order(request, asset, amount, settlement.now)
+        reports = market.engine.submit(sim_order(order), settlement.now)
         refusal = next((r for r in reports if r.kind is ReportKind.REJECTED), None)
         if refusal is not None:
             settlement.unreserve(request.account_id, asset, amount)
@@ -421,7 +408,7 @@ class PaperVenue:
             return VenueRejected("insufficient_funds", "the book moved: the fills would cost more than is free")
         return final
 
-    async def _cancel_locked(self, market: _Market, order: PaperOrder) -> tuple[_Outcome, PaperOrder]:
+    async def _cancel_locked(self, market: _Market, order: PaperOrder) -> tuple[Outcome, PaperOrder]:
         if market.needs_restore:
             await self._restore_locked(market)
         now = self._clock()
@@ -430,10 +417,10 @@ class PaperVenue:
             current = await store.orders_by_venue_id([order.venue_order_id])
             order = current[order.venue_order_id]
             if not order.is_open:
-                return _Outcome(), order
+                return Outcome(), order
             reports = market.engine.cancel(order.venue_order_id, now)
             if not reports:
-                return _Outcome(), order  # delayed by the latency model: listeners hear of the outcome
+                return Outcome(), order  # delayed by the latency model: listeners hear of the outcome
             if all(r.kind is ReportKind.REJECTED for r in reports):
                 # Not in the engine (an order that never rests): the venue's books say open, so close it there.
                 reports = [ExecutionReport(ReportKind.CANCELED, order.venue_order_id, now, reason="canceled")]
@@ -445,10 +432,10 @@ class PaperVenue:
         self.known_holdings |= settlement.locked_keys
         return outcome, settlement.order(order.venue_order_id)
 
-    async def _settle_reports(self, market: _Market, reports: list[ExecutionReport], now: datetime) -> _Outcome:
+    async def _settle_reports(self, market: _Market, reports: list[ExecutionReport], now: datetime) -> Outcome:
         relevant = [r for r in reports if r.kind is not ReportKind.ACCEPTED]
         if not relevant:
-            return _Outcome()
+            return Outcome()
         async with UnitOfWork(self._sessionmaker) as uow:
             settlement = Settlement(self, PaperStore(uow.session), now)
             orders = await settlement.store.orders_by_venue_id(VenueOrderId(r.order_id) for r in relevant)
@@ -471,8 +458,8 @@ class PaperVenue:
             now = self._clock()
             states: list[RestingState] = []
             for order in await store.open_orders(symbol=symbol):
-                if _can_wait(order):
-                    states.append(RestingState(_sim_order(order), order.remaining, triggered=order.triggered))
+                if can_wait(order):
+                    states.append(RestingState(sim_order(order), order.remaining, triggered=order.triggered))
                     continue
                 # A delayed market/IOC/FOK order the engine had not executed when the process stopped.
                 settlement = Settlement(self, store, now)
@@ -518,16 +505,8 @@ class PaperVenue:
         rate = self._fees.rate(Liquidity.TAKER, volume_30d)
         step = self.quote_step(request.symbol)
         if request.type is OrderType.MARKET:
-            # As the fills will be charged: per level, notional and fee each rounded up.
-            remaining, amount = request.quantity, ZERO
-            for level_price, quantity in market.engine.book.iter_levels(OrderSide.SELL):
-                taken = min(remaining, quantity)
-                notional = MONEY_CONTEXT.multiply(taken, level_price)
-                amount += quantize_up(notional, step) + self._fees.fee(notional, Liquidity.TAKER, volume_30d, step)
-                remaining -= taken
-                if remaining <= 0:
-                    break
-            return Asset(spec.quote), amount
+            asks = market.engine.book.iter_levels(OrderSide.SELL)
+            return Asset(spec.quote), walked_reservation(asks, request.quantity, rate, spec, step).amount
         price = request.limit_price if request.type in LIMIT_TYPES else request.trigger_price
         if price is None:  # _validate guarantees one; kept for the type checker
             raise VenueRejected("invalid_price", "a price is required")
@@ -581,194 +560,6 @@ class _Reading:
             raise TemporaryError(f"paper venue storage unavailable: {exc}") from exc
 
 
-class Settlement:
-    """Applies engine reports to the venue's books in memory, then writes them in the caller's transaction."""
-
-    def __init__(self, venue: PaperVenue, store: PaperStore, now: datetime) -> None:
-        self.venue = venue
-        self.store = store
-        self.now = now
-        self._orders: dict[VenueOrderId, PaperOrder] = {}
-        self._original: dict[VenueOrderId, PaperOrder] = {}
-        self._new: dict[VenueOrderId, None] = {}  # insertion-ordered set of orders placed in this transaction
-        self._holdings: dict[HoldingKey, Holding] = {}
-        self._changed_holdings: set[HoldingKey] = set()
-        self._volumes: dict[AccountId, Decimal] = {}
-        self._fills: list[VenueFill] = []
-        self.locked_keys: set[HoldingKey] = set()
-        self.to_withdraw: list[VenueOrderId] = []  # resting orders the engine must drop (closed here)
-
-    async def prepare(self, pairs: Iterable[tuple[AccountId, Symbol]]) -> None:
-        """Lock the accounts' balances of the symbols' assets and read their 30-day volumes."""
-        keys: set[HoldingKey] = set()
-        for account, symbol in pairs:
-            spec = self.venue.spec(symbol)
-            keys |= {(account, Asset(spec.base)), (account, Asset(spec.quote))}
-        locked = await self.store.lock_holdings(
-            keys, self.now, volume_since=self.now - VOLUME_WINDOW, known=self.venue.known_holdings
-        )
-        self._holdings, self._volumes = locked.holdings, locked.volumes_30d
-        self.locked_keys = keys
-
-    def volume(self, account_id: AccountId) -> Decimal:
-        return self._volumes.get(account_id, ZERO)
-
-    def reserve(self, account_id: AccountId, asset: Asset, amount: Decimal) -> None:
-        """Hold `amount` of free `asset` for a new order, or refuse with `insufficient_funds`."""
-        holding = self._holdings[(account_id, asset)]
-        if amount > holding.free:
-            raise VenueRejected(
-                "insufficient_funds",
-                f"insufficient {asset}: needs {format_decimal(amount)}, {format_decimal(holding.free)} free",
-            )
-        self._set_holding((account_id, asset), Holding(holding.total, holding.reserved + amount))
-
-    def unreserve(self, account_id: AccountId, asset: Asset, amount: Decimal) -> None:
-        """Undo `reserve` for an order that was refused."""
-        holding = self._holdings[(account_id, asset)]
-        self._set_holding((account_id, asset), Holding(holding.total, holding.reserved - amount))
-
-    def track(self, order: PaperOrder) -> None:
-        """An existing order the reports may change."""
-        self._orders[order.venue_order_id] = order
-        self._original.setdefault(order.venue_order_id, order)
-
-    def add_new(self, order: PaperOrder) -> None:
-        """An order placed in this transaction (inserted by `save` in its final state)."""
-        self._orders[order.venue_order_id] = order
-        self._new[order.venue_order_id] = None
-
-    def discard_new(self, venue_order_id: VenueOrderId) -> None:
-        """Forget a new order that is refused after all (it must already be closed, holding nothing, unfilled)."""
-        order = self._orders.pop(venue_order_id)
-        if order.is_open or order.filled_quantity or order.reserved_remaining:
-            raise ValueError(f"only a closed, unfilled order can be discarded: {venue_order_id}")
-        del self._new[venue_order_id]
-
-    def order(self, venue_order_id: VenueOrderId) -> PaperOrder:
-        return self._orders[venue_order_id]
-
-    def apply(self, reports: Iterable[ExecutionReport]) -> None:
-        """Apply reports in engine order; reports for orders already closed here are ignored."""
-        for report in reports:
-            order = self._orders.get(VenueOrderId(report.order_id))
-            if order is None or not order.is_open:
-                continue
-            if report.kind is ReportKind.FILL:
-                self._fill(order, report)
-            elif report.kind is ReportKind.TRIGGERED:
-                self._orders[order.venue_order_id] = replace(order, triggered=True, updated_at=self.now)
-            elif report.kind is ReportKind.CANCELED:
-                self.close(order, VenueOrderStatus.CANCELED, report.reason)
-            elif report.kind is ReportKind.EXPIRED:
-                self.close(order, VenueOrderStatus.EXPIRED, report.reason)
-            elif report.kind is ReportKind.REJECTED and report.reason != "unknown_order":
-                # Refused after a delayed submit: OPEN was answered already, so it is reported CANCELED.
-                self.close(order, VenueOrderStatus.CANCELED, report.reason)
-
-    def close(self, order: PaperOrder, status: VenueOrderStatus, reason: str | None) -> PaperOrder:
-        """Close the order and release what it still holds."""
-        key = (order.account_id, order.reserved_asset)
-        if order.reserved_remaining > 0:
-            holding = self._holdings[key]
-            self._set_holding(key, Holding(holding.total, holding.reserved - order.reserved_remaining))
-        closed = replace(order, status=status, reason=reason, reserved_remaining=ZERO, updated_at=self.now)
-        self._orders[order.venue_order_id] = closed
-        return closed
-
-    def _fill(self, order: PaperOrder, report: ExecutionReport) -> None:
-        quantity, price, liquidity = report.quantity, report.price, report.liquidity
-        if quantity is None or price is None or liquidity is None:
-            raise ValueError(f"fill report without quantity, price or liquidity: {report}")
-        notional = MONEY_CONTEXT.multiply(quantity, price)
-        fee = self.venue.fee(order.symbol, notional, liquidity, self.volume(order.account_id))
-        settled = self._settle_balances(order, quantity, notional, fee)
-        if settled is None:
-            if order.type in LIMIT_TYPES and order.time_in_force is TimeInForce.GTC:
-                self.to_withdraw.append(order.venue_order_id)
-            self.close(order, VenueOrderStatus.CANCELED, "insufficient_funds")
-            return
-        fee, from_reservation = settled
-        self._volumes[order.account_id] = self.volume(order.account_id) + notional
-        order = replace(
-            order,
-            filled_quantity=order.filled_quantity + quantity,
-            fill_count=order.fill_count + 1,
-            reserved_remaining=order.reserved_remaining - from_reservation,
-            updated_at=self.now,
-        )
-        self._orders[order.venue_order_id] = order
-        self._fills.append(
-            VenueFill(
-                account_id=order.account_id,
-                client_order_id=order.client_order_id,
-                venue_order_id=order.venue_order_id,
-                # Unique venue-wide and stable across restarts (the engine's own trade counter is not).
-                trade_id=TradeId(f"{order.venue_order_id}-{order.fill_count}"),
-                symbol=order.symbol,
-                side=order.side,
-                quantity=quantity,
-                price=price,
-                fee=fee,
-                fee_asset=Asset(self.venue.spec(order.symbol).quote),
-                liquidity=liquidity,
-                filled_at=self.now,
-                sequence=0,  # assigned by the database in `save`
-            )
-        )
-        if order.filled_quantity >= order.quantity:
-            self.close(order, VenueOrderStatus.FILLED, None)
-
-    def _settle_balances(
-        self, order: PaperOrder, quantity: Decimal, notional: Decimal, fee: Decimal
-    ) -> tuple[Decimal, Decimal] | None:
-        """Move balances for one fill; returns (fee charged, taken from the reservation), None if unaffordable.
-
-        Per-fill fee rounding can cost a few quote steps more than the reservation holds: that comes from
-        free balance, and when even that is short the fee is reduced (the venue never takes what is not there).
-        """
-        spec = self.venue.spec(order.symbol)
-        base_key, quote_key = (order.account_id, Asset(spec.base)), (order.account_id, Asset(spec.quote))
-        base, quote = self._holdings[base_key], self._holdings[quote_key]
-        if order.side is OrderSide.BUY:
-            paid = notional + fee
-            from_reservation = min(paid, order.reserved_remaining)
-            excess = paid - from_reservation - quote.free
-            if excess > fee:
-                return None
-            if excess > 0:
-                fee, paid = fee - excess, paid - excess
-            self._set_holding(quote_key, Holding(quote.total - paid, quote.reserved - from_reservation))
-            self._set_holding(base_key, Holding(base.total + quantity, base.reserved))
-            return fee, from_reservation
-        from_reservation = min(quantity, order.reserved_remaining)
-        if quantity - from_reservation > base.free:
-            return None
-        fee = min(fee, notional + quote.free)
-        self._set_holding(base_key, Holding(base.total - quantity, base.reserved - from_reservation))
-        self._set_holding(quote_key, Holding(quote.total + notional - fee, quote.reserved))
-        return fee, from_reservation
-
-    def _set_holding(self, key: HoldingKey, holding: Holding) -> None:
-        self._holdings[key] = holding
-        self._changed_holdings.add(key)
-
-    async def save(self) -> _Outcome:
-        """Write new orders, fills, changed orders and balances; returns what the listeners should hear."""
-        new = [self._orders[venue_order_id] for venue_order_id in self._new]
-        if len(await self.store.insert_orders(new)) != len(new):
-            raise _DuplicateRace
-        if self._fills:
-            # Per account, fills commit in the order of their sequence numbers: `fills_since` never skips one.
-            await self.store.lock_accounts(fill.account_id for fill in self._fills)
-        fills = await self.store.insert_fills(self._fills)
-        changed = [o for vid, o in self._orders.items() if vid not in self._new and o != self._original.get(vid)]
-        await self.store.update_orders(changed)
-        await self.store.set_holdings({key: self._holdings[key] for key in self._changed_holdings}, self.now)
-        closed = [o for o in (*new, *changed) if not o.is_open]
-        return _Outcome(fills, closed)
-
-
 def _resolve(future: asyncio.Future[PaperOrder], answer: PaperOrder | BaseException) -> None:
     if future.done():
         return
@@ -776,69 +567,3 @@ def _resolve(future: asyncio.Future[PaperOrder], answer: PaperOrder | BaseExcept
         future.set_exception(answer)
     else:
         future.set_result(answer)
-
-
-def _validate(request: VenueOrderRequest, spec: InstrumentSpec) -> None:
-    problem = spec.quantity_error(request.quantity)
-    if problem is not None:
-        raise VenueRejected("invalid_quantity", f"{request.symbol}: {problem}")
-    needs_limit = request.type in LIMIT_TYPES
-    if needs_limit != (request.limit_price is not None):
-        raise VenueRejected(
-            "invalid_order", f"a {request.type.value} order {'needs' if needs_limit else 'takes no'} limit price"
-        )
-    needs_trigger = request.type in TRIGGERED_TYPES
-    if needs_trigger != (request.trigger_price is not None):
-        raise VenueRejected(
-            "invalid_order", f"a {request.type.value} order {'needs' if needs_trigger else 'takes no'} trigger price"
-        )
-    if request.post_only and (request.type is not OrderType.LIMIT or request.time_in_force is not TimeInForce.GTC):
-        raise VenueRejected("invalid_order", "post-only applies to GTC limit orders only")
-    for price in (request.limit_price, request.trigger_price):
-        if price is not None and (problem := spec.price_error(price)) is not None:
-            raise VenueRejected("invalid_price", f"{request.symbol}: {problem}")
-
-
-def _new_order(request: VenueOrderRequest, reserved_asset: Asset, reserved: Decimal, now: datetime) -> PaperOrder:
-    return PaperOrder(
-        venue_order_id=VenueOrderId(f"P{uuid.uuid4().hex}"),
-        account_id=request.account_id,
-        client_order_id=request.client_order_id,
-        symbol=request.symbol,
-        side=request.side,
-        type=request.type,
-        quantity=request.quantity,
-        limit_price=request.limit_price,
-        trigger_price=request.trigger_price,
-        time_in_force=request.time_in_force,
-        post_only=request.post_only,
-        status=VenueOrderStatus.OPEN,
-        filled_quantity=ZERO,
-        fill_count=0,
-        triggered=False,
-        reason=None,
-        reserved_asset=reserved_asset,
-        reserved_remaining=reserved,
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def _sim_order(order: PaperOrder) -> SimOrder:
-    return SimOrder(
-        order_id=order.venue_order_id,
-        side=order.side,
-        type=order.type,
-        quantity=order.quantity,
-        limit_price=order.limit_price,
-        trigger_price=order.trigger_price,
-        time_in_force=order.time_in_force,
-        post_only=order.post_only,
-    )
-
-
-def _can_wait(order: PaperOrder) -> bool:
-    """Orders that may sit in the engine across a restart: GTC limits, stops before their trigger."""
-    if order.type in TRIGGERED_TYPES and not order.triggered and order.filled_quantity == 0:
-        return True
-    return order.type in LIMIT_TYPES and order.time_in_force is TimeInForce.GTC
