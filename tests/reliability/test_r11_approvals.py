@@ -1,23 +1,25 @@
 """R11: an approval yields exactly one order.
 
-The real OMS (fake venue) holds an order above its approval threshold in PENDING_APPROVAL and publishes
-`ApprovalRequested` on oms.order-events.v1; three hitl replicas on one database consume it (one request),
-take votes and publish `ApprovalDecided` through their outbox; the OMS's own decision handler
-(`services.oms.consumers.handle_decision`, on a topic of this test) sends or stops the order.
+The real OMS on the paper venue (books published on Kafka, as `make up` runs it) holds an order above its
+approval threshold in PENDING_APPROVAL and publishes `ApprovalRequested` on oms.order-events.v1; three hitl
+replicas on one database consume it (one request), take votes and publish `ApprovalDecided` through their outbox;
+the OMS's own decision handler (`services.oms.consumers.handle_decision`, on a topic of this test) sends or stops
+the order.
 
 Scenarios: 200 concurrent approvals of one request spread over the replicas (50 directors x 4 clicks), double
 approve, approve after expiry, self-approval. Figures: decisions per request, ApprovalDecided events per
-request, orders at the venue per request, forbidden approvals accepted.
+request, orders at the venue per request (counted in the paper venue's own order table, and checked against its
+query-by-client-id and open-orders answers), forbidden approvals accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -28,39 +30,49 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.hitl.app import create_app as create_hitl_app
 from services.hitl.config import HitlSettings
 from services.oms.adapters import oms_adapters
-from services.oms.app import create_app as create_oms_app
-from services.oms.config import OmsSettings
 from services.oms.consumers import handle_decision
 from services.oms.service import OrderService
 from shared.app_factory import ServiceRuntime
-from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.db import create_engine
+from shared.domain.types import AccountId, ClientOrderId
 from shared.events import ConsumerLoop
 from shared.events.topics import OMS_ORDER_EVENTS
-from tests.fakes.venue import FakeVenue
+from shared.venues.base import VenueAdapter
+from shared.venues.paper_store import orders as paper_orders
 from tests.helpers import eventually, own_database
-from tests.integration.test_hitl_api import bearer, hitl_settings, read_decisions, running
-from tests.kit.auth import KEY
+from tests.integration.test_hitl_api import hitl_settings, read_decisions
+from tests.kit.auth import token
+from tests.kit.factories import order
+from tests.kit.oms import paper_oms, serving
+from tests.kit.paper import PaperMarket
 from tests.reliability.conftest import RecordWriter
 
 REPLICAS = 3
 CONCURRENT_APPROVALS = 200
 DIRECTORS = 50
 THRESHOLD = Decimal(1000)
+# The buy limit (95) rests below the best ask (100): an approved order stays open at the venue.
+BIDS, ASKS = (("99", "50"),), (("100", "50"),)
+APPROVED = ("r11-concurrent", "r11-double")
+FORBIDDEN = ("r11-self", "r11-expired")
 
 
 @pytest.fixture(scope="module")
 def r11_database_url(database_url: str) -> Iterator[str]:
     with own_database(database_url, "r11") as url:
         yield url
+
+
+def headers(subject: str, *roles: Role) -> dict[str, str]:
+    """A token with a TOTP proof made just now (approvals demand one)."""
+    return token(*roles, subject=subject, otp=True)
 
 
 async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
@@ -84,11 +96,14 @@ async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
         await consumer.stop()
 
 
+@dataclass(frozen=True)
 class Stack:
-    """The OMS, the hitl replicas and the OMS decision handler, all on one database."""
+    """The OMS, the hitl replicas, the paper venue the OMS trades on and that venue's database."""
 
-    def __init__(self, oms: httpx.AsyncClient, replicas: list[httpx.AsyncClient], venue: FakeVenue) -> None:
-        self.oms, self.replicas, self.venue = oms, replicas, venue
+    oms: httpx.AsyncClient
+    replicas: list[httpx.AsyncClient]
+    venue: VenueAdapter
+    engine: AsyncEngine
 
 
 @contextlib.asynccontextmanager
@@ -116,86 +131,62 @@ async def decision_handler(runtime: ServiceRuntime, topic: str) -> AsyncIterator
         await loop.stop()
 
 
-def oms_settings(base: AetherSettings, database_url: str) -> OmsSettings:
-    return OmsSettings(
-        **base.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
-        database_url=SecretStr(database_url),
-        jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
-        log_level="WARNING",
-        default_approval_threshold=THRESHOLD,
-        resolve_after_s=0.2,
-        resolver_interval_s=0.1,
-    )
-
-
 @contextlib.asynccontextmanager
 async def approval_stack(
-    base: AetherSettings, database_url: str, redis_url: str, kafka_bootstrap: str, **hitl_overrides: Any
+    settings: AetherSettings, database_url: str, market: PaperMarket, kafka_bootstrap: str, engine: AsyncEngine
 ) -> AsyncIterator[tuple[Stack, HitlSettings]]:
-    """Start the OMS, REPLICAS hitl apps and the OMS decision handler; yield their clients."""
-    redis = Redis.from_url(redis_url)
-    book = {"bids": [{"price": "99", "qty": "50"}], "asks": [{"price": "100", "qty": "50"}]}
-    await redis.set("marketdata:book:BTC/USD", json.dumps(book))
-    await redis.aclose()
-    settings = hitl_settings(base, database_url, order_events_topic=OMS_ORDER_EVENTS, **hitl_overrides)
-    await start_group_at_end(kafka_bootstrap, settings.requests_consumer_group, OMS_ORDER_EVENTS)
-    venue = FakeVenue(price=Decimal(100))
-    oms_app = create_oms_app(oms_settings(base, database_url), venue=venue)
+    """Start the OMS on the paper venue, REPLICAS hitl apps and the OMS decision handler; yield their clients."""
+    hitl = hitl_settings(settings, database_url, order_events_topic=OMS_ORDER_EVENTS)
+    await start_group_at_end(kafka_bootstrap, hitl.requests_consumer_group, OMS_ORDER_EVENTS)
     async with contextlib.AsyncExitStack() as stack:
-        oms = await stack.enter_async_context(running(oms_app, "http://oms"))
-        await eventually(lambda: _ready(oms), timeout_s=30, message="oms ready")
+        oms_app, oms = await stack.enter_async_context(
+            paper_oms(settings, database_url, market, bids=BIDS, asks=ASKS, default_approval_threshold=THRESHOLD)
+        )
         replicas = [
-            await stack.enter_async_context(running(create_hitl_app(settings), f"http://hitl-{i}"))
-            for i in range(REPLICAS)
+            await stack.enter_async_context(serving(create_hitl_app(hitl), f"http://hitl-{i}")) for i in range(REPLICAS)
         ]
-        await stack.enter_async_context(decision_handler(oms_app.state.runtime, settings.decisions_topic))
-        yield Stack(oms, replicas, venue), settings
-
-
-async def _ready(http: httpx.AsyncClient) -> bool:
-    return (await http.get("/readyz")).status_code == 200
+        runtime: ServiceRuntime = oms_app.state.runtime
+        await stack.enter_async_context(decision_handler(runtime, hitl.decisions_topic))
+        yield Stack(oms, replicas, oms_adapters(runtime).venue, engine), hitl
 
 
 async def place_big_order(stack: Stack, account: str, requester: str, roles: list[Role]) -> dict[str, Any]:
     """An order above the threshold: the OMS holds it and asks for approval; returns the order and its request."""
-    headers = bearer(requester, roles)
+    auth = headers(requester, *roles)
     deposit = await stack.oms.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=headers
+        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=auth
     )
     assert deposit.status_code == 201, deposit.text
-    body = {
-        "account_id": account,
-        "client_order_id": f"big-{uuid.uuid4().hex[:8]}",
-        "symbol": "BTC/USD",
-        "side": "buy",
-        "type": "limit",
-        "quantity": "20",
-        "limit_price": "95",
-    }
-    order = (await stack.oms.post("/orders", json=body, headers=headers)).json()
-    assert order["status"] == "pending_approval", order
+    body = order(account, client_order_id=f"big-{account}", type="limit", quantity="20", limit_price="95")
+    placed = await stack.oms.post("/orders", json=body, headers=auth)
+    assert placed.status_code == 201, placed.text
+    held = placed.json()
+    assert held["status"] == "pending_approval", held
 
     async def requested() -> dict[str, Any] | None:
         page = await stack.replicas[0].get(
-            "/hitl/requests", params={"account_id": account}, headers=bearer("reader", [Role.AUDITOR])
+            "/hitl/requests", params={"account_id": account}, headers=headers("reader", Role.AUDITOR)
         )
-        items = [item for item in page.json()["items"] if item["subject_id"] == order["order_id"]]
+        items = [item for item in page.json()["items"] if item["subject_id"] == held["order_id"]]
         return items[0] if items else None
 
     request = await eventually(requested, timeout_s=30, message="approval request opened from ApprovalRequested")
-    return {"order": order, "request": request}
+    return {"order": held, "request": request}
 
 
 async def order_status(stack: Stack, order_id: str) -> str:
-    answer = await stack.oms.get(f"/orders/{order_id}", headers=bearer("reader", [Role.AUDITOR]))
+    answer = await stack.oms.get(f"/orders/{order_id}", headers=headers("reader", Role.AUDITOR))
     return str(answer.json()["status"])
 
 
-async def approve(client: httpx.AsyncClient, request: dict[str, Any], director: str) -> int:
+async def approve(
+    client: httpx.AsyncClient, request: dict[str, Any], director: str, auth: dict[str, str] | None = None
+) -> int:
+    """One approve click by `director` (`auth`: the director's headers, when made beforehand)."""
     answer = await client.post(
         f"/hitl/requests/{request['request_id']}/approve",
         json={"payload_hash": request["payload_hash"], "reason": "r11"},
-        headers=bearer(director, [Role.DIRECTOR]),
+        headers=auth or headers(director, Role.DIRECTOR),
     )
     return answer.status_code
 
@@ -206,10 +197,17 @@ async def count_rows(engine: AsyncEngine, table: str, request_id: str) -> int:
         return int((await conn.execute(query, {"id": request_id})).scalar_one())
 
 
+async def venue_orders(engine: AsyncEngine, account: str) -> int:
+    """Orders of `account` that reached the paper venue: rows of its own order table (schema `paper`)."""
+    query = sa.select(sa.func.count()).select_from(paper_orders).where(paper_orders.c.account_id == account)
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
 async def test_r11_an_approval_yields_exactly_one_order(
     settings: AetherSettings,
     r11_database_url: str,
-    redis_url: str,
+    paper_market: PaperMarket,
     kafka_bootstrap: str,
     reliability_seed: int,
     write_reliability_record: RecordWriter,
@@ -218,24 +216,17 @@ async def test_r11_an_approval_yields_exactly_one_order(
     violations: Counter[str] = Counter()
     figures: dict[str, Any] = {}
     try:
-        async with approval_stack(settings, r11_database_url, redis_url, kafka_bootstrap) as (stack, hitl):
-            concurrent = await _concurrent_approvals(stack, engine, violations, figures)
+        async with approval_stack(settings, r11_database_url, paper_market, kafka_bootstrap, engine) as (stack, hitl):
+            concurrent = await _concurrent_approvals(stack, violations, figures)
             double = await _double_approve(stack, violations, figures)
             selfish = await _self_approval(stack, violations, figures)
-            expired = await _approve_after_expiry(stack, engine, violations, figures)
+            expired = await _approve_after_expiry(stack, violations, figures)
             subjects = {concurrent, double, selfish, expired}
             decided = await read_decisions(kafka_bootstrap, hitl.decisions_topic, subjects)
             per_subject = Counter(str(e.payload["subject_id"]) for e in decided)
             figures["decided_events_per_request"] = sorted(per_subject.values())
             violations["requests_without_exactly_one_event"] += sum(1 for s in subjects if per_subject[s] != 1)
-            figures["venue_orders_per_approved_request"] = {
-                key: sum(1 for account, _ in stack.venue.orders if account == key)
-                for key in ("r11-concurrent", "r11-double")
-            }
-            for account, count in figures["venue_orders_per_approved_request"].items():
-                violations[f"{account}_orders_not_1"] += count != 1
-            for account in ("r11-self", "r11-expired"):
-                violations[f"{account}_orders_not_0"] += sum(1 for a, _ in stack.venue.orders if a == account)
+            await _orders_at_the_venue(stack, violations, figures)
     finally:
         await engine.dispose()
     record = {
@@ -251,14 +242,34 @@ async def test_r11_an_approval_yields_exactly_one_order(
     assert record["violations"] == 0, record["violation_kinds"]
 
 
-async def _concurrent_approvals(
-    stack: Stack, engine: AsyncEngine, violations: Counter[str], figures: dict[str, Any]
-) -> str:
+async def _orders_at_the_venue(stack: Stack, violations: Counter[str], figures: dict[str, Any]) -> None:
+    """One order per approved request and none per forbidden one, by the paper venue's own state."""
+    figures["venue_orders_per_approved_request"] = {
+        account: await venue_orders(stack.engine, account) for account in APPROVED
+    }
+    for account, count in figures["venue_orders_per_approved_request"].items():
+        violations[f"{account}_orders_not_1"] += count != 1
+        # The venue's API agrees with its table: found by client id, and resting (95 is below the ask).
+        found = await stack.venue.query(AccountId(account), ClientOrderId(f"big-{account}"))
+        violations[f"{account}_not_found_by_client_id"] += found is None
+        violations[f"{account}_open_orders_not_1"] += len(await stack.venue.open_orders(AccountId(account))) != 1
+    for account in FORBIDDEN:
+        violations[f"{account}_orders_not_0"] += await venue_orders(stack.engine, account)
+        found = await stack.venue.query(AccountId(account), ClientOrderId(f"big-{account}"))
+        violations[f"{account}_found_by_client_id"] += found is not None
+
+
+async def _concurrent_approvals(stack: Stack, violations: Counter[str], figures: dict[str, Any]) -> str:
     """200 approvals of one request at once, from 50 directors (4 clicks each), spread over the replicas."""
     placed = await place_big_order(stack, "r11-concurrent", "op-r11", [Role.OPERATOR])
     request = placed["request"]
+    # Tokens are signed before the burst, so that the burst is only the approvals.
+    directors = [(f"dir-{d}", headers(f"dir-{d}", Role.DIRECTOR)) for d in range(DIRECTORS)]
     statuses = await asyncio.gather(
-        *(approve(stack.replicas[i % REPLICAS], request, f"dir-{i % DIRECTORS}") for i in range(CONCURRENT_APPROVALS))
+        *(
+            approve(stack.replicas[i % REPLICAS], request, *directors[i % DIRECTORS])
+            for i in range(CONCURRENT_APPROVALS)
+        )
     )
     counts = Counter(statuses)
     figures["concurrent_approvals"] = CONCURRENT_APPROVALS
@@ -266,8 +277,8 @@ async def _concurrent_approvals(
     figures["concurrent_accepted"] = counts[200]
     violations["concurrent_accepted_not_1"] += counts[200] != 1
     violations["concurrent_not_200_or_409"] += sum(n for code, n in counts.items() if code not in (200, 409))
-    decisions = await count_rows(engine, "decisions", request["request_id"])
-    votes = await count_rows(engine, "votes", request["request_id"])
+    decisions = await count_rows(stack.engine, "decisions", request["request_id"])
+    votes = await count_rows(stack.engine, "votes", request["request_id"])
     figures["decisions_per_request"] = decisions
     figures["votes_stored"] = votes
     violations["decisions_not_1"] += decisions != 1
@@ -311,19 +322,17 @@ async def _self_approval(stack: Stack, violations: Counter[str], figures: dict[s
     reject = await stack.replicas[0].post(
         f"/hitl/requests/{placed['request']['request_id']}/reject",
         json={"payload_hash": placed["request"]["payload_hash"], "reason": "self-approval attempt"},
-        headers=bearer("dir-judge", [Role.DIRECTOR]),
+        headers=headers("dir-judge", Role.DIRECTOR),
     )
     violations["reject_not_200"] += reject.status_code != 200
     await eventually(lambda: _status_is(stack, placed["order"]["order_id"], "denied"), timeout_s=30)
     return str(placed["order"]["order_id"])
 
 
-async def _approve_after_expiry(
-    stack: Stack, engine: AsyncEngine, violations: Counter[str], figures: dict[str, Any]
-) -> str:
+async def _approve_after_expiry(stack: Stack, violations: Counter[str], figures: dict[str, Any]) -> str:
     """A request that expires (policy expiry 1 s): the worker decides `expired`, approvals afterwards are refused."""
     policy = await stack.replicas[0].put(
-        "/hitl/policies/r11-expired", json={"expiry_s": 1}, headers=bearer("admin", [Role.ADMIN])
+        "/hitl/policies/r11-expired", json={"expiry_s": 1}, headers=headers("admin", Role.ADMIN)
     )
     assert policy.status_code == 200, policy.text
     placed = await place_big_order(stack, "r11-expired", "op-r11", [Role.OPERATOR])
@@ -333,6 +342,7 @@ async def _approve_after_expiry(
     figures["late_attempts"] = len(codes)
     figures["late_approvals_accepted"] = sum(1 for code in codes if code == 200)
     violations["late_approvals_accepted"] += figures["late_approvals_accepted"]
-    violations["late_decisions_not_1"] += await count_rows(engine, "decisions", placed["request"]["request_id"]) != 1
+    late_decisions = await count_rows(stack.engine, "decisions", placed["request"]["request_id"])
+    violations["late_decisions_not_1"] += late_decisions != 1
     violations["expired_order_moved_on"] += await order_status(stack, order_id) != "expired"
     return str(order_id)

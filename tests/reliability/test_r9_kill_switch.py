@@ -13,16 +13,22 @@ set and the balances it expects:
 - otherwise: a sell larger than the free base is `insufficient_balance`, everything else is accepted.
 
 Orders rest away from the market (buys at 95, sells at 105), so nothing fills and positions stay what the
-oracle set up. Runs on a Redis database of its own: a global HALTED written here never reaches other tests.
+oracle set up. Runs on a Redis database of its own: a global HALTED written here never reaches other tests. The
+global state key is one per Redis database, so a run holds that database for itself (the `r9:run` lock): two
+runs at once on one stack would otherwise change each other's global state and see orders accepted that their
+oracle expects denied. Its PostgreSQL database and account ids are unique per run too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -43,8 +49,8 @@ from shared.domain.types import OrderId, OrderSide, OrderStatus, OrderType, Trad
 from shared.events.tables import event_tables
 from tests.helpers import own_database
 from tests.reliability.conftest import RecordWriter
+from tests.reliability.oms_crash_worker import ACTOR
 from tests.reliability.oms_harness import (
-    ACTOR,
     SCALE,
     PaperStack,
     book_levels,
@@ -64,12 +70,33 @@ STATE_CHANGE_RATE = 0.08
 STATES = (TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED)
 STATE_WEIGHTS = (1, 2, 2)  # most commands run under REDUCING or HALTED
 STRICTNESS = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}  # the oracle's own
+RUN = uuid.uuid4().hex[:8]
+RUN_LOCK_KEY = "r9:run"
+RUN_LOCK_TTL_S = 1_200  # longer than a run; a run killed without releasing it blocks the next one this long at most
 
 
 @pytest.fixture(scope="module")
 def r9_database_url(database_url: str) -> Iterator[str]:
-    with own_database(database_url, "r9") as url:
+    with own_database(database_url, f"r9_{RUN}") as url:  # a concurrent run's setup never drops this one
         yield url
+
+
+@asynccontextmanager
+async def redis_database_of_our_own(redis: Redis, keys: list[str]) -> AsyncIterator[None]:
+    """Hold the run lock of this Redis database (waiting for a concurrent run to end); `keys` are deleted
+    before and after, while the lock is held."""
+    deadline = time.monotonic() + RUN_LOCK_TTL_S
+    while not await redis.set(RUN_LOCK_KEY, RUN, nx=True, ex=RUN_LOCK_TTL_S):
+        if time.monotonic() > deadline:
+            pytest.fail(f"another R9 run holds {RUN_LOCK_KEY} on this Redis database")
+        await asyncio.sleep(1)
+    try:
+        await redis.delete(*keys)
+        yield
+    finally:
+        await redis.delete(*keys)
+        if await redis.get(RUN_LOCK_KEY) == RUN.encode():
+            await redis.delete(RUN_LOCK_KEY)
 
 
 @dataclass
@@ -218,13 +245,13 @@ async def test_r9_kill_switch_is_obeyed(
     symbol = unique_symbol("RK")
     own_redis = re.sub(r"/\d+$", "", redis_url) + f"/{REDIS_DB}"
     settings = oms_settings(r9_database_url, own_redis, kafka_bootstrap, [symbol])
-    accounts = [f"r9-{reliability_seed}-{i}" for i in range(ACCOUNTS)]
+    accounts = [f"r9-{reliability_seed}-{RUN}-{i}" for i in range(ACCOUNTS)]
+    state_keys = ["risk:trading_state:global", *[f"risk:trading_state:account:{a}" for a in accounts]]
     redis = Redis.from_url(own_redis)
     risk_engine = create_engine(settings, application_name="r9-risk")
-    await redis.delete("risk:trading_state:global", *[f"risk:trading_state:account:{a}" for a in accounts])
     started = time.perf_counter()
     try:
-        async with paper_stack(settings) as stack:
+        async with redis_database_of_our_own(redis, state_keys), paper_stack(settings) as stack:
             await stack.set_book(symbol, *book_levels())
             for account in accounts:
                 await stack.fund(account, {"USD": Decimal("10000000")})
@@ -233,7 +260,6 @@ async def test_r9_kill_switch_is_obeyed(
             risk = risk_service(risk_engine, redis)
             tally = await run_commands(stack, risk, rng, accounts, symbol)
     finally:
-        await redis.delete("risk:trading_state:global", *[f"risk:trading_state:account:{a}" for a in accounts])
         await redis.aclose()
         await risk_engine.dispose()
     elapsed_s = time.perf_counter() - started
