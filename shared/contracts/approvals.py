@@ -184,5 +184,5 @@ class ApprovalPolicyValue(ApprovalPolicyRules, MirrorValue):
     director, never less."""
 
     account_id: Identifier
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1), JsonInteger]
     created_at: Timestamp

@@ -37,11 +37,12 @@ from shared.events.topics import OMS_ORDER_EVENTS
 from tests.helpers import eventually, own_database
 from tests.integration.test_hitl_api import hitl_settings, running
 from tests.kit.auth import ISSUER, KEY
+from tests.kit.oms import oms_settings
 from tests.kit.paper import PaperMarket
 from tests.reliability.test_r11_approvals import (
+    THRESHOLD,
     Stack,
     decision_handler,
-    oms_settings,
     order_status,
     place_big_order,
     start_group_at_end,
@@ -217,7 +218,9 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         accounts_url=f"http://127.0.0.1:{accounts_port}",
     )
     await start_group_at_end(kafka_bootstrap, hitl.requests_consumer_group, OMS_ORDER_EVENTS)
-    oms_app = create_oms_app(oms_settings(settings, e2e_database_url).model_copy(update=paper_market.topics))
+    oms_app = create_oms_app(
+        oms_settings(settings, e2e_database_url, paper_market, default_approval_threshold=THRESHOLD)
+    )
     async with contextlib.AsyncExitStack() as stack:
         accounts_url = await stack.enter_async_context(
             served(accounts_app(settings, e2e_database_url, tmp_path / "kek.json"), accounts_port)
@@ -233,7 +236,7 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         venue = oms_adapters(oms_app.state.runtime).venue
 
         username, totp = await director_with_totp(accounts, [approve_account, reject_account, later_account])
-        services = Stack(oms, [hitl_client], venue)
+        services = Stack(oms, [hitl_client], venue, oms_app.state.runtime.engine)
         to_approve = await place_big_order(services, approve_account, "op-e2e", [Role.OPERATOR])
         to_reject = await place_big_order(services, reject_account, "op-e2e", [Role.OPERATOR])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -11,9 +12,11 @@ from services.oms.approval_policy import (
     ApprovalPolicy,
     OrderFacts,
     approval_reasons,
-    policy_from_json,
     threshold_reasons,
 )
+from shared.contracts.approvals import ApprovalPolicyValue
+from shared.contracts.base import ContractViolation
+from shared.contracts.mirror import decode_mirror
 
 POLICY = ApprovalPolicy(version=3, notional_threshold=Decimal("1000"), new_instrument=True)
 
@@ -45,23 +48,38 @@ def test_without_a_policy_the_account_threshold_decides() -> None:
     assert threshold_reasons(None, Decimal("1000000")) == []
 
 
-def test_mirrored_json_is_parsed_with_decimal_strings() -> None:
-    parsed = policy_from_json({"version": 2, "notional_threshold": "1000.50", "new_instrument": False, "quorum": 2})
-    assert parsed == ApprovalPolicy(version=2, notional_threshold=Decimal("1000.50"), new_instrument=False)
+def test_the_mirrored_value_is_read_through_its_contract_with_decimal_strings() -> None:
+    raw = json.dumps(
+        {
+            "account_id": "acct-1",
+            "version": 2,
+            "created_at": "2026-12-07T10:00:00+00:00",
+            "notional_threshold": "1000.50",
+            "new_instrument": False,
+            "quorum": 2,
+        }
+    )
+    value = decode_mirror(ApprovalPolicyValue, raw)
+    assert (value.version, value.notional_threshold, value.new_instrument) == (2, Decimal("1000.50"), False)
+
+
+BASE = {"account_id": "acct-1", "version": 1, "created_at": "2026-12-07T10:00:00+00:00"}
 
 
 @pytest.mark.parametrize(
     "value",
     [
         {"notional_threshold": "1"},
-        {"version": 0},
-        {"version": True},
-        {"version": 1, "notional_threshold": "abc"},
-        {"version": 1, "notional_threshold": "-5"},
-        {"version": 1, "notional_threshold": "NaN"},
-        {"version": 1, "new_instrument": "yes"},
+        {**BASE, "version": 0},
+        {**BASE, "version": True},
+        {**BASE, "notional_threshold": "abc"},
+        {**BASE, "notional_threshold": "-5"},
+        {**BASE, "notional_threshold": "NaN"},
+        {**BASE, "new_instrument": "yes"},
+        {**BASE, "created_at": None},
+        {**BASE, "rule_from_the_future": True},
     ],
 )
-def test_unreadable_values_are_refused(value: dict[str, Any]) -> None:
-    with pytest.raises((ValueError, TypeError, KeyError, ArithmeticError)):
-        policy_from_json(value)
+def test_values_that_break_the_contract_are_refused(value: dict[str, Any]) -> None:
+    with pytest.raises(ContractViolation):
+        decode_mirror(ApprovalPolicyValue, json.dumps(value))
