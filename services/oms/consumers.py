@@ -17,8 +17,9 @@ from services.oms.repository import OmsRepository
 from services.oms.service import OrderService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.contracts.approvals import ApprovalDecided, SubjectType
-from shared.contracts.base import outbox_payload
+from shared.contracts.base import ContractViolation
 from shared.contracts.orders import CancelOrder, CommandRejected, SubmitOrder
+from shared.contracts.registry import follow_up_envelope, parse_as, parse_message
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId, OrderStatus
 from shared.errors import DomainError
@@ -37,16 +38,16 @@ async def handle_command(orders: OrderService, session: AsyncSession, envelope: 
     """`SubmitOrder` / `CancelOrder` from other services, handled like REST (idempotent by client order id)."""
     actor = f"service:{envelope.producer}"
     try:
-        if envelope.type == SubmitOrder.TYPE:
-            submit = SubmitOrder.model_validate(envelope.payload)
-            await orders.record(session, submit.order, actor, origin="command")
-        elif envelope.type == CancelOrder.TYPE:
-            await _cancel_by_command(orders, session, CancelOrder.model_validate(envelope.payload), actor)
+        command = parse_message(envelope)  # ContractViolation: answered with CommandRejected below
+        if isinstance(command, SubmitOrder):
+            await orders.record(session, command.order, actor, origin="command")
+        elif isinstance(command, CancelOrder):
+            await _cancel_by_command(orders, session, command, actor)
         else:
-            raise DomainError(f"unknown command type {envelope.type!r}")
+            raise ContractViolation(f"{envelope.type!r} is not a command")
     except (RiskStateUnavailable, MarketDataUnavailable):
         raise  # Redis down: retry the command later (consumer backoff), never reject it for that
-    except (DomainError, ValidationError, KeyError, TypeError) as exc:
+    except (DomainError, ContractViolation, ValidationError) as exc:
         await _command_rejected(orders, session, envelope, exc)
 
 
@@ -71,12 +72,7 @@ async def _command_rejected(orders: OrderService, session: AsyncSession, envelop
     """A command that cannot be carried out is answered with an event, not retried forever."""
     code = str(getattr(error, "code", type(error).__name__))
     rejected = CommandRejected(command_type=envelope.type or "unknown", code=code[:128], message=str(error)[:500])
-    reply = envelope.follow_up(
-        type=CommandRejected.TYPE,
-        producer="oms",
-        aggregate_id=envelope.aggregate_id,
-        payload=outbox_payload(rejected),
-    )
+    reply = follow_up_envelope(envelope, rejected, producer="oms", aggregate_id=envelope.aggregate_id)
     await add_to_outbox(session, orders.tables, topic=OMS_ORDER_EVENTS, envelope=reply, key=envelope.aggregate_id)
     log.warning("command_rejected", command_type=envelope.type, code=str(code))
 
@@ -86,7 +82,7 @@ async def handle_decision(orders: OrderService, session: AsyncSession, envelope:
     if envelope.type != ApprovalDecided.TYPE:
         return
     # A payload that breaks the contract (an unknown decision included) raises and is dead-lettered: never guessed.
-    decided = ApprovalDecided.model_validate(envelope.payload)
+    decided = parse_as(ApprovalDecided, envelope)
     if decided.subject_type != SubjectType.ORDER:
         return
     try:
