@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.base import Money
 from shared.domain.ledger import Balance, Ledger, LedgerEntry, LedgerUpdate, Position, Reservation
-from shared.domain.orders import OPEN_STATUSES, Order, OrderEvent, event_from_payload
+from shared.domain.order_events import OrderEvent, event_from_payload
+from shared.domain.order_rules import OPEN_STATUSES
+from shared.domain.orders import Order
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderId, OrderStatus, Symbol
 
 SCHEMA = "oms"

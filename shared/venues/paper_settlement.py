@@ -14,8 +14,9 @@ from decimal import Decimal
 from typing import Protocol
 
 from shared.domain.ledger import fill_payment
-from shared.domain.matching import ExecutionReport, ReportKind, SimOrder
+from shared.domain.matching import ExecutionReport, ReportKind
 from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, format_decimal
+from shared.domain.sim_orders import SimOrder
 from shared.domain.types import (
     AccountId,
     Asset,

@@ -28,7 +28,8 @@ from data.replay.source import (
     rebased,
     write_csv,
 )
-from shared.domain.matching import MatchingEngine, ReportKind, SimOrder
+from shared.domain.matching import MatchingEngine, ReportKind
+from shared.domain.sim_orders import SimOrder
 from shared.domain.types import OrderSide, OrderType
 from shared.events import Envelope
 from shared.events.producer import Delivery, OutgoingMessage

@@ -21,8 +21,8 @@ from shared.domain.matching import (
     MatchingEngine,
     ReportKind,
     RestingState,
-    SimOrder,
 )
+from shared.domain.sim_orders import SimOrder
 from shared.domain.types import Liquidity, OrderSide, OrderType, TimeInForce
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -19,7 +19,9 @@ from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from shared.db import UnitOfWork
 from shared.domain.ledger import LedgerUpdate
 from shared.domain.money import MONEY_CONTEXT
-from shared.domain.orders import Order, OrderEvent, OrderRuleError
+from shared.domain.order_events import OrderEvent
+from shared.domain.order_rules import OrderRuleError
+from shared.domain.orders import Order
 from shared.domain.types import AccountId, Asset, OrderId, OrderStatus, VenueOrderId
 from shared.observability.logging import get_logger
 from shared.venues.base import (

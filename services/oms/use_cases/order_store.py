@@ -13,7 +13,8 @@ from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from shared.db import UnitOfWork
-from shared.domain.orders import Order, OrderEvent
+from shared.domain.order_events import OrderEvent
+from shared.domain.orders import Order
 from shared.domain.types import OrderId
 from shared.events.tables import EventTables
 

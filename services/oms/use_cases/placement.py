@@ -28,7 +28,8 @@ from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
 from shared.domain.ledger import LedgerUpdate
 from shared.domain.money import InstrumentSpec
-from shared.domain.orders import Order, OrderRequest, validate_request
+from shared.domain.order_requests import OrderRequest, validate_request
+from shared.domain.orders import Order
 from shared.domain.types import AccountId, ClientOrderId, OrderId, OrderSide, OrderStatus, Symbol
 from shared.events import add_to_outbox
 from shared.events.topics import OMS_ORDER_EVENTS

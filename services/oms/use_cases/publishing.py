@@ -17,7 +17,8 @@ from shared.contracts.base import ContractViolation, outbox_payload
 from shared.contracts.orders import ORDER_EVENTS, OrderEventMessage
 from shared.contracts.registry import new_envelope
 from shared.domain.ledger import Ledger, LedgerUpdate
-from shared.domain.orders import Order, OrderEvent
+from shared.domain.order_events import OrderEvent
+from shared.domain.orders import Order
 from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import OMS_BALANCE_EVENTS, OMS_ORDER_EVENTS

@@ -11,7 +11,7 @@ from services.risk.exits.service import MoveStopRequest, policy_json
 from shared.auth.dependencies import ensure_account_access
 from shared.auth.roles import Role
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
-from shared.domain.brackets import BracketStatus
+from shared.domain.bracket_model import BracketStatus
 from shared.errors import COMMON_RESPONSES
 from shared.web import (
     AccountIdPath,
