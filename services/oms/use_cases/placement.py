@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.errors import AccountNotFound, DuplicateClientOrderId, InvalidOrder
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.schemas import OrderCreate
 from services.oms.use_cases.context import OmsContext
@@ -112,7 +113,7 @@ class PlaceOrder:
         now = self.ctx.clock()
         request, spec = self._validated(body, now)
         order, events = Order.create(OrderId(str(uuid.uuid4())), request, now)
-        ledger = await repo.load_ledger(AccountId(body.account_id))
+        ledger = await LedgerRepository(session).load_ledger(AccountId(body.account_id))
         has_exits = body.exits is not None and not body.exits.is_empty()
         terms = AccountTerms(account.approval_threshold, account.volume_30d, has_exits)
         decision = await self.pre_trade.decide(repo, order, spec, ledger, terms)
