@@ -1,6 +1,7 @@
 """Fixtures that more than one integration module takes.
 
 Events (test_events_*.py): a private schema with its own outbox and inbox, a sessionmaker, a producer.
+The paper venue (test_paper_venue_*.py): a fresh instrument, a fake clock at START, a fresh account.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import sessionmaker_for
+from shared.domain.types import AccountId, Symbol
 from shared.events import EventProducer, EventTables
+from tests.contract.conftest import FakeClock, unique_symbol
+from tests.kit.paper_venue import START
 
 
 @pytest.fixture
@@ -46,3 +50,18 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[EventProducer]:
     await producer.start()
     yield producer
     await producer.stop()
+
+
+@pytest.fixture
+def symbol() -> Symbol:
+    return unique_symbol()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def account() -> AccountId:
+    return AccountId(f"acct-{uuid.uuid4().hex[:12]}")
