@@ -1,8 +1,10 @@
-"""Outbox rows and Kafka records as the event-plumbing tests write and read them."""
+"""Outbox rows and Kafka records as tests write and read them: numbered events, the outbox, a topic read to its
+end, a `TopicReader` that keeps reading one topic."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -12,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import UnitOfWork
 from shared.events import Envelope, EventTables, add_to_outbox
+from tests.helpers import eventually
 
 
 def numbered_event(key: str, seq: int, **overrides: Any) -> Envelope:
@@ -55,3 +58,40 @@ async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> li
         return [record for tp in tps for record in records[tp]]
     finally:
         await consumer.stop()
+
+
+class TopicReader:
+    """Reads every envelope of one topic from the beginning."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=uuid.uuid4().hex
+        )
+        self.seen: list[Envelope] = []
+        self.headers: list[list[tuple[str, bytes]]] = []  # of each envelope in `seen`
+
+    def _take(self, batch: dict[Any, list[Any]]) -> None:
+        for records in batch.values():
+            for record in records:
+                self.seen.append(Envelope.from_bytes(record.value))
+                self.headers.append(list(record.headers or ()))
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def until(self, count: int, *, timeout_s: float = 20) -> list[Envelope]:
+        async def enough() -> bool:
+            self._take(await self.consumer.getmany(timeout_ms=200))
+            return len(self.seen) >= count
+
+        await eventually(enough, timeout_s=timeout_s, message=f"{count} envelopes")
+        return self.seen
+
+    async def settle(self, idle_ms: int = 1_500) -> list[Envelope]:
+        """Whatever else arrives within `idle_ms` (to show that nothing more was published)."""
+        self._take(await self.consumer.getmany(timeout_ms=idle_ms))
+        return self.seen
