@@ -17,14 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import UnitOfWork
-from shared.events import (
-    Envelope,
-    EventProducer,
-    EventTables,
-    OutboxRelay,
-    add_to_outbox,
-    header_value,
-)
+from shared.events import Envelope, EventProducer, EventTables, OutboxRelay, add_to_outbox, header_value
 from shared.events.envelope import HEADER_CORRELATION_ID
 from tests.helpers import eventually
 from tests.kit.events import numbered_event, read_all, write_outbox

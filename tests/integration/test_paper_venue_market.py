@@ -21,13 +21,7 @@ from shared.db import sessionmaker_for
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderSide, OrderType, Symbol, TimeInForce
 from shared.events.producer import EventProducer, OutgoingMessage
 from shared.marketdata import BookDelta, Level, to_envelope
-from shared.venues.base import (
-    VenueFill,
-    VenueOrderRequest,
-    VenueOrderStatus,
-    VenueRejected,
-    VenueUpdate,
-)
+from shared.venues.base import VenueFill, VenueOrderRequest, VenueOrderStatus, VenueRejected, VenueUpdate
 from shared.venues.paper_feed import PaperFeed, book_key, trade_key
 from tests.contract.conftest import FakeClock
 from tests.helpers import eventually

@@ -14,15 +14,7 @@ from pydantic import ValidationError
 
 from shared.domain.types import OrderSide
 from shared.events import Envelope
-from shared.marketdata import (
-    BookDelta,
-    BookSnapshot,
-    Level,
-    MarketDataError,
-    Trade,
-    decode_marketdata,
-    to_envelope,
-)
+from shared.marketdata import BookDelta, BookSnapshot, Level, MarketDataError, Trade, decode_marketdata, to_envelope
 from tests.kit.marketdata import NOW
 
 

@@ -11,16 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data.replay.source import (
-    FileSource,
-    SourceError,
-    SyntheticMarket,
-    load_file,
-    looped,
-    read_csv,
-    rebased,
-    write_csv,
-)
+from data.replay.source import FileSource, SourceError, SyntheticMarket, load_file, looped, read_csv, rebased, write_csv
 from shared.domain.matching import MatchingEngine, ReportKind, SimOrder
 from shared.domain.types import OrderSide, OrderType
 from shared.marketdata import BookDelta, BookSnapshot, Level, Trade
