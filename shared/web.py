@@ -7,10 +7,11 @@ cursors fit a BIGINT, and every non-2xx a route answers is declared with the com
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from shared.auth.dependencies import get_principal, require_roles
 from shared.auth.roles import Role
@@ -134,6 +135,22 @@ SymbolQuery = Annotated[str | None, Query(min_length=3, max_length=32, pattern=S
 NameQuery = Annotated[str | None, Query(min_length=1, max_length=200, pattern=SAFE_TEXT_PATTERN)]
 Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="page size")]
 # An opaque cursor this API returned (URL-safe base64), bounded.
+# RFC 3339 date-times in a query, with their offset: pydantic alone would also read a bare number as a Unix time.
+DATETIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+_DATETIME_TEXT = re.compile(DATETIME_PATTERN)
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, str) and not _DATETIME_TEXT.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+# The pattern goes into the schema (json_schema_extra) and is checked on the text before parsing: FastAPI's
+# `Query(pattern=...)` cannot be applied to a datetime and would answer 500.
+DateTimeQuery = Annotated[
+    AwareDatetime | None, Query(json_schema_extra={"pattern": DATETIME_PATTERN}), BeforeValidator(_rfc3339_text)
+]
 OpaqueCursor = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
 Cursor = Annotated[
     int, Query(ge=0, le=CURSOR_MAX, description="the `next_cursor` of the previous page; 0 for the first")

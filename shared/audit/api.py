@@ -7,10 +7,10 @@ reading the log is a separate grant (give a person both roles when that is wante
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.audit.anchors import Anchor
 from shared.audit.log import AuditRecord
@@ -18,7 +18,7 @@ from shared.audit.query import EntryFilter, list_anchors, list_entries
 from shared.db import UnitOfWork
 from shared.errors import COMMON_RESPONSES, Unprocessable
 from shared.web import AuditReader as Auditor
-from shared.web import Cursor, Limit
+from shared.web import Cursor, DateTimeQuery, Limit
 from shared.web import NameQuery as Name
 
 
@@ -94,8 +94,6 @@ def _anchor(anchor_id: int, anchor: Anchor) -> AnchorRead:
     )
 
 
-# RFC 3339 only: without the pattern a bare number would be read as a Unix time.
-Timestamp = Annotated[AwareDatetime | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")]
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=COMMON_RESPONSES)
 
@@ -107,8 +105,8 @@ async def get_audit_entries(
     chain: Name = None,
     actor: Name = None,
     action: Name = None,
-    since: Timestamp = None,
-    until: Timestamp = None,
+    since: DateTimeQuery = None,
+    until: DateTimeQuery = None,
     cursor: Cursor = 0,
     limit: Limit = 100,
 ) -> AuditEntryPage:

@@ -7,8 +7,8 @@ through Kafka: a limit buy at 100 rests, a market buy fills at 101.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,8 +21,11 @@ from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.approvals import ApprovalPolicyValue
+from shared.contracts.mirror import encode_mirror
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
+from shared.mirror_keys import approval_policy_key
 from tests.helpers import eventually, own_database
 from tests.kit.auth import token
 from tests.kit.factories import account_id
@@ -55,9 +58,9 @@ class Oms:
         return account
 
     async def policy(self, account: str, version: int = 1, **rules: Any) -> None:
-        """What the hitl mirror writes (services/hitl/mirror.py policy_json)."""
-        value = {"account_id": account, "version": version, "new_instrument": True, "quorum": 1, **rules}
-        await self.redis.set(f"hitl:policy:account:{account}", json.dumps(value))
+        """What the hitl mirror writes (services/hitl/mirror.py), built from the contract."""
+        value = ApprovalPolicyValue(account_id=account, version=version, created_at=datetime.now(UTC), **rules)
+        await self.redis.set(approval_policy_key(account), encode_mirror(value))
 
     async def order(self, account: str, quantity: str, **fields: Any) -> httpx.Response:
         body = order_body(account, quantity=quantity, **{"type": "limit", "limit_price": "100", **fields})

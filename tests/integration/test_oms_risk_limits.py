@@ -5,9 +5,9 @@ Real PostgreSQL, Redis and Kafka; the OMS trades on the paper venue fed through 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -20,6 +20,9 @@ from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.mirror import encode_mirror
+from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue
+from shared.mirror_keys import exit_policy_key, risk_limits_key
 from tests.helpers import own_database
 from tests.kit.auth import token
 from tests.kit.oms import paper_oms
@@ -54,7 +57,7 @@ class Oms:
         return await self.client.post("/orders", json=body, headers=OPERATOR)
 
     async def limits(self, account: str, **values: Any) -> None:
-        await self.redis.set(f"risk:limits:account:{account}", json.dumps(values))
+        await self.redis.set(risk_limits_key(account), encode_mirror(RiskLimitsValue.model_validate(values)))
 
 
 @pytest.fixture
@@ -164,13 +167,23 @@ async def test_explicit_exits_are_required_checked_stored_and_published(oms: Oms
 
 async def test_an_exit_policy_requiring_explicit_exits_is_obeyed_too(oms: Oms) -> None:
     account = await funded(oms)
-    policy = {"version": 1, "stop_loss_pct": "2", "require_explicit_exits": True}
-    await oms.redis.set(f"risk:exit_policy:account:{account}", json.dumps(policy))
+    policy = ExitPolicyValue(
+        version=1,
+        stop_loss_pct=Decimal(2),
+        take_profit_pct=None,
+        trailing_distance_pct=None,
+        trailing_activation_pct=None,
+        time_limit_s=None,
+        swap_band_pct=Decimal(0),
+        require_explicit_exits=True,
+    )
+    await oms.redis.set(exit_policy_key(account), encode_mirror(policy))
     bare = await oms.order(account, side="buy", type="market", quantity="0.1")
     assert bare.json()["error"]["code"] == "exits_required"
     with_exits = await oms.order(account, side="buy", type="market", quantity="0.1", exits={"stop_loss": "90"})
     assert with_exits.status_code == 201, with_exits.text
-    await oms.redis.set(f"risk:exit_policy:account:{account}", json.dumps({**policy, "require_explicit_exits": False}))
+    relaxed = policy.model_copy(update={"require_explicit_exits": False})
+    await oms.redis.set(exit_policy_key(account), encode_mirror(relaxed))
     assert (await oms.order(account, side="buy", type="market", quantity="0.1")).status_code == 201
 
 

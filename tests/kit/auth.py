@@ -15,6 +15,8 @@ KEY = generate_private_key()
 PRIVATE_PEM = private_key_pem(KEY)
 PUBLIC_PEM = public_key_pem(KEY.public_key()).decode()
 ISSUER = TokenIssuer(PRIVATE_PEM, "aether", "aether-platform")
+# Tests mint tokens at import time (module constants): they must outlive a whole suite run on a slow machine.
+SUITE_TOKEN_TTL_S = 4 * 3600
 # The settings fields that make a service trust (and, for accounts, sign with) the test key.
 JWT_FIELDS = frozenset({"jwt_public_key", "jwt_private_key"})
 
@@ -30,8 +32,8 @@ def jwt_settings(*, private: bool = False) -> dict[str, SecretStr]:
 def bearer(*roles: Role, subject: str = "alice", accounts: Iterable[str] = ("*",), otp: bool = False) -> str:
     """A signed access token; `otp` adds a TOTP proof made just now (what fresh-OTP routes demand)."""
     if not otp:
-        return ISSUER.issue(subject, list(roles), accounts=list(accounts))
-    now = utc_now()
+        return ISSUER.issue(subject, list(roles), accounts=list(accounts), ttl_s=SUITE_TOKEN_TTL_S)
+    now = utc_now()  # a TOTP proof is fresh only for minutes: mint these where they are used
     return ISSUER.issue(subject, list(roles), accounts=list(accounts), amr=["pwd", "otp"], auth_time=now, now=now)
 
 

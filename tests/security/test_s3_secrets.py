@@ -41,10 +41,10 @@ from shared.crypto.store import credential_row_id, load_venue_credentials, rewra
 from shared.observability.logging import get_logger
 from tests.conftest import libpq_url
 from tests.helpers import eventually, own_database
-from tests.kit.auth import ISSUER, KEY
+from tests.kit.auth import KEY, token
 from tests.reliability.conftest import RecordWriter
 
-ADMIN = {"Authorization": f"Bearer {ISSUER.issue('s3-admin', [Role.ADMIN], accounts=['*'])}"}
+ADMIN = token(Role.ADMIN, subject="s3-admin")
 PG_DUMP = Path("/usr/lib/postgresql/15/bin/pg_dump")
 ROTATED_SECRETS = 1_000
 
