@@ -16,7 +16,7 @@ import pytest
 
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
 from tests.helpers import own_database
 from tests.integration.test_hitl_api import hitl_settings, new_account, open_request, running
@@ -49,7 +49,9 @@ async def client(ui_settings: HitlSettings) -> AsyncIterator[httpx.AsyncClient]:
 
 def session_cookie(subject: str, roles: list[Role]) -> str:
     now = datetime.now(UTC)
-    return ISSUER.issue(subject, roles, accounts=["*"], amr=["pwd", "otp"], auth_time=now, now=now)
+    return ISSUER.issue(
+        subject, roles, scopes=default_scopes(roles), accounts=["*"], amr=["pwd", "otp"], auth_time=now, now=now
+    )
 
 
 async def csrf_of(client: httpx.AsyncClient, path: str = "/hitl/ui/login") -> str:

@@ -34,7 +34,7 @@ from services.accounts.adapters import accounts_adapters
 from services.accounts.app import create_app
 from services.accounts.config import AccountsSettings
 from shared.auth.keys import private_key_pem, public_key_pem
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
 from shared.crypto import LocalFileKeyProvider, SecretDecryptionError, decrypt_secret, encrypt_secret
 from shared.crypto.store import credential_row_id, load_venue_credentials, rewrap_all
@@ -44,7 +44,9 @@ from tests.helpers import eventually, own_database
 from tests.kit.auth import ISSUER, KEY
 from tests.reliability.conftest import RecordWriter
 
-ADMIN = {"Authorization": f"Bearer {ISSUER.issue('s3-admin', [Role.ADMIN], accounts=['*'])}"}
+ADMIN = {
+    "Authorization": f"Bearer {ISSUER.issue('s3-admin', [Role.ADMIN], scopes=default_scopes([Role.ADMIN]), accounts=['*'])}"
+}
 PG_DUMP = Path("/usr/lib/postgresql/15/bin/pg_dump")
 ROTATED_SECRETS = 1_000
 
