@@ -241,7 +241,7 @@ def _principal_from(payload: Mapping[str, Any]) -> Principal:
 
 
 def _grants(value: object, roles: frozenset[Role]) -> Grants:
-    # Absent means no account at all (fail closed); a role the token does not carry grants nothing.
+    # Absent means no account at all (fail closed); granting a role the token does not carry is refused.
     if value is None:
         return freeze_grants({})
     if not isinstance(value, dict):
