@@ -13,8 +13,8 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Depends, Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from shared.auth.dependencies import get_principal, require_roles
-from shared.auth.roles import Role
+from shared.auth.dependencies import authorize, get_principal
+from shared.auth.roles import Role, Scope
 from shared.auth.tokens import Principal
 from shared.errors import ErrorResponse
 
@@ -36,20 +36,58 @@ DIRECTORS = (Role.DIRECTOR,)
 # Admins make most audited changes, so reading the log is a separate grant.
 AUDIT_READERS = (Role.AUDITOR,)
 
+# Each alias is a duty (roles) and the scope its routes need: the caller holds one of the roles AND the scope,
+# and the handler sees only the admitted roles' account grants (shared.auth.dependencies.authorize).
+DUTIES: dict[str, tuple[tuple[Role, ...], Scope]] = {
+    "OrderReader": (READERS, Scope.ORDERS_READ),
+    "PortfolioReader": (READERS, Scope.ACCOUNTS_READ),
+    "AccountReader": (READERS, Scope.ACCOUNTS_READ),
+    "RiskReader": (READERS, Scope.RISK_READ),
+    "HedgeReader": (READERS, Scope.HEDGE_READ),
+    "Trader": (TRADERS, Scope.ORDERS_WRITE),
+    "Funder": (FUNDERS, Scope.FUNDS_WRITE),
+    "UserAdmin": (ADMINS, Scope.USERS_WRITE),
+    "UserReader": (ADMINS, Scope.USERS_READ),
+    "AccountAdmin": (ADMINS, Scope.ACCOUNTS_WRITE),
+    "KeyWriter": (KEY_HOLDERS, Scope.KEYS_WRITE),
+    "KeyReader": (KEY_HOLDERS, Scope.KEYS_READ),
+    "HedgeSteward": (STEWARDS, Scope.HEDGE_WRITE),
+    "StateSteward": (STEWARDS, Scope.KILL_SWITCH_WRITE),
+    "RiskOfficer": (RISK_OFFICERS, Scope.RISK_WRITE),
+    "StopMover": (STOP_MOVERS, Scope.EXITS_WRITE),
+    "PolicyReader": (GOVERNORS, Scope.APPROVALS_READ),
+    "PolicyWriter": (GOVERNORS, Scope.APPROVAL_POLICIES_WRITE),
+    "ApprovalReader": (APPROVAL_READERS, Scope.APPROVALS_READ),
+    "Requester": (REQUESTERS, Scope.APPROVALS_REQUEST),
+    "Director": (DIRECTORS, Scope.APPROVALS_WRITE),
+    "AuditReader": (AUDIT_READERS, Scope.AUDIT_READ),
+}
+
+# Any signed-in caller (no role or scope); enrollment tokens are refused.
 Anyone = Annotated[Principal, Depends(get_principal)]
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-Trader = Annotated[Principal, Depends(require_roles(*TRADERS))]
-Funder = Annotated[Principal, Depends(require_roles(*FUNDERS))]
-Admin = Annotated[Principal, Depends(require_roles(*ADMINS))]
-KeyHolder = Annotated[Principal, Depends(require_roles(*KEY_HOLDERS))]
-Steward = Annotated[Principal, Depends(require_roles(*STEWARDS))]
-RiskOfficer = Annotated[Principal, Depends(require_roles(*RISK_OFFICERS))]
-StopMover = Annotated[Principal, Depends(require_roles(*STOP_MOVERS))]
-Governor = Annotated[Principal, Depends(require_roles(*GOVERNORS))]
-ApprovalReader = Annotated[Principal, Depends(require_roles(*APPROVAL_READERS))]
-Requester = Annotated[Principal, Depends(require_roles(*REQUESTERS))]
-Director = Annotated[Principal, Depends(require_roles(*DIRECTORS))]
-AuditReader = Annotated[Principal, Depends(require_roles(*AUDIT_READERS))]
+OrderReader = Annotated[Principal, Depends(authorize(*DUTIES["OrderReader"]))]
+# Positions and balances.
+PortfolioReader = Annotated[Principal, Depends(authorize(*DUTIES["PortfolioReader"]))]
+AccountReader = Annotated[Principal, Depends(authorize(*DUTIES["AccountReader"]))]
+RiskReader = Annotated[Principal, Depends(authorize(*DUTIES["RiskReader"]))]
+HedgeReader = Annotated[Principal, Depends(authorize(*DUTIES["HedgeReader"]))]
+Trader = Annotated[Principal, Depends(authorize(*DUTIES["Trader"]))]
+Funder = Annotated[Principal, Depends(authorize(*DUTIES["Funder"]))]
+UserAdmin = Annotated[Principal, Depends(authorize(*DUTIES["UserAdmin"]))]
+UserReader = Annotated[Principal, Depends(authorize(*DUTIES["UserReader"]))]
+AccountAdmin = Annotated[Principal, Depends(authorize(*DUTIES["AccountAdmin"]))]
+KeyWriter = Annotated[Principal, Depends(authorize(*DUTIES["KeyWriter"]))]
+KeyReader = Annotated[Principal, Depends(authorize(*DUTIES["KeyReader"]))]
+HedgeSteward = Annotated[Principal, Depends(authorize(*DUTIES["HedgeSteward"]))]
+StateSteward = Annotated[Principal, Depends(authorize(*DUTIES["StateSteward"]))]
+RiskOfficer = Annotated[Principal, Depends(authorize(*DUTIES["RiskOfficer"]))]
+StopMover = Annotated[Principal, Depends(authorize(*DUTIES["StopMover"]))]
+PolicyReader = Annotated[Principal, Depends(authorize(*DUTIES["PolicyReader"]))]
+PolicyWriter = Annotated[Principal, Depends(authorize(*DUTIES["PolicyWriter"]))]
+ApprovalReader = Annotated[Principal, Depends(authorize(*DUTIES["ApprovalReader"]))]
+Requester = Annotated[Principal, Depends(authorize(*DUTIES["Requester"]))]
+Director = Annotated[Principal, Depends(authorize(*DUTIES["Director"]))]
+AuditReader = Annotated[Principal, Depends(authorize(*DUTIES["AuditReader"]))]
 
 # Identifiers: a letter or digit first, then letters, digits and `._:-`; never a control character.
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"

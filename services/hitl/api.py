@@ -33,8 +33,9 @@ from shared.web import (
     Anyone,
     ApprovalReader,
     Director,
-    Governor,
     Limit,
+    PolicyReader,
+    PolicyWriter,
     Requester,
     RequestIdPath,
     error_responses,
@@ -105,14 +106,16 @@ def visible_accounts(principal: Principal) -> list[str] | None:
 
 
 @router.get("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
-async def get_policy(account_id: AccountIdPath, principal: Governor, hitl: Adapters) -> PolicyRead:
+async def get_policy(account_id: AccountIdPath, principal: PolicyReader, hitl: Adapters) -> PolicyRead:
     """The account's current approval policy (version 0 with the defaults when none is stored)."""
     ensure_account_access(principal, account_id)
     return _policy_read(account_id, await hitl.policies.current(account_id))
 
 
 @router.put("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
-async def put_policy(account_id: AccountIdPath, body: PolicyRules, principal: Governor, hitl: Adapters) -> PolicyRead:
+async def put_policy(
+    account_id: AccountIdPath, body: PolicyRules, principal: PolicyWriter, hitl: Adapters
+) -> PolicyRead:
     """Store a new version of the account's approval policy (audited; older versions are kept)."""
     ensure_account_access(principal, account_id)
     return _policy_read(account_id, await hitl.policies.put(account_id, body, principal.subject))

@@ -23,7 +23,7 @@ from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.domain.types import TradingState
 from shared.errors import COMMON_RESPONSES
 from shared.service_kit import info_router
-from shared.web import AccountIdPath, Reader, RiskOfficer, Steward, error_responses
+from shared.web import AccountIdPath, RiskOfficer, RiskReader, StateSteward, error_responses
 
 
 def get_risk_service(adapters: Adapters) -> RiskService:
@@ -73,7 +73,7 @@ def _change_read(change: StateChange) -> TradingStateChange:
 
 
 @router.get("/risk/limits/{account_id}", response_model=LimitsRead, tags=["limits"])
-async def get_limits(account_id: AccountIdPath, principal: Reader, risk: Risk) -> LimitsRead:
+async def get_limits(account_id: AccountIdPath, principal: RiskReader, risk: Risk) -> LimitsRead:
     """The account's current pre-trade limits (version 0 and nulls: none configured)."""
     ensure_account_access(principal, account_id)
     return _limits_read(account_id, await risk.limits(account_id))
@@ -90,7 +90,7 @@ async def put_limits(account_id: AccountIdPath, body: LimitsUpdate, principal: R
 
 
 @router.get("/risk/trading-state", response_model=TradingStateOverview, tags=["trading-state"])
-async def get_trading_state(principal: Reader, risk: Risk) -> TradingStateOverview:
+async def get_trading_state(principal: RiskReader, risk: Risk) -> TradingStateOverview:
     """The global trading state and every account state that was ever set (of the accounts you may see)."""
     visible = None if ALL_ACCOUNTS in principal.accounts else sorted(principal.accounts)
     global_state, accounts = await risk.states(visible)
@@ -113,7 +113,7 @@ async def _change(
 @router.post(
     "/risk/kill-switch", response_model=TradingStateChange, tags=["trading-state"], responses=error_responses(403)
 )
-async def kill_switch(body: TradingStateCommand, principal: Steward, risk: Risk) -> TradingStateChange:
+async def kill_switch(body: TradingStateCommand, principal: StateSteward, risk: Risk) -> TradingStateChange:
     """HALTED: new orders denied, cancels pass (roles risk or director; audited, published, mirrored)."""
     return await _change(body, principal, risk, TradingState.HALTED)
 
@@ -121,12 +121,12 @@ async def kill_switch(body: TradingStateCommand, principal: Steward, risk: Risk)
 @router.post(
     "/risk/safe-mode", response_model=TradingStateChange, tags=["trading-state"], responses=error_responses(403)
 )
-async def safe_mode(body: TradingStateCommand, principal: Steward, risk: Risk) -> TradingStateChange:
+async def safe_mode(body: TradingStateCommand, principal: StateSteward, risk: Risk) -> TradingStateChange:
     """REDUCING: only exposure-reducing orders pass (risk or director; from HALTED a director)."""
     return await _change(body, principal, risk, TradingState.REDUCING)
 
 
 @router.post("/risk/resume", response_model=TradingStateChange, tags=["trading-state"], responses=error_responses(403))
-async def resume(body: TradingStateCommand, principal: Steward, risk: Risk) -> TradingStateChange:
+async def resume(body: TradingStateCommand, principal: StateSteward, risk: Risk) -> TradingStateChange:
     """ACTIVE again: from HALTED needs `director`, from REDUCING `risk` or `director`."""
     return await _change(body, principal, risk, TradingState.ACTIVE)

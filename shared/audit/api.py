@@ -94,7 +94,6 @@ def _anchor(anchor_id: int, anchor: Anchor) -> AnchorRead:
     )
 
 
-
 router = APIRouter(prefix="/audit", tags=["audit"], responses=COMMON_RESPONSES)
 
 

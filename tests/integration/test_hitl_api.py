@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
 from services.hitl.policy import payload_hash
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
 from shared.events import Envelope
 from shared.events.producer import EventProducer
@@ -195,7 +195,9 @@ async def test_self_approval_stale_otp_and_non_directors_are_refused(client: htt
     assert no_otp.status_code == 403
     assert no_otp.json()["error"]["code"] == "fresh_otp_required"
     old = datetime.now(UTC) - timedelta(seconds=121)
-    stale_token = ISSUER.issue("d2", [Role.DIRECTOR], accounts=["*"], amr=["pwd", "otp"], auth_time=old)
+    stale_token = ISSUER.issue(
+        "d2", [Role.DIRECTOR], scopes=default_scopes([Role.DIRECTOR]), accounts=["*"], amr=["pwd", "otp"], auth_time=old
+    )
     stale = await client.post(path, json=body, headers={"Authorization": f"Bearer {stale_token}"})
     assert stale.status_code == 403
     assert stale.json()["error"]["code"] == "fresh_otp_required"

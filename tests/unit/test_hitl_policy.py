@@ -20,7 +20,7 @@ from services.hitl.policy import (
     payload_hash,
 )
 from shared.auth.roles import Role
-from shared.auth.tokens import Principal
+from shared.auth.tokens import Principal, freeze_grants
 from shared.contracts.approvals import ApprovalReason
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
@@ -93,7 +93,7 @@ def _principal(amr: set[str], auth_time: datetime | None) -> Principal:
         subject="d",
         roles=frozenset({Role.DIRECTOR}),
         scopes=frozenset(),
-        accounts=frozenset({"*"}),
+        grants=freeze_grants({Role.DIRECTOR: {"*"}}),
         token_id="t",
         expires_at=NOW + timedelta(minutes=5),
         amr=frozenset(amr),
