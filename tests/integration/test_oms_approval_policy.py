@@ -21,6 +21,7 @@ from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.approvals import approval_payload_hash
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
 from tests.helpers import eventually, own_database
@@ -56,7 +57,14 @@ class Oms:
 
     async def policy(self, account: str, version: int = 1, **rules: Any) -> None:
         """What the hitl mirror writes (services/hitl/mirror.py policy_json)."""
-        value = {"account_id": account, "version": version, "new_instrument": True, "quorum": 1, **rules}
+        value = {
+            "account_id": account,
+            "version": version,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "new_instrument": True,
+            "quorum": 1,
+            **rules,
+        }
         await self.redis.set(f"hitl:policy:account:{account}", json.dumps(value))
 
     async def order(self, account: str, quantity: str, **fields: Any) -> httpx.Response:
@@ -141,7 +149,8 @@ async def test_first_order_in_a_symbol_waits_and_the_next_one_after_approval_doe
         ["notional_above_threshold", "new_instrument"],
     )
     async with UnitOfWork(oms.orders.sessionmaker) as uow:  # the OMS's ApprovalDecided handler, as the consumer runs it
-        assert await oms.orders.decide(uow.session, OrderId(first_id), "approved", "ok", "hitl:test")
+        approved = approval_payload_hash(await oms.approval_request(first_id))
+        assert await oms.orders.decide(uow.session, OrderId(first_id), "approved", "ok", "hitl:test", approved)
     await eventually(lambda: _filled(oms, first_id), timeout_s=10, message="approved order filled")
     second = await oms.order(account, "1")
     assert second.json()["status"] == "accepted"

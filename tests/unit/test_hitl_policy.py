@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from services.hitl.api import ensure_fresh_otp
 from services.hitl.errors import FreshOtpRequired
 from services.hitl.policy import (
     ApprovalFacts,
@@ -19,6 +18,7 @@ from services.hitl.policy import (
     needs_approval,
     payload_hash,
 )
+from services.hitl.service import ensure_fresh_otp
 from shared.auth.roles import Role
 from shared.auth.tokens import Principal
 from shared.contracts.approvals import ApprovalReason
