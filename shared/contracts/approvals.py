@@ -28,8 +28,9 @@ from shared.contracts.base import (
 )
 from shared.contracts.exits import ExitInstructions
 from shared.contracts.orders import SymbolText
+from shared.contracts.risk import RiskLimitsValue
 from shared.domain import money
-from shared.domain.types import OrderSide, OrderType, TimeInForce
+from shared.domain.types import OrderSide, OrderType, TimeInForce, TradingState
 from shared.web import JsonBounds, JsonInteger
 
 # What an approval payload may hold (REST requests are checked against it before anything is stored; readers
@@ -49,6 +50,8 @@ class SubjectType(StrEnum):
     ORDER = "order"
     HEDGE_OVERRIDE = "hedge_override"
     POLICY_CHANGE = "policy_change"  # weakening an approval policy whose quorum is above 1 (hitl's own)
+    LIMIT_RAISE = "limit_raise"  # the risk service: raising an account's limits
+    TRADING_RESUME = "trading_resume"  # the risk service: an account leaving HALTED
 
 
 class ApprovalDecision(StrEnum):
@@ -148,9 +151,45 @@ class HedgeOverrideApprovalRequested(Message):
     requested_at: Timestamp
 
 
+class LimitRaiseApprovalRequested(Message):
+    """The risk service holds a raise of an account's limits for a director (`risk.trading-state-events.v1`,
+    aggregate = account id): the limits asked for, the ones in force, and which of them are raised."""
+
+    TYPE = "ApprovalRequested"
+
+    subject_type: Literal[SubjectType.LIMIT_RAISE]
+    subject_id: SubjectId  # limits:<account_id>:<uuid>
+    account_id: Identifier
+    requested_by: Actor
+    limits: RiskLimitsValue
+    previous: RiskLimitsValue | None
+    raised: Annotated[list[Text], Field(min_length=1)]
+    reason: Text
+
+
+class TradingResumeApprovalRequested(Message):
+    """The risk service holds an account's way out of HALTED for a director (`risk.trading-state-events.v1`,
+    aggregate = account id)."""
+
+    TYPE = "ApprovalRequested"
+
+    subject_type: Literal[SubjectType.TRADING_RESUME]
+    subject_id: SubjectId  # resume:<account_id>:<uuid>
+    account_id: Identifier
+    requested_by: Actor
+    from_state: TradingState
+    to_state: TradingState
+    reason: Text
+
+
 ApprovalRequested = Annotated[
-    OrderApprovalRequested | HedgeOverrideApprovalRequested, Field(discriminator="subject_type")
+    OrderApprovalRequested
+    | HedgeOverrideApprovalRequested
+    | LimitRaiseApprovalRequested
+    | TradingResumeApprovalRequested,
+    Field(discriminator="subject_type"),
 ]
+RiskApprovalRequested = LimitRaiseApprovalRequested | TradingResumeApprovalRequested
 
 
 class ApprovalRequestOpened(Message):
