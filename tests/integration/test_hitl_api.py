@@ -40,6 +40,7 @@ def hitl_settings(base: AetherSettings, database_url: str, **overrides: Any) -> 
         "log_level": "WARNING",
         "decisions_topic": f"test.hitl-decisions.{uuid.uuid4().hex[:10]}.v1",
         "order_events_topic": f"test.order-events.{uuid.uuid4().hex[:10]}.v1",
+        "risk_events_topic": f"test.risk-events.{uuid.uuid4().hex[:10]}.v1",
         "requests_consumer_group": f"hitl.test.{uuid.uuid4().hex[:10]}",
         "expiry_interval_s": 0.1,
         **overrides,

@@ -6,7 +6,9 @@
    to send differs in one field. A control approval of the true payload must release its order.
 2. Policies: every way of making an approval policy less strict, by an admin token and by a director without a
    fresh TOTP proof, is refused and stores no version; a director with the proof gets a `policy_change` request
-   (quorum above 1) that only another director's approval applies.
+   (quorum above 1) that only another director's approval applies. The risk service holds every kind of limit
+   raise and an account leaving HALTED for a director (no policy mirror: held too); an approval of another
+   payload's hash applies nothing.
 3. Poisoned payloads (depth, size, entries, NaN, infinity, 2^53 + 1, control characters, long keys, lone
    surrogates, the hitl-owned subject types) are refused with a 422 and a code; nothing is stored, nothing audited.
    Rows an older version let in (by SQL / a direct append) read as an opaque marker, never a 500.
@@ -17,6 +19,7 @@ Violations: anything above accepted or stored. Record: reports/reliability/S9.js
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -29,6 +32,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.hitl.app import create_app as create_hitl_app
@@ -40,18 +44,24 @@ from services.oms.use_cases.approvals import approval_mismatch
 from services.oms.use_cases.placement import approval_request
 from services.reports.app import create_app as create_reports_app
 from services.reports.config import ReportsSettings
+from services.risk.adapters import risk_adapters
+from services.risk.app import create_app as create_risk_app
+from services.risk.config import RiskSettings
+from services.risk.consumers import handle_decision as handle_risk_decision
 from shared.audit import append as audit_append
 from shared.auth.keys import public_key_pem, write_key_pair
 from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.contracts.approvals import (
     VENUE_FIELDS,
+    ApprovalDecided,
     ApprovalDecision,
     ApprovalReason,
     OrderApprovalRequested,
     approval_payload_hash,
 )
 from shared.contracts.exits import ExitInstructions
+from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork, sessionmaker_for
 from shared.domain.order_requests import OrderRequest
 from shared.domain.orders import Order
@@ -60,6 +70,13 @@ from shared.web import UNREADABLE_JSON_CODE
 from tests.helpers import eventually, own_database
 from tests.integration.test_hitl_api import bearer, hitl_settings, running
 from tests.integration.test_hitl_ui import session_cookie
+from tests.integration.test_risk_api import (
+    DIRECTOR as RISK_DIRECTOR,
+)
+from tests.integration.test_risk_api import LIMITS, RISK_REDIS_DB, RiskApp
+from tests.integration.test_risk_api import RISK as RISK_OFFICER
+from tests.integration.test_risk_api import account as risk_account
+from tests.integration.test_risk_api import policy as risk_policy
 from tests.kit.auth import KEY as TOKEN_KEY
 from tests.kit.factories import account_id
 from tests.kit.factories import order as order_body
@@ -113,6 +130,25 @@ async def reports(settings: AetherSettings, s9_database_url: str, tmp_path: Path
     app = create_reports_app(reports_settings)
     async with running(app, "http://reports") as http:
         yield http
+
+
+@pytest.fixture
+async def risk(settings: AetherSettings, s9_database_url: str) -> AsyncIterator[RiskApp]:
+    """The risk service on this module's database, its own Redis database, its own decisions topic."""
+    redis_url = re.sub(r"/\d+$", "", settings.redis_url.get_secret_value()) + f"/{RISK_REDIS_DB}"
+    risk_settings = RiskSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url", "redis_url"}),
+        database_url=SecretStr(s9_database_url),
+        redis_url=SecretStr(redis_url),
+        jwt_public_key=SecretStr(public_key_pem(TOKEN_KEY.public_key()).decode()),
+        log_level="WARNING",
+        decisions_topic=f"test.s9-decisions.{uuid.uuid4().hex[:10]}.v1",
+    )
+    app = create_risk_app(risk_settings)
+    redis = Redis.from_url(redis_url)
+    async with running(app, "http://risk") as http:
+        yield RiskApp(http, redis, risk_adapters(app.state.runtime).risk)
+    await redis.aclose()
 
 
 @pytest.fixture
@@ -312,6 +348,62 @@ async def _policy_cases(hitl: httpx.AsyncClient) -> dict[str, int]:
     return {"cases": cases, "violations": violations}
 
 
+# --- 2b. risk changes the policy holds back (limit raise, leaving HALTED) -------------------------------------
+
+RAISES: dict[str, dict[str, Any]] = {
+    "max_order_notional": {"max_order_notional": "1000000000"},
+    "max_order_notional removed": {"max_order_notional": None},
+    "max_position_notional": {"max_position_notional": "6000"},
+    "max_position_notional_by_symbol": {"max_position_notional_by_symbol": {"BTC/USD": "9000"}},
+    "max_open_orders": {"max_open_orders": 50},
+    "daily_loss_limit": {"daily_loss_limit": "1000"},
+    "price_collar_pct": {"price_collar_pct": "50"},
+    "allowed_symbols": {"allowed_symbols": None},
+    "require_explicit_exits": {"require_explicit_exits": False},
+}
+
+
+async def _risk_cases(risk: RiskApp) -> dict[str, int]:
+    """Every kind of raise, with no policy mirror (fail closed) and with `limit_raise`, is held: the limits in
+    force stay; an approval of another payload's hash applies nothing; leaving HALTED is held the same way."""
+    violations = cases = 0
+    for mirror in ("absent", "limit_raise"):
+        acct = risk_account()
+        base = {**LIMITS, "reason": "s9 limits"}
+        assert (await risk.client.put(f"/risk/limits/{acct}", json=base, headers=RISK_OFFICER)).status_code == 200
+        if mirror == "limit_raise":
+            await risk_policy(risk.redis, acct, limit_raise=True, resume_from_halted=True)
+        for change in RAISES.values():
+            cases += 1
+            held = await risk.client.put(f"/risk/limits/{acct}", json={**base, **change}, headers=RISK_OFFICER)
+            read = (await risk.client.get(f"/risk/limits/{acct}", headers=RISK_OFFICER)).json()
+            if held.status_code != 202 or read["version"] != 1:
+                violations += 1
+                continue
+            subject = held.json()["subject_id"]
+            envelope = new_envelope(
+                ApprovalDecided(
+                    request_id=str(uuid.uuid4()), subject_type="limit_raise", subject_id=subject, account_id=acct,
+                    decision=ApprovalDecision.APPROVED, reason=None, payload_hash="e" * 64,
+                    decided_at=datetime.now(UTC), approvers=["d2"],
+                ),
+                producer="hitl", aggregate_id=subject,
+            )  # fmt: skip
+            async with UnitOfWork(risk.service.sessionmaker) as uow:
+                await handle_risk_decision(risk.service, uow.session, envelope)
+            cases += 1
+            if (await risk.client.get(f"/risk/limits/{acct}", headers=RISK_OFFICER)).json()["version"] != 1:
+                violations += 1
+        scope = {"scope": "account", "account_id": acct, "reason": "s9"}
+        await risk.client.post("/risk/kill-switch", json=scope, headers=RISK_OFFICER)
+        for path in ("/risk/resume", "/risk/safe-mode"):
+            cases += 1
+            held = await risk.client.post(path, json=scope, headers=RISK_DIRECTOR)
+            if held.status_code != 202 or (await risk.service.state("account", acct)).state.value != "halted":
+                violations += 1
+    return {"cases": cases, "violations": violations}
+
+
 # --- 3. poisoned payloads ------------------------------------------------------------------------------------
 
 
@@ -424,6 +516,7 @@ async def test_s9_approval_abuse(
     hitl: httpx.AsyncClient,
     reports: httpx.AsyncClient,
     oms: tuple[httpx.AsyncClient, OrderService],
+    risk: RiskApp,
     s9_database_url: str,
     reliability_seed: int,
     write_reliability_record: RecordWriter,
@@ -432,6 +525,7 @@ async def test_s9_approval_abuse(
         "orders_approved_with_a_changed_field": await _order_cases(oms),
         "orders_sent_differing_from_the_approval": _sent_order_cases(),
         "policy_weakenings_without_second_factor_or_quorum": await _policy_cases(hitl),
+        "risk_raises_and_resumes_without_a_director": await _risk_cases(risk),
         "poisoned_payloads_refused_before_storage": await _poison_cases(hitl, s9_database_url),
         "readers_of_legacy_rows_not_failing": await _reader_cases(hitl, reports, s9_database_url),
     }
