@@ -20,11 +20,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from services.hitl.adapters import HitlAdapters, hitl_adapters
-from services.hitl.api import ensure_fresh_otp, visible_accounts
+from services.hitl.api import visible_accounts
 from services.hitl.config import HitlSettings
 from services.hitl.errors import HitlError
 from services.hitl.repository import RequestFilter
-from services.hitl.service import Vote
+from services.hitl.service import Vote, ensure_fresh_otp
 from shared.auth.tokens import InvalidToken, Principal, RevocationUnavailable, TokenVerifier
 from shared.observability.logging import get_logger
 from shared.web import DUTIES

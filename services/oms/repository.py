@@ -42,6 +42,7 @@ class StoredOrder:
     origin: str
     created_at: datetime
     exits: dict[str, Any] | None = None  # ExitInstructions JSON the entry carried
+    approval_payload: dict[str, Any] | None = None  # the ApprovalRequested payload of a held order
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,13 @@ class OmsRepository:
             for event_row in (await self.session.execute(query)).mappings()
         ]
         return StoredOrder(
-            Order.from_events(events), row["request_hash"], row["venue"], row["origin"], row["created_at"], row["exits"]
+            Order.from_events(events),
+            row["request_hash"],
+            row["venue"],
+            row["origin"],
+            row["created_at"],
+            row["exits"],
+            row["approval_payload"],
         )
 
     async def insert(self, stored: StoredOrder, events: Sequence[OrderEvent]) -> None:
@@ -140,6 +147,7 @@ class OmsRepository:
                 origin=stored.origin,
                 created_at=stored.created_at,
                 exits=stored.exits,
+                approval_payload=stored.approval_payload,
                 **_order_state(order),
             )
         )

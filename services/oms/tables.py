@@ -50,6 +50,7 @@ orders = sa.Table(
     sa.Column("created_at", TS),
     sa.Column("updated_at", TS),
     sa.Column("exits", JSONB(none_as_null=True)),
+    sa.Column("approval_payload", JSONB(none_as_null=True)),
 )
 order_events = sa.Table(
     "order_events",

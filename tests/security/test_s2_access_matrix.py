@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -296,6 +297,20 @@ async def _cells(service: str, client: httpx.AsyncClient, app: FastAPI) -> list[
     return cells
 
 
+async def _approval_policy_off(redis: Redis) -> None:
+    """Access, not the approval flow, is measured here: the accounts' policies let limit raises and resumes from
+    HALTED through at once (without a mirror the risk service holds them for a director: tests/reliability S9)."""
+    for account in (OWN, FOREIGN):
+        value = {
+            "account_id": account,
+            "version": 1,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "limit_raise": False,
+            "resume_from_halted": False,
+        }
+        await redis.set(f"hitl:policy:account:{account}", json.dumps(value))
+
+
 async def test_s2_every_route_role_and_account_matches_the_policy(
     settings: AetherSettings, s2_database_url: str, reliability_seed: int, write_reliability_record: RecordWriter
 ) -> None:
@@ -304,6 +319,8 @@ async def test_s2_every_route_role_and_account_matches_the_policy(
     cells: list[Cell] = []
     try:
         for service in POLICY:
+            if service == "risk":
+                await _approval_policy_off(redis)
             app = importlib.import_module(f"services.{service}.app").create_app(
                 service_settings(service, settings, s2_database_url)
             )
