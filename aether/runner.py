@@ -91,7 +91,7 @@ def _prepare_anchor_key(keys_dir: Path, env: dict[str, str]) -> None:
 
 def _write_admin_token(private_path: Path, env: Mapping[str, str]) -> None:
     """A bootstrap admin token for the local platform, readable only by its owner."""
-    from shared.auth.roles import Role
+    from shared.auth.roles import Role, default_scopes
     from shared.auth.tokens import TokenIssuer
 
     issuer = TokenIssuer(
@@ -99,9 +99,8 @@ def _write_admin_token(private_path: Path, env: Mapping[str, str]) -> None:
         env.get("AETHER_JWT_ISSUER", "aether"),
         env.get("AETHER_JWT_AUDIENCE", "aether-platform"),
     )
-    token = issuer.issue(
-        "local-admin", [Role.ADMIN, Role.OPERATOR, Role.VIEWER], accounts=["*"], ttl_s=ADMIN_TOKEN_TTL_S
-    )
+    roles = [Role.ADMIN, Role.OPERATOR, Role.VIEWER]
+    token = issuer.issue("local-admin", roles, scopes=default_scopes(roles), accounts=["*"], ttl_s=ADMIN_TOKEN_TTL_S)
     token_path = aether_home() / "admin.token"
     token_path.touch(mode=0o600, exist_ok=True)
     token_path.write_text(token + "\n")

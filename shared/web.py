@@ -7,14 +7,17 @@ cursors fit a BIGINT, and every non-2xx a route answers is declared with the com
 
 from __future__ import annotations
 
+import json
+import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from shared.auth.dependencies import get_principal, require_roles
-from shared.auth.roles import Role
+from shared.auth.dependencies import authorize, get_principal
+from shared.auth.roles import Role, Scope
 from shared.auth.tokens import Principal
 from shared.errors import ErrorResponse
 
@@ -36,20 +39,58 @@ DIRECTORS = (Role.DIRECTOR,)
 # Admins make most audited changes, so reading the log is a separate grant.
 AUDIT_READERS = (Role.AUDITOR,)
 
+# Each alias is a duty (roles) and the scope its routes need: the caller holds one of the roles AND the scope,
+# and the handler sees only the admitted roles' account grants (shared.auth.dependencies.authorize).
+DUTIES: dict[str, tuple[tuple[Role, ...], Scope]] = {
+    "OrderReader": (READERS, Scope.ORDERS_READ),
+    "PortfolioReader": (READERS, Scope.ACCOUNTS_READ),
+    "AccountReader": (READERS, Scope.ACCOUNTS_READ),
+    "RiskReader": (READERS, Scope.RISK_READ),
+    "HedgeReader": (READERS, Scope.HEDGE_READ),
+    "Trader": (TRADERS, Scope.ORDERS_WRITE),
+    "Funder": (FUNDERS, Scope.FUNDS_WRITE),
+    "UserAdmin": (ADMINS, Scope.USERS_WRITE),
+    "UserReader": (ADMINS, Scope.USERS_READ),
+    "AccountAdmin": (ADMINS, Scope.ACCOUNTS_WRITE),
+    "KeyWriter": (KEY_HOLDERS, Scope.KEYS_WRITE),
+    "KeyReader": (KEY_HOLDERS, Scope.KEYS_READ),
+    "HedgeSteward": (STEWARDS, Scope.HEDGE_WRITE),
+    "StateSteward": (STEWARDS, Scope.KILL_SWITCH_WRITE),
+    "RiskOfficer": (RISK_OFFICERS, Scope.RISK_WRITE),
+    "StopMover": (STOP_MOVERS, Scope.EXITS_WRITE),
+    "PolicyReader": (GOVERNORS, Scope.APPROVALS_READ),
+    "PolicyWriter": (GOVERNORS, Scope.APPROVAL_POLICIES_WRITE),
+    "ApprovalReader": (APPROVAL_READERS, Scope.APPROVALS_READ),
+    "Requester": (REQUESTERS, Scope.APPROVALS_REQUEST),
+    "Director": (DIRECTORS, Scope.APPROVALS_WRITE),
+    "AuditReader": (AUDIT_READERS, Scope.AUDIT_READ),
+}
+
+# Any signed-in caller (no role or scope); enrollment tokens are refused.
 Anyone = Annotated[Principal, Depends(get_principal)]
-Reader = Annotated[Principal, Depends(require_roles(*READERS))]
-Trader = Annotated[Principal, Depends(require_roles(*TRADERS))]
-Funder = Annotated[Principal, Depends(require_roles(*FUNDERS))]
-Admin = Annotated[Principal, Depends(require_roles(*ADMINS))]
-KeyHolder = Annotated[Principal, Depends(require_roles(*KEY_HOLDERS))]
-Steward = Annotated[Principal, Depends(require_roles(*STEWARDS))]
-RiskOfficer = Annotated[Principal, Depends(require_roles(*RISK_OFFICERS))]
-StopMover = Annotated[Principal, Depends(require_roles(*STOP_MOVERS))]
-Governor = Annotated[Principal, Depends(require_roles(*GOVERNORS))]
-ApprovalReader = Annotated[Principal, Depends(require_roles(*APPROVAL_READERS))]
-Requester = Annotated[Principal, Depends(require_roles(*REQUESTERS))]
-Director = Annotated[Principal, Depends(require_roles(*DIRECTORS))]
-AuditReader = Annotated[Principal, Depends(require_roles(*AUDIT_READERS))]
+OrderReader = Annotated[Principal, Depends(authorize(*DUTIES["OrderReader"]))]
+# Positions and balances.
+PortfolioReader = Annotated[Principal, Depends(authorize(*DUTIES["PortfolioReader"]))]
+AccountReader = Annotated[Principal, Depends(authorize(*DUTIES["AccountReader"]))]
+RiskReader = Annotated[Principal, Depends(authorize(*DUTIES["RiskReader"]))]
+HedgeReader = Annotated[Principal, Depends(authorize(*DUTIES["HedgeReader"]))]
+Trader = Annotated[Principal, Depends(authorize(*DUTIES["Trader"]))]
+Funder = Annotated[Principal, Depends(authorize(*DUTIES["Funder"]))]
+UserAdmin = Annotated[Principal, Depends(authorize(*DUTIES["UserAdmin"]))]
+UserReader = Annotated[Principal, Depends(authorize(*DUTIES["UserReader"]))]
+AccountAdmin = Annotated[Principal, Depends(authorize(*DUTIES["AccountAdmin"]))]
+KeyWriter = Annotated[Principal, Depends(authorize(*DUTIES["KeyWriter"]))]
+KeyReader = Annotated[Principal, Depends(authorize(*DUTIES["KeyReader"]))]
+HedgeSteward = Annotated[Principal, Depends(authorize(*DUTIES["HedgeSteward"]))]
+StateSteward = Annotated[Principal, Depends(authorize(*DUTIES["StateSteward"]))]
+RiskOfficer = Annotated[Principal, Depends(authorize(*DUTIES["RiskOfficer"]))]
+StopMover = Annotated[Principal, Depends(authorize(*DUTIES["StopMover"]))]
+PolicyReader = Annotated[Principal, Depends(authorize(*DUTIES["PolicyReader"]))]
+PolicyWriter = Annotated[Principal, Depends(authorize(*DUTIES["PolicyWriter"]))]
+ApprovalReader = Annotated[Principal, Depends(authorize(*DUTIES["ApprovalReader"]))]
+Requester = Annotated[Principal, Depends(authorize(*DUTIES["Requester"]))]
+Director = Annotated[Principal, Depends(authorize(*DUTIES["Director"]))]
+AuditReader = Annotated[Principal, Depends(authorize(*DUTIES["AuditReader"]))]
 
 # Identifiers: a letter or digit first, then letters, digits and `._:-`; never a control character.
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -174,3 +215,93 @@ class Page(BaseModel, Generic[ItemT]):
     next_cursor: str | None = Field(
         default=None, description="pass as `cursor` to read the next page; null on the last page"
     )
+
+
+# Bounded JSON: what a free-form object (an approval payload, audit details) may hold before it is stored, and
+# what a reader shows in place of a stored one that breaks the bounds (a row an older version let in).
+# RFC 8785 hashes numbers as IEEE doubles: from 2^53 on two different integers would hash alike.
+SAFE_INTEGER = 2**53 - 1
+UNREADABLE_JSON_CODE = "stored_json_unreadable"
+_SAFE_TEXT = re.compile(SAFE_TEXT_PATTERN)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonBounds:
+    """Depth (the object itself is level 1), entries per object or array, text and key lengths, encoded bytes."""
+
+    max_depth: int
+    max_entries: int
+    max_text: int
+    max_key: int
+    max_bytes: int
+
+
+def _check_text(value: str, limit: int, where: str) -> None:
+    if len(value) > limit or not _SAFE_TEXT.match(value):
+        raise ValueError(f"{where}: text longer than {limit} characters or with control characters")
+    encodable(value)
+
+
+def _check_value(value: object, bounds: JsonBounds, level: int, where: str) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, str):
+        _check_text(value, bounds.max_text, where)
+    elif isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > SAFE_INTEGER:
+            raise ValueError(f"{where}: numbers must be finite and within +-(2^53 - 1)")
+    elif isinstance(value, list | dict):
+        if level >= bounds.max_depth:
+            raise ValueError(f"{where}: nested deeper than {bounds.max_depth} levels")
+        _check_container(value, bounds, level + 1, where)
+    else:
+        raise ValueError(f"{where}: not a JSON value")
+
+
+def _check_container(value: list[Any] | dict[Any, Any], bounds: JsonBounds, level: int, where: str) -> None:
+    if len(value) > bounds.max_entries:
+        raise ValueError(f"{where}: more than {bounds.max_entries} entries")
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(item, bounds, level, f"{where}[{index}]")
+        return
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: keys must be text")
+        _check_text(key, bounds.max_key, f"{where} key")
+        _check_value(item, bounds, level, f"{where}.{key[:40]}")
+
+
+def check_json_object(value: object, bounds: JsonBounds, where: str = "payload") -> dict[str, Any]:
+    """`value` when it is a JSON object within `bounds` (no NaN, no number beyond 2^53); ValueError otherwise."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be a JSON object")
+    _check_container(value, bounds, 1, where)
+    if len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode()) > bounds.max_bytes:
+        raise ValueError(f"{where}: larger than {bounds.max_bytes} bytes")
+    return value
+
+
+def unreadable_json(reason: str) -> dict[str, Any]:
+    """The opaque marker a reader shows instead of a stored JSON object it cannot show."""
+    return {"unreadable": True, "code": UNREADABLE_JSON_CODE, "reason": reason}
+
+
+def readable_json(value: object, bounds: JsonBounds) -> dict[str, Any]:
+    """A stored JSON object as a reader may show it: itself within `bounds`, otherwise an opaque marker with a
+    code (never a 500 on a row an older version let in)."""
+    try:
+        return check_json_object(value, bounds, "stored")
+    except ValueError as exc:
+        return unreadable_json(str(exc)[:200])
+    except RecursionError:
+        return unreadable_json("nested too deep to read")
+
+
+def readable_json_text(text: str, bounds: JsonBounds) -> dict[str, Any]:
+    """`readable_json` of a stored JSON text (a text that does not even load reads as the marker too)."""
+    try:
+        loaded = json.loads(text)
+    except (ValueError, RecursionError):
+        return unreadable_json("the stored text is not JSON this reader can load")
+    return readable_json(loaded, bounds)

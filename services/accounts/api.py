@@ -29,11 +29,21 @@ from services.accounts.schemas import (
     UserRead,
 )
 from services.accounts.service import AccountsService
-from shared.auth.dependencies import CurrentPrincipal, ensure_account_access
+from shared.auth.dependencies import CurrentPrincipal, EnrollingPrincipal, ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.errors import COMMON_RESPONSES
 from shared.service_kit import info_router
-from shared.web import AccountIdPath, Admin, KeyHolder, Reader, UserIdPath, error_responses
+from shared.web import (
+    AccountAdmin,
+    AccountIdPath,
+    AccountReader,
+    KeyReader,
+    KeyWriter,
+    UserAdmin,
+    UserIdPath,
+    UserReader,
+    error_responses,
+)
 
 
 def get_accounts_service(adapters: Adapters) -> AccountsService:
@@ -98,7 +108,7 @@ async def step_up(body: TotpCodeRequest, principal: CurrentPrincipal, request: R
 
 
 @router.post("/auth/totp/enroll", response_model=TotpEnrollment, tags=["auth"], responses=error_responses(404, 409))
-async def totp_enroll(principal: CurrentPrincipal, auth: Auth) -> TotpEnrollment:
+async def totp_enroll(principal: EnrollingPrincipal, auth: Auth) -> TotpEnrollment:
     """Start TOTP enrollment: the provisioning URI (otpauth://) is shown this once."""
     return TotpEnrollment(provisioning_uri=await auth.totp_enroll(principal))
 
@@ -106,7 +116,7 @@ async def totp_enroll(principal: CurrentPrincipal, auth: Auth) -> TotpEnrollment
 @router.post(
     "/auth/totp/confirm", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=error_responses(401, 409)
 )
-async def totp_confirm(body: TotpCodeRequest, principal: CurrentPrincipal, request: Request, auth: Auth) -> Response:
+async def totp_confirm(body: TotpCodeRequest, principal: EnrollingPrincipal, request: Request, auth: Auth) -> Response:
     """Finish enrollment with a current code; from now on login needs a code."""
     await auth.totp_confirm(principal, body.totp_code, client_ip(request))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -134,32 +144,32 @@ def _user(row: Row, accounts: list[str]) -> UserRead:
 
 
 @router.post("/users", response_model=UserRead, status_code=201, tags=["users"], responses=error_responses(409))
-async def create_user(body: UserCreate, principal: Admin, accounts: Accounts) -> UserRead:
+async def create_user(body: UserCreate, principal: UserAdmin, accounts: Accounts) -> UserRead:
     """Create a user (password rules in docs/accounts.md)."""
     return _user(await accounts.create_user(principal.subject, body), [])
 
 
 @router.get("/users", response_model=list[UserRead], tags=["users"])
-async def list_users(principal: Admin, accounts: Accounts) -> list[UserRead]:
+async def list_users(principal: UserReader, accounts: Accounts) -> list[UserRead]:
     """Every user with their grants."""
     return [_user(row, granted) for row, granted in await accounts.list_users()]
 
 
 @router.get("/users/{user_id}", response_model=UserRead, tags=["users"], responses=error_responses(404))
-async def get_user(user_id: UserIdPath, principal: Admin, accounts: Accounts) -> UserRead:
+async def get_user(user_id: UserIdPath, principal: UserReader, accounts: Accounts) -> UserRead:
     """One user."""
     return _user(*await accounts.user(user_id))
 
 
 @router.put("/users/{user_id}/roles", response_model=UserRead, tags=["users"], responses=error_responses(404))
-async def set_roles(user_id: UserIdPath, body: RolesUpdate, principal: Admin, accounts: Accounts) -> UserRead:
+async def set_roles(user_id: UserIdPath, body: RolesUpdate, principal: UserAdmin, accounts: Accounts) -> UserRead:
     """Replace the user's roles (unknown roles are 422)."""
     await accounts.set_roles(principal.subject, user_id, [role.value for role in body.roles], body.reason)
     return _user(*await accounts.user(user_id))
 
 
 @router.post("/users/{user_id}/grants", response_model=UserRead, tags=["users"], responses=error_responses(404))
-async def add_grant(user_id: UserIdPath, body: GrantCreate, principal: Admin, accounts: Accounts) -> UserRead:
+async def add_grant(user_id: UserIdPath, body: GrantCreate, principal: UserAdmin, accounts: Accounts) -> UserRead:
     """Grant an account to the user (takes effect at their next login or refresh)."""
     await accounts.grant(principal.subject, user_id, body.account_id, body.reason)
     return _user(*await accounts.user(user_id))
@@ -169,7 +179,7 @@ async def add_grant(user_id: UserIdPath, body: GrantCreate, principal: Admin, ac
     "/users/{user_id}/grants/{account_id}", response_model=UserRead, tags=["users"], responses=error_responses(404)
 )
 async def revoke_grant(
-    user_id: UserIdPath, account_id: AccountIdPath, principal: Admin, accounts: Accounts
+    user_id: UserIdPath, account_id: AccountIdPath, principal: UserAdmin, accounts: Accounts
 ) -> UserRead:
     """Remove a grant."""
     await accounts.revoke_grant(principal.subject, user_id, account_id)
@@ -178,7 +188,7 @@ async def revoke_grant(
 
 @router.post("/service-identities", response_model=ServiceIdentityCreated, status_code=201, tags=["users"])
 async def create_service_identity(
-    body: ServiceIdentityCreate, principal: Admin, accounts: Accounts
+    body: ServiceIdentityCreate, principal: UserAdmin, accounts: Accounts
 ) -> ServiceIdentityCreated:
     """A service identity; the client secret is shown this once."""
     client_id, secret = await accounts.create_service_identity(principal.subject, body)
@@ -195,19 +205,19 @@ def _account(row: Row) -> AccountRead:
 @router.post(
     "/accounts", response_model=AccountRead, status_code=201, tags=["accounts"], responses=error_responses(404, 409)
 )
-async def create_account(body: AccountCreate, principal: Admin, accounts: Accounts) -> AccountRead:
+async def create_account(body: AccountCreate, principal: AccountAdmin, accounts: Accounts) -> AccountRead:
     """Create a trading account (company or director) on a venue."""
     return _account(await accounts.create_account(principal.subject, body))
 
 
 @router.get("/accounts", response_model=list[AccountRead], tags=["accounts"])
-async def list_accounts(principal: Reader, accounts: Accounts) -> list[AccountRead]:
+async def list_accounts(principal: AccountReader, accounts: Accounts) -> list[AccountRead]:
     """Accounts you may see (your grants; every account for admin, risk and auditor tokens)."""
     return [_account(row) for row in await accounts.list_accounts(visibility_of(principal))]
 
 
 @router.get("/accounts/{account_id}", response_model=AccountRead, tags=["accounts"], responses=error_responses(404))
-async def get_account(account_id: AccountIdPath, principal: Reader, accounts: Accounts) -> AccountRead:
+async def get_account(account_id: AccountIdPath, principal: AccountReader, accounts: Accounts) -> AccountRead:
     """One account (404 when it is not yours)."""
     return _account(await accounts.account(account_id, visibility_of(principal)))
 
@@ -223,7 +233,7 @@ def _credentials(row: Row) -> CredentialsRead:
     responses=error_responses(404),
 )
 async def put_credentials(
-    account_id: AccountIdPath, body: CredentialsPut, principal: KeyHolder, accounts: Accounts
+    account_id: AccountIdPath, body: CredentialsPut, principal: KeyWriter, accounts: Accounts
 ) -> CredentialsRead:
     """Store or replace the exchange API key pair (encrypted; the secret is never returned)."""
     ensure_account_access(principal, account_id)
@@ -236,7 +246,7 @@ async def put_credentials(
     tags=["accounts"],
     responses=error_responses(404),
 )
-async def get_credentials(account_id: AccountIdPath, principal: KeyHolder, accounts: Accounts) -> CredentialsRead:
+async def get_credentials(account_id: AccountIdPath, principal: KeyReader, accounts: Accounts) -> CredentialsRead:
     """Key id, fingerprint and times of the stored credentials (never the key or secret)."""
     ensure_account_access(principal, account_id)
     return _credentials(await accounts.credentials(account_id, visibility_of(principal)))

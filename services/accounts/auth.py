@@ -37,7 +37,7 @@ from services.accounts.service import AUDIT_CHAIN, AccountsService
 from services.accounts.tokens import OTP, PASSWORD, UserClaims, new_refresh_token, refresh_token_hash
 from shared.audit import append as audit_append
 from shared.auth.revocation import revoke_jti
-from shared.auth.roles import Role
+from shared.auth.roles import Role, Scope
 from shared.auth.tokens import Principal, TokenIssuer
 from shared.clock import utc_now
 from shared.crypto import KeyProvider, decrypt_secret, encrypt_secret
@@ -46,7 +46,7 @@ from shared.db import UnitOfWork
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
-ENROLL_SCOPE = "totp:enroll"
+ENROLL_SCOPE = Scope.TOTP_ENROLL
 TOTP_WINDOW = 1  # one 30-second step either side, for clock drift
 
 
@@ -81,7 +81,7 @@ class AuthService:
             claims.user_id,
             claims.roles,
             scopes=claims.scopes,
-            accounts=claims.accounts,
+            grants=claims.grants,
             ttl_s=ttl,
             now=self.clock(),
             amr=claims.amr,

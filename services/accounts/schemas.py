@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.auth.roles import Role
+from shared.auth.roles import Role, Scope
 from shared.web import IDENTIFIER_PATTERN, Encodable, Identifier, Reason, safe_text
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
@@ -21,6 +21,15 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 def _secret(min_length: int, max_length: int) -> StringConstraints:
     return StringConstraints(min_length=min_length, max_length=max_length, pattern=NO_NUL_PATTERN)
 
+
+def _route_scope(scope: Scope) -> Scope:
+    if scope is Scope.TOTP_ENROLL:
+        raise ValueError("totp:enroll marks the enrollment token and cannot be granted")
+    return scope
+
+
+# The scopes routes check: an unknown one is refused rather than silently granting nothing.
+ServiceScope = Annotated[Scope, AfterValidator(_route_scope)]
 
 # A service identity's accounts: account ids, or "*" for every account.
 GrantedAccount = Annotated[
@@ -152,9 +161,7 @@ class CredentialsRead(Strict):
 
 class ServiceIdentityCreate(Strict):
     name: Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=r"^[a-z][a-z0-9-]*$")]
-    scopes: Annotated[
-        list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")]], Field(max_length=30)
-    ]
+    scopes: Annotated[list[ServiceScope], Field(max_length=30)]
     accounts: Annotated[list[GrantedAccount], Field(max_length=1000)] = Field(default_factory=list)
 
 

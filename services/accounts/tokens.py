@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,7 +12,7 @@ from shared.auth.roles import Role, default_scopes, parse_roles
 from shared.auth.tokens import ALL_ACCOUNTS
 
 REFRESH_PREFIX = "art_"
-# Roles whose work spans every account: their tokens carry accounts ["*"]; everyone else gets their grants.
+# Roles whose work spans every account: granted ["*"] under that role only; every other role gets the user's grants.
 ALL_ACCOUNT_ROLES = frozenset({Role.ADMIN, Role.AUDITOR, Role.RISK})
 PASSWORD = "pwd"  # noqa: S105 - RFC 8176 amr value
 OTP = "otp"
@@ -28,9 +28,10 @@ def refresh_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def token_accounts(roles: Iterable[Role], granted: Sequence[str]) -> list[str]:
-    """The `accounts` claim: ["*"] for admin/auditor/risk, the granted accounts for everyone else."""
-    return [ALL_ACCOUNTS] if not ALL_ACCOUNT_ROLES.isdisjoint(roles) else sorted(granted)
+def token_grants(roles: Iterable[Role], granted: Sequence[str]) -> dict[Role, list[str]]:
+    """The `grants` claim, per role: ["*"] for admin/auditor/risk, the user's granted accounts for the others
+    (so an operator+auditor granted A trades on A only; the auditor role reads everything)."""
+    return {role: [ALL_ACCOUNTS] if role in ALL_ACCOUNT_ROLES else sorted(granted) for role in roles}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class UserClaims:
 
     user_id: str
     roles: frozenset[Role]
-    accounts: list[str]
+    grants: Mapping[Role, list[str]]
     amr: tuple[str, ...]
     auth_time: datetime
 
@@ -48,7 +49,7 @@ class UserClaims:
         cls, user_id: str, role_names: Iterable[str], granted: Sequence[str], amr: Iterable[str], auth_time: datetime
     ) -> UserClaims:
         roles = parse_roles(role_names)
-        return cls(user_id, roles, token_accounts(roles, granted), tuple(sorted(set(amr))), auth_time)
+        return cls(user_id, roles, token_grants(roles, granted), tuple(sorted(set(amr))), auth_time)
 
     @property
     def scopes(self) -> frozenset[str]:

@@ -23,7 +23,7 @@ from shared.auth.dependencies import CurrentPrincipal, ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.errors import COMMON_RESPONSES
 from shared.service_kit import RuntimeDep, describe_service
-from shared.web import AccountIdPath, Limit, Reader, Steward, error_responses
+from shared.web import AccountIdPath, HedgeReader, HedgeSteward, Limit, error_responses
 
 
 def get_hedge(runtime: RuntimeDep) -> HedgeAdapters:
@@ -52,13 +52,13 @@ async def info(principal: CurrentPrincipal, runtime: RuntimeDep, hedge: Hedge) -
 
 
 @router.get("/status", response_model=list[HedgeStatus])
-async def list_status(principal: Reader, hedge: Hedge) -> list[HedgeStatus]:
+async def list_status(principal: HedgeReader, hedge: Hedge) -> list[HedgeStatus]:
     """Hedge status of every tracked account the caller may see."""
     return await hedge.queries.statuses(_visible(principal))
 
 
 @router.get("/status/{account_id}", response_model=HedgeStatus, responses=error_responses(404))
-async def get_status(account_id: AccountIdPath, principal: Reader, hedge: Hedge) -> HedgeStatus:
+async def get_status(account_id: AccountIdPath, principal: HedgeReader, hedge: Hedge) -> HedgeStatus:
     """Computed target and its inputs (volatility, drawdown, NAV, peak), override, effective target, open order."""
     ensure_account_access(principal, account_id)
     return await hedge.queries.status(account_id)
@@ -73,7 +73,7 @@ async def get_status(account_id: AccountIdPath, principal: Reader, hedge: Hedge)
     },
 )
 async def set_override(
-    account_id: AccountIdPath, body: OverrideSet, principal: Steward, hedge: Hedge, response: Response
+    account_id: AccountIdPath, body: OverrideSet, principal: HedgeSteward, hedge: Hedge, response: Response
 ) -> HedgeStatus:
     """Fix the account's target hedge fraction until `expires_at` (risk or director; audited, with history).
 
@@ -88,7 +88,7 @@ async def set_override(
 
 @router.delete("/overrides/{account_id}", response_model=HedgeStatus, responses=error_responses(404))
 async def clear_override(
-    account_id: AccountIdPath, body: OverrideClear, principal: Steward, hedge: Hedge
+    account_id: AccountIdPath, body: OverrideClear, principal: HedgeSteward, hedge: Hedge
 ) -> HedgeStatus:
     """Remove the account's override with a reason (risk or director; audited, with history)."""
     ensure_account_access(principal, account_id)
@@ -98,7 +98,7 @@ async def clear_override(
 @router.get("/overrides/{account_id}/history", response_model=list[OverrideHistoryRead])
 async def override_history(
     account_id: AccountIdPath,
-    principal: Reader,
+    principal: HedgeReader,
     hedge: Hedge,
     limit: Limit = 100,
 ) -> list[OverrideHistoryRead]:
@@ -108,7 +108,7 @@ async def override_history(
 
 
 @router.get("/recommendations", response_model=list[RecommendationRead])
-async def list_recommendations(principal: Reader, hedge: Hedge) -> list[RecommendationRead]:
+async def list_recommendations(principal: HedgeReader, hedge: Hedge) -> list[RecommendationRead]:
     """Kill-switch recommendations raised and not re-armed, for the accounts the caller may see."""
     return await hedge.queries.active_recommendations(_visible(principal))
 
@@ -117,7 +117,7 @@ async def list_recommendations(principal: Reader, hedge: Hedge) -> list[Recommen
     "/recommendations/{account_id}/rearm", response_model=list[RecommendationRead], responses=error_responses(409)
 )
 async def rearm(
-    account_id: AccountIdPath, body: RearmRequest, principal: Steward, hedge: Hedge
+    account_id: AccountIdPath, body: RearmRequest, principal: HedgeSteward, hedge: Hedge
 ) -> list[RecommendationRead]:
     """Re-arm the account's raised recommendations so they can be raised again (risk or director; audited)."""
     ensure_account_access(principal, account_id)
@@ -125,14 +125,14 @@ async def rearm(
 
 
 @router.get("/policies/{account_id}", response_model=PolicyRead)
-async def get_policy(account_id: AccountIdPath, principal: Reader, hedge: Hedge) -> PolicyRead:
+async def get_policy(account_id: AccountIdPath, principal: HedgeReader, hedge: Hedge) -> PolicyRead:
     """The account's hedge policy in force (version 0: the service default from the settings)."""
     ensure_account_access(principal, account_id)
     return await hedge.policies.get_policy(account_id)
 
 
 @router.put("/policies/{account_id}", response_model=PolicyRead, responses=error_responses(422))
-async def set_policy(account_id: AccountIdPath, body: PolicyWrite, principal: Steward, hedge: Hedge) -> PolicyRead:
+async def set_policy(account_id: AccountIdPath, body: PolicyWrite, principal: HedgeSteward, hedge: Hedge) -> PolicyRead:
     """A new version of the account's hedge policy (risk or director; audited; floor > cap and the like are 422)."""
     ensure_account_access(principal, account_id)
     return await hedge.policies.set_policy(account_id, body, _actor(principal))

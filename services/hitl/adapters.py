@@ -7,6 +7,7 @@ workers read it with `hitl_adapters(runtime)` (or the `Adapters` dependency).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +20,7 @@ from services.hitl.service import Decide, HitlContext
 from services.hitl.voting import CastVote, ExpireDue
 from shared.app_factory import ServiceRuntime, adapters_of
 from shared.clock import utc_now
+from shared.contracts.approvals import SubjectType
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,26 +39,34 @@ async def build_hitl_adapters(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     if not isinstance(settings, HitlSettings):
         raise TypeError(f"the hitl service runs on HitlSettings, not {type(settings).__name__}")
+    mirror = PolicyMirror(sessionmaker=runtime.sessionmaker, redis=runtime.redis)
     context = HitlContext(
         sessionmaker=runtime.sessionmaker,
         tables=runtime.tables,
         clock=utc_now,
         decisions_topic=settings.decisions_topic,
-        on_commit=runtime.relay.wake,
+        on_commit=partial(_wake, runtime, mirror),
     )
-    mirror = PolicyMirror(sessionmaker=runtime.sessionmaker, redis=runtime.redis)
     reads = ReadRequests(context)
-    decide = Decide(context)
+    open_request = OpenRequest(context, reads)
+    policies = PolicyVersions(context, open_request, mirror)
+    decide = Decide(context, {SubjectType.POLICY_CHANGE.value: policies.apply_approved})
     runtime.adapters = HitlAdapters(
         settings=settings,
         context=context,
         mirror=mirror,
-        policies=PolicyVersions(context, mirror),
+        policies=policies,
         requests=reads,
-        open_request=OpenRequest(context, reads),
+        open_request=open_request,
         vote=CastVote(context, decide, reads),
         expire_due=ExpireDue(context, decide),
     )
+
+
+def _wake(runtime: ServiceRuntime, mirror: PolicyMirror) -> None:
+    runtime.relay.wake()
+    # A decision may have stored a policy version (an approved policy change): mirror it now, not next interval.
+    mirror.wake.set()
 
 
 def hitl_adapters(runtime: ServiceRuntime) -> HitlAdapters:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from services.hitl.adapters import Adapters, HitlAdapters
-from services.hitl.errors import FreshOtpRequired, RequestNotFound
+from services.hitl.errors import RequestNotFound
 from services.hitl.policy import ApprovalFacts, PolicyRules, needs_approval
+from services.hitl.policy_versions import PolicyChangePending, PolicyProposal
 from services.hitl.repository import RequestFilter, StoredPolicy
 from services.hitl.schemas import (
     DecisionRead,
@@ -21,7 +22,7 @@ from services.hitl.schemas import (
     VoteCreate,
     VoteRead,
 )
-from services.hitl.service import NewRequest, RequestView, Vote
+from services.hitl.service import NewRequest, RequestView, Vote, ensure_fresh_otp
 from shared.auth.dependencies import ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.contracts.approvals import ApprovalReason
@@ -33,8 +34,9 @@ from shared.web import (
     Anyone,
     ApprovalReader,
     Director,
-    Governor,
     Limit,
+    PolicyReader,
+    PolicyWriter,
     Requester,
     RequestIdPath,
     error_responses,
@@ -42,16 +44,6 @@ from shared.web import (
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("hitl"))
-
-
-def ensure_fresh_otp(principal: Principal, now: datetime, max_age_s: int) -> None:
-    """Voting needs a TOTP proof (amr "otp") no older than `max_age_s` (step up at the accounts service)."""
-    auth_time = principal.auth_time
-    if "otp" not in principal.amr or auth_time is None:
-        raise FreshOtpRequired("approving needs a login with a TOTP code (POST /auth/step-up)")
-    age = now - auth_time
-    if age > timedelta(seconds=max_age_s) or age < timedelta(seconds=-5):
-        raise FreshOtpRequired(f"the TOTP proof is older than {max_age_s} s: step up again (POST /auth/step-up)")
 
 
 def _policy_read(account_id: str, policy: StoredPolicy | None) -> PolicyRead:
@@ -105,17 +97,33 @@ def visible_accounts(principal: Principal) -> list[str] | None:
 
 
 @router.get("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
-async def get_policy(account_id: AccountIdPath, principal: Governor, hitl: Adapters) -> PolicyRead:
+async def get_policy(account_id: AccountIdPath, principal: PolicyReader, hitl: Adapters) -> PolicyRead:
     """The account's current approval policy (version 0 with the defaults when none is stored)."""
     ensure_account_access(principal, account_id)
     return _policy_read(account_id, await hitl.policies.current(account_id))
 
 
-@router.put("/hitl/policies/{account_id}", response_model=PolicyRead, tags=["policies"])
-async def put_policy(account_id: AccountIdPath, body: PolicyRules, principal: Governor, hitl: Adapters) -> PolicyRead:
-    """Store a new version of the account's approval policy (audited; older versions are kept)."""
+@router.put(
+    "/hitl/policies/{account_id}",
+    response_model=PolicyRead,
+    tags=["policies"],
+    responses={
+        202: {"model": RequestRead, "description": "A weakening that waits for other directors: its request"},
+        **error_responses(403),
+    },
+)
+async def put_policy(
+    account_id: AccountIdPath, body: PolicyRules, principal: PolicyWriter, hitl: Adapters
+) -> PolicyRead | JSONResponse:
+    """Store a new version of the account's approval policy (audited; older versions are kept). Making it less
+    strict needs a director with a fresh TOTP proof, and (quorum above 1) other directors' approval: 202."""
     ensure_account_access(principal, account_id)
-    return _policy_read(account_id, await hitl.policies.put(account_id, body, principal.subject))
+    proposal = PolicyProposal(account_id, body, principal, hitl.settings.otp_max_age_s)
+    outcome = await hitl.policies.put(proposal)
+    if isinstance(outcome, PolicyChangePending):
+        view = await hitl.requests.view(outcome.request.request_id)
+        return JSONResponse(request_read(view).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+    return _policy_read(account_id, outcome)
 
 
 @router.post("/hitl/policies/{account_id}/evaluate", response_model=list[ApprovalReason], tags=["policies"])

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from shared.config import AetherSettings, load_settings
-from shared.events.topics import HEDGE_TARGET_EVENTS, HITL_DECISIONS, OMS_ORDER_EVENTS
+from shared.events.topics import HEDGE_TARGET_EVENTS, HITL_DECISIONS, OMS_ORDER_EVENTS, RISK_TRADING_STATE_EVENTS
 
 
 class HitlSettings(AetherSettings):
@@ -17,6 +17,9 @@ class HitlSettings(AetherSettings):
     )
     decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided is published")
     order_events_topic: str = Field(default=OMS_ORDER_EVENTS, description="where ApprovalRequested is consumed")
+    risk_events_topic: str = Field(
+        default=RISK_TRADING_STATE_EVENTS, description="the risk service's ApprovalRequested (limit raise, resume)"
+    )
     hedge_events_topic: str = Field(
         default=HEDGE_TARGET_EVENTS, description="where the hedge service's ApprovalRequested (overrides) is consumed"
     )

@@ -16,7 +16,12 @@ from services.hitl.errors import SubjectConflict
 from services.hitl.requests import OpenRequest
 from services.hitl.service import NewRequest
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
-from shared.contracts.approvals import HedgeOverrideApprovalRequested, OrderApprovalRequested
+from shared.contracts.approvals import (
+    HedgeOverrideApprovalRequested,
+    LimitRaiseApprovalRequested,
+    OrderApprovalRequested,
+    TradingResumeApprovalRequested,
+)
 from shared.contracts.base import outbox_payload
 from shared.contracts.registry import parse_message
 from shared.events import Envelope
@@ -33,7 +38,12 @@ def request_from_event(envelope: Envelope) -> NewRequest | None:
     payload as the contract reads it (the requesters write exactly that: `outbox_payload` of the same model).
     """
     match parse_message(envelope):
-        case OrderApprovalRequested() | HedgeOverrideApprovalRequested() as message:
+        case (
+            OrderApprovalRequested()
+            | HedgeOverrideApprovalRequested()
+            | LimitRaiseApprovalRequested()
+            | TradingResumeApprovalRequested()
+        ) as message:
             return NewRequest(
                 subject_type=message.subject_type.value,
                 subject_id=message.subject_id,
@@ -71,7 +81,7 @@ def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
             runtime,
             name="hitl.approval-requests",
             group_id=settings.requests_consumer_group,
-            topics=[settings.order_events_topic, settings.hedge_events_topic],
+            topics=[settings.order_events_topic, settings.hedge_events_topic, settings.risk_events_topic],
             handler=handler,
         )
 

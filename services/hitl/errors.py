@@ -67,3 +67,10 @@ class FreshOtpRequired(HitlError):
 
     status_code = 403
     code = "fresh_otp_required"
+
+
+class PolicyWeakeningRefused(HitlError):
+    """Making an approval policy less strict needs a director with a fresh TOTP proof (not an admin token)."""
+
+    status_code = 403
+    code = "policy_weakening_needs_director"

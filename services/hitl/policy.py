@@ -5,14 +5,13 @@ No I/O here: the service loads the account's current policy version and asks `ne
 
 from __future__ import annotations
 
-import hashlib
 from enum import StrEnum
 from typing import Any
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from shared.contracts.approvals import MAX_QUORUM, ApprovalPolicyRules, ApprovalReason
+from shared.contracts.approvals import MAX_QUORUM, ApprovalPolicyRules, ApprovalReason, approval_payload_hash
 from shared.domain.money import Fraction, NonNegativeDecimal
 
 __all__ = [
@@ -23,6 +22,7 @@ __all__ = [
     "canonical_payload",
     "needs_approval",
     "payload_hash",
+    "weakened_rules",
 ]
 
 
@@ -78,11 +78,35 @@ def _order_reasons(rules: PolicyRules, facts: ApprovalFacts) -> list[ApprovalRea
     return reasons
 
 
+_SWITCHES = ("new_instrument", "hedge_override", "resume_from_halted", "limit_raise")
+
+
+def weakened_rules(current: PolicyRules, proposed: PolicyRules) -> list[str]:
+    """The rules `proposed` makes less strict than `current` (empty: as strict or stricter).
+
+    Less strict: the notional threshold raised or removed, the model confidence minimum lowered or removed, a
+    rule switched off, the quorum lowered, the expiry made longer, and any change of the directors list (fewer
+    directors concentrate the vote, more let others in, and an empty list lets every granted director vote)."""
+    weakened = [name for name in _SWITCHES if getattr(current, name) and not getattr(proposed, name)]
+    old, new = current.notional_threshold, proposed.notional_threshold
+    if old is not None and (new is None or new > old):
+        weakened.append("notional_threshold")
+    low, lower = current.model_confidence_min, proposed.model_confidence_min
+    if low is not None and (lower is None or lower < low):
+        weakened.append("model_confidence_min")
+    if proposed.quorum < current.quorum:
+        weakened.append("quorum")
+    if sorted(set(proposed.directors)) != sorted(set(current.directors)):
+        weakened.append("directors")
+    if proposed.expiry_s > current.expiry_s:
+        weakened.append("expiry_s")
+    return weakened
+
+
 def canonical_payload(payload: dict[str, Any]) -> str:
     """The RFC 8785 (JCS) canonical JSON text of `payload`."""
     return rfc8785.dumps(payload).decode()
 
 
-def payload_hash(payload: dict[str, Any]) -> str:
-    """SHA-256 of the RFC 8785 canonical JSON of `payload`, 64 lowercase hex digits."""
-    return hashlib.sha256(rfc8785.dumps(payload)).hexdigest()
+# SHA-256 of the RFC 8785 canonical JSON of a payload: the contracts' one definition (the OMS checks it at release).
+payload_hash = approval_payload_hash

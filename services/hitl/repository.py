@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.contracts.approvals import APPROVAL_PAYLOAD_BOUNDS
 from shared.db.base import Money
+from shared.web import readable_json_text
 
 SCHEMA = "hitl"
 metadata = sa.MetaData(schema=SCHEMA)
@@ -132,8 +133,9 @@ class StoredRequest:
 
     @property
     def payload(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.payload_json)
-        return loaded
+        """The payload as readers show it: a stored one beyond today's bounds (an older version let it in) reads
+        as an opaque marker with a code, never an error; the hash still binds the stored text."""
+        return readable_json_text(self.payload_json, APPROVAL_PAYLOAD_BOUNDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ class OpenRequest:
             payload_hash=digest,
             notional=_notional(new.payload),
             policy_version=None if policy is None else policy.version,
-            quorum=rules.quorum,
+            quorum=rules.quorum if new.approvals_needed is None else new.approvals_needed,
             eligible=sorted(set(rules.directors)),
             status="pending",
             created_at=now,

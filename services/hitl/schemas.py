@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -12,8 +9,16 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from services.hitl.policy import PolicyRules
-from shared.contracts.approvals import ApprovalDecision, SubjectType
-from shared.web import IDENTIFIER_PATTERN, SAFE_TEXT_PATTERN, Encodable, Reason, encodable, safe_text
+from shared.contracts.approvals import APPROVAL_PAYLOAD_BOUNDS, ApprovalDecision, SubjectType
+from shared.web import (
+    IDENTIFIER_PATTERN,
+    SAFE_INTEGER,
+    SAFE_TEXT_PATTERN,
+    Encodable,
+    Reason,
+    check_json_object,
+    safe_text,
+)
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 # Subjects whose requests only their owning service opens through events: a REST request for an order could
@@ -24,12 +29,11 @@ RequestStatus = Literal["pending", "approved", "rejected", "expired"]
 DecisionKind = ApprovalDecision
 
 # An approval payload is shown to directors and hashed (RFC 8785): bounded, JSON-exact, storable in JSONB.
-PAYLOAD_MAX_DEPTH = 6
-PAYLOAD_MAX_ENTRIES = 64
-PAYLOAD_MAX_TEXT = 1_000
-PAYLOAD_MAX_BYTES = 64 * 1024
-# RFC 8785 hashes numbers as IEEE doubles: from 2^53 on two different integers would hash alike.
-SAFE_INTEGER = 2**53 - 1
+PAYLOAD_BOUNDS = APPROVAL_PAYLOAD_BOUNDS
+PAYLOAD_MAX_DEPTH = PAYLOAD_BOUNDS.max_depth
+PAYLOAD_MAX_ENTRIES = PAYLOAD_BOUNDS.max_entries
+PAYLOAD_MAX_TEXT = PAYLOAD_BOUNDS.max_text
+PAYLOAD_MAX_BYTES = PAYLOAD_BOUNDS.max_bytes
 
 
 def _value_schema(level: int) -> dict[str, Any]:
@@ -51,53 +55,13 @@ def _object_schema(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "maxProperties": PAYLOAD_MAX_ENTRIES,
-        "propertyNames": {"maxLength": 200, "pattern": SAFE_TEXT_PATTERN},
+        "propertyNames": {"maxLength": PAYLOAD_BOUNDS.max_key, "pattern": SAFE_TEXT_PATTERN},
         "additionalProperties": values,
     }
 
 
-_SAFE_TEXT = re.compile(SAFE_TEXT_PATTERN)
-
-
-def _check_text(value: str, limit: int, where: str) -> None:
-    if len(value) > limit or not _SAFE_TEXT.match(value):
-        raise ValueError(f"{where}: text longer than {limit} characters or with control characters")
-    encodable(value)
-
-
-def _check_value(value: Any, level: int, where: str) -> None:
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, str):
-        _check_text(value, PAYLOAD_MAX_TEXT, where)
-    elif isinstance(value, int | float):
-        if not math.isfinite(value) or abs(value) > SAFE_INTEGER:
-            raise ValueError(f"{where}: numbers must be finite and within +-(2^53 - 1)")
-    elif isinstance(value, list | dict):
-        if level >= PAYLOAD_MAX_DEPTH:
-            raise ValueError(f"{where}: nested deeper than {PAYLOAD_MAX_DEPTH} levels")
-        _check_container(value, level + 1, where)
-    else:
-        raise ValueError(f"{where}: not a JSON value")
-
-
-def _check_container(value: list[Any] | dict[str, Any], level: int, where: str) -> None:
-    if len(value) > PAYLOAD_MAX_ENTRIES:
-        raise ValueError(f"{where}: more than {PAYLOAD_MAX_ENTRIES} entries")
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_value(item, level, f"{where}[{index}]")
-        return
-    for key, item in value.items():
-        _check_text(key, 200, f"{where} key")
-        _check_value(item, level, f"{where}.{key}")
-
-
 def _bounded_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    _check_container(payload, 2, "payload")
-    if len(json.dumps(payload, ensure_ascii=False).encode()) > PAYLOAD_MAX_BYTES:
-        raise ValueError(f"payload: larger than {PAYLOAD_MAX_BYTES} bytes")
-    return payload
+    return check_json_object(payload, PAYLOAD_BOUNDS)
 
 
 Payload = Annotated[
@@ -105,7 +69,7 @@ Payload = Annotated[
     AfterValidator(_bounded_payload),
     WithJsonSchema(
         {
-            **_object_schema(_value_schema(2)),
+            **_object_schema(_value_schema(1)),
             "description": "JSON object shown to the directors; its RFC 8785 SHA-256 is bound "
             f"(at most {PAYLOAD_MAX_DEPTH} levels, {PAYLOAD_MAX_ENTRIES} entries per level, "
             f"{PAYLOAD_MAX_BYTES} bytes; numbers finite and within +-(2^53 - 1))",

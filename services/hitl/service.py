@@ -10,15 +10,17 @@ and the expiry of requests past their time).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.hitl.errors import FreshOtpRequired
 from services.hitl.repository import HitlRepository, StoredDecision, StoredRequest, StoredVote
 from shared.audit.log import append as audit_append
+from shared.auth.tokens import Principal
 from shared.clock import Clock
 from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
 from shared.contracts.base import outbox_payload
@@ -63,6 +65,7 @@ class NewRequest:
     requested_by: str
     payload: dict[str, Any]
     source: str
+    approvals_needed: int | None = None  # None: the account policy's quorum
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +90,28 @@ def audit_chain(account_id: str) -> str:
     return f"hitl:{account_id}"
 
 
-class Decide:
-    """Stores, publishes (outbox), notifies and audits the one decision of a locked pending request."""
+def ensure_fresh_otp(principal: Principal, now: datetime, max_age_s: int) -> None:
+    """A TOTP proof (amr "otp") no older than `max_age_s` (step up at the accounts service): voting, and making
+    an approval policy less strict."""
+    auth_time = principal.auth_time
+    if "otp" not in principal.amr or auth_time is None:
+        raise FreshOtpRequired("this needs a login with a TOTP code (POST /auth/step-up)")
+    age = now - auth_time
+    if age > timedelta(seconds=max_age_s) or age < timedelta(seconds=-5):
+        raise FreshOtpRequired(f"the TOTP proof is older than {max_age_s} s: step up again (POST /auth/step-up)")
 
-    def __init__(self, context: HitlContext) -> None:
-        self.context = context
+
+# What an approval of a hitl-owned subject does, in the deciding transaction (a policy change is stored).
+Applier = Callable[[AsyncSession, StoredRequest, list[str], datetime], Awaitable[None]]
+
+
+@dataclass
+class Decide:
+    """Stores, publishes (outbox), notifies and audits the one decision of a locked pending request; an approval
+    of a subject hitl owns itself (a policy change) is applied in the same transaction."""
+
+    context: HitlContext
+    appliers: Mapping[str, Applier] = field(default_factory=dict)
 
     async def __call__(
         self,
@@ -132,6 +152,9 @@ class Decide:
             chain=audit_chain(request.account_id),
             occurred_at=now,
         )
+        applier = self.appliers.get(request.subject_type)
+        if applier is not None and decision is ApprovalDecision.APPROVED:
+            await applier(session, request, approvers, now)
         log.info("approval_decided", request_id=request.request_id, decision=decision)
 
 

@@ -20,14 +20,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from services.hitl.adapters import HitlAdapters, hitl_adapters
-from services.hitl.api import ensure_fresh_otp, visible_accounts
+from services.hitl.api import visible_accounts
 from services.hitl.config import HitlSettings
 from services.hitl.errors import HitlError
 from services.hitl.repository import RequestFilter
-from services.hitl.service import Vote
-from shared.auth.roles import Role
+from services.hitl.service import Vote, ensure_fresh_otp
 from shared.auth.tokens import InvalidToken, Principal, RevocationUnavailable, TokenVerifier
 from shared.observability.logging import get_logger
+from shared.web import DUTIES
 
 log = get_logger(__name__)
 
@@ -165,14 +165,24 @@ async def inbox(request: Request, msg: str | None = None) -> Response:
     principal = await _principal(request)
     if principal is None:
         return _to_login()
-    if not principal.has_any_role(Role.DIRECTOR):
+    director = _as_director(principal)
+    if director is None:
         return _render(request, "login.html", {"message": "This page is for directors."}, 403)
+    principal = director
     hitl = _adapters(request)
     accounts = visible_accounts(principal)
     pending = await hitl.requests.search(RequestFilter(status="pending", accounts=accounts, limit=200))
     history = await hitl.requests.search(RequestFilter(status="decided", accounts=accounts, limit=50))
     context = {"principal": principal, "pending": pending, "history": history, "message": msg}
     return _render(request, "inbox.html", context)
+
+
+def _as_director(principal: Principal) -> Principal | None:
+    # The same duty as the API's vote routes: the director role AND approvals:write, with the director's grants only.
+    roles, scope = DUTIES["Director"]
+    if not principal.has_any_role(*roles) or scope not in principal.scopes:
+        return None
+    return principal.acting_as(roles)
 
 
 async def _step_up(request: Request, principal_token: str, totp_code: str) -> tuple[str, int] | None:
@@ -206,10 +216,11 @@ async def _vote(request: Request, request_id: str, vote: Vote, csrf: str, totp_c
         if principal is None:
             return RedirectResponse("/hitl/ui?msg=" + quote("The new token could not be checked."), status_code=303)
     try:
-        if not principal.has_any_role(Role.DIRECTOR):
+        director = _as_director(principal)
+        if director is None:
             return RedirectResponse("/hitl/ui?msg=" + quote("Only directors can vote."), status_code=303)
-        ensure_fresh_otp(principal, hitl.context.clock(), hitl.settings.otp_max_age_s)
-        view = await hitl.vote(request_id, principal, vote)
+        ensure_fresh_otp(director, hitl.context.clock(), hitl.settings.otp_max_age_s)
+        view = await hitl.vote(request_id, director, vote)
         message = f"Request {request_id}: your vote is recorded, the request is {view.request.status}."
     except HitlError as exc:
         message = f"Request {request_id}: {exc.code}: {exc.message}"

@@ -42,7 +42,8 @@ from shared.web import (
     OpaqueCursor,
     OrderIdPath,
     OrderIdQuery,
-    Reader,
+    OrderReader,
+    PortfolioReader,
     SymbolQuery,
     Trader,
     error_responses,
@@ -125,7 +126,7 @@ async def place_order(body: OrderCreate, principal: Trader, oms: Adapters, respo
 
 @router.get("/orders", response_model=OrderPage, tags=["orders"])
 async def list_orders(
-    principal: Reader,
+    principal: OrderReader,
     oms: Adapters,
     account_id: AccountIdQuery = None,
     order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
@@ -154,7 +155,7 @@ async def list_orders(
 
 
 @router.get("/orders/{order_id}", response_model=OrderRead, tags=["orders"], responses=error_responses(404))
-async def get_order(order_id: OrderIdPath, principal: Reader, oms: Adapters) -> OrderRead:
+async def get_order(order_id: OrderIdPath, principal: OrderReader, oms: Adapters) -> OrderRead:
     """One order."""
     stored = await oms.queries.get(OrderId(order_id))
     if not principal.can_access_account(stored.order.account_id):
@@ -175,7 +176,7 @@ async def cancel_order(order_id: OrderIdPath, principal: Trader, oms: Adapters) 
 
 @router.get("/fills", response_model=FillPage, tags=["fills"])
 async def list_fills(
-    principal: Reader,
+    principal: OrderReader,
     oms: Adapters,
     account_id: AccountIdQuery = None,
     order_id: OrderIdQuery = None,
@@ -196,7 +197,7 @@ async def list_fills(
 
 
 @router.get("/positions", response_model=PositionPage, tags=["portfolio"])
-async def list_positions(principal: Reader, oms: Adapters, account_id: AccountIdQuery = None) -> PositionPage:
+async def list_positions(principal: PortfolioReader, oms: Adapters, account_id: AccountIdQuery = None) -> PositionPage:
     """Spot positions with average entry price (buy fees included) and realized PnL."""
     rows = await oms.queries.list_positions(_visible_accounts(principal, account_id))
     result = []
@@ -219,7 +220,7 @@ async def list_positions(principal: Reader, oms: Adapters, account_id: AccountId
 
 
 @router.get("/balances", response_model=BalancePage, tags=["portfolio"])
-async def list_balances(principal: Reader, oms: Adapters, account_id: AccountIdQuery = None) -> BalancePage:
+async def list_balances(principal: PortfolioReader, oms: Adapters, account_id: AccountIdQuery = None) -> BalancePage:
     """Balances per asset: total, reserved by open orders, and free."""
     rows = await oms.queries.list_balances(_visible_accounts(principal, account_id))
     return BalancePage(

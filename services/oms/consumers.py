@@ -87,7 +87,12 @@ async def handle_decision(orders: OrderService, session: AsyncSession, envelope:
         return
     try:
         await orders.decide(
-            session, OrderId(decided.subject_id), decided.decision, decided.reason, actor=f"service:{envelope.producer}"
+            session,
+            OrderId(decided.subject_id),
+            decided.decision,
+            decided.reason,
+            actor=f"service:{envelope.producer}",
+            payload_hash=decided.payload_hash,
         )
     except OrderNotFound:
         log.warning("decision_for_unknown_order", subject_id=decided.subject_id)

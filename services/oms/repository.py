@@ -1,4 +1,5 @@
-"""Every SQL statement of the OMS (schema `oms`)."""
+"""The SQL of the OMS's accounts, orders (with their events) and fills (schema `oms`); the ledger's is in
+`ledger_repository.py`, the tables in `tables.py`."""
 
 from __future__ import annotations
 
@@ -9,123 +10,14 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.base import Money
-from shared.domain.ledger import Balance, Ledger, LedgerEntry, LedgerUpdate, Position, Reservation
-from shared.domain.orders import OPEN_STATUSES, Order, OrderEvent, event_from_payload
-from shared.domain.types import AccountId, Asset, ClientOrderId, OrderId, OrderStatus, Symbol
-
-SCHEMA = "oms"
-metadata = sa.MetaData(schema=SCHEMA)
-TS = sa.DateTime(timezone=True)
-
-trading_accounts = sa.Table(
-    "trading_accounts",
-    metadata,
-    sa.Column("account_id", sa.Text, primary_key=True),
-    sa.Column("venue", sa.Text),
-    sa.Column("approval_threshold", Money),
-    sa.Column("volume_30d", Money),
-    sa.Column("fill_cursor", sa.BigInteger),
-    sa.Column("created_at", TS),
-)
-orders = sa.Table(
-    "orders",
-    metadata,
-    sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("account_id", sa.Text),
-    sa.Column("client_order_id", sa.Text),
-    sa.Column("request_hash", sa.Text),
-    sa.Column("venue", sa.Text),
-    sa.Column("symbol", sa.Text),
-    sa.Column("side", sa.Text),
-    sa.Column("type", sa.Text),
-    sa.Column("quantity", Money),
-    sa.Column("limit_price", Money),
-    sa.Column("trigger_price", Money),
-    sa.Column("time_in_force", sa.Text),
-    sa.Column("post_only", sa.Boolean),
-    sa.Column("status", sa.Text),
-    sa.Column("filled_quantity", Money),
-    sa.Column("average_fill_price", Money),
-    sa.Column("fees_paid", Money),
-    sa.Column("venue_order_id", sa.Text),
-    sa.Column("reason", sa.Text),
-    sa.Column("version", sa.Integer),
-    sa.Column("origin", sa.Text),
-    sa.Column("created_at", TS),
-    sa.Column("updated_at", TS),
-    sa.Column("exits", JSONB(none_as_null=True)),
-)
-order_events = sa.Table(
-    "order_events",
-    metadata,
-    sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("event_type", sa.Text),
-    sa.Column("payload", JSONB),
-    sa.Column("occurred_at", TS),
-)
-fills = sa.Table(
-    "fills",
-    metadata,
-    sa.Column("fill_id", sa.BigInteger, primary_key=True),
-    sa.Column("venue", sa.Text),
-    sa.Column("trade_id", sa.Text),
-    sa.Column("order_id", sa.Text),
-    sa.Column("account_id", sa.Text),
-    sa.Column("symbol", sa.Text),
-    sa.Column("side", sa.Text),
-    sa.Column("quantity", Money),
-    sa.Column("price", Money),
-    sa.Column("fee", Money),
-    sa.Column("fee_asset", sa.Text),
-    sa.Column("liquidity", sa.Text),
-    sa.Column("filled_at", TS),
-)
-balances = sa.Table(
-    "balances",
-    metadata,
-    sa.Column("account_id", sa.Text, primary_key=True),
-    sa.Column("asset", sa.Text, primary_key=True),
-    sa.Column("total", Money),
-    sa.Column("reserved", Money),
-    sa.Column("updated_at", TS),
-)
-reservations = sa.Table(
-    "reservations",
-    metadata,
-    sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("account_id", sa.Text),
-    sa.Column("asset", sa.Text),
-    sa.Column("remaining", Money),
-)
-balance_journal = sa.Table(
-    "balance_journal",
-    metadata,
-    sa.Column("entry_id", sa.BigInteger, primary_key=True),
-    sa.Column("account_id", sa.Text),
-    sa.Column("asset", sa.Text),
-    sa.Column("delta_total", Money),
-    sa.Column("delta_reserved", Money),
-    sa.Column("reason", sa.Text),
-    sa.Column("reference", sa.Text),
-    sa.Column("created_at", TS),
-)
-positions = sa.Table(
-    "positions",
-    metadata,
-    sa.Column("account_id", sa.Text, primary_key=True),
-    sa.Column("symbol", sa.Text, primary_key=True),
-    sa.Column("quantity", Money),
-    sa.Column("cost_basis", Money),
-    sa.Column("realized_pnl", Money),
-    sa.Column("fees_paid", Money),
-    sa.Column("updated_at", TS),
-)
+from services.oms.tables import fills, order_events, orders, trading_accounts
+from shared.domain.order_events import OrderEvent, event_from_payload
+from shared.domain.order_rules import OPEN_STATUSES
+from shared.domain.orders import Order
+from shared.domain.types import AccountId, ClientOrderId, OrderId, OrderStatus
 
 UNRESOLVED_STATUSES = (*sorted(OPEN_STATUSES), OrderStatus.SUBMITTED)
 LIVE_STATUSES = (*UNRESOLVED_STATUSES, OrderStatus.PENDING_APPROVAL)
@@ -150,6 +42,7 @@ class StoredOrder:
     origin: str
     created_at: datetime
     exits: dict[str, Any] | None = None  # ExitInstructions JSON the entry carried
+    approval_payload: dict[str, Any] | None = None  # the ApprovalRequested payload of a held order
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +56,7 @@ class OrderFilter:
 
 
 class OmsRepository:
-    """SQL of the OMS, bound to the caller's session (the unit of work commits)."""
+    """SQL of the OMS's accounts, orders and fills, bound to the caller's session (the unit of work commits)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -224,7 +117,13 @@ class OmsRepository:
             for event_row in (await self.session.execute(query)).mappings()
         ]
         return StoredOrder(
-            Order.from_events(events), row["request_hash"], row["venue"], row["origin"], row["created_at"], row["exits"]
+            Order.from_events(events),
+            row["request_hash"],
+            row["venue"],
+            row["origin"],
+            row["created_at"],
+            row["exits"],
+            row["approval_payload"],
         )
 
     async def insert(self, stored: StoredOrder, events: Sequence[OrderEvent]) -> None:
@@ -248,6 +147,7 @@ class OmsRepository:
                 origin=stored.origin,
                 created_at=stored.created_at,
                 exits=stored.exits,
+                approval_payload=stored.approval_payload,
                 **_order_state(order),
             )
         )
@@ -351,6 +251,12 @@ class OmsRepository:
         )
         return bool(await self.session.scalar(query))
 
+    async def client_order_ids(self, account_id: str) -> set[str]:
+        query = sa.select(orders.c.client_order_id).where(orders.c.account_id == account_id)
+        return set((await self.session.scalars(query)).all())
+
+    # --- fills ---------------------------------------------------------------------------------------------
+
     async def fills_for_replay(self, account_id: str) -> list[dict[str, Any]]:
         """Every fill of the account, oldest first (the daily realized loss replays them at average cost)."""
         query = (
@@ -359,12 +265,6 @@ class OmsRepository:
             .order_by(fills.c.fill_id)
         )
         return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
-
-    async def client_order_ids(self, account_id: str) -> set[str]:
-        query = sa.select(orders.c.client_order_id).where(orders.c.account_id == account_id)
-        return set((await self.session.scalars(query)).all())
-
-    # --- fills ---------------------------------------------------------------------------------------------
 
     async def insert_fill(self, values: dict[str, Any]) -> bool:
         """Record a fill once: False when (venue, trade_id) was already recorded."""
@@ -382,127 +282,6 @@ class OmsRepository:
             query = query.where(fills.c.order_id == order_id)
         if before_fill_id is not None:
             query = query.where(fills.c.fill_id < before_fill_id)
-        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
-
-    # --- ledger --------------------------------------------------------------------------------------------
-
-    async def load_ledger(self, account_id: AccountId) -> Ledger:
-        balance_rows = (
-            await self.session.execute(sa.select(balances).where(balances.c.account_id == account_id))
-        ).mappings()
-        reservation_rows = (
-            await self.session.execute(sa.select(reservations).where(reservations.c.account_id == account_id))
-        ).mappings()
-        position_rows = (
-            await self.session.execute(sa.select(positions).where(positions.c.account_id == account_id))
-        ).mappings()
-        return Ledger(
-            account_id,
-            balances={Asset(r["asset"]): Balance(Asset(r["asset"]), r["total"], r["reserved"]) for r in balance_rows},
-            reservations={
-                OrderId(r["order_id"]): Reservation(OrderId(r["order_id"]), Asset(r["asset"]), r["remaining"])
-                for r in reservation_rows
-            },
-            positions={
-                Symbol(r["symbol"]): Position(
-                    Symbol(r["symbol"]), r["quantity"], r["cost_basis"], r["realized_pnl"], r["fees_paid"]
-                )
-                for r in position_rows
-            },
-        )
-
-    async def save_ledger(self, before: Ledger, update: LedgerUpdate) -> dict[str, int]:
-        """Persist what changed between `before` and `update.ledger` and append the journal entries; per asset
-        journaled, the id of its last new entry (the balance's version)."""
-        after = update.ledger
-        for asset, balance in after.balances.items():
-            if before.balances.get(asset) != balance:
-                await self._upsert_balance(after.account_id, balance)
-        await self._save_reservations(before, after)
-        for symbol, position in after.positions.items():
-            if before.positions.get(symbol) != position:
-                await self._upsert_position(after.account_id, position)
-        return await self._journal(update.entries)
-
-    async def balance_versions(self, account_id: str, assets: Sequence[str]) -> dict[str, int]:
-        """Per asset, the id of the last journal entry that moved it: a version that grows with every change."""
-        if not assets:
-            return {}
-        query = (
-            sa.select(balance_journal.c.asset, sa.func.max(balance_journal.c.entry_id))
-            .where(balance_journal.c.account_id == account_id, balance_journal.c.asset.in_(assets))
-            .group_by(balance_journal.c.asset)
-        )
-        return {row[0]: int(row[1]) for row in (await self.session.execute(query)).all()}
-
-    async def _upsert_balance(self, account_id: str, balance: Balance) -> None:
-        statement = pg_insert(balances).values(
-            account_id=account_id, asset=balance.asset, total=balance.total, reserved=balance.reserved
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["account_id", "asset"],
-            set_={"total": balance.total, "reserved": balance.reserved, "updated_at": sa.func.now()},
-        )
-        await self.session.execute(statement)
-
-    async def _save_reservations(self, before: Ledger, after: Ledger) -> None:
-        for order_id, reservation in after.reservations.items():
-            if before.reservations.get(order_id) == reservation:
-                continue
-            statement = pg_insert(reservations).values(
-                order_id=order_id, account_id=after.account_id, asset=reservation.asset, remaining=reservation.remaining
-            )
-            statement = statement.on_conflict_do_update(
-                index_elements=["order_id"], set_={"remaining": reservation.remaining}
-            )
-            await self.session.execute(statement)
-        gone = [order_id for order_id in before.reservations if order_id not in after.reservations]
-        if gone:
-            await self.session.execute(sa.delete(reservations).where(reservations.c.order_id.in_(gone)))
-
-    async def _upsert_position(self, account_id: str, position: Position) -> None:
-        values = {
-            "quantity": position.quantity,
-            "cost_basis": position.cost_basis,
-            "realized_pnl": position.realized_pnl,
-            "fees_paid": position.fees_paid,
-        }
-        statement = pg_insert(positions).values(account_id=account_id, symbol=position.symbol, **values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["account_id", "symbol"], set_={**values, "updated_at": sa.func.now()}
-        )
-        await self.session.execute(statement)
-
-    async def _journal(self, entries: Sequence[LedgerEntry]) -> dict[str, int]:
-        if not entries:
-            return {}
-        rows = [
-            {
-                "account_id": entry.account_id,
-                "asset": entry.asset,
-                "delta_total": entry.delta_total,
-                "delta_reserved": entry.delta_reserved,
-                "reason": entry.reason.value,
-                "reference": entry.reference,
-            }
-            for entry in entries
-        ]
-        inserted = sa.insert(balance_journal).returning(balance_journal.c.asset, balance_journal.c.entry_id)
-        versions: dict[str, int] = {}
-        for asset, entry_id in (await self.session.execute(inserted, rows)).all():
-            versions[asset] = max(versions.get(asset, 0), int(entry_id))
-        return versions
-
-    async def list_balances(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
-        query = sa.select(balances).order_by(balances.c.account_id, balances.c.asset)
-        if account_ids is not None:
-            query = query.where(balances.c.account_id.in_(account_ids))
-        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
-
-    async def list_positions(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
-        query = sa.select(positions).order_by(positions.c.account_id, positions.c.symbol)
-        if account_ids is not None:
-            query = query.where(positions.c.account_id.in_(account_ids))
         return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
 
 

@@ -171,10 +171,17 @@ class OrderService:
         return await self.reconciliation.reconcile()
 
     async def decide(
-        self, session: AsyncSession, order_id: OrderId, decision: ApprovalDecision, reason: str | None, actor: str
+        self,
+        session: AsyncSession,
+        order_id: OrderId,
+        decision: ApprovalDecision,
+        reason: str | None,
+        actor: str,
+        payload_hash: str,
     ) -> bool:
-        """Apply a director decision to an order awaiting approval, in the caller's transaction."""
-        return await self.approvals.decide(session, order_id, decision, reason, actor)
+        """Apply a director decision on the payload `payload_hash` to an order awaiting approval, in the caller's
+        transaction."""
+        return await self.approvals.decide(session, order_id, decision, reason, actor, payload_hash)
 
     async def deposit(self, account_id: str, asset: str, amount: Decimal, actor: str) -> Ledger:
         """Credit a paper account at the venue and in the ledger."""

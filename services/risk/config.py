@@ -8,12 +8,16 @@ from pydantic import Field
 
 from services.risk.exits.config import ExitSettings
 from shared.config import AetherSettings, load_settings
+from shared.events.topics import HITL_DECISIONS
 
 
 class RiskSettings(AetherSettings, ExitSettings):
     service_name: str = "risk"
     auto_apply_recommendations: bool = Field(
         default=False, description="AETHER_AUTO_APPLY_RECOMMENDATIONS: apply the hedge service's kill-switch advice"
+    )
+    decisions_topic: str = Field(
+        default=HITL_DECISIONS, description="where ApprovalDecided is consumed (held limit raises and resumes)"
     )
     mirror_interval_s: float = Field(
         default=2.0, gt=0, le=60, description="how often trading states and limits are re-written from PG to Redis"

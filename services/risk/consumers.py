@@ -12,11 +12,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.risk.adapters import risk_adapters
 from services.risk.exits.workers import WORKERS as EXIT_WORKERS
-from services.risk.service import RiskService
+from services.risk.repository import PendingRow, RiskRepository
+from services.risk.service import AUDIT_CHAIN, DIRECTORS, RiskService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
+from shared.audit import append as audit_append
+from shared.contracts.approvals import (
+    ApprovalDecided,
+    ApprovalDecision,
+    LimitRaiseApprovalRequested,
+    SubjectType,
+    TradingResumeApprovalRequested,
+)
 from shared.contracts.base import ContractViolation
 from shared.contracts.hedge import KillSwitchRecommended, RecommendationRearmed
-from shared.contracts.registry import parse_message
+from shared.contracts.registry import parse_as, parse_message
 from shared.domain.hedge import HedgeLevel
 from shared.domain.money import format_decimal
 from shared.domain.types import TradingState
@@ -78,6 +87,67 @@ def _recommendations(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return run
 
 
+RISK_SUBJECTS = frozenset({SubjectType.LIMIT_RAISE, SubjectType.TRADING_RESUME})
+
+
+async def handle_decision(risk: RiskService, session: AsyncSession, envelope: Envelope) -> None:
+    """`ApprovalDecided` for a held limit raise or resume: applied once, only when the approved hash is the hash
+    of the payload the risk service asked about; rejected, expired or another hash change nothing."""
+    decided = parse_as(ApprovalDecided, envelope)  # ContractViolation: dead-lettered
+    if decided.subject_type not in RISK_SUBJECTS:
+        return
+    repo = RiskRepository(session)
+    pending = await repo.pending(decided.subject_id)
+    if pending is None or pending.outcome is not None:
+        log.warning("risk_decision_not_pending", subject_id=decided.subject_id[:200])
+        return
+    now = risk.clock()
+    outcome = decided.decision.value
+    if decided.decision is ApprovalDecision.APPROVED and decided.payload_hash != pending.payload_hash:
+        outcome = "approval_mismatch"
+    elif decided.decision is ApprovalDecision.APPROVED:
+        await _apply(risk, session, pending, "hitl:" + ",".join(decided.approvers))
+    await repo.resolve_pending(pending.subject_id, outcome, now)
+    await audit_append(
+        session,
+        actor="hitl:" + (",".join(decided.approvers) or outcome),
+        action=f"risk.{pending.kind}_{outcome}",
+        target=f"account:{pending.account_id}",
+        details={"subject_id": pending.subject_id, "payload_hash": decided.payload_hash, "reason": decided.reason},
+        chain=AUDIT_CHAIN,
+        occurred_at=now,
+    )
+    event.listen(session.sync_session, "after_commit", lambda _: risk.mirror_wake.set(), once=True)
+
+
+async def _apply(risk: RiskService, session: AsyncSession, pending: PendingRow, actor: str) -> None:
+    payload = pending.payload
+    if pending.kind == SubjectType.LIMIT_RAISE:
+        request = LimitRaiseApprovalRequested.model_validate(payload)
+        await RiskRepository(session).lock_limits(pending.account_id)
+        values = request.limits.model_dump(mode="json")
+        await risk.store_limits_in(session, pending.account_id, values, request.reason, actor)
+        return
+    resume = TradingResumeApprovalRequested.model_validate(payload)
+    # The state may have moved since (another kill switch): the change applies from whatever it is now.
+    await risk.change_state_in(
+        session, "account", pending.account_id, resume.to_state, resume.reason, actor, DIRECTORS, approved=True
+    )
+
+
+def _decisions(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        risk = risk_service(runtime)
+        await run_consumer(
+            runtime,
+            name="risk.approval-decisions",
+            topics=[risk.settings.decisions_topic],
+            handler=lambda session, envelope: handle_decision(risk, session, envelope),
+        )
+
+    return run
+
+
 def _mirror(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         risk = risk_service(runtime)
@@ -106,5 +176,6 @@ async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("state-mirror", _mirror),
     ("recommendations", _recommendations),
+    ("approval-decisions", _decisions),
     *EXIT_WORKERS,
 )

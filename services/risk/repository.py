@@ -53,6 +53,32 @@ trading_state_history = sa.Table(
     sa.Column("actor", sa.Text),
     sa.Column("changed_at", TS),
 )
+pending_approvals = sa.Table(
+    "pending_approvals",
+    metadata,
+    sa.Column("subject_id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text),
+    sa.Column("account_id", sa.Text),
+    sa.Column("payload", JSONB),
+    sa.Column("payload_hash", sa.Text),
+    sa.Column("requested_by", sa.Text),
+    sa.Column("created_at", TS),
+    sa.Column("outcome", sa.Text),
+    sa.Column("resolved_at", TS),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A change waiting for a director: the `ApprovalRequested` payload sent and its hash."""
+
+    subject_id: str
+    kind: str
+    account_id: str
+    payload: dict[str, Any]
+    payload_hash: str
+    requested_by: str
+    outcome: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +150,39 @@ class RiskRepository:
             latest, sa.and_(limits.c.account_id == latest.c.account_id, limits.c.version == latest.c.version)
         )
         return [_limits(row) for row in (await self.session.execute(query)).mappings()]
+
+    # --- changes waiting for a director --------------------------------------------------------------------
+
+    async def insert_pending(self, row: PendingRow, now: datetime) -> None:
+        await self.session.execute(
+            sa.insert(pending_approvals).values(
+                subject_id=row.subject_id,
+                kind=row.kind,
+                account_id=row.account_id,
+                payload=row.payload,
+                payload_hash=row.payload_hash,
+                requested_by=row.requested_by,
+                created_at=now,
+            )
+        )
+
+    async def pending(self, subject_id: str) -> PendingRow | None:
+        """The row, locked (its decision is applied once)."""
+        query = sa.select(pending_approvals).where(pending_approvals.c.subject_id == subject_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return PendingRow(
+            row["subject_id"], row["kind"], row["account_id"], row["payload"], row["payload_hash"],
+            row["requested_by"], row["outcome"],
+        )  # fmt: skip
+
+    async def resolve_pending(self, subject_id: str, outcome: str, now: datetime) -> None:
+        await self.session.execute(
+            sa.update(pending_approvals)
+            .where(pending_approvals.c.subject_id == subject_id)
+            .values(outcome=outcome, resolved_at=now)
+        )
 
     # --- trading state -------------------------------------------------------------------------------------
 

@@ -105,3 +105,13 @@ class TradingStateOverview(BaseModel):
 
     global_state: TradingStateRead = Field(alias="global")
     accounts: list[TradingStateRead]
+
+
+class ApprovalPending(BaseModel):
+    """A change the account's approval policy holds for a director (the hitl request's subject and hash)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["pending_approval"] = "pending_approval"
+    subject_id: str = Field(description="the approval request's subject id (GET /hitl/requests shows it)")
+    payload_hash: str = Field(description="SHA-256 of the payload the directors approve")

@@ -18,6 +18,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.risk.approvals import (
+    PendingApproval,
+    approval_needed,
+    hold_for_approval,
+    limit_raise_request,
+    resume_request,
+)
 from services.risk.config import RiskSettings
 from services.risk.errors import InvalidLimits, TransitionForbidden
 from services.risk.repository import RiskRepository, StoredLimits, StoredState, scope_key
@@ -29,7 +36,7 @@ from shared.contracts.mirror import encode_mirror
 from shared.contracts.registry import new_envelope
 from shared.contracts.risk import RiskLimitsValue, TradingScope, TradingStateChanged, TradingStateValue
 from shared.db import UnitOfWork
-from shared.domain.risk_limits import limits_from_json, limits_to_json
+from shared.domain.risk_limits import limits_from_json, limits_to_json, raised_limits
 from shared.domain.trading_state import TradingState, is_tightening, leaves_halted
 from shared.events import add_to_outbox
 from shared.events.tables import EventTables
@@ -65,6 +72,7 @@ class StateChange:
     previous: TradingState
     changed: bool
     mirrored: bool = True
+    pending: PendingApproval | None = None  # held for a director (the account's approval policy)
 
 
 class RiskService:
@@ -97,29 +105,47 @@ class RiskService:
         async with UnitOfWork(self.sessionmaker) as uow:
             return await RiskRepository(uow.session).current_limits(account_id)
 
-    async def put_limits(self, account_id: str, values: LimitValues, reason: str, actor: str) -> StoredLimits:
-        """Store a new version of the account's limits (audited), then mirror it to Redis."""
+    async def put_limits(
+        self, account_id: str, values: LimitValues, reason: str, actor: str
+    ) -> StoredLimits | PendingApproval:
+        """Store a new version of the account's limits (audited), then mirror it to Redis; a raise that the
+        account's approval policy holds back waits for a director instead (services/risk/approvals.py)."""
         stored_json = _limits_json(values)
         async with UnitOfWork(self.sessionmaker) as uow:
-            uow.after_commit(lambda: self._mirror_limits_quietly(account_id))
             repo = RiskRepository(uow.session)
             await repo.lock_limits(account_id)
             current = await repo.current_limits(account_id)
-            version = 1 if current is None else current.version + 1
-            stored = await repo.insert_limits(account_id, version, stored_json, actor, reason)
-            await audit_append(
-                uow.session,
-                actor=actor,
-                action="risk.limits_changed",
-                target=f"account:{account_id}",
-                details={
-                    "version": version,
-                    "reason": reason,
-                    "limits": stored_json,
-                    "previous": None if current is None else current.values,
-                },
-                chain=AUDIT_CHAIN,
-            )
+            previous = None if current is None else limits_from_json(current.values)
+            raised = raised_limits(previous, limits_from_json(stored_json))
+            if current is not None and raised and await approval_needed(self.redis, account_id, "limit_raise"):
+                uow.after_commit(self.on_commit)
+                message = limit_raise_request(account_id, stored_json, current.values, raised, reason, actor)
+                return await hold_for_approval(uow.session, self.tables, message, self.clock())
+            uow.after_commit(lambda: self._mirror_limits_quietly(account_id))
+            return await self.store_limits_in(uow.session, account_id, stored_json, reason, actor)
+
+    async def store_limits_in(
+        self, session: AsyncSession, account_id: str, stored_json: dict[str, Any], reason: str, actor: str
+    ) -> StoredLimits:
+        """The next version of the account's limits and its audit entry, in the caller's transaction (which holds
+        the account's limits lock)."""
+        repo = RiskRepository(session)
+        current = await repo.current_limits(account_id)
+        version = 1 if current is None else current.version + 1
+        stored = await repo.insert_limits(account_id, version, stored_json, actor, reason)
+        await audit_append(
+            session,
+            actor=actor,
+            action="risk.limits_changed",
+            target=f"account:{account_id}",
+            details={
+                "version": version,
+                "reason": reason,
+                "limits": stored_json,
+                "previous": None if current is None else current.values,
+            },
+            chain=AUDIT_CHAIN,
+        )
         return stored
 
     # --- trading state -------------------------------------------------------------------------------------
@@ -155,7 +181,7 @@ class RiskService:
             uow.after_commit(self.on_commit)
             uow.after_commit(mirror)
             change = await self.change_state_in(uow.session, scope, account_id, target, reason, actor, roles)
-        return StateChange(change.state, change.previous, change.changed, mirrored=all(mirrored))
+        return StateChange(change.state, change.previous, change.changed, all(mirrored), change.pending)
 
     async def change_state_in(
         self,
@@ -166,10 +192,13 @@ class RiskService:
         reason: str,
         actor: str,
         roles: Collection[Role] | None,
+        *,
+        approved: bool = False,
     ) -> StateChange:
         """The change inside the caller's transaction: row, history, audit entry and outbox event.
 
-        `roles` None: a system actor (an applied recommendation) that may only tighten, never loosen.
+        `roles` None: a system actor (an applied recommendation) that may only tighten, never loosen. An account
+        leaving HALTED waits for a director when its approval policy says so, unless `approved` (the decision).
         """
         repo = RiskRepository(session)
         current = await repo.lock_state(scope, account_id) or _never_changed(scope, account_id)
@@ -183,6 +212,10 @@ class RiskService:
             )
         if target is current.state:
             return StateChange(current, current.state, changed=False)
+        if await self._resume_held(scope, account_id, current.state, target, approved):
+            held = resume_request(str(account_id), current.state, target, reason, actor)
+            pending = await hold_for_approval(session, self.tables, held, self.clock())
+            return StateChange(current, current.state, changed=False, pending=pending)
         new = StoredState(scope, account_id, target, current.version + 1, reason, actor, self.clock())
         await repo.save_state(new, current.state)
         message = state_changed(new, current.state)
@@ -199,6 +232,13 @@ class RiskService:
         await add_to_outbox(session, self.tables, topic=RISK_TRADING_STATE_EVENTS, envelope=envelope, key=new.scope_key)
         log.info("trading_state_changed", scope=new.scope_key, state=target.value, previous=current.state.value)
         return StateChange(new, current.state, changed=True)
+
+    async def _resume_held(
+        self, scope: str, account_id: str | None, current: TradingState, target: TradingState, approved: bool
+    ) -> bool:
+        if approved or scope != "account" or account_id is None or not leaves_halted(current, target):
+            return False
+        return await approval_needed(self.redis, account_id, "resume_from_halted")
 
     # --- the Redis mirror ----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from shared.audit.query import EntryFilter, list_anchors, list_entries
 from shared.db import UnitOfWork
 from shared.errors import COMMON_RESPONSES, Unprocessable
 from shared.web import AuditReader as Auditor
-from shared.web import Cursor, DateTimeQuery, Limit
+from shared.web import Cursor, DateTimeQuery, JsonBounds, Limit, readable_json
 from shared.web import NameQuery as Name
 
 
@@ -66,6 +66,12 @@ class AnchorPage(BaseModel):
     next_cursor: int | None
 
 
+# What an entry's details may hold to be shown as they are: far beyond anything the services write today. An entry
+# an older version let in beyond it (a payload nested hundreds deep) reads as an opaque marker with a code: the log
+# is append-only, so one such entry must never turn every page that holds it into a 500.
+DETAILS_BOUNDS = JsonBounds(max_depth=32, max_entries=10_000, max_text=100_000, max_key=1_000, max_bytes=4 * 2**20)
+
+
 def _entry(record: AuditRecord) -> AuditEntryRead:
     return AuditEntryRead(
         seq=record.seq,
@@ -75,7 +81,7 @@ def _entry(record: AuditRecord) -> AuditEntryRead:
         actor=record.actor,
         action=record.action,
         target=record.target,
-        details=record.details,
+        details=readable_json(record.details, DETAILS_BOUNDS),
         correlation_id=record.correlation_id,
         prev_hash=record.prev_hash,
         hash=record.hash,
@@ -92,7 +98,6 @@ def _anchor(anchor_id: int, anchor: Anchor) -> AnchorRead:
         key_id=anchor.key_id,
         signature=anchor.signature,
     )
-
 
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=COMMON_RESPONSES)

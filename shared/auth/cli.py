@@ -55,9 +55,11 @@ def token(
     account: Annotated[
         list[str] | None, typer.Option("--account", help="Trading account to grant (repeatable; '*' for all).")
     ] = None,
+    # On by default: every route checks a scope as well as a role, so a token without them reaches nothing.
     default_role_scopes: Annotated[
-        bool, typer.Option("--default-scopes", help="Also grant the default scopes of the roles.")
-    ] = False,
+        bool,
+        typer.Option("--default-scopes/--no-default-scopes", help="Also grant the default scopes of the roles."),
+    ] = True,
     ttl_s: Annotated[int, typer.Option("--ttl-s", min=1, help="Lifetime in seconds.")] = 900,
     private_key_file: Annotated[
         Path | None, typer.Option("--private-key-file", help="PEM private key (default: AETHER_JWT_PRIVATE_KEY).")

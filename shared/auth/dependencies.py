@@ -1,18 +1,20 @@
 """FastAPI dependencies: the bearer principal, role and scope checks, per-account access.
 
 Role checks are explicit: `require_roles(Role.OPERATOR)` admits operators only; a route that admins may
-also call lists `Role.ADMIN` too. No role implies another.
+also call lists `Role.ADMIN` too. No role implies another. `authorize(roles, scope)` is what routes use (through
+the aliases in shared/web.py): the caller needs one of the roles AND the scope, and the handler gets the
+principal narrowed to the admitted roles, so account checks see only those roles' grants.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.auth.roles import Role
+from shared.auth.roles import Role, Scope
 from shared.auth.tokens import InvalidToken, Principal, RevocationUnavailable, TokenVerifier
 
 REALM = "aether"
@@ -40,10 +42,11 @@ class Forbidden(HTTPException):
 
     def __init__(self, message: str, *, missing_scopes: tuple[str, ...] = ()) -> None:
         headers = None
+        code = "insufficient_scope" if missing_scopes else "forbidden"
         if missing_scopes:
             scope = " ".join(missing_scopes)
             headers = {"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'}
-        super().__init__(status_code=403, detail={"code": "forbidden", "message": message}, headers=headers)
+        super().__init__(status_code=403, detail={"code": code, "message": message}, headers=headers)
 
 
 class AuthUnavailable(HTTPException):
@@ -64,11 +67,11 @@ def _verifier(request: Request) -> TokenVerifier:
     return verifier
 
 
-async def get_principal(
+async def get_enrolling_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)] = None,
 ) -> Principal:
-    """The verified caller of this request (401 when the bearer token is missing or invalid)."""
+    """The verified caller, enrollment tokens included: for `/auth/totp/*` only (401 on a bad token)."""
     verifier = _verifier(request)
     if credentials is None:
         raise Unauthorized("missing bearer token", token_present=False)
@@ -82,7 +85,16 @@ async def get_principal(
     return principal
 
 
+async def get_principal(principal: Annotated[Principal, Depends(get_enrolling_principal)]) -> Principal:
+    """The verified caller of this request (401 when the bearer token is missing or invalid; 403 for an
+    enrollment token, which reaches `/auth/totp/*` only)."""
+    if principal.is_enrollment:
+        raise Forbidden("an enrollment token is good for /auth/totp/* only")
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+EnrollingPrincipal = Annotated[Principal, Depends(get_enrolling_principal)]
 
 
 def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
@@ -112,6 +124,23 @@ def require_scopes(*scopes: str) -> Callable[[Principal], Awaitable[Principal]]:
         return principal
 
     return check_scopes
+
+
+def authorize(roles: Iterable[Role], scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """Dependency: the principal narrowed to `roles` (`Principal.acting_as`) if it holds one of them and `scope`,
+    else 403 (`insufficient_scope` in WWW-Authenticate for a missing scope)."""
+    wanted = frozenset(roles)
+    if not wanted:
+        raise ValueError("authorize needs at least one role")
+
+    async def check_role_and_scope(principal: CurrentPrincipal) -> Principal:
+        if not principal.has_any_role(*wanted):
+            raise Forbidden(f"requires role: {' or '.join(sorted(wanted))}")
+        if scope not in principal.scopes:
+            raise Forbidden(f"requires scope: {scope}", missing_scopes=(str(scope),))
+        return principal.acting_as(wanted)
+
+    return check_role_and_scope
 
 
 def principal_can_access_account(principal: Principal, account_id: str) -> bool:

@@ -38,13 +38,19 @@ class Scope(StrEnum):
     ACCOUNTS_READ = "accounts:read"
     ACCOUNTS_WRITE = "accounts:write"
     KEYS_WRITE = "keys:write"
+    USERS_READ = "users:read"
     USERS_WRITE = "users:write"
+    KEYS_READ = "keys:read"
+    FUNDS_WRITE = "funds:write"
+    EXITS_WRITE = "exits:write"
     RISK_READ = "risk:read"
     RISK_WRITE = "risk:write"
     HEDGE_READ = "hedge:read"
     HEDGE_WRITE = "hedge:write"
     APPROVALS_READ = "approvals:read"
     APPROVALS_WRITE = "approvals:write"
+    APPROVALS_REQUEST = "approvals:request"
+    APPROVAL_POLICIES_WRITE = "approval_policies:write"
     KILL_SWITCH_WRITE = "kill_switch:write"
     AUDIT_READ = "audit:read"
     REPORTS_READ = "reports:read"
@@ -52,6 +58,8 @@ class Scope(StrEnum):
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
     BACKTESTS_WRITE = "backtests:write"
+    # Carried alone by the short-lived enrollment token a password login returns before TOTP is bound.
+    TOTP_ENROLL = "totp:enroll"
 
 
 SCOPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
@@ -67,14 +75,56 @@ _READ_ALL = frozenset(
     }
 )
 
-# What an issuer grants by default for a role (e.g. at login); routes still check scopes explicitly.
+# What an issuer grants a user by default for a role (at login). Each route checks a role AND a scope
+# (shared/web.py), and every role a route admits holds that route's scope here, so a user token does what its
+# roles allow; a service identity holds only the scopes it was created with.
 DEFAULT_SCOPES: Mapping[Role, frozenset[str]] = {
     Role.VIEWER: _READ_ALL,
-    Role.OPERATOR: _READ_ALL | {Scope.ORDERS_WRITE, Scope.HEDGE_WRITE, Scope.BACKTESTS_WRITE, Scope.MODELS_READ},
-    Role.RISK: _READ_ALL | {Scope.RISK_WRITE, Scope.HEDGE_WRITE, Scope.KILL_SWITCH_WRITE, Scope.AUDIT_READ},
-    Role.DIRECTOR: _READ_ALL | {Scope.APPROVALS_READ, Scope.APPROVALS_WRITE, Scope.KILL_SWITCH_WRITE, Scope.AUDIT_READ},
-    Role.ADMIN: _READ_ALL | {Scope.ACCOUNTS_WRITE, Scope.KEYS_WRITE, Scope.USERS_WRITE, Scope.AUDIT_READ},
-    Role.AUDITOR: frozenset({Scope.AUDIT_READ, Scope.REPORTS_READ, Scope.ORDERS_READ, Scope.ACCOUNTS_READ}),
+    Role.OPERATOR: _READ_ALL
+    | {
+        Scope.ORDERS_WRITE,
+        Scope.FUNDS_WRITE,
+        Scope.EXITS_WRITE,
+        Scope.APPROVALS_REQUEST,
+        Scope.HEDGE_WRITE,
+        Scope.BACKTESTS_WRITE,
+        Scope.MODELS_READ,
+    },
+    Role.RISK: _READ_ALL
+    | {
+        Scope.RISK_WRITE,
+        Scope.EXITS_WRITE,
+        Scope.HEDGE_WRITE,
+        Scope.KILL_SWITCH_WRITE,
+        Scope.APPROVALS_REQUEST,
+        Scope.AUDIT_READ,
+    },
+    Role.DIRECTOR: _READ_ALL
+    | {
+        Scope.APPROVALS_READ,
+        Scope.APPROVALS_WRITE,
+        Scope.APPROVALS_REQUEST,
+        Scope.APPROVAL_POLICIES_WRITE,
+        Scope.HEDGE_WRITE,
+        Scope.KILL_SWITCH_WRITE,
+        Scope.KEYS_READ,
+        Scope.KEYS_WRITE,
+        Scope.AUDIT_READ,
+    },
+    Role.ADMIN: _READ_ALL
+    | {
+        Scope.ACCOUNTS_WRITE,
+        Scope.FUNDS_WRITE,
+        Scope.KEYS_READ,
+        Scope.KEYS_WRITE,
+        Scope.USERS_READ,
+        Scope.USERS_WRITE,
+        Scope.APPROVALS_READ,
+        Scope.APPROVALS_REQUEST,
+        Scope.APPROVAL_POLICIES_WRITE,
+        Scope.AUDIT_READ,
+    },
+    Role.AUDITOR: _READ_ALL | {Scope.AUDIT_READ, Scope.APPROVALS_READ},
     Role.SERVICE: frozenset(),
 }
 

@@ -1,4 +1,8 @@
-"""Bearer tokens: EdDSA (Ed25519) JWTs with a short TTL, `aud`/`iss` checked, roles, scopes and granted accounts.
+"""Bearer tokens: EdDSA (Ed25519) JWTs with a short TTL, `aud`/`iss` checked, roles, scopes and per-role grants.
+
+Accounts are granted per role (claim `grants`: role -> account ids or `"*"`): a route that admits the caller
+under some of its roles checks accounts against those roles' grants only (`Principal.acting_as`), so an
+auditor's read-everything never widens the same user's operator grants.
 
 The verifier pins the algorithm list to `["EdDSA"]` and holds an Ed25519 public key object, so `alg: none`,
 HS256 keyed with the public PEM (algorithm confusion) and RSA/ECDSA tokens are all refused before any
@@ -9,15 +13,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import jwt
 
 from shared.auth.keys import key_fingerprint, load_private_key, load_public_key
-from shared.auth.roles import Role, UnknownRole, is_valid_scope, parse_role, parse_roles
+from shared.auth.roles import Role, Scope, UnknownRole, is_valid_scope, parse_role, parse_roles
 
 ALGORITHM = "EdDSA"
 ALL_ACCOUNTS = "*"
@@ -54,6 +59,14 @@ class RevocationUnavailable(Exception):
     """The revocation check could not answer; the token is refused (fail closed) and the caller should answer 503."""
 
 
+Grants = Mapping[Role, frozenset[str]]
+
+
+def freeze_grants(grants: Mapping[Role, Iterable[str]]) -> Grants:
+    """A read-only copy of `grants` (role -> account ids)."""
+    return MappingProxyType({role: frozenset(accounts) for role, accounts in grants.items()})
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated caller, as the verified token describes it."""
@@ -61,7 +74,8 @@ class Principal:
     subject: str
     roles: frozenset[Role]
     scopes: frozenset[str]
-    accounts: frozenset[str]
+    # Role -> the accounts granted under that role (`"*"`: every account); a role absent here is granted none.
+    grants: Grants
     token_id: str
     expires_at: datetime
     # How the subject authenticated (RFC 8176 values: "pwd", "otp") and when; empty/None for service tokens.
@@ -76,9 +90,28 @@ class Principal:
         """True when the principal holds every one of `scopes`."""
         return self.scopes.issuperset(scopes)
 
+    @property
+    def accounts(self) -> frozenset[str]:
+        """The accounts granted under the roles this principal holds (narrowed by `acting_as`)."""
+        granted: set[str] = set()
+        for role in self.roles:
+            granted |= self.grants.get(role, frozenset())
+        return frozenset(granted)
+
     def can_access_account(self, account_id: str) -> bool:
-        """True when the token grants `account_id`, or all accounts (`"*"`)."""
-        return ALL_ACCOUNTS in self.accounts or account_id in self.accounts
+        """True when a role held grants `account_id`, or all accounts (`"*"`)."""
+        accounts = self.accounts
+        return ALL_ACCOUNTS in accounts or account_id in accounts
+
+    def acting_as(self, roles: Iterable[Role]) -> Principal:
+        """This principal with only those of its roles in `roles` (and their grants): what a route admitted."""
+        kept = self.roles.intersection(roles)
+        return replace(self, roles=kept, grants=freeze_grants({role: self.grants.get(role, ()) for role in kept}))
+
+    @property
+    def is_enrollment(self) -> bool:
+        """True for the TOTP enrollment token: it reaches `/auth/totp/*` and nothing else."""
+        return Scope.TOTP_ENROLL in self.scopes
 
 
 def _utc_now() -> datetime:
@@ -111,8 +144,12 @@ class TokenIssuer:
         now: datetime | None = None,
         amr: Iterable[str] = (),
         auth_time: datetime | None = None,
+        grants: Mapping[Role, Iterable[str]] | None = None,
     ) -> str:
-        """Sign a token for `subject` valid `ttl_s` seconds from `now` (tz-aware; default: the current time)."""
+        """Sign a token for `subject` valid `ttl_s` seconds from `now` (tz-aware; default: the current time).
+
+        `grants` maps each role to its accounts; without it every role gets `accounts` (one-role tokens, tools).
+        """
         if not subject:
             raise ValueError("subject must not be empty")
         if ttl_s <= 0:
@@ -120,7 +157,12 @@ class TokenIssuer:
         issued_at = now or _utc_now()
         if issued_at.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        role_names = sorted(str(role) for role in parse_roles(str(role) for role in roles))
+        parsed = parse_roles(str(role) for role in roles)
+        role_names = sorted(str(role) for role in parsed)
+        account_list = list(accounts)
+        per_role = grants if grants is not None else dict.fromkeys(parsed, account_list)
+        if not set(per_role) <= parsed:
+            raise ValueError("grants name a role the token does not carry")
         scope_names = _string_list(scopes, "scope")
         bad_scopes = [scope for scope in scope_names if not is_valid_scope(scope)]
         if bad_scopes:
@@ -136,7 +178,7 @@ class TokenIssuer:
             "jti": uuid.uuid4().hex,
             "roles": role_names,
             "scopes": scope_names,
-            "accounts": _string_list(accounts, "account"),
+            "grants": {str(role): _string_list(per_role[role], "account") for role in sorted(per_role)},
         }
         methods = _string_list(amr, "amr")
         if methods:
@@ -190,12 +232,30 @@ def _principal_from(payload: Mapping[str, Any]) -> Principal:
         subject=subject,
         roles=roles,
         scopes=frozenset(_claim_strings(payload, "scopes", required=False)),
-        accounts=frozenset(_claim_strings(payload, "accounts", required=False)),
+        grants=_grants(payload.get("grants"), roles),
         token_id=token_id,
         expires_at=datetime.fromtimestamp(exp, tz=UTC),
         amr=frozenset(_claim_strings(payload, "amr", required=False)),
         auth_time=_auth_time(payload.get("auth_time")),
     )
+
+
+def _grants(value: object, roles: frozenset[Role]) -> Grants:
+    # Absent means no account at all (fail closed); granting a role the token does not carry is refused.
+    if value is None:
+        return freeze_grants({})
+    if not isinstance(value, dict):
+        raise InvalidToken(TokenRejection.BAD_CLAIM)
+    grants: dict[Role, list[str]] = {}
+    for name in value:
+        try:
+            role = parse_role(name)
+        except UnknownRole:
+            raise InvalidToken(TokenRejection.UNKNOWN_ROLE) from None
+        if role not in roles:
+            raise InvalidToken(TokenRejection.BAD_CLAIM)
+        grants[role] = _claim_strings(value, name, required=True)
+    return freeze_grants(grants)
 
 
 def _auth_time(value: object) -> datetime | None:

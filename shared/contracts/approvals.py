@@ -9,9 +9,12 @@ hitl accepts (REST requests name their own), so it is a checked name there, comp
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
+import rfc8785
 from pydantic import Field, StrictBool, model_validator
 
 from shared.contracts.base import (
@@ -23,10 +26,16 @@ from shared.contracts.base import (
     Text,
     Timestamp,
 )
+from shared.contracts.exits import ExitInstructions
 from shared.contracts.orders import SymbolText
+from shared.contracts.risk import RiskLimitsValue
 from shared.domain import money
-from shared.domain.types import OrderSide, OrderType
-from shared.web import JsonInteger
+from shared.domain.types import OrderSide, OrderType, TimeInForce, TradingState
+from shared.web import JsonBounds, JsonInteger
+
+# What an approval payload may hold (REST requests are checked against it before anything is stored; readers
+# show a stored payload beyond it, one an older version let in, as an opaque marker): RFC 8785 hashes it.
+APPROVAL_PAYLOAD_BOUNDS = JsonBounds(max_depth=6, max_entries=64, max_text=1_000, max_key=200, max_bytes=64 * 1024)
 
 SubjectName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
 SubjectId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -35,10 +44,14 @@ Actor = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class SubjectType(StrEnum):
-    """Subjects whose requests come only from their owning service's `ApprovalRequested` events."""
+    """Subjects whose requests only their owning service opens (`ApprovalRequested` events, or hitl itself for a
+    policy change); a REST request may name none of them."""
 
     ORDER = "order"
     HEDGE_OVERRIDE = "hedge_override"
+    POLICY_CHANGE = "policy_change"  # weakening an approval policy whose quorum is above 1 (hitl's own)
+    LIMIT_RAISE = "limit_raise"  # the risk service: raising an account's limits
+    TRADING_RESUME = "trading_resume"  # the risk service: an account leaving HALTED
 
 
 class ApprovalDecision(StrEnum):
@@ -61,7 +74,11 @@ class ApprovalReason(StrEnum):
 
 
 class OrderApprovalRequested(Message):
-    """The OMS holds an order for a director (`oms.order-events.v1`, aggregate = order id)."""
+    """The OMS holds an order for a director (`oms.order-events.v1`, aggregate = order id).
+
+    Every field of the order that reaches the venue is here (all required, so a request states each one), hence
+    under the hash the directors approve; at release the OMS checks the decision's hash against the payload it
+    stored and the order it sends against these fields (`venue_fields`)."""
 
     TYPE = "ApprovalRequested"
 
@@ -69,11 +86,16 @@ class OrderApprovalRequested(Message):
     subject_id: Identifier  # the order id
     account_id: Identifier
     requested_by: Actor
+    client_order_id: Identifier
     symbol: SymbolText
     side: OrderSide
     type: OrderType
     quantity: DecimalText
     limit_price: DecimalText | None
+    trigger_price: DecimalText | None
+    time_in_force: TimeInForce
+    post_only: StrictBool
+    exits: ExitInstructions | None
     notional: DecimalText
     reason: ApprovalReason
     reasons: Annotated[list[ApprovalReason], Field(min_length=1)]
@@ -83,6 +105,34 @@ class OrderApprovalRequested(Message):
         if self.reason is not self.reasons[0]:
             raise ValueError("reason must be the first of reasons")
         return self
+
+    def venue_fields(self) -> dict[str, object]:
+        """The fields that reach the venue (the order as it will be sent), in their JSON form."""
+        return self.model_dump(mode="json", include=set(VENUE_FIELDS))
+
+
+# What of an order reaches the venue (or arms exits once it fills): the approval covers each of them.
+VENUE_FIELDS = frozenset(
+    {
+        "account_id",
+        "client_order_id",
+        "symbol",
+        "side",
+        "type",
+        "quantity",
+        "limit_price",
+        "trigger_price",
+        "time_in_force",
+        "post_only",
+        "exits",
+    }
+)
+
+
+def approval_payload_hash(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of the RFC 8785 canonical JSON of an approval payload, 64 lowercase hex digits: what a director
+    approves and what the requester checks at release."""
+    return hashlib.sha256(rfc8785.dumps(dict(payload))).hexdigest()
 
 
 class HedgeOverrideApprovalRequested(Message):
@@ -101,9 +151,45 @@ class HedgeOverrideApprovalRequested(Message):
     requested_at: Timestamp
 
 
+class LimitRaiseApprovalRequested(Message):
+    """The risk service holds a raise of an account's limits for a director (`risk.trading-state-events.v1`,
+    aggregate = account id): the limits asked for, the ones in force, and which of them are raised."""
+
+    TYPE = "ApprovalRequested"
+
+    subject_type: Literal[SubjectType.LIMIT_RAISE]
+    subject_id: SubjectId  # limits:<account_id>:<uuid>
+    account_id: Identifier
+    requested_by: Actor
+    limits: RiskLimitsValue
+    previous: RiskLimitsValue | None
+    raised: Annotated[list[Text], Field(min_length=1)]
+    reason: Text
+
+
+class TradingResumeApprovalRequested(Message):
+    """The risk service holds an account's way out of HALTED for a director (`risk.trading-state-events.v1`,
+    aggregate = account id)."""
+
+    TYPE = "ApprovalRequested"
+
+    subject_type: Literal[SubjectType.TRADING_RESUME]
+    subject_id: SubjectId  # resume:<account_id>:<uuid>
+    account_id: Identifier
+    requested_by: Actor
+    from_state: TradingState
+    to_state: TradingState
+    reason: Text
+
+
 ApprovalRequested = Annotated[
-    OrderApprovalRequested | HedgeOverrideApprovalRequested, Field(discriminator="subject_type")
+    OrderApprovalRequested
+    | HedgeOverrideApprovalRequested
+    | LimitRaiseApprovalRequested
+    | TradingResumeApprovalRequested,
+    Field(discriminator="subject_type"),
 ]
+RiskApprovalRequested = LimitRaiseApprovalRequested | TradingResumeApprovalRequested
 
 
 class ApprovalRequestOpened(Message):

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts.base import DecimalText, Identifier, Message, Text
-from shared.domain.brackets import BracketStatus, LegKind
+from shared.domain.bracket_model import BracketStatus, LegKind
 from shared.domain.money import PositiveDecimal
 from shared.web import JsonInteger
 

@@ -3,7 +3,7 @@ send to `oms.commands.v1`, and the order events on `oms.order-events.v1`.
 
 One definition of an order: the OMS's REST schema, the hedge service's and the exit engine's `SubmitOrder`
 commands all carry `OrderCreate`; `to_request()` hands it to the domain's one validation
-(`shared.domain.orders.validate_request`). Event payloads are the domain events' `to_payload()` plus the order's
+(`shared.domain.order_requests.validate_request`). Event payloads are the domain events' `to_payload()` plus the order's
 identity, status and exits, exactly as the OMS writes them.
 """
 
@@ -17,7 +17,7 @@ from pydantic import Field, StrictBool, model_validator
 from shared.contracts.base import Contract, DecimalText, Identifier, Message, Text, Timestamp
 from shared.contracts.exits import ExitInstructions
 from shared.domain.money import PositiveDecimal
-from shared.domain.orders import OrderRequest
+from shared.domain.order_requests import OrderRequest
 from shared.domain.types import (
     AccountId,
     ClientOrderId,
@@ -50,7 +50,7 @@ class OrderCreate(Contract):
     )
 
     def to_request(self, created_at: datetime) -> OrderRequest:
-        """The domain request (checked by `shared.domain.orders.validate_request`, the one order validation)."""
+        """The domain request (checked by `shared.domain.order_requests.validate_request`, the one order validation)."""
         return OrderRequest(
             account_id=AccountId(self.account_id),
             client_order_id=ClientOrderId(self.client_order_id),

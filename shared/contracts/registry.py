@@ -55,6 +55,8 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
         },
         (OMS_BALANCE_EVENTS, balances.BalanceChanged.TYPE): balances.BalanceChanged,
         (RISK_TRADING_STATE_EVENTS, risk.TradingStateChanged.TYPE): risk.TradingStateChanged,
+        # Limit raises and resumes from HALTED waiting for a director (one of the `ApprovalRequested` variants).
+        (RISK_TRADING_STATE_EVENTS, "ApprovalRequested"): approvals.LimitRaiseApprovalRequested,
         **{(RISK_EXIT_EVENTS, t): m for t, m in _by_type(*exits.EXIT_EVENTS).items()},
         **{
             (HEDGE_RECOMMENDATION_EVENTS, t): m
@@ -74,9 +76,12 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
 )
 
 # One envelope type, one shape, whatever the topic; `ApprovalRequested` is told apart by its `subject_type`.
-_APPROVAL_REQUESTED: TypeAdapter[approvals.OrderApprovalRequested | approvals.HedgeOverrideApprovalRequested] = (
-    TypeAdapter(approvals.ApprovalRequested)
-)
+_APPROVAL_REQUESTED: TypeAdapter[
+    approvals.OrderApprovalRequested
+    | approvals.HedgeOverrideApprovalRequested
+    | approvals.LimitRaiseApprovalRequested
+    | approvals.TradingResumeApprovalRequested
+] = TypeAdapter(approvals.ApprovalRequested)
 _BY_TYPE: Mapping[str, MessageModel] = MappingProxyType(
     {message_type: model for (_, message_type), model in CONTRACTS.items() if message_type != "ApprovalRequested"}
 )

@@ -11,10 +11,9 @@ market would have given:
   rests (GTC) or is canceled (IOC, `ioc_remainder`). FOK checks the visible depth up to its limit first and
   is canceled untouched (`fok_not_fillable`) when it falls short.
 - Consumed liquidity: what we take (or what crossing resting orders fill from) is remembered per level and
-  subtracted from the displayed quantity, so a second order does not take the same liquidity again. The
-  venue does not know about our fills, so a delta for that level does not simply reset it: a decrease of
-  the displayed quantity (real trades, cancels) first uses up our consumption, an increase is new
-  liquidity behind it (free = displayed - consumed). A removed level, or a snapshot, forgets it.
+  subtracted from the displayed quantity, so a second order does not take the same liquidity again
+  (`shared.domain.free_liquidity`: a decrease of the displayed quantity first uses up our consumption, an
+  increase is new liquidity behind it; a removed level, or a snapshot, forgets it).
 - Post-only that would cross the displayed opposite best price is rejected (`post_only_would_cross`).
 - Resting (maker) fills from trade prints: a print strictly through our price fills us up to its quantity.
   At exactly our price we stand behind the quantity that was displayed at that price when we arrived
@@ -35,16 +34,16 @@ market would have given:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from itertools import takewhile
 
-from sortedcontainers import SortedKeyList
-
 from shared.domain.book import Level, MarketDataError, OrderBook, check_level
+from shared.domain.free_liquidity import FreeLiquidity, marketable, opposite
+from shared.domain.sim_orders import RestingOrder, RestingOrders, SimOrder, StopTriggers
 from shared.domain.types import Liquidity, OrderSide, OrderType, TimeInForce
 
 ZERO = Decimal(0)
@@ -91,18 +90,6 @@ class EngineStateError(ValueError):
     """A saved state that cannot be restored."""
 
     code = "invalid_engine_state"
-
-
-@dataclass(frozen=True, slots=True)
-class SimOrder:
-    order_id: str
-    side: OrderSide
-    type: OrderType
-    quantity: Decimal
-    limit_price: Decimal | None = None
-    trigger_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
-    post_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,23 +150,6 @@ class EngineState:
     trade_sequence: int
 
 
-@dataclass(slots=True, eq=False)
-class _Resting:
-    order: SimOrder
-    price: Decimal
-    leaves: Decimal
-    sequence: int
-    queue_ahead: Decimal
-    triggered: bool
-
-
-@dataclass(slots=True, eq=False)
-class _Waiting:
-    order: SimOrder
-    trigger: Decimal
-    sequence: int
-
-
 @dataclass(order=True, slots=True)
 class _Pending:
     due_at: datetime
@@ -187,22 +157,6 @@ class _Pending:
     action: PendingAction = field(compare=False)
     order_id: str = field(compare=False)
     order: SimOrder | None = field(compare=False, default=None)
-
-
-def _opposite(side: OrderSide) -> OrderSide:
-    return OrderSide.SELL if side is OrderSide.BUY else OrderSide.BUY
-
-
-def _marketable(side: OrderSide, level_price: Decimal, limit: Decimal | None) -> bool:
-    """Whether an order of `side` with `limit` (None: market) may trade at `level_price`."""
-    if limit is None:
-        return True
-    return level_price <= limit if side is OrderSide.BUY else level_price >= limit
-
-
-def _falls(order: SimOrder) -> bool:
-    """Whether the trigger fires on a price at or below it (sell stop-loss, buy take-profit)."""
-    return (order.side is OrderSide.SELL) == (order.type in {OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT})
 
 
 def _bad_price(price: Decimal | None) -> bool:
@@ -244,19 +198,9 @@ class MatchingEngine:
         self.symbol = symbol
         self.book = OrderBook(symbol)
         self.latency = latency
-        self._resting: dict[str, _Resting] = {}
-        # Our resting orders per side in priority order: best price first, then time.
-        self._buys: SortedKeyList[_Resting, tuple[Decimal, int]] = SortedKeyList(key=lambda r: (-r.price, r.sequence))
-        self._sells: SortedKeyList[_Resting, tuple[Decimal, int]] = SortedKeyList(key=lambda r: (r.price, r.sequence))
-        self._waiting: dict[str, _Waiting] = {}
-        # Untriggered stops: "falling" fire when a print is <= trigger (highest trigger first), "rising" when >=.
-        self._falling: SortedKeyList[_Waiting, tuple[Decimal, int]] = SortedKeyList(
-            key=lambda w: (-w.trigger, w.sequence)
-        )
-        self._rising: SortedKeyList[_Waiting, tuple[Decimal, int]] = SortedKeyList(
-            key=lambda w: (w.trigger, w.sequence)
-        )
-        self._consumed: dict[tuple[OrderSide, Decimal], Decimal] = {}  # (book side, price) -> quantity we took
+        self._liquidity = FreeLiquidity(self.book)
+        self._resting = RestingOrders()
+        self._stops = StopTriggers()
         self._pending: list[_Pending] = []  # heap by (due_at, sequence)
         self._sequence = 0
         self._trade_sequence = 0
@@ -296,8 +240,8 @@ class MatchingEngine:
         fresh.apply_snapshot(bids, asks, now)
         reports = self.advance(now)
         self.book.load(fresh)
-        self._consumed.clear()
-        for resting in self._resting.values():
+        self._liquidity.forget()
+        for resting in self._resting:
             shown = self.book.quantity_at(resting.order.side, resting.price)
             resting.queue_ahead = min(resting.queue_ahead, shown)
         return reports + self._cross_resting(now)
@@ -315,9 +259,9 @@ class MatchingEngine:
         changes += [(OrderSide.SELL, check_level(*level)) for level in asks]
         reports = self.advance(now)
         for side, (price, quantity) in changes:
-            self._reconcile_consumed(side, price, quantity)
+            self._liquidity.reconcile(side, price, quantity)
             self.book.apply_delta(side, price, quantity, now)
-            for resting in self._at_price(side, price):
+            for resting in self._resting.at_price(side, price, self._sequence):
                 resting.queue_ahead = min(resting.queue_ahead, quantity)
         return reports + self._cross_resting(now)
 
@@ -338,10 +282,8 @@ class MatchingEngine:
 
     def snapshot_state(self) -> EngineState:
         """The engine's own state for a restart (the book comes back from market data)."""
-        resting = [
-            (r.sequence, RestingState(r.order, r.leaves, r.triggered, r.queue_ahead)) for r in self._resting.values()
-        ]
-        waiting = [(w.sequence, RestingState(w.order, w.order.quantity)) for w in self._waiting.values()]
+        resting = [(r.sequence, RestingState(r.order, r.leaves, r.triggered, r.queue_ahead)) for r in self._resting]
+        waiting = [(w.sequence, RestingState(w.order, w.order.quantity)) for w in self._stops]
         pending = [PendingState(p.due_at, p.action, p.order_id, p.order) for p in sorted(self._pending)]
         orders = tuple(state for _, state in sorted(resting + waiting, key=lambda item: item[0]))
         return EngineState(orders, tuple(pending), self._trade_sequence)
@@ -356,11 +298,7 @@ class MatchingEngine:
         for saved in orders:
             _check_saved(saved)
         self._resting.clear()
-        self._buys.clear()
-        self._sells.clear()
-        self._waiting.clear()
-        self._falling.clear()
-        self._rising.clear()
+        self._stops.clear()
         self._pending.clear()
         for saved in orders:
             if saved.order.type in TRIGGERED_TYPES and not _has_fired(saved):
@@ -381,9 +319,10 @@ class MatchingEngine:
 
     def _submit_now(self, order: SimOrder, now: datetime) -> list[ExecutionReport]:
         error = order_error(order)
-        if error is None and (order.order_id in self._resting or order.order_id in self._waiting):
+        if error is None and (order.order_id in self._resting or order.order_id in self._stops):
             error = Reason.DUPLICATE_ORDER_ID
-        if error is None and order.post_only and self._would_take(order):
+        # Against the displayed best, consumed or not: the real venue would refuse it too.
+        if error is None and order.post_only and self._liquidity.would_take(order.side, order.limit_price):
             error = Reason.POST_ONLY_WOULD_CROSS
         if error is not None:
             return [ExecutionReport(ReportKind.REJECTED, order.order_id, now, reason=error)]
@@ -395,7 +334,7 @@ class MatchingEngine:
 
     def _execute(self, order: SimOrder, now: datetime) -> list[ExecutionReport]:
         limit = order.limit_price if order.type in LIMIT_TYPES else None
-        if order.time_in_force is TimeInForce.FOK and self._free_depth(order.side, limit, order.quantity) < (
+        if order.time_in_force is TimeInForce.FOK and self._liquidity.depth(order.side, limit, order.quantity) < (
             order.quantity
         ):
             return [self._canceled(order.order_id, order.quantity, Reason.FOK_NOT_FILLABLE, now)]
@@ -413,91 +352,33 @@ class MatchingEngine:
     def _cancel_now(self, order_id: str, now: datetime) -> list[ExecutionReport]:
         resting = self._resting.get(order_id)
         if resting is not None:
-            self._unrest(resting)
+            self._resting.remove(resting)
             return [self._canceled(order_id, resting.leaves, Reason.CANCELED, now)]
-        waiting = self._waiting.pop(order_id, None)
+        waiting = self._stops.remove(order_id)
         if waiting is not None:
-            (self._falling if _falls(waiting.order) else self._rising).remove(waiting)
             return [self._canceled(order_id, waiting.order.quantity, Reason.CANCELED, now)]
         return [ExecutionReport(ReportKind.REJECTED, order_id, now, reason=Reason.UNKNOWN_ORDER)]
 
     def _wait(self, order: SimOrder) -> None:
-        trigger = order.trigger_price if order.trigger_price is not None else ZERO  # validated: never None here
         self._sequence += 1
-        waiting = _Waiting(order, trigger, self._sequence)
-        self._waiting[order.order_id] = waiting
-        (self._falling if _falls(order) else self._rising).add(waiting)
+        self._stops.add(order, self._sequence)
 
     def _rest(self, order: SimOrder, leaves: Decimal, *, triggered: bool, queue_ahead: Decimal | None = None) -> None:
         price = order.limit_price if order.limit_price is not None else ZERO  # validated: never None here
         if queue_ahead is None:
             queue_ahead = self.book.quantity_at(order.side, price)
         self._sequence += 1
-        resting = _Resting(order, price, leaves, self._sequence, queue_ahead, triggered)
-        self._resting[order.order_id] = resting
-        self._ours(order.side).add(resting)
-
-    def _unrest(self, resting: _Resting) -> None:
-        del self._resting[resting.order.order_id]
-        self._ours(resting.order.side).remove(resting)
-
-    def _ours(self, side: OrderSide) -> SortedKeyList[_Resting, tuple[Decimal, int]]:
-        return self._buys if side is OrderSide.BUY else self._sells
-
-    def _at_price(self, side: OrderSide, price: Decimal) -> list[_Resting]:
-        key = -price if side is OrderSide.BUY else price
-        return list(self._ours(side).irange_key((key, 0), (key, self._sequence)))
+        self._resting.add(RestingOrder(order, price, leaves, self._sequence, queue_ahead, triggered))
 
     # --- internals: taking liquidity -----------------------------------------------------------------------
-
-    def _free(self, book_side: OrderSide, price: Decimal, shown: Decimal) -> Decimal:
-        return shown - self._consumed.get((book_side, price), ZERO)
-
-    def _free_levels(self, side: OrderSide, limit: Decimal | None) -> Iterator[tuple[Decimal, Decimal]]:
-        """(price, free quantity) on the side an order of `side` takes from, best first, up to `limit`."""
-        opposite = _opposite(side)
-        for price, shown in self.book.iter_levels(opposite):
-            if not _marketable(side, price, limit):
-                return
-            free = self._free(opposite, price, shown)
-            if free > 0:
-                yield price, free
-
-    def _free_depth(self, side: OrderSide, limit: Decimal | None, enough: Decimal) -> Decimal:
-        depth = ZERO
-        for _, free in self._free_levels(side, limit):
-            depth += free
-            if depth >= enough:
-                break
-        return depth
-
-    def _would_take(self, order: SimOrder) -> bool:
-        # Against the displayed best, consumed or not: the real venue would refuse it too.
-        best = self.book.best(_opposite(order.side))
-        return best is not None and _marketable(order.side, best, order.limit_price)
 
     def _take(self, order: SimOrder, limit: Decimal | None, now: datetime) -> tuple[list[ExecutionReport], Decimal]:
         remaining = order.quantity
         reports: list[ExecutionReport] = []
-        for price, free in list(self._free_levels(order.side, limit)):
-            taken = min(remaining, free)
-            self._add_consumed(_opposite(order.side), price, taken)
+        for price, taken in self._liquidity.take(order.side, limit, order.quantity):
             remaining -= taken
             reports.append(self._fill(order.order_id, taken, price, Liquidity.TAKER, remaining, now))
-            if remaining == 0:
-                break
         return reports, remaining
-
-    def _add_consumed(self, book_side: OrderSide, price: Decimal, quantity: Decimal) -> None:
-        self._consumed[(book_side, price)] = self._consumed.get((book_side, price), ZERO) + quantity
-
-    def _reconcile_consumed(self, side: OrderSide, price: Decimal, quantity: Decimal) -> None:
-        # A decrease of the displayed quantity uses up our consumption first; an increase is new liquidity.
-        consumed = self._consumed.pop((side, price), ZERO)
-        decrease = self.book.quantity_at(side, price) - quantity
-        left = consumed - max(decrease, ZERO)
-        if left > 0 and quantity > 0:
-            self._consumed[(side, price)] = min(left, quantity)
 
     # --- internals: maker fills ----------------------------------------------------------------------------
 
@@ -511,7 +392,7 @@ class MatchingEngine:
         reports: list[ExecutionReport],
     ) -> Decimal:
         """Fill our `side` orders that a print of `volume` at `price` reaches; returns the volume left."""
-        reached = list(takewhile(lambda r: _marketable(side, price, r.price), self._ours(side)))
+        reached = list(takewhile(lambda r: marketable(side, price, r.price), self._resting.side(side)))
         for resting in reached:
             if volume <= 0:
                 break
@@ -531,46 +412,32 @@ class MatchingEngine:
         """Resting orders the opposite side has come through fill at their price up to the free crossing depth."""
         reports: list[ExecutionReport] = []
         for side in (OrderSide.BUY, OrderSide.SELL):
-            best = self.book.best(_opposite(side))
+            best = self.book.best(opposite(side))
             if best is not None:
                 self._cross_side(side, best, now, reports)
         return reports
 
     def _cross_side(self, side: OrderSide, best: Decimal, now: datetime, reports: list[ExecutionReport]) -> None:
-        for resting in list(takewhile(lambda r: _marketable(side, best, r.price), self._ours(side))):
-            depth = self._free_depth(side, resting.price, resting.leaves)
+        for resting in list(takewhile(lambda r: marketable(side, best, r.price), self._resting.side(side))):
+            depth = self._liquidity.depth(side, resting.price, resting.leaves)
             if depth <= 0:
                 continue
             taken = min(depth, resting.leaves)
-            self._consume_through(side, resting.price, taken)
+            self._liquidity.take(side, resting.price, taken)
             reports.append(self._maker_fill(resting, taken, now))
 
-    def _consume_through(self, side: OrderSide, limit: Decimal, quantity: Decimal) -> None:
-        for price, free in list(self._free_levels(side, limit)):
-            used = min(free, quantity)
-            self._add_consumed(_opposite(side), price, used)
-            quantity -= used
-            if quantity <= 0:
-                return
-
-    def _maker_fill(self, resting: _Resting, quantity: Decimal, now: datetime) -> ExecutionReport:
+    def _maker_fill(self, resting: RestingOrder, quantity: Decimal, now: datetime) -> ExecutionReport:
         resting.leaves -= quantity
         if resting.leaves == 0:
-            self._unrest(resting)
+            self._resting.remove(resting)
         return self._fill(resting.order.order_id, quantity, resting.price, Liquidity.MAKER, resting.leaves, now)
 
     # --- internals: triggers and reports -------------------------------------------------------------------
 
     def _fire_triggers(self, price: Decimal, now: datetime) -> list[ExecutionReport]:
-        fired: list[_Waiting] = []
-        while self._falling and price <= self._falling[0].trigger:
-            fired.append(self._falling.pop(0))
-        while self._rising and price >= self._rising[0].trigger:
-            fired.append(self._rising.pop(0))
         reports: list[ExecutionReport] = []
-        for waiting in sorted(fired, key=lambda w: w.sequence):
+        for waiting in self._stops.fire(price):
             order_id = waiting.order.order_id
-            del self._waiting[order_id]
             reports.append(
                 ExecutionReport(ReportKind.TRIGGERED, order_id, now, price=price, leaves=waiting.order.quantity)
             )

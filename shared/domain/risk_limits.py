@@ -270,3 +270,33 @@ def limits_from_json(data: Mapping[str, object]) -> RiskLimits:
         allowed_symbols=None if allowed is None else frozenset(str(s) for s in allowed),  # type: ignore[attr-defined]
         require_explicit_exits=bool(data.get("require_explicit_exits", False)),
     )
+
+
+def _looser(current: Decimal | int | None, proposed: Decimal | int | None) -> bool:
+    # None is "no limit": removing a limit, or a larger one, is looser.
+    return current is not None and (proposed is None or proposed > current)
+
+
+def raised_limits(current: RiskLimits | None, proposed: RiskLimits) -> list[str]:
+    """The limits `proposed` makes looser than `current` (None: no limits were in force, nothing is raised)."""
+    if current is None:
+        return []
+    raised = [
+        name
+        for name in ("max_order_notional", "max_position_notional", "max_open_orders", "daily_loss_limit")
+        if _looser(getattr(current, name), getattr(proposed, name))
+    ]
+    if current.price_collar_pct is not None and _looser(current.price_collar_pct, proposed.price_collar_pct):
+        raised.append("price_collar_pct")
+    if any(
+        _looser(current.position_limit(symbol), proposed.position_limit(symbol))
+        for symbol in current.max_position_notional_by_symbol
+    ):
+        raised.append("max_position_notional_by_symbol")
+    if current.allowed_symbols is not None and (
+        proposed.allowed_symbols is None or not proposed.allowed_symbols <= current.allowed_symbols
+    ):
+        raised.append("allowed_symbols")
+    if current.require_explicit_exits and not proposed.require_explicit_exits:
+        raised.append("require_explicit_exits")
+    return raised

@@ -20,36 +20,28 @@ Rules worth knowing:
 - Per symbol, one asyncio lock orders the engine and the writes; submits queued behind it are placed
   in one transaction (group commit). Fills of one account commit in `sequence` order (a row lock on
   the account), so `fills_since(cursor)` never skips a fill that commits later.
+
+This module is the venue's surface (the protocol, reads, deposits, taking the locks, batching submits, telling
+listeners); each symbol's engine and the operations run under its lock are `SymbolMarket` in
+`shared/venues/paper_market.py`, and engine reports are settled into the books in `shared/venues/paper_settlement.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.uow import UnitOfWork
 from shared.domain.book import MarketDataError, OrderBook
 from shared.domain.fees import FeeSchedule
-from shared.domain.ledger import required_reservation, walked_reservation
-from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine, ReportKind, RestingState
+from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine
 from shared.domain.money import InstrumentSpec, MoneyError, format_decimal, to_decimal
-from shared.domain.types import (
-    AccountId,
-    Asset,
-    ClientOrderId,
-    Liquidity,
-    OrderSide,
-    OrderType,
-    Symbol,
-    VenueOrderId,
-)
+from shared.domain.types import AccountId, Asset, ClientOrderId, Liquidity, OrderSide, Symbol
 from shared.marketdata import BookDelta, BookSnapshot, Trade
 from shared.observability.logging import get_logger
 from shared.venues.base import (
@@ -57,49 +49,20 @@ from shared.venues.base import (
     TemporaryError,
     UpdateListener,
     VenueBalance,
-    VenueError,
     VenueFill,
     VenueOperationalError,
     VenueOrder,
     VenueOrderRequest,
-    VenueOrderStatus,
     VenueRejected,
     VenueUpdate,
 )
-from shared.venues.paper_settlement import (
-    LIMIT_TYPES,
-    DuplicateRace,
-    Outcome,
-    Settlement,
-    can_wait,
-    new_order,
-    sim_order,
-    validate_request,
-)
+from shared.venues.paper_market import STORAGE_ERRORS, MarketContext, SymbolMarket, Ticket
+from shared.venues.paper_settlement import validate_request
 from shared.venues.paper_store import HoldingKey, PaperOrder, PaperStore
 
 log = get_logger(__name__)
 
 DEFAULT_QUOTE_STEP = Decimal("0.01")
-# Failures of the venue's own database: the outcome of a write in flight is unknown.
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, PoolTimeoutError, OSError, TimeoutError)
-
-
-@dataclass
-class _Ticket:
-    """A submit waiting for the symbol's next batch."""
-
-    request: VenueOrderRequest
-    future: asyncio.Future[PaperOrder]
-    taken: bool = False
-
-
-@dataclass
-class _Market:
-    engine: MatchingEngine
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    needs_restore: bool = False  # a write failed after the engine moved: rebuild from the database first
-    pending: list[_Ticket] = field(default_factory=list)
 
 
 class PaperVenue:
@@ -121,12 +84,11 @@ class PaperVenue:
         self._instruments = dict(instruments)
         self._fees = fee_schedule
         self._clock = clock
-        self._latency = latency
         self._quote_steps = dict(quote_steps or {})
-        self._markets = {symbol: _Market(MatchingEngine(symbol, latency)) for symbol in self._instruments}
         self._listeners: list[UpdateListener] = []
-        self._known_accounts: set[AccountId] = set()
         self.known_holdings: set[HoldingKey] = set()  # balance rows known to exist (never deleted)
+        context = MarketContext(sessionmaker, clock, latency, fee_schedule, self)
+        self._markets = {symbol: SymbolMarket(symbol, context) for symbol in self._instruments}
 
     # --- protocol --------------------------------------------------------------------------------------
 
@@ -144,16 +106,16 @@ class PaperVenue:
         spec = self._spec(request.symbol)
         validate_request(request, spec)
         market = self._markets[request.symbol]
-        ticket = _Ticket(request, asyncio.get_running_loop().create_future())
+        ticket = Ticket(request, asyncio.get_running_loop().create_future())
         market.pending.append(ticket)
-        batch: list[_Ticket] = []
+        batch: list[Ticket] = []
         try:
             async with market.lock:
                 if not ticket.taken:
                     batch, market.pending = market.pending, []
                     for taken in batch:
                         taken.taken = True
-                    answers, updates = await self._run_submits(market, spec, [t.request for t in batch])
+                    answers, updates = await market.run_submits(spec, [t.request for t in batch])
             if batch:
                 await self._notify(updates)
                 for taken, answer in zip(batch, answers, strict=True):
@@ -170,11 +132,11 @@ class PaperVenue:
             return order.to_venue()
         market = self._markets[order.symbol]
         async with market.lock:
-            before = await self._catch_up(market)
+            before = await market.catch_up()
             try:
-                outcome, order = await self._cancel_locked(market, order)
+                outcome, order = await market.cancel(order)
             except STORAGE_ERRORS as exc:
-                raise self._write_failed(market, "cancel", exc) from exc
+                raise market.write_failed("cancel", exc) from exc
             except BaseException:
                 market.needs_restore = True  # the engine may have moved, the books did not
                 raise
@@ -232,7 +194,7 @@ class PaperVenue:
         restored = 0
         for market in self._markets.values():
             async with market.lock:
-                restored += await self._restore_locked(market)
+                restored += await market.restore()
         return restored
 
     def book(self, symbol: Symbol) -> OrderBook | None:
@@ -279,7 +241,7 @@ class PaperVenue:
 
         return await self._drive(Symbol(trade.symbol), drive)
 
-    # --- internals: operations under the symbol lock ---------------------------------------------------
+    # --- internals ---------------------------------------------------------------------------------------
 
     async def _drive(
         self, symbol: Symbol, drive: Callable[[MatchingEngine, datetime], list[ExecutionReport]]
@@ -290,7 +252,7 @@ class PaperVenue:
         async with market.lock:
             if market.needs_restore:
                 try:
-                    await self._restore_locked(market)
+                    await market.restore()
                 except STORAGE_ERRORS as exc:
                     raise TemporaryError(f"paper venue storage unavailable: {exc}") from exc
             now = self._clock()
@@ -300,180 +262,15 @@ class PaperVenue:
                 log.warning("paper_market_data_refused", symbol=symbol, code=exc.code, error=str(exc))
                 return []
             try:
-                outcome = await self._settle_reports(market, reports, now)
+                outcome = await market.settle(reports, now)
             except STORAGE_ERRORS as exc:
-                raise self._write_failed(market, "market_data", exc) from exc
+                raise market.write_failed("market_data", exc) from exc
             except BaseException:
                 market.needs_restore = True  # the engine moved, the books did not
                 raise
         updates = outcome.updates()
         await self._notify(updates)
         return updates
-
-    async def _catch_up(self, market: _Market) -> Outcome:
-        """Before a command: rebuild a market whose last write failed, carry out due delayed actions."""
-        try:
-            if market.needs_restore:
-                await self._restore_locked(market)
-            now = self._clock()
-            return await self._settle_reports(market, market.engine.advance(now), now)
-        except STORAGE_ERRORS as exc:
-            market.needs_restore = True
-            raise TemporaryError(f"paper venue storage unavailable: {exc}") from exc
-
-    async def _run_submits(
-        self, market: _Market, spec: InstrumentSpec, requests: list[VenueOrderRequest]
-    ) -> tuple[list[PaperOrder | VenueError], list[VenueUpdate]]:
-        try:
-            before = await self._catch_up(market)
-        except TemporaryError as exc:
-            return [exc] * len(requests), []
-        try:
-            try:
-                answers, outcome = await self._submit_batch(market, spec, requests)
-            except DuplicateRace:
-                # Another venue process stored one of these client ids first: rebuild, then the rows answer.
-                market.needs_restore = True
-                answers, outcome = await self._submit_batch(market, spec, requests)
-        except DuplicateRace:
-            market.needs_restore = True
-            return [AmbiguousOutcome("concurrent submits of one client order id")] * len(requests), before.updates()
-        except STORAGE_ERRORS as exc:
-            return [self._write_failed(market, "submit", exc)] * len(requests), before.updates()
-        except Exception as exc:  # a bug: the engine may have moved without the books; rebuild and page
-            market.needs_restore = True
-            log.exception("paper_submit_failed", symbol=market.engine.symbol, error=str(exc)[:300])
-            failure = VenueOperationalError(f"paper venue failed to place orders: {type(exc).__name__}")
-            return [failure] * len(requests), before.updates()
-        placed = {answer.venue_order_id for answer in answers if isinstance(answer, PaperOrder)}
-        return answers, [*before.updates(), *outcome.updates(answered=placed)]
-
-    async def _submit_batch(
-        self, market: _Market, spec: InstrumentSpec, requests: list[VenueOrderRequest]
-    ) -> tuple[list[PaperOrder | VenueError], Outcome]:
-        if market.needs_restore:
-            await self._restore_locked(market)
-        now = self._clock()
-        keys = [(r.account_id, r.client_order_id) for r in requests]
-        outcome = Outcome()
-        async with UnitOfWork(self._sessionmaker) as uow:
-            store = PaperStore(uow.session)
-            existing = await store.find_orders(keys)
-            first: dict[tuple[AccountId, ClientOrderId], int] = {}
-            for index, key in enumerate(keys):
-                if key not in existing:
-                    first.setdefault(key, index)
-            answers: dict[int, PaperOrder | VenueError] = {}
-            if first:
-                new_accounts = {account for account, _ in first} - self._known_accounts
-                await store.ensure_accounts(new_accounts, now)
-                settlement = Settlement(self, store, now)
-                await settlement.prepare([(account, requests[0].symbol) for account, _ in first])
-                for index in first.values():
-                    answers[index] = self._place(market, spec, settlement, requests[index])
-                outcome = await settlement.save()
-                answers = {
-                    i: settlement.order(a.venue_order_id) if isinstance(a, PaperOrder) else a
-                    for i, a in answers.items()
-                }
-        if first:
-            self._known_accounts |= new_accounts
-            self.known_holdings |= settlement.locked_keys
-            for venue_order_id in settlement.to_withdraw:
-                market.engine.cancel(venue_order_id, now)
-        return [existing.get(key) or answers[first[key]] for key in keys], outcome
-
-    def _place(
-        self, market: _Market, spec: InstrumentSpec, settlement: Settlement, request: VenueOrderRequest
-    ) -> PaperOrder | VenueError:
-        """Reserve, run the engine and settle its reports in memory; a refusal leaves nothing behind."""
-        try:
-            asset, amount = self._reservation(market, spec, request, settlement.volume(request.account_id))
-            settlement.reserve(request.account_id, asset, amount)
-        except VenueRejected as exc:
-            return exc
-        except ValueError as exc:  # amounts the money rules refuse (too large, too precise)
-            return VenueRejected("invalid_order", str(exc))
-        order = new_order(request, asset, amount, settlement.now)
-        reports = market.engine.submit(sim_order(order), settlement.now)
-        refusal = next((r for r in reports if r.kind is ReportKind.REJECTED), None)
-        if refusal is not None:
-            settlement.unreserve(request.account_id, asset, amount)
-            return VenueRejected(refusal.reason or "rejected", f"order refused: {refusal.reason}")
-        settlement.add_new(order)
-        settlement.apply(reports)
-        final = settlement.order(order.venue_order_id)
-        if final.reason == "insufficient_funds" and final.filled_quantity == 0:
-            settlement.discard_new(order.venue_order_id)
-            return VenueRejected("insufficient_funds", "the book moved: the fills would cost more than is free")
-        return final
-
-    async def _cancel_locked(self, market: _Market, order: PaperOrder) -> tuple[Outcome, PaperOrder]:
-        if market.needs_restore:
-            await self._restore_locked(market)
-        now = self._clock()
-        async with UnitOfWork(self._sessionmaker) as uow:
-            store = PaperStore(uow.session)
-            current = await store.orders_by_venue_id([order.venue_order_id])
-            order = current[order.venue_order_id]
-            if not order.is_open:
-                return Outcome(), order
-            reports = market.engine.cancel(order.venue_order_id, now)
-            if not reports:
-                return Outcome(), order  # delayed by the latency model: listeners hear of the outcome
-            if all(r.kind is ReportKind.REJECTED for r in reports):
-                # Not in the engine (an order that never rests): the venue's books say open, so close it there.
-                reports = [ExecutionReport(ReportKind.CANCELED, order.venue_order_id, now, reason="canceled")]
-            settlement = Settlement(self, store, now)
-            await settlement.prepare([(order.account_id, order.symbol)])
-            settlement.track(order)
-            settlement.apply(reports)
-            outcome = await settlement.save()
-        self.known_holdings |= settlement.locked_keys
-        return outcome, settlement.order(order.venue_order_id)
-
-    async def _settle_reports(self, market: _Market, reports: list[ExecutionReport], now: datetime) -> Outcome:
-        relevant = [r for r in reports if r.kind is not ReportKind.ACCEPTED]
-        if not relevant:
-            return Outcome()
-        async with UnitOfWork(self._sessionmaker) as uow:
-            settlement = Settlement(self, PaperStore(uow.session), now)
-            orders = await settlement.store.orders_by_venue_id(VenueOrderId(r.order_id) for r in relevant)
-            for order_id in sorted({r.order_id for r in relevant} - set(orders)):
-                log.warning("paper_report_for_unknown_order", order_id=order_id, symbol=market.engine.symbol)
-            await settlement.prepare([(o.account_id, o.symbol) for o in orders.values()])
-            for order in orders.values():
-                settlement.track(order)
-            settlement.apply(relevant)
-            outcome = await settlement.save()
-        self.known_holdings |= settlement.locked_keys
-        for order_id in settlement.to_withdraw:
-            market.engine.cancel(order_id, now)
-        return outcome
-
-    async def _restore_locked(self, market: _Market) -> int:
-        symbol = Symbol(market.engine.symbol)
-        async with UnitOfWork(self._sessionmaker) as uow:
-            store = PaperStore(uow.session)
-            now = self._clock()
-            states: list[RestingState] = []
-            for order in await store.open_orders(symbol=symbol):
-                if can_wait(order):
-                    states.append(RestingState(sim_order(order), order.remaining, triggered=order.triggered))
-                    continue
-                # A delayed market/IOC/FOK order the engine had not executed when the process stopped.
-                settlement = Settlement(self, store, now)
-                await settlement.prepare([(order.account_id, order.symbol)])
-                settlement.track(order)
-                settlement.close(order, VenueOrderStatus.CANCELED, "venue_restarted")
-                await settlement.save()
-        engine = MatchingEngine(symbol, self._latency)
-        engine.book.load(market.engine.book)  # the market stays; our consumption of it is forgotten
-        engine.restore(states)
-        market.engine = engine
-        market.needs_restore = False
-        log.info("paper_engine_restored", symbol=symbol, resting=len(states))
-        return len(states)
 
     # --- helpers -----------------------------------------------------------------------------------------
 
@@ -495,23 +292,6 @@ class PaperVenue:
         """The instrument's trading rules."""
         return self._spec(symbol)
 
-    def _reservation(
-        self, market: _Market, spec: InstrumentSpec, request: VenueOrderRequest, volume_30d: Decimal
-    ) -> tuple[Asset, Decimal]:
-        if request.type is OrderType.MARKET and market.engine.book.updated_at is None:
-            raise VenueRejected("no_market_data", f"no book for {request.symbol} yet: a market order cannot execute")
-        if request.side is OrderSide.SELL:
-            return Asset(spec.base), request.quantity
-        rate = self._fees.rate(Liquidity.TAKER, volume_30d)
-        step = self.quote_step(request.symbol)
-        if request.type is OrderType.MARKET:
-            asks = market.engine.book.iter_levels(OrderSide.SELL)
-            return Asset(spec.quote), walked_reservation(asks, request.quantity, rate, spec, step).amount
-        price = request.limit_price if request.type in LIMIT_TYPES else request.trigger_price
-        if price is None:  # _validate guarantees one; kept for the type checker
-            raise VenueRejected("invalid_price", "a price is required")
-        return Asset(spec.quote), required_reservation(OrderSide.BUY, request.quantity, price, rate, spec, step).amount
-
     async def _existing(self, account_id: AccountId, client_order_id: ClientOrderId) -> PaperOrder:
         async with self._reading() as store:
             order = await store.find_order(account_id, client_order_id)
@@ -521,13 +301,6 @@ class PaperVenue:
 
     def _reading(self) -> _Reading:
         return _Reading(self._sessionmaker)
-
-    def _write_failed(self, market: _Market, operation: str, exc: BaseException) -> VenueError:
-        market.needs_restore = True
-        log.error("paper_write_failed", operation=operation, symbol=market.engine.symbol, error=str(exc)[:300])
-        if isinstance(exc, IntegrityError):
-            return VenueOperationalError(f"paper venue storage refused a {operation}: {exc.orig}")
-        return AmbiguousOutcome(f"paper venue storage failed during {operation}: {exc}")
 
     async def _notify(self, updates: Iterable[VenueUpdate]) -> None:
         for update in updates:

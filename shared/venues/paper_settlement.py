@@ -1,7 +1,8 @@
 """The paper venue's books: engine reports settled into its orders, fills and balances (`Settlement`, with the
 ledger's reservation and fill arithmetic), and how a request becomes a paper order and an engine order.
 
-`shared/venues/paper.py` keeps the venue itself: its protocol, the per-symbol locks and submit batches.
+`shared/venues/paper.py` keeps the venue itself (its protocol, the per-symbol locks and submit batches), and
+`shared/venues/paper_market.py` each symbol's engine and the operations that run under its lock.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from decimal import Decimal
 from typing import Protocol
 
 from shared.domain.ledger import fill_payment
-from shared.domain.matching import ExecutionReport, ReportKind, SimOrder
+from shared.domain.matching import ExecutionReport, ReportKind
 from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, format_decimal
+from shared.domain.sim_orders import SimOrder
 from shared.domain.types import (
     AccountId,
     Asset,

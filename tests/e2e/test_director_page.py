@@ -30,7 +30,7 @@ from services.hitl.app import create_app as create_hitl_app
 from services.oms.adapters import oms_adapters
 from services.oms.app import create_app as create_oms_app
 from shared.auth.keys import private_key_pem, public_key_pem
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
 from shared.domain.types import AccountId
 from shared.events.topics import OMS_ORDER_EVENTS
@@ -110,7 +110,9 @@ def accounts_app(base: AetherSettings, database_url: str, keyring: Path) -> Fast
 
 
 def admin() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ISSUER.issue('admin-e2e', [Role.ADMIN], accounts=['*'])}"}
+    return {
+        "Authorization": f"Bearer {ISSUER.issue('admin-e2e', [Role.ADMIN], scopes=default_scopes([Role.ADMIN]), accounts=['*'])}"
+    }
 
 
 async def director_with_totp(accounts: httpx.AsyncClient, account_ids: list[str]) -> tuple[str, pyotp.TOTP]:

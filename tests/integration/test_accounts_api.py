@@ -20,7 +20,7 @@ from services.accounts.app import create_app
 from services.accounts.config import AccountsSettings
 from services.accounts.repository import AccountsRepository, Visibility
 from shared.auth.keys import private_key_pem, public_key_pem
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.auth.tokens import TokenVerifier
 from shared.config import AetherSettings
 from tests.helpers import eventually
@@ -31,7 +31,9 @@ PASSWORD = "Correct horse 42 battery"
 
 
 def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ISSUER.issue('admin-test', [Role.ADMIN], accounts=['*'])}"}
+    return {
+        "Authorization": f"Bearer {ISSUER.issue('admin-test', [Role.ADMIN], scopes=default_scopes([Role.ADMIN]), accounts=['*'])}"
+    }
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -299,7 +301,7 @@ async def test_admin_changes_are_audited_and_non_admins_are_refused(
         )
         actions = sorted(row.action for row in rows)
     assert actions == ["account.created", "grant.added", "grant.revoked", "user.created", "user.roles_set"]
-    operator = bearer(ISSUER.issue("op", [Role.OPERATOR], accounts=["*"]))
+    operator = bearer(ISSUER.issue("op", [Role.OPERATOR], scopes=default_scopes([Role.OPERATOR]), accounts=["*"]))
     assert (
         await client.post(
             "/users", json={"username": "zz", "password": PASSWORD, "roles": ["viewer"]}, headers=operator

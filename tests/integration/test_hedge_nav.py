@@ -28,8 +28,9 @@ from shared.db import UnitOfWork
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from tests.helpers import eventually, own_database
-from tests.integration.test_hedge_api import TopicReader, balance_changed
 from tests.kit.auth import jwt_settings
+from tests.kit.events import TopicReader
+from tests.kit.hedge import balance_changed
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,11 @@ from shared.events import Envelope
 from shared.events.producer import EventProducer
 from shared.mirror_keys import approval_policy_key
 from tests.helpers import eventually, own_database
-from tests.integration.test_hedge_api import DIRECTOR, KEY, RISK, T0, VIEWER, Hedge, TopicReader, account_id
 from tests.integration.test_hitl_api import bearer, hitl_settings, running
+from tests.kit.auth import KEY
+from tests.kit.events import TopicReader
+from tests.kit.factories import account_id
+from tests.kit.hedge import DIRECTOR, RISK, T0, VIEWER, Hedge
 
 Start = Callable[[], AbstractAsyncContextManager[Hedge]]
 

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
 from services.hitl.policy import payload_hash
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
 from shared.events import Envelope
 from shared.events.producer import EventProducer
@@ -40,6 +40,7 @@ def hitl_settings(base: AetherSettings, database_url: str, **overrides: Any) -> 
         "log_level": "WARNING",
         "decisions_topic": f"test.hitl-decisions.{uuid.uuid4().hex[:10]}.v1",
         "order_events_topic": f"test.order-events.{uuid.uuid4().hex[:10]}.v1",
+        "risk_events_topic": f"test.risk-events.{uuid.uuid4().hex[:10]}.v1",
         "requests_consumer_group": f"hitl.test.{uuid.uuid4().hex[:10]}",
         "expiry_interval_s": 0.1,
         **overrides,
@@ -78,11 +79,16 @@ def order_payload(account: str, order_id: str, requester: str = "op-1") -> dict[
         "subject_id": order_id,
         "account_id": account,
         "requested_by": requester,
+        "client_order_id": f"c-{order_id}",
         "symbol": "BTC/USD",
         "side": "buy",
         "type": "limit",
         "quantity": "20",
         "limit_price": "95",
+        "trigger_price": None,
+        "time_in_force": "gtc",
+        "post_only": False,
+        "exits": None,
         "notional": "1900",
         "reason": "notional_above_threshold",
         "reasons": ["notional_above_threshold"],
@@ -195,7 +201,9 @@ async def test_self_approval_stale_otp_and_non_directors_are_refused(client: htt
     assert no_otp.status_code == 403
     assert no_otp.json()["error"]["code"] == "fresh_otp_required"
     old = datetime.now(UTC) - timedelta(seconds=121)
-    stale_token = ISSUER.issue("d2", [Role.DIRECTOR], accounts=["*"], amr=["pwd", "otp"], auth_time=old)
+    stale_token = ISSUER.issue(
+        "d2", [Role.DIRECTOR], scopes=default_scopes([Role.DIRECTOR]), accounts=["*"], amr=["pwd", "otp"], auth_time=old
+    )
     stale = await client.post(path, json=body, headers={"Authorization": f"Bearer {stale_token}"})
     assert stale.status_code == 403
     assert stale.json()["error"]["code"] == "fresh_otp_required"
@@ -211,7 +219,9 @@ async def test_self_approval_stale_otp_and_non_directors_are_refused(client: htt
 async def test_quorum_of_two_one_vote_per_director(client: httpx.AsyncClient) -> None:
     account = new_account()
     rules = {"quorum": 2, "directors": ["q1", "q2", "q3"]}
-    await client.put(f"/hitl/policies/{account}", json=rules, headers=bearer("a1", [Role.ADMIN]))
+    # Naming the directors narrows "every director" to three: a director with a fresh TOTP proof sets it.
+    put = await client.put(f"/hitl/policies/{account}", json=rules, headers=bearer("d0", [Role.DIRECTOR]))
+    assert put.status_code == 200, put.text
     request = await open_request(client, account)
     assert request["quorum"] == 2
     assert request["eligible_directors"] == ["q1", "q2", "q3"]

@@ -16,7 +16,7 @@ import pytest
 
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
 from tests.helpers import own_database
 from tests.integration.test_hitl_api import hitl_settings, new_account, open_request, running
@@ -49,7 +49,9 @@ async def client(ui_settings: HitlSettings) -> AsyncIterator[httpx.AsyncClient]:
 
 def session_cookie(subject: str, roles: list[Role]) -> str:
     now = datetime.now(UTC)
-    return ISSUER.issue(subject, roles, accounts=["*"], amr=["pwd", "otp"], auth_time=now, now=now)
+    return ISSUER.issue(
+        subject, roles, scopes=default_scopes(roles), accounts=["*"], amr=["pwd", "otp"], auth_time=now, now=now
+    )
 
 
 async def csrf_of(client: httpx.AsyncClient, path: str = "/hitl/ui/login") -> str:
@@ -167,3 +169,34 @@ async def _status(client: httpx.AsyncClient, request_id: str) -> str:
     token = session_cookie("reader", [Role.AUDITOR])
     answer = await client.get(f"/hitl/requests/{request_id}", headers={"Authorization": f"Bearer {token}"})
     return str(answer.json()["status"])
+
+
+async def test_the_inbox_of_a_director_who_is_also_risk_holds_only_the_directors_accounts(
+    client: httpx.AsyncClient,
+) -> None:
+    own, other = new_account(), new_account()
+    mine = await open_request(client, own, requester="op-page")
+    foreign = await open_request(client, other, requester="op-page")
+    roles = [Role.DIRECTOR, Role.RISK]
+    now = datetime.now(UTC)
+    cookie = ISSUER.issue(
+        "dir-risk",
+        roles,
+        scopes=default_scopes(roles),
+        grants={Role.DIRECTOR: [own], Role.RISK: ["*"]},  # what a login grants a director+risk granted `own`
+        amr=["pwd", "otp"],
+        auth_time=now,
+        now=now,
+    )
+    client.cookies.set("hitl_session", cookie, path="/hitl")
+    page = await client.get("/hitl/ui")
+    assert page.status_code == 200
+    assert mine["subject_id"] in page.text
+    assert foreign["subject_id"] not in page.text  # the risk role's every-account grant does not reach the inbox
+    token = await csrf_of(client, "/hitl/ui")
+    vote = await client.post(
+        f"/hitl/ui/requests/{foreign['request_id']}/approve",
+        data={"payload_hash": foreign["payload_hash"], "csrf": token, "reason": "not mine"},
+    )
+    assert vote.status_code == 303
+    assert await _status(client, foreign["request_id"]) == "pending"

@@ -21,7 +21,7 @@ from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
 from shared.auth.roles import Role
 from shared.config import AetherSettings
-from shared.contracts.approvals import ApprovalPolicyValue
+from shared.contracts.approvals import ApprovalPolicyValue, approval_payload_hash
 from shared.contracts.mirror import encode_mirror
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
@@ -144,7 +144,8 @@ async def test_first_order_in_a_symbol_waits_and_the_next_one_after_approval_doe
         ["notional_above_threshold", "new_instrument"],
     )
     async with UnitOfWork(oms.orders.sessionmaker) as uow:  # the OMS's ApprovalDecided handler, as the consumer runs it
-        assert await oms.orders.decide(uow.session, OrderId(first_id), "approved", "ok", "hitl:test")
+        approved = approval_payload_hash(await oms.approval_request(first_id))
+        assert await oms.orders.decide(uow.session, OrderId(first_id), "approved", "ok", "hitl:test", approved)
     await eventually(lambda: _filled(oms, first_id), timeout_s=10, message="approved order filled")
     second = await oms.order(account, "1")
     assert second.json()["status"] == "accepted"

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from shared.auth.roles import Role
 from shared.config import AetherSettings
-from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
+from shared.contracts.approvals import ApprovalDecided, ApprovalDecision, approval_payload_hash
 from shared.contracts.registry import new_envelope
 from shared.events import Envelope
 from shared.events.producer import EventProducer
@@ -50,7 +51,32 @@ async def client(
         yield http
 
 
-async def _decide(kafka_bootstrap: str, order_id: str, decision: str) -> None:
+async def requested_payload(kafka_bootstrap: str, order_id: str) -> dict[str, Any]:
+    """The `ApprovalRequested` payload the OMS published for `order_id` (what hitl hashes and directors see)."""
+    consumer = AIOKafkaConsumer(
+        OMS_ORDER_EVENTS, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=uuid.uuid4().hex
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+
+        async def published() -> bool:
+            batch = await consumer.getmany(timeout_ms=1_000)
+            for records in batch.values():
+                for record in records:
+                    envelope = Envelope.from_bytes(record.value)
+                    if envelope.type == "ApprovalRequested" and envelope.aggregate_id == order_id:
+                        found.append(dict(envelope.payload))
+            return bool(found)
+
+        await eventually(published, timeout_s=30, message="ApprovalRequested published")
+    finally:
+        await consumer.stop()
+    return found[0]
+
+
+async def decide(kafka_bootstrap: str, order_id: str, decision: str, payload_hash: str) -> None:
+    """An `ApprovalDecided` for the order on hitl.decisions.v1, as the approval service publishes it."""
     producer = EventProducer(bootstrap=kafka_bootstrap, client_id="test-hitl")
     await producer.start()
     try:
@@ -61,7 +87,7 @@ async def _decide(kafka_bootstrap: str, order_id: str, decision: str) -> None:
             account_id="appr-decided",  # the OMS goes by the order id
             decision=ApprovalDecision(decision),
             reason="checked",
-            payload_hash="0" * 64,
+            payload_hash=payload_hash,
             decided_at=datetime.now(UTC),
             approvers=["director"],
         )
@@ -94,17 +120,29 @@ async def test_large_order_waits_for_approval_and_goes_on_when_approved(
     assert order["status"] == "pending_approval"
     balances = (await client.get("/balances", params={"account_id": order["account_id"]}, headers=HEADERS)).json()
     assert balances["items"][0]["reserved"] != "0"  # funds are held while the request waits
-    await _decide(kafka_bootstrap, order["order_id"], "approved")
+    payload = await requested_payload(kafka_bootstrap, order["order_id"])
+    assert (payload["time_in_force"], payload["post_only"], payload["trigger_price"]) == ("gtc", False, None)
+    await decide(kafka_bootstrap, order["order_id"], "approved", approval_payload_hash(payload))
     await eventually(
         lambda: _status(client, order["order_id"], "accepted"), timeout_s=30, message="approved order sent"
     )
+
+
+async def test_an_approval_of_another_payload_denies_the_order(client: httpx.AsyncClient, kafka_bootstrap: str) -> None:
+    order = await _place(client, "20")
+    payload = await requested_payload(kafka_bootstrap, order["order_id"])
+    other = approval_payload_hash({**payload, "post_only": True})  # approved: the same order, but post-only
+    await decide(kafka_bootstrap, order["order_id"], "approved", other)
+    await eventually(lambda: _status(client, order["order_id"], "denied"), timeout_s=30, message="order denied")
+    read = (await client.get(f"/orders/{order['order_id']}", headers=HEADERS)).json()
+    assert read["reason"].startswith("approval_mismatch"), read
 
 
 async def test_rejected_approval_denies_the_order_and_releases_funds(
     client: httpx.AsyncClient, kafka_bootstrap: str
 ) -> None:
     order = await _place(client, "20")
-    await _decide(kafka_bootstrap, order["order_id"], "rejected")
+    await decide(kafka_bootstrap, order["order_id"], "rejected", "0" * 64)
     await eventually(lambda: _status(client, order["order_id"], "denied"), timeout_s=30, message="order denied")
     balances = (await client.get("/balances", params={"account_id": order["account_id"]}, headers=HEADERS)).json()
     assert balances["items"][0]["reserved"] == "0"

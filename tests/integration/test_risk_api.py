@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from services.risk.adapters import risk_adapters
 from services.risk.app import create_app
 from services.risk.config import RiskSettings
-from services.risk.consumers import handle_recommendation
+from services.risk.consumers import handle_decision, handle_recommendation
 from services.risk.service import RiskService
 from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
+from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
 from shared.events import Envelope, EventProducer
 from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS
@@ -123,8 +126,15 @@ async def audit_rows(engine: AsyncEngine, target: str) -> list[dict[str, Any]]:
         return [dict(row) for row in result.mappings()]
 
 
+async def policy(redis: Redis, acct: str, **rules: Any) -> None:
+    """The account's approval policy as hitl mirrors it (`ApprovalPolicyValue`)."""
+    value = {"account_id": acct, "version": 1, "created_at": "2026-01-01T00:00:00+00:00", **rules}
+    await redis.set(f"hitl:policy:account:{acct}", json.dumps(value))
+
+
 async def test_limits_are_versioned_audited_mirrored_and_need_the_risk_role(risk: RiskApp, engine: AsyncEngine) -> None:
     acct = account()
+    await policy(risk.redis, acct, limit_raise=False)  # raises go through at once (the held path: below)
     body = {**LIMITS, "reason": "initial limits"}
     for headers in (OPERATOR, DIRECTOR, ADMIN, VIEWER):
         assert (await risk.client.put(f"/risk/limits/{acct}", json=body, headers=headers)).status_code == 403
@@ -201,6 +211,7 @@ async def test_bad_requests_name_the_field(risk: RiskApp) -> None:
 
 async def test_kill_switch_safe_mode_resume_roles_audit_event_and_mirror(risk: RiskApp, engine: AsyncEngine) -> None:
     acct = account()
+    await policy(risk.redis, acct, resume_from_halted=False)  # no second director (the held path: below)
     scope = {"scope": "account", "account_id": acct}
     for headers in (OPERATOR, ADMIN, VIEWER):
         denied = await risk.client.post("/risk/kill-switch", json={**scope, "reason": "x"}, headers=headers)
@@ -403,3 +414,79 @@ async def test_a_redelivered_recommendation_is_applied_once_through_kafka(
     assert (state.state.value, state.version) == ("halted", 1)
     rows = await audit_rows(engine, f"account:{acct}")
     assert [(r["action"], r["actor"]) for r in rows] == [("risk.kill_switch", "hedge-recommendation")]
+
+
+def _decided(subject_id: str, acct: str, decision: str, payload_hash: str) -> Envelope:
+    message = ApprovalDecided(
+        request_id=str(uuid.uuid4()),
+        subject_type="limit_raise" if subject_id.startswith("limits:") else "trading_resume",
+        subject_id=subject_id,
+        account_id=acct,
+        decision=ApprovalDecision(decision),
+        reason="checked",
+        payload_hash=payload_hash,
+        decided_at=datetime.now(UTC),
+        approvers=["dora-2"],
+    )
+    return new_envelope(message, producer="hitl", aggregate_id=subject_id)
+
+
+async def _decide(risk: RiskApp, envelope: Envelope) -> None:
+    async with UnitOfWork(risk.service.sessionmaker) as uow:  # the risk decision consumer, as its loop runs it
+        await handle_decision(risk.service, uow.session, envelope)
+
+
+async def _version(risk: RiskApp, acct: str) -> tuple[int, str | None]:
+    read = (await risk.client.get(f"/risk/limits/{acct}", headers=VIEWER)).json()
+    return read["version"], read["max_order_notional"]
+
+
+@pytest.mark.parametrize("mirror", ["absent", "unreadable", "limit_raise"])
+async def test_a_limit_raise_waits_for_a_director_unless_the_policy_says_otherwise(
+    risk: RiskApp, engine: AsyncEngine, mirror: str
+) -> None:
+    acct = account()
+    body = {**LIMITS, "reason": "initial limits"}
+    assert (await risk.client.put(f"/risk/limits/{acct}", json=body, headers=RISK)).status_code == 200  # from none
+    if mirror == "unreadable":
+        await risk.redis.set(f"hitl:policy:account:{acct}", b"{not json")
+    elif mirror == "limit_raise":
+        await policy(risk.redis, acct, limit_raise=True)
+    tighter = await risk.client.put(
+        f"/risk/limits/{acct}", json={**body, "max_order_notional": "500", "reason": "tighter"}, headers=RISK
+    )
+    assert tighter.status_code == 200, tighter.text  # tightening never waits
+    raise_body = {**body, "max_order_notional": "1000000000", "reason": "raise to 1e9"}
+    held = await risk.client.put(f"/risk/limits/{acct}", json=raise_body, headers=RISK)
+    assert held.status_code == 202, held.text
+    pending = held.json()
+    assert pending["status"] == "pending_approval"
+    assert await _version(risk, acct) == (2, "500")  # nothing took effect
+    assert json.loads(await risk.redis.get(f"risk:limits:account:{acct}"))["max_order_notional"] == "500"
+
+    await _decide(risk, _decided(pending["subject_id"], acct, "approved", "f" * 64))  # another payload's hash
+    assert await _version(risk, acct) == (2, "500")
+    again = await risk.client.put(f"/risk/limits/{acct}", json=raise_body, headers=RISK)
+    await _decide(risk, _decided(again.json()["subject_id"], acct, "approved", again.json()["payload_hash"]))
+    await _decide(risk, _decided(again.json()["subject_id"], acct, "approved", again.json()["payload_hash"]))
+    assert await _version(risk, acct) == (3, "1000000000")  # applied once
+    actions = [row["action"] for row in await audit_rows(engine, f"account:{acct}")]
+    assert actions.count("risk.limit_raise_approval_requested") == 2
+    assert "risk.limit_raise_approval_mismatch" in actions
+    assert "risk.limit_raise_approved" in actions
+
+
+async def test_leaving_halted_waits_for_a_second_director_by_policy(risk: RiskApp) -> None:
+    acct = account()
+    scope = {"scope": "account", "account_id": acct}
+    await policy(risk.redis, acct, resume_from_halted=True)
+    await risk.client.post("/risk/kill-switch", json={**scope, "reason": "runaway algo"}, headers=RISK)
+    held = await risk.client.post("/risk/resume", json={**scope, "reason": "all clear"}, headers=DIRECTOR)
+    assert held.status_code == 202, held.text
+    assert (await risk.service.state("account", acct)).state.value == "halted"
+    rejected = _decided(held.json()["subject_id"], acct, "rejected", held.json()["payload_hash"])
+    await _decide(risk, rejected)
+    assert (await risk.service.state("account", acct)).state.value == "halted"
+    second = await risk.client.post("/risk/resume", json={**scope, "reason": "all clear"}, headers=DIRECTOR)
+    await _decide(risk, _decided(second.json()["subject_id"], acct, "approved", second.json()["payload_hash"]))
+    assert (await risk.service.state("account", acct)).state.value == "active"

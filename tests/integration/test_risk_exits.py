@@ -304,8 +304,14 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(
     risk = token(Role.RISK, accounts=(account,))
     loosened = await harness.client.patch(url, json={"stop_loss": "91", "allow_unfavourable": True}, headers=risk)
     assert loosened.status_code == 200, loosened.text
-    foreign = await harness.client.patch(url, json={"stop_loss": "93"}, headers=token(Role.OPERATOR, accounts=("x",)))
-    assert foreign.status_code == 403
+    stranger = token(Role.OPERATOR, accounts=("x",))
+    missing_url = f"/risk/exits/{uuid.uuid4().hex}"
+    # Another account's bracket answers like a missing one (same status and code): its existence does not leak.
+    for method, body in (("PATCH", {"stop_loss": "93"}), ("GET", None)):
+        foreign = await harness.client.request(method, url, json=body, headers=stranger)
+        missing = await harness.client.request(method, missing_url, json=body, headers=stranger)
+        assert (foreign.status_code, foreign.json()["error"]["code"]) == (404, missing.json()["error"]["code"])
+        assert missing.status_code == 404
     async with engine.connect() as conn:
         actions = (
             await conn.execute(

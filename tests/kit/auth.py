@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pydantic import SecretStr
 
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
-from shared.auth.roles import Role
+from shared.auth.roles import Role, default_scopes
 from shared.auth.tokens import TokenIssuer
 from shared.clock import utc_now
 
@@ -29,14 +29,30 @@ def jwt_settings(*, private: bool = False) -> dict[str, SecretStr]:
     return fields
 
 
-def bearer(*roles: Role, subject: str = "alice", accounts: Iterable[str] = ("*",), otp: bool = False) -> str:
-    """A signed access token; `otp` adds a TOTP proof made just now (what fresh-OTP routes demand)."""
+def bearer(
+    *roles: Role,
+    subject: str = "alice",
+    accounts: Iterable[str] = ("*",),
+    otp: bool = False,
+    scopes: Iterable[str] | None = None,
+) -> str:
+    """A signed access token with the roles' default scopes (what a login gives) unless `scopes` is given; every
+    role is granted `accounts`; `otp` adds a TOTP proof made just now (what fresh-OTP routes demand)."""
+    granted = default_scopes(roles) if scopes is None else scopes
     if not otp:
-        return ISSUER.issue(subject, list(roles), accounts=list(accounts), ttl_s=SUITE_TOKEN_TTL_S)
+        return ISSUER.issue(subject, list(roles), scopes=granted, accounts=list(accounts), ttl_s=SUITE_TOKEN_TTL_S)
     now = utc_now()  # a TOTP proof is fresh only for minutes: mint these where they are used
-    return ISSUER.issue(subject, list(roles), accounts=list(accounts), amr=["pwd", "otp"], auth_time=now, now=now)
+    return ISSUER.issue(
+        subject, list(roles), scopes=granted, accounts=list(accounts), amr=["pwd", "otp"], auth_time=now, now=now
+    )
 
 
-def token(*roles: Role, subject: str = "alice", accounts: Iterable[str] = ("*",), otp: bool = False) -> dict[str, str]:
+def token(
+    *roles: Role,
+    subject: str = "alice",
+    accounts: Iterable[str] = ("*",),
+    otp: bool = False,
+    scopes: Iterable[str] | None = None,
+) -> dict[str, str]:
     """Request headers carrying `bearer(...)`."""
-    return {"Authorization": f"Bearer {bearer(*roles, subject=subject, accounts=accounts, otp=otp)}"}
+    return {"Authorization": f"Bearer {bearer(*roles, subject=subject, accounts=accounts, otp=otp, scopes=scopes)}"}

@@ -1,14 +1,17 @@
-"""Reliability suite fixtures: the seed and the JSON record each scenario writes under reports/reliability/."""
+"""Reliability suite fixtures: the seed, the JSON record each scenario writes under reports/reliability/, and
+R5's database (each R5 scenario module gets one of its own)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import own_database
 
 REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "reliability"
 DEFAULT_SEED = 20_250_301
@@ -37,3 +40,10 @@ def write_reliability_record() -> RecordWriter:
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def r5_database_url(database_url: str) -> Iterator[str]:
+    """A migrated database for one R5 scenario module: `reconcile()` walks every account of its database."""
+    with own_database(database_url, "r5") as url:
+        yield url

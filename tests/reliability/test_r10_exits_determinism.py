@@ -19,7 +19,7 @@ from itertools import islice
 from pathlib import Path
 
 from data.replay.source import SyntheticMarket, read_csv, write_csv
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     Bracket,
     BracketInput,
     CancelExit,
@@ -34,9 +34,8 @@ from shared.domain.brackets import (
     PriceTick,
     SubmitExit,
     decision_log_line,
-    open_bracket,
-    step,
 )
+from shared.domain.brackets import open_bracket, step
 from shared.marketdata import BookSnapshot, MarketData, Trade
 from tests.reliability.conftest import RecordWriter
 

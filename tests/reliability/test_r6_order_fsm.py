@@ -31,16 +31,10 @@ from hypothesis.stateful import (
 )
 
 from shared.domain.money import quantize_down
-from shared.domain.orders import (
-    ORDER_TRANSITIONS,
-    IllegalTransition,
-    Order,
-    OrderEvent,
-    OrderRequest,
-    Outcome,
-    Overfill,
-    event_from_payload,
-)
+from shared.domain.order_events import OrderEvent, event_from_payload
+from shared.domain.order_requests import OrderRequest
+from shared.domain.order_rules import ORDER_TRANSITIONS, IllegalTransition, Overfill
+from shared.domain.orders import Order, Outcome
 from shared.domain.types import (
     TERMINAL_STATUSES,
     AccountId,

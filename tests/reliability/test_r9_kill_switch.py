@@ -164,6 +164,8 @@ async def change_state(
     )
     tally.state_changes += 1
     tally.unmirrored += 0 if change.mirrored else 1
+    if change.pending is not None:
+        return  # leaving HALTED waits for a second director (no approval policy mirrored: fail closed)
     if account is None:
         oracle.global_state = target
     else:

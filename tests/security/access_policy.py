@@ -4,6 +4,7 @@ Written by hand from the issues and docs (not derived from the code under test):
 so a new route cannot ship without a stated policy.
 
 `roles`: the roles that pass (the principal holds at least one); None marks a public route.
+`scope`: the scope the token must carry besides the role (docs/security.md); None: any signed-in caller.
 `account`: where the route names the account it acts on: "path" (`{account_id}`), "query" (`?account_id=`),
 "body" (`account_id` in the JSON body), "object" (an object of that account in the path, seeded by the test),
 or None (no account: global or per-principal).
@@ -32,6 +33,7 @@ READERS = frozenset({Role.VIEWER, Role.OPERATOR, Role.RISK, Role.DIRECTOR, Role.
 @dataclass(frozen=True)
 class Rule:
     roles: frozenset[Role] | None
+    scope: str | None = None
     account: str | None = None
     foreign: int = 403
     body: Body | None = None
@@ -58,17 +60,20 @@ def info(service: str) -> dict[tuple[str, str], Rule]:
 
 OMS: dict[tuple[str, str], Rule] = {
     **info("oms"),
-    ("POST", "/orders"): Rule(frozenset({Role.OPERATOR, Role.SERVICE}), account="body", body=_order),
-    ("GET", "/orders"): Rule(READERS, account="query"),
-    ("GET", "/orders/{order_id}"): Rule(READERS, account="object", foreign=404),
-    ("POST", "/orders/{order_id}/cancel"): Rule(
-        frozenset({Role.OPERATOR, Role.SERVICE}), account="object", foreign=404
+    ("POST", "/orders"): Rule(
+        frozenset({Role.OPERATOR, Role.SERVICE}), scope="orders:write", account="body", body=_order
     ),
-    ("GET", "/fills"): Rule(READERS, account="query"),
-    ("GET", "/positions"): Rule(READERS, account="query"),
-    ("GET", "/balances"): Rule(READERS, account="query"),
+    ("GET", "/orders"): Rule(READERS, scope="orders:read", account="query"),
+    ("GET", "/orders/{order_id}"): Rule(READERS, scope="orders:read", account="object", foreign=404),
+    ("POST", "/orders/{order_id}/cancel"): Rule(
+        frozenset({Role.OPERATOR, Role.SERVICE}), scope="orders:write", account="object", foreign=404
+    ),
+    ("GET", "/fills"): Rule(READERS, scope="orders:read", account="query"),
+    ("GET", "/positions"): Rule(READERS, scope="accounts:read", account="query"),
+    ("GET", "/balances"): Rule(READERS, scope="accounts:read", account="query"),
     ("POST", "/accounts/{account_id}/paper/deposits"): Rule(
         frozenset({Role.OPERATOR, Role.ADMIN}),
+        scope="funds:write",
         account="path",
         body=lambda account: {"asset": "USD", "amount": "10"},
     ),
@@ -92,23 +97,26 @@ HEDGE_POLICY = {
 
 HEDGE: dict[tuple[str, str], Rule] = {
     **info("hedge"),
-    ("GET", "/hedge/status"): Rule(READERS),
-    ("GET", "/hedge/status/{account_id}"): Rule(READERS, account="path"),
+    ("GET", "/hedge/status"): Rule(READERS, scope="hedge:read"),
+    ("GET", "/hedge/status/{account_id}"): Rule(READERS, scope="hedge:read", account="path"),
     ("PUT", "/hedge/overrides/{account_id}"): Rule(
         HEDGE_STEWARDS,
+        scope="hedge:write",
         account="path",
         body=lambda account: {"target_fraction": "0.2", "reason": "s2 check", "expires_at": "2099-01-01T00:00:00Z"},
     ),
     ("DELETE", "/hedge/overrides/{account_id}"): Rule(
-        HEDGE_STEWARDS, account="path", body=lambda account: {"reason": "s2 check"}
+        HEDGE_STEWARDS, scope="hedge:write", account="path", body=lambda account: {"reason": "s2 check"}
     ),
-    ("GET", "/hedge/overrides/{account_id}/history"): Rule(READERS, account="path"),
-    ("GET", "/hedge/recommendations"): Rule(READERS),
+    ("GET", "/hedge/overrides/{account_id}/history"): Rule(READERS, scope="hedge:read", account="path"),
+    ("GET", "/hedge/recommendations"): Rule(READERS, scope="hedge:read"),
     ("POST", "/hedge/recommendations/{account_id}/rearm"): Rule(
-        HEDGE_STEWARDS, account="path", body=lambda account: {"reason": "s2 check"}
+        HEDGE_STEWARDS, scope="hedge:write", account="path", body=lambda account: {"reason": "s2 check"}
     ),
-    ("GET", "/hedge/policies/{account_id}"): Rule(READERS, account="path"),
-    ("PUT", "/hedge/policies/{account_id}"): Rule(HEDGE_STEWARDS, account="path", body=lambda account: HEDGE_POLICY),
+    ("GET", "/hedge/policies/{account_id}"): Rule(READERS, scope="hedge:read", account="path"),
+    ("PUT", "/hedge/policies/{account_id}"): Rule(
+        HEDGE_STEWARDS, scope="hedge:write", account="path", body=lambda account: HEDGE_POLICY
+    ),
 }
 
 HITL_GOVERNORS = frozenset({Role.DIRECTOR, Role.ADMIN})
@@ -122,13 +130,19 @@ def _vote(seed: dict[str, str]) -> dict[str, Any]:
 
 HITL: dict[tuple[str, str], Rule] = {
     **info("hitl"),
-    ("GET", "/hitl/policies/{account_id}"): Rule(HITL_GOVERNORS, account="path"),
-    ("PUT", "/hitl/policies/{account_id}"): Rule(HITL_GOVERNORS, account="path", body=lambda account: {"quorum": 1}),
+    ("GET", "/hitl/policies/{account_id}"): Rule(HITL_GOVERNORS, scope="approvals:read", account="path"),
+    ("PUT", "/hitl/policies/{account_id}"): Rule(
+        HITL_GOVERNORS, scope="approval_policies:write", account="path", body=lambda account: {"quorum": 1}
+    ),
     ("POST", "/hitl/policies/{account_id}/evaluate"): Rule(
-        HITL_REQUESTERS, account="path", body=lambda account: {"kind": "order", "notional": "10"}
+        HITL_REQUESTERS,
+        scope="approvals:request",
+        account="path",
+        body=lambda account: {"kind": "order", "notional": "10"},
     ),
     ("POST", "/hitl/requests"): Rule(
         HITL_REQUESTERS,
+        scope="approvals:request",
         account="body",
         body=lambda account: {
             "subject_type": "manual_trade",
@@ -137,15 +151,23 @@ HITL: dict[tuple[str, str], Rule] = {
             "payload": {"s2": True},
         },
     ),
-    ("GET", "/hitl/requests"): Rule(HITL_READERS, account="query"),
+    ("GET", "/hitl/requests"): Rule(HITL_READERS, scope="approvals:read", account="query"),
     # Seeded by the test: one request per account, raised by another principal (no self-approval).
-    ("GET", "/hitl/requests/{request_id}"): Rule(HITL_READERS, account="object", foreign=404),
+    ("GET", "/hitl/requests/{request_id}"): Rule(HITL_READERS, scope="approvals:read", account="object", foreign=404),
     # Voting: a director (tokens carry a fresh TOTP proof); the seeded request's payload hash.
     ("POST", "/hitl/requests/{request_id}/approve"): Rule(
-        frozenset({Role.DIRECTOR}), account="object", foreign=404, body=lambda account, seed: _vote(seed)
+        frozenset({Role.DIRECTOR}),
+        scope="approvals:write",
+        account="object",
+        foreign=404,
+        body=lambda account, seed: _vote(seed),
     ),
     ("POST", "/hitl/requests/{request_id}/reject"): Rule(
-        frozenset({Role.DIRECTOR}), account="object", foreign=404, body=lambda account, seed: _vote(seed)
+        frozenset({Role.DIRECTOR}),
+        scope="approvals:write",
+        account="object",
+        foreign=404,
+        body=lambda account, seed: _vote(seed),
     ),
     ("GET", "/hitl/notifications"): Rule(EVERYONE),
 }
@@ -161,20 +183,23 @@ ACCOUNTS: dict[tuple[str, str], Rule] = {
     ("POST", "/auth/step-up"): Rule(EVERYONE),
     ("POST", "/auth/totp/enroll"): Rule(EVERYONE),
     ("POST", "/auth/totp/confirm"): Rule(EVERYONE),
-    ("GET", "/users"): Rule(ADMIN_ONLY),
-    ("POST", "/users"): Rule(ADMIN_ONLY),
-    ("GET", "/users/{user_id}"): Rule(ADMIN_ONLY),
-    ("PUT", "/users/{user_id}/roles"): Rule(ADMIN_ONLY),
-    ("POST", "/users/{user_id}/grants"): Rule(ADMIN_ONLY),
-    ("DELETE", "/users/{user_id}/grants/{account_id}"): Rule(ADMIN_ONLY),
-    ("POST", "/service-identities"): Rule(ADMIN_ONLY),
-    ("POST", "/accounts"): Rule(ADMIN_ONLY),
-    ("GET", "/accounts"): Rule(READERS),
-    ("GET", "/accounts/{account_id}"): Rule(READERS, account="path", foreign=404),
+    ("GET", "/users"): Rule(ADMIN_ONLY, scope="users:read"),
+    ("POST", "/users"): Rule(ADMIN_ONLY, scope="users:write"),
+    ("GET", "/users/{user_id}"): Rule(ADMIN_ONLY, scope="users:read"),
+    ("PUT", "/users/{user_id}/roles"): Rule(ADMIN_ONLY, scope="users:write"),
+    ("POST", "/users/{user_id}/grants"): Rule(ADMIN_ONLY, scope="users:write"),
+    ("DELETE", "/users/{user_id}/grants/{account_id}"): Rule(ADMIN_ONLY, scope="users:write"),
+    ("POST", "/service-identities"): Rule(ADMIN_ONLY, scope="users:write"),
+    ("POST", "/accounts"): Rule(ADMIN_ONLY, scope="accounts:write"),
+    ("GET", "/accounts"): Rule(READERS, scope="accounts:read"),
+    ("GET", "/accounts/{account_id}"): Rule(READERS, scope="accounts:read", account="path", foreign=404),
     ("PUT", "/accounts/{account_id}/credentials"): Rule(
-        KEY_HOLDERS, account="path", body=lambda account: {"api_key": "s2-key-0001", "api_secret": "s2-secret-0001"}
+        KEY_HOLDERS,
+        scope="keys:write",
+        account="path",
+        body=lambda account: {"api_key": "s2-key-0001", "api_secret": "s2-secret-0001"},
     ),
-    ("GET", "/accounts/{account_id}/credentials"): Rule(KEY_HOLDERS, account="path"),
+    ("GET", "/accounts/{account_id}/credentials"): Rule(KEY_HOLDERS, scope="keys:read", account="path"),
 }
 
 # Limits and trading state (docs/risk.md): readers see them, `risk` sets limits, risk/director switch; leaving
@@ -191,26 +216,38 @@ def _from(route: str) -> Prepare:
 
 
 RISK_STATE: dict[tuple[str, str], Rule] = {
-    ("GET", "/risk/limits/{account_id}"): Rule(READERS, account="path"),
+    ("GET", "/risk/limits/{account_id}"): Rule(READERS, scope="risk:read", account="path"),
     ("PUT", "/risk/limits/{account_id}"): Rule(
-        frozenset({Role.RISK}), account="path", body=lambda account: {"reason": "s2 check"}
+        frozenset({Role.RISK}), scope="risk:write", account="path", body=lambda account: {"reason": "s2 check"}
     ),
-    ("GET", "/risk/trading-state"): Rule(READERS),
-    ("POST", "/risk/kill-switch"): Rule(SWITCHERS, account="body", body=_switch, prepare=_from("/risk/resume")),
-    ("POST", "/risk/safe-mode"): Rule(SWITCHERS, account="body", body=_switch, prepare=_from("/risk/resume")),
+    ("GET", "/risk/trading-state"): Rule(READERS, scope="risk:read"),
+    ("POST", "/risk/kill-switch"): Rule(
+        SWITCHERS, scope="kill_switch:write", account="body", body=_switch, prepare=_from("/risk/resume")
+    ),
+    ("POST", "/risk/safe-mode"): Rule(
+        SWITCHERS, scope="kill_switch:write", account="body", body=_switch, prepare=_from("/risk/resume")
+    ),
     # From REDUCING: risk or director may resume (from HALTED only a director: tests/integration/test_risk_api.py).
-    ("POST", "/risk/resume"): Rule(SWITCHERS, account="body", body=_switch, prepare=_from("/risk/safe-mode")),
+    ("POST", "/risk/resume"): Rule(
+        SWITCHERS, scope="kill_switch:write", account="body", body=_switch, prepare=_from("/risk/safe-mode")
+    ),
 }
 
 # Exit brackets (docs/exits.md): readers see them, operators/risk move stops (lowering needs risk), risk sets policies.
 RISK_EXITS: dict[tuple[str, str], Rule] = {
-    ("GET", "/risk/exits"): Rule(READERS, account="query"),
-    ("GET", "/risk/exits/{bracket_id}"): Rule(READERS, account="object", foreign=404),
+    ("GET", "/risk/exits"): Rule(READERS, scope="risk:read", account="query"),
+    ("GET", "/risk/exits/{bracket_id}"): Rule(READERS, scope="risk:read", account="object", foreign=404),
     ("PATCH", "/risk/exits/{bracket_id}"): Rule(
-        frozenset({Role.OPERATOR, Role.RISK}), account="object", foreign=404, body=lambda account: {"stop_loss": "1"}
+        frozenset({Role.OPERATOR, Role.RISK}),
+        scope="exits:write",
+        account="object",
+        foreign=404,
+        body=lambda account: {"stop_loss": "1"},
     ),
-    ("GET", "/risk/exit-policy/{account_id}"): Rule(READERS, account="path"),
-    ("PUT", "/risk/exit-policy/{account_id}"): Rule(frozenset({Role.RISK}), account="path", body=lambda account: {}),
+    ("GET", "/risk/exit-policy/{account_id}"): Rule(READERS, scope="risk:read", account="path"),
+    ("PUT", "/risk/exit-policy/{account_id}"): Rule(
+        frozenset({Role.RISK}), scope="risk:write", account="path", body=lambda account: {}
+    ),
 }
 
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
@@ -222,8 +259,8 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "reports": {
         **info("reports"),
         # The audit log and its anchors: auditors only (admins make the audited changes; docs/audit.md).
-        ("GET", "/audit"): Rule(frozenset({Role.AUDITOR})),
-        ("GET", "/audit/anchors"): Rule(frozenset({Role.AUDITOR})),
+        ("GET", "/audit"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
+        ("GET", "/audit/anchors"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
     },
     "analytics": {**info("analytics")},
     "backtest": {**info("backtest")},

@@ -33,7 +33,7 @@ from services.accounts.config import AccountsSettings
 from shared.auth.dependencies import CurrentPrincipal, require_roles, require_scopes
 from shared.auth.keys import generate_private_key, key_fingerprint, private_key_pem, public_key_pem
 from shared.auth.revocation import redis_revocation_check, revoke_jti, revoked_key
-from shared.auth.roles import Role, Scope
+from shared.auth.roles import Role, Scope, default_scopes
 from shared.auth.tokens import Principal, TokenIssuer, TokenVerifier
 from shared.config import AetherSettings
 from shared.errors import install_error_handlers
@@ -301,7 +301,7 @@ async def test_cli_keygen_and_token_produce_a_token_the_verifier_accepts(tmp_pat
     minted = run_cli(
         "token",
         *("--subject", "bootstrap-admin", "--role", "admin", "--role", "operator"),
-        *("--scope", "orders:write", "--account", "*", "--ttl-s", "120"),
+        *("--scope", "orders:write", "--no-default-scopes", "--account", "*", "--ttl-s", "120"),
         *("--private-key-file", str(private_path)),
         env=env,
     )
@@ -396,7 +396,7 @@ async def test_s5_refresh_reuse_and_logout_revoke_across_services(
     write_reliability_record: RecordWriter,
     reliability_seed: int,
 ) -> None:
-    admin = bearer(issuer.issue("s5-admin", [Role.ADMIN], accounts=["*"]))
+    admin = bearer(issuer.issue("s5-admin", [Role.ADMIN], scopes=default_scopes([Role.ADMIN]), accounts=["*"]))
     username = f"s5-{os.urandom(4).hex()}"
     password = "S5 horse battery 77"
     created = await accounts_client.post(

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     Bracket,
     BracketError,
     BracketEvent,
@@ -26,12 +26,8 @@ from shared.domain.brackets import (
     Step,
     SubmitExit,
     exit_client_order_id,
-    move_stop,
-    open_bracket,
-    rearm,
-    replay,
-    step,
 )
+from shared.domain.brackets import move_stop, open_bracket, rearm, replay, step
 
 D = Decimal
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

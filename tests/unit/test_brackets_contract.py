@@ -37,7 +37,7 @@ from shared.contracts.orders import (
     OrderSubmitted,
 )
 from shared.contracts.registry import new_envelope, parse_message
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     Bracket,
     BracketEvent,
     BracketInput,
@@ -54,11 +54,8 @@ from shared.domain.brackets import (
     Step,
     SubmitExit,
     exit_client_order_id,
-    move_stop,
-    open_bracket,
-    rearm,
-    step,
 )
+from shared.domain.brackets import move_stop, open_bracket, rearm, step
 from shared.events.topics import RISK_EXIT_EVENTS
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")

@@ -14,7 +14,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     Bracket,
     BracketInput,
     BracketStatus,
@@ -27,9 +27,8 @@ from shared.domain.brackets import (
     ExitOutcome,
     PriceTick,
     SubmitExit,
-    open_bracket,
-    step,
 )
+from shared.domain.brackets import open_bracket, step
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 prices = st.integers(min_value=800, max_value=1_200).map(lambda cents: Decimal(cents) / 10)

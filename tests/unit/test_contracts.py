@@ -35,9 +35,10 @@ from shared.contracts.risk import (
     TradingStateChanged,
     TradingStateValue,
 )
-from shared.domain import orders as domain
+from shared.domain import order_events as domain_events
 from shared.domain.book import OrderBook
 from shared.domain.money import InstrumentSpec, format_decimal
+from shared.domain.order_requests import validate_request
 from shared.domain.risk_limits import RiskLimits, limits_to_json
 from shared.domain.types import (
     AccountId,
@@ -70,7 +71,7 @@ def _envelope(model: type[Message] | type[BaseModel], payload: dict[str, Any], *
     return Envelope.new(**fields)
 
 
-def _order_payload(event: domain.OrderEvent) -> dict[str, Any]:
+def _order_payload(event: domain_events.OrderEvent) -> dict[str, Any]:
     # What services/oms/service.py `order_payload` writes: the event, then the order's identity and exits.
     payload: dict[str, Any] = dict(event.to_payload())
     payload.update(
@@ -99,7 +100,7 @@ def _decided(**overrides: Any) -> dict[str, Any]:
 
 
 def test_order_events_written_by_the_domain_round_trip_exactly() -> None:
-    initialized = domain.OrderInitialized(
+    initialized = domain_events.OrderInitialized(
         order_id=OrderId("ord-1"),
         occurred_at=NOW,
         version=1,
@@ -115,7 +116,7 @@ def test_order_events_written_by_the_domain_round_trip_exactly() -> None:
         post_only=False,
         created_at=NOW,
     )
-    filled = domain.OrderFilled(
+    filled = domain_events.OrderFilled(
         order_id=OrderId("ord-1"),
         occurred_at=NOW,
         version=3,
@@ -143,8 +144,8 @@ def test_order_events_written_by_the_domain_round_trip_exactly() -> None:
 
 def test_every_registered_order_event_type_is_a_domain_order_event() -> None:
     registered = {t for (topic, t), model in CONTRACTS.items() if topic == OMS_ORDER_EVENTS}
-    assert set(domain.EVENT_TYPES) <= registered
-    assert registered - set(domain.EVENT_TYPES) == {"CommandRejected", "ApprovalRequested"}
+    assert set(domain_events.EVENT_TYPES) <= registered
+    assert registered - set(domain_events.EVENT_TYPES) == {"CommandRejected", "ApprovalRequested"}
 
 
 def test_submit_order_carries_the_one_order_body_and_feeds_the_domain_validation() -> None:
@@ -160,9 +161,9 @@ def test_submit_order_carries_the_one_order_body_and_feeds_the_domain_validation
     assert command.order == OrderCreate.model_validate(body)
     request = command.order.to_request(NOW)
     spec = InstrumentSpec("BTC/USD", "BTC", "USD", Decimal("0.1"), Decimal("0.001"), Decimal("0.001"))
-    assert domain.validate_request(request, spec) == []
+    assert validate_request(request, spec) == []
     limit_without_price = OrderCreate.model_validate({**body, "type": "limit"}).to_request(NOW)
-    assert [problem.code for problem in domain.validate_request(limit_without_price, spec)] == ["limit_price_required"]
+    assert [problem.code for problem in validate_request(limit_without_price, spec)] == ["limit_price_required"]
 
 
 def test_trading_state_changed_round_trips_and_ties_the_account_to_the_scope() -> None:
@@ -189,11 +190,16 @@ def test_approval_requested_is_told_apart_by_its_subject_type() -> None:
         "subject_id": "ord-1",
         "account_id": "acc-1",
         "requested_by": "operator-1",
+        "client_order_id": "c-1",
         "symbol": "BTC/USD",
         "side": "buy",
         "type": "limit",
         "quantity": "1",
         "limit_price": "30000",
+        "trigger_price": None,
+        "time_in_force": "gtc",
+        "post_only": False,
+        "exits": None,
         "notional": "30000",
         "reason": "notional_above_threshold",
         "reasons": ["notional_above_threshold", "new_instrument"],
@@ -257,7 +263,9 @@ def test_an_extra_field_is_refused_in_messages_and_mirror_values() -> None:
 
 def test_decimals_stay_strings_and_floats_never_enter() -> None:
     payload = _order_payload(
-        domain.OrderAccepted(order_id=OrderId("ord-1"), occurred_at=NOW, version=2, venue_order_id=None, implicit=True)
+        domain_events.OrderAccepted(
+            order_id=OrderId("ord-1"), occurred_at=NOW, version=2, venue_order_id=None, implicit=True
+        )
     )
     message = parse_message(_envelope(OrderAccepted, payload))
     assert outbox_payload(message)["occurred_at"] == NOW.isoformat()

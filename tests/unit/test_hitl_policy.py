@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from services.hitl.api import ensure_fresh_otp
+from services.hitl.consumers import request_from_event
 from services.hitl.errors import FreshOtpRequired
 from services.hitl.policy import (
     ApprovalFacts,
@@ -18,10 +18,16 @@ from services.hitl.policy import (
     canonical_payload,
     needs_approval,
     payload_hash,
+    weakened_rules,
 )
+from services.hitl.service import ensure_fresh_otp
 from shared.auth.roles import Role
-from shared.auth.tokens import Principal
-from shared.contracts.approvals import ApprovalReason
+from shared.auth.tokens import Principal, freeze_grants
+from shared.contracts.approvals import ApprovalReason, LimitRaiseApprovalRequested, SubjectType
+from shared.contracts.base import outbox_payload
+from shared.contracts.registry import new_envelope
+from shared.contracts.risk import RiskLimitsValue
+from shared.events import Envelope
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 
@@ -93,7 +99,7 @@ def _principal(amr: set[str], auth_time: datetime | None) -> Principal:
         subject="d",
         roles=frozenset({Role.DIRECTOR}),
         scopes=frozenset(),
-        accounts=frozenset({"*"}),
+        grants=freeze_grants({Role.DIRECTOR: {"*"}}),
         token_id="t",
         expires_at=NOW + timedelta(minutes=5),
         amr=frozenset(amr),
@@ -110,3 +116,43 @@ def test_fresh_otp_is_required_within_120_seconds() -> None:
     ):
         with pytest.raises(FreshOtpRequired):
             ensure_fresh_otp(principal, NOW, 120)
+
+
+def test_weakened_rules_names_every_loosening() -> None:
+    strict = PolicyRules(
+        notional_threshold=Decimal(1000), model_confidence_min=Decimal("0.8"), quorum=2, directors=["a", "b"]
+    )
+    assert weakened_rules(strict, strict) == []
+    stricter = strict.model_copy(update={"notional_threshold": Decimal(500), "quorum": 2, "expiry_s": 60})
+    assert weakened_rules(strict, stricter) == []
+    cases = {
+        "notional_threshold": {"notional_threshold": None},
+        "model_confidence_min": {"model_confidence_min": Decimal("0.5")},
+        "new_instrument": {"new_instrument": False},
+        "hedge_override": {"hedge_override": False},
+        "resume_from_halted": {"resume_from_halted": False},
+        "limit_raise": {"limit_raise": False},
+        "quorum": {"quorum": 1},
+        "directors": {"directors": ["a", "c"]},
+        "expiry_s": {"expiry_s": 7200},
+    }
+    for name, update in cases.items():
+        assert weakened_rules(strict, strict.model_copy(update=update)) == [name], name
+
+
+def test_the_risk_services_approval_requests_open_hitl_requests() -> None:
+    limits = {"max_order_notional": "1000000000"}
+    message = LimitRaiseApprovalRequested(
+        subject_type=SubjectType.LIMIT_RAISE,
+        subject_id="limits:acc-1:ab",
+        account_id="acc-1",
+        requested_by="rita",
+        limits=RiskLimitsValue.model_validate(limits),
+        previous=RiskLimitsValue.model_validate({"max_order_notional": "1000"}),
+        raised=["max_order_notional"],
+        reason="raise",
+    )
+    envelope = new_envelope(message, producer="risk", aggregate_id="acc-1")
+    new = request_from_event(Envelope.from_bytes(envelope.to_bytes()))
+    assert new is not None
+    assert (new.subject_type, new.requested_by, new.payload) == ("limit_raise", "rita", outbox_payload(message))

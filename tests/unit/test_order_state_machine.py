@@ -11,24 +11,24 @@ from decimal import Decimal
 import pytest
 
 from shared.domain.money import InstrumentSpec
-from shared.domain.orders import (
+from shared.domain.order_events import (
     EVENT_TYPES,
+    OrderAccepted,
+    OrderCanceled,
+    OrderEvent,
+    OrderFilled,
+    event_from_payload,
+)
+from shared.domain.order_requests import OrderRequest, validate_request
+from shared.domain.order_rules import (
     ORDER_TRANSITIONS,
     IllegalTransition,
     InvalidEventPayload,
     InvalidEventSequence,
     InvalidFill,
-    Order,
-    OrderAccepted,
-    OrderCanceled,
-    OrderEvent,
-    OrderFilled,
-    OrderRequest,
-    Outcome,
     Overfill,
-    event_from_payload,
-    validate_request,
 )
+from shared.domain.orders import Order, Outcome
 from shared.domain.types import (
     TERMINAL_STATUSES,
     AccountId,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from shared.domain.risk_limits import (
     check_order,
     limits_from_json,
     limits_to_json,
+    raised_limits,
     realized_loss_since,
     realized_pnl_since,
 )
@@ -237,3 +239,31 @@ def test_removing_every_limit_lets_every_order_pass_and_a_pass_survives_loosenin
             require_explicit_exits=limits.require_explicit_exits,
         )
         assert check_order(looser, candidate, situation) is None
+
+
+def test_raised_limits_names_every_loosening_and_nothing_else() -> None:
+    base = RiskLimits(
+        max_order_notional=Decimal(1000),
+        max_position_notional=Decimal(5000),
+        max_position_notional_by_symbol={"BTC/USD": Decimal(8000)},
+        max_open_orders=5,
+        daily_loss_limit=Decimal(250),
+        price_collar_pct=Decimal(5),
+        allowed_symbols=frozenset({"BTC/USD"}),
+        require_explicit_exits=True,
+    )
+    assert raised_limits(None, base) == []  # from no limits: tighter
+    assert raised_limits(base, base) == []
+    assert raised_limits(base, replace(base, max_order_notional=Decimal(500), max_open_orders=1)) == []
+    loosened = {
+        "max_order_notional": replace(base, max_order_notional=None),
+        "max_position_notional": replace(base, max_position_notional=Decimal(6000)),
+        "max_open_orders": replace(base, max_open_orders=6),
+        "daily_loss_limit": replace(base, daily_loss_limit=Decimal(10**9)),
+        "price_collar_pct": replace(base, price_collar_pct=Decimal(6)),
+        "max_position_notional_by_symbol": replace(base, max_position_notional_by_symbol={"BTC/USD": Decimal(9000)}),
+        "allowed_symbols": replace(base, allowed_symbols=frozenset({"BTC/USD", "ETH/USD"})),
+        "require_explicit_exits": replace(base, require_explicit_exits=False),
+    }
+    for name, proposed in loosened.items():
+        assert name in raised_limits(base, proposed), name

@@ -30,7 +30,16 @@ from shared.auth.roles import (
     parse_role,
     parse_roles,
 )
-from shared.auth.tokens import InvalidToken, Principal, TokenIssuer, TokenRejection, TokenVerifier
+from shared.auth.tokens import (
+    Grants,
+    InvalidToken,
+    Principal,
+    TokenIssuer,
+    TokenRejection,
+    TokenVerifier,
+    freeze_grants,
+)
+from shared.web import DUTIES
 
 ISSUER = "aether-test"
 AUDIENCE = "aether-platform-test"
@@ -118,7 +127,7 @@ def test_token_header_and_claims(issuer: TokenIssuer, key_pems: tuple[bytes, byt
     assert (claims["iat"], claims["nbf"], claims["exp"]) == (iat, iat, iat + 60)
     assert claims["roles"] == ["service"]
     assert claims["scopes"] == []
-    assert claims["accounts"] == []
+    assert claims["grants"] == {"service": []}
     assert isinstance(claims["jti"], str)
 
 
@@ -145,10 +154,55 @@ def test_issue_refuses_bad_input(issuer: TokenIssuer, kwargs: dict[str, object],
         issuer.issue(**kwargs)  # type: ignore[arg-type]
 
 
+def grants_of(role: Role, *accounts: str) -> Grants:
+    return freeze_grants({role: accounts})
+
+
+def test_grants_are_per_role_and_a_route_sees_only_the_roles_it_admitted(
+    issuer: TokenIssuer, verifier: TokenVerifier
+) -> None:
+    token = issuer.issue(
+        "op-aud", [Role.OPERATOR, Role.AUDITOR], grants={Role.OPERATOR: ["acc-a"], Role.AUDITOR: ["*"]}
+    )
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["grants"] == {"auditor": ["*"], "operator": ["acc-a"]}
+    assert "accounts" not in claims
+    principal = verifier.verify_without_revocation(token)
+    assert principal.can_access_account("acc-b")  # through the auditor role
+    trading = principal.acting_as({Role.OPERATOR, Role.SERVICE})
+    assert trading.roles == frozenset({Role.OPERATOR})
+    assert trading.accounts == frozenset({"acc-a"})
+    assert trading.can_access_account("acc-a")
+    assert not trading.can_access_account("acc-b")
+    assert principal.acting_as({Role.ADMIN}).accounts == frozenset()
+
+
+def test_grants_name_only_roles_the_token_carries(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    with pytest.raises(ValueError, match="grants name a role"):
+        issuer.issue("op", [Role.OPERATOR], grants={Role.ADMIN: ["*"]})
+    forged = {"grants": {"admin": ["*"]}, "roles": ["operator"]}
+    with pytest.raises(InvalidToken) as refused:
+        verifier.verify_without_revocation(_signed_claims(issuer, forged))
+    assert refused.value.reason is TokenRejection.BAD_CLAIM
+
+
+def test_a_token_without_grants_reaches_no_account(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
+    legacy = {"accounts": ["*"], "roles": ["operator"]}  # the old flat claim is not read
+    principal = verifier.verify_without_revocation(_signed_claims(issuer, legacy))
+    assert principal.accounts == frozenset()
+    assert not principal.can_access_account("acc-a")
+
+
+def _signed_claims(issuer: TokenIssuer, extra: dict[str, object]) -> str:
+    base = jwt.decode(issuer.issue("x", [Role.VIEWER]), options={"verify_signature": False})
+    del base["grants"]
+    return jwt.encode({**base, **extra}, issuer._key, algorithm="EdDSA", headers={"kid": issuer.key_id})
+
+
 def test_principal_account_access() -> None:
     expires_at = datetime.now(UTC) + timedelta(minutes=5)
-    some = Principal("op", frozenset({Role.OPERATOR}), frozenset(), frozenset({"acc-1"}), "jti-1", expires_at)
-    every = Principal("adm", frozenset({Role.ADMIN}), frozenset(), frozenset({"*"}), "jti-2", expires_at)
+    some = Principal("op", frozenset({Role.OPERATOR}), frozenset(), grants_of(Role.OPERATOR, "acc-1"), "j1", expires_at)
+    every = Principal("adm", frozenset({Role.ADMIN}), frozenset(), grants_of(Role.ADMIN, "*"), "jti-2", expires_at)
     assert some.can_access_account("acc-1")
     assert not some.can_access_account("acc-2")
     assert every.can_access_account("acc-2")
@@ -223,3 +277,14 @@ def test_fingerprint_matches_rfc7638_thumbprint_of_pyjwt_jwk(key_pems: tuple[byt
     canonical = json.dumps({k: jwk[k] for k in ("crv", "kty", "x")}, separators=(",", ":"), sort_keys=True)
     expected = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
     assert key_fingerprint(load_public_key(key_pems[1])) == expected
+
+
+@pytest.mark.parametrize("duty", sorted(DUTIES))
+def test_every_role_a_duty_admits_holds_its_scope_by_default(duty: str) -> None:
+    # A user token carries default_scopes(roles): the scope half of a duty must never lock out a role it admits.
+    roles, scope = DUTIES[duty]
+    assert [role for role in roles if role is not Role.SERVICE and scope not in DEFAULT_SCOPES[role]] == []
+
+
+def test_the_enrollment_marker_is_in_no_default_scope() -> None:
+    assert all(Scope.TOTP_ENROLL not in scopes for scopes in DEFAULT_SCOPES.values())

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.hedge.metrics import DRAWDOWN, EFFECTIVE_TARGET
+from services.hedge.metrics import DRAWDOWN_MAX, EFFECTIVE_TARGET_MAX
 from services.hedge.repository import BalanceRepository, HedgeRepository
 from services.hedge.use_cases.common import HedgeContext, override_target, total_of
 from services.hedge.use_cases.orders import HedgeOrders, HedgePosition, Target
@@ -172,8 +172,8 @@ class Evaluation:
             current_fraction=current,
             evaluated_at=now,
         )
-        DRAWDOWN.labels(account_id).set(float(dd))  # metrics are floats; the stored values stay Decimal
-        EFFECTIVE_TARGET.labels(account_id).set(float(effective))
+        DRAWDOWN_MAX.set(account_id, float(dd))  # metrics are floats; the stored values stay Decimal
+        EFFECTIVE_TARGET_MAX.set(account_id, float(effective))
         await self.recommendations.follow_drawdown(session, policy, account_id, dd, now)
         if vol_row is not None:
             position = HedgePosition(hedged=hedged, held=held, current=current)

@@ -10,7 +10,8 @@ from services.oms.use_cases.execution import ExecuteOrders
 from services.oms.use_cases.order_store import load_order, locked_order, release_reservation, transition
 from services.oms.use_cases.publishing import publish_order_events
 from shared.db import UnitOfWork
-from shared.domain.orders import Order, OrderEvent
+from shared.domain.order_events import OrderEvent
+from shared.domain.orders import Order
 from shared.domain.types import OrderId, OrderStatus
 from shared.observability.logging import get_logger
 from shared.venues.base import VenueError, VenueRejected

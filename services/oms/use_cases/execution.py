@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import SUBMIT_TO_ACK, SUBMIT_TO_FILL, VENUE_ERRORS
 from services.oms.repository import OmsRepository
 from services.oms.use_cases.context import OmsContext
@@ -19,7 +20,9 @@ from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from shared.db import UnitOfWork
 from shared.domain.ledger import LedgerUpdate
 from shared.domain.money import MONEY_CONTEXT
-from shared.domain.orders import Order, OrderEvent, OrderRuleError
+from shared.domain.order_events import OrderEvent
+from shared.domain.order_rules import OrderRuleError
+from shared.domain.orders import Order
 from shared.domain.types import AccountId, Asset, OrderId, OrderStatus, VenueOrderId
 from shared.observability.logging import get_logger
 from shared.venues.base import (
@@ -107,7 +110,7 @@ class ExecuteOrders:
                 return False
             now = self.ctx.clock()
             order, events = _filled(stored.order, fill, now)
-            ledger = await repo.load_ledger(order.account_id)
+            ledger = await LedgerRepository(uow.session).load_ledger(order.account_id)
             spec = self.ctx.instruments[order.symbol]
             update = ledger.apply_fill(
                 order.id,

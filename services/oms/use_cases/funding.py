@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from services.oms.errors import NotAPaperAccount
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.publishing import save_ledger
@@ -36,7 +37,7 @@ class FundPaperAccount:
             repo = OmsRepository(uow.session)
             await repo.ensure_account(account_id, venue.name, self.ctx.settings.default_approval_threshold)
             await repo.lock_account(account_id)
-            ledger = await repo.load_ledger(AccountId(account_id))
+            ledger = await LedgerRepository(uow.session).load_ledger(AccountId(account_id))
             update = ledger.deposit(Asset(asset), amount, "paper-deposit")
             await save_ledger(uow.session, self.ctx.tables, ledger, update, self.ctx.clock())
             await audit_append(

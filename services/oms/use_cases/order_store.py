@@ -9,11 +9,13 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.errors import OrderNotFound
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from shared.db import UnitOfWork
-from shared.domain.orders import Order, OrderEvent
+from shared.domain.order_events import OrderEvent
+from shared.domain.orders import Order
 from shared.domain.types import OrderId
 from shared.events.tables import EventTables
 
@@ -43,7 +45,7 @@ async def locked_order(repo: OmsRepository, order_id: OrderId) -> StoredOrder:
 
 async def release_reservation(session: AsyncSession, tables: EventTables, order: Order, now: datetime) -> None:
     """Give back what the order still holds in the ledger."""
-    ledger = await OmsRepository(session).load_ledger(order.account_id)
+    ledger = await LedgerRepository(session).load_ledger(order.account_id)
     if order.id in ledger.reservations:
         await save_ledger(session, tables, ledger, ledger.release(order.id), now)
 

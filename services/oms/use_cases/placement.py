@@ -9,26 +9,31 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.errors import AccountNotFound, DuplicateClientOrderId, InvalidOrder
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.schemas import OrderCreate
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.order_store import load_order
 from services.oms.use_cases.pre_trade import AccountTerms, Denial, PreTradeChain, Reserve
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
-from shared.contracts.approvals import OrderApprovalRequested, SubjectType
+from shared.contracts.approvals import ApprovalReason, OrderApprovalRequested, SubjectType
+from shared.contracts.base import outbox_payload
+from shared.contracts.exits import ExitInstructions
 from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
 from shared.domain.ledger import LedgerUpdate
 from shared.domain.money import InstrumentSpec
-from shared.domain.orders import Order, OrderRequest, validate_request
+from shared.domain.order_requests import OrderRequest, validate_request
+from shared.domain.orders import Order
 from shared.domain.types import AccountId, ClientOrderId, OrderId, OrderSide, OrderStatus, Symbol
 from shared.events import add_to_outbox
 from shared.events.topics import OMS_ORDER_EVENTS
@@ -111,7 +116,7 @@ class PlaceOrder:
         now = self.ctx.clock()
         request, spec = self._validated(body, now)
         order, events = Order.create(OrderId(str(uuid.uuid4())), request, now)
-        ledger = await repo.load_ledger(AccountId(body.account_id))
+        ledger = await LedgerRepository(session).load_ledger(AccountId(body.account_id))
         has_exits = body.exits is not None and not body.exits.is_empty()
         terms = AccountTerms(account.approval_threshold, account.volume_30d, has_exits)
         decision = await self.pre_trade.decide(repo, order, spec, ledger, terms)
@@ -123,13 +128,18 @@ class PlaceOrder:
             order, more = order.request_approval(now) if decision.needs_approval else order.submit(now)
         events += more
         exits = None if body.exits is None else body.exits.model_dump(mode="json")
-        stored = StoredOrder(order, request_hash(body), account.venue, origin, now, exits)
+        requested = None
+        if isinstance(decision, Reserve) and decision.needs_approval:
+            requested = approval_request(order, body.exits, decision.notional, decision.reasons, actor)
+        approval_payload = None if requested is None else outbox_payload(requested)
+        stored = StoredOrder(order, request_hash(body), account.venue, origin, now, exits, approval_payload)
         await repo.insert(stored, events)
         if ledger_update is not None:
             await save_ledger(session, self.ctx.tables, ledger, ledger_update, now)
         await publish_order_events(session, self.ctx.tables, order, events, actor)
-        if isinstance(decision, Reserve) and decision.needs_approval:
-            await self._request_approval(session, order, decision, actor)
+        if requested is not None:
+            envelope = new_envelope(requested, producer="oms", aggregate_id=order.id, now=order.updated_at)
+            await add_to_outbox(session, self.ctx.tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)
         return PlaceResult(stored, created=True, denial=decision if isinstance(decision, Denial) else None)
 
     def _validated(self, body: OrderCreate, now: datetime) -> tuple[OrderRequest, InstrumentSpec]:
@@ -147,23 +157,31 @@ class PlaceOrder:
             raise InvalidOrder("invalid_exits", wrong_exits[1], wrong_exits[0])
         return request, spec
 
-    async def _request_approval(self, session: AsyncSession, order: Order, decision: Reserve, actor: str) -> None:
-        requested = OrderApprovalRequested(
-            subject_type=SubjectType.ORDER,
-            subject_id=order.id,
-            account_id=order.account_id,
-            requested_by=actor,
-            symbol=order.symbol,
-            side=order.side,
-            type=order.type,
-            quantity=order.quantity,
-            limit_price=order.limit_price,
-            notional=decision.notional,
-            reason=decision.reasons[0],
-            reasons=list(decision.reasons),
-        )
-        envelope = new_envelope(requested, producer="oms", aggregate_id=order.id, now=order.updated_at)
-        await add_to_outbox(session, self.ctx.tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)
+
+def approval_request(
+    order: Order, exits: ExitInstructions | None, notional: Decimal, reasons: Sequence[ApprovalReason], actor: str
+) -> OrderApprovalRequested:
+    """The `ApprovalRequested` of a held order: every field that reaches the venue, so all of it is under the hash
+    the directors approve (the release check in use_cases/approvals.py rebuilds it from the stored order)."""
+    return OrderApprovalRequested(
+        subject_type=SubjectType.ORDER,
+        subject_id=order.id,
+        account_id=order.account_id,
+        requested_by=actor,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        type=order.type,
+        quantity=order.quantity,
+        limit_price=order.limit_price,
+        trigger_price=order.trigger_price,
+        time_in_force=order.time_in_force,
+        post_only=order.post_only,
+        exits=exits,
+        notional=notional,
+        reason=reasons[0],
+        reasons=list(reasons),
+    )
 
 
 def _retry_of(existing: StoredOrder, body: OrderCreate) -> PlaceResult:

@@ -40,6 +40,7 @@ class DenialCode(StrEnum):
     NO_MARKET_DATA = "no_market_data"
     INSUFFICIENT_BALANCE = "insufficient_balance"
     APPROVAL_REJECTED = "approval_rejected"
+    APPROVAL_MISMATCH = "approval_mismatch"
 
 
 @dataclass(frozen=True, slots=True)

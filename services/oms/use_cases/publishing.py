@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import JsonValue
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import ORDER_TRANSITIONS
 from services.oms.repository import OmsRepository
 from shared.audit import append as audit_append
@@ -17,7 +18,8 @@ from shared.contracts.base import ContractViolation, outbox_payload
 from shared.contracts.orders import ORDER_EVENTS, OrderEventMessage
 from shared.contracts.registry import new_envelope
 from shared.domain.ledger import Ledger, LedgerUpdate
-from shared.domain.orders import Order, OrderEvent
+from shared.domain.order_events import OrderEvent
+from shared.domain.orders import Order
 from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import OMS_BALANCE_EVENTS, OMS_ORDER_EVENTS
@@ -78,7 +80,7 @@ async def save_ledger(
     session: AsyncSession, tables: EventTables, before: Ledger, update: LedgerUpdate, now: datetime
 ) -> None:
     """Persist the ledger change and announce every balance it moved (`BalanceChanged`, keyed by account id)."""
-    repo = OmsRepository(session)
+    repo = LedgerRepository(session)
     versions = await repo.save_ledger(before, update)  # the new journal entries' ids: no query for the versions
     after = update.ledger
     changed = [asset for asset, balance in after.balances.items() if before.balances.get(asset) != balance]

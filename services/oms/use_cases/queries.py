@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, OrderFilter, StoredOrder
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.order_store import load_order
@@ -40,9 +41,9 @@ class OrderQueries:
     async def list_positions(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
         """Position rows of the accounts (None: every account)."""
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            return await OmsRepository(uow.session).list_positions(account_ids)
+            return await LedgerRepository(uow.session).list_positions(account_ids)
 
     async def list_balances(self, account_ids: Sequence[str] | None) -> list[dict[str, Any]]:
         """Balance rows of the accounts (None: every account)."""
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            return await OmsRepository(uow.session).list_balances(account_ids)
+            return await LedgerRepository(uow.session).list_balances(account_ids)

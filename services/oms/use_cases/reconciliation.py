@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import VENUE_ERRORS
 from services.oms.repository import OmsRepository
 from services.oms.use_cases.cancellation import CancelOrder
@@ -186,9 +187,8 @@ class ReconcileAccounts:
         venue_totals = {b.asset: b.total for b in await self.ctx.venue.balances(account_id)}
         adjustments = 0
         async with self.ctx.account_transaction(account_id) as uow:
-            repo = OmsRepository(uow.session)
-            await repo.lock_account(account_id)
-            ledger = await repo.load_ledger(account_id)
+            await OmsRepository(uow.session).lock_account(account_id)
+            ledger = await LedgerRepository(uow.session).load_ledger(account_id)
             for asset in sorted(set(venue_totals) | set(ledger.balances)):
                 drift = venue_totals.get(asset, Decimal(0)) - ledger.balance(asset).total
                 if drift == 0:

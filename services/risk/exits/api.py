@@ -7,19 +7,19 @@ from fastapi import APIRouter
 from services.risk.adapters import Adapters
 from services.risk.exits.repository import StoredPolicy
 from services.risk.exits.schemas import BracketRead, ExitOrderRead, ExitPolicyRead, ExitPolicyWrite, StopMove
-from services.risk.exits.service import MoveStopRequest, policy_json
+from services.risk.exits.service import BracketNotFound, MoveStopRequest, policy_json
 from shared.auth.dependencies import ensure_account_access
 from shared.auth.roles import Role
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
-from shared.domain.brackets import BracketStatus
+from shared.domain.bracket_model import BracketStatus
 from shared.errors import COMMON_RESPONSES
 from shared.web import (
     AccountIdPath,
     AccountIdQuery,
     BracketIdPath,
     Limit,
-    Reader,
     RiskOfficer,
+    RiskReader,
     StopMover,
     error_responses,
 )
@@ -36,9 +36,15 @@ def _visible_accounts(principal: Principal, account_id: str | None) -> list[str]
     return sorted(principal.accounts)
 
 
+def _ensure_visible(principal: Principal, bracket_id: str, account_id: str) -> None:
+    # Another account's bracket answers exactly like a missing one: its existence is not revealed.
+    if not principal.can_access_account(account_id):
+        raise BracketNotFound(f"exit bracket {bracket_id} does not exist")
+
+
 @router.get("/risk/exits", response_model=list[BracketRead])
 async def list_exits(
-    principal: Reader,
+    principal: RiskReader,
     adapters: Adapters,
     account_id: AccountIdQuery = None,
     status: BracketStatus | None = None,
@@ -52,10 +58,10 @@ async def list_exits(
 
 
 @router.get("/risk/exits/{bracket_id}", response_model=BracketRead, responses=error_responses(404))
-async def get_exit(bracket_id: BracketIdPath, principal: Reader, adapters: Adapters) -> BracketRead:
+async def get_exit(bracket_id: BracketIdPath, principal: RiskReader, adapters: Adapters) -> BracketRead:
     """One bracket with its legs and the exit orders it sent."""
     bracket, orders = await adapters.exits.brackets.get(bracket_id)
-    ensure_account_access(principal, bracket.account_id)
+    _ensure_visible(principal, bracket_id, bracket.account_id)
     fields = ExitOrderRead.model_fields
     return BracketRead.of(bracket, [ExitOrderRead(**{name: order[name] for name in fields}) for order in orders])
 
@@ -71,7 +77,7 @@ async def move_exit_stop(
         MoveStopRequest(body.stop_loss, body.allow_unfavourable, body.reason, body.rearm),
         actor=principal.subject,
         may_loosen=principal.has_any_role(Role.RISK),
-        check=lambda account_id: ensure_account_access(principal, account_id),
+        check=lambda account_id: _ensure_visible(principal, bracket_id, account_id),
     )
     return BracketRead.of(bracket)
 
@@ -87,7 +93,7 @@ def _policy_read(stored: StoredPolicy) -> ExitPolicyRead:
 
 
 @router.get("/risk/exit-policy/{account_id}", response_model=ExitPolicyRead)
-async def get_exit_policy(account_id: AccountIdPath, principal: Reader, adapters: Adapters) -> ExitPolicyRead:
+async def get_exit_policy(account_id: AccountIdPath, principal: RiskReader, adapters: Adapters) -> ExitPolicyRead:
     """The account's default exits (the built-in defaults, version 0, until one is set)."""
     ensure_account_access(principal, account_id)
     return _policy_read(await adapters.exits.policies.get(account_id))

@@ -17,7 +17,8 @@ from services.risk.exits.service import (
     run_domain,
 )
 from shared.db import UnitOfWork
-from shared.domain.brackets import Bracket, Decision, Step, move_stop, rearm
+from shared.domain.bracket_model import Bracket, Decision, Step
+from shared.domain.brackets import move_stop, rearm
 from shared.domain.money import format_decimal
 
 

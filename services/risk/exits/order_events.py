@@ -41,7 +41,7 @@ from shared.contracts.orders import (
     SubmitOrder,
 )
 from shared.contracts.registry import parse_message
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     BracketError,
     BracketEvent,
     BracketInput,
@@ -53,9 +53,8 @@ from shared.domain.brackets import (
     ExitOutcome,
     ExitPolicy,
     Step,
-    open_bracket,
-    step,
 )
+from shared.domain.brackets import open_bracket, step
 from shared.domain.types import OrderSide
 from shared.events import Envelope
 from shared.observability.logging import get_logger

@@ -16,7 +16,7 @@ from shared.audit.log import append as audit_append
 from shared.contracts.mirror import encode_mirror
 from shared.contracts.risk import ExitPolicyValue
 from shared.db import UnitOfWork
-from shared.domain.brackets import ExitPolicy
+from shared.domain.bracket_model import ExitPolicy
 from shared.mirror_keys import exit_policy_key
 from shared.observability.logging import get_logger
 

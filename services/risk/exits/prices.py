@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.risk.exits.repository import ExitRepository
 from services.risk.exits.service import BracketWriter, ExitContext
 from shared.db import UnitOfWork
-from shared.domain.brackets import ClockTick, Decision, PriceTick, Step, step
+from shared.domain.bracket_model import ClockTick, Decision, PriceTick, Step
+from shared.domain.brackets import step
 
 
 class ApplyPrices:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.risk.exits.tables import exit_brackets, exit_feed_offsets, exit_orders, exit_policies
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     Bracket,
     BracketStatus,
     ExitLevels,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from shared.domain.brackets import Bracket, BracketStatus, ExitPolicy
+from shared.domain.bracket_model import Bracket, BracketStatus, ExitPolicy
 from shared.domain.money import DecimalString, OpenPercent, Percent, PositiveDecimal, ProfitPercent
 from shared.web import JsonInteger, Reason
 

@@ -30,7 +30,7 @@ from shared.contracts.exits import EXIT_EVENTS, BracketEventMessage, ExitInstruc
 from shared.contracts.orders import CancelOrder, OrderCreate, SubmitOrder
 from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
-from shared.domain.brackets import (
+from shared.domain.bracket_model import (
     Bracket,
     BracketError,
     BracketEvent,

@@ -1,28 +1,27 @@
-"""Outbox, relay, inbox and consumer loop against the real PostgreSQL and Kafka."""
+"""The consumer loop and the inbox against the real PostgreSQL and Kafka: a side effect applied once, offsets
+committed only after success, retries, dead letters, contract violations, correlation ids, concurrent claims.
+
+The outbox and its relay are in test_events_outbox.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaConnectionError
-from aiokafka.structs import ConsumerRecord, TopicPartition
-from sqlalchemy import func, select
+from aiokafka.structs import TopicPartition
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
 from shared.contracts.hedge import KillSwitchRecommended
 from shared.contracts.registry import parse_as
-from shared.db import UnitOfWork, sessionmaker_for
+from shared.db import UnitOfWork
 from shared.events import (
     ConsumerLoop,
     Envelope,
@@ -30,95 +29,19 @@ from shared.events import (
     EventTables,
     OutboxRelay,
     OutgoingMessage,
-    add_to_outbox,
     claim,
     header_value,
 )
 from shared.events.envelope import HEADER_CORRELATION_ID
 from shared.observability.correlation import correlation_scope, get_correlation_id
 from tests.helpers import eventually
+from tests.kit.events import numbered_event, read_all, write_outbox
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 
-# --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-async def tables(engine: AsyncEngine) -> AsyncIterator[EventTables]:
-    """A private schema with its own outbox, inbox and an `effects` table for consumer side effects."""
-    schema = f"evt_{uuid.uuid4().hex[:8]}"
-    event_tables = EventTables(schema)
-    sa.Table(
-        "effects",
-        event_tables.metadata,
-        sa.Column("business_id", sa.Text, primary_key=True),
-        sa.Column("applied_count", sa.Integer, nullable=False),
-    )
-    async with engine.begin() as conn:
-        await conn.execute(sa.schema.CreateSchema(schema))
-        await conn.run_sync(event_tables.metadata.create_all)
-    yield event_tables
-    async with engine.begin() as conn:
-        await conn.execute(sa.schema.DropSchema(schema, cascade=True))
-
-
 def effects_table(tables: EventTables) -> sa.Table:
     return tables.metadata.tables[f"{tables.schema}.effects"]
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return sessionmaker_for(engine)
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[EventProducer]:
-    producer = EventProducer(kafka_bootstrap, client_id="test-events")
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-def _event(key: str, seq: int, **overrides: Any) -> Envelope:
-    fields: dict[str, Any] = {
-        "type": "OrderFilled",
-        "producer": "oms",
-        "aggregate_id": key,
-        "payload": {"seq": seq, "qty": "0.5"},
-    }
-    fields.update(overrides)
-    return Envelope.new(**fields)
-
-
-async def _write_outbox(
-    sessions: async_sessionmaker[AsyncSession], tables: EventTables, topic: str, envelopes: list[Envelope]
-) -> None:
-    async with UnitOfWork(sessions) as uow:
-        for envelope in envelopes:
-            await add_to_outbox(uow.session, tables, topic=topic, envelope=envelope)
-
-
-async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 15.0) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on `topic`, from the beginning to the end offsets at call time, in partition order."""
-    # No group: the consumer is assigned every partition of the topic as soon as it starts.
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        tps = sorted(consumer.assignment())
-        assert tps, f"topic {topic} does not exist"
-        end_offsets = await consumer.end_offsets(tps)
-        records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
-        deadline = time.monotonic() + timeout_s
-        while [tp for tp in tps if await consumer.position(tp) < end_offsets[tp]]:
-            assert time.monotonic() < deadline, "topic not read to its end in time"
-            for tp, batch in (await consumer.getmany(*tps, timeout_ms=200)).items():
-                records[tp].extend(batch)
-        return [record for tp in tps for record in records[tp]]
-    finally:
-        await consumer.stop()
 
 
 async def _committed_offset(bootstrap: str, group_id: str, tp: TopicPartition) -> int | None:
@@ -129,14 +52,6 @@ async def _committed_offset(bootstrap: str, group_id: str, tp: TopicPartition) -
         return committed
     finally:
         await consumer.stop()
-
-
-def _seq_by_key(records: list[ConsumerRecord[bytes, bytes]]) -> dict[str, list[int]]:
-    seqs: dict[str, list[int]] = defaultdict(list)
-    for record in records:
-        envelope = Envelope.from_bytes(record.value)
-        seqs[envelope.aggregate_id].append(int(str(envelope.payload["seq"])))
-    return seqs
 
 
 def counting_handler(tables: EventTables) -> Handler:
@@ -200,154 +115,6 @@ def consumer_loop(
     )
 
 
-# --------------------------------------------------------------------------- outbox and relay
-
-
-async def test_rolled_back_outbox_row_is_never_published(
-    sessions: async_sessionmaker[AsyncSession],
-    tables: EventTables,
-    producer: EventProducer,
-    unique_topic: str,
-    kafka_bootstrap: str,
-) -> None:
-    rolled_back, committed = _event("order-1", 1), _event("order-1", 2)
-
-    async def write_then_fail() -> None:
-        async with UnitOfWork(sessions) as uow:
-            await add_to_outbox(uow.session, tables, topic=unique_topic, envelope=rolled_back)
-            raise RuntimeError("business rule failed")
-
-    with pytest.raises(RuntimeError, match="business rule failed"):
-        await write_then_fail()
-    await _write_outbox(sessions, tables, unique_topic, [committed])
-    relay = OutboxRelay(sessions, tables, producer)
-
-    assert await relay.relay_lag() == 1
-    assert await relay.run_once() == 1
-    assert await relay.run_once() == 0
-
-    records = await read_all(kafka_bootstrap, unique_topic)
-    assert [Envelope.from_bytes(record.value).event_id for record in records] == [committed.event_id]
-    assert await relay.relay_lag() == 0
-
-
-async def test_relay_publishes_in_order_with_key_and_headers_and_marks_sent(
-    sessions: async_sessionmaker[AsyncSession],
-    tables: EventTables,
-    producer: EventProducer,
-    unique_topic: str,
-    kafka_bootstrap: str,
-) -> None:
-    keys = ["order-a", "order-b", "order-c", "order-d"]
-    for start in range(0, 40, 10):  # 4 transactions x 10 rows, keys interleaved
-        await _write_outbox(
-            sessions,
-            tables,
-            unique_topic,
-            [_event(keys[seq % 4], seq, correlation_id="corr-7") for seq in range(start, start + 10)],
-        )
-    relay = OutboxRelay(sessions, tables, producer, batch_size=7)
-
-    assert await relay.relay_lag() == 40
-    batches = []
-    while published := await relay.run_once():
-        batches.append(published)
-    assert batches == [7, 7, 7, 7, 7, 5]
-
-    records = await read_all(kafka_bootstrap, unique_topic)
-    assert len(records) == 40
-    assert _seq_by_key(records) == {key: [s for s in range(40) if s % 4 == i] for i, key in enumerate(keys)}
-    for record in records:
-        envelope = Envelope.from_bytes(record.value)
-        assert record.key == envelope.aggregate_id.encode()
-        assert header_value(record.headers, HEADER_CORRELATION_ID) == "corr-7"
-    async with UnitOfWork(sessions) as uow:
-        unsent = await uow.session.scalar(
-            select(func.count()).select_from(tables.outbox).where(tables.outbox.c.sent_at.is_(None))
-        )
-    assert unsent == 0
-
-
-async def test_two_concurrent_relays_publish_each_row_once_in_key_order(
-    sessions: async_sessionmaker[AsyncSession],
-    tables: EventTables,
-    unique_topic: str,
-    kafka_bootstrap: str,
-) -> None:
-    rows = 600
-    keys = [f"order-{i}" for i in range(12)]
-    producers = [EventProducer(kafka_bootstrap, client_id=f"relay-{i}") for i in range(2)]
-    for p in producers:
-        await p.start()
-    relays = [OutboxRelay(sessions, tables, p, batch_size=25, idle_interval_s=0.02) for p in producers]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(relay.run(stop)) for relay in relays]
-    try:
-        # Write while both relays are already polling, in 60 transactions of 10 rows.
-        for start in range(0, rows, 10):
-            await _write_outbox(
-                sessions, tables, unique_topic, [_event(keys[s % 12], s) for s in range(start, start + 10)]
-            )
-            for relay in relays:
-                relay.wake()
-        await eventually(lambda: _lag_is_zero(relays[0]), timeout_s=30, message="outbox drained")
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        for p in producers:
-            await p.stop()
-
-    records = await read_all(kafka_bootstrap, unique_topic)
-    event_ids = [Envelope.from_bytes(record.value).event_id for record in records]
-    assert len(event_ids) == rows
-    assert len(set(event_ids)) == rows, "a row was published twice"
-    for key, seqs in _seq_by_key(records).items():
-        assert seqs == sorted(seqs), f"messages of {key} overtook each other"
-
-
-async def _lag_is_zero(relay: OutboxRelay) -> bool:
-    return await relay.relay_lag() == 0
-
-
-class FlakyProducer(EventProducer):
-    """A real producer whose first `failures` batches fail as if the broker were unreachable."""
-
-    def __init__(self, bootstrap: str, failures: int) -> None:
-        super().__init__(bootstrap, client_id="flaky")
-        self.failures_left = failures
-        self.calls = 0
-
-    async def publish_batch(self, messages: Any, *, timeout_s: float = 30.0) -> Any:
-        self.calls += 1
-        if self.failures_left > 0:
-            self.failures_left -= 1
-            raise KafkaConnectionError("broker unreachable (injected)")
-        return await super().publish_batch(messages, timeout_s=timeout_s)
-
-
-async def test_relay_loop_survives_publish_failures_without_dropping_rows(
-    sessions: async_sessionmaker[AsyncSession],
-    tables: EventTables,
-    unique_topic: str,
-    kafka_bootstrap: str,
-) -> None:
-    await _write_outbox(sessions, tables, unique_topic, [_event("order-1", 1), _event("order-1", 2)])
-    flaky = FlakyProducer(kafka_bootstrap, failures=3)
-    await flaky.start()
-    relay = OutboxRelay(sessions, tables, flaky, idle_interval_s=0.01, max_backoff_s=0.05)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        await eventually(lambda: _lag_is_zero(relay), message="outbox drained after the failures")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=5)
-        await flaky.stop()
-    assert flaky.calls == 4, "3 failed attempts, then one successful batch"
-    records = await read_all(kafka_bootstrap, unique_topic)
-    assert _seq_by_key(records) == {"order-1": [1, 2]}
-
-
 # --------------------------------------------------------------------------- consumer and inbox
 
 
@@ -358,7 +125,7 @@ async def test_redelivered_event_applies_its_side_effect_once(
     unique_topic: str,
     kafka_bootstrap: str,
 ) -> None:
-    twice, once = _event("order-1", 1), _event("order-1", 2)
+    twice, once = numbered_event("order-1", 1), numbered_event("order-1", 2)
     for envelope in (twice, twice, once):
         await producer.send(unique_topic, envelope)
     loop = consumer_loop(kafka_bootstrap, unique_topic, sessions, tables, counting_handler(tables), producer)
@@ -381,7 +148,7 @@ async def test_failed_handler_leaves_the_offset_uncommitted_and_the_record_comes
     unique_topic: str,
     kafka_bootstrap: str,
 ) -> None:
-    envelope = _event("order-1", 1)
+    envelope = numbered_event("order-1", 1)
     delivery = await producer.send(unique_topic, envelope)
     group_id = f"test-{uuid.uuid4().hex[:8]}"
     effect = counting_handler(tables)
@@ -414,7 +181,7 @@ async def test_stopping_mid_retry_keeps_the_record_for_the_next_run_of_the_same_
     unique_topic: str,
     kafka_bootstrap: str,
 ) -> None:
-    envelope = _event("order-1", 1)
+    envelope = numbered_event("order-1", 1)
     await producer.send(unique_topic, envelope)
     effect = counting_handler(tables)
     broken = [True]
@@ -462,8 +229,8 @@ async def test_poison_and_garbage_go_to_the_dead_letter_topic_and_the_partition_
         if envelope.type == "Poison":
             raise ValueError("cannot handle poison")
 
-    poison = _event("order-1", 1, type="Poison", correlation_id="corr-poison")
-    good = _event("order-1", 2)
+    poison = numbered_event("order-1", 1, type="Poison", correlation_id="corr-poison")
+    good = numbered_event("order-1", 2)
     poison_at = await producer.send(unique_topic, poison)
     garbage = OutgoingMessage(unique_topic, "order-1", b"{not an envelope", ((HEADER_CORRELATION_ID, b"corr-garbage"),))
     garbage_at = await producer.send_raw(garbage)
@@ -584,8 +351,8 @@ async def test_correlation_id_travels_from_the_request_through_outbox_and_kafka_
     kafka_bootstrap: str,
 ) -> None:
     with correlation_scope("req-4711"):
-        envelope = _event("order-1", 1)
-    await _write_outbox(sessions, tables, unique_topic, [envelope])
+        envelope = numbered_event("order-1", 1)
+    await write_outbox(sessions, tables, unique_topic, [envelope])
     assert await OutboxRelay(sessions, tables, producer).run_once() == 1
     seen: list[str | None] = []
 
@@ -602,7 +369,7 @@ async def test_correlation_id_travels_from_the_request_through_outbox_and_kafka_
 async def test_concurrent_claims_of_one_event_let_exactly_one_win(
     sessions: async_sessionmaker[AsyncSession], tables: EventTables
 ) -> None:
-    envelope = _event("order-1", 1)
+    envelope = numbered_event("order-1", 1)
 
     async def try_claim() -> bool:
         async with UnitOfWork(sessions) as uow:
