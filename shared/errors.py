@@ -10,12 +10,23 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
+
+
+# A rule between fields that a JSON Schema cannot state (one value against another): the request matches its schema
+# and still breaks a business rule, so it answers 422 `rule_violation`, not `validation_error` (S1 tells them apart).
+RULE_VIOLATION = "rule_violation"
+
+
+def rule_violation(message: str) -> PydanticCustomError:
+    """Raise from a model validator for a cross-field rule; the message names the field at fault first."""
+    return PydanticCustomError(RULE_VIOLATION, message)
 
 
 class DomainError(Exception):
@@ -108,11 +119,12 @@ async def _handle_validation_error(_: Request, exc: RequestValidationError) -> J
         return error_response(400, "malformed_json", "the request body is not valid JSON", {"fields": fields})
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
     details: dict[str, Any] = {"fields": fields}
+    code = RULE_VIOLATION if fields and all(f["type"] == RULE_VIOLATION for f in fields) else "validation_error"
     if fields:
         # Like the domain errors' `details.field`: the first field at fault, without its location (body, query).
         first = [str(part) for part in exc.errors()[0].get("loc", ())]
         details["field"] = ".".join(first[1:] if first and first[0] in _LOCATIONS else first)
-    return error_response(422, "validation_error", summary or "invalid request", details)
+    return error_response(422, code, summary or "invalid request", details)
 
 
 def allowed_methods(request: Request) -> list[str]:

@@ -31,6 +31,7 @@ from shared.contracts.orders import SymbolText
 from shared.contracts.risk import RiskLimitsValue
 from shared.domain import money
 from shared.domain.types import OrderSide, OrderType, TimeInForce, TradingState
+from shared.errors import rule_violation
 from shared.web import JsonBounds, JsonInteger
 
 # What an approval payload may hold (REST requests are checked against it before anything is stored; readers
@@ -260,7 +261,7 @@ class ApprovalPolicyRules(Contract):
     @model_validator(mode="after")
     def _quorum_reachable(self) -> Self:
         if self.directors and self.quorum > len(set(self.directors)):
-            raise ValueError("quorum: larger than the number of listed directors")
+            raise rule_violation("quorum: larger than the number of listed directors")
         return self
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.contracts.base import DecimalText, Identifier, Message, Text
 from shared.domain.bracket_model import BracketStatus, LegKind
 from shared.domain.money import PositiveDecimal
+from shared.errors import rule_violation
 from shared.web import JsonInteger
 
 # A decimal string above 0 (at most 20 integer and 18 decimal digits, NUMERIC(38,18)); the schema's pattern
@@ -44,7 +45,7 @@ class ExitInstructions(BaseModel):
     @model_validator(mode="after")
     def _stop_below_take_profit(self) -> Self:
         if self.stop_loss is not None and self.take_profit is not None and self.stop_loss >= self.take_profit:
-            raise ValueError("stop_loss must be below take_profit for a long position")
+            raise rule_violation("stop_loss must be below take_profit for a long position")
         return self
 
     def is_empty(self) -> bool:
