@@ -157,3 +157,11 @@ class Page(BaseModel, Generic[ItemT]):
     next_cursor: str | None = Field(
         default=None, description="pass as `cursor` to read the next page; null on the last page"
     )
+
+
+# A service that takes credentials on a person's behalf (the director inbox) relays that person's address to the
+# accounts service in CLIENT_ADDRESS_HEADER, proved by its own service token (scope RELAY_SCOPE) in
+# RELAY_TOKEN_HEADER, so that each person keeps their own rate-limit counters (docs/security.md).
+CLIENT_ADDRESS_HEADER = "X-Aether-Client-Address"
+RELAY_TOKEN_HEADER = "X-Aether-Relay-Token"  # noqa: S105 - a header name, not a secret
+RELAY_SCOPE = "auth:relay_client"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from services.accounts.errors import SecretInLoggedField, WeakPassword
+from services.accounts.errors import PasswordCheckBusy, SecretInLoggedField, WeakPassword
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256
@@ -36,6 +40,7 @@ COMMON_PASSWORDS = frozenset(
     }
 )
 
+T = TypeVar("T")
 _HASHER = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
 # Verified when the user does not exist, so an unknown user costs the same time as a wrong password.
 DUMMY_HASH = _HASHER.hash("dummy-password-for-unknown-users")
@@ -53,6 +58,41 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return matched and password_hash is not None
+
+
+@dataclass
+class PasswordWorkers:
+    """Argon2 off the event loop: `workers` hashes at a time in threads, at most `max_pending` admitted in all.
+
+    A request past the bound is refused at once (503 `password_check_busy` with Retry-After) instead of queueing
+    without end, so a flood of logins costs bounded CPU and memory and health reads stay fast.
+    """
+
+    workers: int
+    max_pending: int
+    _pending: int = 0
+    _slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.workers)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """`verify_password` in a worker thread (same dummy-hash rule for a missing user)."""
+        return await self._run(lambda: verify_password(password_hash, password))
+
+    async def hash(self, password: str) -> str:
+        """`hash_password` in a worker thread."""
+        return await self._run(lambda: hash_password(password))
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._pending >= self.max_pending:
+            raise PasswordCheckBusy(retry_after_s=1)
+        self._pending += 1
+        try:
+            async with self._slots:
+                return await asyncio.to_thread(work)
+        finally:
+            self._pending -= 1
 
 
 def _character_classes(password: str) -> int:
