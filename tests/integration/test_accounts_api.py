@@ -124,9 +124,7 @@ async def login(client: httpx.AsyncClient, username: str, password: str = PASSWO
     return await client.post("/auth/login", json={"username": username, "password": password, **extra})
 
 
-async def enroll_totp(
-    client: httpx.AsyncClient, token: str, clock: TotpClock, password: str = PASSWORD
-) -> pyotp.TOTP:
+async def enroll_totp(client: httpx.AsyncClient, token: str, clock: TotpClock, password: str = PASSWORD) -> pyotp.TOTP:
     enrolled = await client.post("/auth/totp/enroll", json={"password": password}, headers=bearer(token))
     assert enrolled.status_code == 200, enrolled.text
     uri = enrolled.json()["provisioning_uri"]
