@@ -45,6 +45,11 @@ def build_accounts_adapters(runtime: ServiceRuntime, settings: AccountsSettings,
         window_s=settings.login_window_s,
     )
     passwords = PasswordWorkers(settings.password_workers, settings.password_max_pending)
+
+    async def close_passwords() -> None:
+        passwords.close()
+
+    runtime.closers.append(close_passwords)
     auth = AuthService(settings, runtime.sessionmaker, runtime.redis, keys, issuer, limiter, accounts, passwords)
     runtime.adapters = AccountsAdapters(settings=settings, accounts=accounts, auth=auth, keys=keys)
 

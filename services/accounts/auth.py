@@ -133,11 +133,15 @@ class AuthService:
     async def login(self, username: str, password: str, totp_code: str | None, client_ip: str) -> IssuedTokens:
         """Password (+ TOTP when enrolled) -> access and refresh token; see the module docstring for failures."""
         self._issuer()
-        name = username.lower()
+        # A flood is refused here (503), before it costs a Redis or database round trip.
+        with self.passwords.admitted():
+            return await self._login(username.lower(), password, totp_code, client_ip)
+
+    async def _login(self, name: str, password: str, totp_code: str | None, client_ip: str) -> IssuedTokens:
         await self.limiter.check(name, client_ip)
         async with UnitOfWork(self.sessionmaker) as uow:
             user = await AccountsRepository(uow.session).user_by_username(name)
-        password_ok = await self.passwords.verify(user["password_hash"] if user else None, password)
+        password_ok = await self.passwords.check(user["password_hash"] if user else None, password)
         if user is None or not password_ok or user["status"] != "active":
             await self._fail(name, client_ip, "invalid_credentials")
             raise InvalidCredentials(BAD_LOGIN)
