@@ -81,6 +81,8 @@ def serve(
         port=port or entry.port,
         log_config=None,
         access_log=False,
+        # Forwarded headers are trusted only from AETHER_TRUSTED_PROXIES, by the app itself (shared/app_factory).
+        proxy_headers=False,
         lifespan="on",
     )
     uvicorn.Server(config).run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,9 +19,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from shared.auth.revocation import redis_revocation_check
 from shared.auth.tokens import TokenVerifier
+from shared.body_limit import BodySizeLimitMiddleware
 from shared.config import AetherSettings, ConfigurationError, env_name
 from shared.db import create_engine, sessionmaker_for
 from shared.errors import install_error_handlers
@@ -93,6 +95,8 @@ class ServiceSpec:
     openapi_tags: Sequence[dict[str, Any]] = ()
     # Builds service-specific adapters into `runtime.extras` before the workers start; may add readiness checks.
     on_startup: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+    # Request body limits in bytes by exact path; every other route gets `settings.max_body_bytes`.
+    body_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def schema(self) -> str:
@@ -241,6 +245,10 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=spec.name)
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, default_bytes=settings.max_body_bytes, limits=spec.body_limits)
+    if settings.trusted_proxies:
+        # X-Forwarded-For / -Proto are believed only from these peers (uvicorn's own handling is off, see cli serve).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     _mount_probes(app, settings)
     mount_metrics(app)
     for router in spec.routers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from enum import StrEnum
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -97,6 +98,11 @@ class AetherSettings(BaseSettings):
     local_kek_file: Path | None = None
 
     readiness_timeout_s: float = Field(default=1.5, gt=0, le=30)
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDR blocks, JSON list in the
+    # environment); empty: the peer address is the client, forwarded headers are ignored.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
+    # Request bodies over this are refused with 413 (a route may set a smaller limit, ServiceSpec.body_limits).
+    max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
 
     # Fields whose values are secrets and must never be development placeholders in production.
     secret_fields: ClassVar[tuple[str, ...]] = (
@@ -116,6 +122,12 @@ class AetherSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, SecretFileSource(settings_cls))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        # An address or CIDR block each; "*" (trust anyone) is refused: a client would pick its own address.
+        return [str(ipaddress.ip_network(entry.strip(), strict=False)) for entry in value]
 
     @model_validator(mode="after")
     def _production_guards(self) -> Self:

@@ -91,6 +91,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed request (e.g. invalid JSON)"},
     401: {"model": ErrorResponse, "description": "Missing or invalid bearer token"},
     403: {"model": ErrorResponse, "description": "The token lacks the role or scope"},
+    413: {"model": ErrorResponse, "description": "The request body is over the route's size limit"},
     422: {"model": ErrorResponse, "description": "The request does not satisfy the schema"},
 }
 

@@ -305,3 +305,11 @@ def readable_json_text(text: str, bounds: JsonBounds) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return unreadable_json("the stored text is not JSON this reader can load")
     return readable_json(loaded, bounds)
+
+
+# A service that takes credentials on a person's behalf (the director inbox) relays that person's address to the
+# accounts service in CLIENT_ADDRESS_HEADER, proved by its own service token (scope RELAY_SCOPE) in
+# RELAY_TOKEN_HEADER, so that each person keeps their own rate-limit counters (docs/security.md).
+CLIENT_ADDRESS_HEADER = "X-Aether-Client-Address"
+RELAY_TOKEN_HEADER = "X-Aether-Relay-Token"  # noqa: S105 - a header name, not a secret
+RELAY_SCOPE = Scope.AUTH_RELAY_CLIENT

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from services.accounts.auth import AuthService
 from services.accounts.config import AccountsSettings
+from services.accounts.passwords import PasswordWorkers
 from services.accounts.ratelimit import LoginLimiter
 from services.accounts.service import AccountsService
 from shared.app_factory import ServiceRuntime, adapters_of
@@ -37,9 +38,19 @@ def build_accounts_adapters(runtime: ServiceRuntime, settings: AccountsSettings,
         settings, runtime.sessionmaker, runtime.tables, runtime.redis, keys, on_commit=runtime.relay.wake
     )
     limiter = LoginLimiter(
-        runtime.redis, settings.login_max_failures_per_user, settings.login_max_failures_per_ip, settings.login_window_s
+        runtime.redis,
+        max_per_name=settings.login_max_failures_per_user,
+        max_per_client=settings.login_max_failures_per_ip,
+        name_slowdown_after=settings.login_user_slowdown_after,
+        window_s=settings.login_window_s,
     )
-    auth = AuthService(settings, runtime.sessionmaker, runtime.redis, keys, issuer, limiter, accounts)
+    passwords = PasswordWorkers(settings.password_workers, settings.password_max_pending)
+
+    async def close_passwords() -> None:
+        passwords.close()
+
+    runtime.closers.append(close_passwords)
+    auth = AuthService(settings, runtime.sessionmaker, runtime.redis, keys, issuer, limiter, accounts, passwords)
     runtime.adapters = AccountsAdapters(settings=settings, accounts=accounts, auth=auth, keys=keys)
 
 

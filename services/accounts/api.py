@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from services.accounts.adapters import Adapters
 from services.accounts.auth import AuthService, IssuedTokens
+from services.accounts.client_address import ClientAddress
 from services.accounts.repository import Row, Visibility
 from services.accounts.schemas import (
     AccountCreate,
@@ -25,6 +26,7 @@ from services.accounts.schemas import (
     TokenResponse,
     TotpCodeRequest,
     TotpEnrollment,
+    TotpEnrollRequest,
     UserCreate,
     UserRead,
 )
@@ -58,12 +60,19 @@ Accounts = Annotated[AccountsService, Depends(get_accounts_service)]
 Auth = Annotated[AuthService, Depends(get_auth_service)]
 
 router = APIRouter(responses=COMMON_RESPONSES)
+# Bodies of the credential routes are a few hundred bytes; anything bigger is refused before it is parsed.
+CREDENTIAL_BODY_LIMIT_BYTES = 4_096
+CREDENTIAL_ROUTES = (
+    "/auth/login",
+    "/auth/refresh",
+    "/auth/logout",
+    "/auth/step-up",
+    "/auth/totp/enroll",
+    "/auth/totp/confirm",
+    "/auth/service-token",
+)
+BODY_LIMITS = dict.fromkeys(CREDENTIAL_ROUTES, CREDENTIAL_BODY_LIMIT_BYTES)
 router.include_router(info_router("accounts"))
-
-
-def client_ip(request: Request) -> str:
-    """The peer address (the ingress must not be trusted to rewrite it without a proxy-headers middleware)."""
-    return request.client.host if request.client else "unknown"
 
 
 def visibility_of(principal: Principal) -> Visibility:
@@ -83,49 +92,67 @@ def _tokens(issued: IssuedTokens) -> TokenResponse:
 
 
 @router.post("/auth/login", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 403, 429, 503))
-async def login(body: LoginRequest, request: Request, auth: Auth) -> TokenResponse:
+async def login(body: LoginRequest, client: ClientAddress, auth: Auth) -> TokenResponse:
     """Password (+ `totp_code` when enrolled) -> short-lived access token and a refresh token."""
-    return _tokens(await auth.login(body.username, body.password, body.totp_code, client_ip(request)))
+    return _tokens(await auth.login(body.username, body.password, body.totp_code, client))
 
 
-@router.post("/auth/refresh", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 503))
-async def refresh(body: RefreshRequest, auth: Auth) -> TokenResponse:
+@router.post("/auth/refresh", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 429, 503))
+async def refresh(body: RefreshRequest, client: ClientAddress, auth: Auth) -> TokenResponse:
     """Rotate the refresh token; presenting a spent one revokes the whole session."""
-    return _tokens(await auth.refresh(body.refresh_token))
+    return _tokens(await auth.refresh(body.refresh_token, client))
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=error_responses(401))
 async def logout(principal: CurrentPrincipal, auth: Auth, body: LogoutRequest | None = None) -> Response:
-    """Revoke this access token and, when given, the refresh token's session."""
+    """Revoke this access token and its session (the given refresh token's, else the one that issued this token)."""
     await auth.logout(principal, body.refresh_token if body else None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/step-up", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 409, 429))
-async def step_up(body: TotpCodeRequest, principal: CurrentPrincipal, request: Request, auth: Auth) -> TokenResponse:
+@router.post(
+    "/auth/step-up", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 409, 429, 503)
+)
+async def step_up(
+    body: TotpCodeRequest, principal: CurrentPrincipal, client: ClientAddress, auth: Auth
+) -> TokenResponse:
     """A fresh access token with amr ["otp", "pwd"] and auth_time now (directors need it to approve)."""
-    return _tokens(await auth.step_up(principal, body.totp_code, client_ip(request)))
-
-
-@router.post("/auth/totp/enroll", response_model=TotpEnrollment, tags=["auth"], responses=error_responses(404, 409))
-async def totp_enroll(principal: EnrollingPrincipal, auth: Auth) -> TotpEnrollment:
-    """Start TOTP enrollment: the provisioning URI (otpauth://) is shown this once."""
-    return TotpEnrollment(provisioning_uri=await auth.totp_enroll(principal))
+    return _tokens(await auth.step_up(principal, body.totp_code, client))
 
 
 @router.post(
-    "/auth/totp/confirm", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=error_responses(401, 409)
+    "/auth/totp/enroll",
+    response_model=TotpEnrollment,
+    tags=["auth"],
+    responses=error_responses(401, 404, 409, 429, 503),
 )
-async def totp_confirm(body: TotpCodeRequest, principal: EnrollingPrincipal, request: Request, auth: Auth) -> Response:
+async def totp_enroll(
+    body: TotpEnrollRequest, principal: EnrollingPrincipal, client: ClientAddress, auth: Auth
+) -> TotpEnrollment:
+    """Start TOTP enrollment (the password again): the provisioning URI (otpauth://) is shown this once."""
+    return TotpEnrollment(provisioning_uri=await auth.totp_enroll(principal, body.password, client))
+
+
+@router.post(
+    "/auth/totp/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["auth"],
+    responses=error_responses(401, 409, 429),
+)
+async def totp_confirm(
+    body: TotpCodeRequest, principal: EnrollingPrincipal, client: ClientAddress, auth: Auth
+) -> Response:
     """Finish enrollment with a current code; from now on login needs a code."""
-    await auth.totp_confirm(principal, body.totp_code, client_ip(request))
+    await auth.totp_confirm(principal, body.totp_code, client)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/auth/service-token", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 503))
-async def service_token(body: ServiceTokenRequest, auth: Auth) -> TokenResponse:
+@router.post(
+    "/auth/service-token", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 429, 503)
+)
+async def service_token(body: ServiceTokenRequest, client: ClientAddress, auth: Auth) -> TokenResponse:
     """Client-credentials grant for service identities."""
-    return _tokens(await auth.service_token(body.client_id, body.client_secret))
+    return _tokens(await auth.service_token(body.client_id, body.client_secret, client))
 
 
 # users and grants -------------------------------------------------------------------------------------------

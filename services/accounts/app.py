@@ -8,15 +8,15 @@ from fastapi.responses import JSONResponse
 from services.accounts import api, consumers
 from services.accounts.adapters import build_accounts_adapters
 from services.accounts.config import AccountsSettings, get_settings
-from services.accounts.errors import TooManyAttempts
+from services.accounts.errors import RetryLater
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
 from shared.config import AetherSettings, service_settings
 from shared.crypto import KeyProvider, key_provider_from_settings
 from shared.errors import error_response
 
 
-async def _too_many_attempts(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, TooManyAttempts)  # noqa: S101 - registered for this type only
+async def _retry_later(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RetryLater)  # noqa: S101 - registered for this type only
     headers = {"Retry-After": str(exc.retry_after_s)}
     return error_response(exc.status_code, exc.code, exc.message, exc.details, headers=headers)
 
@@ -36,7 +36,8 @@ def create_app(settings: AetherSettings | None = None, keys: KeyProvider | None 
         routers=[api.router],
         workers=consumers.WORKERS,
         on_startup=on_startup,
+        body_limits=api.BODY_LIMITS,
     )
     app = build_service_app(spec, accounts_settings)
-    app.add_exception_handler(TooManyAttempts, _too_many_attempts)
+    app.add_exception_handler(RetryLater, _retry_later)
     return app

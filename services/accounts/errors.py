@@ -16,11 +16,6 @@ class InvalidCredentials(AccountsError):
     code = "invalid_credentials"
 
 
-class TotpRequired(AccountsError):
-    status_code = 401
-    code = "totp_required"
-
-
 class TotpEnrollmentRequired(AccountsError):
     """A director without confirmed TOTP: only the enrollment token in `details` is issued."""
 
@@ -46,13 +41,39 @@ class InvalidRefreshToken(AccountsError):
     code = "invalid_refresh_token"
 
 
-class TooManyAttempts(AccountsError):
+class RetryLater(AccountsError):
+    """A refusal that says when to come back (the handler adds a Retry-After header)."""
+
+    retry_after_s: int
+
+
+class TooManyAttempts(RetryLater):
     status_code = 429
     code = "too_many_attempts"
 
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__("too many failed login attempts; retry later", details={"retry_after_s": retry_after_s})
+        super().__init__("too many failed attempts; retry later", details={"retry_after_s": retry_after_s})
         self.retry_after_s = retry_after_s
+
+
+class PasswordCheckBusy(RetryLater):
+    """Every password-check slot and queue place is taken (a flood of logins): nothing was checked."""
+
+    status_code = 503
+    code = "password_check_busy"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "too many password checks in progress; retry shortly", details={"retry_after_s": retry_after_s}
+        )
+        self.retry_after_s = retry_after_s
+
+
+class InvalidClientRelay(AccountsError):
+    """A forwarded client address came without a valid relay credential (only trusted services may relay)."""
+
+    status_code = 401
+    code = "invalid_client_relay"
 
 
 class WeakPassword(Unprocessable):

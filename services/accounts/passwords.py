@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import os
 import re
 import string
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from services.accounts.errors import SecretInLoggedField, WeakPassword
+from services.accounts.errors import PasswordCheckBusy, SecretInLoggedField, WeakPassword
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256
@@ -53,6 +59,54 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return matched and password_hash is not None
+
+
+class PasswordWorkers:
+    """Argon2 off the event loop: `workers` threads of their own, at most `max_pending` checks admitted in all.
+
+    A check past the bound is refused at once (503 `password_check_busy` with Retry-After) instead of queueing
+    without end, so a flood of logins costs bounded CPU and memory. The threads run at a lower CPU priority
+    (nice +10, inherited by argon2's lane threads), so the event loop thread wins the CPU and health reads stay
+    fast while they hash.
+    """
+
+    def __init__(self, workers: int, max_pending: int) -> None:
+        self.max_pending = max_pending
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="argon2", initializer=_lower_thread_priority
+        )
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold one of the `max_pending` places (raise PasswordCheckBusy when none is free)."""
+        if self._pending >= self.max_pending:
+            raise PasswordCheckBusy(retry_after_s=1)
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+
+    async def check(self, password_hash: str | None, password: str) -> bool:
+        """`verify_password` on a worker thread, for a caller that holds a place (see `admitted`)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, verify_password, password_hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Take a place and check (same dummy-hash rule for a missing user)."""
+        with self.admitted():
+            return await self.check(password_hash, password)
+
+    def close(self) -> None:
+        """Stop the threads once the checks in progress end."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_thread_priority() -> None:
+    # Linux: nice applies per thread and threads started from this one (argon2's lanes) inherit it.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _character_classes(password: str) -> int:

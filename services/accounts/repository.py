@@ -30,6 +30,7 @@ users = sa.Table(
     sa.Column("status", sa.Text),
     sa.Column("totp_secret", sa.LargeBinary),
     sa.Column("totp_confirmed_at", TS),
+    sa.Column("totp_last_step", sa.BigInteger),
     sa.Column("created_at", TS),
     sa.Column("updated_at", TS),
 )
@@ -156,6 +157,19 @@ class AccountsRepository:
     async def update_user(self, user_id: str, now: datetime, **values: Any) -> None:
         await self.session.execute(sa.update(users).where(users.c.user_id == user_id).values(updated_at=now, **values))
 
+    async def claim_totp_step(self, user_id: str, step: int) -> bool:
+        """Record `step` as the newest accepted TOTP time step; False when it (or a later one) was used already."""
+        statement = (
+            sa.update(users)
+            .where(
+                users.c.user_id == user_id,
+                sa.or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < step),
+            )
+            .values(totp_last_step=step)
+            .returning(users.c.user_id)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
     # accounts and grants
     async def insert_account(self, values: Row) -> bool:
         statement = pg_insert(trading_accounts).values(**values).on_conflict_do_nothing()
@@ -207,6 +221,22 @@ class AccountsRepository:
             .returning(refresh_tokens.c.access_jti, refresh_tokens.c.created_at)
         )
         return await self._all(statement)
+
+    async def family_of_access_token(self, user_id: str, access_jti: str) -> str | None:
+        """The refresh-token family whose token was issued together with this access token (None when none was)."""
+        statement = sa.select(refresh_tokens.c.family_id).where(
+            refresh_tokens.c.user_id == user_id, refresh_tokens.c.access_jti == access_jti
+        )
+        return (await self.session.execute(statement)).scalars().first()
+
+    async def live_families(self, user_id: str) -> list[str]:
+        """Every refresh-token family of the user that still has an unrevoked token."""
+        statement = (
+            sa.select(refresh_tokens.c.family_id)
+            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+            .distinct()
+        )
+        return list((await self.session.execute(statement)).scalars())
 
     # service identities
     async def insert_service_identity(self, values: Row) -> bool:

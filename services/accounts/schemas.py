@@ -88,6 +88,10 @@ class TotpCodeRequest(Strict):
     totp_code: TotpCode
 
 
+class TotpEnrollRequest(Strict):
+    password: Annotated[str, _secret(1, 256), Encodable]
+
+
 class TokenResponse(Strict):
     access_token: str
     refresh_token: str | None = None

@@ -6,6 +6,7 @@ this module holds user, account, grant, credential and service-identity manageme
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -140,7 +141,7 @@ class AccountsService:
         values: Row = {
             "user_id": user_id,
             "username": username,
-            "password_hash": hash_password(body.password),
+            "password_hash": await asyncio.to_thread(hash_password, body.password),  # off the event loop
             "roles": roles,
             "status": "active",
             "created_at": now,
@@ -289,7 +290,7 @@ class AccountsService:
         values = {
             "client_id": client_id,
             "name": body.name,
-            "secret_hash": hash_password(client_secret),
+            "secret_hash": await asyncio.to_thread(hash_password, client_secret),
             "scopes": sorted(set(body.scopes)),
             "accounts": sorted(set(body.accounts)),
             "status": "active",

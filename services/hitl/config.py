@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.config import AetherSettings, load_settings
 from shared.events.topics import HEDGE_TARGET_EVENTS, HITL_DECISIONS, OMS_ORDER_EVENTS, RISK_TRADING_STATE_EVENTS
@@ -30,6 +30,10 @@ class HitlSettings(AetherSettings):
     )
     otp_max_age_s: int = Field(default=120, ge=1, le=900, description="how fresh a TOTP proof must be to vote")
     login_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # The inbox's service identity at the accounts service (scope auth:relay_client): with it, each director's
+    # login and step-up are counted against their own address instead of the inbox's (docs/security.md).
+    accounts_client_id: str | None = Field(default=None, min_length=1, max_length=100)
+    accounts_client_secret: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

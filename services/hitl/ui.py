@@ -1,9 +1,10 @@
 """The director inbox: a small server-rendered page (Jinja2) on top of the same use cases as the REST API.
 
-Login goes through the accounts service (`POST /auth/login` with password and TOTP code); the access token
-is kept in an HttpOnly, SameSite=Strict cookie (Secure over https). Every form carries a CSRF token that
-must match the `hitl_csrf` cookie (double submit). The routes are left out of the OpenAPI document: they
-take a cookie, not a bearer token.
+Login goes through the accounts service (`POST /auth/login` with password and TOTP code, relaying the director's
+address, accounts_relay.py); the access token is kept in an HttpOnly, SameSite=Strict, Secure cookie with the
+`__Host-` prefix (Secure whatever scheme a proxy reports; path `/`, no domain, so no sibling host or path can set
+it). Every form carries a CSRF token that must match the `__Host-hitl_csrf` cookie (double submit); a login
+issues a new one. The routes are left out of the OpenAPI document: they take a cookie, not a bearer token.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from services.hitl.accounts_relay import AccountsRelay, RelayUnavailable
 from services.hitl.adapters import HitlAdapters, hitl_adapters
 from services.hitl.api import visible_accounts
 from services.hitl.config import HitlSettings
@@ -31,9 +33,9 @@ from shared.web import DUTIES
 
 log = get_logger(__name__)
 
-SESSION_COOKIE = "hitl_session"
-CSRF_COOKIE = "hitl_csrf"
-COOKIE_PATH = "/hitl"
+SESSION_COOKIE = "__Host-hitl_session"
+CSRF_COOKIE = "__Host-hitl_csrf"
+COOKIE_PATH = "/"  # the __Host- prefix demands path "/" and Secure
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 
 router = APIRouter(include_in_schema=False)
@@ -47,12 +49,25 @@ def _settings(request: Request) -> HitlSettings:
     return _adapters(request).settings
 
 
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+def _relay(request: Request) -> AccountsRelay:
+    relay: AccountsRelay | None = getattr(request.app.state, "accounts_relay", None)
+    if relay is None:
+        relay = AccountsRelay(_settings(request))
+        request.app.state.accounts_relay = relay
+    return relay
+
+
+async def _relay_headers(request: Request, client: httpx.AsyncClient) -> dict[str, str]:
+    address = request.client.host if request.client else "unknown"
+    return await _relay(request).headers(client, address)
 
 
 def _csrf_token(request: Request) -> str:
     return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def _set_csrf(response: Response, csrf: str) -> None:
+    response.set_cookie(CSRF_COOKIE, csrf, httponly=True, secure=True, samesite="strict", path=COOKIE_PATH)
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
@@ -61,7 +76,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status_code: i
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Content-Security-Policy"] = "default-src 'self'; style-src 'unsafe-inline'; form-action 'self'"
-    response.set_cookie(CSRF_COOKIE, csrf, httponly=True, secure=_secure(request), samesite="strict", path=COOKIE_PATH)
+    _set_csrf(response, csrf)
     return response
 
 
@@ -76,7 +91,7 @@ def _store_token(request: Request, response: Response, token: str, max_age: int)
         token,
         max_age=max_age,
         httponly=True,
-        secure=_secure(request),
+        secure=True,
         samesite="strict",
         path=COOKIE_PATH,
     )
@@ -124,15 +139,18 @@ async def login(
     body = {"username": username, "password": password, "totp_code": totp_code}
     try:
         async with httpx.AsyncClient(base_url=settings.accounts_url, timeout=settings.login_timeout_s) as client:
-            answer = await client.post("/auth/login", json=body)
-    except httpx.HTTPError as exc:
+            answer = await client.post("/auth/login", json=body, headers=await _relay_headers(request, client))
+    except (httpx.HTTPError, RelayUnavailable) as exc:
         log.error("accounts_unreachable", error_type=type(exc).__name__)
         return _render(request, "login.html", {"message": "The accounts service is unavailable."}, 503)
+    if answer.status_code == 429:
+        return _render(request, "login.html", {"message": "Too many failed attempts: try again later."}, 429)
     if answer.status_code != 200:
         return _render(request, "login.html", {"message": "Invalid username, password or code."}, 401)
     tokens = answer.json()
     response = RedirectResponse("/hitl/ui", status_code=303)
     _store_token(request, response, str(tokens["access_token"]), int(tokens.get("expires_in", 900)))
+    _set_csrf(response, secrets.token_urlsafe(32))  # a token planted before login is worthless after it
     return response
 
 
@@ -155,7 +173,7 @@ async def logout(request: Request, csrf: Annotated[str, Form(max_length=200)]) -
         if not revoked:
             message = "Logged out here, but the accounts service could not revoke the token (it expires on its own)."
     response = _to_login(message)
-    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, secure=True, httponly=True, samesite="strict")
     return response
 
 
@@ -189,10 +207,9 @@ async def _step_up(request: Request, principal_token: str, totp_code: str) -> tu
     settings = _settings(request)
     try:
         async with httpx.AsyncClient(base_url=settings.accounts_url, timeout=settings.login_timeout_s) as client:
-            answer = await client.post(
-                "/auth/step-up", json={"totp_code": totp_code}, headers={"Authorization": f"Bearer {principal_token}"}
-            )
-    except httpx.HTTPError:
+            headers = {"Authorization": f"Bearer {principal_token}", **await _relay_headers(request, client)}
+            answer = await client.post("/auth/step-up", json={"totp_code": totp_code}, headers=headers)
+    except (httpx.HTTPError, RelayUnavailable):
         return None
     if answer.status_code != 200:
         return None

@@ -26,7 +26,9 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from services.accounts.adapters import accounts_adapters
 from services.hitl.app import create_app as create_hitl_app
+from services.hitl.ui import SESSION_COOKIE
 from services.oms.adapters import oms_adapters
 from services.oms.app import create_app as create_oms_app
 from shared.auth.keys import private_key_pem, public_key_pem
@@ -36,7 +38,7 @@ from shared.domain.types import AccountId
 from shared.events.topics import OMS_ORDER_EVENTS
 from tests.helpers import eventually, own_database
 from tests.integration.test_hitl_api import hitl_settings, running
-from tests.kit.auth import ISSUER, KEY
+from tests.kit.auth import ISSUER, KEY, TotpClock
 from tests.kit.oms import oms_settings
 from tests.kit.paper import PaperMarket
 from tests.reliability.test_r11_approvals import (
@@ -115,7 +117,9 @@ def admin() -> dict[str, str]:
     }
 
 
-async def director_with_totp(accounts: httpx.AsyncClient, account_ids: list[str]) -> tuple[str, pyotp.TOTP]:
+async def director_with_totp(
+    accounts: httpx.AsyncClient, account_ids: list[str], clock: TotpClock
+) -> tuple[str, pyotp.TOTP]:
     """A director user granted `account_ids`, enrolled in TOTP through the accounts API; returns name and TOTP."""
     for account_id in account_ids:
         body = {"account_id": account_id, "name": "E2E desk", "kind": "company", "venue": "paper"}
@@ -134,10 +138,12 @@ async def director_with_totp(accounts: httpx.AsyncClient, account_ids: list[str]
     refused = await accounts.post("/auth/login", json={"username": username, "password": PASSWORD})
     assert refused.status_code == 403, refused.text
     enrollment = {"Authorization": f"Bearer {refused.json()['error']['details']['enrollment_token']}"}
-    uri = (await accounts.post("/auth/totp/enroll", headers=enrollment)).json()["provisioning_uri"]
+    enrolled = await accounts.post("/auth/totp/enroll", json={"password": PASSWORD}, headers=enrollment)
+    uri = enrolled.json()["provisioning_uri"]
     totp = pyotp.parse_uri(uri)
     assert isinstance(totp, pyotp.TOTP)
-    confirmed = await accounts.post("/auth/totp/confirm", json={"totp_code": totp.now()}, headers=enrollment)
+    code = clock.next_code(totp)  # each code is accepted once: every use takes the next step
+    confirmed = await accounts.post("/auth/totp/confirm", json={"totp_code": code}, headers=enrollment)
     assert confirmed.status_code == 204, confirmed.text
     return username, totp
 
@@ -224,9 +230,10 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         oms_settings(settings, e2e_database_url, paper_market, default_approval_threshold=THRESHOLD)
     )
     async with contextlib.AsyncExitStack() as stack:
-        accounts_url = await stack.enter_async_context(
-            served(accounts_app(settings, e2e_database_url, tmp_path / "kek.json"), accounts_port)
-        )
+        accounts_service = accounts_app(settings, e2e_database_url, tmp_path / "kek.json")
+        accounts_url = await stack.enter_async_context(served(accounts_service, accounts_port))
+        clock = TotpClock()
+        accounts_adapters(accounts_service.state.runtime).auth.totp_clock = clock
         hitl_url = await stack.enter_async_context(served(create_hitl_app(hitl), hitl_port))
         oms = await stack.enter_async_context(running(oms_app, "http://oms"))
         await stack.enter_async_context(decision_handler(oms_app.state.runtime, hitl.decisions_topic))
@@ -237,7 +244,7 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         await paper_market.publish_book(bids=[("99", "50")], asks=[("100", "50")])
         venue = oms_adapters(oms_app.state.runtime).venue
 
-        username, totp = await director_with_totp(accounts, [approve_account, reject_account, later_account])
+        username, totp = await director_with_totp(accounts, [approve_account, reject_account, later_account], clock)
         services = Stack(oms, [hitl_client], venue, oms_app.state.runtime.engine)
         to_approve = await place_big_order(services, approve_account, "op-e2e", [Role.OPERATOR])
         to_reject = await place_big_order(services, reject_account, "op-e2e", [Role.OPERATOR])
@@ -247,7 +254,9 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         await browser.do(lambda d: d.get(f"{hitl_url}/hitl/ui/login"))
         await browser.shot("01-login")
         await browser.do(
-            _fill_and_submit("#login-form", {"username": username, "password": PASSWORD, "totp_code": totp.now()})
+            _fill_and_submit(
+                "#login-form", {"username": username, "password": PASSWORD, "totp_code": clock.next_code(totp)}
+            )
         )
         page = await browser.do(_shows("Approval inbox"))
         assert to_approve["order"]["order_id"] in page
@@ -281,13 +290,13 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         await browser.do(_fill_and_submit(later_row, {"reason": "stale proof"}))
         await browser.do(_shows("fresh_otp_required"))
         await browser.shot("05-step-up-needed")
-        await browser.do(_fill_and_submit(later_row, {"reason": "after step-up", "totp_code": totp.now()}))
+        await browser.do(_fill_and_submit(later_row, {"reason": "after step-up", "totp_code": clock.next_code(totp)}))
         await browser.do(_shows("the request is approved"))
         await browser.shot("06-approved-after-step-up")
         later_id = later["order"]["order_id"]
         await eventually(lambda: _status_is(services, later_id, "accepted"), timeout_s=30, message="later order sent")
         # Logging out revokes the access token at the accounts service: the old cookie opens nothing any more.
-        token = (await browser.do(lambda d: d.get_cookie("hitl_session")))["value"]
+        token = (await browser.do(lambda d: d.get_cookie(SESSION_COOKIE)))["value"]
         readable = await hitl_client.get("/hitl/requests", headers={"Authorization": f"Bearer {token}"})
         assert readable.status_code == 200, readable.text
         await browser.do(lambda d: d.find_element("css selector", "form[action='/hitl/ui/logout'] button").click())

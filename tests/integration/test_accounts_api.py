@@ -12,10 +12,12 @@ import httpx
 import jwt
 import pyotp
 import pytest
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.accounts.adapters import accounts_adapters
 from services.accounts.app import create_app
 from services.accounts.config import AccountsSettings
 from services.accounts.repository import AccountsRepository, Visibility
@@ -24,7 +26,7 @@ from shared.auth.roles import Role, default_scopes
 from shared.auth.tokens import TokenVerifier
 from shared.config import AetherSettings
 from tests.helpers import eventually
-from tests.kit.auth import ISSUER, KEY
+from tests.kit.auth import ISSUER, KEY, TotpClock
 
 PUBLIC_PEM = public_key_pem(KEY.public_key())
 PASSWORD = "Correct horse 42 battery"
@@ -69,13 +71,32 @@ def accounts_settings(settings: AetherSettings, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture
-async def client(accounts_settings: AccountsSettings) -> AsyncIterator[httpx.AsyncClient]:
+def totp_clock() -> TotpClock:
+    return TotpClock()
+
+
+@pytest.fixture
+async def app(accounts_settings: AccountsSettings, totp_clock: TotpClock) -> AsyncIterator[FastAPI]:
     app = create_app(accounts_settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=(f"10.0.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://accounts") as client:
-            await eventually(lambda: _ready(client), timeout_s=20, message="accounts ready")
-            yield client
+        accounts_adapters(app.state.runtime).auth.totp_clock = totp_clock
+        yield app
+
+
+def random_address() -> str:
+    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+
+
+def client_at(app: FastAPI, address: str) -> httpx.AsyncClient:
+    """An in-process client whose requests come from `address`."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(address, 1)), base_url="http://accounts")
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_at(app, random_address()) as client:
+        await eventually(lambda: _ready(client), timeout_s=20, message="accounts ready")
+        yield client
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
@@ -105,13 +126,14 @@ async def login(client: httpx.AsyncClient, username: str, password: str = PASSWO
     return await client.post("/auth/login", json={"username": username, "password": password, **extra})
 
 
-async def enroll_totp(client: httpx.AsyncClient, token: str) -> pyotp.TOTP:
-    enrolled = await client.post("/auth/totp/enroll", headers=bearer(token))
+async def enroll_totp(client: httpx.AsyncClient, token: str, clock: TotpClock, password: str = PASSWORD) -> pyotp.TOTP:
+    enrolled = await client.post("/auth/totp/enroll", json={"password": password}, headers=bearer(token))
     assert enrolled.status_code == 200, enrolled.text
     uri = enrolled.json()["provisioning_uri"]
     totp = pyotp.parse_uri(uri)
     assert isinstance(totp, pyotp.TOTP)
-    confirmed = await client.post("/auth/totp/confirm", json={"totp_code": totp.now()}, headers=bearer(token))
+    code = clock.next_code(totp)
+    confirmed = await client.post("/auth/totp/confirm", json={"totp_code": code}, headers=bearer(token))
     assert confirmed.status_code == 204, confirmed.text
     return totp
 
@@ -174,27 +196,28 @@ async def test_per_ip_limit(accounts_settings: AccountsSettings) -> None:
     assert statuses.count(401) <= 4
 
 
-async def test_totp_enrollment_login_and_wrong_code_counts(client: httpx.AsyncClient) -> None:
+async def test_totp_enrollment_login_and_wrong_code_counts(client: httpx.AsyncClient, totp_clock: TotpClock) -> None:
     user = await create_user(client, "operator")
     first = (await login(client, user["username"])).json()["access_token"]
-    totp = await enroll_totp(client, first)
-    again = await client.post("/auth/totp/enroll", headers=bearer(first))
+    totp = await enroll_totp(client, first, totp_clock)
+    again = await client.post("/auth/totp/enroll", json={"password": PASSWORD}, headers=bearer(first))
     assert again.status_code == 409
-    missing = await login(client, user["username"])
-    assert missing.status_code == 401
-    assert missing.json()["error"]["code"] == "totp_required"
-    ok = await login(client, user["username"], totp_code=totp.now())
+    ok = await login(client, user["username"], totp_code=totp_clock.next_code(totp))
     assert ok.status_code == 200, ok.text
     assert claims(ok.json()["access_token"])["amr"] == ["otp", "pwd"]
-    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
-    for _ in range(3):
-        bad = await login(client, user["username"], totp_code=wrong)
-        assert bad.status_code == 401
-        assert bad.json()["error"]["code"] == "invalid_credentials"
-    assert (await login(client, user["username"], totp_code=totp.now())).status_code == 429
+    wrong_password = await login(client, user["username"], "Wrong horse 42 battery")
+    missing = await login(client, user["username"])
+    # a missing code answers like a wrong password: the answer never confirms the password
+    assert missing.status_code == 401
+    assert missing.json() == wrong_password.json()
+    wrong = f"{(int(totp_clock.next_code(totp)) + 1) % 1_000_000:06d}"
+    bad = await login(client, user["username"], totp_code=wrong)
+    assert bad.status_code == 401
+    assert bad.json() == wrong_password.json()
+    assert (await login(client, user["username"], totp_code=totp_clock.next_code(totp))).status_code == 429
 
 
-async def test_director_must_enroll_totp_then_step_up(client: httpx.AsyncClient) -> None:
+async def test_director_must_enroll_totp_then_step_up(client: httpx.AsyncClient, totp_clock: TotpClock) -> None:
     director = await create_user(client, "director")
     refused = await login(client, director["username"])
     assert refused.status_code == 403
@@ -206,11 +229,11 @@ async def test_director_must_enroll_totp_then_step_up(client: httpx.AsyncClient)
     assert enrollment["accounts"] == []
     # the enrollment token opens nothing but /auth/totp/*
     assert (await client.get("/accounts", headers=bearer(enrollment_token))).status_code == 403
-    totp = await enroll_totp(client, enrollment_token)
-    ok = await login(client, director["username"], totp_code=totp.now())
+    totp = await enroll_totp(client, enrollment_token, totp_clock)
+    ok = await login(client, director["username"], totp_code=totp_clock.next_code(totp))
     assert ok.status_code == 200, ok.text
     stepped = await client.post(
-        "/auth/step-up", json={"totp_code": totp.now()}, headers=bearer(ok.json()["access_token"])
+        "/auth/step-up", json={"totp_code": totp_clock.next_code(totp)}, headers=bearer(ok.json()["access_token"])
     )
     assert stepped.status_code == 200, stepped.text
     fresh = claims(stepped.json()["access_token"])

@@ -6,6 +6,8 @@ session cookie carries a token minted for the test, so the page's own rules are 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -13,12 +15,17 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from pydantic import SecretStr
 
 from services.hitl.app import create_app
 from services.hitl.config import HitlSettings
+from services.hitl.ui import CSRF_COOKIE, SESSION_COOKIE
 from shared.auth.roles import Role, default_scopes
 from shared.config import AetherSettings
-from tests.helpers import own_database
+from shared.web import CLIENT_ADDRESS_HEADER, RELAY_TOKEN_HEADER
+from tests.helpers import eventually, own_database
 from tests.integration.test_hitl_api import hitl_settings, new_account, open_request, running
 from tests.kit.auth import ISSUER
 
@@ -43,7 +50,8 @@ def ui_settings(settings: AetherSettings, ui_database_url: str) -> HitlSettings:
 
 @pytest.fixture
 async def client(ui_settings: HitlSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(ui_settings)) as http:
+    # https: the inbox cookies are Secure (__Host- prefix), a client sends them back over https only
+    async with running(create_app(ui_settings), "https://hitl") as http:
         yield http
 
 
@@ -74,13 +82,15 @@ async def test_login_page_sets_a_strict_httponly_csrf_cookie(
     assert page.status_code == 200
     assert 'name="totp_code"' in page.text
     cookie = page.headers["set-cookie"].lower()
-    assert "hitl_csrf=" in cookie
+    assert f"{CSRF_COOKIE.lower()}=" in cookie
     assert "httponly" in cookie
     assert "samesite=strict" in cookie
-    assert "secure" not in cookie  # plain http: a Secure cookie would never come back
-    async with running(create_app(ui_settings), "https://hitl") as https:
-        secure = await https.get("/hitl/ui/login")
-        assert "secure" in secure.headers["set-cookie"].lower()
+    assert "path=/;" in cookie
+    assert "domain" not in cookie
+    # Secure even when a proxy in front speaks plain http to the inbox: the __Host- prefix demands it
+    async with running(create_app(ui_settings), "http://hitl") as plain:
+        behind_proxy = await plain.get("/hitl/ui/login")
+        assert "secure" in behind_proxy.headers["set-cookie"].lower()
 
 
 async def test_login_refuses_a_wrong_csrf_token_and_reports_an_unreachable_accounts_service(
@@ -93,23 +103,23 @@ async def test_login_refuses_a_wrong_csrf_token_and_reports_an_unreachable_accou
     down = await client.post("/hitl/ui/login", data={**form, "csrf": token})
     assert down.status_code == 503
     assert "unavailable" in down.text
-    assert "hitl_session" not in down.headers.get("set-cookie", "")
+    assert SESSION_COOKIE not in down.headers.get("set-cookie", "")
 
 
 async def test_logout_forgets_the_cookie_and_says_when_revocation_failed(client: httpx.AsyncClient) -> None:
-    client.cookies.set("hitl_session", session_cookie("dir-out", [Role.DIRECTOR]), path="/hitl")
+    client.cookies.set(SESSION_COOKIE, session_cookie("dir-out", [Role.DIRECTOR]))
     token = await csrf_of(client, "/hitl/ui")
     out = await client.post("/hitl/ui/logout", data={"csrf": token})
     assert out.status_code == 303
     assert "could%20not%20revoke" in out.headers["location"]  # nothing listens at accounts_url here
-    assert 'hitl_session=""' in out.headers["set-cookie"]
+    assert f'{SESSION_COOKIE}=""' in out.headers["set-cookie"]
 
 
 async def test_director_sees_pending_requests_and_votes_through_the_forms(client: httpx.AsyncClient) -> None:
     account = new_account()
     approved = await open_request(client, account, requester="op-page")
     rejected = await open_request(client, account, requester="op-page")
-    client.cookies.set("hitl_session", session_cookie("dir-page", [Role.DIRECTOR]), path="/hitl")
+    client.cookies.set(SESSION_COOKIE, session_cookie("dir-page", [Role.DIRECTOR]))
     page = await client.get("/hitl/ui")
     assert page.status_code == 200
     for request in (approved, rejected):
@@ -153,7 +163,7 @@ async def test_director_sees_pending_requests_and_votes_through_the_forms(client
 async def test_the_page_refuses_the_requester_and_non_directors(client: httpx.AsyncClient) -> None:
     account = new_account()
     request = await open_request(client, account, requester="dir-self")
-    client.cookies.set("hitl_session", session_cookie("dir-self", [Role.DIRECTOR]), path="/hitl")
+    client.cookies.set(SESSION_COOKIE, session_cookie("dir-self", [Role.DIRECTOR]))
     token = await csrf_of(client, "/hitl/ui")
     own = await client.post(
         f"/hitl/ui/requests/{request['request_id']}/approve",
@@ -161,7 +171,7 @@ async def test_the_page_refuses_the_requester_and_non_directors(client: httpx.As
     )
     assert "self_approval" in own.headers["location"]
     assert await _status(client, request["request_id"]) == "pending"
-    client.cookies.set("hitl_session", session_cookie("op-x", [Role.OPERATOR]), path="/hitl")
+    client.cookies.set(SESSION_COOKIE, session_cookie("op-x", [Role.OPERATOR]))
     assert (await client.get("/hitl/ui")).status_code == 403
 
 
@@ -188,7 +198,7 @@ async def test_the_inbox_of_a_director_who_is_also_risk_holds_only_the_directors
         auth_time=now,
         now=now,
     )
-    client.cookies.set("hitl_session", cookie, path="/hitl")
+    client.cookies.set(SESSION_COOKIE, cookie, path="/")
     page = await client.get("/hitl/ui")
     assert page.status_code == 200
     assert mine["subject_id"] in page.text
@@ -200,3 +210,55 @@ async def test_the_inbox_of_a_director_who_is_also_risk_holds_only_the_directors
     )
     assert vote.status_code == 303
     assert await _status(client, foreign["request_id"]) == "pending"
+
+
+@contextlib.asynccontextmanager
+async def fake_accounts(seen: list[dict[str, str]]) -> AsyncIterator[str]:
+    """A stand-in accounts service on a real port that records the headers of each login and grants it."""
+    accounts = FastAPI()
+
+    @accounts.post("/auth/service-token")
+    async def service_token() -> dict[str, object]:
+        return {"access_token": "relay-token", "token_type": "bearer", "expires_in": 300}
+
+    @accounts.post("/auth/login")
+    async def login(request: Request) -> dict[str, object]:
+        seen.append(dict(request.headers))
+        return {"access_token": "session-token", "token_type": "bearer", "expires_in": 900}
+
+    port = _closed_port()
+    server = uvicorn.Server(uvicorn.Config(accounts, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: _serving(server), timeout_s=20, message="fake accounts service")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)
+
+
+async def _serving(server: uvicorn.Server) -> bool:
+    return server.started
+
+
+async def test_login_rotates_the_csrf_token_and_relays_the_directors_address(
+    settings: AetherSettings, ui_database_url: str
+) -> None:
+    seen: list[dict[str, str]] = []
+    async with fake_accounts(seen) as accounts_url:
+        relaying = hitl_settings(
+            settings,
+            ui_database_url,
+            accounts_url=accounts_url,
+            accounts_client_id="svc_inbox",
+            accounts_client_secret=SecretStr("inbox-secret-for-tests"),
+        )
+        async with running(create_app(relaying), "https://hitl") as client:
+            planted = await csrf_of(client)
+            form = {"username": "dir", "password": "pw", "totp_code": "123456", "csrf": planted}
+            answer = await client.post("/hitl/ui/login", data=form)
+            assert answer.status_code == 303
+            assert client.cookies.get(SESSION_COOKIE) == "session-token"
+            assert client.cookies.get(CSRF_COOKIE) not in (None, planted)  # a planted token dies at login
+    assert seen[0][CLIENT_ADDRESS_HEADER.lower()] == "127.0.0.1"  # httpx's in-process client address
+    assert seen[0][RELAY_TOKEN_HEADER.lower()] == "relay-token"

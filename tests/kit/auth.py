@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import pyotp
 from pydantic import SecretStr
 
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
@@ -56,3 +59,23 @@ def token(
 ) -> dict[str, str]:
     """Request headers carrying `bearer(...)`."""
     return {"Authorization": f"Bearer {bearer(*roles, subject=subject, accounts=accounts, otp=otp, scopes=scopes)}"}
+
+
+@dataclass
+class TotpClock:
+    """The accounts service's TOTP clock in tests: real time plus whole 30-second steps, so that each code a
+    test asks for lies in a step newer than the last accepted one (a code is accepted once) without waiting."""
+
+    steps_ahead: int = 0
+
+    def __call__(self) -> datetime:
+        return utc_now() + timedelta(seconds=30 * self.steps_ahead)
+
+    def current(self, totp: pyotp.TOTP) -> str:
+        """The code of the current (test) step: what a replay would send again."""
+        return str(totp.at(self()))
+
+    def next_code(self, totp: pyotp.TOTP) -> str:
+        """Move one step on and return that step's code."""
+        self.steps_ahead += 1
+        return self.current(totp)
