@@ -23,6 +23,7 @@ from shared.contracts.base import (
     Identifier,
     Message,
     MirrorValue,
+    PrincipalId,
     Text,
     Timestamp,
 )
@@ -249,7 +250,7 @@ class ApprovalPolicyRules(Contract):
     quorum: Annotated[int, Field(ge=1, le=MAX_QUORUM), JsonInteger] = Field(
         default=1, description="N: approvals needed"
     )
-    directors: list[str] = Field(
+    directors: list[PrincipalId] = Field(
         default_factory=list,
         max_length=50,
         description="M: the directors (user ids) who may vote; empty: every director granted the account",

@@ -73,6 +73,8 @@ NonNegativeDecimal = Annotated[DecimalText, Field(ge=0)]
 Fraction = Annotated[DecimalText, Field(ge=0, le=1)]
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+# A token subject (a user id `usr_<hex>`, a service client id `svc_<name>_<hex>`): printable, no spaces, no NUL.
+PrincipalId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")]
 Text = Annotated[str, Field(max_length=2_000)]
 
 
