@@ -13,6 +13,7 @@ from typing import Annotated, Self
 from pydantic import Field, model_validator
 
 from shared.contracts.base import Identifier, Message, NonNegativeDecimal, Timestamp
+from shared.domain.money import MONEY_CONTEXT
 from shared.events.topics import OMS_BALANCE_EVENTS
 
 __all__ = ["OMS_BALANCE_EVENTS", "BalanceChanged"]
@@ -35,7 +36,8 @@ class BalanceChanged(Message):
 
     @model_validator(mode="after")
     def _adds_up(self) -> Self:
-        if self.available + self.reserved != self.total:
+        # In the money context (38 digits, NUMERIC(38,18)): the default 28 digits would round a large balance.
+        if MONEY_CONTEXT.add(self.available, self.reserved) != self.total:
             raise ValueError("total must equal available + reserved")
         return self
 

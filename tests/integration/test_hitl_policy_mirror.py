@@ -20,7 +20,11 @@ from shared.config import AetherSettings
 from tests.helpers import eventually, own_database
 from tests.integration.test_hitl_api import bearer, hitl_settings, running
 
-DIRECTOR = bearer("d1", [Role.DIRECTOR])
+
+def director() -> dict[str, str]:
+    """A director with a TOTP proof made now: weakening a policy needs a fresh one (a module constant would go
+    stale in a long run)."""
+    return bearer("d1", [Role.DIRECTOR])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ async def test_a_committed_version_is_in_redis_when_the_put_answers(settings_hit
     async with running(create_app(settings_hitl)) as http:
         assert await mirrored(redis, account) is None  # no stored policy: no key (the OMS keeps its threshold)
         first = await http.put(
-            f"/hitl/policies/{account}", json={"notional_threshold": "1000.50", "quorum": 1}, headers=DIRECTOR
+            f"/hitl/policies/{account}", json={"notional_threshold": "1000.50", "quorum": 1}, headers=director()
         )
         assert first.status_code == 200, first.text
         value = await mirrored(redis, account)
@@ -60,7 +64,7 @@ async def test_a_committed_version_is_in_redis_when_the_put_answers(settings_hit
         assert (value["version"], value["notional_threshold"], value["account_id"]) == (1, "1000.5", account)
         assert value["new_instrument"] is True
         assert value["expiry_s"] == 3600
-        second = await http.put(f"/hitl/policies/{account}", json={"new_instrument": False}, headers=DIRECTOR)
+        second = await http.put(f"/hitl/policies/{account}", json={"new_instrument": False}, headers=director())
         assert second.json()["version"] == 2
         value = await mirrored(redis, account)
         assert value is not None
@@ -70,7 +74,7 @@ async def test_a_committed_version_is_in_redis_when_the_put_answers(settings_hit
 async def test_a_lost_key_is_rewritten_by_the_loop_and_at_start_up(settings_hitl: HitlSettings, redis: Redis) -> None:
     account = f"mir-{uuid.uuid4().hex[:8]}"
     async with running(create_app(settings_hitl)) as http:
-        put = await http.put(f"/hitl/policies/{account}", json={"notional_threshold": "250"}, headers=DIRECTOR)
+        put = await http.put(f"/hitl/policies/{account}", json={"notional_threshold": "250"}, headers=director())
         assert put.status_code == 200
         assert await redis.delete(f"hitl:policy:account:{account}") == 1
         await eventually(lambda: _has_version(redis, account, 1), timeout_s=5, message="key re-mirrored")
@@ -86,12 +90,12 @@ async def test_redis_down_at_commit_keeps_the_version_and_the_loop_catches_up(
     account = f"mir-{uuid.uuid4().hex[:8]}"
     app = create_app(settings_hitl)
     async with running(app) as http:
-        assert (await http.put(f"/hitl/policies/{account}", json={}, headers=DIRECTOR)).status_code == 200
+        assert (await http.put(f"/hitl/policies/{account}", json={}, headers=director())).status_code == 200
         mirror: PolicyMirror = hitl_adapters(app.state.runtime).mirror
         healthy, broken = mirror.redis, Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
         mirror.redis = broken
         try:
-            put = await http.put(f"/hitl/policies/{account}", json={"notional_threshold": "5"}, headers=DIRECTOR)
+            put = await http.put(f"/hitl/policies/{account}", json={"notional_threshold": "5"}, headers=director())
             assert put.status_code == 200
             assert put.json()["version"] == 2
             stale = await mirrored(redis, account)

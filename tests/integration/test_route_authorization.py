@@ -219,7 +219,7 @@ async def test_a_director_risk_approves_only_on_the_directors_granted_account(pl
     first = await platform.accounts.post("/auth/login", json={"username": username, "password": PASSWORD})
     assert first.status_code == 403, first.text
     enrollment = bearer(first.json()["error"]["details"]["enrollment_token"])
-    enrolled = await platform.accounts.post("/auth/totp/enroll", headers=enrollment)
+    enrolled = await platform.accounts.post("/auth/totp/enroll", json={"password": PASSWORD}, headers=enrollment)
     assert enrolled.status_code == 200, enrolled.text
     totp = pyotp.parse_uri(enrolled.json()["provisioning_uri"])
     assert isinstance(totp, pyotp.TOTP)
@@ -275,4 +275,6 @@ async def test_an_enrollment_token_reaches_only_the_totp_routes(platform: Platfo
         "oms info": await platform.oms.get("/oms/info", headers=enrollment),
     }
     assert {name: response.status_code for name, response in beyond.items()} == dict.fromkeys(beyond, 403)
-    assert (await platform.accounts.post("/auth/totp/enroll", headers=enrollment)).status_code == 200
+    assert (
+        await platform.accounts.post("/auth/totp/enroll", json={"password": PASSWORD}, headers=enrollment)
+    ).status_code == 200

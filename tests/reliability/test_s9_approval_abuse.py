@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.hitl.app import create_app as create_hitl_app
 from services.hitl.config import HitlSettings
+from services.hitl.ui import SESSION_COOKIE
 from services.oms.adapters import oms_adapters
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.service import OrderService
@@ -501,7 +502,7 @@ async def _reader_cases(hitl: httpx.AsyncClient, reports: httpx.AsyncClient, hit
     everyone = await hitl.get("/hitl/requests", headers=bearer("d1", [Role.DIRECTOR]))
     if everyone.status_code != 200:
         violations += 1
-    hitl.cookies.set("hitl_session", session_cookie("d1", [Role.DIRECTOR]), path="/hitl")
+    hitl.cookies.set(SESSION_COOKIE, session_cookie("d1", [Role.DIRECTOR]), path="/")
     page = await hitl.get("/hitl/ui")
     hitl.cookies.clear()
     if page.status_code != 200 or "unreadable payload" not in page.text:
