@@ -16,6 +16,8 @@ from services.accounts.config import AccountsSettings
 from services.accounts.passwords import PasswordWorkers
 from services.accounts.ratelimit import LoginLimiter
 from services.accounts.service import AccountsService
+from services.accounts.sessions import SessionService
+from services.accounts.totp import TotpVerifier
 from shared.app_factory import ServiceRuntime, adapters_of
 from shared.auth.tokens import TokenIssuer
 from shared.crypto import KeyProvider
@@ -26,11 +28,12 @@ class AccountsAdapters:
     settings: AccountsSettings
     accounts: AccountsService
     auth: AuthService
+    sessions: SessionService
     keys: KeyProvider
 
 
 def build_accounts_adapters(runtime: ServiceRuntime, settings: AccountsSettings, keys: KeyProvider) -> None:
-    """The admin and auth use cases over the runtime's engine and Redis."""
+    """The admin, auth and session use cases over the runtime's engine and Redis."""
     issuer = None
     if settings.jwt_private_key is not None:
         issuer = TokenIssuer(settings.jwt_private_key.get_secret_value(), settings.jwt_issuer, settings.jwt_audience)
@@ -50,8 +53,10 @@ def build_accounts_adapters(runtime: ServiceRuntime, settings: AccountsSettings,
         passwords.close()
 
     runtime.closers.append(close_passwords)
-    auth = AuthService(settings, runtime.sessionmaker, runtime.redis, keys, issuer, limiter, accounts, passwords)
-    runtime.adapters = AccountsAdapters(settings=settings, accounts=accounts, auth=auth, keys=keys)
+    sessions = SessionService(settings, runtime.sessionmaker, runtime.redis, issuer, limiter)
+    totp = TotpVerifier(keys, runtime.sessionmaker)
+    auth = AuthService(settings, runtime.sessionmaker, keys, limiter, accounts, passwords, sessions, totp)
+    runtime.adapters = AccountsAdapters(settings=settings, accounts=accounts, auth=auth, sessions=sessions, keys=keys)
 
 
 def accounts_adapters(runtime: ServiceRuntime) -> AccountsAdapters:

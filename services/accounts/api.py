@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from services.accounts.adapters import Adapters
-from services.accounts.auth import AuthService, IssuedTokens
+from services.accounts.auth import AuthService
 from services.accounts.client_address import ClientAddress
 from services.accounts.repository import Row, Visibility
 from services.accounts.schemas import (
@@ -31,6 +31,7 @@ from services.accounts.schemas import (
     UserRead,
 )
 from services.accounts.service import AccountsService
+from services.accounts.sessions import IssuedTokens, SessionService
 from shared.auth.dependencies import CurrentPrincipal, EnrollingPrincipal, ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.errors import COMMON_RESPONSES
@@ -56,8 +57,13 @@ def get_auth_service(adapters: Adapters) -> AuthService:
     return adapters.auth
 
 
+def get_session_service(adapters: Adapters) -> SessionService:
+    return adapters.sessions
+
+
 Accounts = Annotated[AccountsService, Depends(get_accounts_service)]
 Auth = Annotated[AuthService, Depends(get_auth_service)]
+Sessions = Annotated[SessionService, Depends(get_session_service)]
 
 router = APIRouter(responses=COMMON_RESPONSES)
 # Bodies of the credential routes are a few hundred bytes; anything bigger is refused before it is parsed.
@@ -98,15 +104,15 @@ async def login(body: LoginRequest, client: ClientAddress, auth: Auth) -> TokenR
 
 
 @router.post("/auth/refresh", response_model=TokenResponse, tags=["auth"], responses=error_responses(401, 429, 503))
-async def refresh(body: RefreshRequest, client: ClientAddress, auth: Auth) -> TokenResponse:
+async def refresh(body: RefreshRequest, client: ClientAddress, sessions: Sessions) -> TokenResponse:
     """Rotate the refresh token; presenting a spent one revokes the whole session."""
-    return _tokens(await auth.refresh(body.refresh_token, client))
+    return _tokens(await sessions.refresh(body.refresh_token, client))
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], responses=error_responses(401))
-async def logout(principal: CurrentPrincipal, auth: Auth, body: LogoutRequest | None = None) -> Response:
+async def logout(principal: CurrentPrincipal, sessions: Sessions, body: LogoutRequest | None = None) -> Response:
     """Revoke this access token and its session (the given refresh token's, else the one that issued this token)."""
-    await auth.logout(principal, body.refresh_token if body else None)
+    await sessions.logout(principal, body.refresh_token if body else None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

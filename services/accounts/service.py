@@ -1,7 +1,7 @@
 """Use cases of the accounts service: repositories, the audit log and the outbox inside one unit of work.
 
-Login, refresh (rotation with reuse detection), logout, TOTP and step-up live in `services.accounts.auth`;
-this module holds user, account, grant, credential and service-identity management.
+Login, TOTP and step-up live in `services.accounts.auth`, refresh (rotation with reuse detection) and logout in
+`services.accounts.sessions`; this module holds user, account, grant, credential and service-identity management.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ async def test_director_logs_in_with_totp_approves_one_order_and_rejects_another
         accounts_service = accounts_app(settings, e2e_database_url, tmp_path / "kek.json")
         accounts_url = await stack.enter_async_context(served(accounts_service, accounts_port))
         clock = TotpClock()
-        accounts_adapters(accounts_service.state.runtime).auth.totp_clock = clock
+        accounts_adapters(accounts_service.state.runtime).auth.totp.clock = clock
         hitl_url = await stack.enter_async_context(served(create_hitl_app(hitl), hitl_port))
         oms = await stack.enter_async_context(running(oms_app, "http://oms"))
         await stack.enter_async_context(decision_handler(oms_app.state.runtime, hitl.decisions_topic))

@@ -79,7 +79,7 @@ def totp_clock() -> TotpClock:
 async def app(accounts_settings: AccountsSettings, totp_clock: TotpClock) -> AsyncIterator[FastAPI]:
     app = create_app(accounts_settings)
     async with app.router.lifespan_context(app):
-        accounts_adapters(app.state.runtime).auth.totp_clock = totp_clock
+        accounts_adapters(app.state.runtime).auth.totp.clock = totp_clock
         yield app
 
 

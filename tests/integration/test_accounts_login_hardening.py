@@ -74,7 +74,7 @@ def totp_clock() -> TotpClock:
 async def _started(settings: AccountsSettings, clock: TotpClock) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        accounts_adapters(app.state.runtime).auth.totp_clock = clock
+        accounts_adapters(app.state.runtime).auth.totp.clock = clock
         async with client_at(app, random_address()) as probe:
             await eventually(lambda: _ready(probe), timeout_s=20, message="accounts ready")
         yield app

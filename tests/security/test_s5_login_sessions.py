@@ -50,7 +50,7 @@ async def app(settings: AetherSettings, tmp_path: Path, totp_clock: TotpClock) -
     )
     app = create_app(accounts_settings)
     async with app.router.lifespan_context(app):
-        accounts_adapters(app.state.runtime).auth.totp_clock = totp_clock
+        accounts_adapters(app.state.runtime).auth.totp.clock = totp_clock
         async with client_at(app, random_address()) as probe:
             await eventually(lambda: _ready(probe), timeout_s=20, message="accounts ready")
         yield app
