@@ -130,7 +130,9 @@ class Balance:
 
     @property
     def free(self) -> Decimal:
-        return self.total - self.reserved
+        """`total - reserved`, exact in the money context whatever context the caller runs in (the default 28
+        digits would round a NUMERIC(38,18) balance)."""
+        return MONEY_CONTEXT.subtract(self.total, self.reserved)
 
 
 @dataclass(frozen=True, slots=True)
