@@ -43,12 +43,11 @@ from itertools import takewhile
 
 from shared.domain.book import Level, MarketDataError, OrderBook, check_level
 from shared.domain.free_liquidity import FreeLiquidity, marketable, opposite
+from shared.domain.order_requests import LIMIT_PRICED_TYPES, TRIGGERED_TYPES
 from shared.domain.sim_orders import RestingOrder, RestingOrders, SimOrder, StopTriggers
 from shared.domain.types import Liquidity, OrderSide, OrderType, TimeInForce
 
 ZERO = Decimal(0)
-TRIGGERED_TYPES = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT, OrderType.STOP_LOSS_LIMIT})
-LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT})
 
 
 class ReportKind(StrEnum):
@@ -167,7 +166,7 @@ def order_error(order: SimOrder) -> Reason | None:
     """Why the engine would reject `order` as malformed, or None."""
     if not order.quantity.is_finite() or order.quantity <= 0:
         return Reason.INVALID_QUANTITY
-    if (order.type in LIMIT_TYPES) != (order.limit_price is not None) or _bad_price(order.limit_price):
+    if (order.type in LIMIT_PRICED_TYPES) != (order.limit_price is not None) or _bad_price(order.limit_price):
         return Reason.INVALID_PRICE
     if (order.type in TRIGGERED_TYPES) != (order.trigger_price is not None) or _bad_price(order.trigger_price):
         return Reason.INVALID_PRICE
@@ -185,7 +184,7 @@ def _check_saved(saved: RestingState) -> None:
     if order_error(order) is not None or not ZERO < saved.leaves <= order.quantity:
         raise EngineStateError(f"order {order.order_id}: not a valid open order ({saved})")
     can_wait = order.type in TRIGGERED_TYPES and not _has_fired(saved)
-    if not can_wait and order.type not in LIMIT_TYPES:
+    if not can_wait and order.type not in LIMIT_PRICED_TYPES:
         raise EngineStateError(f"order {order.order_id}: a {order.type} order cannot rest")
     if saved.queue_ahead is not None and saved.queue_ahead < 0:
         raise EngineStateError(f"order {order.order_id}: negative queue ahead")
@@ -333,7 +332,7 @@ class MatchingEngine:
         return [accepted, *self._execute(order, now)]
 
     def _execute(self, order: SimOrder, now: datetime) -> list[ExecutionReport]:
-        limit = order.limit_price if order.type in LIMIT_TYPES else None
+        limit = order.limit_price if order.type in LIMIT_PRICED_TYPES else None
         if order.time_in_force is TimeInForce.FOK and self._liquidity.depth(order.side, limit, order.quantity) < (
             order.quantity
         ):

@@ -24,6 +24,7 @@ from shared.domain.fees import FeeSchedule
 from shared.domain.ledger import required_reservation, walked_reservation
 from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine, ReportKind, RestingState
 from shared.domain.money import InstrumentSpec
+from shared.domain.order_requests import LIMIT_PRICED_TYPES
 from shared.domain.types import AccountId, Asset, ClientOrderId, Liquidity, OrderSide, OrderType, Symbol, VenueOrderId
 from shared.observability.logging import get_logger
 from shared.venues.base import (
@@ -37,7 +38,6 @@ from shared.venues.base import (
     VenueUpdate,
 )
 from shared.venues.paper_settlement import (
-    LIMIT_TYPES,
     DuplicateRace,
     Outcome,
     Settlement,
@@ -282,7 +282,7 @@ class SymbolMarket:
         if request.type is OrderType.MARKET:
             asks = self.engine.book.iter_levels(OrderSide.SELL)
             return Asset(spec.quote), walked_reservation(asks, request.quantity, rate, spec, step).amount
-        price = request.limit_price if request.type in LIMIT_TYPES else request.trigger_price
+        price = request.limit_price if request.type in LIMIT_PRICED_TYPES else request.trigger_price
         if price is None:  # validate_request guarantees one; kept for the type checker
             raise VenueRejected("invalid_price", "a price is required")
         return Asset(spec.quote), required_reservation(OrderSide.BUY, request.quantity, price, rate, spec, step).amount

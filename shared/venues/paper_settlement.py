@@ -17,6 +17,7 @@ from typing import Protocol
 from shared.domain.ledger import fill_payment
 from shared.domain.matching import ExecutionReport, ReportKind
 from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, format_decimal
+from shared.domain.order_requests import LIMIT_PRICED_TYPES, TRIGGERED_TYPES
 from shared.domain.sim_orders import SimOrder
 from shared.domain.types import (
     AccountId,
@@ -40,8 +41,6 @@ from shared.venues.paper_store import Holding, HoldingKey, PaperOrder, PaperStor
 
 ZERO = Decimal(0)
 VOLUME_WINDOW = timedelta(days=30)
-TRIGGERED_TYPES = frozenset({OrderType.STOP_LOSS, OrderType.TAKE_PROFIT, OrderType.STOP_LOSS_LIMIT})
-LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT})
 
 
 class VenueTerms(Protocol):
@@ -173,7 +172,7 @@ class Settlement:
         fee = self.venue.fee(order.symbol, notional, liquidity, self.volume(order.account_id))
         settled = self._settle_balances(order, quantity, notional, fee)
         if settled is None:
-            if order.type in LIMIT_TYPES and order.time_in_force is TimeInForce.GTC:
+            if order.type in LIMIT_PRICED_TYPES and order.time_in_force is TimeInForce.GTC:
                 self.to_withdraw.append(order.venue_order_id)
             self.close(order, VenueOrderStatus.CANCELED, "insufficient_funds")
             return
@@ -261,7 +260,7 @@ def validate_request(request: VenueOrderRequest, spec: InstrumentSpec) -> None:
     problem = spec.quantity_error(request.quantity)
     if problem is not None:
         raise VenueRejected("invalid_quantity", f"{request.symbol}: {problem}")
-    needs_limit = request.type in LIMIT_TYPES
+    needs_limit = request.type in LIMIT_PRICED_TYPES
     if needs_limit != (request.limit_price is not None):
         raise VenueRejected(
             "invalid_order", f"a {request.type.value} order {'needs' if needs_limit else 'takes no'} limit price"
@@ -320,4 +319,4 @@ def can_wait(order: PaperOrder) -> bool:
     """Orders that may sit in the engine across a restart: GTC limits, stops before their trigger."""
     if order.type in TRIGGERED_TYPES and not order.triggered and order.filled_quantity == 0:
         return True
-    return order.type in LIMIT_TYPES and order.time_in_force is TimeInForce.GTC
+    return order.type in LIMIT_PRICED_TYPES and order.time_in_force is TimeInForce.GTC
