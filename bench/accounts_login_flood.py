@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem  # noqa: E402
-from shared.auth.roles import Role  # noqa: E402
+from shared.auth.roles import Role, default_scopes  # noqa: E402
 from shared.auth.tokens import TokenIssuer  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 
@@ -151,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     )
     base_url = f"http://127.0.0.1:{PORT}"
     admin = TokenIssuer(private_key_pem(key), "aether", "aether-platform").issue(
-        "bench", [Role.ADMIN], accounts=["*"], ttl_s=3600
+        "bench", [Role.ADMIN], scopes=default_scopes([Role.ADMIN]), accounts=["*"], ttl_s=3600
     )
     username = f"bench-{os.urandom(3).hex()}"
     statuses: Counter[int] = Counter()

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem  # noqa: E402
-from shared.auth.roles import Role  # noqa: E402
+from shared.auth.roles import Role, default_scopes  # noqa: E402
 from shared.auth.tokens import TokenIssuer  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 
@@ -194,7 +194,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         stderr=subprocess.DEVNULL,
     )
     token = TokenIssuer(private_key_pem(key), "aether", "aether-platform").issue(
-        "bench", [Role.OPERATOR, Role.ADMIN], accounts=["*"], ttl_s=3600
+        "bench",
+        [Role.OPERATOR, Role.ADMIN],
+        scopes=default_scopes([Role.OPERATOR, Role.ADMIN]),
+        accounts=["*"],
+        ttl_s=3600,
     )
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2)
