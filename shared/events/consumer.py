@@ -110,7 +110,7 @@ class _Failures:
 _CONTRACT_ERRORS = (ValidationError, ContractViolation)
 
 
-def _retryable(error: Exception) -> bool:
+def _retryable(error: BaseException) -> bool:
     return not isinstance(error, (_GiveUp, *_CONTRACT_ERRORS))
 
 
