@@ -28,38 +28,18 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import fresh_database, stack_env  # noqa: E402
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem  # noqa: E402
 from shared.auth.roles import Role, default_scopes  # noqa: E402
 from shared.auth.tokens import TokenIssuer  # noqa: E402
-from shared.db.migrate import upgrade  # noqa: E402
 
 PORT = 18_004
 BENCH_DB = "aether_bench_login"
 PASSWORD = "Bench horse 42 battery"  # noqa: S105 - the benchmark user, on a throwaway database
-
-
-def stack_env() -> dict[str, str]:
-    values = {}
-    for line in (ROOT / ".aether" / "stack.env").read_text().splitlines():
-        name, value = line.removeprefix("export ").split("=", 1)
-        values[name] = value
-    return values
-
-
-def fresh_database(admin_url: str) -> str:
-    libpq = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    url = make_url(admin_url).set(database=BENCH_DB).render_as_string(hide_password=False)
-    upgrade(url)
-    return url
 
 
 async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
@@ -130,7 +110,7 @@ def percentile(values: list[float], share: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     env = {**os.environ, **stack_env()}
-    database_url = fresh_database(env["AETHER_DATABASE_URL"])
+    database_url = fresh_database(env["AETHER_DATABASE_URL"], BENCH_DB)
     key = generate_private_key()
     key_dir = Path(tempfile.mkdtemp())
     (key_dir / "public.pem").write_bytes(public_key_pem(key.public_key()))
