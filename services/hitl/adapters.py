@@ -46,6 +46,7 @@ async def build_hitl_adapters(runtime: ServiceRuntime) -> None:
         clock=utc_now,
         decisions_topic=settings.decisions_topic,
         on_commit=partial(_wake, runtime, mirror),
+        controls_topic=settings.hitl_controls_topic,
     )
     reads = ReadRequests(context)
     open_request = OpenRequest(context, reads)

@@ -7,7 +7,13 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 
 from shared.config import AetherSettings, load_settings
-from shared.events.topics import HEDGE_TARGET_EVENTS, HITL_DECISIONS, OMS_ORDER_EVENTS, RISK_TRADING_STATE_EVENTS
+from shared.events.topics import (
+    HEDGE_TARGET_EVENTS,
+    HITL_CONTROLS,
+    HITL_DECISIONS,
+    OMS_ORDER_EVENTS,
+    RISK_TRADING_STATE_EVENTS,
+)
 
 
 class HitlSettings(AetherSettings):
@@ -16,6 +22,9 @@ class HitlSettings(AetherSettings):
         default="http://127.0.0.1:8004", description="base URL of the accounts service (the page logs in through it)"
     )
     decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided is published")
+    hitl_controls_topic: str = Field(
+        default=HITL_CONTROLS, description="compacted topic of the approval policies the OMS enforces"
+    )
     order_events_topic: str = Field(default=OMS_ORDER_EVENTS, description="where ApprovalRequested is consumed")
     risk_events_topic: str = Field(
         default=RISK_TRADING_STATE_EVENTS, description="the risk service's ApprovalRequested (limit raise, resume)"

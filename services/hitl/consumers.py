@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.hitl.adapters import hitl_adapters
 from services.hitl.errors import SubjectConflict
+from services.hitl.mirror import policy_value
+from services.hitl.repository import HitlRepository
 from services.hitl.requests import OpenRequest
 from services.hitl.service import NewRequest
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
@@ -23,7 +25,9 @@ from shared.contracts.approvals import (
     TradingResumeApprovalRequested,
 )
 from shared.contracts.base import outbox_payload
+from shared.contracts.controls import ApprovalPolicySet, ControlOwner, ControlRecord
 from shared.contracts.registry import parse_message
+from shared.controls import SnapshotPublisher
 from shared.events import Envelope
 from shared.observability.logging import get_logger
 
@@ -126,7 +130,31 @@ async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
             waiter.cancel()
 
 
+async def current_policy_records(session: AsyncSession) -> list[ControlRecord]:
+    """Every account's current approval policy version (hitl's controls snapshot)."""
+    return [ApprovalPolicySet(policy=policy_value(p)) for p in await HitlRepository(session).all_current_policies()]
+
+
+def _controls_snapshot(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        hitl = hitl_adapters(runtime)
+        publisher = SnapshotPublisher(
+            owner=ControlOwner.HITL,
+            topic=hitl.context.controls_topic,
+            bootstrap=hitl.settings.kafka_bootstrap,
+            sessionmaker=hitl.context.sessionmaker,
+            tables=hitl.context.tables,
+            clock=hitl.context.clock,
+            records=current_policy_records,
+            on_commit=runtime.relay.wake,
+        )
+        await publisher.run(runtime.stop_event)
+
+    return run
+
+
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
+    ("controls-snapshot", _controls_snapshot),
     ("approval-requests", _requests_consumer),
     ("expiry", _expiry),
     ("policy-mirror", _policy_mirror),

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.hitl.errors import PolicyWeakeningRefused
-from services.hitl.mirror import PolicyMirror
+from services.hitl.mirror import PolicyMirror, policy_value
 from services.hitl.policy import PolicyRules, payload_hash, weakened_rules
 from services.hitl.repository import HitlRepository, StoredPolicy, StoredRequest
 from services.hitl.requests import OpenRequest
@@ -25,6 +25,8 @@ from shared.audit.log import append as audit_append
 from shared.auth.roles import Role
 from shared.auth.tokens import Principal
 from shared.contracts.approvals import SubjectType
+from shared.contracts.controls import ApprovalPolicySet
+from shared.controls import publish_control
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,9 +80,12 @@ class PolicyVersions:
                     return PolicyChangePending(request)
             if self.mirror is not None:
                 uow.after_commit(partial(_mirror_after_commit, self.mirror, account_id))
+            self.context.wake_after_commit(uow)  # the relay carries the controls record to the OMS
             rules = proposal.rules.model_dump(mode="json")
             now = self.context.clock()
-            return await store_version(uow.session, now, account_id, rules, principal.subject, {"weakened": weakened})
+            return await store_version(
+                uow.session, self.context, now, account_id, rules, principal.subject, {"weakened": weakened}
+            )
 
     def _check_proposer(self, proposal: PolicyProposal, weakened: list[str]) -> None:
         if not proposal.principal.has_any_role(Role.DIRECTOR):
@@ -140,13 +145,20 @@ class PolicyVersions:
             return
         rules = PolicyRules.model_validate(payload["rules"]).model_dump(mode="json")
         context = {"weakened": payload.get("weakened"), "request_id": request.request_id, "approvers": approvers}
-        await store_version(session, now, request.account_id, rules, request.requested_by, context)
+        await store_version(session, self.context, now, request.account_id, rules, request.requested_by, context)
 
 
 async def store_version(
-    session: AsyncSession, now: datetime, account_id: str, rules: dict[str, Any], actor: str, context: dict[str, Any]
+    session: AsyncSession,
+    hitl: HitlContext,
+    now: datetime,
+    account_id: str,
+    rules: dict[str, Any],
+    actor: str,
+    context: dict[str, Any],
 ) -> StoredPolicy:
-    """Insert the next version (the caller holds the account's policy lock) and its audit entry."""
+    """Insert the next version (the caller holds the account's policy lock), its audit entry, and its record on
+    the controls topic for the OMS (in the same transaction)."""
     repo = HitlRepository(session)
     current = await repo.current_policy(account_id)
     policy = StoredPolicy(
@@ -157,6 +169,14 @@ async def store_version(
         created_at=now,
     )
     await repo.insert_policy(policy)
+    await publish_control(
+        session,
+        hitl.tables,
+        hitl.controls_topic,
+        ApprovalPolicySet(policy=policy_value(policy)),
+        producer="hitl",
+        now=now,
+    )
     await audit_append(
         session,
         actor=actor,

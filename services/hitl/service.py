@@ -27,7 +27,7 @@ from shared.contracts.base import outbox_payload
 from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
 from shared.events import EventTables, add_to_outbox
-from shared.events.topics import HITL_DECISIONS
+from shared.events.topics import HITL_CONTROLS, HITL_DECISIONS
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -45,6 +45,7 @@ class HitlContext:
     clock: Clock
     decisions_topic: str = HITL_DECISIONS
     on_commit: OnCommit | None = None
+    controls_topic: str = HITL_CONTROLS  # approval policies for the OMS (compacted; shared/contracts/controls.py)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessionmaker)

@@ -9,11 +9,13 @@ from fastapi import FastAPI
 from services.oms import api, consumers
 from services.oms.adapters import OmsAdapters, oms_adapters
 from services.oms.config import OmsSettings, get_settings
+from services.oms.controls import ControlsRepository
 from services.oms.service import OrderService
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
 from shared.clock import utc_now
 from shared.config import AetherSettings, service_settings
-from shared.db import create_engine, sessionmaker_for
+from shared.contracts.controls import ControlOwner
+from shared.db import UnitOfWork, create_engine, sessionmaker_for
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import Symbol
 from shared.readiness import DependencyCheck
@@ -74,6 +76,17 @@ def _reconciled(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return probe
 
 
+def _controls_known(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def probe() -> None:
+        async with UnitOfWork(runtime.sessionmaker) as uow:
+            seen = await ControlsRepository(uow.session).snapshots()
+        missing = sorted(owner.value for owner in ControlOwner if owner not in seen)
+        if missing:
+            raise RuntimeError(f"no controls snapshot from {', '.join(missing)} yet: orders would be refused (503)")
+
+    return probe
+
+
 def _feed(settings: OmsSettings) -> Callable[[ServiceRuntime], Callable[[], Awaitable[None]]]:
     def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         return lambda: _run_feed(runtime, settings)
@@ -109,6 +122,7 @@ def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | Non
     async def on_startup(runtime: ServiceRuntime) -> None:
         runtime.adapters = build_adapters(runtime, oms_settings, venue)
         runtime.checks.append(DependencyCheck("reconciliation", _reconciled(runtime)))
+        runtime.checks.append(DependencyCheck("controls", _controls_known(runtime)))
 
     spec = ServiceSpec(
         name="oms",

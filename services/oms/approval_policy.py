@@ -1,9 +1,7 @@
-"""Approval policies as the approval service mirrors them in Redis (source of truth: `hitl.policies`), and the
-pure rule deciding which orders wait for a director.
-
-Key `hitl:policy:account:<account_id>`, value `ApprovalPolicyValue` (services/hitl/mirror.py). Present: the hitl
-policy decides. Absent: the account has no hitl policy and the OMS's own account `approval_threshold` decides, as
-before. Redis unreachable or a value that breaks the contract is a 503, never "no policy".
+"""The order rules of an account's approval policy (the approval service publishes each version on
+`hitl.controls.v1`; the OMS keeps its copy in `oms.controls`, services/oms/controls.py) and the pure rule deciding
+which orders wait for a director. With a policy, it decides; without one (after hitl's snapshot says the account
+has none), the OMS's own account `approval_threshold` decides.
 """
 
 from __future__ import annotations
@@ -11,14 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from services.oms.errors import ApprovalPolicyUnavailable
-from shared.contracts.approvals import ApprovalPolicyValue, ApprovalReason
-from shared.contracts.base import ContractViolation
-from shared.contracts.mirror import decode_mirror
-from shared.mirror_keys import approval_policy_key
+from shared.contracts.approvals import ApprovalReason
 
 NOTIONAL_ABOVE_THRESHOLD = ApprovalReason.NOTIONAL_ABOVE_THRESHOLD
 NEW_INSTRUMENT = ApprovalReason.NEW_INSTRUMENT
@@ -59,27 +50,3 @@ def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[Approval
 def threshold_reasons(threshold: Decimal | None, notional: Decimal) -> list[ApprovalReason]:
     """Without a hitl policy: the OMS account's own approval threshold (null: never)."""
     return [NOTIONAL_ABOVE_THRESHOLD] if threshold is not None and notional >= threshold else []
-
-
-class ApprovalPolicyReader:
-    """An account's current approval policy; no key means none (the account threshold applies)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-
-    async def get(self, account_id: str) -> ApprovalPolicy | None:
-        """The account's policy (its order rules), None when hitl mirrors none; unreadable or another
-        account's value is `ApprovalPolicyUnavailable` (503)."""
-        try:
-            raw = await self.redis.get(approval_policy_key(account_id))
-        except RedisError as exc:
-            raise ApprovalPolicyUnavailable(f"approval policy unavailable: {type(exc).__name__}") from None
-        if raw is None:
-            return None
-        try:
-            value = decode_mirror(ApprovalPolicyValue, raw)
-        except ContractViolation as exc:
-            raise ApprovalPolicyUnavailable(f"approval policy of {account_id} is unreadable: {exc.reason}") from None
-        if value.account_id != account_id:
-            raise ApprovalPolicyUnavailable(f"approval policy under {account_id} names account {value.account_id}")
-        return ApprovalPolicy(value.version, value.notional_threshold, value.new_instrument)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.config import AetherSettings, load_settings
 from shared.domain.money import InstrumentSpec
+from shared.events.topics import HITL_CONTROLS, RISK_CONTROLS
 
 
 class InstrumentConfig(BaseModel):
@@ -61,6 +62,9 @@ class OmsSettings(AetherSettings):
     resolver_interval_s: float = Field(default=1.0, gt=0)
     marketdata_book_topic: str = "marketdata.book-events.v1"
     marketdata_trade_topic: str = "marketdata.trade-events.v1"
+    # The compacted topics of what the OMS enforces (services/oms/controls.py); tests point them at their own.
+    risk_controls_topic: str = RISK_CONTROLS
+    hitl_controls_topic: str = HITL_CONTROLS
 
 
 @lru_cache(maxsize=1)

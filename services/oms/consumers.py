@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.adapters import oms_adapters
-from services.oms.errors import MarketDataUnavailable, OrderNotCancelable, OrderNotFound, RiskStateUnavailable
+from services.oms.controls import ControlsFeed
+from services.oms.errors import ControlsUnknown, MarketDataUnavailable, OrderNotCancelable, OrderNotFound
 from services.oms.repository import OmsRepository
 from services.oms.service import OrderService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
@@ -45,8 +46,8 @@ async def handle_command(orders: OrderService, session: AsyncSession, envelope: 
             await _cancel_by_command(orders, session, command, actor)
         else:
             raise ContractViolation(f"{envelope.type!r} is not a command")
-    except (RiskStateUnavailable, MarketDataUnavailable):
-        raise  # Redis down: retry the command later (consumer backoff), never reject it for that
+    except (ControlsUnknown, MarketDataUnavailable):
+        raise  # not known yet (or Redis down): retry the command later (consumer backoff), never reject it for that
     except (DomainError, ContractViolation, ValidationError) as exc:
         await _command_rejected(orders, session, envelope, exc)
 
@@ -126,6 +127,22 @@ def _reconciler(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return run
 
 
+def _controls(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        orders = order_service(runtime)
+        settings = orders.settings
+        feed = ControlsFeed(
+            sessionmaker=orders.sessionmaker,
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            topics=(settings.risk_controls_topic, settings.hitl_controls_topic),
+            clock=orders.clock,
+        )
+        await feed.run(runtime.stop_event)
+
+    return run
+
+
 def _resolver(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         adapters = oms_adapters(runtime)
@@ -157,6 +174,7 @@ async def resolve_stale(orders: OrderService) -> int:
 
 
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
+    ("controls", _controls),
     ("reconciler", _reconciler),
     ("resolver", _resolver),
     ("commands", _consumer("commands", OMS_COMMANDS, handle_command)),

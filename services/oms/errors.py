@@ -72,16 +72,10 @@ class MarketDataUnavailable(OmsError):
     code = "market_data_unavailable"
 
 
-class RiskStateUnavailable(OmsError):
-    """The trading state or the risk limits cannot be read (Redis down): the order is refused, never guessed."""
+class ControlsUnknown(OmsError):
+    """The OMS's copy of the trading states, limits and policies cannot say what applies (no snapshot from an
+    owner yet, the global state missing, a record that broke its contract, or the database unreachable): the
+    order is refused, never guessed."""
 
     status_code = 503
-    code = "risk_state_unavailable"
-
-
-class ApprovalPolicyUnavailable(OmsError):
-    """The approval policy mirrored by the hitl service cannot be read (Redis down or an unreadable value):
-    the order is refused, never sent without the policy's say."""
-
-    status_code = 503
-    code = "approval_policy_unavailable"
+    code = "controls_unknown"

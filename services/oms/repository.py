@@ -217,20 +217,25 @@ class OmsRepository:
         )
         return exits
 
-    async def live_order_count(self, account_id: str) -> int:
-        """Orders of the account that are or may become open at the venue (submitted .. pending cancel/approval)."""
+    async def live_order_count(self, account_id: str, *, excluding: str | None = None) -> int:
+        """Orders of the account that are or may become open at the venue (submitted .. pending cancel/approval),
+        other than `excluding`."""
         query = sa.select(sa.func.count()).where(
-            orders.c.account_id == account_id, orders.c.status.in_([s.value for s in LIVE_STATUSES])
+            orders.c.account_id == account_id,
+            orders.c.status.in_([s.value for s in LIVE_STATUSES]),
+            orders.c.order_id != (excluding or ""),
         )
         return int(await self.session.scalar(query) or 0)
 
-    async def open_buy_quantity(self, account_id: str, symbol: str) -> Decimal:
-        """Unfilled quantity of the account's live buys in `symbol` (exposure they may still add)."""
+    async def open_buy_quantity(self, account_id: str, symbol: str, *, excluding: str | None = None) -> Decimal:
+        """Unfilled quantity of the account's live buys in `symbol` (exposure they may still add), other than
+        `excluding`."""
         query = sa.select(sa.func.coalesce(sa.func.sum(orders.c.quantity - orders.c.filled_quantity), 0)).where(
             orders.c.account_id == account_id,
             orders.c.symbol == symbol,
             orders.c.side == "buy",
             orders.c.status.in_([s.value for s in LIVE_STATUSES]),
+            orders.c.order_id != (excluding or ""),
         )
         return Decimal(await self.session.scalar(query) or 0)
 

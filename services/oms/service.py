@@ -18,12 +18,9 @@ from decimal import Decimal
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.oms.approval_policy import ApprovalPolicyReader
 from services.oms.config import OmsSettings
 from services.oms.repository import StoredOrder
-from services.oms.risk_limits import RiskLimitsReader
 from services.oms.schemas import OrderCreate
-from services.oms.trading_state import TradingStateReader
 from services.oms.use_cases import (
     SYSTEM_ACTOR,
     ApprovalDecision,
@@ -88,13 +85,15 @@ class OrderService:
         )
         self.redis = redis
         self.latest_book: LatestBook = latest_book if latest_book is not None else RedisLatestBook(redis)
-        self.pre_trade = PreTradeChain(self.ctx, redis, self.latest_book)
+        self.pre_trade = PreTradeChain(self.ctx, self.latest_book)
         self.execution = ExecuteOrders(self.ctx)
         self.placement = PlaceOrder(self.ctx, self.pre_trade, send=self.send)
         self.cancellation = CancelOrder(self.ctx, self.execution)
-        self.resolver = ResolveOrder(self.ctx, self.execution, self.cancellation, send=self.send)
+        self.resolver = ResolveOrder(
+            self.ctx, self.execution, self.cancellation, send=self.send, release_check=self.pre_trade.release_check
+        )
         self.reconciliation = ReconcileAccounts(self.ctx, self.execution, resolve=self.resolve)
-        self.approvals = DecideApproval(self.ctx)
+        self.approvals = DecideApproval(self.ctx, self.pre_trade)
         self.funding = FundPaperAccount(self.ctx)
         self.queries = OrderQueries(self.ctx)
 
@@ -117,18 +116,6 @@ class OrderService:
     @property
     def clock(self) -> Callable[[], datetime]:
         return self.ctx.clock
-
-    @property
-    def trading_state(self) -> TradingStateReader:
-        return self.pre_trade.trading_state
-
-    @property
-    def risk_limits(self) -> RiskLimitsReader:
-        return self.pre_trade.risk_limits
-
-    @property
-    def approval_policy(self) -> ApprovalPolicyReader:
-        return self.pre_trade.approval_policy
 
     async def place(self, body: OrderCreate, actor: str, origin: str = "rest") -> PlaceResult:
         """Record the order (SUBMITTED, PENDING_APPROVAL or DENIED), then send it to the venue."""

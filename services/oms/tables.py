@@ -118,3 +118,32 @@ positions = sa.Table(
     sa.Column("fees_paid", Money),
     sa.Column("updated_at", TS),
 )
+
+# What the OMS enforces, copied from the owners' compacted controls topics (migration 0025_oms_controls).
+controls = sa.Table(
+    "controls",
+    metadata,
+    sa.Column("control_key", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text),
+    sa.Column("account_id", sa.Text),
+    sa.Column("version", sa.BigInteger),
+    sa.Column("value", JSONB(none_as_null=True)),
+    sa.Column("violation", sa.Text),
+    sa.Column("event_id", sa.Text),
+    sa.Column("received_at", TS),
+)
+control_snapshots = sa.Table(
+    "control_snapshots",
+    metadata,
+    sa.Column("owner", sa.Text, primary_key=True),
+    sa.Column("records", sa.Integer),
+    sa.Column("published_at", TS),
+    sa.Column("received_at", TS),
+)
+control_offsets = sa.Table(
+    "control_offsets",
+    metadata,
+    sa.Column("topic", sa.Text, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger),
+)

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.risk.adapters import risk_adapters
+from services.risk.controls import current_records
 from services.risk.exits.workers import WORKERS as EXIT_WORKERS
 from services.risk.repository import PendingRow, RiskRepository
 from services.risk.service import AUDIT_CHAIN, DIRECTORS, RiskService
@@ -24,8 +25,10 @@ from shared.contracts.approvals import (
     TradingResumeApprovalRequested,
 )
 from shared.contracts.base import ContractViolation
+from shared.contracts.controls import ControlOwner
 from shared.contracts.hedge import KillSwitchRecommended, RecommendationRearmed
 from shared.contracts.registry import parse_as, parse_message
+from shared.controls import SnapshotPublisher
 from shared.domain.hedge import HedgeLevel
 from shared.domain.money import format_decimal
 from shared.domain.types import TradingState
@@ -172,8 +175,27 @@ async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
             waiter.cancel()
 
 
+def _controls_snapshot(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        risk = risk_service(runtime)
+        publisher = SnapshotPublisher(
+            owner=ControlOwner.RISK,
+            topic=risk.settings.risk_controls_topic,
+            bootstrap=risk.settings.kafka_bootstrap,
+            sessionmaker=risk.sessionmaker,
+            tables=risk.tables,
+            clock=risk.clock,
+            records=current_records,
+            on_commit=risk.on_commit,
+        )
+        await publisher.run(runtime.stop_event)
+
+    return run
+
+
 # (name, worker factory) pairs started by the app's lifespan.
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
+    ("controls-snapshot", _controls_snapshot),
     ("state-mirror", _mirror),
     ("recommendations", _recommendations),
     ("approval-decisions", _decisions),

@@ -26,6 +26,7 @@ from services.risk.approvals import (
     resume_request,
 )
 from services.risk.config import RiskSettings
+from services.risk.controls import limits_record, state_record
 from services.risk.errors import InvalidLimits, TransitionForbidden
 from services.risk.repository import RiskRepository, StoredLimits, StoredState, scope_key
 from services.risk.schemas import LimitValues
@@ -35,6 +36,7 @@ from shared.contracts.base import outbox_payload
 from shared.contracts.mirror import encode_mirror
 from shared.contracts.registry import new_envelope
 from shared.contracts.risk import RiskLimitsValue, TradingScope, TradingStateChanged, TradingStateValue
+from shared.controls import publish_control
 from shared.db import UnitOfWork
 from shared.domain.risk_limits import limits_from_json, limits_to_json, raised_limits
 from shared.domain.trading_state import TradingState, is_tightening, leaves_halted
@@ -133,6 +135,14 @@ class RiskService:
         current = await repo.current_limits(account_id)
         version = 1 if current is None else current.version + 1
         stored = await repo.insert_limits(account_id, version, stored_json, actor, reason)
+        await publish_control(
+            session,
+            self.tables,
+            self.settings.risk_controls_topic,
+            limits_record(stored),
+            producer="risk",
+            now=stored.created_at,
+        )
         await audit_append(
             session,
             actor=actor,
@@ -230,6 +240,14 @@ class RiskService:
         )
         envelope = new_envelope(message, producer="risk", aggregate_id=new.scope_key, now=new.changed_at)
         await add_to_outbox(session, self.tables, topic=RISK_TRADING_STATE_EVENTS, envelope=envelope, key=new.scope_key)
+        await publish_control(
+            session,
+            self.tables,
+            self.settings.risk_controls_topic,
+            state_record(new),
+            producer="risk",
+            now=new.changed_at,
+        )
         log.info("trading_state_changed", scope=new.scope_key, state=target.value, previous=current.state.value)
         return StateChange(new, current.state, changed=True)
 

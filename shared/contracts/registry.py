@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.contracts import accounts, approvals, audit, balances, exits, hedge, orders, risk
+from shared.contracts import accounts, approvals, audit, balances, controls, exits, hedge, orders, risk
 from shared.contracts.base import ContractViolation, Message, outbox_payload
 from shared.contracts.marketdata import BookDelta, BookSnapshot, Trade
 from shared.events.envelope import Envelope
@@ -24,11 +24,13 @@ from shared.events.topics import (
     AUDIT_ANCHORS,
     HEDGE_RECOMMENDATION_EVENTS,
     HEDGE_TARGET_EVENTS,
+    HITL_CONTROLS,
     HITL_DECISIONS,
     HITL_REQUEST_EVENTS,
     OMS_BALANCE_EVENTS,
     OMS_COMMANDS,
     OMS_ORDER_EVENTS,
+    RISK_CONTROLS,
     RISK_EXIT_EVENTS,
     RISK_TRADING_STATE_EVENTS,
     entity_events,
@@ -58,6 +60,19 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
         # Limit raises and resumes from HALTED waiting for a director (one of the `ApprovalRequested` variants).
         (RISK_TRADING_STATE_EVENTS, "ApprovalRequested"): approvals.LimitRaiseApprovalRequested,
         **{(RISK_EXIT_EVENTS, t): m for t, m in _by_type(*exits.EXIT_EVENTS).items()},
+        **{
+            (RISK_CONTROLS, t): m
+            for t, m in _by_type(
+                controls.TradingStateSet,
+                controls.RiskLimitsSet,
+                controls.ExitPolicySet,
+                controls.ControlsSnapshotPublished,
+            ).items()
+        },
+        **{
+            (HITL_CONTROLS, t): m
+            for t, m in _by_type(controls.ApprovalPolicySet, controls.ControlsSnapshotPublished).items()
+        },
         **{
             (HEDGE_RECOMMENDATION_EVENTS, t): m
             for t, m in _by_type(hedge.KillSwitchRecommended, hedge.RecommendationRearmed).items()

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -17,11 +16,11 @@ from services.oms.adapters import oms_adapters
 from shared.audit import verify_chain
 from shared.auth.roles import Role
 from shared.config import AetherSettings
-from shared.domain.types import AccountId
-from shared.mirror_keys import trading_state_key as account_key
+from shared.domain.types import AccountId, TradingState
 from shared.venues.base import VenueAdapter
 from tests.helpers import eventually, own_database
 from tests.kit.auth import token
+from tests.kit.controls import applied
 from tests.kit.oms import paper_oms
 from tests.kit.paper import PaperMarket
 
@@ -188,20 +187,15 @@ async def test_insufficient_balance_is_denied_recorded_and_audited(oms: Oms, eng
     assert report.ok
 
 
-async def test_halted_trading_denies_new_orders_but_cancels_pass(oms: Oms, redis_url: str) -> None:
+async def test_halted_trading_denies_new_orders_but_cancels_pass(oms: Oms, module_database_url: str) -> None:
     account = await funded(oms)
     resting = (await oms.order(account, side="buy", type="limit", quantity="1", limit_price="90")).json()
-    redis = Redis.from_url(redis_url)
-    await redis.set(account_key(account), "halted")
-    try:
-        denied = await oms.order(account, side="buy", type="limit", quantity="1", limit_price="90")
-        assert denied.status_code == 409
-        assert denied.json()["error"]["code"] == "trading_halted"
-        canceled = await oms.client.post(f"/orders/{resting['order_id']}/cancel", headers=OPERATOR)
-        assert canceled.json()["status"] == "canceled"
-    finally:
-        await redis.delete(account_key(account))
-        await redis.aclose()
+    await applied(module_database_url, await oms.market.controls.set_state(account, TradingState.HALTED))
+    denied = await oms.order(account, side="buy", type="limit", quantity="1", limit_price="90")
+    assert denied.status_code == 409
+    assert denied.json()["error"]["code"] == "trading_halted"
+    canceled = await oms.client.post(f"/orders/{resting['order_id']}/cancel", headers=OPERATOR)
+    assert canceled.json()["status"] == "canceled"
 
 
 async def test_operators_only_reach_granted_accounts(oms: Oms) -> None:

@@ -1,5 +1,5 @@
-"""The OMS decides which orders wait for a director by the account's hitl policy mirrored in Redis
-(`hitl:policy:account:<id>`), and by its own account threshold when no policy is mirrored.
+"""The OMS decides which orders wait for a director by the account's hitl policy (published on the approval
+service's controls topic, kept in the OMS's own copy), and by its own account threshold when there is none.
 
 Real PostgreSQL, Redis and Kafka; the OMS trades on the paper venue, whose book (bid 100, ask 101) comes
 through Kafka: a limit buy at 100 rests, a market buy fills at 101.
@@ -8,30 +8,28 @@ through Kafka: a limit buy at 100 rests, a market buy fills at 101.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from redis.asyncio import Redis
 
 from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
 from shared.auth.roles import Role
 from shared.config import AetherSettings
-from shared.contracts.approvals import ApprovalPolicyValue, approval_payload_hash
-from shared.contracts.mirror import encode_mirror
+from shared.contracts.approvals import approval_payload_hash
+from shared.contracts.controls import ControlKind, ControlOwner, control_key
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
-from shared.mirror_keys import approval_policy_key
 from tests.helpers import eventually, own_database
 from tests.kit.auth import token
+from tests.kit.controls import applied
 from tests.kit.factories import account_id
 from tests.kit.factories import order as order_body
 from tests.kit.oms import paper_oms
-from tests.kit.paper import open_paper_market
+from tests.kit.paper import PaperMarket, open_paper_market
 
 OPERATOR = token(Role.OPERATOR, subject="op")
 BIDS, ASKS = [("100", "500")], [("101", "500")]
@@ -44,9 +42,10 @@ def module_database_url(database_url: str) -> Iterator[str]:
 
 
 class Oms:
-    def __init__(self, client: httpx.AsyncClient, redis: Redis, orders: OrderService) -> None:
+    def __init__(self, client: httpx.AsyncClient, market: PaperMarket, database_url: str, orders: OrderService) -> None:
         self.client = client
-        self.redis = redis
+        self.market = market
+        self.database_url = database_url
         self.orders = orders
 
     async def funded(self) -> str:
@@ -57,10 +56,9 @@ class Oms:
         assert response.status_code == 201, response.text
         return account
 
-    async def policy(self, account: str, version: int = 1, **rules: Any) -> None:
-        """What the hitl mirror writes (services/hitl/mirror.py), built from the contract."""
-        value = ApprovalPolicyValue(account_id=account, version=version, created_at=datetime.now(UTC), **rules)
-        await self.redis.set(approval_policy_key(account), encode_mirror(value))
+    async def policy(self, account: str, **rules: Any) -> None:
+        """The account's next policy version as the approval service publishes it; returns once the OMS holds it."""
+        await applied(self.database_url, await self.market.controls.set_approval_policy(account, rules))
 
     async def order(self, account: str, quantity: str, **fields: Any) -> httpx.Response:
         body = order_body(account, quantity=quantity, **{"type": "limit", "limit_price": "100", **fields})
@@ -97,7 +95,7 @@ async def oms(
             resolve_after_s=0.1,
         ) as (app, http),
     ):
-        yield Oms(http, market.redis, oms_adapters(app.state.runtime).orders)
+        yield Oms(http, market, module_database_url, oms_adapters(app.state.runtime).orders)
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:
@@ -123,7 +121,7 @@ async def test_policy_replaces_the_account_threshold(oms: Oms) -> None:
     account = await oms.funded()  # the OMS account threshold is 1,000
     await oms.policy(account, notional_threshold="5000", new_instrument=False)
     assert (await oms.order(account, "15")).json()["status"] == "accepted"  # 1,500: under the policy's 5,000
-    await oms.policy(account, version=2, notional_threshold=None, new_instrument=False)
+    await oms.policy(account, notional_threshold=None, new_instrument=False)
     assert (await oms.order(account, "40")).json()["status"] == "accepted"  # null threshold: never by notional
 
 
@@ -153,33 +151,27 @@ async def test_first_order_in_a_symbol_waits_and_the_next_one_after_approval_doe
 
 async def test_without_a_policy_the_account_threshold_still_applies(oms: Oms) -> None:
     account = await oms.funded()
-    assert await oms.redis.get(f"hitl:policy:account:{account}") is None
     big = await oms.order(account, "15")
     assert big.json()["status"] == "pending_approval"
     assert (await oms.approval_request(big.json()["order_id"]))["reason"] == "notional_above_threshold"
     assert (await oms.order(account, "5")).json()["status"] == "accepted"  # no new_instrument rule without a policy
 
 
-async def test_unreadable_policy_or_redis_down_is_503_and_nothing_is_recorded(oms: Oms) -> None:
+async def test_an_unreadable_policy_record_is_503_and_nothing_is_recorded(oms: Oms) -> None:
     account = await oms.funded()
-    await oms.redis.set(f"hitl:policy:account:{account}", "{not json")
-    unreadable = await oms.order(account, "1")
-    assert unreadable.status_code == 503
-    assert unreadable.json()["error"]["code"] == "approval_policy_unavailable"
-    await oms.policy(account, notional_threshold="1000")
-    reader = oms.orders.approval_policy
-    healthy, broken = reader.redis, Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    reader.redis = broken
-    try:
-        down = await oms.order(account, "1")
-    finally:
-        reader.redis = healthy
-        await broken.aclose()
-    assert down.status_code == 503
-    assert down.json()["error"]["code"] == "approval_policy_unavailable"
+    key = control_key(ControlKind.APPROVAL_POLICY, account)
+    await oms.market.controls.publish_raw(ControlOwner.HITL, key, b"{not json")
+
+    async def refused() -> bool:
+        response = await oms.order(account, "1")
+        return response.status_code == 503 and response.json()["error"]["code"] == "controls_unknown"
+
+    await eventually(refused, timeout_s=20, message="the broken policy record makes the account's controls unknown")
     listed = await oms.client.get("/orders", params={"account_id": account}, headers=OPERATOR)
     assert listed.status_code == 200
     assert listed.json()["items"] == []
+    await oms.policy(account, notional_threshold="1000")  # a valid version replaces the broken record
+    assert (await oms.order(account, "1")).status_code == 201
 
 
 async def _filled(oms: Oms, order_id: str) -> bool:

@@ -1,4 +1,5 @@
-"""The OMS's pre-trade chain with the risk limits the risk service mirrors to Redis, and exit instructions on orders.
+"""The OMS's pre-trade chain with the risk limits the risk service publishes on its controls topic, and exit
+instructions on orders.
 
 Real PostgreSQL, Redis and Kafka; the OMS trades on the paper venue fed through Kafka (taker fee 0.4 %).
 """
@@ -12,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -20,11 +20,11 @@ from services.oms.adapters import oms_adapters
 from services.oms.service import OrderService
 from shared.auth.roles import Role
 from shared.config import AetherSettings
-from shared.contracts.mirror import encode_mirror
-from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue
-from shared.mirror_keys import exit_policy_key, risk_limits_key
-from tests.helpers import own_database
+from shared.contracts.controls import ControlKind, ControlOwner, control_key
+from shared.contracts.risk import ExitPolicyValue
+from tests.helpers import eventually, own_database
 from tests.kit.auth import token
+from tests.kit.controls import applied
 from tests.kit.oms import paper_oms
 from tests.kit.paper import PaperMarket
 
@@ -46,10 +46,10 @@ OPERATOR = token(Role.OPERATOR, subject="olga")
 
 
 class Oms:
-    def __init__(self, client: httpx.AsyncClient, market: PaperMarket, redis: Redis, orders: OrderService) -> None:
+    def __init__(self, client: httpx.AsyncClient, market: PaperMarket, database_url: str, orders: OrderService) -> None:
         self.client = client
         self.market = market
-        self.redis = redis
+        self.database_url = database_url
         self.orders = orders
 
     async def order(self, account: str, **fields: Any) -> httpx.Response:
@@ -57,14 +57,19 @@ class Oms:
         return await self.client.post("/orders", json=body, headers=OPERATOR)
 
     async def limits(self, account: str, **values: Any) -> None:
-        await self.redis.set(risk_limits_key(account), encode_mirror(RiskLimitsValue.model_validate(values)))
+        """Publish the account's limits as the risk service does; return once the OMS holds them."""
+        await applied(self.database_url, await self.market.controls.set_limits(account, values))
+
+    async def exit_policy(self, account: str, policy: ExitPolicyValue) -> None:
+        values = policy.model_dump(mode="json", exclude={"version"})
+        await applied(self.database_url, await self.market.controls.set_exit_policy(account, values))
 
 
 @pytest.fixture
 async def oms(settings: AetherSettings, module_database_url: str, paper_market: PaperMarket) -> AsyncIterator[Oms]:
     # the kit's book: bid 99.9, ask 100 (mid 99.95); market buys fill at 100
     async with paper_oms(settings, module_database_url, paper_market, resolve_after_s=2.0) as (app, client):
-        yield Oms(client, paper_market, paper_market.redis, oms_adapters(app.state.runtime).orders)
+        yield Oms(client, paper_market, module_database_url, oms_adapters(app.state.runtime).orders)
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
@@ -177,33 +182,26 @@ async def test_an_exit_policy_requiring_explicit_exits_is_obeyed_too(oms: Oms) -
         swap_band_pct=Decimal(0),
         require_explicit_exits=True,
     )
-    await oms.redis.set(exit_policy_key(account), encode_mirror(policy))
+    await oms.exit_policy(account, policy)
     bare = await oms.order(account, side="buy", type="market", quantity="0.1")
     assert bare.json()["error"]["code"] == "exits_required"
     with_exits = await oms.order(account, side="buy", type="market", quantity="0.1", exits={"stop_loss": "90"})
     assert with_exits.status_code == 201, with_exits.text
     relaxed = policy.model_copy(update={"require_explicit_exits": False})
-    await oms.redis.set(exit_policy_key(account), encode_mirror(relaxed))
+    await oms.exit_policy(account, relaxed)
     assert (await oms.order(account, side="buy", type="market", quantity="0.1")).status_code == 201
 
 
-async def test_unreadable_limits_or_redis_down_are_503_never_no_limits(oms: Oms) -> None:
+async def test_an_unreadable_limits_record_is_503_never_no_limits(oms: Oms) -> None:
     account = await funded(oms)
-    await oms.redis.set(f"risk:limits:account:{account}", "{not json")
-    unreadable = await oms.order(account, side="buy", type="market", quantity="0.1")
-    assert unreadable.status_code == 503
-    assert unreadable.json()["error"]["code"] == "risk_state_unavailable"
-    await oms.redis.delete(f"risk:limits:account:{account}")
-    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-    readers = (oms.orders.trading_state, oms.orders.risk_limits)
-    saved = [reader.redis for reader in readers]
-    for reader in readers:
-        reader.redis = broken
-    try:
-        down = await oms.order(account, side="buy", type="market", quantity="0.1")
-    finally:
-        for reader, redis in zip(readers, saved, strict=True):
-            reader.redis = redis
-        await broken.aclose()
-    assert down.status_code == 503
-    assert down.json()["error"]["code"] == "risk_state_unavailable"
+    await oms.limits(account, max_order_notional="1000000")
+    key = control_key(ControlKind.RISK_LIMITS, account)
+    await oms.market.controls.publish_raw(ControlOwner.RISK, key, b"{not json")
+
+    async def poisoned() -> bool:
+        response = await oms.order(account, side="buy", type="market", quantity="0.1")
+        return response.status_code == 503 and response.json()["error"]["code"] == "controls_unknown"
+
+    await eventually(poisoned, timeout_s=20, message="the broken limits record makes the account's controls unknown")
+    await oms.limits(account, max_order_notional="1000000")  # a valid record replaces the broken one
+    assert (await oms.order(account, side="buy", type="market", quantity="0.1")).status_code == 201

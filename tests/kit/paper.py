@@ -28,6 +28,7 @@ from shared.events import EventProducer
 from shared.marketdata import BookSnapshot, Trade, to_envelope
 from shared.venues.paper_feed import BOOK_DEPTH, book_key, trade_key
 from tests.helpers import eventually
+from tests.kit.controls import Controls, open_controls
 from tests.kit.factories import ASKS, BIDS, SYMBOL, Levels, book_snapshot, trade
 
 REPUBLISH_EVERY_S = 1.0
@@ -41,11 +42,16 @@ class PaperMarket:
     redis: Redis
     book_topic: str
     trade_topic: str
+    controls: Controls  # this test's controls topics, the risk and hitl defaults published
 
     @property
     def topics(self) -> dict[str, str]:
-        """The OMS settings that point its paper feed at this market."""
-        return {"marketdata_book_topic": self.book_topic, "marketdata_trade_topic": self.trade_topic}
+        """The OMS settings that point its paper feed at this market (and its controls at this test's topics)."""
+        return {
+            "marketdata_book_topic": self.book_topic,
+            "marketdata_trade_topic": self.trade_topic,
+            **self.controls.settings,
+        }
 
     async def publish_book(
         self, bids: Levels = BIDS, asks: Levels = ASKS, *, symbol: str = SYMBOL, timeout_s: float = 20.0
@@ -125,7 +131,8 @@ async def open_paper_market(redis_url: str, kafka_bootstrap: str) -> AsyncIterat
     await producer.start()
     redis = Redis.from_url(redis_url)
     try:
-        yield PaperMarket(producer, redis, book_topic, trade_topic)
+        async with open_controls(kafka_bootstrap) as controls:
+            yield PaperMarket(producer, redis, book_topic, trade_topic, controls)
     finally:
         await producer.stop()
         await redis.aclose()

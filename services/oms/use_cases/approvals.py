@@ -3,6 +3,11 @@
 Release check: an approval releases the order only when the decision's hash is the hash of the payload the OMS
 asked about (stored with the order) and the order it is about to send has exactly that payload's venue fields.
 Anything else (no stored payload, another hash, another order) denies the order with `approval_mismatch`.
+
+Release check, second half: the order passes the trading state and the risk limits again at the moment it is
+released, as they are now (R12). An account halted, made reduce-only or given a lower limit while the order
+waited gets the order denied with that check's code (`trading_halted`, `trading_reducing`, a limit's code),
+recorded and audited like any denial; unknown controls are a 503 and the decision is retried, never a release.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.order_store import locked_order, release_reservation
 from services.oms.use_cases.placement import approval_request
-from services.oms.use_cases.pre_trade import DenialCode
+from services.oms.use_cases.pre_trade import DenialCode, PreTradeChain
 from services.oms.use_cases.publishing import publish_order_events
 from shared.contracts.approvals import ApprovalDecision, OrderApprovalRequested, approval_payload_hash
 from shared.contracts.exits import ExitInstructions
@@ -47,8 +52,9 @@ class DecideApproval:
     caller's transaction commits). Rejected, expired or a failed release check: the order is denied/expired and its
     reservation released."""
 
-    def __init__(self, ctx: OmsContext) -> None:
+    def __init__(self, ctx: OmsContext, pre_trade: PreTradeChain) -> None:
         self.ctx = ctx
+        self.pre_trade = pre_trade
 
     async def decide(
         self,
@@ -68,11 +74,15 @@ class DecideApproval:
         match decision:
             case ApprovalDecision.APPROVED:
                 mismatch = approval_mismatch(stored, payload_hash)
-                if mismatch is None:
-                    order, events = order.approve(now)
-                else:
+                denial = None if mismatch is not None else await self.pre_trade.release_check(repo, stored)
+                if mismatch is not None:
                     log.warning("approval_mismatch", order_id=order_id, problem=mismatch)
                     order, events = order.deny(f"{DenialCode.APPROVAL_MISMATCH}: {mismatch}", now)
+                elif denial is not None:
+                    log.warning("approved_order_denied_at_release", order_id=order_id, code=denial.code)
+                    order, events = order.deny(denial.reason, now)
+                else:
+                    order, events = order.approve(now)
             case ApprovalDecision.EXPIRED:
                 order, events = order.expire(now)
             case ApprovalDecision.REJECTED:

@@ -1,5 +1,7 @@
-"""The pre-trade chain every new order passes: trading state, risk limits, a price to reserve at, free balance,
-and whether a director must approve it. Decisions are data: `Reserve` or `Denial`."""
+"""The pre-trade chain every order passes when it is placed and again when it is released (a director's approval,
+a resubmit): trading state, risk limits, a price to reserve at, free balance, and whether a director must approve
+it. Decisions are data: `Reserve` or `Denial`. The trading state, limits and policies come from the OMS's own copy
+(`services/oms/controls.py`), read in the order's transaction: unknown is a 503, never a pass."""
 
 from __future__ import annotations
 
@@ -7,15 +9,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from redis.asyncio import Redis
-
-from services.oms.approval_policy import ApprovalPolicyReader, OrderFacts, approval_reasons, threshold_reasons
-from services.oms.errors import MarketDataUnavailable, OrderDenied, TradingStateDenied
-from services.oms.repository import OmsRepository
-from services.oms.risk_limits import RiskLimitsReader, start_of_utc_day
-from services.oms.trading_state import TradingStateReader
+from services.oms.approval_policy import OrderFacts, approval_reasons, threshold_reasons
+from services.oms.controls import AccountControls, ControlsRepository
+from services.oms.errors import AccountNotFound, MarketDataUnavailable, OrderDenied, TradingStateDenied
+from services.oms.ledger_repository import LedgerRepository
+from services.oms.repository import OmsRepository, StoredOrder
+from services.oms.risk_limits import start_of_utc_day
 from services.oms.use_cases.context import OmsContext
 from shared.contracts.approvals import ApprovalReason
+from shared.contracts.exits import ExitInstructions
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.ledger import Ledger, required_reservation
 from shared.domain.money import InstrumentSpec, format_decimal
@@ -85,27 +87,21 @@ class AccountTerms:
 
 
 class PreTradeChain:
-    """Runs the checks in order; the first refusal wins. Unreadable state (Redis down) is a 503, never a pass."""
+    """Runs the checks in order; the first refusal wins. Unknown controls are a 503, never a pass."""
 
-    def __init__(self, ctx: OmsContext, redis: Redis, latest_book: LatestBook) -> None:
+    def __init__(self, ctx: OmsContext, latest_book: LatestBook) -> None:
         self.ctx = ctx
         self.latest_book = latest_book
-        self.trading_state = TradingStateReader(redis)
-        self.risk_limits = RiskLimitsReader(redis)
-        self.approval_policy = ApprovalPolicyReader(redis)
 
     async def decide(
         self, repo: OmsRepository, order: Order, spec: InstrumentSpec, ledger: Ledger, terms: AccountTerms
     ) -> Reserve | Denial:
         """The pre-trade check chain: trading state, risk limits, price reference, free balance, approval (the hitl
-        policy mirrored to Redis, else the account's approval threshold)."""
-        state = await self.trading_state.get(order.account_id)
-        state_denial = denial_for_state(state, order, ledger.position(order.symbol).quantity)
-        if state_denial is not None:
-            return Denial(state_denial.code, state_denial.sentence)
-        violation = await self._limit_violation(repo, order, ledger, terms.has_exits)
-        if violation is not None:
-            return Denial(violation.code, violation.sentence)
+        policy, else the account's approval threshold)."""
+        controls = await ControlsRepository(repo.session).for_account(order.account_id)
+        denial = await self.release_denial(repo, order, ledger, terms, controls)
+        if denial is not None:
+            return denial
         price = await self._reservation_price(order)
         if price is None:
             return Denial(
@@ -121,15 +117,57 @@ class PreTradeChain:
                 f"insufficient {need.asset}: needs {format_decimal(need.amount)}, free {format_decimal(free)}",
             )
         notional = order.quantity * price
-        reasons = await self._approval_reasons(repo, order, ledger, notional, terms.approval_threshold)
+        reasons = await self._approval_reasons(repo, order, ledger, notional, terms.approval_threshold, controls)
         return Reserve(need.asset, need.amount, notional, tuple(reasons))
 
+    async def release_check(self, repo: OmsRepository, stored: StoredOrder) -> Denial | None:
+        """The trading state and limits against a recorded order about to be released to the venue (after a
+        director's approval, before a resubmit), as they are now; the order itself is not counted twice."""
+        order = stored.order
+        account = await repo.get_account(order.account_id)
+        if account is None:
+            raise AccountNotFound(f"trading account {order.account_id!r} does not exist")
+        ledger = await LedgerRepository(repo.session).load_ledger(order.account_id)
+        controls = await ControlsRepository(repo.session).for_account(order.account_id)
+        exits = None if stored.exits is None else ExitInstructions.model_validate(stored.exits)
+        terms = AccountTerms(account.approval_threshold, account.volume_30d, exits is not None and not exits.is_empty())
+        return await self.release_denial(repo, order, ledger, terms, controls, excluding=order.id)
+
+    async def release_denial(
+        self,
+        repo: OmsRepository,
+        order: Order,
+        ledger: Ledger,
+        terms: AccountTerms,
+        controls: AccountControls,
+        *,
+        excluding: str | None = None,
+    ) -> Denial | None:
+        """The trading state and the risk limits against `order` now (at placement, and again at its release after
+        an approval or before a resubmit, `excluding` the order itself from the live orders); None: they let it
+        go."""
+        state = controls.trading_state()
+        state_denial = denial_for_state(state, order, ledger.position(order.symbol).quantity)
+        if state_denial is not None:
+            return Denial(state_denial.code, state_denial.sentence)
+        violation = await self._limit_violation(repo, order, ledger, terms.has_exits, controls, excluding)
+        if violation is not None:
+            return Denial(violation.code, violation.sentence)
+        return None
+
     async def _approval_reasons(
-        self, repo: OmsRepository, order: Order, ledger: Ledger, notional: Decimal, approval_threshold: Decimal | None
+        self,
+        repo: OmsRepository,
+        order: Order,
+        ledger: Ledger,
+        notional: Decimal,
+        approval_threshold: Decimal | None,
+        controls: AccountControls,
     ) -> list[ApprovalReason]:
-        """Why the order waits for a director: the account's hitl policy when one is mirrored (Redis
-        `hitl:policy:account:<id>`), else the OMS account's own threshold."""
-        policy = await self.approval_policy.get(order.account_id)
+        """Why the order waits for a director: the account's hitl policy when the approval service has one, else
+        the OMS account's own threshold."""
+        controls.check_known()
+        policy = controls.approval_policy
         if policy is None:
             return threshold_reasons(approval_threshold, notional)
         held = ledger.position(order.symbol).quantity
@@ -140,10 +178,16 @@ class PreTradeChain:
         return approval_reasons(policy, OrderFacts(notional, instrument_known=known, reduces_held_position=reduces))
 
     async def _limit_violation(
-        self, repo: OmsRepository, order: Order, ledger: Ledger, has_exits: bool
+        self,
+        repo: OmsRepository,
+        order: Order,
+        ledger: Ledger,
+        has_exits: bool,
+        controls: AccountControls,
+        excluding: str | None = None,
     ) -> LimitViolation | None:
-        """The account's limits (mirrored by the risk service) against this order; none configured: None."""
-        limits = await self.risk_limits.get(order.account_id)
+        """The account's limits (as the risk service published them) against this order; none set: None."""
+        limits = controls.effective_limits()
         if limits is None:
             return None
         book = await self.book(order.symbol)
@@ -151,7 +195,7 @@ class PreTradeChain:
         held = ledger.position(order.symbol).quantity
         # Exposure in the symbol: what is held plus what live buys may still add, valued at mid (else the limit).
         value_at = mid if mid is not None else order.limit_price or Decimal(0)
-        exposure_quantity = held + await repo.open_buy_quantity(order.account_id, order.symbol)
+        exposure_quantity = held + await repo.open_buy_quantity(order.account_id, order.symbol, excluding=excluding)
         loss = Decimal(0)
         if limits.daily_loss_limit is not None:
             rows = await repo.fills_for_replay(order.account_id)
@@ -164,7 +208,7 @@ class PreTradeChain:
             mid_price=mid,
             position_quantity=held,
             position_notional=exposure_quantity * value_at,
-            open_orders=await repo.live_order_count(order.account_id),
+            open_orders=await repo.live_order_count(order.account_id, excluding=excluding),
             realized_loss_today=loss,
         )
         candidate = OrderToCheck(order.symbol, order.side, order.quantity, order.limit_price, has_exits)

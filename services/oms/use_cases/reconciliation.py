@@ -10,12 +10,13 @@ from enum import StrEnum
 
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import VENUE_ERRORS
-from services.oms.repository import OmsRepository
+from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.use_cases.cancellation import CancelOrder
 from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.execution import ExecuteOrders
-from services.oms.use_cases.order_store import load_order, transition
-from services.oms.use_cases.publishing import save_ledger
+from services.oms.use_cases.order_store import load_order, locked_order, release_reservation, transition
+from services.oms.use_cases.pre_trade import Denial
+from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from shared.audit import append as audit_append
 from shared.db import UnitOfWork
 from shared.domain.money import format_decimal
@@ -37,6 +38,7 @@ class ResolveOutcome(StrEnum):
     IN_SYNC = "in_sync"
     RESUBMITTED = "resubmitted"  # the venue never saw it: sent again under the same client order id
     UNKNOWN_TO_VENUE = "unknown_to_venue"  # canceled here: the venue never had it
+    DENIED_AT_RELEASE = "denied_at_release"  # never sent: the trading state or a limit refuses it now
 
 
 class ReconcileIncomplete(RuntimeError):
@@ -51,6 +53,7 @@ class ReconcileReport:
     statuses_applied: int = 0
     resubmitted: int = 0
     unknown_to_venue: int = 0
+    denied_at_release: int = 0
     external_canceled: int = 0
     balance_adjustments: int = 0
     details: list[str] = field(default_factory=list)
@@ -64,6 +67,8 @@ class ReconcileReport:
                 self.resubmitted += 1
             case ResolveOutcome.UNKNOWN_TO_VENUE:
                 self.unknown_to_venue += 1
+            case ResolveOutcome.DENIED_AT_RELEASE:
+                self.denied_at_release += 1
             case (
                 ResolveOutcome.SETTLED
                 | ResolveOutcome.VENUE_UNAVAILABLE
@@ -74,17 +79,46 @@ class ReconcileReport:
 
 
 Send = Callable[[OrderId], Awaitable[None]]
+ReleaseCheck = Callable[[OmsRepository, StoredOrder], Awaitable[Denial | None]]
 Resolve = Callable[..., Awaitable[ResolveOutcome]]
 
 
 class ResolveOrder:
     """Ask the venue about one unresolved order by client id and apply the answer; never a new client id."""
 
-    def __init__(self, ctx: OmsContext, execution: ExecuteOrders, cancellation: CancelOrder, send: Send) -> None:
+    def __init__(
+        self,
+        ctx: OmsContext,
+        execution: ExecuteOrders,
+        cancellation: CancelOrder,
+        send: Send,
+        release_check: ReleaseCheck,
+    ) -> None:
         self.ctx = ctx
         self.execution = execution
         self.cancellation = cancellation
         self.send = send
+        self.release_check = release_check
+
+    async def _denied_at_release(self, order_id: OrderId) -> bool:
+        """Run the release check on a SUBMITTED order the venue has never seen; denied: it is canceled with the
+        check's code as the reason (recorded and audited) and its reservation released."""
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            uow.after_commit(self.ctx.on_commit)
+            repo = OmsRepository(uow.session)
+            stored = await locked_order(repo, order_id)
+            if stored.order.status is not OrderStatus.SUBMITTED:
+                return False
+            denial = await self.release_check(repo, stored)
+            if denial is None:
+                return False
+            now = self.ctx.clock()
+            order, events = stored.order.cancel(denial.reason, now)
+            await release_reservation(uow.session, self.ctx.tables, order, now)
+            await repo.save(order, events)
+            await publish_order_events(uow.session, self.ctx.tables, order, events, SYSTEM_ACTOR)
+        log.warning("resubmit_denied_at_release", order_id=order_id, code=denial.code)
+        return True
 
     async def resolve(self, order_id: OrderId, *, at_startup: bool = False) -> ResolveOutcome:
         """Query the venue by client id and apply what it says."""
@@ -108,7 +142,10 @@ class ResolveOrder:
 
     async def _unknown_to_venue(self, order: Order, *, at_startup: bool) -> ResolveOutcome:
         if order.status is OrderStatus.SUBMITTED:
-            # The submit never reached the venue: send it again under the same client order id.
+            # The submit never reached the venue: send it again under the same client order id, if the trading
+            # state and limits as they are now still let it go (R12).
+            if await self._denied_at_release(order.id):
+                return ResolveOutcome.DENIED_AT_RELEASE
             await self.send(order.id)
             return ResolveOutcome.RESUBMITTED
         if order.status is OrderStatus.PENDING_CANCEL or at_startup:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from shared.events.topics import OMS_COMMANDS, OMS_ORDER_EVENTS, RISK_EXIT_EVENTS
+from shared.events.topics import OMS_COMMANDS, OMS_ORDER_EVENTS, RISK_CONTROLS, RISK_EXIT_EVENTS
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 
 
@@ -17,6 +17,8 @@ class ExitSettings(BaseModel):
     exits_enabled: bool = Field(default=True, description="run the exit workers (consumers, clock) in this process")
     exits_order_events_topic: str = OMS_ORDER_EVENTS
     exits_commands_topic: str = OMS_COMMANDS
+    # Where trading states, limits and exit policies are published for the OMS (compacted; services/risk/controls.py).
+    risk_controls_topic: str = RISK_CONTROLS
     exits_events_topic: str = RISK_EXIT_EVENTS
     exits_book_topic: str = BOOK_TOPIC
     exits_trade_topic: str = TRADE_TOPIC

@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.risk.exits.repository import ExitRepository, StoredPolicy
 from services.risk.exits.service import ExitContext, policy_json
 from shared.audit.log import append as audit_append
+from shared.contracts.controls import ExitPolicySet
 from shared.contracts.mirror import encode_mirror
 from shared.contracts.risk import ExitPolicyValue
+from shared.controls import publish_control
 from shared.db import UnitOfWork
 from shared.domain.bracket_model import ExitPolicy
 from shared.mirror_keys import exit_policy_key
@@ -47,6 +49,15 @@ class ExitPolicies:
             version = await ExitRepository(uow.session).save_policy(account_id, policy, actor, now)
             stored = StoredPolicy(account_id, policy, version, actor, now)
             uow.after_commit(lambda: self._mirror_quietly(stored))
+            self.context.wake_after_commit(uow)
+            await publish_control(
+                uow.session,
+                self.context.tables,
+                self.context.settings.risk_controls_topic,
+                ExitPolicySet(account_id=account_id, policy=self.value(stored)),
+                producer="risk",
+                now=now,
+            )
             await audit_append(
                 uow.session,
                 actor=actor,
@@ -58,9 +69,13 @@ class ExitPolicies:
             )
         return stored
 
+    @staticmethod
+    def value(stored: StoredPolicy) -> ExitPolicyValue:
+        """The policy as the contracts carry it (the Redis mirror and the controls topic)."""
+        return ExitPolicyValue.model_validate({"version": stored.version, **policy_json(stored.policy)})
+
     async def mirror(self, stored: StoredPolicy) -> None:
-        value = ExitPolicyValue.model_validate({"version": stored.version, **policy_json(stored.policy)})
-        await self.redis.set(exit_policy_key(stored.account_id), encode_mirror(value))
+        await self.redis.set(exit_policy_key(stored.account_id), encode_mirror(self.value(stored)))
 
     async def _mirror_quietly(self, stored: StoredPolicy) -> None:
         try:
