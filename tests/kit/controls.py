@@ -153,6 +153,15 @@ async def seed_defaults(engine: AsyncEngine) -> None:
             await repo.snapshot_seen(ControlsSnapshotPublished(owner=owner, records=0, published_at=now), now)
 
 
+def private_controls_topics() -> dict[str, str]:
+    """OMS settings naming controls topics of one run (for harnesses that seed the copy with `seed_defaults`)."""
+    run = uuid.uuid4().hex[:12]
+    return {
+        "risk_controls_topic": f"test.{run}.risk-controls.v1",
+        "hitl_controls_topic": f"test.{run}.hitl-controls.v1",
+    }
+
+
 @asynccontextmanager
 async def open_controls(kafka_bootstrap: str, *, defaults: bool = True) -> AsyncIterator[Controls]:
     """Fresh compacted controls topics and a producer on them (the defaults published unless `defaults=False`)."""

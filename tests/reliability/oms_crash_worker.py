@@ -62,6 +62,7 @@ from shared.venues.base import (
 from shared.venues.paper import PaperVenue
 from shared.venues.paper_feed import book_json, book_key
 from tests.helpers import own_database  # noqa: F401 - re-exported for the reliability tests
+from tests.kit.controls import seed_defaults
 
 ACTOR = "test:oms-reliability"
 QUOTE = "USD"
@@ -167,6 +168,9 @@ async def start_oms(
     """What the OMS does at start, minus the HTTP app: the paper venue restored, its market fed, the service wired."""
     venue, venue_engine = await start_venue(settings)
     oms_engine = create_engine(settings, application_name="reliability-oms")
+    # What the risk and approval services publish at their first start, written into the OMS's copy (this
+    # OMS runs without its Kafka workers).
+    await seed_defaults(oms_engine)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     service = service_class(
         settings=settings,

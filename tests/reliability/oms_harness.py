@@ -60,6 +60,7 @@ from shared.venues.paper import PaperVenue
 from shared.venues.paper_feed import book_json, book_key
 from tests.helpers import eventually
 from tests.kit.auth import jwt_settings, token
+from tests.kit.controls import private_controls_topics, seed_defaults
 from tests.reliability.oms_crash_worker import ACTOR, QUOTE, RULES
 
 SCALE = float(os.environ.get("AETHER_RELIABILITY_SCALE", "1"))
@@ -94,6 +95,9 @@ def oms_settings(
         "log_level": "WARNING",
         "instruments": dict.fromkeys(symbols, RULES),
         **jwt_settings(),
+        # Controls topics of this run only (nobody publishes there: `paper_stack` seeds the defaults into the
+        # OMS's copy); the platform's own topics carry other tests' states, a global HALTED included.
+        **private_controls_topics(),
     }
     values.update(overrides)
     return OmsSettings(**values)
@@ -338,6 +342,9 @@ async def paper_stack(settings: OmsSettings, clock: Callable[[], datetime] | Non
         clock=now,
     )
     await venue.restore()
+    # The defaults the risk and approval services publish at their first start (global ACTIVE, both snapshots):
+    # these harnesses drive the OMS's use cases without its Kafka workers, so the controls copy is seeded directly.
+    await seed_defaults(oms_engine)
     stack = PaperStack(
         settings=settings,
         venue=venue,

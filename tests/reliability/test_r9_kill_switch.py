@@ -3,8 +3,9 @@
 1,000 seeded commands (limit buys, limit sells of less or more than the position, cancels of resting orders)
 over several accounts, while the trading state moves between ACTIVE, REDUCING and HALTED, globally and per
 account. States are changed through the real risk service (`RiskService.change_state`: PostgreSQL row, audit,
-outbox, then the Redis mirror) and orders go through the real OMS service object (`OrderService.place` /
-`cancel`) on the paper venue. Each decision is compared with an independent oracle that knows only the states it
+outbox), carried by the real outbox relay to the run's compacted controls topic and copied by the OMS's real
+`ControlsFeed` into its own schema (each change is waited for before the next command), and orders go through the
+real OMS service object (`OrderService.place` / `cancel`) on the paper venue. Each decision is compared with an independent oracle that knows only the states it
 set and the balances it expects:
 
 - cancel: always carried out (HALTED and REDUCING never block a cancel);
@@ -34,9 +35,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.oms.config import OmsSettings
+from services.oms.controls import ControlsFeed
 from services.oms.errors import OrderDenied
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
@@ -44,10 +48,14 @@ from services.risk.config import RiskSettings
 from services.risk.service import RiskService
 from shared.auth.roles import Role
 from shared.config import Environment
+from shared.contracts.controls import ControlKind, control_key
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.types import OrderId, OrderSide, OrderStatus, OrderType, TradingState
+from shared.events import EventProducer
+from shared.events.admin import ensure_compacted_topic
+from shared.events.relay import OutboxRelay
 from shared.events.tables import event_tables
-from tests.helpers import own_database
+from tests.helpers import eventually, own_database
 from tests.reliability.conftest import RecordWriter
 from tests.reliability.oms_crash_worker import ACTOR
 from tests.reliability.oms_harness import (
@@ -142,10 +150,10 @@ class Tally:
     unmirrored: int = 0
 
 
-def risk_service(engine: AsyncEngine, redis: Redis) -> RiskService:
+def risk_service(engine: AsyncEngine, redis: Redis, controls_topic: str) -> RiskService:
     """The real risk service on the test's database and Redis (as its process would build it)."""
     return RiskService(
-        settings=RiskSettings(env=Environment.TEST, log_level="WARNING"),
+        settings=RiskSettings(env=Environment.TEST, log_level="WARNING", risk_controls_topic=controls_topic),
         sessionmaker=sessionmaker_for(engine),
         tables=event_tables("risk"),
         redis=redis,
@@ -164,12 +172,50 @@ async def change_state(
     )
     tally.state_changes += 1
     tally.unmirrored += 0 if change.mirrored else 1
+    if change.changed:
+        await copied(risk, control_key(ControlKind.TRADING_STATE, account), change.state.version)
     if change.pending is not None:
         return  # leaving HALTED waits for a second director (no approval policy mirrored: fail closed)
     if account is None:
         oracle.global_state = target
     else:
         oracle.account_states[account] = target
+
+
+async def copied(risk: RiskService, key: str, version: int) -> None:
+    """Wait until the OMS's controls copy (same database) holds `key` at `version` or later."""
+
+    async def present() -> bool:
+        async with risk.sessionmaker() as session:
+            found = await session.scalar(sa.text("SELECT version FROM oms.controls WHERE control_key = :k"), {"k": key})
+        return found is not None and found >= version
+
+    await eventually(present, timeout_s=30, message=f"{key} v{version} in the OMS's copy")
+
+
+@asynccontextmanager
+async def controls_path(engine: AsyncEngine, settings: OmsSettings) -> AsyncIterator[None]:
+    """The risk service's outbox relay and the OMS's controls feed, running for the with-block."""
+    producer = EventProducer(settings.kafka_bootstrap, client_id="r9-risk-relay")
+    await producer.start()
+    await ensure_compacted_topic(settings.kafka_bootstrap, settings.risk_controls_topic)
+    await ensure_compacted_topic(settings.kafka_bootstrap, settings.hitl_controls_topic)
+    stop = asyncio.Event()
+    relay = OutboxRelay(engine, event_tables("risk"), producer, idle_interval_s=0.05)
+    feed = ControlsFeed(
+        sessionmaker=sessionmaker_for(engine),
+        bootstrap=settings.kafka_bootstrap,
+        topics=(settings.risk_controls_topic, settings.hitl_controls_topic),
+        clock=lambda: datetime.now(UTC),
+    )
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(feed.run(stop))]
+    try:
+        yield
+    finally:
+        stop.set()
+        relay.wake()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
 
 
 async def new_order(
@@ -259,8 +305,9 @@ async def test_r9_kill_switch_is_obeyed(
                 await stack.fund(account, {"USD": Decimal("10000000")})
             await stack.buy_positions(stack.service(listen=False), accounts, symbol, POSITION)
             await stack.set_book(symbol, *book_levels())
-            risk = risk_service(risk_engine, redis)
-            tally = await run_commands(stack, risk, rng, accounts, symbol)
+            risk = risk_service(risk_engine, redis, settings.risk_controls_topic)
+            async with controls_path(risk_engine, settings):
+                tally = await run_commands(stack, risk, rng, accounts, symbol)
     finally:
         await redis.aclose()
         await risk_engine.dispose()
