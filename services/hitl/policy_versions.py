@@ -80,7 +80,6 @@ class PolicyVersions:
                     return PolicyChangePending(request)
             if self.mirror is not None:
                 uow.after_commit(partial(_mirror_after_commit, self.mirror, account_id))
-            self.context.wake_after_commit(uow)  # the relay carries the controls record to the OMS
             rules = proposal.rules.model_dump(mode="json")
             now = self.context.clock()
             return await store_version(

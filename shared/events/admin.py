@@ -1,8 +1,9 @@
-"""Topic administration the platform needs at start: compacted topics exist, compacted, before anyone writes.
+"""Topic administration the platform needs at start: compacted topics exist, compacted.
 
 The broker auto-creates ordinary topics on first use, but an auto-created topic would be `cleanup.policy=delete`:
-a controls topic created that way loses old keys after the retention period. So the owner of a compacted topic
-creates it (or checks it) before its first publish, and a topic that exists with another policy is an error.
+a controls topic created that way would lose old keys after the retention period. So the owner of a compacted
+topic creates it compacted at start (`ops/stack` does the same for the local stack), and a topic that a first
+publish created with the delete policy is altered to compacted (logged).
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ async def ensure_compacted_topic(bootstrap: str, topic: str, *, partitions: int 
         described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
         policy = _cleanup_policy(described, topic)
         if policy is None or "compact" not in policy.split(","):
-            raise TopicMisconfigured(f"{topic} exists with cleanup.policy={policy!r}; it must be compacted")
+            # Auto-created by a first publish (the broker's default policy is delete): make it compacted now.
+            log.warning("compacted_topic_altered", topic=topic, cleanup_policy=policy)
+            altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=COMPACT)])
+            codes = [resource[0] for response in altered for resource in getattr(response, "resources", [])]
+            if any(codes):
+                raise TopicMisconfigured(f"{topic} has cleanup.policy={policy!r} and altering it failed: {codes}")
     finally:
         await admin.close()
 

@@ -13,11 +13,14 @@ from services.oms.app import create_app
 from shared.auth.keys import generate_private_key, public_key_pem
 from shared.config import AetherSettings
 from tests.helpers import eventually
+from tests.kit.controls import oms_settings_on, open_controls
 
 
-async def test_readiness_follows_kafka_outage(settings: AetherSettings) -> None:
+async def test_readiness_follows_kafka_outage(settings: AetherSettings, kafka_bootstrap: str) -> None:
     public_pem = public_key_pem(generate_private_key().public_key()).decode()
-    app = create_app(settings.model_copy(update={"jwt_public_key": SecretStr(public_pem)}))
+    async with open_controls(kafka_bootstrap) as controls:  # the OMS is ready once it holds the controls
+        oms_settings = oms_settings_on(settings.model_copy(update={"jwt_public_key": SecretStr(public_pem)}), controls)
+    app = create_app(oms_settings)
 
     async def readyz(client: httpx.AsyncClient) -> httpx.Response:
         return await client.get("/readyz")

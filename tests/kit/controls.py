@@ -20,8 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from services.oms import tables as oms_tables
+from services.oms.config import OmsSettings
 from services.oms.controls import ControlsRepository
 from shared.clock import utc_now
+from shared.config import AetherSettings
 from shared.contracts.approvals import ApprovalPolicyValue
 from shared.contracts.controls import (
     ApprovalPolicySet,
@@ -151,6 +153,11 @@ async def seed_defaults(engine: AsyncEngine) -> None:
         await repo.apply(GLOBAL_ACTIVE, "seed", now)
         for owner in ControlOwner:
             await repo.snapshot_seen(ControlsSnapshotPublished(owner=owner, records=0, published_at=now), now)
+
+
+def oms_settings_on(settings: AetherSettings, controls: Controls) -> OmsSettings:
+    """The OMS's settings from platform-wide `settings`, reading its controls from `controls`' topics."""
+    return OmsSettings(**settings.model_dump(exclude={"service_name"}), **controls.settings)
 
 
 def private_controls_topics() -> dict[str, str]:

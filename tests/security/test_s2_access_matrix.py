@@ -34,6 +34,7 @@ from shared.auth.roles import Role, Scope, default_scopes
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
 from tests.helpers import own_database
+from tests.kit.controls import open_controls
 from tests.reliability.conftest import RecordWriter
 from tests.security.access_policy import POLICY, Rule
 
@@ -121,7 +122,7 @@ def _settings_class(service: str) -> type[AetherSettings]:
     return found[0]
 
 
-def service_settings(service: str, base: AetherSettings, database_url: str) -> AetherSettings:
+def service_settings(service: str, base: AetherSettings, database_url: str, **extra: Any) -> AetherSettings:
     excluded = {"jwt_public_key", "jwt_private_key", "service_name", "log_level", "database_url", "redis_url"}
     fields = base.model_dump(exclude=excluded)
     redis_url = re.sub(r"/\d+$", f"/{REDIS_DB}", base.redis_url.get_secret_value())
@@ -133,6 +134,7 @@ def service_settings(service: str, base: AetherSettings, database_url: str) -> A
         # The accounts service signs tokens (login, refresh, service tokens) with the matching private key.
         jwt_private_key=SecretStr(private_key_pem(KEY).decode()),
         log_level="WARNING",
+        **extra,
     )
 
 
@@ -321,11 +323,13 @@ async def test_s2_every_route_role_and_account_matches_the_policy(
         for service in POLICY:
             if service == "risk":
                 await _approval_policy_off(redis)
-            app = importlib.import_module(f"services.{service}.app").create_app(
-                service_settings(service, settings, s2_database_url)
-            )
-            async with _running(app) as client:
-                cells.extend(await _cells(service, client, app))
+            async with open_controls(settings.kafka_bootstrap) as controls:  # the OMS's, the defaults published
+                extra = controls.settings if service == "oms" else {}
+                app = importlib.import_module(f"services.{service}.app").create_app(
+                    service_settings(service, settings, s2_database_url, **extra)
+                )
+                async with _running(app) as client:
+                    cells.extend(await _cells(service, client, app))
     finally:
         await redis.flushdb()
         await redis.aclose()
