@@ -12,6 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from typer.testing import CliRunner
 
+from data.replay import cli as replay_cli
 from data.replay.cli import app as feed_app
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
 from data.replay.source import FileSource, SyntheticMarket
@@ -210,6 +211,35 @@ async def test_a_non_broker_error_is_not_retried() -> None:
     with pytest.raises(ValueError, match="a bug"):
         await replay(ListSource(synthetic(seed=3, count=10)), publisher, speed=0, retry_backoff_s=0.001)
     assert publisher.attempts == 1
+
+
+class FlakyStart:
+    """An EventProducer whose start() fails while the broker is away."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures_left = failures
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+
+async def test_the_cli_waits_for_kafka_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay_cli, "CONNECT_BACKOFF_S", 0.001)
+    producer = FlakyStart(failures=3)
+    assert await replay_cli._connect(producer, "127.0.0.1:1", asyncio.Event())  # type: ignore[arg-type]
+    assert producer.starts == 4
+
+
+async def test_the_cli_stops_waiting_for_kafka_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay_cli, "CONNECT_BACKOFF_S", 0.001)
+    stop = asyncio.Event()
+    stop.set()
+    producer = FlakyStart(failures=10**9)
+    assert not await asyncio.wait_for(replay_cli._connect(producer, "127.0.0.1:1", stop), timeout=5)  # type: ignore[arg-type]
 
 
 async def test_replay_refuses_bad_arguments() -> None:
