@@ -1,4 +1,8 @@
-"""`aether up`: the whole platform on one machine, each service its own process, logs prefixed."""
+"""`aether up`: the whole platform on one machine, each service its own process, logs prefixed.
+
+A process that dies is restarted after an exponential backoff (logged with its exit code and the delay);
+the others keep running. Ctrl-C or SIGTERM stops them all.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -113,28 +118,126 @@ def _pump(name: str, color: str, stream: IO[bytes]) -> None:
         console.print(f"[{color}]{name:>9} |[/{color}] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def _spawn(name: str, args: list[str], color: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(  # noqa: S603 - fixed argument list, our own interpreter
-        [sys.executable, "-m", "aether", *args],
+def aether_command(*args: str) -> tuple[str, ...]:
+    """`python -m aether *args` with this interpreter."""
+    return (sys.executable, "-m", "aether", *args)
+
+
+def _spawn(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - our own fixed argument lists (aether_command)
+        list(command),
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    if process.stdout is not None:
-        threading.Thread(target=_pump, args=(name, color, process.stdout), daemon=True).start()
-    return process
 
 
-def _wait_ready(services: Sequence[ServiceEntry], processes: Mapping[str, subprocess.Popen[bytes]]) -> bool:
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """When to restart a process that died: exponential backoff, capped; a long enough run forgets past crashes."""
+
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    stable_after_s: float = 60.0
+
+    def crashes_after_exit(self, previous_crashes: int, uptime_s: float) -> int:
+        """The crash count after an exit: a process that ran `stable_after_s` or longer starts again at one."""
+        return 1 if uptime_s >= self.stable_after_s else previous_crashes + 1
+
+    def delay_s(self, crashes: int) -> float:
+        """The wait before restart number `crashes` (1, 2, 4, ... seconds up to `max_delay_s`)."""
+        if crashes < 1:
+            raise ValueError(f"crashes must be >= 1, not {crashes}")
+        # min() before the power would overflow a float after ~1,000 crashes; cap the exponent instead.
+        return min(self.initial_delay_s * 2.0 ** min(crashes - 1, 64), self.max_delay_s)
+
+
+@dataclass
+class _Child:
+    name: str
+    command: tuple[str, ...]
+    color: str
+    process: subprocess.Popen[bytes]
+    started_at: float
+    crashes: int = 0
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """The platform's processes: each one that dies is restarted after a backoff, the others keep running."""
+
+    def __init__(
+        self, env: Mapping[str, str], policy: RestartPolicy | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._env = dict(env)
+        self._policy = policy or RestartPolicy()
+        self._clock = clock
+        self._children: dict[str, _Child] = {}
+
+    def start(self, name: str, command: Sequence[str], color: str = "white") -> None:
+        """Spawn `command` (see `aether_command`) as `name`, its output prefixed in `color`."""
+        self._children[name] = _Child(name, tuple(command), color, self._launch(name, command, color), self._clock())
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        """The current process of `name` (a new object after each restart)."""
+        return self._children[name].process
+
+    def crashes(self, name: str) -> int:
+        """How many times `name` died in a row without running `stable_after_s` (0 while it is healthy)."""
+        return self._children[name].crashes
+
+    def tick(self) -> None:
+        """Notice exits (log them, schedule the restart) and restart what is due."""
+        now = self._clock()
+        for child in self._children.values():
+            if child.restart_at is None:
+                code = child.process.poll()
+                if code is None:
+                    continue
+                uptime_s = now - child.started_at
+                child.crashes = self._policy.crashes_after_exit(child.crashes, uptime_s)
+                delay_s = self._policy.delay_s(child.crashes)
+                child.restart_at = now + delay_s
+                console.print(
+                    f"[red]{child.name} exited with {code} after {uptime_s:.1f}s[/red]; "
+                    f"restarting in {delay_s:g}s (crash {child.crashes} in a row)",
+                    highlight=False,
+                )
+            elif now >= child.restart_at:
+                child.restart_at = None
+                child.started_at = now
+                child.process = self._launch(child.name, child.command, child.color)
+                console.print(f"[yellow]restarted[/yellow] {child.name} (pid {child.process.pid})", highlight=False)
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM every live process, wait up to `timeout_s` in all, then SIGKILL what is left."""
+        processes = [child.process for child in self._children.values()]
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _launch(self, name: str, command: Sequence[str], color: str) -> subprocess.Popen[bytes]:
+        process = _spawn(command, self._env)
+        if process.stdout is not None:
+            threading.Thread(target=_pump, args=(name, color, process.stdout), daemon=True).start()
+        return process
+
+
+def _wait_ready(services: Sequence[ServiceEntry], supervisor: Supervisor) -> None:
     pending = {entry.name: entry.port for entry in services}
     deadline = time.monotonic() + READY_TIMEOUT_S
     with httpx.Client(timeout=2.0) as client, console.status("waiting for services to be ready"):
         while pending and time.monotonic() < deadline:
+            supervisor.tick()
             for name, port in list(pending.items()):
-                if processes[name].poll() is not None:
-                    console.print(f"[red]{name} exited with {processes[name].returncode}[/red]")
-                    return False
                 try:
                     if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                         console.print(f"[green]ready[/green] {name:<9} http://127.0.0.1:{port}  (docs: /docs)")
@@ -143,20 +246,7 @@ def _wait_ready(services: Sequence[ServiceEntry], processes: Mapping[str, subpro
                     pass
             time.sleep(0.3)
     if pending:
-        console.print(f"[red]not ready after {READY_TIMEOUT_S:g}s:[/red] {', '.join(pending)}")
-    return not pending
-
-
-def _stop_all(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
-    for process in processes.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for process in processes.values():
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
+        console.print(f"[red]not ready after {READY_TIMEOUT_S:g}s:[/red] {', '.join(pending)} (still retried)")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -164,33 +254,30 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_platform(services: Sequence[ServiceEntry], env: dict[str, str], *, synthetic_feed: bool = True) -> int:
-    """Run the services until Ctrl-C (or SIGTERM) or until one of them dies; return the exit code.
+    """Run the services until Ctrl-C (or SIGTERM); a service that dies is restarted with backoff, the others run on.
 
     `synthetic_feed=False` leaves the market to you (`aether feed replay --file ...`), as in the exits walkthrough.
     """
     # SIGTERM (a supervisor, `timeout`, `kill`) stops the services too, like Ctrl-C, instead of orphaning them.
     signal.signal(signal.SIGTERM, _interrupt)
     env = prepare_environment(env)
-    processes = {
-        entry.name: _spawn(entry.name, ["serve", entry.name, "--port", str(entry.port)], COLORS[i % len(COLORS)], env)
-        for i, entry in enumerate(services)
-    }
+    supervisor = Supervisor(env)
     try:
-        if not _wait_ready(services, processes):
-            return 1
+        for i, entry in enumerate(services):
+            command = aether_command("serve", entry.name, "--port", str(entry.port))
+            supervisor.start(entry.name, command, COLORS[i % len(COLORS)])
+        _wait_ready(services, supervisor)
         if synthetic_feed:
             # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.
-            processes["feed"] = _spawn("feed", [*FEED_ARGS], "white", env)
+            supervisor.start("feed", aether_command(*FEED_ARGS), "white")
         console.print(
             "[bold]Aether is up.[/bold] Ctrl-C stops the services (the stack keeps running: `aether stack down`)."
         )
-        while all(process.poll() is None for process in processes.values()):
+        while True:
+            supervisor.tick()
             time.sleep(0.5)
-        dead = [name for name, process in processes.items() if process.poll() is not None]
-        console.print(f"[red]service exited:[/red] {', '.join(dead)}; stopping the others")
-        return 1
     except KeyboardInterrupt:
         console.print("stopping services")
         return 0
     finally:
-        _stop_all(processes)
+        supervisor.stop_all()

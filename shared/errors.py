@@ -11,6 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticCustomError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -152,6 +156,24 @@ async def _handle_http_exception(request: Request, exc: StarletteHTTPException) 
     return error_response(exc.status_code, code, str(detail), headers=exc.headers)
 
 
+BACKEND_UNAVAILABLE = "backend_unavailable"
+_REDIS_OUTAGES: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+# PostgreSQL unreachable, its connection lost (refused, reset, cut mid-query) or a transient failure (psycopg's
+# OperationalError family: also deadlocks and serialization failures), the pool exhausted; Redis down.
+_BACKEND_OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeoutError, *_REDIS_OUTAGES)
+
+
+async def _handle_backend_outage(request: Request, exc: Exception) -> JSONResponse:
+    backend = "redis" if isinstance(exc, _REDIS_OUTAGES) else "postgresql"
+    log.warning("backend_unavailable", path=request.url.path, backend=backend, error_type=type(exc).__name__)
+    return error_response(
+        503,
+        BACKEND_UNAVAILABLE,
+        f"{backend} is unavailable; retry later (an order sent again with the same client_order_id is placed once)",
+        {"backend": backend},
+    )
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return error_response(500, "internal_error", "internal error; the correlation id identifies it in the logs")
@@ -161,4 +183,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _handle_domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _handle_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)  # type: ignore[arg-type]
+    for outage in _BACKEND_OUTAGES:
+        app.add_exception_handler(outage, _handle_backend_outage)
     app.add_exception_handler(Exception, _handle_unexpected)

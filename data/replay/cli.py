@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -25,7 +24,8 @@ from data.replay.source import FileSource, MarketDataSource, SourceError, Synthe
 from shared.clock import utc_now
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.domain.money import MoneyError, to_decimal
-from shared.events.producer import EventProducer
+from shared.events.producer import BROKER_UNAVAILABLE_ERRORS, EventProducer
+from shared.events.retry import RetryStopped, attempts_until_stopped
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -34,6 +34,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 LOG_EVERY_S = 60.0  # progress line interval when stderr is not a terminal (e.g. under `aether up`)
+CONNECT_BACKOFF_S = 0.5
+MAX_CONNECT_BACKOFF_S = 10.0
 
 
 class CommandError(Exception):
@@ -82,7 +84,10 @@ def replay_command(
     ] = None,
     topic_prefix: Annotated[str, typer.Option(help="prefix for both topic names (tests, experiments)")] = "",
 ) -> None:
-    """Publish book snapshots/deltas and trades, paced by their timestamps; Ctrl-C or SIGTERM stops cleanly."""
+    """Publish book snapshots/deltas and trades, paced by their timestamps; Ctrl-C or SIGTERM stops cleanly.
+
+    A Kafka outage (at start or mid-stream) is waited out with backoff, logged once; the replay then resumes.
+    """
     try:
         if (file is None) == (not synthetic):
             raise CommandError("give exactly one of --file PATH or --synthetic")
@@ -154,10 +159,8 @@ async def _run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         event_loop.add_signal_handler(signum, stop.set)
     producer = EventProducer(bootstrap, client_id="aether-feed-replay", security_protocol=protocol)
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        raise CommandError(f"cannot reach Kafka at {bootstrap}: {exc}", exit_code=1) from None
+    if not await _connect(producer, bootstrap, stop):
+        return ReplayReport(stopped=True)
     total = limit if limit is not None and (plan.total is None or limit < plan.total) else plan.total
     try:
         with _ProgressDisplay(total) as on_progress:
@@ -172,12 +175,37 @@ async def _run(
                 stop=stop,
                 on_progress=on_progress,
             )
-    except (KafkaError, TimeoutError) as exc:
-        raise CommandError(f"publishing to Kafka at {bootstrap} failed: {type(exc).__name__}: {exc}", 1) from None
     finally:
         await producer.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             event_loop.remove_signal_handler(signum)
+
+
+async def _connect(producer: EventProducer, bootstrap: str, stop: asyncio.Event) -> bool:
+    """Start the producer, retrying with backoff while Kafka is unreachable; False when stopped first."""
+    failures = 0
+    try:
+        async for attempt in attempts_until_stopped(
+            stop, on=BROKER_UNAVAILABLE_ERRORS, initial_s=CONNECT_BACKOFF_S, max_s=MAX_CONNECT_BACKOFF_S
+        ):
+            with attempt:
+                try:
+                    await producer.start()
+                except BROKER_UNAVAILABLE_ERRORS as exc:
+                    failures += 1
+                    if failures == 1:
+                        console.print(
+                            f"[yellow]cannot reach Kafka at {bootstrap}[/yellow] ({type(exc).__name__}: {exc}); "
+                            "retrying until it answers (Ctrl-C stops)",
+                            highlight=False,
+                            soft_wrap=True,
+                        )
+                    raise
+    except RetryStopped:
+        return False
+    if failures:
+        console.print(f"connected to Kafka at {bootstrap} after {failures} failed attempts", highlight=False)
+    return True
 
 
 class _ProgressDisplay:

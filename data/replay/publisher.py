@@ -3,6 +3,10 @@
 Each message goes out in the platform envelope (producer `feed-replay`, aggregate id = key = symbol)
 on the book or trade topic. Messages that are due together are sent as one batch through the
 idempotent producer, which keeps their order per partition, so one symbol's messages arrive in order.
+A batch the broker does not acknowledge (Kafka down or restarting) is sent again, with exponential backoff,
+until it goes through or the replay is stopped: the outage is logged once, and the replay then resumes where
+it was. A batch sent again keeps its event ids, so a record the broker had already stored before the failure
+arrives twice with one event id (consumers drop the repeat, see `shared.venues.paper_feed`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ from datetime import datetime
 from typing import Protocol
 
 from data.replay.source import MarketDataSource, looped, rebased
-from shared.events.producer import Delivery, OutgoingMessage
+from shared.events.producer import BROKER_UNAVAILABLE_ERRORS, Delivery, OutgoingMessage
+from shared.events.retry import RetryStopped, attempts_until_stopped
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC, MarketData, Trade, to_envelope
 from shared.observability.correlation import new_correlation_id
+from shared.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 PRODUCER_NAME = "feed-replay"
 Sleep = Callable[[float], Awaitable[None]]
@@ -88,13 +96,16 @@ async def replay(
     on_progress: Callable[[ReplayReport], None] | None = None,
     batch_size: int = 500,
     correlation_id: str | None = None,
+    retry_backoff_s: float = 0.5,
+    max_backoff_s: float = 10.0,
 ) -> ReplayReport:
     """Publish the source's messages in order and return the counts.
 
     `speed` 1.0 keeps the messages' own pacing, 2.0 is twice as fast, 0 as fast as possible; `limit`
     stops after that many messages; `loop` starts a finite source again (later in time) at its end;
     `start_at` moves the first message to that time (gaps kept); setting `stop` ends the replay after
-    the current batch. All messages of one run share a correlation id.
+    the current batch. All messages of one run share a correlation id. A batch the broker refuses is retried
+    (backoff from `retry_backoff_s` doubling to `max_backoff_s`) until it is acknowledged or `stop` is set.
     """
     _check_arguments(speed, limit, batch_size)
     messages: Iterator[MarketData] = looped(source) if loop else source.messages()
@@ -112,6 +123,8 @@ async def replay(
         on_progress=on_progress,
         batch_size=batch_size,
         correlation_id=correlation_id or new_correlation_id(),
+        retry_backoff_s=retry_backoff_s,
+        max_backoff_s=max_backoff_s,
     )
     return await run.publish(messages)
 
@@ -129,6 +142,8 @@ class _Run:
         on_progress: Callable[[ReplayReport], None] | None,
         batch_size: int,
         correlation_id: str,
+        retry_backoff_s: float,
+        max_backoff_s: float,
     ) -> None:
         self.producer = producer
         self.topics = topics
@@ -139,6 +154,8 @@ class _Run:
         self.on_progress = on_progress
         self.batch_size = batch_size
         self.correlation_id = correlation_id
+        self.retry_backoff_s = retry_backoff_s
+        self.max_backoff_s = max_backoff_s
         self.pending: list[MarketData] = []
         self.report = ReplayReport()
         self.started = clock()
@@ -164,13 +181,14 @@ class _Run:
                 break
             delay_s = self._delay_s(message)
             if delay_s > 0:
-                await self._flush()
+                if not await self._flush():
+                    return self._snapshot(stopped=True)
                 await self._pause(delay_s)
                 if self._stopped():
                     break
             self.pending.append(message)
-            if len(self.pending) >= self.batch_size:
-                await self._flush()
+            if len(self.pending) >= self.batch_size and not await self._flush():
+                return self._snapshot(stopped=True)
         await self._flush()
         return self._snapshot(stopped=self._stopped())
 
@@ -187,12 +205,14 @@ class _Run:
                 task.cancel()
             await asyncio.gather(sleeper, stopper, return_exceptions=True)
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Publish what is pending; False when the replay was stopped before the broker acknowledged it."""
         if not self.pending:
-            return
+            return True
         batch, self.pending = self.pending, []
         records = [self._record(message) for message in batch]
-        await self.producer.publish_batch(records)
+        if not await self._publish_retrying(records):
+            return False
         trades = sum(isinstance(message, Trade) for message in batch)
         self.report = ReplayReport(
             published=self.report.published + len(batch),
@@ -202,6 +222,30 @@ class _Run:
         )
         if self.on_progress is not None:
             self.on_progress(self._snapshot(stopped=False))
+        return True
+
+    async def _publish_retrying(self, records: list[OutgoingMessage]) -> bool:
+        failures = 0
+        try:
+            async for attempt in attempts_until_stopped(
+                self.stop or asyncio.Event(),
+                on=BROKER_UNAVAILABLE_ERRORS,
+                initial_s=self.retry_backoff_s,
+                max_s=self.max_backoff_s,
+            ):
+                with attempt:
+                    try:
+                        await self.producer.publish_batch(records)
+                    except BROKER_UNAVAILABLE_ERRORS as exc:
+                        failures += 1
+                        if failures == 1:  # once per outage, not once per attempt
+                            log.warning("replay_publish_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+                        raise
+        except RetryStopped:
+            return False
+        if failures:
+            log.info("replay_publish_recovered", failed_attempts=failures)
+        return True
 
     def _record(self, message: MarketData) -> OutgoingMessage:
         envelope = to_envelope(message, PRODUCER_NAME, correlation_id=self.correlation_id)

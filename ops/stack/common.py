@@ -198,9 +198,16 @@ def failure(what: str, log: Path, extra: str = "") -> StackError:
 
 
 def run(
-    args: list[str], *, what: str, log: Path, timeout_s: float, cwd: Path | None = None, new_session: bool = False
+    args: list[str],
+    *,
+    what: str,
+    log: Path,
+    timeout_s: float,
+    cwd: Path | None = None,
+    new_session: bool = False,
+    env: dict[str, str] | None = None,
 ) -> str:
-    """Run a fixed command; on failure raise a one-line StackError carrying its output."""
+    """Run a fixed command (in `env` when given); on failure raise a one-line StackError carrying its output."""
     try:
         done = subprocess.run(  # noqa: S603 - fixed argument lists built in this module, no shell string
             args,
@@ -211,6 +218,7 @@ def run(
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             start_new_session=new_session,
+            env=env,
         )
     except subprocess.TimeoutExpired as exc:
         raise failure(f"{what} (timed out after {timeout_s:.0f} s)", log) from exc

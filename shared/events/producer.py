@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.events.envelope import Envelope
+
+# What a publish raises while the broker is down or unreachable: retry later, the records are not lost.
+BROKER_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (KafkaError, TimeoutError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,4 +153,4 @@ def _consume_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-__all__ = ["Delivery", "EventProducer", "OutgoingMessage", "ProducerNotStarted"]
+__all__ = ["BROKER_UNAVAILABLE_ERRORS", "Delivery", "EventProducer", "OutgoingMessage", "ProducerNotStarted"]

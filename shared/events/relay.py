@@ -144,13 +144,13 @@ class OutboxRelay:
                     except Exception as exc:  # Kafka or PostgreSQL down: rows stay unsent, retry later
                         failures += 1
                         PUBLISH_FAILURES.labels(self._tables.schema).inc()
-                        log.warning(
-                            "outbox_relay_failed",
-                            schema=self._tables.schema,
-                            failures=failures,
-                            error_type=type(exc).__name__,
-                            error=str(exc)[:300],
-                        )
+                        if failures == 1:  # once per outage (the metric counts every attempt)
+                            log.warning(
+                                "outbox_relay_failed",
+                                schema=self._tables.schema,
+                                error_type=type(exc).__name__,
+                                error=str(exc)[:300],
+                            )
                         raise
         except RetryStopped:
             return None

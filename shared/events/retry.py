@@ -21,7 +21,7 @@ class RetryStopped(Exception):
 async def attempts_until_stopped(
     stop_event: asyncio.Event,
     *,
-    on: Callable[[BaseException], bool] | type[Exception],
+    on: Callable[[BaseException], bool] | type[Exception] | tuple[type[Exception], ...],
     initial_s: float,
     max_s: float,
     attempts: int | None = None,

@@ -4,7 +4,9 @@ Market data is not exactly-once business data: a plain consumer without a group 
 reads every partition) starts at the end of the topics and the latest state wins; nothing is
 committed. Each batch is applied to the venue in order, then the final top of book and the last
 trade per symbol are written to Redis (`marketdata:book:{symbol}`, `marketdata:trade:{symbol}`,
-JSON with decimal strings).
+JSON with decimal strings). A record whose event id was among the last `RECENT_EVENT_IDS` is skipped:
+the replay sends a batch again after a broker outage, and a trade printed twice would fill twice.
+A broker outage is ridden out by the Kafka client (it reconnects and fetches on from its position).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -52,6 +55,7 @@ __all__ = [
 ]
 
 TRADE_KEY = latest_trade_key("{symbol}")
+RECENT_EVENT_IDS = 10_000
 
 
 def trade_key(symbol: str) -> str:
@@ -72,6 +76,7 @@ class FeedStats:
     undecodable: int = 0
     failed: int = 0
     fills: int = 0
+    duplicates: int = 0
 
 
 class PaperFeed:
@@ -113,6 +118,8 @@ class PaperFeed:
         self._poll_timeout_ms = poll_timeout_ms
         self._max_poll_records = max_poll_records
         self._consumer: AIOKafkaConsumer | None = None
+        # Insertion-ordered: the oldest id is evicted first.
+        self._recent_event_ids: dict[uuid.UUID, None] = {}
 
     async def start(self, ready_timeout_s: float = 10.0) -> None:
         """Connect and subscribe; `ready` is set once partitions are assigned and their positions known."""
@@ -199,11 +206,24 @@ class PaperFeed:
 
     def _decode(self, record: Any) -> BookSnapshot | BookDelta | Trade | None:
         try:
-            return decode_marketdata(Envelope.from_bytes(record.value))
+            envelope = Envelope.from_bytes(record.value)
+            message = decode_marketdata(envelope)
         except (MessageDecodeError, MarketDataError) as exc:
             self.stats.undecodable += 1
             log.warning("paper_feed_undecodable", topic=record.topic, offset=record.offset, error=str(exc)[:300])
             return None
+        if not self._first_sight(envelope.event_id):
+            self.stats.duplicates += 1
+            return None
+        return message
+
+    def _first_sight(self, event_id: uuid.UUID) -> bool:
+        if event_id in self._recent_event_ids:
+            return False
+        self._recent_event_ids[event_id] = None
+        if len(self._recent_event_ids) > RECENT_EVENT_IDS:
+            del self._recent_event_ids[next(iter(self._recent_event_ids))]
+        return True
 
     async def _resolve_positions(self, consumer: AIOKafkaConsumer, timeout_s: float) -> None:
         # Without a group the assignment follows metadata; resolving positions now means a message

@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -102,6 +103,37 @@ async def test_feed_drives_the_venue_and_writes_the_latest_book_and_trade_to_red
         stop.set()
         await asyncio.wait_for(task, timeout=10)
         await producer.stop()
+        await redis.delete(book_key(symbol), trade_key(symbol))
+
+
+@dataclass(frozen=True)
+class _Record:
+    """The fields of an aiokafka ConsumerRecord that the feed reads."""
+
+    value: bytes
+    topic: str = "test.trade-events.v1"
+    offset: int = 0
+
+
+async def test_a_trade_sent_twice_with_one_event_id_fills_once(
+    engine: AsyncEngine, redis: Redis, symbol: Symbol, clock: FakeClock, account: AccountId
+) -> None:
+    # The replay sends a batch again after a broker outage: records the broker had stored come twice.
+    venue = make_venue(sessionmaker_for(engine), symbol, clock)
+    await venue.deposit(account, USD, Decimal("10000"))
+    resting = await venue.submit(request(account, symbol, OrderSide.BUY, "2", "100.5"))
+    feed = PaperFeed(venue, redis=redis, bootstrap="127.0.0.1:1")
+    levels = [(f"{100 - i}.0", "1") for i in range(3)], [(f"{101 + i}.0", "2") for i in range(3)]
+    book = _Record(to_envelope(snapshot(symbol, *levels), "test").to_bytes())
+    printed = _Record(to_envelope(trade(symbol, "100.0", "1", OrderSide.SELL), "test").to_bytes())
+    try:
+        await feed.handle_records([book, printed])
+        await feed.handle_records([book, printed])
+        seen = await venue.query(account, resting.client_order_id)
+        assert seen is not None
+        assert seen.filled_quantity == Decimal("1")
+        assert feed.stats.duplicates == 2
+    finally:
         await redis.delete(book_key(symbol), trade_key(symbol))
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.events import EventTables
 from tests.helpers import own_database
+from tests.reliability.outbox_kit import effects_schema
 
 REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports" / "reliability"
 DEFAULT_SEED = 20_250_301
@@ -47,3 +51,10 @@ def r5_database_url(database_url: str) -> Iterator[str]:
     """A migrated database for one R5 scenario module: `reconcile()` walks every account of its database."""
     with own_database(database_url, "r5") as url:
         yield url
+
+
+@pytest.fixture
+async def outbox_schema(engine: AsyncEngine) -> AsyncIterator[tuple[EventTables, sa.Table]]:
+    """A private schema with an outbox, an inbox and an `effects` table (see tests/reliability/outbox_kit.py)."""
+    async for created in effects_schema(engine):
+        yield created

@@ -401,11 +401,16 @@ def operator_headers(subject: str = "reliability-operator") -> dict[str, str]:
 
 
 @asynccontextmanager
-async def rest_client(settings: OmsSettings, venue: VenueAdapter) -> AsyncIterator[httpx.AsyncClient]:
-    """The real OMS app (`create_app`) on `venue`, started and ready, behind an in-process HTTP client."""
+async def rest_client(
+    settings: OmsSettings, venue: VenueAdapter, *, raise_app_exceptions: bool = True
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real OMS app (`create_app`) on `venue`, started and ready, behind an in-process HTTP client.
+
+    `raise_app_exceptions=False`: an unhandled error reaches the client as the app's 500 answer, as over HTTP.
+    """
     app = create_app(settings, venue=venue)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://oms", headers=operator_headers(), timeout=60
         ) as client:

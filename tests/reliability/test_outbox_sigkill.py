@@ -18,20 +18,24 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db import UnitOfWork, sessionmaker_for
 from shared.events import ConsumerLoop, Envelope, EventProducer, EventTables, add_to_outbox
 from tests.helpers import eventually
+from tests.reliability.outbox_kit import (
+    applied_effects,
+    effect_applier,
+    out_of_order_applications,
+    read_topic,
+    unsent_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -45,27 +49,6 @@ RELAY_BATCH_SIZE = 10
 ACK_TO_MARK_DELAY_MS = 30
 MAX_KILL_DELAY_S = 0.4
 MAX_WRITE_PAUSE_S = 0.4
-
-
-@pytest.fixture
-async def schema(engine: AsyncEngine) -> AsyncIterator[tuple[EventTables, sa.Table]]:
-    name = f"evt_{uuid.uuid4().hex[:8]}"
-    tables = EventTables(name)
-    effects = sa.Table(
-        "effects",
-        tables.metadata,
-        sa.Column("business_id", sa.Text, primary_key=True),
-        sa.Column("aggregate_id", sa.Text, nullable=False),
-        sa.Column("seq", sa.Integer, nullable=False),
-        sa.Column("applied_count", sa.Integer, nullable=False),
-        sa.Column("applied_order", sa.BigInteger, sa.Identity(always=True), nullable=False),
-    )
-    async with engine.begin() as conn:
-        await conn.execute(sa.schema.CreateSchema(name))
-        await conn.run_sync(tables.metadata.create_all)
-    yield tables, effects
-    async with engine.begin() as conn:
-        await conn.execute(sa.schema.DropSchema(name, cascade=True))
 
 
 async def write_events(
@@ -150,71 +133,21 @@ async def kill_repeatedly(relays: RelayProcesses, rng: random.Random) -> list[fl
     return delays_s
 
 
-async def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on `topic`, from the beginning to the end offsets at call time."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        tps = sorted(consumer.assignment())
-        end_offsets = await consumer.end_offsets(tps)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = time.monotonic() + timeout_s
-        while [tp for tp in tps if await consumer.position(tp) < end_offsets[tp]]:
-            assert time.monotonic() < deadline, "topic not read to its end in time"
-            for batch in (await consumer.getmany(*tps, timeout_ms=200)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
-
-
-async def unsent_rows(sessions: async_sessionmaker[AsyncSession], tables: EventTables) -> int:
-    outbox = tables.outbox
-    async with UnitOfWork(sessions) as uow:
-        count = await uow.session.scalar(
-            sa.select(sa.func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-        )
-    return int(count or 0)
-
-
-def out_of_order_applications(applied: list[Any]) -> int:
-    """Applications whose per-aggregate sequence number is not the previous one + 1."""
-    last: dict[str, int] = defaultdict(int)
-    wrong = 0
-    for row in applied:
-        if row.seq != last[row.aggregate_id] + 1:
-            wrong += 1
-        last[row.aggregate_id] = row.seq
-    return wrong
-
-
 async def test_sigkilled_relay_loses_nothing_and_the_inbox_absorbs_every_duplicate(
     engine: AsyncEngine,
     database_url: str,
     kafka_bootstrap: str,
     unique_topic: str,
-    schema: tuple[EventTables, sa.Table],
+    outbox_schema: tuple[EventTables, sa.Table],
     reliability_seed: int,
     write_reliability_record: Callable[[dict[str, Any]], Path],
     tmp_path: Path,
 ) -> None:
     started = time.monotonic()
-    tables, effects = schema
+    tables, effects = outbox_schema
     sessions = sessionmaker_for(engine)
 
-    async def apply_effect(session: AsyncSession, envelope: Envelope) -> None:
-        statement = insert(effects).values(
-            business_id=str(envelope.payload["business_id"]),
-            aggregate_id=envelope.aggregate_id,
-            seq=int(str(envelope.payload["seq"])),
-            applied_count=1,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[effects.c.business_id], set_={"applied_count": effects.c.applied_count + 1}
-        )
-        await session.execute(statement)
+    apply_effect = effect_applier(effects)
 
     dead_letters = EventProducer(kafka_bootstrap, client_id="r3-dead-letters")
     await dead_letters.start()
@@ -251,14 +184,7 @@ async def test_sigkilled_relay_loses_nothing_and_the_inbox_absorbs_every_duplica
             relays.current.kill()
             await relays.current.wait()
 
-    async with UnitOfWork(sessions) as uow:
-        applied = (
-            await uow.session.execute(
-                sa.select(effects.c.aggregate_id, effects.c.seq, effects.c.applied_count).order_by(
-                    effects.c.applied_order
-                )
-            )
-        ).all()
+    applied = await applied_effects(sessions, effects)
     on_topic = [Envelope.from_bytes(record.value) for record in await read_topic(kafka_bootstrap, unique_topic)]
     duplicate_records = len(on_topic) - len({envelope.event_id for envelope in on_topic})
     lost = EVENTS - len(applied)

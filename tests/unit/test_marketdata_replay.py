@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from typer.testing import CliRunner
 
+from data.replay import cli as replay_cli
 from data.replay.cli import app as feed_app
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
 from data.replay.source import FileSource, SyntheticMarket
@@ -138,6 +140,106 @@ async def test_stop_event_ends_the_replay_cleanly_even_while_sleeping() -> None:
     assert report.stopped
     assert len(publisher.batches) == 11  # the first message, then one batch after each of the 10 sleeps
     assert report.published == len(publisher.records) == progress[-1].published
+
+
+class OutagePublisher(FakePublisher):
+    """Refuses every batch while `down` (as aiokafka does with the broker stopped); records the batches it stored."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        super().__init__()
+        self.failures_left = failures
+        self.error = error
+        self.attempts = 0
+
+    async def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[Delivery]:
+        self.attempts += 1
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise self.error
+        return await super().publish_batch(messages)
+
+
+@pytest.mark.parametrize("error", [KafkaConnectionError("broker down"), TimeoutError("acks missing")])
+async def test_replay_rides_out_a_broker_outage_and_loses_nothing(error: Exception) -> None:
+    messages = synthetic(seed=3, count=120)
+    publisher = OutagePublisher(failures=4, error=error)
+    report = await replay(
+        ListSource(messages), publisher, speed=0, batch_size=50, retry_backoff_s=0.001, max_backoff_s=0.002
+    )
+    assert publisher.attempts == 3 + 4
+    assert report.published == 120
+    assert [decode_marketdata(Envelope.from_bytes(record.value)) for record in publisher.records] == messages
+
+
+async def test_replay_retries_a_batch_with_the_same_event_ids() -> None:
+    class Recording(OutagePublisher):
+        def __init__(self) -> None:
+            super().__init__(failures=1, error=KafkaConnectionError("broker down"))
+            self.offered: list[list[bytes | None]] = []
+
+        async def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[Delivery]:
+            self.offered.append([message.value for message in messages])
+            return await super().publish_batch(messages)
+
+    publisher = Recording()
+    await replay(ListSource(synthetic(seed=3, count=10)), publisher, speed=0, retry_backoff_s=0.001)
+    assert len(publisher.offered) == 2
+    assert publisher.offered[0] == publisher.offered[1]
+
+
+async def test_stop_ends_a_replay_waiting_for_the_broker() -> None:
+    stop = asyncio.Event()
+
+    class StopAfterThree(OutagePublisher):
+        async def publish_batch(self, messages: Sequence[OutgoingMessage]) -> list[Delivery]:
+            if self.attempts == 2:
+                stop.set()  # as the SIGINT/SIGTERM handler does, while the broker is still down
+            return await super().publish_batch(messages)
+
+    publisher = StopAfterThree(failures=10**9, error=KafkaConnectionError("broker down"))
+    report = await asyncio.wait_for(
+        replay(ListSource(synthetic(seed=3, count=10)), publisher, speed=0, stop=stop, retry_backoff_s=0.001),
+        timeout=5,
+    )
+    assert report.stopped
+    assert report.published == 0
+    assert publisher.attempts == 3
+
+
+async def test_a_non_broker_error_is_not_retried() -> None:
+    publisher = OutagePublisher(failures=1, error=ValueError("a bug"))
+    with pytest.raises(ValueError, match="a bug"):
+        await replay(ListSource(synthetic(seed=3, count=10)), publisher, speed=0, retry_backoff_s=0.001)
+    assert publisher.attempts == 1
+
+
+class FlakyStart:
+    """An EventProducer whose start() fails while the broker is away."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures_left = failures
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+
+async def test_the_cli_waits_for_kafka_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay_cli, "CONNECT_BACKOFF_S", 0.001)
+    producer = FlakyStart(failures=3)
+    assert await replay_cli._connect(producer, "127.0.0.1:1", asyncio.Event())  # type: ignore[arg-type]
+    assert producer.starts == 4
+
+
+async def test_the_cli_stops_waiting_for_kafka_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay_cli, "CONNECT_BACKOFF_S", 0.001)
+    stop = asyncio.Event()
+    stop.set()
+    producer = FlakyStart(failures=10**9)
+    assert not await asyncio.wait_for(replay_cli._connect(producer, "127.0.0.1:1", stop), timeout=5)  # type: ignore[arg-type]
 
 
 async def test_replay_refuses_bad_arguments() -> None:
