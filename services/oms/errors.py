@@ -85,3 +85,28 @@ class ApprovalPolicyUnavailable(OmsError):
 
     status_code = 503
     code = "approval_policy_unavailable"
+
+
+class DepositReferenceConflict(OmsError):
+    """The deposit reference was used before for another asset or amount."""
+
+    status_code = 409
+    code = "deposit_reference_conflict"
+
+
+class DepositRejected(OmsError):
+    """The venue refused the deposit; nothing was credited."""
+
+    status_code = 422
+    code = "deposit_rejected"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # the venue's own code, e.g. "invalid_amount"
+
+
+class VenueUnavailable(OmsError):
+    """The venue did not answer (or its answer was lost): the operation is recorded and completes on a repeat."""
+
+    status_code = 503
+    code = "venue_unavailable"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -15,11 +14,6 @@ from shared.contracts.mirror import decode_mirror
 from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue
 from shared.domain.risk_limits import RiskLimits
 from shared.mirror_keys import exit_policy_key, risk_limits_key
-
-
-def start_of_utc_day(now: datetime) -> datetime:
-    """00:00 UTC of `now`'s UTC day: the daily loss limit counts fills from there."""
-    return datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
 
 
 class RiskLimitsReader:

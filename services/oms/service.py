@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.oms.approval_policy import ApprovalPolicyReader
 from services.oms.config import OmsSettings
+from services.oms.ledger_repository import DepositRecord
 from services.oms.repository import StoredOrder
 from services.oms.risk_limits import RiskLimitsReader
 from services.oms.schemas import OrderCreate
@@ -45,7 +46,6 @@ from services.oms.use_cases import (
     order_payload,
     request_hash,
 )
-from shared.domain.ledger import Ledger
 from shared.domain.types import AccountId, OrderId
 from shared.events.tables import EventTables
 from shared.venues.base import LatestBook, VenueAdapter, VenueFill, VenueOrder, VenueUpdate
@@ -93,9 +93,9 @@ class OrderService:
         self.placement = PlaceOrder(self.ctx, self.pre_trade, send=self.send)
         self.cancellation = CancelOrder(self.ctx, self.execution)
         self.resolver = ResolveOrder(self.ctx, self.execution, self.cancellation, send=self.send)
-        self.reconciliation = ReconcileAccounts(self.ctx, self.execution, resolve=self.resolve)
-        self.approvals = DecideApproval(self.ctx)
         self.funding = FundPaperAccount(self.ctx)
+        self.reconciliation = ReconcileAccounts(self.ctx, self.execution, self.funding, resolve=self.resolve)
+        self.approvals = DecideApproval(self.ctx)
         self.queries = OrderQueries(self.ctx)
 
     @property
@@ -183,9 +183,11 @@ class OrderService:
         transaction."""
         return await self.approvals.decide(session, order_id, decision, reason, actor, payload_hash)
 
-    async def deposit(self, account_id: str, asset: str, amount: Decimal, actor: str) -> Ledger:
-        """Credit a paper account at the venue and in the ledger."""
-        return await self.funding.deposit(account_id, asset, amount, actor)
+    async def deposit(
+        self, account_id: str, asset: str, amount: Decimal, actor: str, *, reference: str
+    ) -> DepositRecord:
+        """Credit a paper account at the venue and in the ledger, once per reference."""
+        return await self.funding.deposit(account_id, asset, amount, actor, reference=reference)
 
     async def get(self, order_id: OrderId) -> StoredOrder:
         """One order, or OrderNotFound."""

@@ -10,6 +10,7 @@ stop fires, the take-profit is canceled at the OMS, a market sell closes the pos
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -127,7 +128,9 @@ async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
     operator = token(Role.OPERATOR)
     account = account_id("walk")
     deposit = await oms.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "1000", "reference": uuid.uuid4().hex},
+        headers=operator,
     )
     assert deposit.status_code == 201, deposit.text
     buy = order(account, client_order_id="buy-1")  # walks the book: 1 at the ask of 100
@@ -191,7 +194,9 @@ async def test_explicit_exits_on_the_order_take_profit_fills_and_closes(
     operator = token(Role.OPERATOR)
     account = account_id("walk")
     deposit = await oms.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "1000", "reference": uuid.uuid4().hex},
+        headers=operator,
     )
     assert deposit.status_code == 201, deposit.text
     buy = order(account, client_order_id="buy-2", quantity="2", exits={"stop_loss": "95", "take_profit": "101"})

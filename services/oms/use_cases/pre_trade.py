@@ -11,10 +11,12 @@ from redis.asyncio import Redis
 
 from services.oms.approval_policy import ApprovalPolicyReader, OrderFacts, approval_reasons, threshold_reasons
 from services.oms.errors import MarketDataUnavailable, OrderDenied, TradingStateDenied
+from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository
-from services.oms.risk_limits import RiskLimitsReader, start_of_utc_day
+from services.oms.risk_limits import RiskLimitsReader
 from services.oms.trading_state import TradingStateReader
 from services.oms.use_cases.context import OmsContext
+from shared.clock import utc_day
 from shared.contracts.approvals import ApprovalReason
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.ledger import Ledger, required_reservation
@@ -23,11 +25,9 @@ from shared.domain.orders import Order
 from shared.domain.pricing import market_buy_reservation_price
 from shared.domain.risk_limits import (
     Exposure,
-    FillRecord,
     LimitViolation,
     OrderToCheck,
     check_order,
-    realized_loss_since,
 )
 from shared.domain.trading_state import StateDenialCode, denial_for_state
 from shared.domain.types import Asset, Liquidity, OrderSide, Symbol
@@ -153,13 +153,9 @@ class PreTradeChain:
         value_at = mid if mid is not None else order.limit_price or Decimal(0)
         exposure_quantity = held + await repo.open_buy_quantity(order.account_id, order.symbol)
         loss = Decimal(0)
-        if limits.daily_loss_limit is not None:
-            rows = await repo.fills_for_replay(order.account_id)
-            fills = [
-                FillRecord(r["symbol"], OrderSide(r["side"]), r["quantity"], r["price"], r["fee"], r["filled_at"])
-                for r in rows
-            ]
-            loss = realized_loss_since(fills, start_of_utc_day(self.ctx.clock()))
+        if limits.daily_loss_limit is not None:  # one row, kept in each fill's transaction: O(1) in the history
+            pnl = await LedgerRepository(repo.session).realized_pnl_on(order.account_id, utc_day(self.ctx.clock()))
+            loss = max(Decimal(0), -pnl)
         exposure = Exposure(
             mid_price=mid,
             position_quantity=held,
