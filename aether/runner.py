@@ -54,7 +54,6 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
         write_key_pair(keys_dir)
         console.print(f"created the development signing key in {keys_dir}")
     env.setdefault("AETHER_JWT_PUBLIC_KEY_FILE", str(public_path))
-    env.setdefault("AETHER_JWT_PRIVATE_KEY_FILE", str(private_path))
     _write_admin_token(private_path, env)
     _prepare_anchor_key(keys_dir, env)
     with console.status("applying migrations"):
@@ -62,6 +61,19 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
     console.print("migrations applied")
     _harden_audit(env)
     return env
+
+
+def service_environments(services: Sequence[ServiceEntry], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each service's environment: the signing key for the accounts service alone (the one token issuer), and for
+    the hedge and risk workers the credentials of their service identities (provisioned now, fresh secrets)."""
+    from services.accounts.service_identities import provision_for_platform
+
+    identities = provision_for_platform(env["AETHER_DATABASE_URL"], [entry.name for entry in services])
+    signing = {"AETHER_JWT_PRIVATE_KEY_FILE": str(aether_home() / "keys" / "private.pem")}
+    return {
+        entry.name: {**env, **(signing if entry.name == "accounts" else {}), **identities.get(entry.name, {})}
+        for entry in services
+    }
 
 
 def _harden_audit(env: Mapping[str, str]) -> None:
@@ -171,8 +183,14 @@ def run_platform(services: Sequence[ServiceEntry], env: dict[str, str], *, synth
     # SIGTERM (a supervisor, `timeout`, `kill`) stops the services too, like Ctrl-C, instead of orphaning them.
     signal.signal(signal.SIGTERM, _interrupt)
     env = prepare_environment(env)
+    environments = service_environments(services, env)
     processes = {
-        entry.name: _spawn(entry.name, ["serve", entry.name, "--port", str(entry.port)], COLORS[i % len(COLORS)], env)
+        entry.name: _spawn(
+            entry.name,
+            ["serve", entry.name, "--port", str(entry.port)],
+            COLORS[i % len(COLORS)],
+            environments[entry.name],
+        )
         for i, entry in enumerate(services)
     }
     try:

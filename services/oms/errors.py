@@ -110,3 +110,17 @@ class VenueUnavailable(OmsError):
 
     status_code = 503
     code = "venue_unavailable"
+
+
+class CommandUnauthenticated(OmsError):
+    """A command without a valid bearer token of a service identity (answered with CommandRejected, audited)."""
+
+    status_code = 401
+    code = "unauthenticated"
+
+
+class CommandForbidden(OmsError):
+    """A command whose service identity may not place or cancel orders of that account."""
+
+    status_code = 403
+    code = "forbidden"

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.oms.adapters import oms_adapters
+from services.oms.command_auth import CommandCredentials
 from services.oms.consumers import handle_command
 from services.risk.exits.service import bracket_id_for
 from shared.auth.roles import Role
@@ -30,7 +31,7 @@ from shared.db import UnitOfWork
 from shared.events import Envelope, EventProducer
 from tests.helpers import eventually, own_database
 from tests.integration.test_risk_exits import Harness, exit_app, exit_app_settings
-from tests.kit.auth import token
+from tests.kit.auth import VERIFIER, token, worker_bearer
 from tests.kit.factories import account_id, order
 from tests.kit.oms import paper_oms, serving
 from tests.kit.paper import PaperMarket
@@ -73,8 +74,10 @@ class Bridge:
 
     async def handle(self, envelope: Envelope) -> None:
         self.harness.commands.append(envelope)
+        # The risk app here has no service identity: the bridge stands in for its relay's authorization header.
+        credentials = CommandCredentials(VERIFIER, f"Bearer {worker_bearer('risk')}")
         async with UnitOfWork(self.orders.sessionmaker) as uow:
-            await handle_command(self.orders, uow.session, envelope)
+            await handle_command(self.orders, uow.session, envelope, credentials)
 
     async def forward_events(self) -> None:
         async with self.engine.connect() as conn:
