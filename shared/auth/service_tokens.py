@@ -99,7 +99,8 @@ def authenticate_commands(runtime: ServiceRuntime, settings: ServiceIdentitySett
     an identity they go out unauthenticated, and the OMS refuses them (logged here once)."""
     source = ServiceTokenSource.from_settings(settings)
     if source is None:
-        log.warning("service_identity_missing", service=runtime.name, topics=sorted(topics))
+        # Info, not a warning: tests and tools run workers without one; the OMS's refusals are warned and audited.
+        log.info("service_identity_missing", service=runtime.name, topics=sorted(topics), effect="commands refused")
         return
     runtime.relay.authenticate(topics, source.token)
     runtime.checks.append(DependencyCheck("service_token", source.ready))
