@@ -59,7 +59,6 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
         write_key_pair(keys_dir)
         console.print(f"created the development signing key in {keys_dir}")
     env.setdefault("AETHER_JWT_PUBLIC_KEY_FILE", str(public_path))
-    env.setdefault("AETHER_JWT_PRIVATE_KEY_FILE", str(private_path))
     _write_admin_token(private_path, env)
     _prepare_anchor_key(keys_dir, env)
     with console.status("applying migrations"):
@@ -67,6 +66,19 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
     console.print("migrations applied")
     _harden_audit(env)
     return env
+
+
+def service_environments(services: Sequence[ServiceEntry], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each service's environment: the signing key for the accounts service alone (the one token issuer), and for
+    the hedge and risk workers the credentials of their service identities (provisioned now, fresh secrets)."""
+    from services.accounts.service_identities import provision_for_platform
+
+    identities = provision_for_platform(env["AETHER_DATABASE_URL"], [entry.name for entry in services])
+    signing = {"AETHER_JWT_PRIVATE_KEY_FILE": str(aether_home() / "keys" / "private.pem")}
+    return {
+        entry.name: {**env, **(signing if entry.name == "accounts" else {}), **identities.get(entry.name, {})}
+        for entry in services
+    }
 
 
 def _harden_audit(env: Mapping[str, str]) -> None:
@@ -158,6 +170,7 @@ class _Child:
     name: str
     command: tuple[str, ...]
     color: str
+    env: Mapping[str, str]
     process: subprocess.Popen[bytes]
     started_at: float
     crashes: int = 0
@@ -175,9 +188,15 @@ class Supervisor:
         self._clock = clock
         self._children: dict[str, _Child] = {}
 
-    def start(self, name: str, command: Sequence[str], color: str = "white") -> None:
-        """Spawn `command` (see `aether_command`) as `name`, its output prefixed in `color`."""
-        self._children[name] = _Child(name, tuple(command), color, self._launch(name, command, color), self._clock())
+    def start(
+        self, name: str, command: Sequence[str], color: str = "white", env: Mapping[str, str] | None = None
+    ) -> None:
+        """Spawn `command` (see `aether_command`) as `name`, its output prefixed in `color`, in `env` (default: the
+        supervisor's environment)."""
+        own = dict(self._env if env is None else env)
+        self._children[name] = _Child(
+            name, tuple(command), color, own, self._launch(name, command, color, own), self._clock()
+        )
 
     def process(self, name: str) -> subprocess.Popen[bytes]:
         """The current process of `name` (a new object after each restart)."""
@@ -207,7 +226,7 @@ class Supervisor:
             elif now >= child.restart_at:
                 child.restart_at = None
                 child.started_at = now
-                child.process = self._launch(child.name, child.command, child.color)
+                child.process = self._launch(child.name, child.command, child.color, child.env)
                 console.print(f"[yellow]restarted[/yellow] {child.name} (pid {child.process.pid})", highlight=False)
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
@@ -224,8 +243,8 @@ class Supervisor:
                 process.kill()
                 process.wait()
 
-    def _launch(self, name: str, command: Sequence[str], color: str) -> subprocess.Popen[bytes]:
-        process = _spawn(command, self._env)
+    def _launch(self, name: str, command: Sequence[str], color: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        process = _spawn(command, env)
         if process.stdout is not None:
             threading.Thread(target=_pump, args=(name, color, process.stdout), daemon=True).start()
         return process
@@ -262,10 +281,11 @@ def run_platform(services: Sequence[ServiceEntry], env: dict[str, str], *, synth
     signal.signal(signal.SIGTERM, _interrupt)
     env = prepare_environment(env)
     supervisor = Supervisor(env)
+    environments = service_environments(services, env)
     try:
         for i, entry in enumerate(services):
             command = aether_command("serve", entry.name, "--port", str(entry.port))
-            supervisor.start(entry.name, command, COLORS[i % len(COLORS)])
+            supervisor.start(entry.name, command, COLORS[i % len(COLORS)], environments[entry.name])
         _wait_ready(services, supervisor)
         if synthetic_feed:
             # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.

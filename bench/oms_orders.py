@@ -143,7 +143,9 @@ async def open_loop(
 async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
     for n in range(ACCOUNTS):
         response = await client.post(
-            f"/accounts/bench-{n}/paper/deposits", json={"asset": "USD", "amount": "100000000"}, headers=headers
+            f"/accounts/bench-{n}/paper/deposits",
+            json={"asset": "USD", "amount": "100000000", "reference": uuid.uuid4().hex},
+            headers=headers,
         )
         response.raise_for_status()
 

@@ -91,7 +91,7 @@ class AetherSettings(BaseSettings):
     jwt_issuer: str = "aether"
     jwt_audience: str = "aether-platform"
     jwt_public_key: SecretStr | None = None
-    jwt_private_key: SecretStr | None = None
+    # The signing key is not here: only the issuer holds it (shared.auth.signing.TokenSigningSettings).
     jwt_ttl_s: int = Field(default=900, ge=30, le=86_400)
 
     key_provider: KeyProvider | None = None
@@ -109,7 +109,6 @@ class AetherSettings(BaseSettings):
         "database_url",
         "redis_url",
         "jwt_public_key",
-        "jwt_private_key",
     )
 
     @classmethod

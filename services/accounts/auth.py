@@ -223,21 +223,43 @@ class AuthService:
     # service identities -----------------------------------------------------------------------------------
 
     async def service_token(self, client_id: str, client_secret: str, client_ip: str) -> IssuedTokens:
-        """Client-credentials grant: a `service` token with the identity's scopes and accounts."""
+        """Client-credentials grant: a short-lived `service` token with the identity's scopes and accounts. Every
+        issuance and every refusal is audited (chain `accounts`)."""
         self.sessions.signer()
         await self.limiter.check(client_id, client_ip, SERVICE_SCOPE)
         try:
             row = await self.accounts.service_identity(client_id)
         except UnknownServiceIdentity:
             await self.passwords.verify(None, client_secret)  # same cost as a wrong secret
-            await self._fail(client_id, client_ip, "invalid_client", SERVICE_SCOPE)
+            await self._refuse_service(client_id, client_ip, "unknown_client")
             raise
         if not await self.passwords.verify(row["secret_hash"], client_secret):
-            await self._fail(client_id, client_ip, "invalid_client", SERVICE_SCOPE)
+            await self._refuse_service(client_id, client_ip, "wrong_secret")
             raise UnknownServiceIdentity("invalid client credentials")
         await self.limiter.reset(client_id, client_ip, SERVICE_SCOPE)
-        ttl = self.settings.jwt_ttl_s
+        ttl = self.settings.service_token_ttl_s
         token = self.sessions.signer().issue(
             client_id, [Role.SERVICE], scopes=row["scopes"], accounts=row["accounts"], ttl_s=ttl, now=self.clock()
         )
+        async with UnitOfWork(self.sessionmaker) as uow:
+            await audit_append(
+                uow.session,
+                actor=client_id,
+                action="service_token.issued",
+                target=client_id,
+                details={"scopes": list(row["scopes"]), "ttl_s": ttl, "client_ip": client_ip},
+                chain=AUDIT_CHAIN,
+            )
         return IssuedTokens(token, ttl)
+
+    async def _refuse_service(self, client_id: str, client_ip: str, reason: str) -> None:
+        await self._fail(client_id, client_ip, "invalid_client", SERVICE_SCOPE)
+        async with UnitOfWork(self.sessionmaker) as uow:
+            await audit_append(
+                uow.session,
+                actor="anonymous",
+                action="service_token.refused",
+                target=client_id,
+                details={"reason": reason, "client_ip": client_ip},
+                chain=AUDIT_CHAIN,
+            )

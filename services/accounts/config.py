@@ -7,10 +7,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from shared.config import AetherSettings, load_settings
+from shared.auth.signing import TokenSigningSettings
+from shared.config import load_settings
 
 
-class AccountsSettings(AetherSettings):
+class AccountsSettings(TokenSigningSettings):
     service_name: str = "accounts"
 
     # Refresh tokens: opaque, stored hashed, rotated on every use.
@@ -25,6 +26,8 @@ class AccountsSettings(AetherSettings):
     # Argon2 runs in worker threads: this many at once, at most `password_max_pending` admitted (then 503).
     password_workers: int = Field(default=2, ge=1, le=64)
     password_max_pending: int = Field(default=32, ge=1, le=10_000)
+    # Service identities' tokens (client credentials): short-lived, the workers fetch a new one before expiry.
+    service_token_ttl_s: int = Field(default=300, ge=30, le=3_600)
     # A director without confirmed TOTP gets only this short token, good for /auth/totp/* alone.
     enrollment_ttl_s: int = Field(default=300, ge=30, le=3_600)
     totp_issuer: str = "Aether"

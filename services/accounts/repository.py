@@ -244,6 +244,21 @@ class AccountsRepository:
         result = await self.session.execute(statement.returning(service_identities.c.client_id))
         return result.first() is not None
 
+    async def provision_service_identity(self, values: Row) -> str:
+        """Create the identity named `values["name"]`, or give the existing one this secret, scopes and accounts
+        (and reactivate it); returns its client id."""
+        statement = pg_insert(service_identities).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[service_identities.c.name],
+            set_={
+                "secret_hash": statement.excluded.secret_hash,
+                "scopes": statement.excluded.scopes,
+                "accounts": statement.excluded.accounts,
+                "status": statement.excluded.status,
+            },
+        )
+        return str(await self.session.scalar(statement.returning(service_identities.c.client_id)))
+
     async def service_identity(self, client_id: str) -> Row | None:
         return await self._one(sa.select(service_identities).where(service_identities.c.client_id == client_id))
 

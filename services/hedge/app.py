@@ -10,6 +10,7 @@ from services.hedge.approval import OverrideApprovalPolicy
 from services.hedge.config import HedgeSettings, get_settings
 from services.hedge.use_cases import HedgeContext
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
+from shared.auth.service_tokens import authenticate_commands
 from shared.clock import utc_now
 from shared.config import AetherSettings, service_settings
 
@@ -23,6 +24,7 @@ def create_app(settings: AetherSettings | None = None) -> FastAPI:
             hedge_settings, runtime.sessionmaker, runtime.tables, clock=utc_now, on_commit=runtime.relay.wake
         )
         runtime.adapters = HedgeAdapters.assemble(context, OverrideApprovalPolicy(runtime.redis))
+        authenticate_commands(runtime, hedge_settings, [hedge_settings.commands_topic])
 
     spec = ServiceSpec(
         name="hedge",

@@ -8,6 +8,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
+from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, env_name, load_settings
 from shared.domain.hedge import HedgeLevel, HedgePolicy, HedgePolicyError
 from shared.events.topics import (
@@ -32,7 +33,7 @@ _POLICY_SETTING = {
 }
 
 
-class HedgeSettings(AetherSettings):
+class HedgeSettings(AetherSettings, ServiceIdentitySettings):
     service_name: str = "hedge"
 
     vol_weight: Decimal = Field(default=Decimal("0.5"), ge=0, description="weight of the volatility score")

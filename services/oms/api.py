@@ -29,7 +29,7 @@ from shared.auth.dependencies import ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
 from shared.contracts.exits import ExitInstructions
 from shared.domain.ledger import Position
-from shared.domain.types import Asset, OrderId, OrderStatus, Symbol
+from shared.domain.types import OrderId, OrderStatus, Symbol
 from shared.errors import COMMON_RESPONSES, Unprocessable
 from shared.service_kit import info_router
 from shared.web import (
@@ -242,19 +242,26 @@ async def list_balances(principal: PortfolioReader, oms: Adapters, account_id: A
     response_model=DepositRead,
     status_code=status.HTTP_201_CREATED,
     tags=["paper"],
-    responses=error_responses(409),
+    responses=error_responses(409, 422, 503),
 )
 async def paper_deposit(
     account_id: AccountIdPath, body: DepositCreate, principal: Funder, oms: Adapters
 ) -> DepositRead:
-    """Credit a paper account (created on first deposit) at the paper venue and in the ledger."""
+    """Credit a paper account (created on first deposit) at the paper venue and in the ledger, once per reference."""
     ensure_account_access(principal, account_id)
     if body.amount <= 0:
         raise Unprocessable("amount must be positive", details={"field": "amount"})
-    ledger = await oms.funding.deposit(account_id, body.asset, body.amount, actor=principal.subject)
-    balance = ledger.balance(Asset(body.asset))
+    deposit = await oms.funding.deposit(
+        account_id, body.asset, body.amount, principal.subject, reference=body.reference
+    )
+    balance = deposit.balance
+    if balance is None:  # an applied deposit always carries its balance
+        raise RuntimeError(f"deposit {body.reference!r} answered without its balance")
     return DepositRead(
         account_id=account_id,
+        reference=deposit.reference,
+        asset=deposit.asset,
+        amount=deposit.amount,
         balance=BalanceRead(
             account_id=account_id,
             asset=balance.asset,

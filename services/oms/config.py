@@ -60,6 +60,12 @@ class OmsSettings(AetherSettings):
     )
     resolve_after_s: float = Field(default=2.0, gt=0, description="age after which a SUBMITTED order is queried")
     resolver_interval_s: float = Field(default=1.0, gt=0)
+    command_token_leeway_s: float = Field(
+        default=900.0,
+        ge=0,
+        le=3_600,
+        description="how long after its token expired a command published with it is still honored (consumer lag)",
+    )
     marketdata_book_topic: str = "marketdata.book-events.v1"
     marketdata_trade_topic: str = "marketdata.trade-events.v1"
     # The compacted topics of what the OMS enforces (services/oms/controls.py); tests point them at their own.

@@ -12,11 +12,21 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.adapters import oms_adapters
+from services.oms.command_auth import CommandCredentials, authorize_account, command_verifier, service_actor
 from services.oms.controls import ControlsFeed
-from services.oms.errors import ControlsUnknown, MarketDataUnavailable, OrderNotCancelable, OrderNotFound
+from services.oms.errors import (
+    CommandForbidden,
+    CommandUnauthenticated,
+    ControlsUnknown,
+    MarketDataUnavailable,
+    OrderNotCancelable,
+    OrderNotFound,
+)
 from services.oms.repository import OmsRepository
 from services.oms.service import OrderService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
+from shared.audit import append as audit_append
+from shared.auth.tokens import Principal, RevocationUnavailable
 from shared.contracts.approvals import ApprovalDecided, SubjectType
 from shared.contracts.base import ContractViolation
 from shared.contracts.orders import CancelOrder, CommandRejected, SubmitOrder
@@ -25,6 +35,8 @@ from shared.db import UnitOfWork
 from shared.domain.types import OrderId, OrderStatus
 from shared.errors import DomainError
 from shared.events import Envelope, add_to_outbox
+from shared.events.consumer import record_header
+from shared.events.envelope import HEADER_AUTHORIZATION
 from shared.events.topics import HITL_DECISIONS, OMS_COMMANDS, OMS_ORDER_EVENTS
 from shared.observability.logging import get_logger
 
@@ -35,33 +47,43 @@ def order_service(runtime: ServiceRuntime) -> OrderService:
     return oms_adapters(runtime).orders
 
 
-async def handle_command(orders: OrderService, session: AsyncSession, envelope: Envelope) -> None:
-    """`SubmitOrder` / `CancelOrder` from other services, handled like REST (idempotent by client order id)."""
-    actor = f"service:{envelope.producer}"
+async def handle_command(
+    orders: OrderService, session: AsyncSession, envelope: Envelope, credentials: CommandCredentials
+) -> None:
+    """`SubmitOrder` / `CancelOrder` from a service identity (services/oms/command_auth.py), handled like REST
+    (idempotent by client order id)."""
     try:
+        principal = await credentials.principal()
         command = parse_message(envelope)  # ContractViolation: answered with CommandRejected below
         if isinstance(command, SubmitOrder):
-            await orders.record(session, command.order, actor, origin="command")
+            authorize_account(principal, command.order.account_id)
+            await orders.record(session, command.order, service_actor(principal), origin="command")
         elif isinstance(command, CancelOrder):
-            await _cancel_by_command(orders, session, command, actor)
+            await _cancel_by_command(orders, session, command, principal)
         else:
             raise ContractViolation(f"{envelope.type!r} is not a command")
-    except (ControlsUnknown, MarketDataUnavailable):
+    except (ControlsUnknown, MarketDataUnavailable, RevocationUnavailable):
         raise  # not known yet (or Redis down): retry the command later (consumer backoff), never reject it for that
     except (DomainError, ContractViolation, ValidationError) as exc:
         await _command_rejected(orders, session, envelope, exc)
 
 
-async def _cancel_by_command(orders: OrderService, session: AsyncSession, command: CancelOrder, actor: str) -> None:
-    order_id = command.order_id
-    if order_id is None:
+async def _cancel_by_command(
+    orders: OrderService, session: AsyncSession, command: CancelOrder, principal: Principal
+) -> None:
+    repo = OmsRepository(session)
+    if command.order_id is None:
         # The contract guarantees both when there is no order id.
-        stored = await OmsRepository(session).find_by_client_id(str(command.account_id), str(command.client_order_id))
-        if stored is None:
+        stored = await repo.find_by_client_id(str(command.account_id), str(command.client_order_id))
+    else:
+        stored = await repo.load(OrderId(command.order_id))
+    if stored is None:
+        if command.order_id is None:
             raise OrderNotFound("no order with that client order id")
-        order_id = stored.order.id
+        return  # by order id: nothing to cancel, as before
+    authorize_account(principal, stored.order.account_id)
     # Cancel is idempotent and takes its own transactions (this one holds no lock), so a redelivery is harmless.
-    await _cancel_quietly(orders, OrderId(order_id), actor)
+    await _cancel_quietly(orders, stored.order.id, service_actor(principal))
 
 
 async def _cancel_quietly(orders: OrderService, order_id: OrderId, actor: str) -> None:
@@ -75,6 +97,15 @@ async def _command_rejected(orders: OrderService, session: AsyncSession, envelop
     rejected = CommandRejected(command_type=envelope.type or "unknown", code=code[:128], message=str(error)[:500])
     reply = follow_up_envelope(envelope, rejected, producer="oms", aggregate_id=envelope.aggregate_id)
     await add_to_outbox(session, orders.tables, topic=OMS_ORDER_EVENTS, envelope=reply, key=envelope.aggregate_id)
+    if isinstance(error, CommandUnauthenticated | CommandForbidden):
+        await audit_append(
+            session,
+            actor=f"unverified:{envelope.producer}",
+            action="command.refused",
+            target=envelope.aggregate_id,
+            details={"command_type": envelope.type, "code": code, "reason": str(error)[:500]},
+            chain="oms:commands",
+        )
     log.warning("command_rejected", command_type=envelope.type, code=str(code))
 
 
@@ -115,6 +146,20 @@ def _consumer(
         return run
 
     return build
+
+
+def _commands_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        orders = order_service(runtime)
+        verifier = command_verifier(orders.settings, runtime.redis)
+
+        async def handle(session: AsyncSession, envelope: Envelope) -> None:
+            credentials = CommandCredentials(verifier, record_header(HEADER_AUTHORIZATION))
+            await handle_command(orders, session, envelope, credentials)
+
+        await run_consumer(runtime, name="oms.commands", topics=[OMS_COMMANDS], handler=handle)
+
+    return run
 
 
 def _reconciler(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
@@ -177,6 +222,6 @@ WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("controls", _controls),
     ("reconciler", _reconciler),
     ("resolver", _resolver),
-    ("commands", _consumer("commands", OMS_COMMANDS, handle_command)),
+    ("commands", _commands_consumer),
     ("approvals", _consumer("approvals", HITL_DECISIONS, handle_decision)),
 )

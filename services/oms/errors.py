@@ -79,3 +79,42 @@ class ControlsUnknown(OmsError):
 
     status_code = 503
     code = "controls_unknown"
+
+
+class DepositReferenceConflict(OmsError):
+    """The deposit reference was used before for another asset or amount."""
+
+    status_code = 409
+    code = "deposit_reference_conflict"
+
+
+class DepositRejected(OmsError):
+    """The venue refused the deposit; nothing was credited."""
+
+    status_code = 422
+    code = "deposit_rejected"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # the venue's own code, e.g. "invalid_amount"
+
+
+class VenueUnavailable(OmsError):
+    """The venue did not answer (or its answer was lost): the operation is recorded and completes on a repeat."""
+
+    status_code = 503
+    code = "venue_unavailable"
+
+
+class CommandUnauthenticated(OmsError):
+    """A command without a valid bearer token of a service identity (answered with CommandRejected, audited)."""
+
+    status_code = 401
+    code = "unauthenticated"
+
+
+class CommandForbidden(OmsError):
+    """A command whose service identity may not place or cancel orders of that account."""
+
+    status_code = 403
+    code = "forbidden"

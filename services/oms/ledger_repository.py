@@ -1,17 +1,51 @@
-"""The SQL of the OMS's ledger (schema `oms`): balances, reservations, positions and the balance journal."""
+"""The SQL of the OMS's ledger (schema `oms`): balances, reservations, positions and the balance journal; deposits by
+reference, quarantined venue fills, and the daily realized PnL the daily-loss limit reads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.oms.tables import balance_journal, balances, positions, reservations
+from services.oms.tables import (
+    balance_journal,
+    balances,
+    daily_realized_pnl,
+    deposits,
+    fills,
+    positions,
+    quarantined_fills,
+    reservations,
+)
+from shared.clock import utc_day
 from shared.domain.ledger import Balance, Ledger, LedgerEntry, LedgerUpdate, Position, Reservation
 from shared.domain.types import AccountId, Asset, OrderId, Symbol
+
+
+class DepositStatus(StrEnum):
+    """A deposit is `pending` from its request until the ledger is credited (then `applied`)."""
+
+    PENDING = "pending"
+    APPLIED = "applied"
+
+
+@dataclass(frozen=True, slots=True)
+class DepositRecord:
+    """A deposit as the OMS recorded it; `balance` is the balance it left (None while pending)."""
+
+    account_id: AccountId
+    reference: str
+    asset: Asset
+    amount: Decimal
+    status: DepositStatus
+    balance: Balance | None
 
 
 class LedgerRepository:
@@ -138,3 +172,121 @@ class LedgerRepository:
         if account_ids is not None:
             query = query.where(positions.c.account_id.in_(account_ids))
         return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
+
+    # --- deposits ----------------------------------------------------------------------------------------
+
+    async def record_deposit(
+        self, account_id: str, reference: str, asset: str, amount: Decimal, actor: str, now: datetime
+    ) -> DepositRecord:
+        """The deposit under (account, reference): recorded `pending` now, or the one recorded before."""
+        statement = (
+            pg_insert(deposits)
+            .values(
+                account_id=account_id,
+                reference=reference,
+                asset=asset,
+                amount=amount,
+                status=DepositStatus.PENDING.value,
+                requested_by=actor,
+                requested_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["account_id", "reference"])
+        )
+        await self.session.execute(statement)
+        recorded = await self.find_deposit(account_id, reference)
+        if recorded is None:  # inserted or already there, in this transaction: never absent
+            raise RuntimeError(f"deposit {account_id}/{reference} vanished")
+        return recorded
+
+    async def find_deposit(self, account_id: str, reference: str) -> DepositRecord | None:
+        query = sa.select(deposits).where(deposits.c.account_id == account_id, deposits.c.reference == reference)
+        row = (await self.session.execute(query)).mappings().first()
+        return None if row is None else _deposit(row)
+
+    async def pending_deposits(self, account_id: str) -> list[DepositRecord]:
+        query = (
+            sa.select(deposits)
+            .where(deposits.c.account_id == account_id, deposits.c.status == DepositStatus.PENDING.value)
+            .order_by(deposits.c.requested_at)
+        )
+        return [_deposit(row) for row in (await self.session.execute(query)).mappings().all()]
+
+    async def mark_deposit_applied(self, account_id: str, reference: str, balance: Balance, now: datetime) -> None:
+        await self.session.execute(
+            sa.update(deposits)
+            .where(deposits.c.account_id == account_id, deposits.c.reference == reference)
+            .values(
+                status=DepositStatus.APPLIED.value,
+                applied_at=now,
+                balance_total=balance.total,
+                balance_reserved=balance.reserved,
+            )
+        )
+
+    async def forget_pending_deposit(self, account_id: str, reference: str) -> None:
+        """Drop a deposit the venue refused (nothing was credited anywhere)."""
+        await self.session.execute(
+            sa.delete(deposits).where(
+                deposits.c.account_id == account_id,
+                deposits.c.reference == reference,
+                deposits.c.status == DepositStatus.PENDING.value,
+            )
+        )
+
+    # --- fills the OMS has settled: applied or quarantined -------------------------------------------------
+
+    async def quarantine_fill(self, values: dict[str, Any]) -> bool:
+        """Set a refused venue fill aside once: False when (venue, trade_id) was quarantined before."""
+        statement = (
+            pg_insert(quarantined_fills)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["venue", "trade_id"])
+            .returning(quarantined_fills.c.quarantine_id)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def fill_recorded(self, venue: str, trade_id: str) -> bool:
+        query = sa.select(sa.exists().where(fills.c.venue == venue, fills.c.trade_id == trade_id))
+        return bool(await self.session.scalar(query))
+
+    async def settled_trade_ids(self, venue: str, trade_ids: Collection[str]) -> set[str]:
+        """Those of `trade_ids` the OMS has applied or quarantined."""
+        if not trade_ids:
+            return set()
+        applied = sa.select(fills.c.trade_id).where(fills.c.venue == venue, fills.c.trade_id.in_(trade_ids))
+        quarantined = sa.select(quarantined_fills.c.trade_id).where(
+            quarantined_fills.c.venue == venue, quarantined_fills.c.trade_id.in_(trade_ids)
+        )
+        return set((await self.session.scalars(sa.union(applied, quarantined))).all())
+
+    # --- daily realized PnL ----------------------------------------------------------------------------------
+
+    async def add_fill_pnl(self, before: Ledger, after: Ledger, symbol: Symbol, filled_at: datetime) -> None:
+        """Add what a fill realized in `symbol` (before -> after) to the UTC day of the fill, in its transaction."""
+        delta = after.position(symbol).realized_pnl - before.position(symbol).realized_pnl
+        if delta != 0:
+            await self._add_realized_pnl(after.account_id, utc_day(filled_at), delta)
+
+    async def _add_realized_pnl(self, account_id: str, day: date, delta: Decimal) -> None:
+        insert = pg_insert(daily_realized_pnl).values(account_id=account_id, day=day, realized_pnl=delta)
+        await self.session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["account_id", "day"],
+                set_={"realized_pnl": daily_realized_pnl.c.realized_pnl + insert.excluded.realized_pnl},
+            )
+        )
+
+    async def realized_pnl_on(self, account_id: str, day: date) -> Decimal:
+        """The account's realized PnL of the fills of one UTC day (one row: it does not grow with history)."""
+        query = sa.select(daily_realized_pnl.c.realized_pnl).where(
+            daily_realized_pnl.c.account_id == account_id, daily_realized_pnl.c.day == day
+        )
+        return Decimal(await self.session.scalar(query) or 0)
+
+
+def _deposit(row: sa.RowMapping) -> DepositRecord:
+    asset = Asset(row["asset"])
+    balance = None if row["balance_total"] is None else Balance(asset, row["balance_total"], row["balance_reserved"])
+    return DepositRecord(
+        AccountId(row["account_id"]), row["reference"], asset, row["amount"], DepositStatus(row["status"]), balance
+    )

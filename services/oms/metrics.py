@@ -16,3 +16,8 @@ SUBMIT_TO_FILL = histogram(
 VENUE_ERRORS = counter(
     "aether_oms_venue_errors_total", "Venue calls that failed, by operation and error type", ["operation", "kind"]
 )
+FILLS_QUARANTINED = counter(
+    "aether_oms_fills_quarantined_total",
+    "Venue fills set aside because the order state machine or the ledger refused them (alert on any increase)",
+    ["reason"],
+)

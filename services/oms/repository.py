@@ -262,15 +262,6 @@ class OmsRepository:
 
     # --- fills ---------------------------------------------------------------------------------------------
 
-    async def fills_for_replay(self, account_id: str) -> list[dict[str, Any]]:
-        """Every fill of the account, oldest first (the daily realized loss replays them at average cost)."""
-        query = (
-            sa.select(fills.c.symbol, fills.c.side, fills.c.quantity, fills.c.price, fills.c.fee, fills.c.filled_at)
-            .where(fills.c.account_id == account_id)
-            .order_by(fills.c.fill_id)
-        )
-        return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
-
     async def insert_fill(self, values: dict[str, Any]) -> bool:
         """Record a fill once: False when (venue, trade_id) was already recorded."""
         statement = pg_insert(fills).values(**values).on_conflict_do_nothing(index_elements=["venue", "trade_id"])

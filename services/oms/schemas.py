@@ -103,17 +103,23 @@ class BalancePage(Page[BalanceRead]):
 
 
 class DepositCreate(BaseModel):
-    """Credit a paper account (creating it on first use)."""
+    """Credit a paper account (creating it on first use), once per `reference`: a repeat answers the first deposit,
+    the same reference for another asset or amount is a 409 `deposit_reference_conflict`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     asset: AssetText
     amount: PositiveDecimal
-    reference: Identifier | None = None
+    reference: Identifier
 
 
 class DepositRead(BaseModel):
+    """The deposit, with the balance it left (a repeat of the reference answers the same)."""
+
     model_config = ConfigDict(extra="forbid")
 
     account_id: str
+    reference: str
+    asset: str
+    amount: DecimalString
     balance: BalanceRead

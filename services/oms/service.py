@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.oms.config import OmsSettings
+from services.oms.ledger_repository import DepositRecord
 from services.oms.repository import StoredOrder
 from services.oms.schemas import OrderCreate
 from services.oms.use_cases import (
@@ -42,7 +43,6 @@ from services.oms.use_cases import (
     order_payload,
     request_hash,
 )
-from shared.domain.ledger import Ledger
 from shared.domain.types import AccountId, OrderId
 from shared.events.tables import EventTables
 from shared.venues.base import LatestBook, VenueAdapter, VenueFill, VenueOrder, VenueUpdate
@@ -92,9 +92,9 @@ class OrderService:
         self.resolver = ResolveOrder(
             self.ctx, self.execution, self.cancellation, send=self.send, release_check=self.pre_trade.release_check
         )
-        self.reconciliation = ReconcileAccounts(self.ctx, self.execution, resolve=self.resolve)
-        self.approvals = DecideApproval(self.ctx, self.pre_trade)
         self.funding = FundPaperAccount(self.ctx)
+        self.reconciliation = ReconcileAccounts(self.ctx, self.execution, self.funding, resolve=self.resolve)
+        self.approvals = DecideApproval(self.ctx, self.pre_trade)
         self.queries = OrderQueries(self.ctx)
 
     @property
@@ -170,9 +170,11 @@ class OrderService:
         transaction."""
         return await self.approvals.decide(session, order_id, decision, reason, actor, payload_hash)
 
-    async def deposit(self, account_id: str, asset: str, amount: Decimal, actor: str) -> Ledger:
-        """Credit a paper account at the venue and in the ledger."""
-        return await self.funding.deposit(account_id, asset, amount, actor)
+    async def deposit(
+        self, account_id: str, asset: str, amount: Decimal, actor: str, *, reference: str
+    ) -> DepositRecord:
+        """Credit a paper account at the venue and in the ledger, once per reference."""
+        return await self.funding.deposit(account_id, asset, amount, actor, reference=reference)
 
     async def get(self, order_id: OrderId) -> StoredOrder:
         """One order, or OrderNotFound."""

@@ -1,6 +1,6 @@
 """The tables of schema `oms` as the repositories query them (created by migration `0012_oms_trading` and later):
-accounts, orders with their events, and fills (`repository.py`); balances, reservations, the balance journal and
-positions (`ledger_repository.py`)."""
+accounts, orders with their events, and fills (`repository.py`); balances, reservations, the balance journal,
+positions, deposits, quarantined fills and the daily realized PnL (`ledger_repository.py`)."""
 
 from __future__ import annotations
 
@@ -146,4 +146,39 @@ control_offsets = sa.Table(
     sa.Column("topic", sa.Text, primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("next_offset", sa.BigInteger),
+)
+deposits = sa.Table(
+    "deposits",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("reference", sa.Text, primary_key=True),
+    sa.Column("asset", sa.Text),
+    sa.Column("amount", Money),
+    sa.Column("status", sa.Text),
+    sa.Column("requested_by", sa.Text),
+    sa.Column("requested_at", TS),
+    sa.Column("applied_at", TS),
+    sa.Column("balance_total", Money),
+    sa.Column("balance_reserved", Money),
+)
+quarantined_fills = sa.Table(
+    "quarantined_fills",
+    metadata,
+    sa.Column("quarantine_id", sa.BigInteger, primary_key=True),
+    sa.Column("venue", sa.Text),
+    sa.Column("trade_id", sa.Text),
+    sa.Column("account_id", sa.Text),
+    sa.Column("client_order_id", sa.Text),
+    sa.Column("order_id", sa.Text),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("fill", JSONB),
+    sa.Column("quarantined_at", TS),
+)
+daily_realized_pnl = sa.Table(
+    "daily_realized_pnl",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("realized_pnl", Money),
 )

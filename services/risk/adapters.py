@@ -16,6 +16,7 @@ from services.risk.exits.service import ExitContext
 from services.risk.exits.use_cases import ExitUseCases, exit_use_cases
 from services.risk.service import RiskService
 from shared.app_factory import ServiceRuntime, adapters_of
+from shared.auth.service_tokens import authenticate_commands
 from shared.clock import utc_now
 
 
@@ -48,6 +49,8 @@ async def build_risk_adapters(runtime: ServiceRuntime) -> None:
         on_commit=runtime.relay.wake,
     )
     runtime.adapters = RiskAdapters(settings=settings, risk=risk, exits=exit_use_cases(context, runtime.redis))
+    # Exit orders reach the OMS as commands authenticated by the risk worker's service identity.
+    authenticate_commands(runtime, settings, [settings.exits_commands_topic])
 
 
 def risk_adapters(runtime: ServiceRuntime) -> RiskAdapters:

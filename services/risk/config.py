@@ -7,11 +7,12 @@ from functools import lru_cache
 from pydantic import Field
 
 from services.risk.exits.config import ExitSettings
+from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_DECISIONS
 
 
-class RiskSettings(AetherSettings, ExitSettings):
+class RiskSettings(AetherSettings, ExitSettings, ServiceIdentitySettings):
     service_name: str = "risk"
     auto_apply_recommendations: bool = Field(
         default=False, description="AETHER_AUTO_APPLY_RECOMMENDATIONS: apply the hedge service's kill-switch advice"

@@ -9,8 +9,9 @@ import typer
 
 from shared.auth.keys import write_key_pair
 from shared.auth.roles import Role, default_scopes
+from shared.auth.signing import TokenSigningSettings
 from shared.auth.tokens import TokenIssuer
-from shared.config import AetherSettings, ConfigurationError, load_settings
+from shared.config import ConfigurationError, load_settings
 
 app = typer.Typer(help="Token signing keys and bearer tokens.", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def keygen(
     typer.echo(f"fingerprint: {files.fingerprint}")
 
 
-def _private_key_pem(private_key_file: Path | None, settings: AetherSettings) -> bytes:
+def _private_key_pem(private_key_file: Path | None, settings: TokenSigningSettings) -> bytes:
     if private_key_file is not None:
         try:
             return private_key_file.read_bytes()
@@ -69,7 +70,7 @@ def token(
 ) -> None:
     """Print a signed bearer token on stdout (nothing else goes to stdout)."""
     try:
-        settings = load_settings(AetherSettings)
+        settings = load_settings(TokenSigningSettings)
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
     scopes = set(scope or ())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -31,6 +32,7 @@ from shared.events.envelope import (
     Envelope,
     MessageDecodeError,
     correlation_id_from_headers,
+    header_value,
 )
 from shared.events.inbox import claim
 from shared.events.producer import EventProducer, OutgoingMessage
@@ -44,6 +46,14 @@ from shared.observability.metrics import counter
 log = get_logger(__name__)
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+# The Kafka headers of the record a handler is applying (the envelope is the record's value).
+_RECORD_HEADERS: ContextVar[tuple[tuple[str, bytes], ...]] = ContextVar("record_headers", default=())
+
+
+def record_header(name: str) -> str | None:
+    """A header of the record the running handler applies (e.g. a command's authorization); None when absent."""
+    return header_value(_RECORD_HEADERS.get(), name)
+
 
 MESSAGES = counter("aether_consumer_messages_total", "Records handled, by outcome.", ["consumer", "outcome"])
 
@@ -314,7 +324,11 @@ class ConsumerLoop:
                 offset=record.offset,
             )
             if claimed:
-                await self._handler(uow.session, envelope)
+                headers = _RECORD_HEADERS.set(tuple(record.headers or ()))
+                try:
+                    await self._handler(uow.session, envelope)
+                finally:
+                    _RECORD_HEADERS.reset(headers)
         return claimed
 
     async def _dead_letter(

@@ -18,6 +18,8 @@ from shared.observability.correlation import get_correlation_id, is_valid_correl
 HEADER_CORRELATION_ID = "correlation_id"
 HEADER_EVENT_TYPE = "event_type"
 HEADER_EVENT_ID = "event_id"
+# "Bearer <token>" of the producing service's identity, added at publish time to commands (never stored in an outbox).
+HEADER_AUTHORIZATION = "authorization"
 
 KafkaHeaders = list[tuple[str, bytes]]
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable, Collection
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.db.engine import sessionmaker_for
 from shared.db.uow import UnitOfWork
+from shared.events.envelope import HEADER_AUTHORIZATION
 from shared.events.producer import EventProducer, OutgoingMessage
 from shared.events.retry import RetryStopped, attempts_until_stopped
 from shared.events.tables import EventTables
@@ -30,6 +32,9 @@ PUBLISH_FAILURES = counter(
     "aether_outbox_publish_failures_total", "Relay batches that failed and were retried.", ["schema"]
 )
 UNSENT = gauge("aether_outbox_unsent", "Outbox rows not yet published (relay lag).", ["schema"])
+
+
+Credentials = Callable[[], Awaitable[str]]  # a bearer token, fresh enough to publish with
 
 
 def relay_lock_key(schema: str) -> int:
@@ -65,6 +70,14 @@ class OutboxRelay:
         self._linger_s = linger_s
         self._lock_key = relay_lock_key(tables.schema)
         self._wake = asyncio.Event()
+        self._authenticated_topics: frozenset[str] = frozenset()
+        self._credentials: Credentials | None = None
+
+    def authenticate(self, topics: Collection[str], credentials: Credentials) -> None:
+        """Publish the messages of `topics` with `authorization: Bearer <token>`, the token from `credentials()`
+        at publish time (a refused token fails the batch: its rows stay unsent and are retried)."""
+        self._authenticated_topics = frozenset(topics)
+        self._credentials = credentials
 
     def wake(self) -> None:
         """Ask the loop to look for new rows now (call after committing outbox rows)."""
@@ -88,12 +101,14 @@ class OutboxRelay:
             ).all()
             if not rows:
                 return 0
+            authorization = await self._authorization({row.topic for row in rows})
             messages = [
                 OutgoingMessage(
                     topic=row.topic,
                     key=row.key,
                     value=_json_bytes(row.payload),
-                    headers=tuple((name, str(value).encode()) for name, value in row.headers.items()),
+                    headers=tuple((name, str(value).encode()) for name, value in row.headers.items())
+                    + (authorization if row.topic in self._authenticated_topics else ()),
                 )
                 for row in rows
             ]
@@ -103,6 +118,11 @@ class OutboxRelay:
             )
         PUBLISHED.labels(self._tables.schema).inc(len(rows))
         return len(rows)
+
+    async def _authorization(self, topics: set[str]) -> tuple[tuple[str, bytes], ...]:
+        if self._credentials is None or topics.isdisjoint(self._authenticated_topics):
+            return ()
+        return ((HEADER_AUTHORIZATION, f"Bearer {await self._credentials()}".encode()),)
 
     async def relay_lag(self) -> int:
         """Count the outbox rows not yet published (also exported as the aether_outbox_unsent gauge)."""

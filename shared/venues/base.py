@@ -164,8 +164,8 @@ class VenueAdapter(Protocol):
 class Funding(Protocol):
     """A venue where money can be credited by us (the paper venue); real exchanges are funded outside."""
 
-    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal) -> VenueBalance:
-        """Credit `amount` of `asset` to the account at the venue."""
+    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        """Credit `amount` of `asset` to the account at the venue, once per `reference` (a repeat credits nothing)."""
         ...
 
 

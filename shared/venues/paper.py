@@ -58,7 +58,7 @@ from shared.venues.base import (
 )
 from shared.venues.paper_market import STORAGE_ERRORS, MarketContext, SymbolMarket, Ticket
 from shared.venues.paper_settlement import validate_request
-from shared.venues.paper_store import HoldingKey, PaperOrder, PaperStore
+from shared.venues.paper_store import DepositReferenceReused, HoldingKey, PaperOrder, PaperStore
 
 log = get_logger(__name__)
 
@@ -169,8 +169,9 @@ class PaperVenue:
 
     # --- paper only ------------------------------------------------------------------------------------
 
-    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal) -> VenueBalance:
-        """Credit `amount` of `asset` (creating the account on first use); returns the new balance."""
+    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        """Credit `amount` of `asset` once per `reference` (creating the account on first use); returns the balance.
+        A reference credited before changes nothing; with another asset or amount it is `reference_reused`."""
         try:
             amount = to_decimal(amount)
         except MoneyError as exc:
@@ -182,7 +183,9 @@ class PaperVenue:
                 store = PaperStore(uow.session)
                 now = self._clock()
                 await store.ensure_accounts([account_id], now)
-                holding = await store.record_deposit(account_id, asset, amount, now)
+                holding = await store.record_deposit(account_id, asset, amount, reference, now)
+        except DepositReferenceReused as exc:
+            raise VenueRejected("reference_reused", str(exc)) from None
         except IntegrityError as exc:
             raise VenueOperationalError(f"paper venue storage refused a deposit: {exc.orig}") from exc
         except STORAGE_ERRORS as exc:

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.base import Money
+from shared.domain.money import format_decimal
 from shared.domain.types import (
     AccountId,
     Asset,
@@ -97,8 +98,13 @@ deposits = sa.Table(
     sa.Column("account_id", sa.Text),
     sa.Column("asset", sa.Text),
     sa.Column("amount", Money),
+    sa.Column("reference", sa.Text),
     sa.Column("created_at", TS),
 )
+
+
+class DepositReferenceReused(ValueError):
+    """A deposit reference came back with another asset or amount than the first time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +209,19 @@ class PaperStore:
         )
         return {AccountId(row[0]) for row in await self.session.execute(query)}
 
-    async def record_deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, now: datetime) -> Holding:
-        """Append a deposit and credit it; returns the new balance."""
-        await self.session.execute(
-            sa.insert(deposits).values(account_id=account_id, asset=asset, amount=amount, created_at=now)
+    async def record_deposit(
+        self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str, now: datetime
+    ) -> Holding:
+        """Append a deposit and credit it, once per (account, reference); returns the balance. A reference seen
+        before credits nothing (DepositReferenceReused when it was for another asset or amount)."""
+        recorded = await self.session.execute(
+            pg_insert(deposits)
+            .values(account_id=account_id, asset=asset, amount=amount, reference=reference, created_at=now)
+            .on_conflict_do_nothing(index_elements=[deposits.c.account_id, deposits.c.reference])
+            .returning(deposits.c.deposit_id)
         )
+        if recorded.first() is None:
+            return await self._repeated_deposit(account_id, asset, amount, reference)
         insert = pg_insert(balances).values(
             account_id=account_id, asset=asset, total=amount, reserved=ZERO, updated_at=now
         )
@@ -216,6 +230,27 @@ class PaperStore:
             set_={"total": balances.c.total + insert.excluded.total, "updated_at": insert.excluded.updated_at},
         ).returning(balances.c.total, balances.c.reserved)
         row = (await self.session.execute(statement)).one()
+        return Holding(row.total, row.reserved)
+
+    async def _repeated_deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> Holding:
+        first = (
+            await self.session.execute(
+                sa.select(deposits.c.asset, deposits.c.amount).where(
+                    deposits.c.account_id == account_id, deposits.c.reference == reference
+                )
+            )
+        ).one()
+        if (first.asset, first.amount) != (asset, amount):
+            raise DepositReferenceReused(
+                f"deposit {reference!r} of {account_id} was {format_decimal(first.amount)} {first.asset}"
+            )
+        row = (
+            await self.session.execute(
+                sa.select(balances.c.total, balances.c.reserved).where(
+                    balances.c.account_id == account_id, balances.c.asset == asset
+                )
+            )
+        ).one()
         return Holding(row.total, row.reserved)
 
     async def lock_holdings(

@@ -138,7 +138,7 @@ class PaperMarket:
         await self.venue.on_trade(trade)
 
     async def fund(self, account_id: AccountId, asset: Asset, amount: str) -> None:
-        await self.venue.deposit(account_id, asset, Decimal(amount))
+        await self.venue.deposit(account_id, asset, Decimal(amount), uuid.uuid4().hex)
 
     async def restart(self) -> VenueAdapter:
         self.venue = self._make_venue()

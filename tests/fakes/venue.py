@@ -47,6 +47,7 @@ class FakeVenue:
         self.requests: dict[tuple[str, str], VenueOrderRequest] = {}
         self.fills: list[VenueFill] = []
         self.balances_by_account: dict[str, dict[str, Decimal]] = {}
+        self.deposit_references: set[tuple[str, str]] = set()
         self.submit_calls = 0
         self.listeners: list[UpdateListener] = []
         self._ids = itertools.count(1)
@@ -54,7 +55,10 @@ class FakeVenue:
     def subscribe(self, listener: UpdateListener) -> None:
         self.listeners.append(listener)
 
-    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal) -> None:
+    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> None:
+        if (account_id, reference) in self.deposit_references:
+            return
+        self.deposit_references.add((account_id, reference))
         book = self.balances_by_account.setdefault(account_id, {})
         book[asset] = book.get(asset, Decimal(0)) + amount
 

@@ -70,7 +70,9 @@ async def _ready(client: httpx.AsyncClient) -> bool:
 async def funded(oms: Oms, usd: str = "10000") -> str:
     account = f"acct-{uuid.uuid4().hex[:10]}"
     response = await oms.client.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": usd}, headers=OPERATOR
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": usd, "reference": uuid.uuid4().hex},
+        headers=OPERATOR,
     )
     assert response.status_code == 201, response.text
     return account

@@ -7,6 +7,7 @@ through Kafka: a limit buy at 100 rests, a market buy fills at 101.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -51,7 +52,9 @@ class Oms:
     async def funded(self) -> str:
         account = account_id("pol")
         response = await self.client.post(
-            f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=OPERATOR
+            f"/accounts/{account}/paper/deposits",
+            json={"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex},
+            headers=OPERATOR,
         )
         assert response.status_code == 201, response.text
         return account

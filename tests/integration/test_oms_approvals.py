@@ -100,7 +100,9 @@ async def decide(kafka_bootstrap: str, order_id: str, decision: str, payload_has
 async def _place(client: httpx.AsyncClient, quantity: str) -> dict[str, str]:
     account = account_id("appr")
     deposit = await client.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=HEADERS
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex},
+        headers=HEADERS,
     )
     assert deposit.status_code == 201
     body = order(account, client_order_id="big-1", type="limit", quantity=quantity, limit_price="95")

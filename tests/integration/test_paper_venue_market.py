@@ -56,7 +56,7 @@ async def test_feed_drives_the_venue_and_writes_the_latest_book_and_trade_to_red
 ) -> None:
     heard: list[VenueUpdate] = []
     venue = make_venue(sessionmaker_for(engine), symbol, clock, heard=heard)
-    await venue.deposit(account, USD, Decimal("10000"))
+    await venue.deposit(account, USD, Decimal("10000"), uuid.uuid4().hex)
     resting = await venue.submit(request(account, symbol, OrderSide.BUY, "1", "100.5"))
     book_topic, trade_topic = topics
     await create_topics(kafka_bootstrap, topics)
@@ -148,7 +148,7 @@ async def test_market_order_before_any_book_is_rejected_and_a_limit_rests(
     engine: AsyncEngine, symbol: Symbol, clock: FakeClock, account: AccountId
 ) -> None:
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
-    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.deposit(account, USD, Decimal("1000"), uuid.uuid4().hex)
 
     with pytest.raises(VenueRejected) as refused:
         await venue.submit(request(account, symbol, OrderSide.BUY, "1"))
@@ -176,7 +176,7 @@ async def test_invalid_requests_are_rejected_with_codes(
     engine: AsyncEngine, symbol: Symbol, clock: FakeClock, account: AccountId
 ) -> None:
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
-    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.deposit(account, USD, Decimal("1000"), uuid.uuid4().hex)
     cases = [
         (request(account, Symbol("NOPE/USD"), OrderSide.BUY, "1", "10.0"), "unknown_instrument"),
         (request(account, symbol, OrderSide.BUY, "0.000000001", "10.0"), "invalid_quantity"),
@@ -188,7 +188,7 @@ async def test_invalid_requests_are_rejected_with_codes(
             await venue.submit(bad)
         assert refused.value.code == code
     with pytest.raises(VenueRejected) as refused:
-        await venue.deposit(account, USD, Decimal("-1"))
+        await venue.deposit(account, USD, Decimal("-1"), uuid.uuid4().hex)
     assert refused.value.code == "invalid_amount"
 
 
@@ -197,9 +197,9 @@ async def test_a_market_buy_that_would_cost_more_than_estimated_is_refused_when_
 ) -> None:
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
     other = AccountId(f"acct-{uuid.uuid4().hex[:12]}")
-    await venue.deposit(other, USD, Decimal("1000"))
+    await venue.deposit(other, USD, Decimal("1000"), uuid.uuid4().hex)
     # Exactly what 1 BTC at the displayed best ask costs: 100.00 + taker fee 0.40.
-    await venue.deposit(account, USD, Decimal("100.40"))
+    await venue.deposit(account, USD, Decimal("100.40"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("99.0", "1")], [("100.0", "1"), ("110.0", "1")]))
     await venue.submit(request(other, symbol, OrderSide.BUY, "1"))  # takes the 100.0 level
 
@@ -217,7 +217,7 @@ async def test_a_stop_loss_waits_for_its_trigger_then_sells_into_the_bids(
 ) -> None:
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
     base = Asset(symbol.split("/")[0])
-    await venue.deposit(account, base, Decimal("1"))
+    await venue.deposit(account, base, Decimal("1"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("100.0", "1")], [("101.0", "1")]))
     stop = VenueOrderRequest(
         account_id=account,
@@ -249,7 +249,7 @@ async def test_a_triggered_stop_loss_limit_rests_as_a_limit_across_a_restart(
 ) -> None:
     sessions = sessionmaker_for(engine)
     venue = make_venue(sessions, symbol, clock)
-    await venue.deposit(account, Asset(symbol.split("/")[0]), Decimal("1"))
+    await venue.deposit(account, Asset(symbol.split("/")[0]), Decimal("1"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("93.0", "5")], [("96.0", "5")]))
     stop = VenueOrderRequest(
         account_id=account,

@@ -66,7 +66,7 @@ async def test_concurrent_duplicates_from_two_venue_processes_make_one_order(
 ) -> None:
     sessions = sessionmaker_for(engine)
     first, second = make_venue(sessions, symbol, clock), make_venue(sessions, symbol, clock)
-    await first.deposit(account, USD, Decimal("10000"))
+    await first.deposit(account, USD, Decimal("10000"), uuid.uuid4().hex)
     same = request(account, symbol, OrderSide.BUY, "1", "99.0")
 
     answers = await asyncio.gather(*(venue.submit(same) for venue in (first, second) * 5))
@@ -87,7 +87,7 @@ async def test_fills_of_one_account_on_two_symbols_get_increasing_sequences(
         fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
         clock=clock,
     )
-    await venue.deposit(account, USD, Decimal("100000"))
+    await venue.deposit(account, USD, Decimal("100000"), uuid.uuid4().hex)
     for symbol in (one, two):
         await venue.on_book_snapshot(snapshot(symbol, [("99.0", "50")], [("100.0", "50")]))
 
@@ -114,8 +114,8 @@ async def test_submits_queued_behind_one_symbol_commit_together_and_each_gets_it
     sa.event.listen(engine.sync_engine, "commit", count)
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
     rich, poor = AccountId(f"rich-{uuid.uuid4().hex[:8]}"), AccountId(f"poor-{uuid.uuid4().hex[:8]}")
-    await venue.deposit(rich, USD, Decimal("100000"))
-    await venue.deposit(poor, USD, Decimal("50"))
+    await venue.deposit(rich, USD, Decimal("100000"), uuid.uuid4().hex)
+    await venue.deposit(poor, USD, Decimal("50"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("100.0", "10")], [("101.0", "10")]))
     commits = 0
     resting = [request(rich, symbol, OrderSide.BUY, "1", f"{90 + i}.0") for i in range(10)]
@@ -158,7 +158,7 @@ async def test_with_latency_an_order_takes_effect_later_and_a_late_post_only_cro
     heard: list[VenueUpdate] = []
     latency = LatencyModel(submit_delay=timedelta(milliseconds=200), cancel_delay=timedelta(milliseconds=200))
     venue = make_venue(sessionmaker_for(engine), symbol, clock, latency, heard)
-    await venue.deposit(account, USD, Decimal("10000"))
+    await venue.deposit(account, USD, Decimal("10000"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("100.0", "1")], [("101.0", "1")]))
 
     maker = await venue.submit(request(account, symbol, OrderSide.BUY, "1", "100.1"))
@@ -188,7 +188,7 @@ async def test_restore_cancels_a_delayed_market_order_the_engine_never_ran(
     sessions = sessionmaker_for(engine)
     latency = LatencyModel(submit_delay=timedelta(seconds=1))
     venue = make_venue(sessions, symbol, clock, latency)
-    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.deposit(account, USD, Decimal("1000"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("100.0", "1")], [("101.0", "5")]))
     pending = await venue.submit(request(account, symbol, OrderSide.BUY, "1"))
     resting = await venue.submit(request(account, symbol, OrderSide.BUY, "1", "90.0"))
@@ -225,7 +225,7 @@ async def test_fills_lost_to_a_failed_write_are_not_half_applied_and_the_order_s
 ) -> None:
     sessions = SwitchableSessions(sessionmaker_for(engine), sessionmaker_for(broken_engine))
     venue = make_venue(sessions, symbol, clock)
-    await venue.deposit(account, USD, Decimal("10000"))
+    await venue.deposit(account, USD, Decimal("10000"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("100.0", "1")], [("101.0", "1")]))
     order = await venue.submit(request(account, symbol, OrderSide.BUY, "1", "100.5"))
 
@@ -246,7 +246,7 @@ async def test_database_checks_refuse_a_negative_or_over_reserved_balance(
     engine: AsyncEngine, account: AccountId
 ) -> None:
     venue = make_venue(sessionmaker_for(engine), unique_symbol(), FakeClock(START))
-    await venue.deposit(account, USD, Decimal("5"))
+    await venue.deposit(account, USD, Decimal("5"), uuid.uuid4().hex)
     async with engine.connect() as conn:
         for statement in (
             "UPDATE paper.balances SET total = -1 WHERE account_id = :a",
@@ -264,7 +264,7 @@ async def test_faulty_venue_times_out_after_sending_and_refuses_before_sending(
     engine: AsyncEngine, symbol: Symbol, clock: FakeClock, account: AccountId
 ) -> None:
     inner = make_venue(sessionmaker_for(engine), symbol, clock)
-    await inner.deposit(account, USD, Decimal("10000"))
+    await inner.deposit(account, USD, Decimal("10000"), uuid.uuid4().hex)
     always_ambiguous = FaultyVenue(inner, random.Random(7), ambiguous_rate=1.0)
     always_refused = FaultyVenue(inner, random.Random(7), temporary_rate=1.0)
 
@@ -289,7 +289,7 @@ async def test_faulty_venue_times_out_after_sending_and_refuses_before_sending(
 async def test_faulty_venue_draws_are_seeded(engine: AsyncEngine, symbol: Symbol, clock: FakeClock) -> None:
     inner = make_venue(sessionmaker_for(engine), symbol, clock)
     account = AccountId(f"acct-{uuid.uuid4().hex[:12]}")
-    await inner.deposit(account, USD, Decimal("100000"))
+    await inner.deposit(account, USD, Decimal("100000"), uuid.uuid4().hex)
 
     async def run(seed: int) -> list[str]:
         faulty = FaultyVenue(inner, random.Random(seed), ambiguous_rate=0.3, temporary_rate=0.2)

@@ -10,6 +10,7 @@ stop fires, the take-profit is canceled at the OMS, a market sell closes the pos
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.oms.adapters import oms_adapters
+from services.oms.command_auth import CommandCredentials
 from services.oms.consumers import handle_command
 from services.risk.exits.service import bracket_id_for
 from shared.auth.roles import Role
@@ -29,7 +31,7 @@ from shared.db import UnitOfWork
 from shared.events import Envelope, EventProducer
 from tests.helpers import eventually, own_database
 from tests.integration.test_risk_exits import Harness, exit_app, exit_app_settings
-from tests.kit.auth import token
+from tests.kit.auth import VERIFIER, token, worker_bearer
 from tests.kit.factories import account_id, order
 from tests.kit.oms import paper_oms, serving
 from tests.kit.paper import PaperMarket
@@ -72,8 +74,10 @@ class Bridge:
 
     async def handle(self, envelope: Envelope) -> None:
         self.harness.commands.append(envelope)
+        # The risk app here has no service identity: the bridge stands in for its relay's authorization header.
+        credentials = CommandCredentials(VERIFIER, f"Bearer {worker_bearer('risk')}")
         async with UnitOfWork(self.orders.sessionmaker) as uow:
-            await handle_command(self.orders, uow.session, envelope)
+            await handle_command(self.orders, uow.session, envelope, credentials)
 
     async def forward_events(self) -> None:
         async with self.engine.connect() as conn:
@@ -127,7 +131,9 @@ async def test_walkthrough_buy_ratchet_trigger_close_against_the_oms(
     operator = token(Role.OPERATOR)
     account = account_id("walk")
     deposit = await oms.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "1000", "reference": uuid.uuid4().hex},
+        headers=operator,
     )
     assert deposit.status_code == 201, deposit.text
     buy = order(account, client_order_id="buy-1")  # walks the book: 1 at the ask of 100
@@ -191,7 +197,9 @@ async def test_explicit_exits_on_the_order_take_profit_fills_and_closes(
     operator = token(Role.OPERATOR)
     account = account_id("walk")
     deposit = await oms.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "1000"}, headers=operator
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "1000", "reference": uuid.uuid4().hex},
+        headers=operator,
     )
     assert deposit.status_code == 201, deposit.text
     buy = order(account, client_order_id="buy-2", quantity="2", exits={"stop_loss": "95", "take_profit": "101"})

@@ -115,7 +115,7 @@ async def funded_account(platform: Platform) -> str:
     body = {"account_id": account, "name": "Desk", "kind": "company", "venue": "paper"}
     created = await platform.accounts.post("/accounts", json=body, headers=ADMIN)
     assert created.status_code == 201, created.text
-    deposit = {"asset": "USD", "amount": "100000"}
+    deposit = {"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex}
     funded = await platform.oms.post(f"/accounts/{account}/paper/deposits", json=deposit, headers=ADMIN)
     assert funded.status_code in (200, 201), funded.text
     return account

@@ -9,10 +9,12 @@ from datetime import datetime, timedelta
 import pyotp
 from pydantic import SecretStr
 
+from services.accounts.service_identities import WORKER_IDENTITIES
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem
 from shared.auth.roles import Role, default_scopes
-from shared.auth.tokens import TokenIssuer
+from shared.auth.tokens import TokenIssuer, TokenVerifier
 from shared.clock import utc_now
+from shared.events.envelope import HEADER_AUTHORIZATION
 
 KEY = generate_private_key()
 PRIVATE_PEM = private_key_pem(KEY)
@@ -79,3 +81,24 @@ class TotpClock:
         """Move one step on and return that step's code."""
         self.steps_ahead += 1
         return self.current(totp)
+
+
+VERIFIER = TokenVerifier(PUBLIC_PEM, "aether", "aether-platform")
+
+
+def worker_bearer(service: str, *, scopes: Iterable[str] | None = None, accounts: Iterable[str] | None = None) -> str:
+    """The token the accounts service gives the worker identity of `service` (hedge, risk), minted with the suite key
+    (`scopes` / `accounts` replace the identity's, to test a narrower or wrong one)."""
+    identity = WORKER_IDENTITIES[service]
+    return ISSUER.issue(
+        f"svc_{identity.name}",
+        [Role.SERVICE],
+        scopes=identity.scopes if scopes is None else scopes,
+        accounts=identity.accounts if accounts is None else accounts,
+        ttl_s=SUITE_TOKEN_TTL_S,
+    )
+
+
+def worker_authorization(service: str) -> tuple[str, bytes]:
+    """The Kafka header a worker's outbox relay adds to its commands."""
+    return HEADER_AUTHORIZATION, f"Bearer {worker_bearer(service)}".encode()

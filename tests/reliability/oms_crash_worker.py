@@ -448,8 +448,8 @@ class CrashingVenue:
     async def balances(self, account_id: AccountId) -> Sequence[VenueBalance]:
         return await self.inner.balances(account_id)
 
-    async def deposit(self, account_id: AccountId, asset: Any, amount: Decimal) -> VenueBalance:
-        return await self.inner.deposit(account_id, asset, amount)
+    async def deposit(self, account_id: AccountId, asset: Any, amount: Decimal, reference: str) -> VenueBalance:
+        return await self.inner.deposit(account_id, asset, amount, reference)
 
 
 def crashing_listener(listener: UpdateListener) -> UpdateListener:

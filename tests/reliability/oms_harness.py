@@ -167,10 +167,10 @@ class CountingVenue:
         self.calls.operations["balances"] += 1
         return await self.inner.balances(account_id)
 
-    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal) -> VenueBalance:
+    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
         """Paper deposits pass through (the OMS credits paper accounts only when its venue can take them)."""
         self.calls.operations["deposit"] += 1
-        return await self.inner.deposit(account_id, asset, amount)
+        return await self.inner.deposit(account_id, asset, amount, reference)
 
 
 def venue_request(body: OrderCreate) -> VenueOrderRequest:
@@ -259,7 +259,7 @@ class PaperStack:
         """Deposit at the paper venue and in the ledger (creating the trading account), as the deposit route does."""
         funder = self.service(venue=self.venue, listen=False)
         for asset, amount in amounts.items():
-            await funder.deposit(account_id, asset, amount, ACTOR)
+            await funder.deposit(account_id, asset, amount, ACTOR, reference=uuid.uuid4().hex)
 
     async def set_book(self, symbol: str, bids: BookLevels, asks: BookLevels) -> list[VenueUpdate]:
         """A whole book to the paper venue and, as the paper feed does, the latest book to Redis (market buys)."""

@@ -22,12 +22,17 @@ import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.oms.command_auth import CommandCredentials
 from services.oms.consumers import handle_command, resolve_stale
 from services.oms.schemas import OrderCreate
 from services.oms.service import OrderService
 from shared.events import ConsumerLoop, Envelope, EventProducer
+from shared.events.consumer import record_header
+from shared.events.envelope import HEADER_AUTHORIZATION
+from shared.events.producer import OutgoingMessage
 from shared.events.tables import event_tables
 from tests.helpers import eventually
+from tests.kit.auth import VERIFIER, worker_authorization
 from tests.reliability.oms_crash_worker import divergences
 from tests.reliability.oms_harness import (
     SteppingClock,
@@ -135,8 +140,10 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
 
 async def publish(producer: EventProducer, topic: str, records: Sequence[Envelope]) -> None:
+    """As the hedge worker's relay publishes: each command with its service identity's token."""
     for envelope in records:  # one by one: the delivery order is the partition's order
-        await producer.send(topic, envelope, key=envelope.aggregate_id)
+        headers = (*envelope.kafka_headers(), worker_authorization("hedge"))
+        await producer.send_raw(OutgoingMessage(topic, envelope.aggregate_id, envelope.to_bytes(), headers))
 
 
 @asynccontextmanager
@@ -150,7 +157,9 @@ async def consuming(
         topics=[topic],
         sessionmaker=service.sessionmaker,
         tables=event_tables("oms"),
-        handler=lambda session, envelope: handle_command(service, session, envelope),
+        handler=lambda session, envelope: handle_command(
+            service, session, envelope, CommandCredentials(VERIFIER, record_header(HEADER_AUTHORIZATION))
+        ),
         consumer_name="oms.commands",
         dead_letter_producer=producer,
         retry_backoff_s=0.02,

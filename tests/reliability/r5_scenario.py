@@ -136,7 +136,7 @@ class Scenario:
 
     async def account(self, usd: Decimal = DEPOSIT) -> str:
         account = f"r5-{uuid.uuid4().hex[:10]}"
-        await self.world.admin.service.deposit(account, QUOTE, usd, ACTOR)
+        await self.world.admin.service.deposit(account, QUOTE, usd, ACTOR, reference=uuid.uuid4().hex)
         self.accounts.append(account)
         return account
 

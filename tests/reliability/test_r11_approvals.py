@@ -154,7 +154,9 @@ async def place_big_order(stack: Stack, account: str, requester: str, roles: lis
     """An order above the threshold: the OMS holds it and asks for approval; returns the order and its request."""
     auth = headers(requester, *roles)
     deposit = await stack.oms.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=auth
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex},
+        headers=auth,
     )
     assert deposit.status_code == 201, deposit.text
     body = order(account, client_order_id=f"big-{account}", type="limit", quantity="20", limit_price="95")

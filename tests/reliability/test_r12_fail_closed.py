@@ -46,10 +46,11 @@ from shared.contracts.orders import SubmitOrder
 from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
-from shared.events import EventProducer
+from shared.events import Envelope, EventProducer
+from shared.events.producer import OutgoingMessage
 from shared.events.topics import HITL_DECISIONS, OMS_COMMANDS
 from tests.helpers import eventually, own_database
-from tests.kit.auth import jwt_settings, token
+from tests.kit.auth import jwt_settings, token, worker_authorization
 from tests.kit.oms import paper_oms, serving
 from tests.kit.paper import PaperMarket, open_paper_market
 from tests.reliability.conftest import RecordWriter
@@ -174,14 +175,18 @@ class Drill:
         await self._send(HITL_DECISIONS, new_envelope(decided, producer="hitl", aggregate_id=order_id), order_id)
 
     async def command(self, body: OrderCreate) -> None:
+        """`SubmitOrder` as the hedge worker's relay publishes it: with its service identity's token."""
         envelope = new_envelope(SubmitOrder(order=body), producer="hedge", aggregate_id=body.account_id)
-        await self._send(OMS_COMMANDS, envelope, body.account_id)
+        await self._send(OMS_COMMANDS, envelope, body.account_id, (worker_authorization("hedge"),))
 
-    async def _send(self, topic: str, envelope: Any, key: str) -> None:
+    async def _send(
+        self, topic: str, envelope: Envelope, key: str, extra_headers: tuple[tuple[str, bytes], ...] = ()
+    ) -> None:
         producer = EventProducer(self.kafka, client_id="r12")
         await producer.start()
         try:
-            await producer.send(topic, envelope, key=key)
+            headers = (*envelope.kafka_headers(), *extra_headers)
+            await producer.send_raw(OutgoingMessage(topic, key, envelope.to_bytes(), headers))
         finally:
             await producer.stop()
 

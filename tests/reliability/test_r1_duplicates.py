@@ -18,6 +18,7 @@ import asyncio
 import random
 import statistics
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ async def test_r1_an_order_is_placed_once(
             for account in accounts:
                 for asset, amount in DEPOSIT.items():
                     asset_name = base_asset(symbol) if asset == "BASE" else asset
-                    deposit = {"asset": asset_name, "amount": str(amount)}
+                    deposit = {"asset": asset_name, "amount": str(amount), "reference": uuid.uuid4().hex}
                     response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit)
                     assert response.status_code == 201, response.text
 

@@ -335,7 +335,7 @@ async def test_sigkill_on_the_submit_path_loses_no_acknowledged_order(
     await publish_book(redis, [symbol])
     setup = await start_oms(settings)
     for account in accounts:
-        await setup.service.deposit(account, QUOTE, DEPOSIT_USD, ACTOR)
+        await setup.service.deposit(account, QUOTE, DEPOSIT_USD, ACTOR, reference=uuid.uuid4().hex)
     await setup.close()
 
     ack_path = tmp_path / "acks.jsonl"

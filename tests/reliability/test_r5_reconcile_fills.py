@@ -9,6 +9,7 @@ The module has a database of its own, because `reconcile()` walks every account.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -109,8 +110,8 @@ async def balance_drift(s: Scenario) -> None:
     """Money arrived at the venue only (USD and base): the ledger is adjusted, journaled and audited."""
     oms = await s.boot()
     account = await s.account()
-    await oms.venue.deposit(AccountId(account), USD, Decimal("250"))
-    await oms.venue.deposit(AccountId(account), s.base, Decimal("0.5"))
+    await oms.venue.deposit(AccountId(account), USD, Decimal("250"), uuid.uuid4().hex)
+    await oms.venue.deposit(AccountId(account), s.base, Decimal("0.5"), uuid.uuid4().hex)
 
     oms, report = await s.restart_and_reconcile()
 

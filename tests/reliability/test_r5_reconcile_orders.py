@@ -297,7 +297,7 @@ async def multiple_accounts(s: Scenario) -> None:
             post_only=False,
         )
     )
-    await oms.venue.deposit(AccountId(drifted), USD, Decimal("42"))
+    await oms.venue.deposit(AccountId(drifted), USD, Decimal("42"), uuid.uuid4().hex)
     await s.down()
     exchange = await s.exchange()
     await s.trade(exchange, "98.9", "1")

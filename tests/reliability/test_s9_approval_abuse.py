@@ -173,7 +173,9 @@ async def oms(
 async def _held_order(http: httpx.AsyncClient, orders: OrderService) -> StoredOrder:
     account = account_id("s9")
     deposit = await http.post(
-        f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": "100000"}, headers=OPERATOR
+        f"/accounts/{account}/paper/deposits",
+        json={"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex},
+        headers=OPERATOR,
     )
     assert deposit.status_code == 201, deposit.text
     body = order_body(account, type="limit", quantity="20", limit_price="95", exits=EXITS)  # 1,900 >= 1,000

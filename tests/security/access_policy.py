@@ -17,6 +17,7 @@ in the state the route starts from (trading-state transitions depend on the curr
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,7 @@ OMS: dict[tuple[str, str], Rule] = {
         frozenset({Role.OPERATOR, Role.ADMIN}),
         scope="funds:write",
         account="path",
-        body=lambda account: {"asset": "USD", "amount": "10"},
+        body=lambda account: {"asset": "USD", "amount": "10", "reference": uuid.uuid4().hex},
     ),
 }
 

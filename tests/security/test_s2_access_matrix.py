@@ -204,7 +204,7 @@ async def _seed_orders(client: httpx.AsyncClient) -> Seeds:
     admin, trader = bearer_headers(Role.ADMIN, accounts=("*",)), bearer_headers(Role.OPERATOR, accounts=("*",))
     order_ids: dict[str, dict[str, str]] = {}
     for account in (OWN, FOREIGN):
-        deposit = {"asset": "USD", "amount": "100000"}
+        deposit = {"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex}
         response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit, headers=admin)
         assert response.status_code in (200, 201), response.text
         order = {

@@ -17,8 +17,9 @@ from services.oms.repository import OmsRepository
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.order_store import load_order, release_reservation, transition
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
+from services.oms.use_cases.quarantine import UNKNOWN_ORDER, quarantine_fill
 from shared.db import UnitOfWork
-from shared.domain.ledger import LedgerUpdate
+from shared.domain.ledger import LedgerError, LedgerUpdate
 from shared.domain.money import MONEY_CONTEXT
 from shared.domain.order_events import OrderEvent
 from shared.domain.order_rules import OrderRuleError
@@ -103,29 +104,36 @@ class ExecuteOrders:
             repo = OmsRepository(uow.session)
             await repo.lock_account(fill.account_id)
             stored = await repo.find_by_client_id(fill.account_id, fill.client_order_id)
+            now = self.ctx.clock()
             if stored is None:
-                log.warning("fill_for_unknown_order", client_order_id=fill.client_order_id, trade_id=fill.trade_id)
+                await quarantine_fill(uow, venue, fill, None, UNKNOWN_ORDER, "no order has this client order id", now)
+                return False
+            ledger_repo = LedgerRepository(uow.session)
+            try:  # a fill the order or the ledger refuses is quarantined (a replay of an applied one is a no-op)
+                order, events = _filled(stored.order, fill, now)
+                ledger = await ledger_repo.load_ledger(order.account_id)
+                spec = self.ctx.instruments[order.symbol]
+                update = ledger.apply_fill(
+                    order.id,
+                    order.side,
+                    order.symbol,
+                    Asset(spec.base),
+                    Asset(spec.quote),
+                    fill.quantity,
+                    fill.price,
+                    fill.fee,
+                )
+            except (OrderRuleError, LedgerError) as exc:
+                if not await ledger_repo.fill_recorded(venue, fill.trade_id):
+                    await quarantine_fill(uow, venue, fill, stored.order.id, exc.code, str(exc), now)
                 return False
             if not await repo.insert_fill(_fill_row(venue, stored.order.id, fill)):
                 return False
-            now = self.ctx.clock()
-            order, events = _filled(stored.order, fill, now)
-            ledger = await LedgerRepository(uow.session).load_ledger(order.account_id)
-            spec = self.ctx.instruments[order.symbol]
-            update = ledger.apply_fill(
-                order.id,
-                order.side,
-                order.symbol,
-                Asset(spec.base),
-                Asset(spec.quote),
-                fill.quantity,
-                fill.price,
-                fill.fee,
-            )
             if order.is_terminal and order.id in update.ledger.reservations:
                 update = _chain(update, update.ledger.release(order.id))
             await repo.save(order, events)
             await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
+            await ledger_repo.add_fill_pnl(ledger, update.ledger, order.symbol, fill.filled_at)
             await repo.add_volume(order.account_id, fill.quantity * fill.price)
             await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{venue}")
         SUBMIT_TO_FILL.observe(max(0.0, (self.ctx.clock() - stored.created_at).total_seconds()))

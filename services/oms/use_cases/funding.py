@@ -1,20 +1,26 @@
-"""Crediting a paper account: at the venue (only a venue with the `Funding` capability) and in the ledger."""
+"""Crediting a paper account: at the venue (only a venue with the `Funding` capability) and in the ledger, once per
+reference.
+
+The two sides are one recoverable operation: the deposit is recorded `pending` under its (account, reference) in
+the OMS's transaction first; the venue is credited by reference (it credits a reference once); then the ledger is
+credited and the deposit turns `applied` in one transaction, with the balance it left. A crash between the steps
+leaves a pending deposit, which a repeat of the request or startup reconciliation completes the same way.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from services.oms.errors import NotAPaperAccount
-from services.oms.ledger_repository import LedgerRepository
+from services.oms.errors import DepositReferenceConflict, DepositRejected, NotAPaperAccount, VenueUnavailable
+from services.oms.ledger_repository import DepositRecord, DepositStatus, LedgerRepository
+from services.oms.metrics import VENUE_ERRORS
 from services.oms.repository import OmsRepository
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.publishing import save_ledger
 from shared.audit import append as audit_append
-from shared.db import UnitOfWork
-from shared.domain.ledger import Ledger
 from shared.domain.money import format_decimal
-from shared.domain.types import AccountId, Asset
-from shared.venues.base import Funding
+from shared.domain.types import AccountId
+from shared.venues.base import Funding, VenueError, VenueRejected
 
 
 class FundPaperAccount:
@@ -23,29 +29,82 @@ class FundPaperAccount:
     def __init__(self, ctx: OmsContext) -> None:
         self.ctx = ctx
 
-    async def deposit(self, account_id: str, asset: str, amount: Decimal, actor: str) -> Ledger:
-        """Credit the account at the venue, then in the ledger (journaled and audited)."""
-        venue = self.ctx.venue
-        if not isinstance(venue, Funding):
-            raise NotAPaperAccount(f"deposits are not possible on the {venue.name} venue")
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            account = await OmsRepository(uow.session).get_account(account_id)
-        if account is not None and account.venue != venue.name:
-            raise NotAPaperAccount(f"account {account_id!r} trades on {account.venue}, not on {venue.name}")
-        await venue.deposit(AccountId(account_id), Asset(asset), amount)
+    async def deposit(
+        self, account_id: str, asset: str, amount: Decimal, actor: str, *, reference: str
+    ) -> DepositRecord:
+        """Credit the account at the venue, then in the ledger (journaled and audited), once per reference: a
+        repeat answers the first deposit; the same reference for another asset or amount is a conflict."""
+        self._funding_venue()
+        venue_name = self.ctx.venue.name
         async with self.ctx.account_transaction(account_id) as uow:
             repo = OmsRepository(uow.session)
-            await repo.ensure_account(account_id, venue.name, self.ctx.settings.default_approval_threshold)
+            account = await repo.get_account(account_id)
+            if account is not None and account.venue != venue_name:
+                raise NotAPaperAccount(f"account {account_id!r} trades on {account.venue}, not on {venue_name}")
+            await repo.ensure_account(account_id, venue_name, self.ctx.settings.default_approval_threshold)
             await repo.lock_account(account_id)
-            ledger = await LedgerRepository(uow.session).load_ledger(AccountId(account_id))
-            update = ledger.deposit(Asset(asset), amount, "paper-deposit")
-            await save_ledger(uow.session, self.ctx.tables, ledger, update, self.ctx.clock())
+            recorded = await LedgerRepository(uow.session).record_deposit(
+                account_id, reference, asset, amount, actor, self.ctx.clock()
+            )
+        if (recorded.asset, recorded.amount) != (asset, amount):
+            raise DepositReferenceConflict(
+                f"deposit reference {reference!r} was used for {format_decimal(recorded.amount)} {recorded.asset}",
+                details={"reference": reference},
+            )
+        if recorded.status is DepositStatus.APPLIED:
+            return recorded
+        return await self.complete(recorded, actor)
+
+    async def complete(self, deposit: DepositRecord, actor: str) -> DepositRecord:
+        """Credit a recorded deposit at the venue (idempotent by reference), then in the ledger unless it already is."""
+        venue = self._funding_venue()
+        try:
+            await venue.deposit(deposit.account_id, deposit.asset, deposit.amount, deposit.reference)
+        except VenueRejected as exc:
+            async with self.ctx.account_transaction(deposit.account_id) as uow:
+                await LedgerRepository(uow.session).forget_pending_deposit(deposit.account_id, deposit.reference)
+            raise DepositRejected(exc.code, exc.message) from None
+        except VenueError as exc:
+            VENUE_ERRORS.labels(operation="deposit", kind=type(exc).__name__).inc()
+            raise VenueUnavailable(
+                f"the venue did not confirm deposit {deposit.reference!r}: retry with the same reference"
+            ) from None
+        async with self.ctx.account_transaction(deposit.account_id) as uow:
+            await OmsRepository(uow.session).lock_account(deposit.account_id)
+            ledger_repo = LedgerRepository(uow.session)
+            current = await ledger_repo.find_deposit(deposit.account_id, deposit.reference)
+            if current is not None and current.status is DepositStatus.APPLIED:
+                return current  # completed meanwhile (a concurrent repeat, or reconciliation)
+            now = self.ctx.clock()
+            ledger = await ledger_repo.load_ledger(deposit.account_id)
+            update = ledger.deposit(deposit.asset, deposit.amount, f"deposit:{deposit.reference}")
+            await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
+            balance = update.ledger.balance(deposit.asset)
+            await ledger_repo.mark_deposit_applied(deposit.account_id, deposit.reference, balance, now)
             await audit_append(
                 uow.session,
                 actor=actor,
                 action="paper.deposit",
-                target=f"{account_id}/{asset}",
-                details={"amount": format_decimal(amount)},
-                chain=f"oms:{account_id}",
+                target=f"{deposit.account_id}/{deposit.asset}",
+                details={"amount": format_decimal(deposit.amount), "reference": deposit.reference},
+                chain=f"oms:{deposit.account_id}",
             )
-        return update.ledger
+        return DepositRecord(
+            deposit.account_id, deposit.reference, deposit.asset, deposit.amount, DepositStatus.APPLIED, balance
+        )
+
+    async def complete_pending(self, account_id: AccountId, actor: str) -> int:
+        """Complete every deposit of the account left pending (a crash or a venue outage mid-way); how many."""
+        if not isinstance(self.ctx.venue, Funding):
+            return 0
+        async with self.ctx.account_transaction(account_id) as uow:
+            pending = await LedgerRepository(uow.session).pending_deposits(account_id)
+        for deposit in pending:
+            await self.complete(deposit, actor)
+        return len(pending)
+
+    def _funding_venue(self) -> Funding:
+        venue = self.ctx.venue
+        if not isinstance(venue, Funding):
+            raise NotAPaperAccount(f"deposits are not possible on the {venue.name} venue")
+        return venue

@@ -14,8 +14,8 @@ from services.oms.controls import AccountControls, ControlsRepository
 from services.oms.errors import AccountNotFound, MarketDataUnavailable, OrderDenied, TradingStateDenied
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, StoredOrder
-from services.oms.risk_limits import start_of_utc_day
 from services.oms.use_cases.context import OmsContext
+from shared.clock import utc_day
 from shared.contracts.approvals import ApprovalReason
 from shared.contracts.exits import ExitInstructions
 from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
@@ -25,11 +25,9 @@ from shared.domain.orders import Order
 from shared.domain.pricing import market_buy_reservation_price
 from shared.domain.risk_limits import (
     Exposure,
-    FillRecord,
     LimitViolation,
     OrderToCheck,
     check_order,
-    realized_loss_since,
 )
 from shared.domain.trading_state import StateDenialCode, denial_for_state
 from shared.domain.types import Asset, Liquidity, OrderSide, Symbol
@@ -197,13 +195,9 @@ class PreTradeChain:
         value_at = mid if mid is not None else order.limit_price or Decimal(0)
         exposure_quantity = held + await repo.open_buy_quantity(order.account_id, order.symbol, excluding=excluding)
         loss = Decimal(0)
-        if limits.daily_loss_limit is not None:
-            rows = await repo.fills_for_replay(order.account_id)
-            fills = [
-                FillRecord(r["symbol"], OrderSide(r["side"]), r["quantity"], r["price"], r["fee"], r["filled_at"])
-                for r in rows
-            ]
-            loss = realized_loss_since(fills, start_of_utc_day(self.ctx.clock()))
+        if limits.daily_loss_limit is not None:  # one row, kept in each fill's transaction: O(1) in the history
+            pnl = await LedgerRepository(repo.session).realized_pnl_on(order.account_id, utc_day(self.ctx.clock()))
+            loss = max(Decimal(0), -pnl)
         exposure = Exposure(
             mid_price=mid,
             position_quantity=held,

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import VENUE_ERRORS
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.use_cases.cancellation import CancelOrder
 from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.execution import ExecuteOrders
+from services.oms.use_cases.funding import FundPaperAccount
 from services.oms.use_cases.order_store import load_order, locked_order, release_reservation, transition
 from services.oms.use_cases.pre_trade import Denial
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
@@ -21,7 +24,7 @@ from shared.audit import append as audit_append
 from shared.db import UnitOfWork
 from shared.domain.money import format_decimal
 from shared.domain.orders import Order
-from shared.domain.types import AccountId, OrderId, OrderStatus
+from shared.domain.types import AccountId, Asset, OrderId, OrderStatus
 from shared.observability.logging import get_logger
 from shared.venues.base import VenueError, VenueOrderStatus
 
@@ -41,6 +44,9 @@ class ResolveOutcome(StrEnum):
     DENIED_AT_RELEASE = "denied_at_release"  # never sent: the trading state or a limit refuses it now
 
 
+BALANCE_READ_ATTEMPTS = 3  # venue balance snapshots tried per account before its balances wait for the next reconcile
+
+
 class ReconcileIncomplete(RuntimeError):
     """Some accounts could not be reconciled; the others were."""
 
@@ -56,6 +62,7 @@ class ReconcileReport:
     denied_at_release: int = 0
     external_canceled: int = 0
     balance_adjustments: int = 0
+    deposits_completed: int = 0
     details: list[str] = field(default_factory=list)
 
     def count(self, outcome: ResolveOutcome) -> None:
@@ -157,9 +164,10 @@ class ResolveOrder:
 class ReconcileAccounts:
     """Startup reconciliation of every account with the venue: fills, order states, orphans, balances."""
 
-    def __init__(self, ctx: OmsContext, execution: ExecuteOrders, resolve: Resolve) -> None:
+    def __init__(self, ctx: OmsContext, execution: ExecuteOrders, funding: FundPaperAccount, resolve: Resolve) -> None:
         self.ctx = ctx
         self.execution = execution
+        self.funding = funding
         self.resolve = resolve
 
     async def reconcile(self) -> ReconcileReport:
@@ -188,6 +196,7 @@ class ReconcileAccounts:
         return report
 
     async def _reconcile_account(self, account_id: AccountId, report: ReconcileReport) -> None:
+        report.deposits_completed += await self.funding.complete_pending(account_id, SYSTEM_ACTOR)
         report.fills_applied += await self.execution.catch_up_fills(account_id)
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
             unresolved = await OmsRepository(uow.session).unresolved_orders(account_id)
@@ -220,31 +229,66 @@ class ReconcileAccounts:
         return canceled
 
     async def _reconcile_balances(self, account_id: AccountId, report: ReconcileReport) -> int:
-        """Align ledger totals with the venue's (the venue holds the money); each adjustment is journaled and audited."""
-        venue_totals = {b.asset: b.total for b in await self.ctx.venue.balances(account_id)}
+        """Align ledger totals with the venue's (the venue holds the money); each adjustment is journaled and audited.
+
+        Only a venue snapshot that describes the fills the OMS has settled is compared: a fill the venue has
+        committed and the OMS has not applied yet is not drift (adjusting for it, then applying it, would count it
+        twice). Such fills are caught up and the balances read again; if fills keep arriving, the account's
+        balances wait for the next reconcile.
+        """
+        for _ in range(BALANCE_READ_ATTEMPTS):
+            async with self.ctx.account_transaction(account_id) as uow:
+                repo = OmsRepository(uow.session)
+                await repo.lock_account(account_id)
+                account = await repo.get_account(account_id)
+                cursor = 0 if account is None else account.fill_cursor
+                venue_totals = await self._settled_venue_totals(uow.session, account_id, cursor)
+                if venue_totals is not None:
+                    return await self._align(uow.session, account_id, venue_totals, report)
+            report.fills_applied += await self.execution.catch_up_fills(account_id)
+        log.warning("balances_unsettled", account_id=account_id, attempts=BALANCE_READ_ATTEMPTS)
+        report.details.append(f"{account_id} balances not compared: venue fills kept arriving")
+        return 0
+
+    async def _settled_venue_totals(
+        self, session: AsyncSession, account_id: AccountId, cursor: int
+    ) -> dict[Asset, Decimal] | None:
+        """The venue's totals, when no fill committed while they were read and the OMS has settled (applied or
+        quarantined) every fill after its cursor; else None."""
+        venue = self.ctx.venue
+        before = [fill.trade_id for fill in await venue.fills_since(account_id, cursor)]
+        totals = {balance.asset: balance.total for balance in await venue.balances(account_id)}
+        after = [fill.trade_id for fill in await venue.fills_since(account_id, cursor)]
+        if after != before:
+            return None
+        settled = await LedgerRepository(session).settled_trade_ids(venue.name, after)
+        return totals if settled >= set(after) else None
+
+    async def _align(
+        self, session: AsyncSession, account_id: AccountId, venue_totals: dict[Asset, Decimal], report: ReconcileReport
+    ) -> int:
+        ledger_repo = LedgerRepository(session)
+        ledger = await ledger_repo.load_ledger(account_id)
+        # A deposit on its way (venue credited, ledger not yet) completes on its own: not drift.
+        in_flight = {deposit.asset for deposit in await ledger_repo.pending_deposits(account_id)}
         adjustments = 0
-        async with self.ctx.account_transaction(account_id) as uow:
-            await OmsRepository(uow.session).lock_account(account_id)
-            ledger = await LedgerRepository(uow.session).load_ledger(account_id)
-            for asset in sorted(set(venue_totals) | set(ledger.balances)):
-                drift = venue_totals.get(asset, Decimal(0)) - ledger.balance(asset).total
-                if drift == 0:
-                    continue
-                update = (
-                    ledger.deposit(asset, drift, "reconcile")
-                    if drift > 0
-                    else ledger.withdraw(asset, -drift, "reconcile")
-                )
-                await save_ledger(uow.session, self.ctx.tables, ledger, update, self.ctx.clock())
-                ledger = update.ledger
-                await audit_append(
-                    uow.session,
-                    actor=SYSTEM_ACTOR,
-                    action="balance.reconciled",
-                    target=f"{account_id}/{asset}",
-                    details={"drift": format_decimal(drift), "venue": self.ctx.venue.name},
-                    chain=f"oms:{account_id}",
-                )
-                report.details.append(f"{account_id} {asset} drift {format_decimal(drift)}")
-                adjustments += 1
+        for asset in sorted((set(venue_totals) | set(ledger.balances)) - in_flight):
+            drift = venue_totals.get(asset, Decimal(0)) - ledger.balance(asset).total
+            if drift == 0:
+                continue
+            update = (
+                ledger.deposit(asset, drift, "reconcile") if drift > 0 else ledger.withdraw(asset, -drift, "reconcile")
+            )
+            await save_ledger(session, self.ctx.tables, ledger, update, self.ctx.clock())
+            ledger = update.ledger
+            await audit_append(
+                session,
+                actor=SYSTEM_ACTOR,
+                action="balance.reconciled",
+                target=f"{account_id}/{asset}",
+                details={"drift": format_decimal(drift), "venue": self.ctx.venue.name},
+                chain=f"oms:{account_id}",
+            )
+            report.details.append(f"{account_id} {asset} drift {format_decimal(drift)}")
+            adjustments += 1
         return adjustments
