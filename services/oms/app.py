@@ -14,7 +14,6 @@ from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
 from shared.clock import utc_now
 from shared.config import AetherSettings, service_settings
 from shared.db import create_engine, sessionmaker_for
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import Symbol
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
@@ -29,9 +28,8 @@ def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> PaperVenue:
     return PaperVenue(
         sessionmaker_for(venue_engine),
         instruments={Symbol(symbol): config.spec(symbol) for symbol, config in settings.instruments.items()},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=settings.fee_schedules(),
         clock=utc_now,
-        quote_steps={Symbol(symbol): config.quote_step for symbol, config in settings.instruments.items()},
     )
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.db import sessionmaker_for
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.matching import LatencyModel
 from shared.domain.types import AccountId, ClientOrderId, Liquidity, OrderSide, Symbol
 from shared.venues.base import (
@@ -84,7 +84,7 @@ async def test_fills_of_one_account_on_two_symbols_get_increasing_sequences(
     venue = PaperVenue(
         sessionmaker_for(engine),
         instruments={one: instrument(one), two: instrument(two)},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=AccountFeeSchedules(),
         clock=clock,
     )
     await venue.deposit(account, USD, Decimal("100000"))

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.matching import LatencyModel
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderSide, OrderType, Symbol, TimeInForce
 from shared.marketdata import BookSnapshot, Level, Trade
@@ -28,7 +28,7 @@ def make_venue(
     venue = PaperVenue(
         cast(async_sessionmaker[AsyncSession], sessions),
         instruments={symbol: instrument(symbol)},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=AccountFeeSchedules(),
         clock=clock,
         latency=latency,
     )

@@ -16,7 +16,7 @@ from services.oms.risk_limits import RiskLimitsReader, start_of_utc_day
 from services.oms.trading_state import TradingStateReader
 from services.oms.use_cases.context import OmsContext
 from shared.contracts.approvals import ApprovalReason
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import FEE_VOLUME_WINDOW
 from shared.domain.ledger import Ledger, required_reservation
 from shared.domain.money import InstrumentSpec, format_decimal
 from shared.domain.orders import Order
@@ -80,7 +80,6 @@ class AccountTerms:
     """What the account's own row brings to the checks."""
 
     approval_threshold: Decimal | None
-    volume_30d: Decimal
     has_exits: bool = False
 
 
@@ -111,9 +110,8 @@ class PreTradeChain:
             return Denial(
                 DenialCode.NO_MARKET_DATA, f"no market price for {order.symbol} yet: a market buy cannot be sized"
             )
-        rate = KRAKEN_SPOT_FEE_SCHEDULE.rate(Liquidity.TAKER, terms.volume_30d)
-        quote_step = self.ctx.settings.instruments[order.symbol].quote_step
-        need = required_reservation(order.side, order.quantity, price, rate, spec, quote_step)
+        rate = await self._taker_rate(repo, order) if order.side is OrderSide.BUY else Decimal(0)
+        need = required_reservation(order.side, order.quantity, price, rate, spec)
         free = ledger.balance(need.asset).free
         if need.amount > free:
             return Denial(
@@ -123,6 +121,11 @@ class PreTradeChain:
         notional = order.quantity * price
         reasons = await self._approval_reasons(repo, order, ledger, notional, terms.approval_threshold)
         return Reserve(need.asset, need.amount, notional, tuple(reasons))
+
+    async def _taker_rate(self, repo: OmsRepository, order: Order) -> Decimal:
+        """The account's own taker rate at its rolling 30-day volume (what the venue will charge at most)."""
+        volume = await repo.traded_volume_since(order.account_id, self.ctx.clock() - FEE_VOLUME_WINDOW)
+        return self.ctx.fee_schedules.for_account(order.account_id).rate(Liquidity.TAKER, volume)
 
     async def _approval_reasons(
         self, repo: OmsRepository, order: Order, ledger: Ledger, notional: Decimal, approval_threshold: Decimal | None
