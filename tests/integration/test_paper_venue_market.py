@@ -208,8 +208,8 @@ async def test_a_stop_loss_waits_for_its_trigger_then_sells_into_the_bids(
     seen = await venue.query(account, stop.client_order_id)
     assert seen is not None
     assert (seen.status, seen.filled_quantity) == (VenueOrderStatus.FILLED, Decimal("1"))
-    # 0.4 @ 94 = 37.60 (fee 0.1504 -> 0.16) + 0.6 @ 93 = 55.80 (fee 0.2232 -> 0.23): 93.40 - 0.39 = 93.01 USD.
-    assert await usd_available(venue, account) == Decimal("93.01")
+    # 0.4 @ 94 = 37.60 (fee 0.1504) + 0.6 @ 93 = 55.80 (fee 0.2232), USD kept to 0.0001: 93.40 - 0.3736 = 93.0264.
+    assert await usd_available(venue, account) == Decimal("93.0264")
 
 
 async def test_a_triggered_stop_loss_limit_rests_as_a_limit_across_a_restart(
