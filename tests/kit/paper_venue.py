@@ -23,12 +23,17 @@ START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def make_venue(
-    sessions: Any, symbol: Symbol, clock: FakeClock, latency: LatencyModel | None = None, heard: list[Any] | None = None
+    sessions: Any,
+    symbol: Symbol,
+    clock: FakeClock,
+    latency: LatencyModel | None = None,
+    heard: list[Any] | None = None,
+    fee_schedules: AccountFeeSchedules | None = None,
 ) -> PaperVenue:
     venue = PaperVenue(
         cast(async_sessionmaker[AsyncSession], sessions),
         instruments={symbol: instrument(symbol)},
-        fee_schedules=AccountFeeSchedules(),
+        fee_schedules=fee_schedules or AccountFeeSchedules(),
         clock=clock,
         latency=latency,
     )
