@@ -16,7 +16,6 @@ from shared.clock import utc_now
 from shared.config import AetherSettings, service_settings
 from shared.contracts.controls import ControlOwner
 from shared.db import UnitOfWork, create_engine, sessionmaker_for
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
 from shared.domain.types import Symbol
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
@@ -31,9 +30,8 @@ def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> PaperVenue:
     return PaperVenue(
         sessionmaker_for(venue_engine),
         instruments={Symbol(symbol): config.spec(symbol) for symbol, config in settings.instruments.items()},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=settings.fee_schedules(),
         clock=utc_now,
-        quote_steps={Symbol(symbol): config.quote_step for symbol, config in settings.instruments.items()},
     )
 
 

@@ -28,7 +28,6 @@ class TradingAccount:
     account_id: AccountId
     venue: str
     approval_threshold: Decimal | None
-    volume_30d: Decimal
     fill_cursor: int
 
 
@@ -91,12 +90,12 @@ class OmsRepository:
             .values(fill_cursor=sequence)
         )
 
-    async def add_volume(self, account_id: str, notional: Decimal) -> None:
-        await self.session.execute(
-            sa.update(trading_accounts)
-            .where(trading_accounts.c.account_id == account_id)
-            .values(volume_30d=trading_accounts.c.volume_30d + notional)
+    async def traded_volume_since(self, account_id: str, since: datetime) -> Decimal:
+        """The quote notional the account's fills traded from `since` on (its fee tier's rolling 30-day volume)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(fills.c.quantity * fills.c.price), 0)).where(
+            fills.c.account_id == account_id, fills.c.filled_at >= since
         )
+        return Decimal(await self.session.scalar(query) or 0)
 
     # --- orders --------------------------------------------------------------------------------------------
 
@@ -286,7 +285,6 @@ def _account(row: sa.RowMapping) -> TradingAccount:
         AccountId(row["account_id"]),
         row["venue"],
         row["approval_threshold"],
-        row["volume_30d"],
         row["fill_cursor"],
     )
 

@@ -19,7 +19,6 @@ trading_accounts = sa.Table(
     sa.Column("account_id", sa.Text, primary_key=True),
     sa.Column("venue", sa.Text),
     sa.Column("approval_threshold", Money),
-    sa.Column("volume_30d", Money),
     sa.Column("fill_cursor", sa.BigInteger),
     sa.Column("created_at", TS),
 )

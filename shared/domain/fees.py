@@ -1,9 +1,9 @@
 """Trading fees: maker/taker rates by 30-day USD volume tier, tiers as data, one schedule per account.
 
-Rounding: a fee is `notional * rate` rounded UP (towards +infinity) to the quote asset's step. Kraken
-does not publish its rounding rule; rounding up can only overstate a cost by less than one step, so a
-paper result is never better than the venue would have given and a reservation built from these
-numbers never falls short because of rounding.
+Rounding: a fee is `cost * rate` in quote, rounded to the NEAREST step of the quote asset's precision (Kraken's
+Assets `decimals`: USD 0.0001), the way the venue books every amount (docs/venues.md). Rounding up to the cent
+overstated the fee of a small fill by up to 10 %. Reservations are upper bounds and round up instead
+(`quantize_up`, used by `shared.domain.ledger.required_reservation`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import ROUND_CEILING, Context, Decimal
 from itertools import pairwise
 from types import MappingProxyType
 
-from shared.domain.money import MONEY_CONTEXT, MoneyError
+from shared.domain.money import MONEY_CONTEXT, MoneyError, quantize_nearest
 from shared.domain.types import AccountId, Liquidity
 
 MAX_FEE_RATE = Decimal("0.1")
+# The fee tier is set by the volume traded over the last 30 days, a rolling window (fills age out of it).
+FEE_VOLUME_WINDOW = timedelta(days=30)
 # Every inexact intermediate result rounds towards +infinity, so a rounded-up cost is an upper bound.
 UPWARD_CONTEXT = Context(prec=38, rounding=ROUND_CEILING)
 
@@ -38,12 +41,12 @@ def quantize_up(value: Decimal, step: Decimal) -> Decimal:
 
 
 def compute_fee(notional: Decimal, rate: Decimal, quote_step: Decimal) -> Decimal:
-    """Fee in quote for a fill of `notional` quote at `rate`, rounded up to `quote_step`."""
+    """Fee in quote for a fill of `notional` quote at `rate`, rounded to the nearest `quote_step` (as the venue)."""
     if notional < 0:
         raise ValueError(f"notional must not be negative: {notional}")
     if not 0 <= rate <= MAX_FEE_RATE:
         raise FeeScheduleError(f"fee rate must be within [0, {MAX_FEE_RATE}]: {rate}")
-    return quantize_up(UPWARD_CONTEXT.multiply(notional, rate), quote_step)
+    return quantize_nearest(MONEY_CONTEXT.multiply(notional, rate), quote_step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ class FeeSchedule:
         return self.tier_for(volume_30d_usd).rate(liquidity)
 
     def fee(self, notional: Decimal, liquidity: Liquidity, volume_30d_usd: Decimal, quote_step: Decimal) -> Decimal:
-        """Fee in quote for a fill of `notional` quote, rounded up to `quote_step`."""
+        """Fee in quote for a fill of `notional` quote, rounded to the nearest `quote_step`."""
         return compute_fee(notional, self.rate(liquidity, volume_30d_usd), quote_step)
 
 

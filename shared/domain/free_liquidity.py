@@ -4,7 +4,8 @@ What we take (or what crossing resting orders fill from) is remembered per level
 displayed quantity, so a second order does not take the same liquidity again. The venue does not know about
 our fills, so a delta for that level does not simply reset it: a decrease of the displayed quantity (real
 trades, cancels) first uses up our consumption, an increase is new liquidity behind it (free = displayed -
-consumed). A removed level, or a snapshot (`forget`), forgets it.
+consumed). A removed level forgets it. A snapshot is read the same way, level by level (`rebase`): the next
+snapshot of the same book state still shows what we took, and must not offer it again.
 """
 
 from __future__ import annotations
@@ -37,8 +38,25 @@ class FreeLiquidity:
         self._consumed: dict[tuple[OrderSide, Decimal], Decimal] = {}  # (book side, price) -> quantity we took
 
     def forget(self) -> None:
-        """Forget all consumption (the book was replaced by a snapshot)."""
+        """Forget all consumption (the engine was rebuilt)."""
         self._consumed.clear()
+
+    def rebase(self, fresh: OrderBook) -> None:
+        """Before the book is replaced by the snapshot `fresh`: each level we took from keeps our consumption, less
+        what the snapshot shows has gone from it (a decrease uses up our consumption first; a level gone forgets it)."""
+        for book_side, price in list(self._consumed):
+            self.reconcile(book_side, price, fresh.quantity_at(book_side, price))
+
+    def preview(self, side: OrderSide, limit: Decimal | None, quantity: Decimal) -> list[tuple[Decimal, Decimal]]:
+        """What `take` would consume, without consuming it."""
+        taken_levels: list[tuple[Decimal, Decimal]] = []
+        for price, free in self.levels(side, limit):
+            taken = min(quantity, free)
+            quantity -= taken
+            taken_levels.append((price, taken))
+            if quantity <= 0:
+                break
+        return taken_levels
 
     def levels(self, side: OrderSide, limit: Decimal | None) -> Iterator[tuple[Decimal, Decimal]]:
         """(price, free quantity) on the side an order of `side` takes from, best first, up to `limit`."""
@@ -66,15 +84,10 @@ class FreeLiquidity:
 
     def take(self, side: OrderSide, limit: Decimal | None, quantity: Decimal) -> list[tuple[Decimal, Decimal]]:
         """Consume up to `quantity`, best level first, up to `limit`; (price, quantity taken) per level."""
-        taken_levels: list[tuple[Decimal, Decimal]] = []
+        taken_levels = self.preview(side, limit, quantity)
         book_side = opposite(side)
-        for price, free in list(self.levels(side, limit)):
-            taken = min(quantity, free)
+        for price, taken in taken_levels:
             self._consumed[(book_side, price)] = self._consumed.get((book_side, price), ZERO) + taken
-            quantity -= taken
-            taken_levels.append((price, taken))
-            if quantity <= 0:
-                break
         return taken_levels
 
     def reconcile(self, book_side: OrderSide, price: Decimal, quantity: Decimal) -> None:

@@ -30,7 +30,14 @@ from types import MappingProxyType
 from typing import ParamSpec, TypeVar
 
 from shared.domain.fees import MAX_FEE_RATE, UPWARD_CONTEXT, FeeScheduleError, quantize_up
-from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, MoneyError, format_decimal, to_decimal
+from shared.domain.money import (
+    MONEY_CONTEXT,
+    InstrumentSpec,
+    MoneyError,
+    format_decimal,
+    quantize_nearest,
+    to_decimal,
+)
 from shared.domain.types import AccountId, Asset, OrderId, OrderSide, Symbol
 
 ZERO = Decimal(0)
@@ -166,19 +173,19 @@ class Position:
         return MONEY_CONTEXT.divide(self.cost_basis, self.quantity).quantize(POSITION_STEP, context=MONEY_CONTEXT)
 
     @_exact
-    def after_buy(self, quantity: Decimal, price: Decimal, fee: Decimal) -> Position:
-        """The position after buying `quantity` at `price` for `fee` quote."""
+    def after_buy(self, quantity: Decimal, cost: Decimal, fee: Decimal) -> Position:
+        """The position after buying `quantity` for `cost` quote (as booked) and `fee` quote."""
         return Position(
             self.symbol,
             self.quantity + quantity,
-            self.cost_basis + quantity * price + fee,
+            self.cost_basis + cost + fee,
             self.realized_pnl,
             self.fees_paid + fee,
         )
 
     @_exact
-    def after_sell(self, quantity: Decimal, price: Decimal, fee: Decimal) -> Position:
-        """The position after selling `quantity` at `price` for `fee` quote."""
+    def after_sell(self, quantity: Decimal, proceeds: Decimal, fee: Decimal) -> Position:
+        """The position after selling `quantity` for `proceeds` quote (as booked) and `fee` quote."""
         # Base that did not come from this symbol's buys (a deposit) has no known cost: that part of a sell
         # realizes no gain or loss (the whole fee still does), and the position never goes below zero.
         covered = min(quantity, self.quantity)
@@ -187,11 +194,16 @@ class Position:
         else:
             share = MONEY_CONTEXT.divide(MONEY_CONTEXT.multiply(self.cost_basis, covered), self.quantity)
             released_cost = share.quantize(POSITION_STEP, context=MONEY_CONTEXT)
+        if covered == quantity:
+            covered_proceeds = proceeds
+        else:
+            part = MONEY_CONTEXT.divide(MONEY_CONTEXT.multiply(proceeds, covered), quantity)
+            covered_proceeds = part.quantize(POSITION_STEP, context=MONEY_CONTEXT)
         return Position(
             self.symbol,
             self.quantity - covered,
             self.cost_basis - released_cost,
-            self.realized_pnl + covered * price - released_cost - fee,
+            self.realized_pnl + covered_proceeds - released_cost - fee,
             self.fees_paid + fee,
         )
 
@@ -223,17 +235,15 @@ def required_reservation(
     price_for_reservation: Decimal,
     fee_rate: Decimal,
     spec: InstrumentSpec,
-    quote_step: Decimal | None = None,
 ) -> ReservationRequirement:
     """Amount to reserve: a buy its quote cost and fee at `fee_rate`, each rounded up; a sell its base quantity.
 
-    A limit buy passes its limit price. A market buy passes a reference price with a slippage buffer
-    (the best ask times one plus the tolerated slippage, or the worst price of the visible levels it
-    would walk); a fill beyond the reservation draws on free quote or is refused. Pass the taker rate:
-    it is the higher one, so a fill as maker leaves a remainder that `release` returns. `quote_step`
-    is the quote asset's precision; without it the instrument's price increment is used. Fees rounded
-    up per fill can make many partial fills cost a few steps more than one fill would: that excess is
-    taken from free quote too.
+    A limit buy passes its limit price. A market buy passes the walk of the levels it may take (see
+    `walked_reservation`), or a reference price with a slippage buffer; a fill beyond the reservation draws on
+    free quote or is refused. Pass the taker rate: it is the higher one, so a fill as maker leaves a remainder
+    that `release` returns. Amounts are rounded up to the quote asset's precision (`spec.quote_step`): the venue
+    rounds each fill's cost and fee to the nearest step, so many partial fills can cost a few steps more than
+    one fill would; that excess is taken from free quote.
     """
     quantity = _positive("quantity", quantity)
     if side is OrderSide.SELL:
@@ -241,35 +251,35 @@ def required_reservation(
     price = _positive("price_for_reservation", price_for_reservation)
     if not ZERO <= fee_rate <= MAX_FEE_RATE:
         raise FeeScheduleError(f"fee rate must be within [0, {MAX_FEE_RATE}]: {fee_rate}")
-    step = spec.price_increment if quote_step is None else quote_step
-    notional = UPWARD_CONTEXT.multiply(quantity, price)
-    # Notional and fee rounded up separately: this covers one fill of the whole quantity at the price with
-    # its fee rounded up on its own (`compute_fee`), which rounding the sum once would not always do.
-    amount = quantize_up(notional, step) + quantize_up(UPWARD_CONTEXT.multiply(notional, fee_rate), step)
+    step = spec.quote_step
+    cost = quantize_up(UPWARD_CONTEXT.multiply(quantity, price), step)
+    amount = cost + quantize_up(UPWARD_CONTEXT.multiply(cost, fee_rate), step)
     return ReservationRequirement(Asset(spec.quote), _money("reservation", amount))
 
 
 @_exact
 def walked_reservation(
-    levels: Iterable[tuple[Decimal, Decimal]],
-    quantity: Decimal,
-    fee_rate: Decimal,
-    spec: InstrumentSpec,
-    quote_step: Decimal | None = None,
+    levels: Iterable[tuple[Decimal, Decimal]], quantity: Decimal, fee_rate: Decimal, spec: InstrumentSpec
 ) -> ReservationRequirement:
-    """What a market buy of `quantity` reserves when it walks `levels` (ask price and quantity, best first): per
-    level it takes, `required_reservation` of that part at that price, so notional and fee are rounded up as
-    each fill will be charged. Levels that do not cover the quantity reserve what they cover."""
+    """What a market buy of `quantity` reserves when it walks `levels` (ask price and free quantity, best first):
+    per level it takes, `required_reservation` of that part at that price, as each fill will be charged. Levels
+    that do not cover the quantity reserve what they cover."""
     remaining, amount = _positive("quantity", quantity), ZERO
     for price, available in levels:
         taken = min(remaining, available)
         if taken <= 0:
             continue
-        amount += required_reservation(OrderSide.BUY, taken, price, fee_rate, spec, quote_step).amount
+        amount += required_reservation(OrderSide.BUY, taken, price, fee_rate, spec).amount
         remaining -= taken
         if remaining <= 0:
             break
     return ReservationRequirement(Asset(spec.quote), _money("reservation", amount))
+
+
+def reservation_excess(reserved_remaining: Decimal, still_needed: Decimal) -> Decimal:
+    """What an open order's reservation holds beyond what its unfilled part still needs (a limit buy that filled
+    below its limit price): the amount to release now rather than when the order ends."""
+    return max(MONEY_CONTEXT.subtract(reserved_remaining, still_needed), ZERO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,12 +419,15 @@ class Ledger:
         quantity: Decimal,
         price: Decimal,
         fee: Decimal,
+        *,
+        quote_step: Decimal,
     ) -> LedgerUpdate:
         """Settle a fill of `quantity` base at `price` with `fee` in quote, consuming the order's reservation first.
 
-        A buy pays `quantity * price + fee` quote and receives `quantity` base; a sell pays `quantity`
-        base and receives `quantity * price - fee` quote. What the reservation does not cover comes
-        from the free balance; when that is short too, the fill is refused with `InsufficientBalance`.
+        The trade's cost is `quantity * price` rounded to the nearest `quote_step` (the quote asset's precision,
+        as the venue books it). A buy pays cost + fee quote and receives `quantity` base; a sell pays `quantity`
+        base and receives cost - fee quote. What the reservation does not cover comes from the free balance;
+        when that is short too, the fill is refused with `InsufficientBalance`.
         """
         if base == quote:
             raise InvalidAmount(f"base and quote must differ: {base}")
@@ -423,7 +436,7 @@ class Ledger:
         fee = _money("fee", fee)
         if fee < 0:
             raise InvalidAmount(f"fee must not be negative: {format_decimal(fee)}")
-        notional = _money("notional", quantity * price)
+        notional = _money("notional", quantize_nearest(MONEY_CONTEXT.multiply(quantity, price), quote_step))
         paid_asset = quote if side is OrderSide.BUY else base
         reservation = self.reservations.get(order_id)
         if reservation is not None and reservation.asset != paid_asset:
@@ -438,10 +451,10 @@ class Ledger:
         position = self.position(symbol)
         if side is OrderSide.BUY:
             entries = self._buy_entries(order_id, base, quote, quantity, notional, fee, from_reservation)
-            position = position.after_buy(quantity, price, fee)
+            position = position.after_buy(quantity, notional, fee)
         else:
             entries = self._sell_entries(order_id, base, quote, quantity, notional, fee, from_reservation)
-            position = position.after_sell(quantity, price, fee)
+            position = position.after_sell(quantity, notional, fee)
         positions = {**self.positions, symbol: position}
         return self._updated(entries, reservations=reservations, positions=positions)
 

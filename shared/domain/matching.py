@@ -13,7 +13,8 @@ market would have given:
 - Consumed liquidity: what we take (or what crossing resting orders fill from) is remembered per level and
   subtracted from the displayed quantity, so a second order does not take the same liquidity again
   (`shared.domain.free_liquidity`: a decrease of the displayed quantity first uses up our consumption, an
-  increase is new liquidity behind it; a removed level, or a snapshot, forgets it).
+  increase is new liquidity behind it; a removed level forgets it; a snapshot is read level by level the same
+  way, so the next snapshot of the same book state does not offer again what we took).
 - Post-only that would cross the displayed opposite best price is rejected (`post_only_would_cross`).
 - Resting (maker) fills from trade prints: a print strictly through our price fills us up to its quantity.
   At exactly our price we stand behind the quantity that was displayed at that price when we arrived
@@ -231,15 +232,33 @@ class MatchingEngine:
                 reports += self._cancel_now(item.order_id, item.due_at)
         return reports
 
+    def free_levels(self, side: OrderSide, limit: Decimal | None = None) -> list[tuple[Decimal, Decimal]]:
+        """(price, free quantity) an order of `side` could take now up to `limit`, best first: the displayed book
+        less what our orders already took (what a market buy must reserve from)."""
+        return list(self._liquidity.levels(side, limit))
+
+    def preview(self, order: SimOrder) -> list[tuple[Decimal, Decimal]]:
+        """(price, quantity) per level that `order` would take if it were executed now, without changing anything
+        (empty for an order that would not take: a stop, a post-only, a delayed submit, a FOK that falls short)."""
+        delayed = self.latency is not None and self.latency.submit_delay > timedelta(0)
+        if delayed or order.type in TRIGGERED_TYPES or order.post_only or order_error(order) is not None:
+            return []
+        limit = order.limit_price if order.type in LIMIT_PRICED_TYPES else None
+        takes = self._liquidity.preview(order.side, limit, order.quantity)
+        if order.time_in_force is TimeInForce.FOK and sum(taken for _, taken in takes) < order.quantity:
+            return []
+        return takes
+
     # --- market data ---------------------------------------------------------------------------------------
 
     def on_book_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], now: datetime) -> list[ExecutionReport]:
-        """Replace the book (a crossed one raises `CrossedBook` before anything changes); forget consumption."""
+        """Replace the book (a crossed one raises `CrossedBook` before anything changes); what we took stays taken
+        where the snapshot still shows it."""
         fresh = OrderBook(self.symbol)
         fresh.apply_snapshot(bids, asks, now)
         reports = self.advance(now)
+        self._liquidity.rebase(fresh)
         self.book.load(fresh)
-        self._liquidity.forget()
         for resting in self._resting:
             shown = self.book.quantity_at(resting.order.side, resting.price)
             resting.queue_ahead = min(resting.queue_ahead, shown)

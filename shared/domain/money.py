@@ -7,7 +7,7 @@ enters: it cannot represent 0.1 exactly, and an order for 0.30000000000000004 BT
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Annotated
 
@@ -70,7 +70,7 @@ def quantize_nearest(value: Decimal, step: Decimal) -> Decimal:
     """Round half-even to a multiple of `step` (for reporting and fee amounts)."""
     if step <= 0:
         raise MoneyError(f"step must be positive: {step}")
-    units = (value / step).to_integral_value(rounding=ROUND_HALF_EVEN)
+    units = MONEY_CONTEXT.divide(value, step).to_integral_value(rounding=ROUND_HALF_EVEN)
     return (units * step).quantize(step, context=MONEY_CONTEXT)
 
 
@@ -86,7 +86,8 @@ def format_decimal(value: Decimal) -> str:
 
 @dataclass(frozen=True, slots=True)
 class InstrumentSpec:
-    """Trading rules of one spot instrument: `base/quote`, tick size, lot size and minimums."""
+    """Trading rules of one spot instrument: `base/quote`, tick size, lot size and minimums, and the precision the
+    venue keeps each asset's balances to (`base_step`, `quote_step`: Kraken's Assets `decimals`, USD 0.0001)."""
 
     symbol: str
     base: str
@@ -95,13 +96,22 @@ class InstrumentSpec:
     quantity_increment: Decimal
     min_quantity: Decimal
     min_notional: Decimal = Decimal(0)
+    base_step: Decimal = field(kw_only=True)
+    quote_step: Decimal = field(kw_only=True)
 
     def __post_init__(self) -> None:
-        for name in ("price_increment", "quantity_increment"):
+        for name in ("price_increment", "quantity_increment", "base_step", "quote_step"):
             if getattr(self, name) <= 0:
                 raise MoneyError(f"{self.symbol}: {name} must be positive")
         if self.min_quantity < 0 or self.min_notional < 0:
             raise MoneyError(f"{self.symbol}: minimums must not be negative")
+        if not is_multiple_of(self.quantity_increment, self.base_step):
+            raise MoneyError(f"{self.symbol}: the lot step must be a multiple of the base asset's precision")
+
+    def trade_cost(self, quantity: Decimal, price: Decimal) -> Decimal:
+        """The quote a fill of `quantity` at `price` moves: the product rounded to the nearest `quote_step`, as the
+        venue books it (Kraken: 50,123 x 0.00002901 = 1.45406823 USD is booked as 1.4541)."""
+        return quantize_nearest(MONEY_CONTEXT.multiply(quantity, price), self.quote_step)
 
     def quantize_price(self, price: Decimal) -> Decimal:
         return quantize_nearest(price, self.price_increment)

@@ -11,10 +11,15 @@ Rules worth knowing:
   `invalid_quantity`, `invalid_price`, `no_market_data` (market order before any book),
   `insufficient_funds`, `post_only_would_cross`. (With a latency model the engine decides later; an
   order it then refuses is reported CANCELED with that reason, since OPEN was already answered.)
+- Precision: each instrument's `InstrumentSpec` (from `shared.venues.instruments`) carries the precision the
+  venue keeps balances to; a fill's cost and fee are rounded to the nearest quote step (USD 0.0001), as Kraken.
 - Reservations: a sell holds its base quantity; a buy holds quantity x price plus the taker fee at the
   account's tier, each rounded up to the quote step (limit price; trigger price for stop/take-profit;
-  for a market buy the walk of the visible asks, level by level, as the fills will be charged).
-- Fees are in quote, from the fee schedule at the account's 30-day volume at this venue.
+  for a market buy the walk of the asks that are free to take, level by level, as the fills will be charged).
+  A limit buy that fills below its limit releases what its unfilled part no longer needs at once. The funds
+  check runs before the engine moves (`MatchingEngine.preview`), so a refused order leaves no trace in it.
+- Fees are in quote, from the account's own fee schedule (`AccountFeeSchedules`) at its rolling 30-day volume
+  at this venue; a fee is never lowered because the balance is short (the fill is refused instead).
 - Fills commit (order, fill rows, balances), THEN listeners hear of them; a failing listener is logged.
   The answer to `submit`/`cancel` is not repeated to listeners, the fills it produced are (before it).
 - Per symbol, one asyncio lock orders the engine and the writes; submits queued behind it are placed
@@ -38,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.uow import UnitOfWork
 from shared.domain.book import MarketDataError, OrderBook
-from shared.domain.fees import FeeSchedule
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine
 from shared.domain.money import InstrumentSpec, MoneyError, format_decimal, to_decimal
 from shared.domain.types import AccountId, Asset, ClientOrderId, Liquidity, OrderSide, Symbol
@@ -62,8 +67,6 @@ from shared.venues.paper_store import DepositReferenceReused, HoldingKey, PaperO
 
 log = get_logger(__name__)
 
-DEFAULT_QUOTE_STEP = Decimal("0.01")
-
 
 class PaperVenue:
     """A simulated exchange implementing `VenueAdapter`; market data comes in through `on_*`."""
@@ -73,21 +76,19 @@ class PaperVenue:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         instruments: Mapping[Symbol, InstrumentSpec],
-        fee_schedule: FeeSchedule,
+        fee_schedules: AccountFeeSchedules,
         clock: Callable[[], datetime],
         latency: LatencyModel | None = None,
         name: str = "paper",
-        quote_steps: Mapping[Symbol, Decimal] | None = None,
     ) -> None:
         self.name = name
         self._sessionmaker = sessionmaker
         self._instruments = dict(instruments)
-        self._fees = fee_schedule
+        self._fees = fee_schedules
         self._clock = clock
-        self._quote_steps = dict(quote_steps or {})
         self._listeners: list[UpdateListener] = []
         self.known_holdings: set[HoldingKey] = set()  # balance rows known to exist (never deleted)
-        context = MarketContext(sessionmaker, clock, latency, fee_schedule, self)
+        context = MarketContext(sessionmaker, clock, latency, self)
         self._markets = {symbol: SymbolMarket(symbol, context) for symbol in self._instruments}
 
     # --- protocol --------------------------------------------------------------------------------------
@@ -283,13 +284,16 @@ class PaperVenue:
             raise VenueRejected("unknown_instrument", f"{symbol} is not listed on the {self.name} venue")
         return spec
 
-    def quote_step(self, symbol: Symbol) -> Decimal:
-        """Precision of fees and reservations in the quote asset of `symbol`."""
-        return self._quote_steps.get(symbol, DEFAULT_QUOTE_STEP)
+    def fee_rate(self, account_id: AccountId, liquidity: Liquidity, volume_30d: Decimal) -> Decimal:
+        """The account's maker or taker rate at its 30-day volume."""
+        return self._fees.for_account(account_id).rate(liquidity, volume_30d)
 
-    def fee(self, symbol: Symbol, notional: Decimal, liquidity: Liquidity, volume_30d: Decimal) -> Decimal:
-        """Fee in quote for a fill of `notional` at the account's 30-day volume."""
-        return self._fees.fee(notional, liquidity, volume_30d, self.quote_step(symbol))
+    def fee(
+        self, account_id: AccountId, symbol: Symbol, cost: Decimal, liquidity: Liquidity, volume_30d: Decimal
+    ) -> Decimal:
+        """Fee in quote for a fill of `cost` quote, at the account's schedule and 30-day volume, rounded to the
+        nearest step of the quote asset's precision."""
+        return self._fees.for_account(account_id).fee(cost, liquidity, volume_30d, self._spec(symbol).quote_step)
 
     def spec(self, symbol: Symbol) -> InstrumentSpec:
         """The instrument's trading rules."""

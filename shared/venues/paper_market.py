@@ -13,14 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db.uow import UnitOfWork
-from shared.domain.fees import FeeSchedule
 from shared.domain.ledger import required_reservation, walked_reservation
 from shared.domain.matching import ExecutionReport, LatencyModel, MatchingEngine, ReportKind, RestingState
 from shared.domain.money import InstrumentSpec
@@ -54,12 +52,6 @@ log = get_logger(__name__)
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, PoolTimeoutError, OSError, TimeoutError)
 
 
-class MarketTerms(VenueTerms, Protocol):
-    """What a market needs from the venue: settlement's terms and the quote step of reservations."""
-
-    def quote_step(self, symbol: Symbol) -> Decimal: ...
-
-
 @dataclass(frozen=True, slots=True)
 class MarketContext:
     """What every symbol's market shares with its venue."""
@@ -67,8 +59,7 @@ class MarketContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     clock: Callable[[], datetime]
     latency: LatencyModel | None
-    fees: FeeSchedule
-    terms: MarketTerms  # the venue: instrument specs, fees, quote steps, balance rows known to exist
+    terms: VenueTerms  # the venue: instrument specs, each account's fees, balance rows known to exist
     known_accounts: set[AccountId] = field(default_factory=set)  # accounts known to exist (never deleted)
 
 
@@ -257,6 +248,12 @@ class SymbolMarket:
         except ValueError as exc:  # amounts the money rules refuse (too large, too precise)
             return VenueRejected("invalid_order", str(exc))
         order = new_order(request, asset, amount, settlement.now)
+        # The funds check comes before the engine moves: a refused order must leave no trace in it.
+        if not settlement.can_pay(order, self.engine.preview(sim_order(order))):
+            settlement.unreserve(request.account_id, asset, amount)
+            return VenueRejected(
+                "insufficient_funds", "the fills would cost more than the reservation and free balance"
+            )
         reports = self.engine.submit(sim_order(order), settlement.now)
         refusal = next((r for r in reports if r.kind is ReportKind.REJECTED), None)
         if refusal is not None:
@@ -264,11 +261,7 @@ class SymbolMarket:
             return VenueRejected(refusal.reason or "rejected", f"order refused: {refusal.reason}")
         settlement.add_new(order)
         settlement.apply(reports)
-        final = settlement.order(order.venue_order_id)
-        if final.reason == "insufficient_funds" and final.filled_quantity == 0:
-            settlement.discard_new(order.venue_order_id)
-            return VenueRejected("insufficient_funds", "the book moved: the fills would cost more than is free")
-        return final
+        return settlement.order(order.venue_order_id)
 
     def _reservation(
         self, spec: InstrumentSpec, request: VenueOrderRequest, volume_30d: Decimal
@@ -277,12 +270,12 @@ class SymbolMarket:
             raise VenueRejected("no_market_data", f"no book for {request.symbol} yet: a market order cannot execute")
         if request.side is OrderSide.SELL:
             return Asset(spec.base), request.quantity
-        rate = self._ctx.fees.rate(Liquidity.TAKER, volume_30d)
-        step = self._ctx.terms.quote_step(request.symbol)
+        rate = self._ctx.terms.fee_rate(request.account_id, Liquidity.TAKER, volume_30d)
         if request.type is OrderType.MARKET:
-            asks = self.engine.book.iter_levels(OrderSide.SELL)
-            return Asset(spec.quote), walked_reservation(asks, request.quantity, rate, spec, step).amount
+            # From the depth that is free to take: what our earlier orders took is not there for this one.
+            asks = self.engine.free_levels(OrderSide.BUY)
+            return Asset(spec.quote), walked_reservation(asks, request.quantity, rate, spec).amount
         price = request.limit_price if request.type in LIMIT_PRICED_TYPES else request.trigger_price
         if price is None:  # validate_request guarantees one; kept for the type checker
             raise VenueRejected("invalid_price", "a price is required")
-        return Asset(spec.quote), required_reservation(OrderSide.BUY, request.quantity, price, rate, spec, step).amount
+        return Asset(spec.quote), required_reservation(OrderSide.BUY, request.quantity, price, rate, spec).amount

@@ -10,13 +10,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from shared.domain.ledger import fill_payment
+from shared.domain.fees import FEE_VOLUME_WINDOW
+from shared.domain.ledger import fill_payment, required_reservation, reservation_excess
 from shared.domain.matching import ExecutionReport, ReportKind
-from shared.domain.money import MONEY_CONTEXT, InstrumentSpec, format_decimal
+from shared.domain.money import InstrumentSpec, format_decimal
 from shared.domain.order_requests import LIMIT_PRICED_TYPES, TRIGGERED_TYPES
 from shared.domain.sim_orders import SimOrder
 from shared.domain.types import (
@@ -40,17 +41,20 @@ from shared.venues.base import (
 from shared.venues.paper_store import Holding, HoldingKey, PaperOrder, PaperStore
 
 ZERO = Decimal(0)
-VOLUME_WINDOW = timedelta(days=30)
 
 
 class VenueTerms(Protocol):
-    """What settlement needs from the venue: instruments, fees and the balance rows known to exist."""
+    """What settlement needs from the venue: instruments, each account's fees and the balance rows known to exist."""
 
     known_holdings: set[HoldingKey]
 
     def spec(self, symbol: Symbol) -> InstrumentSpec: ...
 
-    def fee(self, symbol: Symbol, notional: Decimal, liquidity: Liquidity, volume_30d: Decimal) -> Decimal: ...
+    def fee_rate(self, account_id: AccountId, liquidity: Liquidity, volume_30d: Decimal) -> Decimal: ...
+
+    def fee(
+        self, account_id: AccountId, symbol: Symbol, cost: Decimal, liquidity: Liquidity, volume_30d: Decimal
+    ) -> Decimal: ...
 
 
 class DuplicateRace(Exception):
@@ -93,7 +97,7 @@ class Settlement:
             spec = self.venue.spec(symbol)
             keys |= {(account, Asset(spec.base)), (account, Asset(spec.quote))}
         locked = await self.store.lock_holdings(
-            keys, self.now, volume_since=self.now - VOLUME_WINDOW, known=self.venue.known_holdings
+            keys, self.now, volume_since=self.now - FEE_VOLUME_WINDOW, known=self.venue.known_holdings
         )
         self._holdings, self._volumes = locked.holdings, locked.volumes_30d
         self.locked_keys = keys
@@ -126,13 +130,6 @@ class Settlement:
         self._orders[order.venue_order_id] = order
         self._new[order.venue_order_id] = None
 
-    def discard_new(self, venue_order_id: VenueOrderId) -> None:
-        """Forget a new order that is refused after all (it must already be closed, holding nothing, unfilled)."""
-        order = self._orders.pop(venue_order_id)
-        if order.is_open or order.filled_quantity or order.reserved_remaining:
-            raise ValueError(f"only a closed, unfilled order can be discarded: {venue_order_id}")
-        del self._new[venue_order_id]
-
     def order(self, venue_order_id: VenueOrderId) -> PaperOrder:
         return self._orders[venue_order_id]
 
@@ -164,20 +161,38 @@ class Settlement:
         self._orders[order.venue_order_id] = closed
         return closed
 
+    def can_pay(self, order: PaperOrder, takes: Iterable[tuple[Decimal, Decimal]]) -> bool:
+        """Whether the account can pay for `order` taking `takes` ((price, quantity) per level) as taker, fees at
+        full price: checked before the engine is asked, so a refused order leaves the engine untouched."""
+        spec = self.venue.spec(order.symbol)
+        quote = self._holdings[(order.account_id, Asset(spec.quote))]
+        volume, paid, received = self.volume(order.account_id), ZERO, ZERO
+        for price, quantity in takes:
+            cost = spec.trade_cost(quantity, price)
+            fee = self.venue.fee(order.account_id, order.symbol, cost, Liquidity.TAKER, volume)
+            volume += cost
+            if order.side is OrderSide.BUY:
+                paid += cost + fee
+            else:
+                paid, received = paid + fee, received + cost
+        if order.side is OrderSide.BUY:
+            return paid - order.reserved_remaining <= quote.free
+        return paid <= received + quote.free
+
     def _fill(self, order: PaperOrder, report: ExecutionReport) -> None:
         quantity, price, liquidity = report.quantity, report.price, report.liquidity
         if quantity is None or price is None or liquidity is None:
             raise ValueError(f"fill report without quantity, price or liquidity: {report}")
-        notional = MONEY_CONTEXT.multiply(quantity, price)
-        fee = self.venue.fee(order.symbol, notional, liquidity, self.volume(order.account_id))
-        settled = self._settle_balances(order, quantity, notional, fee)
-        if settled is None:
+        spec = self.venue.spec(order.symbol)
+        cost = spec.trade_cost(quantity, price)
+        fee = self.venue.fee(order.account_id, order.symbol, cost, liquidity, self.volume(order.account_id))
+        from_reservation = self._settle_balances(order, quantity, cost, fee)
+        if from_reservation is None:
             if order.type in LIMIT_PRICED_TYPES and order.time_in_force is TimeInForce.GTC:
                 self.to_withdraw.append(order.venue_order_id)
             self.close(order, VenueOrderStatus.CANCELED, "insufficient_funds")
             return
-        fee, from_reservation = settled
-        self._volumes[order.account_id] = self.volume(order.account_id) + notional
+        self._volumes[order.account_id] = self.volume(order.account_id) + cost
         order = replace(
             order,
             filled_quantity=order.filled_quantity + quantity,
@@ -185,6 +200,7 @@ class Settlement:
             reserved_remaining=order.reserved_remaining - from_reservation,
             updated_at=self.now,
         )
+        order = self._release_improvement(order)
         self._orders[order.venue_order_id] = order
         self._fills.append(
             VenueFill(
@@ -207,34 +223,46 @@ class Settlement:
         if order.filled_quantity >= order.quantity:
             self.close(order, VenueOrderStatus.FILLED, None)
 
-    def _settle_balances(
-        self, order: PaperOrder, quantity: Decimal, notional: Decimal, fee: Decimal
-    ) -> tuple[Decimal, Decimal] | None:
-        """Move balances for one fill; returns (fee charged, taken from the reservation), None if unaffordable.
+    def _release_improvement(self, order: PaperOrder) -> PaperOrder:
+        """A limit buy that filled below its limit releases what its unfilled part no longer needs, now."""
+        if not order.is_open or order.side is not OrderSide.BUY or order.limit_price is None:
+            return order
+        if order.type not in LIMIT_PRICED_TYPES or order.filled_quantity >= order.quantity:
+            return order
+        spec = self.venue.spec(order.symbol)
+        rate = self.venue.fee_rate(order.account_id, Liquidity.TAKER, self.volume(order.account_id))
+        leaves = order.quantity - order.filled_quantity
+        still_needed = required_reservation(OrderSide.BUY, leaves, order.limit_price, rate, spec).amount
+        excess = reservation_excess(order.reserved_remaining, still_needed)
+        if excess <= 0:
+            return order
+        key = (order.account_id, order.reserved_asset)
+        holding = self._holdings[key]
+        self._set_holding(key, Holding(holding.total, holding.reserved - excess))
+        return replace(order, reserved_remaining=order.reserved_remaining - excess)
 
-        Per-fill fee rounding can cost a few quote steps more than the reservation holds: that comes from
-        free balance, and when even that is short the fee is reduced (the venue never takes what is not there).
+    def _settle_balances(self, order: PaperOrder, quantity: Decimal, cost: Decimal, fee: Decimal) -> Decimal | None:
+        """Move balances for one fill; returns what it took from the reservation, None if the account cannot pay.
+
+        Per-fill rounding can cost a few quote steps more than the reservation holds: that comes from free
+        balance. The fee is never lowered: a fill the account cannot pay in full is refused.
         """
         spec = self.venue.spec(order.symbol)
         base_key, quote_key = (order.account_id, Asset(spec.base)), (order.account_id, Asset(spec.quote))
         base, quote = self._holdings[base_key], self._holdings[quote_key]
-        payment = fill_payment(order.side, quantity, notional, fee, order.reserved_remaining)
+        payment = fill_payment(order.side, quantity, cost, fee, order.reserved_remaining)
         paid, from_reservation = payment.paid, payment.from_reservation
         if order.side is OrderSide.BUY:
-            excess = payment.shortfall - quote.free
-            if excess > fee:
+            if payment.shortfall > quote.free:
                 return None
-            if excess > 0:
-                fee, paid = fee - excess, paid - excess
             self._set_holding(quote_key, Holding(quote.total - paid, quote.reserved - from_reservation))
             self._set_holding(base_key, Holding(base.total + quantity, base.reserved))
-            return fee, from_reservation
-        if payment.shortfall > base.free:
+            return from_reservation
+        if payment.shortfall > base.free or fee > cost + quote.free:
             return None
-        fee = min(fee, notional + quote.free)
         self._set_holding(base_key, Holding(base.total - paid, base.reserved - from_reservation))
-        self._set_holding(quote_key, Holding(quote.total + notional - fee, quote.reserved))
-        return fee, from_reservation
+        self._set_holding(quote_key, Holding(quote.total + cost - fee, quote.reserved))
+        return from_reservation
 
     def _set_holding(self, key: HoldingKey, holding: Holding) -> None:
         self._holdings[key] = holding

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import sessionmaker_for
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.money import InstrumentSpec
 from shared.domain.types import AccountId, Asset, OrderSide, Symbol
 from shared.marketdata import BookSnapshot, Level, Trade
@@ -38,6 +38,8 @@ def instrument(symbol: Symbol) -> InstrumentSpec:
         price_increment=Decimal("0.1"),
         quantity_increment=Decimal("0.00000001"),
         min_quantity=Decimal("0.0001"),
+        base_step=Decimal("1e-10"),
+        quote_step=Decimal("0.0001"),
     )
 
 
@@ -159,7 +161,7 @@ async def paper_case(engine: AsyncEngine) -> AsyncIterator[VenueCase]:
         return PaperVenue(
             sessionmaker_for(engine),
             instruments={symbol: instrument(symbol)},
-            fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+            fee_schedules=AccountFeeSchedules(),
             clock=clock,
         )
 

@@ -73,8 +73,8 @@ async def test_resting_limit_order_is_open_and_reserves_quote(venue: VenueCase) 
     assert order.status is VenueOrderStatus.OPEN
     assert order.filled_quantity == 0
     assert order.venue_order_id
-    # Reserved: 1 x 99.0 = 99.00 plus the taker fee 0.396 rounded up to 0.40 -> 99.40.
-    assert await _balance(venue, USD) == (Decimal("10000"), Decimal("9900.60"))
+    # Reserved: 1 x 99.0 = 99.00 plus the taker fee 0.396 (USD is kept to 0.0001) -> 99.396.
+    assert await _balance(venue, USD) == (Decimal("10000"), Decimal("9900.604"))
     assert [o.client_order_id for o in await venue.venue.open_orders(venue.account_id)] == [order.client_order_id]
 
 
@@ -88,7 +88,7 @@ async def test_repeat_submit_returns_the_same_order(venue: VenueCase) -> None:
 
     assert again.venue_order_id == first.venue_order_id
     assert len(await venue.venue.open_orders(venue.account_id)) == 1
-    assert await _balance(venue, USD) == (Decimal("10000"), Decimal("9900.60"))  # reserved once
+    assert await _balance(venue, USD) == (Decimal("10000"), Decimal("9900.604"))  # reserved once
 
 
 async def test_query_of_an_unknown_client_id_is_none(venue: VenueCase) -> None:
@@ -162,11 +162,11 @@ async def test_market_buy_walks_the_book(venue: VenueCase) -> None:
     # Notional 50 + 50.5 + 51 = 151.5 -> average 151.5 / 1.5 = 101.
     notional = sum((f.quantity * f.price for f in fills), Decimal(0))
     assert notional / order.filled_quantity == Decimal("101")
-    # Taker fees per fill, rounded up: 0.2 -> 0.20, 0.202 -> 0.21, 0.204 -> 0.21; total 0.62 USD.
-    assert [f.fee for f in fills] == [Decimal("0.20"), Decimal("0.21"), Decimal("0.21")]
+    # Taker fees per fill, to the nearest 0.0001 USD: 0.2, 0.202, 0.204 (exact); total 0.606 USD.
+    assert [f.fee for f in fills] == [Decimal("0.2"), Decimal("0.202"), Decimal("0.204")]
     assert {f.fee_asset for f in fills} == {USD}
-    # 10000 - 151.5 - 0.62 = 9847.88 USD, all free; 1.5 BTC.
-    assert await _balance(venue, USD) == (Decimal("9847.88"), Decimal("9847.88"))
+    # 10000 - 151.5 - 0.606 = 9847.894 USD, all free; 1.5 BTC.
+    assert await _balance(venue, USD) == (Decimal("9847.894"), Decimal("9847.894"))
     assert await _balance(venue, venue.base) == (Decimal("1.5"), Decimal("1.5"))
 
 
@@ -177,8 +177,8 @@ async def test_market_sell_walks_the_bids_and_pays_the_fee_in_quote(venue: Venue
     order = await venue.venue.submit(_request(venue, venue.account_id, OrderSide.SELL, "1.5"))
 
     assert (order.status, order.filled_quantity) == (VenueOrderStatus.FILLED, Decimal("1.5"))
-    # 1 @ 100 = 100 (fee 0.40) + 0.5 @ 99 = 49.5 (fee 0.198 -> 0.20): 149.5 - 0.60 = 148.90 USD.
-    assert await _balance(venue, USD) == (Decimal("148.90"), Decimal("148.90"))
+    # 1 @ 100 = 100 (fee 0.40) + 0.5 @ 99 = 49.5 (fee 0.198): 149.5 - 0.598 = 148.902 USD.
+    assert await _balance(venue, USD) == (Decimal("148.902"), Decimal("148.902"))
     assert await _balance(venue, venue.base) == (Decimal("0.5"), Decimal("0.5"))
 
 
@@ -190,8 +190,8 @@ async def test_market_order_beyond_the_visible_depth_fills_what_is_there(venue: 
 
     assert order.filled_quantity == Decimal("1")
     assert order.status is VenueOrderStatus.CANCELED  # the rest cannot execute: never beyond the visible depth
-    # 101.00 + fee 0.404 -> 0.41: 10000 - 101.41 = 9898.59, nothing left reserved.
-    assert await _balance(venue, USD) == (Decimal("9898.59"), Decimal("9898.59"))
+    # 101.00 + fee 0.404: 10000 - 101.404 = 9898.596, nothing left reserved.
+    assert await _balance(venue, USD) == (Decimal("9898.596"), Decimal("9898.596"))
 
 
 async def test_post_only_that_would_cross_is_rejected(venue: VenueCase) -> None:
@@ -241,13 +241,13 @@ async def test_sell_without_base_is_rejected(venue: VenueCase) -> None:
 async def test_reservations_count_against_later_orders(venue: VenueCase) -> None:
     await venue.market.fund(venue.account_id, USD, "200")
     await _spread_market(venue)
-    await venue.venue.submit(_request(venue, venue.account_id, OrderSide.BUY, "1", limit_price="99.0"))  # holds 99.40
-    # 100.60 free; a second 1 @ 99.0 needs 99.40 again: fits. A third does not (1.20 left).
+    await venue.venue.submit(_request(venue, venue.account_id, OrderSide.BUY, "1", limit_price="99.0"))  # holds 99.396
+    # 100.604 free; a second 1 @ 99.0 needs 99.396 again: fits. A third does not (1.208 left).
     await venue.venue.submit(_request(venue, venue.account_id, OrderSide.BUY, "1", limit_price="99.0"))
     with pytest.raises(VenueRejected) as refused:
         await venue.venue.submit(_request(venue, venue.account_id, OrderSide.BUY, "1", limit_price="99.0"))
     assert refused.value.code == "insufficient_funds"
-    assert await _balance(venue, USD) == (Decimal("200"), Decimal("1.20"))
+    assert await _balance(venue, USD) == (Decimal("200"), Decimal("1.208"))
 
 
 async def test_fills_since_is_in_sequence_order_and_resumes_after_a_cursor(venue: VenueCase) -> None:
@@ -282,10 +282,10 @@ async def test_resting_limit_fills_as_maker_when_a_trade_prints_through(venue: V
     assert filled is not None
     assert (filled.status, filled.filled_quantity) == (VenueOrderStatus.FILLED, Decimal("1"))
     (fill,) = await venue.venue.fills_since(venue.account_id, 0)
-    # Maker at our price 100.5: fee 0.25 % x 100.5 = 0.25125 -> 0.26 USD.
-    assert (fill.price, fill.liquidity, fill.fee) == (Decimal("100.5"), Liquidity.MAKER, Decimal("0.26"))
-    # 10000 - 100.5 - 0.26 = 9899.24 USD; the unused part of the reservation (taker fee) is released.
-    assert await _balance(venue, USD) == (Decimal("9899.24"), Decimal("9899.24"))
+    # Maker at our price 100.5: fee 0.25 % x 100.5 = 0.25125 -> 0.2512 USD (nearest 0.0001, a tie to even).
+    assert (fill.price, fill.liquidity, fill.fee) == (Decimal("100.5"), Liquidity.MAKER, Decimal("0.2512"))
+    # 10000 - 100.5 - 0.2512 = 9899.2488 USD; the unused part of the reservation (taker fee) is released.
+    assert await _balance(venue, USD) == (Decimal("9899.2488"), Decimal("9899.2488"))
     assert await _balance(venue, venue.base) == (Decimal("1"), Decimal("1"))
 
 

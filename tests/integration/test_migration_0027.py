@@ -26,7 +26,7 @@ FILLS = [  # side, quantity, price, fee, filled_at
 
 def test_0027_backfills_the_daily_realized_pnl_and_references_old_deposits(database_url: str) -> None:
     with own_database(database_url, "m0027") as url:
-        downgrade(url, "0025_oms_controls")  # the revision before 0027
+        downgrade(url, "0026_oms_rolling_volume")  # the revision before 0027
         engine = sa.create_engine(sync_url(url))
         try:
             with engine.begin() as conn:

@@ -131,9 +131,10 @@ async def test_resting_limit_fills_later_and_cancel_releases_the_reservation(oms
     canceled = await oms.client.post(f"/orders/{other['order_id']}/cancel", headers=OPERATOR)
     assert canceled.json()["status"] == "canceled"
     balances = await oms.balances(account)
-    # maker fill: 95 + 0.24 fee (0.25 %); the reservation is consumed, the cancel releases the other
+    # maker fill: 95 + 0.2375 fee (0.25 %, USD kept to 0.0001); the reservation is consumed, the cancel releases
+    # the other: 10000 - 95.2375 = 9904.7625
     assert balances["USD"]["reserved"] == "0"
-    assert balances["USD"]["total"] == "9904.76"
+    assert balances["USD"]["total"] == "9904.7625"
     again = await oms.client.post(f"/orders/{other['order_id']}/cancel", headers=OPERATOR)
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "order_not_cancelable"

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import sessionmaker_for
+from shared.domain.fees import AccountFeeSchedules, FeeSchedule, FeeTier
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderSide, OrderType, Symbol, TimeInForce
 from shared.events.producer import EventProducer, OutgoingMessage
 from shared.marketdata import BookDelta, Level, to_envelope
@@ -240,8 +241,8 @@ async def test_a_stop_loss_waits_for_its_trigger_then_sells_into_the_bids(
     seen = await venue.query(account, stop.client_order_id)
     assert seen is not None
     assert (seen.status, seen.filled_quantity) == (VenueOrderStatus.FILLED, Decimal("1"))
-    # 0.4 @ 94 = 37.60 (fee 0.1504 -> 0.16) + 0.6 @ 93 = 55.80 (fee 0.2232 -> 0.23): 93.40 - 0.39 = 93.01 USD.
-    assert await usd_available(venue, account) == Decimal("93.01")
+    # 0.4 @ 94 = 37.60 (fee 0.1504) + 0.6 @ 93 = 55.80 (fee 0.2232), USD kept to 0.0001: 93.40 - 0.3736 = 93.0264.
+    assert await usd_available(venue, account) == Decimal("93.0264")
 
 
 async def test_a_triggered_stop_loss_limit_rests_as_a_limit_across_a_restart(
@@ -275,3 +276,31 @@ async def test_a_triggered_stop_loss_limit_rests_as_a_limit_across_a_restart(
     seen = await restarted.query(account, stop.client_order_id)
     assert seen is not None
     assert (seen.status, seen.filled_quantity) == (VenueOrderStatus.FILLED, Decimal("1"))
+
+
+async def test_a_limit_buy_releases_its_price_improvement_as_it_fills(
+    engine: AsyncEngine, symbol: Symbol, clock: FakeClock, account: AccountId
+) -> None:
+    venue = make_venue(sessionmaker_for(engine), symbol, clock)
+    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.on_book_snapshot(snapshot(symbol, [("99.0", "1")], [("100.0", "1")]))
+    order = await venue.submit(request(account, symbol, OrderSide.BUY, "2", "101.0"))
+    assert (order.status, order.filled_quantity) == (VenueOrderStatus.OPEN, Decimal("1"))
+    # Reserved 2 x 101 = 202 + 0.808 taker fee; 1 filled at 100 for 100 + 0.4 fee. The resting 1 @ 101.0 needs
+    # 101 + 0.404 = 101.404: the other 1.004 is released now, not when the order ends.
+    assert await usd_available(venue, account) == Decimal("798.196")  # 1000 - 100.4 - 101.404
+
+
+async def test_an_account_trades_under_its_own_fee_schedule(
+    engine: AsyncEngine, symbol: Symbol, clock: FakeClock, account: AccountId
+) -> None:
+    vip = FeeSchedule((FeeTier(Decimal(0), Decimal("0.0002"), Decimal("0.001")),))
+    venue = make_venue(
+        sessionmaker_for(engine), symbol, clock, fee_schedules=AccountFeeSchedules().with_schedule(account, vip)
+    )
+    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.on_book_snapshot(snapshot(symbol, [("99.0", "1")], [("100.0", "1")]))
+    await venue.submit(request(account, symbol, OrderSide.BUY, "1"))
+    fills = await venue.fills_since(account, 0)
+    assert [f.fee for f in fills] == [Decimal("0.1")]  # 100 x 0.10 % (Kraken's entry taker rate would be 0.40 %)
+    assert await usd_available(venue, account) == Decimal("899.9")

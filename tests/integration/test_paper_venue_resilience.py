@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.db import sessionmaker_for
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.matching import LatencyModel
 from shared.domain.types import AccountId, ClientOrderId, Liquidity, OrderSide, Symbol
 from shared.venues.base import (
@@ -73,8 +73,8 @@ async def test_concurrent_duplicates_from_two_venue_processes_make_one_order(
 
     assert len({a.venue_order_id for a in answers}) == 1
     assert len(await first.open_orders(account)) == 1
-    # Reserved once: 99.00 + 0.40.
-    assert await usd_available(first, account) == Decimal("9900.60")
+    # Reserved once: 99.00 + 0.396 (USD kept to 0.0001).
+    assert await usd_available(first, account) == Decimal("9900.604")
 
 
 async def test_fills_of_one_account_on_two_symbols_get_increasing_sequences(
@@ -84,7 +84,7 @@ async def test_fills_of_one_account_on_two_symbols_get_increasing_sequences(
     venue = PaperVenue(
         sessionmaker_for(engine),
         instruments={one: instrument(one), two: instrument(two)},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=AccountFeeSchedules(),
         clock=clock,
     )
     await venue.deposit(account, USD, Decimal("100000"), uuid.uuid4().hex)
@@ -141,11 +141,10 @@ async def test_submits_queued_behind_one_symbol_commit_together_and_each_gets_it
     assert isinstance(answers[14], VenueOrder)
     assert (answers[14].status, answers[14].filled_quantity) == (VenueOrderStatus.FILLED, Decimal("0.5"))
     assert len(await venue.open_orders(rich)) == 11
-    # Held by the 10 resting orders: 90 + 91 + ... + 99 = 945 plus taker fees rounded up per order
-    # 0.36 + 0.37 + 0.37 + 0.38 + 0.38 + 0.38 + 0.39 + 0.39 + 0.40 + 0.40 = 3.82; by the repeated one
-    # 2 x 80 = 160 + 0.64; spent by the taker 0.5 x 101 = 50.50 + 0.202 -> 0.21.
-    # 100000 - 948.82 - 160.64 - 50.71 = 98839.83.
-    assert await usd_available(venue, rich) == Decimal("98839.83")
+    # Held by the 10 resting orders: 90 + 91 + ... + 99 = 945 plus taker fees 0.40 % of each (exact at 0.0001 USD)
+    # 945 x 0.004 = 3.78; by the repeated one 2 x 80 = 160 + 0.64; spent by the taker 0.5 x 101 = 50.50 + 0.202.
+    # 100000 - 948.78 - 160.64 - 50.702 = 98839.878.
+    assert await usd_available(venue, rich) == Decimal("98839.878")
     assert await usd_available(venue, poor) == Decimal("50")
 
 

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.matching import LatencyModel
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderSide, OrderType, Symbol, TimeInForce
 from shared.marketdata import BookSnapshot, Level, Trade
@@ -23,12 +23,17 @@ START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def make_venue(
-    sessions: Any, symbol: Symbol, clock: FakeClock, latency: LatencyModel | None = None, heard: list[Any] | None = None
+    sessions: Any,
+    symbol: Symbol,
+    clock: FakeClock,
+    latency: LatencyModel | None = None,
+    heard: list[Any] | None = None,
+    fee_schedules: AccountFeeSchedules | None = None,
 ) -> PaperVenue:
     venue = PaperVenue(
         cast(async_sessionmaker[AsyncSession], sessions),
         instruments={symbol: instrument(symbol)},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=fee_schedules or AccountFeeSchedules(),
         clock=clock,
         latency=latency,
     )

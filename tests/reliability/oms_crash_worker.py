@@ -45,7 +45,7 @@ from services.oms.service import OrderService
 from shared.config import Environment
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.book import OrderBook
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.types import AccountId, ClientOrderId, OrderId, Symbol
 from shared.events.tables import event_tables
 from shared.marketdata import BookSnapshot, Level
@@ -67,7 +67,11 @@ from tests.kit.controls import seed_defaults
 ACTOR = "test:oms-reliability"
 QUOTE = "USD"
 RULES = InstrumentConfig(
-    price_increment=Decimal("0.1"), quantity_increment=Decimal("0.00000001"), min_quantity=Decimal("0.0001")
+    price_increment=Decimal("0.1"),
+    quantity_increment=Decimal("0.00000001"),
+    min_quantity=Decimal("0.0001"),
+    base_step=Decimal("1e-10"),
+    quote_step=Decimal("0.0001"),
 )
 # The one market every OMS incarnation sees at start (deep, so that small orders never exhaust it).
 BEST_BID = Decimal("99.9")
@@ -148,7 +152,7 @@ async def start_venue(settings: OmsSettings) -> tuple[PaperVenue, AsyncEngine]:
     venue = PaperVenue(
         sessionmaker_for(venue_engine),
         instruments={Symbol(symbol): rules.spec(symbol) for symbol, rules in settings.instruments.items()},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=AccountFeeSchedules(),
         clock=utc_now,
     )
     await venue.restore()

@@ -43,7 +43,7 @@ from shared.auth.roles import Role
 from shared.config import Environment
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.book import OrderBook
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.types import AccountId, Asset, ClientOrderId, OrderSide, OrderStatus, OrderType, Symbol
 from shared.events.tables import event_tables
 from shared.marketdata import BookSnapshot, Level, Trade
@@ -338,7 +338,7 @@ async def paper_stack(settings: OmsSettings, clock: Callable[[], datetime] | Non
     venue = PaperVenue(
         sessionmaker_for(venue_engine),
         instruments={Symbol(symbol): rules.spec(symbol) for symbol, rules in settings.instruments.items()},
-        fee_schedule=KRAKEN_SPOT_FEE_SCHEDULE,
+        fee_schedules=AccountFeeSchedules(),
         clock=now,
     )
     await venue.restore()

@@ -160,7 +160,16 @@ def test_submit_order_carries_the_one_order_body_and_feeds_the_domain_validation
     command = parse_as(SubmitOrder, _envelope(SubmitOrder, {"order": body}))
     assert command.order == OrderCreate.model_validate(body)
     request = command.order.to_request(NOW)
-    spec = InstrumentSpec("BTC/USD", "BTC", "USD", Decimal("0.1"), Decimal("0.001"), Decimal("0.001"))
+    spec = InstrumentSpec(
+        "BTC/USD",
+        "BTC",
+        "USD",
+        Decimal("0.1"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        base_step=Decimal("1e-10"),
+        quote_step=Decimal("0.0001"),
+    )
     assert validate_request(request, spec) == []
     limit_without_price = OrderCreate.model_validate({**body, "type": "limit"}).to_request(NOW)
     assert [problem.code for problem in validate_request(limit_without_price, spec)] == ["limit_price_required"]

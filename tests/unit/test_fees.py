@@ -18,6 +18,7 @@ from shared.domain.fees import (
 from shared.domain.types import AccountId, Liquidity
 
 D = Decimal
+USD_STEP = D("0.0001")  # Kraken keeps USD to 4 decimals
 CENT = D("0.01")
 MAKER = Liquidity.MAKER
 TAKER = Liquidity.TAKER
@@ -59,10 +60,13 @@ def test_fee_per_tier_on_a_10000_usd_fill(volume: Decimal, liquidity: Liquidity,
     assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D(10_000), liquidity, volume, CENT) == expected_fee
 
 
-def test_fee_rounds_up_to_the_quote_step() -> None:
-    # 123.45 * 0.40 % = 0.4938 -> 0.50 (nearest would give 0.49); 123.45 * 0.25 % = 0.308625 -> 0.31
-    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("123.45"), TAKER, D(0), CENT) == D("0.50")
+def test_fee_rounds_to_the_nearest_quote_step() -> None:
+    # 123.45 * 0.40 % = 0.4938 -> 0.49 (not up to 0.50); 123.45 * 0.25 % = 0.308625 -> 0.31
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("123.45"), TAKER, D(0), CENT) == D("0.49")
     assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("123.45"), MAKER, D(0), CENT) == D("0.31")
+    # a tie goes to the even step: 123.75 * 0.40 % = 0.495 -> 0.50, 126.25 * 0.40 % = 0.505 -> 0.50
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("123.75"), TAKER, D(0), CENT) == D("0.50")
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("126.25"), TAKER, D(0), CENT) == D("0.50")
     # 100 * 0.40 % = 0.4 exactly: already a multiple of the step, not rounded further
     assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D(100), TAKER, D(0), CENT) == D("0.40")
     # a finer quote step: 123.45 * 0.40 % = 0.4938 exactly at 0.0001
@@ -82,14 +86,22 @@ def test_quantize_up() -> None:
     volume=st.integers(min_value=0, max_value=10**9),
     liquidity=st.sampled_from(Liquidity),
 )
-def test_fee_is_the_exact_fee_rounded_up_by_less_than_one_step(
-    notional_cents: int, volume: int, liquidity: Liquidity
-) -> None:
+def test_fee_is_the_exact_fee_within_half_a_step(notional_cents: int, volume: int, liquidity: Liquidity) -> None:
     notional = D(notional_cents).scaleb(-2)
     exact = notional * KRAKEN_SPOT_FEE_SCHEDULE.rate(liquidity, D(volume))
-    fee = KRAKEN_SPOT_FEE_SCHEDULE.fee(notional, liquidity, D(volume), CENT)
-    assert exact <= fee < exact + CENT
-    assert fee % CENT == 0
+    fee = KRAKEN_SPOT_FEE_SCHEDULE.fee(notional, liquidity, D(volume), USD_STEP)
+    assert abs(fee - exact) <= USD_STEP / 2
+    assert fee % USD_STEP == 0
+
+
+def test_a_small_fill_pays_its_fee_to_the_ten_thousandth_of_a_dollar() -> None:
+    # 0.0005 BTC at 50,000.0 = 25 USD, taker 0.40 %: 0.1 exactly; 0.00049 BTC = 24.5 USD: 0.098 (not 0.10, +2 %);
+    # 0.00002 BTC = 1 USD: 0.004 (rounding up to the cent charged 0.01, 150 % too much)
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D(25), TAKER, D(0), USD_STEP) == D("0.1000")
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("24.5"), TAKER, D(0), USD_STEP) == D("0.0980")
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D(1), TAKER, D(0), USD_STEP) == D("0.0040")
+    # 1.45406823 * 0.25 % = 0.0036351707... -> 0.0036
+    assert KRAKEN_SPOT_FEE_SCHEDULE.fee(D("1.45406823"), MAKER, D(0), USD_STEP) == D("0.0036")
 
 
 @given(low=st.integers(min_value=0, max_value=10**8), extra=st.integers(min_value=0, max_value=10**8))

@@ -32,8 +32,10 @@ ACCOUNT = AccountId("acc-1")
 USD = Asset("USD")
 BTC = Asset("BTC")
 BTC_USD = Symbol("BTC/USD")
-SPEC = InstrumentSpec("BTC/USD", "BTC", "USD", D("0.1"), D("0.00000001"), D("0.0001"))
 CENT = D("0.01")
+SPEC = InstrumentSpec(
+    "BTC/USD", "BTC", "USD", D("0.1"), D("0.00000001"), D("0.0001"), base_step=D("1e-10"), quote_step=CENT
+)
 TAKER_RATE = D("0.004")
 BUY = OrderSide.BUY
 SELL = OrderSide.SELL
@@ -49,11 +51,11 @@ def funded(*deposits: tuple[Asset, str]) -> Ledger:
 
 
 def buy_fill(ledger: Ledger, order_id: OrderId, quantity: str, price: str, fee: str) -> Ledger:
-    return ledger.apply_fill(order_id, BUY, BTC_USD, BTC, USD, D(quantity), D(price), D(fee)).ledger
+    return ledger.apply_fill(order_id, BUY, BTC_USD, BTC, USD, D(quantity), D(price), D(fee), quote_step=CENT).ledger
 
 
 def sell_fill(ledger: Ledger, order_id: OrderId, quantity: str, price: str, fee: str) -> Ledger:
-    return ledger.apply_fill(order_id, SELL, BTC_USD, BTC, USD, D(quantity), D(price), D(fee)).ledger
+    return ledger.apply_fill(order_id, SELL, BTC_USD, BTC, USD, D(quantity), D(price), D(fee), quote_step=CENT).ledger
 
 
 def test_deposit_credits_total_and_free() -> None:
@@ -65,7 +67,7 @@ def test_deposit_credits_total_and_free() -> None:
 
 def test_buy_reservation_includes_the_taker_fee_and_is_refused_when_short() -> None:
     ledger = funded((USD, "10000"))
-    requirement = required_reservation(BUY, D("0.5"), D(20_000), TAKER_RATE, SPEC, quote_step=CENT)
+    requirement = required_reservation(BUY, D("0.5"), D(20_000), TAKER_RATE, SPEC)
     # 0.5 * 20,000 = 10,000; fee 10,000 * 0.40 % = 40; 10,000 + 40 = 10,040
     assert (requirement.asset, requirement.amount) == (USD, D("10040.00"))
     with pytest.raises(InsufficientBalance) as caught:
@@ -76,10 +78,8 @@ def test_buy_reservation_includes_the_taker_fee_and_is_refused_when_short() -> N
 
 
 def test_required_reservation_rounds_up() -> None:
-    # notional 0.123 * 101.7 = 12.5091 -> 12.51; fee 12.5091 * 0.40 % = 0.0500364 -> 0.06; 12.51 + 0.06 = 12.57
-    assert required_reservation(BUY, D("0.123"), D("101.7"), TAKER_RATE, SPEC, CENT).amount == D("12.57")
-    # at the price increment 0.1: 12.6 + 0.1 = 12.7
-    assert required_reservation(BUY, D("0.123"), D("101.7"), TAKER_RATE, SPEC).amount == D("12.7")
+    # cost 0.123 * 101.7 = 12.5091 -> 12.51 (up, to the quote step); fee 12.51 * 0.40 % = 0.05004 -> 0.06
+    assert required_reservation(BUY, D("0.123"), D("101.7"), TAKER_RATE, SPEC).amount == D("12.57")
     sell = required_reservation(SELL, D("0.123"), D("101.7"), TAKER_RATE, SPEC)
     assert (sell.asset, sell.amount) == (BTC, D("0.123"))
 
@@ -87,7 +87,7 @@ def test_required_reservation_rounds_up() -> None:
 def test_partial_fill_then_cancel_releases_exactly_the_remainder() -> None:
     ledger = funded((USD, "10100")).reserve(O1, USD, D(10_040)).ledger
     assert ledger.balance(USD) == Balance(USD, D(10_100), D(10_040))
-    update = ledger.apply_fill(O1, BUY, BTC_USD, BTC, USD, D("0.2"), D(20_000), D(16))
+    update = ledger.apply_fill(O1, BUY, BTC_USD, BTC, USD, D("0.2"), D(20_000), D(16), quote_step=CENT)
     # 0.2 * 20,000 = 4,000 + fee 16 (4,000 * 0.40 %) = 4,016 out of the reservation
     assert update.entries == (
         LedgerEntry(ACCOUNT, USD, D(-4_000), D(-4_000), EntryReason.TRADE, O1),
@@ -196,7 +196,7 @@ def test_fill_beyond_the_reservation_draws_on_free_balance_or_is_refused() -> No
 
 def test_sell_fill_consumes_the_base_reservation() -> None:
     ledger = funded((BTC, "1")).reserve(O1, BTC, D("0.4")).ledger
-    update = ledger.apply_fill(O1, SELL, BTC_USD, BTC, USD, D("0.4"), D(20_000), D(32))
+    update = ledger.apply_fill(O1, SELL, BTC_USD, BTC, USD, D("0.4"), D(20_000), D(32), quote_step=CENT)
     # 0.4 * 20,000 = 8,000 proceeds, fee 32
     assert update.entries == (
         LedgerEntry(ACCOUNT, BTC, D("-0.4"), D("-0.4"), EntryReason.TRADE, O1),
@@ -209,12 +209,22 @@ def test_sell_fill_consumes_the_base_reservation() -> None:
 
 def test_dust_sell_whose_fee_exceeds_its_proceeds_needs_free_quote() -> None:
     ledger = funded((BTC, "0.00000001"))
-    # proceeds 0.00000001 * 1.00 = 0.00000001 USD, fee 0.01 (a cent, rounded up): 0.00999999 short
+    # proceeds 0.00000001 * 1.00 = 0.00000001 USD, booked to the cent (the quote step): 0.00; a fee of 0.01 is short
     with pytest.raises(InsufficientBalance) as caught:
         sell_fill(ledger, O1, "0.00000001", "1.00", "0.01")
-    assert (caught.value.asset, caught.value.needed, caught.value.free) == (USD, D("0.00999999"), D(0))
+    assert (caught.value.asset, caught.value.needed, caught.value.free) == (USD, D("0.01"), D(0))
     ledger = ledger.deposit(USD, D("0.01")).ledger
-    assert sell_fill(ledger, O1, "0.00000001", "1.00", "0.01").balance(USD) == Balance(USD, D("0.00000001"), D(0))
+    assert sell_fill(ledger, O1, "0.00000001", "1.00", "0.01").balance(USD) == Balance(USD, D(0), D(0))
+
+
+def test_a_fill_books_its_cost_rounded_to_the_quote_step() -> None:
+    # Kraken's own example: 50,123 x 0.00002901 = 1.45406823 USD is booked as 1.4541 (USD kept to 4 decimals)
+    ledger = funded((USD, "10"))
+    update = ledger.apply_fill(
+        O1, BUY, BTC_USD, BTC, USD, D(50_123), D("0.00002901"), D("0.0058"), quote_step=D("0.0001")
+    )
+    assert update.ledger.balance(USD) == Balance(USD, D("8.5401"), D(0))  # 10 - 1.4541 - 0.0058
+    assert update.ledger.position(BTC_USD).cost_basis == D("1.4599")
 
 
 def test_withdraw_only_from_free_balance() -> None:
@@ -249,9 +259,9 @@ def test_float_amounts_are_refused() -> None:
 
 def test_a_notional_too_precise_to_store_is_refused() -> None:
     ledger = funded((USD, "100"))
-    # 0.0000000001 * 0.0000000001 = 1e-20: more than 18 decimal places
+    # a quote step of 1e-20 would book the cost to more than 18 decimal places
     with pytest.raises(InvalidAmount):
-        buy_fill(ledger, O1, "0.0000000001", "0.0000000001", "0")
+        ledger.apply_fill(O1, BUY, BTC_USD, BTC, USD, D("0.1"), D("1.5"), D(0), quote_step=D("1e-20"))
 
 
 def test_verify_detects_reserved_balance_without_reservation() -> None:
@@ -282,10 +292,10 @@ def test_journal_of_a_session_sums_to_the_balances() -> None:
     steps: tuple[Callable[[Ledger], LedgerUpdate], ...] = (
         lambda lg: lg.deposit(USD, D(10_100)),
         lambda lg: lg.reserve(O1, USD, D(10_040)),
-        lambda lg: lg.apply_fill(O1, BUY, BTC_USD, BTC, USD, D("0.2"), D(20_000), D(16)),
+        lambda lg: lg.apply_fill(O1, BUY, BTC_USD, BTC, USD, D("0.2"), D(20_000), D(16), quote_step=CENT),
         lambda lg: lg.release(O1),
         lambda lg: lg.reserve(O2, BTC, D("0.2")),
-        lambda lg: lg.apply_fill(O2, SELL, BTC_USD, BTC, USD, D("0.2"), D(21_000), D("10.50")),
+        lambda lg: lg.apply_fill(O2, SELL, BTC_USD, BTC, USD, D("0.2"), D(21_000), D("10.50"), quote_step=CENT),
         lambda lg: lg.release(O2),
     )
     for step in steps:
@@ -358,7 +368,7 @@ class LedgerMachine(RuleBasedStateMachine):
         order_id = OrderId(f"o-{self.next_order}")
         self.next_order += 1
         price = D(price_cents).scaleb(-2)
-        requirement = required_reservation(side, D(units).scaleb(-8), price, TAKER_RATE, SPEC, CENT)
+        requirement = required_reservation(side, D(units).scaleb(-8), price, TAKER_RATE, SPEC)
         try:
             update = self.ledger.reserve(order_id, requirement.asset, requirement.amount)
         except InsufficientBalance:
@@ -378,14 +388,15 @@ class LedgerMachine(RuleBasedStateMachine):
         price = (limit * slip).quantize(CENT)
         quantity = D(units).scaleb(-8)
         liquidity = data.draw(st.sampled_from(Liquidity))
-        fee = KRAKEN_SPOT_FEE_SCHEDULE.fee(quantity * price, liquidity, D(0), CENT)
-        paid = quantity * price + fee if side is OrderSide.BUY else quantity
+        cost = SPEC.trade_cost(quantity, price)
+        fee = KRAKEN_SPOT_FEE_SCHEDULE.fee(cost, liquidity, D(0), CENT)
+        paid = cost + fee if side is OrderSide.BUY else quantity
         outcome = self._try_fill(order_id, side, quantity, price, fee)
         if isinstance(outcome, InsufficientBalance):
             # refused only when reservation and free balance together fall short, or when a dust sell's
-            # fee (rounded up to a cent) exceeds its proceeds plus the free quote
+            # fee exceeds its proceeds (both booked to the cent) plus the free quote
             if side is OrderSide.SELL and outcome.asset == USD:
-                assert outcome.needed == fee - quantity * price
+                assert outcome.needed == fee - cost
             else:
                 assert outcome.asset == (USD if side is OrderSide.BUY else BTC)
                 assert outcome.needed == paid - self.ledger.reservations[order_id].remaining
@@ -398,10 +409,10 @@ class LedgerMachine(RuleBasedStateMachine):
         self.fills += 1
         if side is OrderSide.BUY:
             self.bought += quantity
-            self.quote_flow -= quantity * price + fee
+            self.quote_flow -= cost + fee
         else:
             self.sold += quantity
-            self.quote_flow += quantity * price - fee
+            self.quote_flow += cost - fee
         if units == units_left:
             self._release(order_id)
         else:
@@ -411,7 +422,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self, order_id: OrderId, side: OrderSide, quantity: Decimal, price: Decimal, fee: Decimal
     ) -> LedgerUpdate | InsufficientBalance:
         try:
-            return self.ledger.apply_fill(order_id, side, BTC_USD, BTC, USD, quantity, price, fee)
+            return self.ledger.apply_fill(order_id, side, BTC_USD, BTC, USD, quantity, price, fee, quote_step=CENT)
         except InsufficientBalance as refused:
             return refused
 
@@ -465,13 +476,14 @@ test_ledger_machine = LedgerMachine.TestCase
 def test_buy_reservation_covers_one_full_fill_at_its_price(units: int, price_cents: int, rate: Decimal) -> None:
     quantity, price = D(units).scaleb(-8), D(price_cents).scaleb(-2)
     exact = quantity * price * (1 + rate)
-    reserved = required_reservation(BUY, quantity, price, rate, SPEC, CENT).amount
+    reserved = required_reservation(BUY, quantity, price, rate, SPEC).amount
     assert exact <= reserved < exact + 2 * CENT
-    fee = compute_fee(quantity * price, rate, CENT)
+    cost = SPEC.trade_cost(quantity, price)
+    fee = compute_fee(cost, rate, CENT)
     ledger = Ledger(ACCOUNT).deposit(USD, reserved).ledger.reserve(O1, USD, reserved).ledger
-    ledger = ledger.apply_fill(O1, BUY, BTC_USD, BTC, USD, quantity, price, fee).ledger
+    ledger = ledger.apply_fill(O1, BUY, BTC_USD, BTC, USD, quantity, price, fee, quote_step=CENT).ledger
     assert ledger.balance(USD).free == 0  # paid entirely from the reservation
     ledger = ledger.release(O1).ledger
-    # what is left is the rounding headroom, under two cents
-    assert ledger.balance(USD) == Balance(USD, reserved - quantity * price - fee, D(0))
-    assert ledger.balance(USD).total < 2 * CENT
+    # what is left is the rounding headroom: cost and fee reserved rounded up, charged rounded to the nearest step
+    assert ledger.balance(USD) == Balance(USD, reserved - cost - fee, D(0))
+    assert ledger.balance(USD).total < 3 * CENT

@@ -127,9 +127,31 @@ def test_consumed_liquidity_is_not_taken_twice_and_deltas_reconcile_it() -> None
     engine.on_book_delta(SELL, D("101"), D("0"), ms(3))
     engine.on_book_delta(SELL, D("101"), D("0.7"), ms(3))
     assert fills(engine.submit(market("o5", BUY, "0.7"), ms(3))) == [("o5", D("0.7"), D("101"), TAKER)]
-    # a snapshot forgets everything
+    # a snapshot is read level by level like a delta, so the same book state does not offer again what we took:
+    # 100 shows 0.5 (down 0.4 from 0.9: our 0.9 less 0.4 = 0.5 still ours, free 0), 101 shows 0.7 (all ours),
+    # 102 shows 1.0 (0.2 ours, free 0.8)
     engine.on_book_snapshot(bids=BIDS, asks=ASKS, now=ms(4))
-    assert fills(engine.submit(market("o6", BUY, "0.5"), ms(4))) == [("o6", D("0.5"), D("100"), TAKER)]
+    assert engine.free_levels(BUY) == [(D("102"), D("0.8"))]
+    assert fills(engine.submit(market("o6", BUY, "0.5"), ms(4))) == [("o6", D("0.5"), D("102"), TAKER)]
+
+
+def test_a_snapshot_of_the_same_book_state_does_not_offer_taken_liquidity_again() -> None:
+    engine = engine_with_book()
+    assert fills(engine.submit(market("o1", BUY, "0.5"), T0)) == [("o1", D("0.5"), D("100"), TAKER)]
+    engine.on_book_snapshot(bids=BIDS, asks=ASKS, now=ms(1))  # the feed re-sends the book: 0.5 still shown at 100
+    assert fills(engine.submit(market("o2", BUY, "0.5"), ms(1))) == [("o2", D("0.5"), D("101"), TAKER)]
+    # a snapshot without the level (it traded away) forgets it: a new 0.3 there later is free
+    engine.on_book_snapshot(bids=BIDS, asks=ASKS[1:], now=ms(2))
+    engine.on_book_delta(SELL, D("100"), D("0.3"), ms(3))
+    assert engine.free_levels(BUY)[0] == (D("100"), D("0.3"))
+
+
+def test_preview_does_not_move_the_engine() -> None:
+    engine = engine_with_book()
+    order = market("o1", BUY, "0.6")
+    assert engine.preview(order) == [(D("100"), D("0.5")), (D("101"), D("0.1"))]
+    assert engine.free_levels(BUY) == [(D("100"), D("0.5")), (D("101"), D("0.7")), (D("102"), D("1.0"))]
+    assert engine.snapshot_state().trade_sequence == 0
 
 
 def test_marketable_limit_takes_up_to_its_price_then_rests() -> None:

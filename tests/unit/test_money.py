@@ -26,6 +26,8 @@ BTC_USD = InstrumentSpec(
     price_increment=Decimal("0.1"),
     quantity_increment=Decimal("0.00000001"),
     min_quantity=Decimal("0.0001"),
+    base_step=Decimal("1e-10"),
+    quote_step=Decimal("0.0001"),
 )
 
 

@@ -54,6 +54,8 @@ BTC_USD = InstrumentSpec(
     quantity_increment=Decimal("0.00000001"),
     min_quantity=Decimal("0.0001"),
     min_notional=Decimal(5),
+    base_step=Decimal("1e-10"),
+    quote_step=Decimal("0.0001"),
 )
 
 # The table, written out here independently of the module.

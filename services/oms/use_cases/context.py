@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.oms.config import OmsSettings
 from shared.db import UnitOfWork
+from shared.domain.fees import AccountFeeSchedules
 from shared.domain.money import InstrumentSpec
 from shared.events.tables import EventTables
 from shared.venues.base import VenueAdapter
@@ -62,6 +63,7 @@ class OmsContext:
     clock: Callable[[], datetime]
     on_commit: Callable[[], None] = _nothing  # wakes the outbox relay
     instruments: Mapping[str, InstrumentSpec] = field(default_factory=dict)
+    fee_schedules: AccountFeeSchedules = field(default_factory=AccountFeeSchedules)
     account_gate: AccountGate = field(default_factory=AccountGate)
 
     @classmethod
@@ -75,9 +77,9 @@ class OmsContext:
         clock: Callable[[], datetime],
         on_commit: Callable[[], None] = _nothing,
     ) -> OmsContext:
-        """The context with the configured instruments' specs."""
+        """The context with the configured instruments' specs and fee schedules."""
         instruments = {symbol: config.spec(symbol) for symbol, config in settings.instruments.items()}
-        return cls(settings, sessionmaker, tables, venue, clock, on_commit, instruments)
+        return cls(settings, sessionmaker, tables, venue, clock, on_commit, instruments, settings.fee_schedules())
 
     @asynccontextmanager
     async def account_transaction(self, account_id: str) -> AsyncIterator[UnitOfWork]:

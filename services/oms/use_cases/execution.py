@@ -19,12 +19,14 @@ from services.oms.use_cases.order_store import load_order, release_reservation, 
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from services.oms.use_cases.quarantine import UNKNOWN_ORDER, quarantine_fill
 from shared.db import UnitOfWork
-from shared.domain.ledger import LedgerError, LedgerUpdate
-from shared.domain.money import MONEY_CONTEXT
+from shared.domain.fees import FEE_VOLUME_WINDOW
+from shared.domain.ledger import Ledger, LedgerError, LedgerUpdate, required_reservation, reservation_excess
+from shared.domain.money import MONEY_CONTEXT, InstrumentSpec
 from shared.domain.order_events import OrderEvent
+from shared.domain.order_requests import LIMIT_PRICED_TYPES
 from shared.domain.order_rules import OrderRuleError
 from shared.domain.orders import Order
-from shared.domain.types import AccountId, Asset, OrderId, OrderStatus, VenueOrderId
+from shared.domain.types import AccountId, Asset, Liquidity, OrderId, OrderSide, OrderStatus, VenueOrderId
 from shared.observability.logging import get_logger
 from shared.venues.base import (
     AmbiguousOutcome,
@@ -122,6 +124,7 @@ class ExecuteOrders:
                     fill.quantity,
                     fill.price,
                     fill.fee,
+                    quote_step=spec.quote_step,
                 )
             except (OrderRuleError, LedgerError) as exc:
                 if not await ledger_repo.fill_recorded(venue, fill.trade_id):
@@ -131,13 +134,29 @@ class ExecuteOrders:
                 return False
             if order.is_terminal and order.id in update.ledger.reservations:
                 update = _chain(update, update.ledger.release(order.id))
+            elif _improvable(order):
+                update = _chain(update, await self._release_improvement(repo, order, spec, update.ledger, now))
             await repo.save(order, events)
             await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
             await ledger_repo.add_fill_pnl(ledger, update.ledger, order.symbol, fill.filled_at)
-            await repo.add_volume(order.account_id, fill.quantity * fill.price)
             await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{venue}")
         SUBMIT_TO_FILL.observe(max(0.0, (self.ctx.clock() - stored.created_at).total_seconds()))
         return True
+
+    async def _release_improvement(
+        self, repo: OmsRepository, order: Order, spec: InstrumentSpec, ledger: Ledger, now: datetime
+    ) -> LedgerUpdate:
+        """A limit buy that filled below its limit releases what its unfilled part no longer needs, now (not when
+        the order ends): the unfilled part at the limit price and the account's taker rate, rounded up."""
+        reservation = ledger.reservations.get(order.id)
+        if reservation is None or order.limit_price is None:
+            return LedgerUpdate(ledger, ())
+        volume = await repo.traded_volume_since(order.account_id, now - FEE_VOLUME_WINDOW)
+        rate = self.ctx.fee_schedules.for_account(order.account_id).rate(Liquidity.TAKER, volume)
+        leaves = order.quantity - order.filled_quantity
+        still_needed = required_reservation(OrderSide.BUY, leaves, order.limit_price, rate, spec).amount
+        excess = reservation_excess(reservation.remaining, still_needed)
+        return ledger.release(order.id, excess) if excess > 0 else LedgerUpdate(ledger, ())
 
     async def apply_status(self, update: VenueOrder) -> bool:
         """Move the order to what the venue reports, when that is a legal step; True when it changed."""
@@ -225,6 +244,16 @@ def _fill_row(venue: str, order_id: OrderId, fill: VenueFill) -> dict[str, Any]:
         "liquidity": fill.liquidity.value,
         "filled_at": fill.filled_at,
     }
+
+
+def _improvable(order: Order) -> bool:
+    """An open, partly filled limit-priced buy: its fills may have come in below its limit."""
+    return (
+        not order.is_terminal
+        and order.side is OrderSide.BUY
+        and order.type in LIMIT_PRICED_TYPES
+        and order.filled_quantity < order.quantity
+    )
 
 
 def _chain(first: LedgerUpdate, second: LedgerUpdate) -> LedgerUpdate:

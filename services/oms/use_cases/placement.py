@@ -118,7 +118,7 @@ class PlaceOrder:
         order, events = Order.create(OrderId(str(uuid.uuid4())), request, now)
         ledger = await LedgerRepository(session).load_ledger(AccountId(body.account_id))
         has_exits = body.exits is not None and not body.exits.is_empty()
-        terms = AccountTerms(account.approval_threshold, account.volume_30d, has_exits)
+        terms = AccountTerms(account.approval_threshold, has_exits)
         decision = await self.pre_trade.decide(repo, order, spec, ledger, terms)
         ledger_update: LedgerUpdate | None = None
         if isinstance(decision, Denial):

@@ -18,7 +18,7 @@ from services.oms.use_cases.context import OmsContext
 from shared.clock import utc_day
 from shared.contracts.approvals import ApprovalReason
 from shared.contracts.exits import ExitInstructions
-from shared.domain.fees import KRAKEN_SPOT_FEE_SCHEDULE
+from shared.domain.fees import FEE_VOLUME_WINDOW
 from shared.domain.ledger import Ledger, required_reservation
 from shared.domain.money import InstrumentSpec, format_decimal
 from shared.domain.orders import Order
@@ -80,7 +80,6 @@ class AccountTerms:
     """What the account's own row brings to the checks."""
 
     approval_threshold: Decimal | None
-    volume_30d: Decimal
     has_exits: bool = False
 
 
@@ -105,9 +104,8 @@ class PreTradeChain:
             return Denial(
                 DenialCode.NO_MARKET_DATA, f"no market price for {order.symbol} yet: a market buy cannot be sized"
             )
-        rate = KRAKEN_SPOT_FEE_SCHEDULE.rate(Liquidity.TAKER, terms.volume_30d)
-        quote_step = self.ctx.settings.instruments[order.symbol].quote_step
-        need = required_reservation(order.side, order.quantity, price, rate, spec, quote_step)
+        rate = await self._taker_rate(repo, order) if order.side is OrderSide.BUY else Decimal(0)
+        need = required_reservation(order.side, order.quantity, price, rate, spec)
         free = ledger.balance(need.asset).free
         if need.amount > free:
             return Denial(
@@ -128,7 +126,7 @@ class PreTradeChain:
         ledger = await LedgerRepository(repo.session).load_ledger(order.account_id)
         controls = await ControlsRepository(repo.session).for_account(order.account_id)
         exits = None if stored.exits is None else ExitInstructions.model_validate(stored.exits)
-        terms = AccountTerms(account.approval_threshold, account.volume_30d, exits is not None and not exits.is_empty())
+        terms = AccountTerms(account.approval_threshold, exits is not None and not exits.is_empty())
         return await self.release_denial(repo, order, ledger, terms, controls, excluding=order.id)
 
     async def release_denial(
@@ -152,6 +150,11 @@ class PreTradeChain:
         if violation is not None:
             return Denial(violation.code, violation.sentence)
         return None
+
+    async def _taker_rate(self, repo: OmsRepository, order: Order) -> Decimal:
+        """The account's own taker rate at its rolling 30-day volume (what the venue will charge at most)."""
+        volume = await repo.traded_volume_since(order.account_id, self.ctx.clock() - FEE_VOLUME_WINDOW)
+        return self.ctx.fee_schedules.for_account(order.account_id).rate(Liquidity.TAKER, volume)
 
     async def _approval_reasons(
         self,

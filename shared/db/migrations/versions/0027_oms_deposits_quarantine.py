@@ -10,7 +10,7 @@
   transaction; backfilled here by replaying the fills at average cost (the arithmetic of the ledger's positions).
 
 Revision ID: 0027_oms_deposits_quarantine
-Revises: 0025_oms_controls
+Revises: 0026_oms_rolling_volume
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from shared.domain.ledger import Position
 from shared.domain.types import Symbol
 
 revision = "0027_oms_deposits_quarantine"
-down_revision = "0025_oms_controls"
+down_revision = "0026_oms_rolling_volume"
 branch_labels = None
 depends_on = None
 
