@@ -15,29 +15,10 @@ from pydantic import BaseModel
 
 from shared.contracts.approvals import ApprovalPolicyValue
 from shared.contracts.marketdata import LatestBook, Trade
-from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue, TradingStateValue
-
-# Trading state (writer: risk; reader: oms). Value: TradingStateValue (the bare name: active | reducing | halted).
-GLOBAL_TRADING_STATE_KEY = "risk:trading_state:global"
-
-
-def trading_state_key(account_id: str) -> str:
-    """An account's trading state (TradingStateValue)."""
-    return f"risk:trading_state:account:{account_id}"
-
-
-def risk_limits_key(account_id: str) -> str:
-    """An account's current pre-trade limits (RiskLimitsValue; writer: risk; reader: oms)."""
-    return f"risk:limits:account:{account_id}"
-
-
-def exit_policy_key(account_id: str) -> str:
-    """An account's exit policy (ExitPolicyValue; writer: risk exits; reader: oms for `require_explicit_exits`)."""
-    return f"risk:exit_policy:account:{account_id}"
 
 
 def approval_policy_key(account_id: str) -> str:
-    """An account's current approval policy (ApprovalPolicyValue; writer: hitl; readers: oms, hedge)."""
+    """An account's current approval policy (ApprovalPolicyValue; writer: hitl; readers: hedge, risk)."""
     return f"hitl:policy:account:{account_id}"
 
 
@@ -54,10 +35,6 @@ def latest_trade_key(symbol: str) -> str:
 # Key pattern -> value model, for documentation and the contract walk test.
 MIRROR_VALUES: Mapping[str, type[BaseModel]] = MappingProxyType(
     {
-        GLOBAL_TRADING_STATE_KEY: TradingStateValue,
-        trading_state_key("{account_id}"): TradingStateValue,
-        risk_limits_key("{account_id}"): RiskLimitsValue,
-        exit_policy_key("{account_id}"): ExitPolicyValue,
         approval_policy_key("{account_id}"): ApprovalPolicyValue,
         latest_book_key("{symbol}"): LatestBook,
         latest_trade_key("{symbol}"): Trade,

@@ -29,7 +29,7 @@ class RiskAdapters:
 
 async def build_risk_adapters(runtime: ServiceRuntime) -> None:
     """The risk and exit use cases on the runtime's engine, Redis and outbox relay (readiness: the factory's
-    PG, Redis and Kafka checks cover the mirror worker and the exit workers)."""
+    PG, Redis and Kafka checks cover the controls snapshot and the exit workers)."""
     settings = runtime.settings
     if not isinstance(settings, RiskSettings):
         raise TypeError(f"the risk service runs on RiskSettings, not {type(settings).__name__}")
@@ -48,7 +48,7 @@ async def build_risk_adapters(runtime: ServiceRuntime) -> None:
         clock=utc_now,
         on_commit=runtime.relay.wake,
     )
-    runtime.adapters = RiskAdapters(settings=settings, risk=risk, exits=exit_use_cases(context, runtime.redis))
+    runtime.adapters = RiskAdapters(settings=settings, risk=risk, exits=exit_use_cases(context))
     # Exit orders reach the OMS as commands authenticated by the risk worker's service identity.
     authenticate_commands(runtime, settings, [settings.exits_commands_topic])
 

@@ -70,9 +70,7 @@ def _state_read(state: StoredState) -> TradingStateRead:
 
 def _change_read(change: StateChange) -> TradingStateChange:
     read = _state_read(change.state)
-    return TradingStateChange(
-        **read.model_dump(), previous=change.previous, changed=change.changed, mirrored=change.mirrored
-    )
+    return TradingStateChange(**read.model_dump(), previous=change.previous, changed=change.changed)
 
 
 @router.get("/risk/limits/{account_id}", response_model=LimitsRead, tags=["limits"])
@@ -101,7 +99,7 @@ def _pending(pending: PendingApproval) -> JSONResponse:
 async def put_limits(
     account_id: AccountIdPath, body: LimitsUpdate, principal: RiskOfficer, risk: Risk
 ) -> LimitsRead | JSONResponse:
-    """Replace the account's limits with a new version (role `risk`, audited, mirrored to Redis); a raise waits
+    """Replace the account's limits with a new version (role `risk`, audited, published for the OMS); a raise waits
     for a director (202) when the account's approval policy has `limit_raise` or cannot be read."""
     ensure_account_access(principal, account_id)
     stored = await risk.put_limits(account_id, body, body.reason, principal.subject)
@@ -139,7 +137,7 @@ async def _change(
 async def kill_switch(
     body: TradingStateCommand, principal: StateSteward, risk: Risk
 ) -> TradingStateChange | JSONResponse:
-    """HALTED: new orders denied, cancels pass (roles risk or director; audited, published, mirrored)."""
+    """HALTED: new orders denied, cancels pass (roles risk or director; audited, published for the OMS)."""
     return await _change(body, principal, risk, TradingState.HALTED)
 
 

@@ -20,9 +20,6 @@ class RiskSettings(AetherSettings, ExitSettings, ServiceIdentitySettings):
     decisions_topic: str = Field(
         default=HITL_DECISIONS, description="where ApprovalDecided is consumed (held limit raises and resumes)"
     )
-    mirror_interval_s: float = Field(
-        default=2.0, gt=0, le=60, description="how often trading states and limits are re-written from PG to Redis"
-    )
 
 
 @lru_cache(maxsize=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -73,8 +71,8 @@ async def handle_recommendation(risk: RiskService, session: AsyncSession, envelo
         session, "account", message.account_id, target, reason, RECOMMENDATION_ACTOR, None
     )
     if change.changed:
-        # The consumer loop commits this session: mirror to Redis once it has (the periodic mirror is the backstop).
-        event.listen(session.sync_session, "after_commit", lambda _: risk.mirror_wake.set(), once=True)
+        # The consumer loop commits this session: wake the relay once it has (the controls record goes out now).
+        event.listen(session.sync_session, "after_commit", lambda _: risk.on_commit(), once=True)
 
 
 def _recommendations(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
@@ -120,7 +118,7 @@ async def handle_decision(risk: RiskService, session: AsyncSession, envelope: En
         chain=AUDIT_CHAIN,
         occurred_at=now,
     )
-    event.listen(session.sync_session, "after_commit", lambda _: risk.mirror_wake.set(), once=True)
+    event.listen(session.sync_session, "after_commit", lambda _: risk.on_commit(), once=True)
 
 
 async def _apply(risk: RiskService, session: AsyncSession, pending: PendingRow, actor: str) -> None:
@@ -151,30 +149,6 @@ def _decisions(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return run
 
 
-def _mirror(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        risk = risk_service(runtime)
-        while not runtime.stop_event.is_set():
-            risk.mirror_wake.clear()
-            try:
-                await risk.mirror_all()
-            except Exception as exc:  # Redis or PG down: readiness is red; try again next tick
-                log.warning("mirror_failed", error_type=type(exc).__name__, error=str(exc)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_either(runtime.stop_event, risk.mirror_wake), risk.settings.mirror_interval_s)
-
-    return run
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-
-
 def _controls_snapshot(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         risk = risk_service(runtime)
@@ -196,7 +170,6 @@ def _controls_snapshot(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
 # (name, worker factory) pairs started by the app's lifespan.
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("controls-snapshot", _controls_snapshot),
-    ("state-mirror", _mirror),
     ("recommendations", _recommendations),
     ("approval-decisions", _decisions),
     *EXIT_WORKERS,

@@ -97,7 +97,6 @@ class TradingStateRead(BaseModel):
 class TradingStateChange(TradingStateRead):
     previous: TradingState
     changed: bool = Field(description="false when the scope was already in the requested state")
-    mirrored: bool = Field(description="false when Redis could not be written now; the mirror loop retries")
 
 
 class TradingStateOverview(BaseModel):

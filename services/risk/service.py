@@ -1,21 +1,18 @@
 """Use cases of the risk service: repositories, shared.domain and the outbox inside one unit of work.
 
 PostgreSQL (schema `risk`) is the source of truth for limits and trading state. Each change commits its row,
-its history, its audit entry and its event together; Redis, which the OMS reads on every order, is written
-after the commit and re-written from PostgreSQL every `mirror_interval_s` (a Redis that lost its keys would
-otherwise read as ACTIVE / no limits).
+its history, its audit entry, its event and its record on the compacted controls topic (`risk.controls.v1`,
+services/risk/controls.py) together; the OMS enforces its own copy of those records (services/oms/controls.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.risk.approvals import (
@@ -33,9 +30,8 @@ from services.risk.schemas import LimitValues
 from shared.audit import append as audit_append
 from shared.auth.roles import Role
 from shared.contracts.base import outbox_payload
-from shared.contracts.mirror import encode_mirror
 from shared.contracts.registry import new_envelope
-from shared.contracts.risk import RiskLimitsValue, TradingScope, TradingStateChanged, TradingStateValue
+from shared.contracts.risk import TradingScope, TradingStateChanged
 from shared.controls import publish_control
 from shared.db import UnitOfWork
 from shared.domain.risk_limits import limits_from_json, limits_to_json, raised_limits
@@ -43,7 +39,6 @@ from shared.domain.trading_state import TradingState, is_tightening, leaves_halt
 from shared.events import add_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import RISK_TRADING_STATE_EVENTS
-from shared.mirror_keys import GLOBAL_TRADING_STATE_KEY, risk_limits_key, trading_state_key
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -52,11 +47,6 @@ AUDIT_CHAIN = "risk"
 OPERATORS_OF_THE_SWITCH = frozenset({Role.RISK, Role.DIRECTOR})
 DIRECTORS = frozenset({Role.DIRECTOR})
 ACTIONS = {TradingState.HALTED: "kill_switch", TradingState.REDUCING: "safe_mode", TradingState.ACTIVE: "resume"}
-
-
-def state_key(scope: str, account_id: str | None) -> str:
-    """Redis key of a scope's trading state (the OMS reads it: services/oms/trading_state.py)."""
-    return GLOBAL_TRADING_STATE_KEY if scope == "global" else trading_state_key(str(account_id))
 
 
 def roles_allowed(current: TradingState, target: TradingState) -> frozenset[Role]:
@@ -73,12 +63,11 @@ class StateChange:
     state: StoredState
     previous: TradingState
     changed: bool
-    mirrored: bool = True
     pending: PendingApproval | None = None  # held for a director (the account's approval policy)
 
 
 class RiskService:
-    """The risk service's use cases; one instance per process, shared by REST, consumers and the mirror loop."""
+    """The risk service's use cases; one instance per process, shared by REST, consumers and workers."""
 
     def __init__(
         self,
@@ -96,9 +85,6 @@ class RiskService:
         self.redis = redis
         self.clock = clock
         self.on_commit = on_commit
-        self.mirrored_once = False
-        self.mirror_wake = asyncio.Event()  # set after a consumer's commit: re-mirror now, not at the next tick
-        self.last_mirror_error: str | None = None
 
     # --- limits --------------------------------------------------------------------------------------------
 
@@ -110,7 +96,7 @@ class RiskService:
     async def put_limits(
         self, account_id: str, values: LimitValues, reason: str, actor: str
     ) -> StoredLimits | PendingApproval:
-        """Store a new version of the account's limits (audited), then mirror it to Redis; a raise that the
+        """Store a new version of the account's limits (audited, published for the OMS); a raise that the
         account's approval policy holds back waits for a director instead (services/risk/approvals.py)."""
         stored_json = _limits_json(values)
         async with UnitOfWork(self.sessionmaker) as uow:
@@ -123,7 +109,7 @@ class RiskService:
                 uow.after_commit(self.on_commit)
                 message = limit_raise_request(account_id, stored_json, current.values, raised, reason, actor)
                 return await hold_for_approval(uow.session, self.tables, message, self.clock())
-            uow.after_commit(lambda: self._mirror_limits_quietly(account_id))
+            uow.after_commit(self.on_commit)
             return await self.store_limits_in(uow.session, account_id, stored_json, reason, actor)
 
     async def store_limits_in(
@@ -182,16 +168,9 @@ class RiskService:
         roles: Collection[Role],
     ) -> StateChange:
         """Kill switch (HALTED), safe mode (REDUCING) or resume (ACTIVE) of one scope, by a person."""
-        mirrored: list[bool] = []
-
-        async def mirror() -> None:
-            mirrored.append(await self.mirror_state(scope, account_id))
-
         async with UnitOfWork(self.sessionmaker) as uow:
             uow.after_commit(self.on_commit)
-            uow.after_commit(mirror)
-            change = await self.change_state_in(uow.session, scope, account_id, target, reason, actor, roles)
-        return StateChange(change.state, change.previous, change.changed, all(mirrored), change.pending)
+            return await self.change_state_in(uow.session, scope, account_id, target, reason, actor, roles)
 
     async def change_state_in(
         self,
@@ -258,49 +237,6 @@ class RiskService:
             return False
         return await approval_needed(self.redis, account_id, "resume_from_halted")
 
-    # --- the Redis mirror ----------------------------------------------------------------------------------
-
-    async def mirror_state(self, scope: str, account_id: str | None) -> bool:
-        """Write the scope's committed state (read back from PG) to Redis; False when Redis failed."""
-        stored = await self.state(scope, account_id)
-        try:
-            await self.redis.set(state_key(scope, account_id), encode_mirror(TradingStateValue(state=stored.state)))
-        except RedisError as exc:
-            log.error("trading_state_mirror_failed", scope=stored.scope_key, error_type=type(exc).__name__)
-            return False
-        return True
-
-    async def _mirror_limits_quietly(self, account_id: str) -> None:
-        stored = await self.limits(account_id)
-        if stored is None:
-            return
-        try:
-            await self.redis.set(risk_limits_key(account_id), limits_mirror(stored))
-        except RedisError as exc:
-            log.error("limits_mirror_failed", account_id=account_id, error_type=type(exc).__name__)
-
-    async def mirror_all(self) -> int:
-        """Re-write every stored state and every account's current limits from PG to Redis; the number of keys.
-
-        Keys without a PG row are left alone: no row means ACTIVE / no limits, and a stricter stray key fails safe.
-        """
-        async with UnitOfWork(self.sessionmaker) as uow:
-            repo = RiskRepository(uow.session)
-            states = await repo.all_states()
-            limits = await repo.all_current_limits()
-        mapping: dict[str, str] = {
-            state_key(s.scope, s.account_id): encode_mirror(TradingStateValue(state=s.state)) for s in states
-        }
-        mapping.update({risk_limits_key(row.account_id): limits_mirror(row) for row in limits})
-        try:
-            if mapping:
-                await self.redis.mset(mapping)
-        except RedisError as exc:
-            self.last_mirror_error = f"{type(exc).__name__}: {exc}"[:300]
-            raise
-        self.mirrored_once, self.last_mirror_error = True, None
-        return len(mapping)
-
 
 def state_changed(state: StoredState, previous: TradingState) -> TradingStateChanged:
     """The `TradingStateChanged` message (its payload is also the audit entry's details)."""
@@ -314,11 +250,6 @@ def state_changed(state: StoredState, previous: TradingState) -> TradingStateCha
         version=state.version,
         changed_at=state.changed_at,
     )
-
-
-def limits_mirror(stored: StoredLimits) -> str:
-    """The Redis text of an account's current limits (the stored JSON, checked against its contract)."""
-    return encode_mirror(RiskLimitsValue.model_validate(stored.values))
 
 
 def _never_changed(scope: str, account_id: str | None) -> StoredState:

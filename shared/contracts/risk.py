@@ -1,8 +1,6 @@
-"""The risk service's messages and mirror values: trading-state changes (`risk.trading-state-events.v1`), and
-the trading state, pre-trade limits and exit policy it mirrors to Redis for the OMS's fast path.
-
-Trading state is mirrored as the bare state name (`active`, `reducing`, `halted`); an unknown name is a
-violation, never ACTIVE. The limits and exit policy are JSON with decimal strings and sorted keys.
+"""The risk service's messages: trading-state changes (`risk.trading-state-events.v1`), and the pre-trade limits
+and exit policy values its controls records carry to the OMS (`shared/contracts/controls.py`). An unknown state
+name is a violation, never ACTIVE; decimals travel as strings.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from shared.contracts.base import Identifier, Message, MirrorValue, NonNegativeDecimal, PositiveDecimal, Text, Timestamp
+from shared.contracts.base import Contract, Identifier, Message, NonNegativeDecimal, PositiveDecimal, Text, Timestamp
 from shared.contracts.orders import SymbolText
 from shared.domain.risk_limits import RiskLimits, limits_from_json
 from shared.domain.types import TradingState
@@ -23,7 +21,6 @@ __all__ = [
     "TradingScope",
     "TradingState",
     "TradingStateChanged",
-    "TradingStateValue",
 ]
 
 
@@ -55,23 +52,8 @@ class TradingStateChanged(Message):
         return self
 
 
-class TradingStateValue(MirrorValue):
-    """`risk:trading_state:global` / `risk:trading_state:account:<id>`: the bare state name."""
-
-    state: TradingState
-
-    def to_mirror(self) -> str:
-        """The state name alone, as the risk service has always written it."""
-        return self.state.value
-
-    @classmethod
-    def parse_mirror(cls, raw: str) -> Self:
-        """Parse a state name; pydantic's ValidationError for anything else."""
-        return cls.model_validate({"state": raw})
-
-
-class RiskLimitsValue(MirrorValue):
-    """`risk:limits:account:<id>`: an account's pre-trade limits (`limits_to_json`); absent fields mean no limit."""
+class RiskLimitsValue(Contract):
+    """An account's pre-trade limits (`limits_to_json`; carried by `RiskLimitsSet`); absent fields mean no limit."""
 
     max_order_notional: PositiveDecimal | None = None
     max_position_notional: PositiveDecimal | None = None
@@ -87,8 +69,8 @@ class RiskLimitsValue(MirrorValue):
         return limits_from_json(self.model_dump(mode="json"))
 
 
-class ExitPolicyValue(MirrorValue):
-    """`risk:exit_policy:account:<id>`: an account's exit policy version (percentages of the entry price)."""
+class ExitPolicyValue(Contract):
+    """An account's exit policy version (percentages of the entry price; carried by `ExitPolicySet`)."""
 
     version: Annotated[int, Field(ge=1)]
     stop_loss_pct: PositiveDecimal | None

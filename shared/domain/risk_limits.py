@@ -213,10 +213,11 @@ def realized_pnl_since(fills: Iterable[FillRecord], since: datetime) -> Decimal:
     realized = ZERO
     for fill in fills:
         position = positions.get(fill.symbol, Position(Symbol(fill.symbol)))
+        notional = fill.quantity * fill.price  # the booked cost or proceeds (before the venue's rounding)
         if fill.side is OrderSide.BUY:
-            after = position.after_buy(fill.quantity, fill.price, fill.fee)
+            after = position.after_buy(fill.quantity, notional, fill.fee)
         else:
-            after = position.after_sell(fill.quantity, fill.price, fill.fee)
+            after = position.after_sell(fill.quantity, notional, fill.fee)
         if fill.filled_at >= since:
             realized += after.realized_pnl - position.realized_pnl
         positions[fill.symbol] = after

@@ -30,18 +30,13 @@ SOURCES = [
 ]
 MIRROR_KEY_FUNCTIONS = frozenset(
     {
-        "trading_state_key",
-        "risk_limits_key",
-        "exit_policy_key",
         "approval_policy_key",
         "latest_book_key",
         "latest_trade_key",
         "book_key",  # shared/venues/paper_feed.py's own spelling of latest_book_key
         "trade_key",
-        "state_key",  # services/risk's helper over trading_state_key / GLOBAL_TRADING_STATE_KEY
     }
 )
-MIRROR_KEY_NAMES = frozenset({"GLOBAL_TRADING_STATE_KEY"})
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:
@@ -159,12 +154,7 @@ def test_every_consumer_reads_messages_through_the_contract_models() -> None:
 
 
 def _mentions_mirror_key(node: ast.AST) -> bool:
-    for inner in ast.walk(node):
-        if isinstance(inner, ast.Call) and _name_of(inner.func) in MIRROR_KEY_FUNCTIONS:
-            return True
-        if isinstance(inner, ast.Name) and inner.id in MIRROR_KEY_NAMES:
-            return True
-    return False
+    return any(isinstance(inner, ast.Call) and _name_of(inner.func) in MIRROR_KEY_FUNCTIONS for inner in ast.walk(node))
 
 
 def _encoders(tree: ast.Module) -> frozenset[str]:

@@ -17,11 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.auth.roles import Role
 from shared.config import AetherSettings
-from shared.contracts.mirror import encode_mirror
-from shared.contracts.risk import RiskLimitsValue
-from shared.mirror_keys import risk_limits_key
 from tests.helpers import own_database
 from tests.kit.auth import token
+from tests.kit.controls import applied
 from tests.kit.oms import paper_oms
 from tests.kit.paper import PaperMarket
 
@@ -43,7 +41,11 @@ async def engine(module_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 class Oms:
-    def __init__(self, client: httpx.AsyncClient, redis: Redis, engine: AsyncEngine) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, redis: Redis, engine: AsyncEngine, market: PaperMarket, database_url: str
+    ) -> None:
+        self.market = market
+        self.database_url = database_url
         self.client = client
         self.redis = redis
         self.engine = engine
@@ -65,7 +67,7 @@ async def oms(
     settings: AetherSettings, module_database_url: str, paper_market: PaperMarket, engine: AsyncEngine
 ) -> AsyncIterator[Oms]:
     async with paper_oms(settings, module_database_url, paper_market) as (_app, client):
-        yield Oms(client, paper_market.redis, engine)
+        yield Oms(client, paper_market.redis, engine, paper_market, module_database_url)
 
 
 def new_account() -> str:
@@ -113,8 +115,7 @@ async def test_the_daily_realized_pnl_is_kept_per_utc_day_and_read_by_the_daily_
     assert realized < 0
     assert realized == await oms.scalar("SELECT realized_pnl FROM oms.positions WHERE account_id = :a", a=account)
 
-    limits = RiskLimitsValue.model_validate({"daily_loss_limit": "5"})
-    await oms.redis.set(risk_limits_key(account), encode_mirror(limits))
+    await applied(oms.database_url, await oms.market.controls.set_limits(account, {"daily_loss_limit": "5"}))
     assert (await oms.order(account, side="buy", type="market", quantity="0.1")).status_code == 201
     async with oms.engine.begin() as conn:  # a heavy loss yesterday does not count today
         await conn.execute(

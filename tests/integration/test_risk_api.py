@@ -64,7 +64,6 @@ def risk_settings(settings: AetherSettings, module_database_url: str) -> RiskSet
         redis_url=SecretStr(_redis_url(settings.redis_url.get_secret_value())),
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
-        mirror_interval_s=0.2,
     )
 
 
@@ -114,6 +113,16 @@ LIMITS = {
 }
 
 
+async def published(engine: AsyncEngine, key: str) -> list[dict[str, Any]]:
+    """The controls records the risk service wrote to its outbox under `key` (for `risk.controls.v1`), oldest first."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT payload FROM risk.outbox WHERE key = :k AND topic = 'risk.controls.v1' ORDER BY id"),
+            {"k": key},
+        )
+        return [dict(row[0]["payload"]) for row in rows.all()]
+
+
 async def audit_rows(engine: AsyncEngine, target: str) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         result = await conn.execute(
@@ -132,7 +141,9 @@ async def policy(redis: Redis, acct: str, **rules: Any) -> None:
     await redis.set(f"hitl:policy:account:{acct}", json.dumps(value))
 
 
-async def test_limits_are_versioned_audited_mirrored_and_need_the_risk_role(risk: RiskApp, engine: AsyncEngine) -> None:
+async def test_limits_are_versioned_audited_published_and_need_the_risk_role(
+    risk: RiskApp, engine: AsyncEngine
+) -> None:
     acct = account()
     await policy(risk.redis, acct, limit_raise=False)  # raises go through at once (the held path: below)
     body = {**LIMITS, "reason": "initial limits"}
@@ -155,9 +166,10 @@ async def test_limits_are_versioned_audited_mirrored_and_need_the_risk_role(risk
     read = (await risk.client.get(f"/risk/limits/{acct}", headers=VIEWER)).json()
     assert (read["version"], read["max_order_notional"], read["actor"], read["reason"]) == (2, "2000", "rita", "raise")
 
-    mirrored = json.loads(await risk.redis.get(f"risk:limits:account:{acct}"))
-    assert mirrored["max_order_notional"] == "2000"
-    assert mirrored["allowed_symbols"] == ["BTC/USD", "ETH/USD"]
+    records = await published(engine, f"risk_limits:account:{acct}")  # for the OMS, in the same transactions
+    assert [record["version"] for record in records] == [1, 2]
+    assert records[-1]["limits"]["max_order_notional"] == "2000"
+    assert records[-1]["limits"]["allowed_symbols"] == ["BTC/USD", "ETH/USD"]
 
     rows = await audit_rows(engine, f"account:{acct}")
     assert [(r["action"], r["actor"]) for r in rows] == [("risk.limits_changed", "rita")] * 2
@@ -209,7 +221,9 @@ async def test_bad_requests_name_the_field(risk: RiskApp) -> None:
     assert money_as_number.status_code == 422
 
 
-async def test_kill_switch_safe_mode_resume_roles_audit_event_and_mirror(risk: RiskApp, engine: AsyncEngine) -> None:
+async def test_kill_switch_safe_mode_resume_roles_audit_event_and_controls_record(
+    risk: RiskApp, engine: AsyncEngine
+) -> None:
     acct = account()
     await policy(risk.redis, acct, resume_from_halted=False)  # no second director (the held path: below)
     scope = {"scope": "account", "account_id": acct}
@@ -219,8 +233,9 @@ async def test_kill_switch_safe_mode_resume_roles_audit_event_and_mirror(risk: R
     halted = await risk.client.post("/risk/kill-switch", json={**scope, "reason": "runaway algo"}, headers=RISK)
     assert halted.status_code == 200, halted.text
     assert (halted.json()["state"], halted.json()["previous"], halted.json()["version"]) == ("halted", "active", 1)
-    assert halted.json()["mirrored"] is True
-    assert await risk.redis.get(f"risk:trading_state:account:{acct}") == b"halted"
+    assert [(r["state"], r["version"]) for r in await published(engine, f"trading_state:account:{acct}")] == [
+        ("halted", 1)
+    ]
 
     # leaving HALTED needs a director, even towards safe mode
     for path in ("/risk/resume", "/risk/safe-mode"):
@@ -234,7 +249,8 @@ async def test_kill_switch_safe_mode_resume_roles_audit_event_and_mirror(risk: R
     assert (resumed.json()["state"], resumed.json()["version"]) == ("active", 3)
     again = await risk.client.post("/risk/resume", json={**scope, "reason": "again"}, headers=RISK)
     assert (again.json()["changed"], again.json()["version"]) == (False, 3)
-    assert await risk.redis.get(f"risk:trading_state:account:{acct}") == b"active"
+    records = await published(engine, f"trading_state:account:{acct}")  # one record per change, none for a no-op
+    assert [(r["state"], r["version"]) for r in records] == [("halted", 1), ("reducing", 2), ("active", 3)]
 
     target = f"account:{acct}"
     rows = await audit_rows(engine, target)
@@ -275,23 +291,24 @@ async def test_kill_switch_safe_mode_resume_roles_audit_event_and_mirror(risk: R
     assert [h[2] for h in history] == [r["tx"] for r in rows]
 
 
-async def test_global_state_overview_and_the_mirror_repairs_a_lost_key(risk: RiskApp) -> None:
+async def test_global_state_overview_and_its_controls_records(risk: RiskApp, engine: AsyncEngine) -> None:
+    # At start the risk service published its whole state for the OMS, the global state included, then a marker.
+    async def snapshot_published() -> bool:
+        markers = await published(engine, "snapshot:risk")
+        return bool(markers) and markers[-1]["owner"] == "risk"
+
+    await eventually(snapshot_published, timeout_s=20, message="the risk service's controls snapshot")
+    assert await published(engine, "trading_state:global")
     halted = await risk.client.post("/risk/kill-switch", json={"scope": "global", "reason": "drill"}, headers=DIRECTOR)
     assert halted.status_code == 200, halted.text
     try:
         overview = (await risk.client.get("/risk/trading-state", headers=VIEWER)).json()
         assert overview["global"]["state"] == "halted"
         assert overview["global"]["actor"] == "dora"
-        # Redis loses the key (flush, failover): the mirror loop writes it back from PostgreSQL
-        await risk.redis.delete("risk:trading_state:global")
-
-        async def restored() -> bool:
-            return await risk.redis.get("risk:trading_state:global") == b"halted"
-
-        await eventually(restored, timeout_s=5, message="global state re-mirrored")
+        assert (await published(engine, "trading_state:global"))[-1]["state"] == "halted"
     finally:
         await risk.client.post("/risk/resume", json={"scope": "global", "reason": "end of drill"}, headers=DIRECTOR)
-    assert await risk.redis.get("risk:trading_state:global") == b"active"
+    assert (await published(engine, "trading_state:global"))[-1]["state"] == "active"
 
 
 async def test_trading_state_overview_shows_only_granted_accounts(risk: RiskApp) -> None:
@@ -348,10 +365,8 @@ async def test_recommendations_apply_only_when_enabled_and_only_tighten(
         state = await service.state("account", acct)
         assert (state.state.value, state.version) == ("halted", 2)
 
-        async def mirrored() -> bool:
-            return await risk.redis.get(f"risk:trading_state:account:{acct}") == b"halted"
-
-        await eventually(mirrored, timeout_s=5, message="applied recommendation mirrored")
+        records = await published(engine, f"trading_state:account:{acct}")  # committed with the change
+        assert [(r["state"], r["version"]) for r in records] == [("reducing", 1), ("halted", 2)]
     finally:
         service.settings = risk_settings
     rows = await audit_rows(engine, f"account:{acct}")
@@ -462,7 +477,7 @@ async def test_a_limit_raise_waits_for_a_director_unless_the_policy_says_otherwi
     pending = held.json()
     assert pending["status"] == "pending_approval"
     assert await _version(risk, acct) == (2, "500")  # nothing took effect
-    assert json.loads(await risk.redis.get(f"risk:limits:account:{acct}"))["max_order_notional"] == "500"
+    assert (await published(engine, f"risk_limits:account:{acct}"))[-1]["limits"]["max_order_notional"] == "500"
 
     await _decide(risk, _decided(pending["subject_id"], acct, "approved", "f" * 64))  # another payload's hash
     assert await _version(risk, acct) == (2, "500")

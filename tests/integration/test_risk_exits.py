@@ -6,7 +6,6 @@ unique topics, so the test neither depends on nor disturbs the rest of the risk 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,7 +40,6 @@ from shared.contracts.registry import new_envelope
 from shared.domain.types import Liquidity, OrderSide, OrderStatus
 from shared.events import Envelope, EventProducer
 from shared.marketdata import Trade, to_envelope
-from shared.mirror_keys import exit_policy_key as policy_key
 from tests.helpers import eventually
 from tests.kit.auth import jwt_settings, token
 
@@ -279,9 +276,7 @@ async def test_policy_defaults_and_the_trailing_stop_ratchets_then_triggers(harn
     assert "-tr" in str(sell_order["client_order_id"])
 
 
-async def test_rest_moves_stops_and_policies_with_roles_and_audit(
-    harness: Harness, engine: AsyncEngine, redis_url: str
-) -> None:
+async def test_rest_moves_stops_and_policies_with_roles_and_audit(harness: Harness, engine: AsyncEngine) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     exits = {"stop_loss": "90", "take_profit": "120"}
     await harness.order_event(filled(account, "entry-3", "buy", "1", "100", exits=exits))
@@ -337,12 +332,15 @@ async def test_rest_moves_stops_and_policies_with_roles_and_audit(
     put = await harness.client.put(policy_url, json={"stop_loss_pct": "3", "take_profit_pct": "6"}, headers=risk)
     assert put.status_code == 200, put.text
     assert (put.json()["version"], put.json()["stop_loss_pct"]) == (1, "3")
-    redis = Redis.from_url(redis_url)
-    try:
-        mirrored = json.loads(await redis.get(policy_key(account)))
-    finally:
-        await redis.aclose()
-    assert (mirrored["version"], mirrored["stop_loss_pct"], mirrored["require_explicit_exits"]) == (1, "3", False)
+    async with engine.connect() as conn:  # published for the OMS in the same transaction (risk.controls.v1)
+        records = (
+            await conn.execute(
+                text("SELECT payload FROM risk.outbox WHERE event_type = 'ExitPolicySet' AND key = :k ORDER BY id"),
+                {"k": f"exit_policy:account:{account}"},
+            )
+        ).scalars()
+        published = [record["payload"]["policy"] for record in records]
+    assert [(p["version"], p["stop_loss_pct"], p["require_explicit_exits"]) for p in published] == [(1, "3", False)]
     # the next entry of the account takes the new defaults: 3 % under 200 = 194, 6 % over = 212
     await harness.order_event(filled(account, "entry-4", "buy", "1", "200"))
     other = f"/risk/exits/{bracket_id_for(account, 'entry-4')}"

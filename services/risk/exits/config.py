@@ -35,9 +35,6 @@ class ExitSettings(BaseModel):
         default=3_600, gt=0, description="entry fills older than this (by event time) do not arm a new bracket"
     )
     exits_clock_interval_s: float = Field(default=1.0, gt=0, description="how often time limits are checked")
-    exits_policy_mirror_interval_s: float = Field(
-        default=30.0, gt=0, description="how often exit policies are re-written from PostgreSQL to Redis"
-    )
     exits_price_increments: dict[str, Decimal] = Field(
         default_factory=lambda: {"BTC/USD": Decimal("0.1"), "ETH/USD": Decimal("0.01")},
         description="price grid per symbol for exit levels derived from percentages (JSON)",

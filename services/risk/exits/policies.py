@@ -1,36 +1,31 @@
-"""Use case: each account's default exits (versioned, audited) and their Redis mirror.
+"""Use case: each account's default exits (versioned, audited, published for the OMS).
 
-The OMS reads the mirror (`risk:exit_policy:account:<id>`) to refuse entries without exits when a policy says
-so; PostgreSQL stays the source of truth and the clock worker re-writes every policy periodically.
+Each version is published on the compacted controls topic (`ExitPolicySet`, services/risk/controls.py) in the
+transaction that stores it: the OMS keeps its own copy and refuses entries without exits when a policy says so.
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.risk.exits.repository import ExitRepository, StoredPolicy
 from services.risk.exits.service import ExitContext, policy_json
 from shared.audit.log import append as audit_append
 from shared.contracts.controls import ExitPolicySet
-from shared.contracts.mirror import encode_mirror
 from shared.contracts.risk import ExitPolicyValue
 from shared.controls import publish_control
 from shared.db import UnitOfWork
 from shared.domain.bracket_model import ExitPolicy
-from shared.mirror_keys import exit_policy_key
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
 
 
 class ExitPolicies:
-    """Read, replace and mirror the accounts' exit policies."""
+    """Read and replace the accounts' exit policies."""
 
-    def __init__(self, context: ExitContext, redis: Redis) -> None:
+    def __init__(self, context: ExitContext) -> None:
         self.context = context
-        self.redis = redis
 
     @staticmethod
     async def policy_of(session: AsyncSession, account_id: str) -> StoredPolicy:
@@ -43,12 +38,11 @@ class ExitPolicies:
             return await self.policy_of(uow.session, account_id)
 
     async def put(self, account_id: str, policy: ExitPolicy, actor: str) -> StoredPolicy:
-        """Replace the account's exit policy (versioned, audited), mirrored to Redis after the commit."""
+        """Replace the account's exit policy (versioned, audited, published for the OMS in the same transaction)."""
         now = self.context.clock()
         async with UnitOfWork(self.context.sessionmaker) as uow:
             version = await ExitRepository(uow.session).save_policy(account_id, policy, actor, now)
             stored = StoredPolicy(account_id, policy, version, actor, now)
-            uow.after_commit(lambda: self._mirror_quietly(stored))
             self.context.wake_after_commit(uow)
             await publish_control(
                 uow.session,
@@ -71,22 +65,5 @@ class ExitPolicies:
 
     @staticmethod
     def value(stored: StoredPolicy) -> ExitPolicyValue:
-        """The policy as the contracts carry it (the Redis mirror and the controls topic)."""
+        """The policy as the controls topic carries it."""
         return ExitPolicyValue.model_validate({"version": stored.version, **policy_json(stored.policy)})
-
-    async def mirror(self, stored: StoredPolicy) -> None:
-        await self.redis.set(exit_policy_key(stored.account_id), encode_mirror(self.value(stored)))
-
-    async def _mirror_quietly(self, stored: StoredPolicy) -> None:
-        try:
-            await self.mirror(stored)
-        except RedisError as exc:  # the periodic mirror writes it again; PostgreSQL stays the source of truth
-            log.error("exit_policy_mirror_failed", account_id=stored.account_id, error_type=type(exc).__name__)
-
-    async def mirror_all(self) -> int:
-        """Write every stored exit policy to Redis again (Redis holds rebuildable state only)."""
-        async with UnitOfWork(self.context.sessionmaker) as uow:
-            policies = await ExitRepository(uow.session).all_policies()
-        for stored in policies:
-            await self.mirror(stored)
-        return len(policies)

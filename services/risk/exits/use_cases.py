@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from services.risk.exits.brackets import AmendBracket, ReadBrackets
 from services.risk.exits.order_events import ApplyOrderEvent
 from services.risk.exits.policies import ExitPolicies
@@ -24,9 +22,9 @@ class ExitUseCases:
     policies: ExitPolicies
 
 
-def exit_use_cases(context: ExitContext, redis: Redis) -> ExitUseCases:
+def exit_use_cases(context: ExitContext) -> ExitUseCases:
     writer = BracketWriter(context)
-    policies = ExitPolicies(context, redis)
+    policies = ExitPolicies(context)
     return ExitUseCases(
         context=context,
         order_events=ApplyOrderEvent(context, writer, policies),

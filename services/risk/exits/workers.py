@@ -5,7 +5,7 @@
 - `exits-marketdata`: trades (and book snapshots' best bid) per symbol; each batch runs the symbol's open
   brackets in one transaction that also stores the next Kafka offsets in `risk.exit_feed_offsets`, and the
   consumer seeks to those on assignment: a tick is applied exactly once, also across a crash.
-- `exits-clock`: time limits, and the exit policies re-written to Redis (`risk:exit_policy:account:<id>`).
+- `exits-clock`: time limits.
 
 The outbox relay of `risk.outbox` is started for every service by shared.app_factory (`risk.outbox-relay`).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -174,12 +173,8 @@ def _clock(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         if not settings.exits_enabled:
             return
         exits = adapters.exits
-        mirrored_at = 0.0
         while not runtime.stop_event.is_set():
             await exits.time_limits()
-            if time.monotonic() - mirrored_at >= settings.exits_policy_mirror_interval_s:
-                await exits.policies.mirror_all()
-                mirrored_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.exits_clock_interval_s)
 

@@ -103,10 +103,11 @@ def _backfill_daily_realized_pnl() -> None:
     pnl: dict[tuple[str, date], Decimal] = defaultdict(Decimal)
     for row in rows:
         before = positions.get((row.account_id, row.symbol), Position(Symbol(row.symbol)))
+        notional = row.quantity * row.price  # the booked cost or proceeds of the fill
         if row.side == "buy":
-            after = before.after_buy(row.quantity, row.price, row.fee)
+            after = before.after_buy(row.quantity, notional, row.fee)
         else:
-            after = before.after_sell(row.quantity, row.price, row.fee)
+            after = before.after_sell(row.quantity, notional, row.fee)
         positions[(row.account_id, row.symbol)] = after
         pnl[(row.account_id, row.day)] += after.realized_pnl - before.realized_pnl
     if pnl:
