@@ -10,7 +10,7 @@ snapshot of the same book state still shows what we took, and must not offer it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
 from shared.domain.book import OrderBook
@@ -40,6 +40,14 @@ class FreeLiquidity:
     def forget(self) -> None:
         """Forget all consumption (the engine was rebuilt)."""
         self._consumed.clear()
+
+    def consumed(self) -> list[tuple[OrderSide, Decimal, Decimal]]:
+        """(book side, price, quantity we took) per level, in a stable order (for the engine's saved state)."""
+        return [(side, price, quantity) for (side, price), quantity in sorted(self._consumed.items())]
+
+    def load(self, levels: Iterable[tuple[OrderSide, Decimal, Decimal]]) -> None:
+        """Replace the consumption with saved `levels` (a restored engine)."""
+        self._consumed = {(side, price): quantity for side, price, quantity in levels if quantity > 0}
 
     def rebase(self, fresh: OrderBook) -> None:
         """Before the book is replaced by the snapshot `fresh`: each level we took from keeps our consumption, less

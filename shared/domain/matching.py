@@ -142,12 +142,24 @@ class PendingState:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumedLevel:
+    """Liquidity our orders took from one displayed level (`book_side` is the side of the level)."""
+
+    book_side: OrderSide
+    price: Decimal
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class EngineState:
     """Everything the engine knows besides the market (`pydantic.TypeAdapter(EngineState)` serializes it)."""
 
     orders: tuple[RestingState, ...]  # in time priority
     pending: tuple[PendingState, ...]  # in the order they take effect
     trade_sequence: int
+    # What we took from the displayed book: the next snapshot of the same book state must not offer it again,
+    # after a restart too (states saved before this field read as none taken).
+    consumed: tuple[ConsumedLevel, ...] = ()
 
 
 @dataclass(order=True, slots=True)
@@ -304,7 +316,8 @@ class MatchingEngine:
         waiting = [(w.sequence, RestingState(w.order, w.order.quantity)) for w in self._stops]
         pending = [PendingState(p.due_at, p.action, p.order_id, p.order) for p in sorted(self._pending)]
         orders = tuple(state for _, state in sorted(resting + waiting, key=lambda item: item[0]))
-        return EngineState(orders, tuple(pending), self._trade_sequence)
+        consumed = tuple(ConsumedLevel(side, price, quantity) for side, price, quantity in self._liquidity.consumed())
+        return EngineState(orders, tuple(pending), self._trade_sequence, consumed)
 
     def restore(self, state: EngineState | Iterable[RestingState]) -> None:
         """Replace the orders (and, from an `EngineState`, delayed actions and trade counter) without reporting.
@@ -328,6 +341,7 @@ class MatchingEngine:
             self._trade_sequence = state.trade_sequence
             for pending in state.pending:
                 self._queue(pending.action, pending.due_at, pending.order_id, pending.order)
+            self._liquidity.load((level.book_side, level.price, level.quantity) for level in state.consumed)
 
     # --- internals: commands -------------------------------------------------------------------------------
 

@@ -121,7 +121,7 @@ async def test_a_trade_sent_twice_with_one_event_id_fills_once(
 ) -> None:
     # The replay sends a batch again after a broker outage: records the broker had stored come twice.
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
-    await venue.deposit(account, USD, Decimal("10000"))
+    await venue.deposit(account, USD, Decimal("10000"), uuid.uuid4().hex)
     resting = await venue.submit(request(account, symbol, OrderSide.BUY, "2", "100.5"))
     feed = PaperFeed(venue, redis=redis, bootstrap="127.0.0.1:1")
     levels = [(f"{100 - i}.0", "1") for i in range(3)], [(f"{101 + i}.0", "2") for i in range(3)]
@@ -282,7 +282,7 @@ async def test_a_limit_buy_releases_its_price_improvement_as_it_fills(
     engine: AsyncEngine, symbol: Symbol, clock: FakeClock, account: AccountId
 ) -> None:
     venue = make_venue(sessionmaker_for(engine), symbol, clock)
-    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.deposit(account, USD, Decimal("1000"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("99.0", "1")], [("100.0", "1")]))
     order = await venue.submit(request(account, symbol, OrderSide.BUY, "2", "101.0"))
     assert (order.status, order.filled_quantity) == (VenueOrderStatus.OPEN, Decimal("1"))
@@ -298,7 +298,7 @@ async def test_an_account_trades_under_its_own_fee_schedule(
     venue = make_venue(
         sessionmaker_for(engine), symbol, clock, fee_schedules=AccountFeeSchedules().with_schedule(account, vip)
     )
-    await venue.deposit(account, USD, Decimal("1000"))
+    await venue.deposit(account, USD, Decimal("1000"), uuid.uuid4().hex)
     await venue.on_book_snapshot(snapshot(symbol, [("99.0", "1")], [("100.0", "1")]))
     await venue.submit(request(account, symbol, OrderSide.BUY, "1"))
     fills = await venue.fills_since(account, 0)
