@@ -140,6 +140,20 @@ async def test_resting_limit_fills_later_and_cancel_releases_the_reservation(oms
     assert again.json()["error"]["code"] == "order_not_cancelable"
 
 
+async def test_a_limit_buy_filling_below_its_limit_releases_the_improvement_at_once(oms: Oms) -> None:
+    account = await funded(oms)
+    # 60 at up to 101 against the book's 50 at 100: 50 fill at 100 now (taker), 10 rest at 101
+    response = await oms.order(account, side="buy", type="limit", quantity="60", limit_price="101")
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "partially_filled"
+    balances = await oms.balances(account)
+    # spent: 50 x 100 + 0.4 % = 5,020; still reserved: what the 10 left need, 10 x 101 + 0.4 % = 1,014.04
+    # (the 50 x 1 USD improvement and its fee are free again now, not when the order ends)
+    assert balances["USD"]["total"] == "4980"
+    assert balances["USD"]["reserved"] == "1014.04"
+    assert balances["USD"]["free"] == "3965.96"
+
+
 @pytest.mark.parametrize(
     ("fields", "code"),
     [
