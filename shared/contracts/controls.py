@@ -13,14 +13,13 @@ Versions come from the owner's rows and only grow; a record older than the copy 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from shared.contracts.approvals import ApprovalPolicyValue
 from shared.contracts.base import Identifier, Message, Timestamp
-from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue, TradingScope
-from shared.domain.types import TradingState
+from shared.contracts.risk import ExitPolicyValue, RiskLimitsValue, ScopedState
 
 __all__ = [
     "ApprovalPolicySet",
@@ -57,22 +56,13 @@ def control_key(kind: ControlKind, account_id: str | None) -> str:
     return f"{kind.value}:global" if account_id is None else f"{kind.value}:account:{account_id}"
 
 
-class TradingStateSet(Message):
+class TradingStateSet(ScopedState):
     """A scope's current trading state (version 0: a scope never changed, i.e. the global ACTIVE at first start)."""
 
     TYPE = "TradingStateSet"
 
-    scope: TradingScope
-    account_id: Identifier | None
-    state: TradingState
     version: Version
     changed_at: Timestamp
-
-    @model_validator(mode="after")
-    def _account_matches_scope(self) -> Self:
-        if (self.scope is TradingScope.ACCOUNT) != (self.account_id is not None):
-            raise ValueError("account_id is required for scope 'account' and refused for scope 'global'")
-        return self
 
     @property
     def key(self) -> str:

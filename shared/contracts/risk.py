@@ -18,6 +18,7 @@ from shared.domain.types import TradingState
 __all__ = [
     "ExitPolicyValue",
     "RiskLimitsValue",
+    "ScopedState",
     "TradingScope",
     "TradingState",
     "TradingStateChanged",
@@ -31,25 +32,30 @@ class TradingScope(StrEnum):
     ACCOUNT = "account"
 
 
-class TradingStateChanged(Message):
-    """A scope's trading state changed (aggregate and key: `global` or `account:<id>`)."""
-
-    TYPE = "TradingStateChanged"
+class ScopedState(Message):
+    """A trading state of one scope: `account_id` with scope `account` only."""
 
     scope: TradingScope
     account_id: Identifier | None
     state: TradingState
-    previous: TradingState
-    reason: Text
-    actor: Annotated[str, Field(min_length=1, max_length=256)]
-    version: Annotated[int, Field(ge=1)]
-    changed_at: Timestamp
 
     @model_validator(mode="after")
     def _account_matches_scope(self) -> Self:
         if (self.scope is TradingScope.ACCOUNT) != (self.account_id is not None):
             raise ValueError("account_id is required for scope 'account' and refused for scope 'global'")
         return self
+
+
+class TradingStateChanged(ScopedState):
+    """A scope's trading state changed (aggregate and key: `global` or `account:<id>`)."""
+
+    TYPE = "TradingStateChanged"
+
+    previous: TradingState
+    reason: Text
+    actor: Annotated[str, Field(min_length=1, max_length=256)]
+    version: Annotated[int, Field(ge=1)]
+    changed_at: Timestamp
 
 
 class RiskLimitsValue(Contract):
