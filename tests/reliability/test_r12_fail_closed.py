@@ -107,7 +107,9 @@ class Drill:
     async def funded(self, usd: str = "100000") -> str:
         account = f"r12-{uuid.uuid4().hex[:10]}"
         deposit = await self.oms.post(
-            f"/accounts/{account}/paper/deposits", json={"asset": "USD", "amount": usd}, headers=OPERATOR
+            f"/accounts/{account}/paper/deposits",
+            json={"asset": "USD", "amount": usd, "reference": f"r12-{account}"},
+            headers=OPERATOR,
         )
         assert deposit.status_code == 201, deposit.text
         return account

@@ -270,7 +270,8 @@ async def test_r8_network_faults_between_the_oms_and_postgres_corrupt_nothing(
             await stack.set_book(symbol, *book_levels(best_bid=Decimal("99.9"), best_ask=Decimal("100.0")))
             async with rest_client(proxied, stack.counting, raise_app_exceptions=False) as client:
                 for account in accounts:
-                    deposit = {"asset": "USD", "amount": str(DEPOSIT_USD)}
+                    # one reference per account: a retry after a 503 credits once
+                    deposit = {"asset": "USD", "amount": str(DEPOSIT_USD), "reference": f"r8-{account}"}
                     response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit)
                     assert response.status_code == 201, response.text
                 for phase, bodies in zip(PHASES, plan, strict=True):
