@@ -211,12 +211,6 @@ class OmsRepository:
         )
         return list((await self.session.scalars(query)).all())
 
-    async def order_exits(self, order_id: str) -> dict[str, Any] | None:
-        exits: dict[str, Any] | None = await self.session.scalar(
-            sa.select(orders.c.exits).where(orders.c.order_id == order_id)
-        )
-        return exits
-
     async def live_order_count(self, account_id: str) -> int:
         """Orders of the account that are or may become open at the venue (submitted .. pending cancel/approval)."""
         query = sa.select(sa.func.count()).where(

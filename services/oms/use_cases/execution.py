@@ -127,7 +127,9 @@ class ExecuteOrders:
             await repo.save(order, events)
             await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
             await repo.add_volume(order.account_id, fill.quantity * fill.price)
-            await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{venue}")
+            await publish_order_events(
+                uow.session, self.ctx.tables, order, events, f"venue:{venue}", exits=stored.exits
+            )
         SUBMIT_TO_FILL.observe(max(0.0, (self.ctx.clock() - stored.created_at).total_seconds()))
         return True
 
@@ -147,7 +149,9 @@ class ExecuteOrders:
             if order.is_terminal:
                 await release_reservation(uow.session, self.ctx.tables, order, now)
             await repo.save(order, events)
-            await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{self.ctx.venue.name}")
+            await publish_order_events(
+                uow.session, self.ctx.tables, order, events, f"venue:{self.ctx.venue.name}", exits=stored.exits
+            )
         return True
 
     async def catch_up_fills(self, account_id: AccountId) -> int:

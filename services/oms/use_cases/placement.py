@@ -136,7 +136,7 @@ class PlaceOrder:
         await repo.insert(stored, events)
         if ledger_update is not None:
             await save_ledger(session, self.ctx.tables, ledger, ledger_update, now)
-        await publish_order_events(session, self.ctx.tables, order, events, actor)
+        await publish_order_events(session, self.ctx.tables, order, events, actor, exits=exits)
         if requested is not None:
             envelope = new_envelope(requested, producer="oms", aggregate_id=order.id, now=order.updated_at)
             await add_to_outbox(session, self.ctx.tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)
