@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 from ops.stack.common import stack_paths
 from shared.db.migrate import upgrade
 
+
 def stack_env() -> dict[str, str]:
     """The variables `ops.stack_cli env` exports (`stack.env` under AETHER_HOME, default `.aether/`)."""
     values = {}

@@ -121,8 +121,8 @@ class AuditEntry:
 
 # Built once: the statements of an append are compiled once per process (SQLAlchemy's compiled cache keys them on
 # these objects), and the values travel as parameters.
-# The triggers of migration 0002 refuse any change of a head but a one-entry advance, so the genesis head is created
-# (when missing) and then locked: two round trips.
+# The triggers of migration 0002 refuse any change of a head but a one-entry advance: a missing genesis head is
+# created by an insert that does nothing on conflict, then locked.
 _CREATE_HEAD = (
     pg_insert(chain_heads)
     .values(chain=sa.bindparam("chain"), length=0, head_hash=GENESIS_HASH)
@@ -142,11 +142,13 @@ _ADVANCE_HEAD = (
 
 
 async def _lock_head(session: AsyncSession, chain: str) -> tuple[int, str]:
-    # Create the genesis head if missing, then lock it: appends to one chain are serialized on this row lock.
-    # Under READ COMMITTED a concurrent creator's row is seen once it commits; REPEATABLE READ callers get a
-    # serialization failure instead and retry their transaction.
-    await session.execute(_CREATE_HEAD, {"chain": chain})
-    row = (await session.execute(_LOCK_HEAD, {"chain": chain})).one()
+    # Lock the head (one round trip once the chain exists); create the genesis head first when it is missing.
+    # Appends to one chain are serialized on this row lock. Under READ COMMITTED a concurrent creator's row is seen
+    # once it commits; REPEATABLE READ callers get a serialization failure instead and retry their transaction.
+    row = (await session.execute(_LOCK_HEAD, {"chain": chain})).one_or_none()
+    if row is None:
+        await session.execute(_CREATE_HEAD, {"chain": chain})
+        row = (await session.execute(_LOCK_HEAD, {"chain": chain})).one()
     return int(row.length), str(row.head_hash)
 
 
