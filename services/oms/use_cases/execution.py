@@ -46,10 +46,19 @@ class ExecuteOrders:
 
     def __init__(self, ctx: OmsContext) -> None:
         self.ctx = ctx
+        self._recorded: dict[OrderId, Order] = {}
+
+    def hand_over(self, order: Order) -> None:
+        """The order placement has just committed, for the `send` of it that follows (no re-read of it)."""
+        self._recorded[order.id] = order
+
+    def forget(self, order_id: OrderId) -> None:
+        """Drop a handed-over order whose send did not take it (a wrapper of `send` that never called it)."""
+        self._recorded.pop(order_id, None)
 
     async def send(self, order_id: OrderId) -> None:
         """Send a SUBMITTED order to the venue and apply the answer; an ambiguous answer is left to the resolver."""
-        order = (await load_order(self.ctx, order_id)).order
+        order = self._recorded.pop(order_id, None) or (await load_order(self.ctx, order_id)).order
         if order.status is not OrderStatus.SUBMITTED:
             return
         started = time.perf_counter()
