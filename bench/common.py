@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import psycopg
 from sqlalchemy.engine import make_url
 
+from ops.stack.common import stack_paths
 from shared.db.migrate import upgrade
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def stack_env() -> dict[str, str]:
-    """The variables `ops.stack_cli env` exports (`.aether/stack.env`)."""
+    """The variables `ops.stack_cli env` exports (`stack.env` under AETHER_HOME, default `.aether/`)."""
     values = {}
-    for line in (ROOT / ".aether" / "stack.env").read_text().splitlines():
+    for line in stack_paths().env_file.read_text().splitlines():
         name, value = line.removeprefix("export ").split("=", 1)
         values[name] = value
     return values

@@ -9,6 +9,10 @@ orders alternate limit buys resting below the market and small market buys, spre
    p50 and p99 in ms, as a client sees it.
 3. The ceiling: the same PostgreSQL's single-row INSERT commit rate with 8 pgbench clients.
 
+Also the OMS process's CPU seconds per order during saturation (user + system, from /proc): on a shared machine
+the rates move with the neighbours' load, the CPU an order costs much less. `--profile FILE` records the OMS
+process with py-spy (when installed) during saturation, as collapsed stacks (`py-spy record -f raw`).
+
 Prints one JSON line. Needs the stack (`aether stack up`).
 """
 
@@ -18,6 +22,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +47,30 @@ from shared.auth.tokens import TokenIssuer  # noqa: E402
 PORT = 18_001
 ACCOUNTS = 20
 BENCH_DB = "aether_bench"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_profiler(pid: int, path: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy recording `pid` into `path` until stopped (None: no profile asked, or py-spy missing)."""
+    if path is None:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        print("py-spy is not installed: no profile", file=sys.stderr)
+        return None
+    args = [py_spy, "record", "-p", str(pid), "-r", "100", "-f", "raw", "-o", path, "--nonblocking"]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes what it recorded on SIGINT
+        profiler.wait(timeout=60)
 
 
 def pgbench_insert_rate(database_url: str, seconds: int) -> float:
@@ -192,7 +222,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await seed(client, headers)
             publish_book(env)
             await asyncio.sleep(2)
-            max_rate, errors = await saturate(client, headers, args.orders, args.concurrency)
+            cpu_before = cpu_seconds(server.pid)
+            profiler = start_profiler(server.pid, args.profile)
+            try:
+                max_rate, errors = await saturate(client, headers, args.orders, args.concurrency)
+            finally:
+                stop_profiler(profiler)
+            cpu_per_order = (cpu_seconds(server.pid) - cpu_before) / args.orders
             levels = {}
             for share in (0.25, 0.5, 1.0):
                 levels[f"{int(share * 100)}%"] = await open_loop(client, headers, max_rate * share, args.seconds)
@@ -206,6 +242,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         f"{args.concurrency} clients; open loop {args.seconds}s per level",
         "orders_per_s_sustained": round(max_rate, 1),
         "saturation_errors": errors,
+        "oms_cpu_ms_per_order": round(cpu_per_order * 1000, 2),
         "latency_by_load": levels,
         "latency_at_500_per_s": at_500,
         "pg_single_row_insert_commits_per_s_8_clients": round(pgbench_insert_rate(database_url, args.pgbench_s), 1),
@@ -219,6 +256,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pgbench-s", type=int, default=10)
+    parser.add_argument("--profile", help="write a py-spy profile of the OMS during saturation to this file")
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 

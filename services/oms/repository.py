@@ -100,30 +100,11 @@ class OmsRepository:
     # --- orders --------------------------------------------------------------------------------------------
 
     async def find_by_client_id(self, account_id: str, client_order_id: str) -> StoredOrder | None:
-        query = sa.select(orders.c.order_id).where(
-            orders.c.account_id == account_id, orders.c.client_order_id == client_order_id
-        )
-        order_id = await self.session.scalar(query)
-        return None if order_id is None else await self.load(OrderId(order_id))
+        params = {"account_id": account_id, "client_order_id": client_order_id}
+        return _stored_order((await self.session.execute(_STORED_BY_CLIENT_ID, params)).mappings().all())
 
     async def load(self, order_id: OrderId) -> StoredOrder | None:
-        row = (await self.session.execute(sa.select(orders).where(orders.c.order_id == order_id))).mappings().first()
-        if row is None:
-            return None
-        query = sa.select(order_events).where(order_events.c.order_id == order_id).order_by(order_events.c.version)
-        events = [
-            event_from_payload(event_row["event_type"], event_row["payload"])
-            for event_row in (await self.session.execute(query)).mappings()
-        ]
-        return StoredOrder(
-            Order.from_events(events),
-            row["request_hash"],
-            row["venue"],
-            row["origin"],
-            row["created_at"],
-            row["exits"],
-            row["approval_payload"],
-        )
+        return _stored_order((await self.session.execute(_STORED_BY_ID, {"order_id": order_id})).mappings().all())
 
     async def insert(self, stored: StoredOrder, events: Sequence[OrderEvent]) -> None:
         order = stored.order
@@ -210,12 +191,6 @@ class OmsRepository:
         )
         return list((await self.session.scalars(query)).all())
 
-    async def order_exits(self, order_id: str) -> dict[str, Any] | None:
-        exits: dict[str, Any] | None = await self.session.scalar(
-            sa.select(orders.c.exits).where(orders.c.order_id == order_id)
-        )
-        return exits
-
     async def live_order_count(self, account_id: str, *, excluding: str | None = None) -> int:
         """Orders of the account that are or may become open at the venue (submitted .. pending cancel/approval),
         other than `excluding`."""
@@ -278,6 +253,44 @@ class OmsRepository:
         if before_fill_id is not None:
             query = query.where(fills.c.fill_id < before_fill_id)
         return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
+
+
+# An order with its events in one round trip (every order has at least its OrderCreated event), built once.
+_STORED_ORDER = (
+    sa.select(
+        orders.c.request_hash,
+        orders.c.venue,
+        orders.c.origin,
+        orders.c.created_at,
+        orders.c.exits,
+        orders.c.approval_payload,
+        order_events.c.event_type,
+        order_events.c.payload,
+    )
+    .join_from(orders, order_events, order_events.c.order_id == orders.c.order_id)
+    .order_by(order_events.c.version)
+)
+_STORED_BY_ID = _STORED_ORDER.where(orders.c.order_id == sa.bindparam("order_id"))
+_STORED_BY_CLIENT_ID = _STORED_ORDER.where(
+    orders.c.account_id == sa.bindparam("account_id"), orders.c.client_order_id == sa.bindparam("client_order_id")
+)
+
+
+def _stored_order(rows: Sequence[sa.RowMapping]) -> StoredOrder | None:
+    """The order of `_STORED_ORDER`'s rows (one per event, in version order), or None without rows."""
+    if not rows:
+        return None
+    first = rows[0]
+    events = [event_from_payload(row["event_type"], row["payload"]) for row in rows]
+    return StoredOrder(
+        Order.from_events(events),
+        first["request_hash"],
+        first["venue"],
+        first["origin"],
+        first["created_at"],
+        first["exits"],
+        first["approval_payload"],
+    )
 
 
 def _account(row: sa.RowMapping) -> TradingAccount:

@@ -87,7 +87,7 @@ class OrderService:
         self.latest_book: LatestBook = latest_book if latest_book is not None else RedisLatestBook(redis)
         self.pre_trade = PreTradeChain(self.ctx, self.latest_book)
         self.execution = ExecuteOrders(self.ctx)
-        self.placement = PlaceOrder(self.ctx, self.pre_trade, send=self.send)
+        self.placement = PlaceOrder(self.ctx, self.pre_trade, self.execution, send=self.send)
         self.cancellation = CancelOrder(self.ctx, self.execution)
         self.resolver = ResolveOrder(
             self.ctx, self.execution, self.cancellation, send=self.send, release_check=self.pre_trade.release_check

@@ -1,7 +1,7 @@
 """Tamper-evident audit log: hash-chained, append-only entries written in the caller's transaction, and a verifier."""
 
 from shared.audit.canonical import CanonicalizationError, JsonValue, PlainJson, canonical_json
-from shared.audit.log import DEFAULT_CHAIN, GENESIS_HASH, AuditRecord, append, chain_hash
+from shared.audit.log import DEFAULT_CHAIN, GENESIS_HASH, AuditEntry, AuditRecord, append, append_many, chain_hash
 from shared.audit.verify import (
     BreakKind,
     BrokenLink,
@@ -14,6 +14,7 @@ from shared.audit.verify import (
 __all__ = [
     "DEFAULT_CHAIN",
     "GENESIS_HASH",
+    "AuditEntry",
     "AuditRecord",
     "BreakKind",
     "BrokenLink",
@@ -22,6 +23,7 @@ __all__ = [
     "PlainJson",
     "VerificationReport",
     "append",
+    "append_many",
     "canonical_json",
     "chain_hash",
     "list_chains",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -107,14 +107,48 @@ def _require_text(name: str, value: str) -> None:
         raise CanonicalizationError(f"{name} must not be empty")
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry to append: what happened, to what, by whom (`occurred_at` None: now)."""
+
+    actor: str
+    action: str
+    target: str
+    details: Mapping[str, JsonValue]
+    occurred_at: datetime | None = None
+    correlation_id: str | None = None
+
+
+# Built once: the statements of an append are compiled once per process (SQLAlchemy's compiled cache keys them on
+# these objects), and the values travel as parameters.
+# The triggers of migration 0002 refuse any change of a head but a one-entry advance: a missing genesis head is
+# created by an insert that does nothing on conflict, then locked.
+_CREATE_HEAD = (
+    pg_insert(chain_heads)
+    .values(chain=sa.bindparam("chain"), length=0, head_hash=GENESIS_HASH)
+    .on_conflict_do_nothing(index_elements=[chain_heads.c.chain])
+)
+_LOCK_HEAD = (
+    sa.select(chain_heads.c.length, chain_heads.c.head_hash)
+    .where(chain_heads.c.chain == sa.bindparam("chain"))
+    .with_for_update()
+)
+_INSERT_ENTRY = sa.insert(audit_log).returning(audit_log.c.seq)
+_ADVANCE_HEAD = (
+    sa.update(chain_heads)
+    .where(chain_heads.c.chain == sa.bindparam("head_chain"))
+    .values(length=sa.bindparam("new_length"), head_hash=sa.bindparam("new_hash"), updated_at=sa.func.now())
+)
+
+
 async def _lock_head(session: AsyncSession, chain: str) -> tuple[int, str]:
-    # Create the genesis head if missing, then lock it: appends to one chain are serialized on this row lock.
-    # Under READ COMMITTED a concurrent creator's row is seen once it commits; REPEATABLE READ callers get a
-    # serialization failure instead and retry their transaction.
-    genesis = pg_insert(chain_heads).values(chain=chain, length=0, head_hash=GENESIS_HASH)
-    await session.execute(genesis.on_conflict_do_nothing(index_elements=[chain_heads.c.chain]))
-    locked = sa.select(chain_heads.c.length, chain_heads.c.head_hash).where(chain_heads.c.chain == chain)
-    row = (await session.execute(locked.with_for_update())).one()
+    # Lock the head (one round trip once the chain exists); create the genesis head first when it is missing.
+    # Appends to one chain are serialized on this row lock. Under READ COMMITTED a concurrent creator's row is seen
+    # once it commits; REPEATABLE READ callers get a serialization failure instead and retry their transaction.
+    row = (await session.execute(_LOCK_HEAD, {"chain": chain})).one_or_none()
+    if row is None:
+        await session.execute(_CREATE_HEAD, {"chain": chain})
+        row = (await session.execute(_LOCK_HEAD, {"chain": chain})).one()
     return int(row.length), str(row.head_hash)
 
 
@@ -130,62 +164,85 @@ async def append(
     correlation_id: str | None = None,
 ) -> AuditRecord:
     """Append one entry to `chain` inside the caller's transaction (never commits); return the stored record."""
-    for name, value in (("chain", chain), ("actor", actor), ("action", action)):
+    entry = AuditEntry(actor, action, target, details, occurred_at, correlation_id)
+    (record,) = await append_many(session, [entry], chain=chain)
+    return record
+
+
+async def append_many(
+    session: AsyncSession, entries: Sequence[AuditEntry], *, chain: str = DEFAULT_CHAIN
+) -> list[AuditRecord]:
+    """Append `entries`, in order, to `chain` inside the caller's transaction (never commits): one lock of the
+    chain's head however many entries; the stored records."""
+    if not entries:
+        return []
+    _require_text("chain", chain)
+    prepared = [_prepared(entry, chain) for entry in entries]  # every field valid before the lock is taken
+    length, prev_hash = await _lock_head(session, chain)
+    records: list[AuditRecord] = []
+    rows: list[dict[str, object]] = []
+    for position, (moment, entry, plain_details, correlation_id) in enumerate(prepared, start=length + 1):
+        hashed = entry_of(
+            chain=chain,
+            position=position,
+            occurred_at=moment,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            details=plain_details,
+            correlation_id=correlation_id,
+        )
+        digest = chain_hash(prev_hash, hashed)
+        rows.append(
+            {
+                "chain": chain,
+                "position": position,
+                "occurred_at": moment,
+                "actor": entry.actor,
+                "action": entry.action,
+                "target": entry.target,
+                "details": plain_details,
+                "correlation_id": correlation_id,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+        records.append(
+            AuditRecord(
+                seq=0,
+                chain=chain,
+                position=position,
+                occurred_at=moment,
+                actor=entry.actor,
+                action=entry.action,
+                target=entry.target,
+                details=plain_details,
+                correlation_id=correlation_id,
+                prev_hash=prev_hash,
+                hash=digest,
+            )
+        )
+        prev_hash = digest
+    # The triggers of migration 0002 accept an entry only at head + 1 and a head that advances by one entry: each
+    # entry is inserted, then the head advanced to it (the head's lock is taken once, above).
+    seqs = []
+    for row, record in zip(rows, records, strict=True):
+        seqs.append((await session.execute(_INSERT_ENTRY, row)).scalar_one())
+        await session.execute(
+            _ADVANCE_HEAD, {"head_chain": chain, "new_length": record.position, "new_hash": record.hash}
+        )
+    return [replace(record, seq=int(seq)) for record, seq in zip(records, seqs, strict=True)]
+
+
+def _prepared(entry: AuditEntry, chain: str) -> tuple[datetime, AuditEntry, dict[str, PlainJson], str | None]:
+    """(moment in UTC, entry, details as plain JSON, correlation id), or CanonicalizationError for a bad field."""
+    for name, value in (("actor", entry.actor), ("action", entry.action)):
         _require_text(name, value)
-    if occurred_at is None:
-        occurred_at = datetime.now(UTC)
+    occurred_at = datetime.now(UTC) if entry.occurred_at is None else entry.occurred_at
     format_timestamp(occurred_at)  # refuses a naive datetime
-    moment = occurred_at.astimezone(UTC)
-    plain_details = to_plain_json(details)
+    plain_details = to_plain_json(entry.details)
     if not isinstance(plain_details, dict):
         raise CanonicalizationError("details must be a mapping")
-    if correlation_id is None:
-        correlation_id = get_correlation_id()
-    # Validate every field before taking the lock: a bad value fails without touching the chain.
-    canonical_json([chain, actor, action, target, correlation_id, plain_details])
-
-    length, prev_hash = await _lock_head(session, chain)
-    position = length + 1
-    entry = entry_of(
-        chain=chain,
-        position=position,
-        occurred_at=moment,
-        actor=actor,
-        action=action,
-        target=target,
-        details=plain_details,
-        correlation_id=correlation_id,
-    )
-    digest = chain_hash(prev_hash, entry)
-    inserted = sa.insert(audit_log).values(
-        chain=chain,
-        position=position,
-        occurred_at=moment,
-        actor=actor,
-        action=action,
-        target=target,
-        details=plain_details,
-        correlation_id=correlation_id,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
-    seq = (await session.execute(inserted.returning(audit_log.c.seq))).scalar_one()
-    advance = (
-        sa.update(chain_heads)
-        .where(chain_heads.c.chain == chain)
-        .values(length=position, head_hash=digest, updated_at=sa.func.now())
-    )
-    await session.execute(advance)
-    return AuditRecord(
-        seq=int(seq),
-        chain=chain,
-        position=position,
-        occurred_at=moment,
-        actor=actor,
-        action=action,
-        target=target,
-        details=plain_details,
-        correlation_id=correlation_id,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
+    correlation_id = get_correlation_id() if entry.correlation_id is None else entry.correlation_id
+    canonical_json([chain, entry.actor, entry.action, entry.target, correlation_id, plain_details])
+    return occurred_at.astimezone(UTC), entry, plain_details, correlation_id

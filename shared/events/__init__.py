@@ -3,7 +3,7 @@
 from shared.events.consumer import ConsumerLoop, ConsumerStats, DeadLetterReason, Handler, Outcome
 from shared.events.envelope import Envelope, MessageDecodeError, correlation_id_from_headers, header_value
 from shared.events.inbox import claim
-from shared.events.outbox import add_to_outbox
+from shared.events.outbox import OutboxItem, add_many_to_outbox, add_to_outbox
 from shared.events.producer import Delivery, EventProducer, OutgoingMessage, ProducerNotStarted
 from shared.events.relay import OutboxRelay
 from shared.events.tables import EventTables, event_tables
@@ -18,10 +18,12 @@ __all__ = [
     "EventTables",
     "Handler",
     "MessageDecodeError",
+    "OutboxItem",
     "OutboxRelay",
     "Outcome",
     "OutgoingMessage",
     "ProducerNotStarted",
+    "add_many_to_outbox",
     "add_to_outbox",
     "claim",
     "correlation_id_from_headers",

@@ -20,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.audit import (
     GENESIS_HASH,
+    AuditEntry,
     AuditRecord,
     CanonicalizationError,
     JsonValue,
     append,
+    append_many,
     chain_hash,
     verify_chain,
 )
@@ -354,3 +356,68 @@ async def test_cli_verify_exits_zero_for_an_intact_chain(
     document = json.loads(stdout)
     assert document["ok"] is True
     assert [(c["chain"], c["checked_rows"], c["first_break"]) for c in document["chains"]] == [(chain, 4, None)]
+
+
+async def test_append_many_chains_a_transactions_entries_in_order(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    chain = new_chain()
+    first = await append_entries(sessionmaker, chain, 2)
+    batch = [AuditEntry(actor="op", action="order.OrderCreated", target="order:1", details={"n": n}) for n in range(3)]
+    async with UnitOfWork(sessionmaker) as uow:
+        records = await append_many(uow.session, batch, chain=chain)
+        assert await append_many(uow.session, [], chain=chain) == []
+
+    assert [record.position for record in records] == [3, 4, 5]
+    assert [record.details for record in records] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert records[0].prev_hash == first[-1].hash
+    assert all(later.prev_hash == earlier.hash for earlier, later in itertools.pairwise(records))
+    assert [record.seq for record in records] == sorted(record.seq for record in records)
+    assert records[0].seq > first[-1].seq
+    async with engine.connect() as connection:
+        report = await verify_chain(connection, chain)
+        stored = (
+            await connection.execute(
+                text("SELECT seq, hash FROM audit.audit_log WHERE chain = :chain AND position > 2 ORDER BY position"),
+                {"chain": chain},
+            )
+        ).all()
+    assert report.ok, report.first_break
+    assert (report.head_length, report.head_hash) == (5, records[-1].hash)
+    assert [(row.seq, row.hash) for row in stored] == [(record.seq, record.hash) for record in records]
+
+
+async def test_append_many_refuses_a_bad_entry_before_the_chain_is_touched(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    chain = new_chain()
+    good = AuditEntry(actor="op", action="a", target="t", details={})
+    async with UnitOfWork(sessionmaker) as uow:
+        with pytest.raises(CanonicalizationError):
+            await append_many(
+                uow.session, [good, AuditEntry(actor="", action="a", target="t", details={})], chain=chain
+            )
+    assert await stored_counts(engine, chain) == (0, 0)
+
+
+async def test_concurrent_batches_form_one_chain(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    chain = new_chain()
+    writers, batch = 6, 3
+    barrier = asyncio.Barrier(writers)
+
+    async def writer(index: int) -> list[int]:
+        await barrier.wait()
+        entries = [AuditEntry(actor=f"writer-{index}", action="a", target="t", details={"n": n}) for n in range(batch)]
+        async with UnitOfWork(sessionmaker) as uow:
+            records = await append_many(uow.session, entries, chain=chain)
+        return [record.position for record in records]
+
+    results = await asyncio.gather(*(writer(index) for index in range(writers)))
+
+    assert all(positions == list(range(positions[0], positions[0] + batch)) for positions in results)
+    assert sorted(position for positions in results for position in positions) == list(range(1, writers * batch + 1))
+    async with engine.connect() as connection:
+        report = await verify_chain(connection, chain)
+    assert report.ok, report.first_break

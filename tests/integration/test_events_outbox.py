@@ -17,7 +17,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.db import UnitOfWork
-from shared.events import Envelope, EventProducer, EventTables, OutboxRelay, add_to_outbox, header_value
+from shared.events import (
+    Envelope,
+    EventProducer,
+    EventTables,
+    OutboxItem,
+    OutboxRelay,
+    add_many_to_outbox,
+    add_to_outbox,
+    header_value,
+)
 from shared.events.envelope import HEADER_CORRELATION_ID
 from tests.helpers import eventually
 from tests.kit.events import numbered_event, read_all, write_outbox
@@ -174,3 +183,28 @@ async def test_relay_loop_survives_publish_failures_without_dropping_rows(
     assert flaky.calls == 4, "3 failed attempts, then one successful batch"
     records = await read_all(kafka_bootstrap, unique_topic)
     assert _seq_by_key(records) == {"order-1": [1, 2]}
+
+
+async def test_a_batch_of_outbox_items_goes_out_in_order_with_each_items_key(
+    sessions: async_sessionmaker[AsyncSession],
+    tables: EventTables,
+    producer: EventProducer,
+    unique_topic: str,
+    kafka_bootstrap: str,
+) -> None:
+    events = [numbered_event("order-a", seq) for seq in range(5)]
+    items = [
+        OutboxItem(unique_topic, envelope, key="account-1" if seq == 4 else None) for seq, envelope in enumerate(events)
+    ]
+    async with UnitOfWork(sessions) as uow:
+        await add_many_to_outbox(uow.session, tables, items)
+        await add_many_to_outbox(uow.session, tables, [])
+    relay = OutboxRelay(sessions, tables, producer)
+
+    assert await relay.run_once() == 5
+
+    records = await read_all(kafka_bootstrap, unique_topic)
+    by_key: dict[bytes | None, list[object]] = defaultdict(list)
+    for record in records:  # order holds per key (a key's partition), not across keys
+        by_key[record.key].append(Envelope.from_bytes(record.value).event_id)
+    assert by_key == {b"order-a": [e.event_id for e in events[:4]], b"account-1": [events[4].event_id]}

@@ -91,5 +91,5 @@ class DecideApproval:
         if order.is_terminal:
             await release_reservation(session, self.ctx.tables, order, now)
         await repo.save(order, events)
-        await publish_order_events(session, self.ctx.tables, order, events, actor)
+        await publish_order_events(session, self.ctx.tables, order, events, actor, exits=stored.exits)
         return True

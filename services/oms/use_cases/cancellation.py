@@ -45,7 +45,7 @@ class CancelOrder:
                     details={"status": order.status.value},
                 )
             await repo.save(order, events)
-            await publish_order_events(uow.session, self.ctx.tables, order, events, actor)
+            await publish_order_events(uow.session, self.ctx.tables, order, events, actor, exits=stored.exits)
         if order.status is OrderStatus.PENDING_CANCEL:
             await self.send_cancel(order)
         return await load_order(self.ctx, order_id)

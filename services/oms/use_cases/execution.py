@@ -49,10 +49,19 @@ class ExecuteOrders:
 
     def __init__(self, ctx: OmsContext) -> None:
         self.ctx = ctx
+        self._recorded: dict[OrderId, Order] = {}
+
+    def hand_over(self, order: Order) -> None:
+        """The order placement has just committed, for the `send` of it that follows (no re-read of it)."""
+        self._recorded[order.id] = order
+
+    def forget(self, order_id: OrderId) -> None:
+        """Drop a handed-over order whose send did not take it (a wrapper of `send` that never called it)."""
+        self._recorded.pop(order_id, None)
 
     async def send(self, order_id: OrderId) -> None:
         """Send a SUBMITTED order to the venue and apply the answer; an ambiguous answer is left to the resolver."""
-        order = (await load_order(self.ctx, order_id)).order
+        order = self._recorded.pop(order_id, None) or (await load_order(self.ctx, order_id)).order
         if order.status is not OrderStatus.SUBMITTED:
             return
         started = time.perf_counter()
@@ -139,7 +148,9 @@ class ExecuteOrders:
             await repo.save(order, events)
             await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
             await ledger_repo.add_fill_pnl(ledger, update.ledger, order.symbol, fill.filled_at)
-            await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{venue}")
+            await publish_order_events(
+                uow.session, self.ctx.tables, order, events, f"venue:{venue}", exits=stored.exits
+            )
         SUBMIT_TO_FILL.observe(max(0.0, (self.ctx.clock() - stored.created_at).total_seconds()))
         return True
 
@@ -174,7 +185,9 @@ class ExecuteOrders:
             if order.is_terminal:
                 await release_reservation(uow.session, self.ctx.tables, order, now)
             await repo.save(order, events)
-            await publish_order_events(uow.session, self.ctx.tables, order, events, f"venue:{self.ctx.venue.name}")
+            await publish_order_events(
+                uow.session, self.ctx.tables, order, events, f"venue:{self.ctx.venue.name}", exits=stored.exits
+            )
         return True
 
     async def catch_up_fills(self, account_id: AccountId) -> int:

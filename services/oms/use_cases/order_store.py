@@ -61,5 +61,5 @@ async def transition(ctx: OmsContext, order_id: OrderId, step: OrderStep, actor:
         if order.is_terminal:
             await release_reservation(uow.session, ctx.tables, order, now)
         await repo.save(order, events)
-        await publish_order_events(uow.session, ctx.tables, order, events, actor)
+        await publish_order_events(uow.session, ctx.tables, order, events, actor, exits=stored.exits)
     return order

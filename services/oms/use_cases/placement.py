@@ -22,6 +22,7 @@ from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.schemas import OrderCreate
 from services.oms.use_cases.context import OmsContext
+from services.oms.use_cases.execution import ExecuteOrders
 from services.oms.use_cases.order_store import load_order
 from services.oms.use_cases.pre_trade import AccountTerms, Denial, PreTradeChain, Reserve
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
@@ -73,9 +74,10 @@ def exits_problem(body: OrderCreate) -> tuple[str, str] | None:
 class PlaceOrder:
     """REST and `SubmitOrder` commands: record the order, then (REST) send it to the venue."""
 
-    def __init__(self, ctx: OmsContext, pre_trade: PreTradeChain, send: Send) -> None:
+    def __init__(self, ctx: OmsContext, pre_trade: PreTradeChain, execution: ExecuteOrders, send: Send) -> None:
         self.ctx = ctx
         self.pre_trade = pre_trade
+        self.execution = execution
         self.send = send
 
     async def place(self, body: OrderCreate, actor: str, origin: str = "rest") -> PlaceResult:
@@ -89,7 +91,11 @@ class PlaceOrder:
         if result.denial is not None:
             raise result.denial.error(order.id)
         if result.created and order.status is OrderStatus.SUBMITTED:
-            await self.send(order.id)
+            self.execution.hand_over(order)  # committed just now: the send need not read it back
+            try:
+                await self.send(order.id)
+            finally:
+                self.execution.forget(order.id)
             return PlaceResult(await load_order(self.ctx, order.id), created=True)
         return result
 
@@ -136,7 +142,7 @@ class PlaceOrder:
         await repo.insert(stored, events)
         if ledger_update is not None:
             await save_ledger(session, self.ctx.tables, ledger, ledger_update, now)
-        await publish_order_events(session, self.ctx.tables, order, events, actor)
+        await publish_order_events(session, self.ctx.tables, order, events, actor, exits=exits)
         if requested is not None:
             envelope = new_envelope(requested, producer="oms", aggregate_id=order.id, now=order.updated_at)
             await add_to_outbox(session, self.ctx.tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import ORDER_TRANSITIONS
-from services.oms.repository import OmsRepository
-from shared.audit import append as audit_append
+from shared.audit import AuditEntry
+from shared.audit import append_many as audit_append_many
 from shared.contracts.balances import BalanceChanged
 from shared.contracts.base import ContractViolation, outbox_payload
 from shared.contracts.orders import ORDER_EVENTS, OrderEventMessage
@@ -20,7 +20,7 @@ from shared.contracts.registry import new_envelope
 from shared.domain.ledger import Ledger, LedgerUpdate
 from shared.domain.order_events import OrderEvent
 from shared.domain.orders import Order
-from shared.events import add_to_outbox
+from shared.events import OutboxItem, add_many_to_outbox
 from shared.events.tables import EventTables
 from shared.events.topics import OMS_BALANCE_EVENTS, OMS_ORDER_EVENTS
 from shared.observability.logging import get_logger
@@ -56,23 +56,43 @@ def order_payload(order: Order, event: OrderEvent, exits: Mapping[str, Any] | No
 
 
 async def publish_order_events(
-    session: AsyncSession, tables: EventTables, order: Order, events: Sequence[OrderEvent], actor: str
+    session: AsyncSession,
+    tables: EventTables,
+    order: Order,
+    events: Sequence[OrderEvent],
+    actor: str,
+    *,
+    exits: Mapping[str, Any] | None,
 ) -> None:
-    """Outbox event and audit entry for every transition, in the caller's transaction."""
-    exits = await OmsRepository(session).order_exits(order.id)
-    for event in events:
-        message = order_event_message(order, event, exits)
-        envelope = new_envelope(message, producer="oms", aggregate_id=order.id, now=event.occurred_at)
-        await add_to_outbox(session, tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)
-        await audit_append(
-            session,
+    """Outbox event and audit entry for every transition, in the caller's transaction: one outbox insert and one
+    audit append for all of them. `exits` is the order's stored exits (the caller loaded the order with them)."""
+    if not events:
+        return
+    messages = [order_event_message(order, event, exits) for event in events]
+    await add_many_to_outbox(
+        session,
+        tables,
+        [
+            OutboxItem(
+                OMS_ORDER_EVENTS,
+                new_envelope(message, producer="oms", aggregate_id=order.id, now=event.occurred_at),
+                key=order.id,
+            )
+            for message, event in zip(messages, events, strict=True)
+        ],
+    )
+    entries = [
+        AuditEntry(
             actor=actor,
             action=f"order.{message.TYPE}",
             target=order.id,
             details=outbox_payload(message),
-            chain=f"oms:{order.account_id}",
             occurred_at=event.occurred_at,
         )
+        for message, event in zip(messages, events, strict=True)
+    ]
+    await audit_append_many(session, entries, chain=f"oms:{order.account_id}")
+    for message in messages:
         ORDER_TRANSITIONS.labels(event=message.TYPE).inc()
 
 
@@ -87,6 +107,7 @@ async def save_ledger(
     unjournaled = [asset for asset in changed if asset not in versions]
     if unjournaled:
         versions = {**versions, **await repo.balance_versions(after.account_id, unjournaled)}
+    items = []
     for asset in changed:
         version = versions.get(asset)
         if version is None:  # every ledger change is journaled: this is a bug, loud but not fatal to the fill
@@ -103,4 +124,5 @@ async def save_ledger(
             changed_at=now,
         )
         envelope = new_envelope(message, producer="oms", aggregate_id=after.account_id, now=now)
-        await add_to_outbox(session, tables, topic=OMS_BALANCE_EVENTS, envelope=envelope, key=after.account_id)
+        items.append(OutboxItem(OMS_BALANCE_EVENTS, envelope, key=after.account_id))
+    await add_many_to_outbox(session, tables, items)

@@ -123,7 +123,7 @@ class ResolveOrder:
             order, events = stored.order.cancel(denial.reason, now)
             await release_reservation(uow.session, self.ctx.tables, order, now)
             await repo.save(order, events)
-            await publish_order_events(uow.session, self.ctx.tables, order, events, SYSTEM_ACTOR)
+            await publish_order_events(uow.session, self.ctx.tables, order, events, SYSTEM_ACTOR, exits=stored.exits)
         log.warning("resubmit_denied_at_release", order_id=order_id, code=denial.code)
         return True
 
