@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from services.paper.adapters import PaperAdapters, paper_adapters
 from services.paper.app import create_app
@@ -73,15 +74,21 @@ class PaperProcess:
 
 @asynccontextmanager
 async def paper_process(
-    settings: PaperSettings, *, port: int | None = None, clock: Callable[[], datetime] = utc_now
+    settings: PaperSettings,
+    *,
+    port: int | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    network: Callable[[ASGIApp], ASGIApp] | None = None,
 ) -> AsyncIterator[PaperProcess]:
-    """Serve the venue on `port` (a free one by default) until the block ends; yields once /readyz is 200."""
+    """Serve the venue on `port` (a free one by default) until the block ends; yields once /readyz is 200.
+    `network` wraps the app as the network between it and its callers behaves (e.g. `SlowAnswers`)."""
     app = create_app(settings, clock=clock)
     port = port or free_port()
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    served: ASGIApp = app if network is None else network(app)
+    config = uvicorn.Config(served, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     url = f"http://127.0.0.1:{port}"
@@ -134,3 +141,30 @@ async def caught_up(venue: PaperHttpVenue, process: PaperProcess) -> None:
         return venue.connected.is_set() and venue.position >= target
 
     await eventually(reached, timeout_s=20, message=f"stream position {target}")
+
+
+class SlowAnswers:
+    """The network between the venue and its callers, slow on the way back: the answer to `method path` leaves
+    `delay_s` after the venue produced it (the venue acted at once). Everything else passes untouched."""
+
+    def __init__(self, app: ASGIApp, method: str, path: str, delay_s: float) -> None:
+        self.app = app
+        self.method = method
+        self.path = path
+        self.delay_s = delay_s
+        self.delayed = 0
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != self.method or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        await self.app(scope, receive, hold)
+        self.delayed += 1
+        await asyncio.sleep(self.delay_s)
+        for message in held:
+            await send(message)
