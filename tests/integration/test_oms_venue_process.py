@@ -245,3 +245,46 @@ async def test_an_answer_after_the_timeout_is_ambiguous_and_resolved_by_query_no
 
 def _ambiguous_submits() -> float:
     return VENUE_ERRORS.labels(operation="submit", kind="AmbiguousOutcome")._value.get()
+
+
+async def test_two_oms_processes_trade_one_account_on_the_one_venue_process(
+    settings: AetherSettings, module_database_url: str, paper_market: PaperMarket
+) -> None:
+    async with platform(settings, module_database_url, paper_market) as first:
+        assert first.process is not None
+        second_app = create_oms_app(
+            oms_settings(
+                settings,
+                module_database_url,
+                paper_market,
+                paper_venue_url=first.process.url,
+                paper_venue_token=SecretStr(VENUE_TOKEN),
+                paper_venue_timeout_s=OMS_TIMEOUT_S,
+            )
+        )
+        async with serving(second_app, "http://oms-2") as second_client:
+            second_venue = oms_adapters(second_app.state.runtime).venue
+            assert isinstance(second_venue, PaperHttpVenue)
+            await eventually(_connected(second_venue), timeout_s=20, message="the second OMS follows the stream")
+            second = Platform(second_client, paper_market, first.venue_port, first.start_venue, first.stack)
+            account = await first.funded()
+
+            bought = [
+                await oms.order(account, side="buy", type="market", quantity="0.1")
+                for oms in (first, second, first, second)
+            ]
+
+            assert [r.status_code for r in bought] == [201] * 4, [r.text for r in bought]
+            assert {r.json()["status"] for r in bought} == {"filled"}
+            venue = first.venue_client()
+            try:
+                fills = await venue.fills_since(AccountId(account), 0)
+            finally:
+                await venue.close()
+            assert len(fills) == 4  # one venue order and one fill per OMS order: nothing doubled
+            # 4 x 0.1 x 100 = 40 USD + 0.4 % taker fee 0.16 = 40.16; both OMS processes read the same ledger
+            for oms in (first, second):
+                balances = await oms.balances(account)
+                assert (balances["USD"]["total"], balances["BTC"]["total"]) == ("9959.84", "0.4")
+            listed = await first.client.get("/fills", params={"account_id": account}, headers=OPERATOR)
+            assert len(listed.json()["items"]) == 4  # each fill booked once though both OMS heard every fill
