@@ -26,6 +26,8 @@ from shared.service_catalog import ServiceEntry
 console = Console()
 COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 READY_TIMEOUT_S = 60.0
+PAPER_VENUE = "paper"
+PAPER_VENUE_URL_ENV = "AETHER_PAPER_VENUE_URL"
 ADMIN_TOKEN_TTL_S = 8 * 3600
 FEED_ARGS = ("feed", "replay", "--synthetic", "--speed", "1", "--symbol", "BTC/USD", "--start-price", "60000")
 
@@ -69,16 +71,18 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def service_environments(services: Sequence[ServiceEntry], env: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """Each service's environment: the signing key for the accounts service alone (the one token issuer), and for
-    the hedge and risk workers the credentials of their service identities (provisioned now, fresh secrets)."""
+    """Each service's environment: the signing key for the accounts service alone (the one token issuer), for the
+    OMS the paper venue process's URL when it runs too, and for the OMS, hedge and risk workers the credentials of
+    their service identities (provisioned now, fresh secrets)."""
     from services.accounts.service_identities import provision_for_platform
 
     identities = provision_for_platform(env["AETHER_DATABASE_URL"], [entry.name for entry in services])
     signing = {"AETHER_JWT_PRIVATE_KEY_FILE": str(aether_home() / "keys" / "private.pem")}
-    return {
-        entry.name: {**env, **(signing if entry.name == "accounts" else {}), **identities.get(entry.name, {})}
-        for entry in services
-    }
+    own: dict[str, dict[str, str]] = {"accounts": signing}
+    venue = next((entry for entry in services if entry.name == PAPER_VENUE), None)
+    if venue is not None:  # every OMS trades on the one paper venue process (else the OMS runs the venue itself)
+        own["oms"] = {PAPER_VENUE_URL_ENV: venue.local_url}
+    return {entry.name: {**env, **own.get(entry.name, {}), **identities.get(entry.name, {})} for entry in services}
 
 
 def _harden_audit(env: Mapping[str, str]) -> None:

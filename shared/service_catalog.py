@@ -50,6 +50,8 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("reports", 8_006),
     ServiceEntry("analytics", 8_007),
     ServiceEntry("backtest", 8_008),
+    # The paper venue as its own process (a simulated exchange): every OMS process trades on this one.
+    ServiceEntry("paper", 8_009),
 )
 SERVICE_NAMES: tuple[str, ...] = tuple(entry.name for entry in SERVICES)
 _BY_NAME = {entry.name: entry for entry in SERVICES}

@@ -47,11 +47,13 @@ class ServiceCredentials:
 
 
 # Service name -> its identity. The hedge places and cancels hedge orders, risk places exit orders and cancels
-# them: both are `oms.commands.v1` commands, nothing else (no admin, user, key, fund or approval scope).
+# them: both are `oms.commands.v1` commands, nothing else (no admin, user, key, fund or approval scope). The OMS
+# trades on the paper venue process (`venue:trade`) for every account.
 WORKER_IDENTITIES: Mapping[str, WorkerIdentity] = MappingProxyType(
     {
         "hedge": WorkerIdentity("hedge-worker", frozenset({Scope.ORDERS_WRITE})),
         "risk": WorkerIdentity("risk-worker", frozenset({Scope.ORDERS_WRITE})),
+        "oms": WorkerIdentity("oms-venue-client", frozenset({Scope.VENUE_TRADE})),
     }
 )
 

@@ -1,4 +1,8 @@
-"""Composition root of the OMS: the paper venue, its market-data feed, the use cases and their workers."""
+"""Composition root of the OMS: the venue, the use cases and their workers.
+
+The venue is the paper venue process when `AETHER_PAPER_VENUE_URL` is set (`aether up` sets it): the OMS calls it over
+HTTP and follows its update stream. Unset, the paper venue and its market-data feed run inside this process.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,17 @@ from services.oms.adapters import OmsAdapters, oms_adapters
 from services.oms.config import OmsSettings, get_settings
 from services.oms.controls import ControlsRepository
 from services.oms.service import OrderService
-from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
+from shared.app_factory import BackgroundWorker, ServiceRuntime, ServiceSpec, build_service_app
+from shared.auth.service_tokens import ServiceTokenSource
 from shared.clock import utc_now
-from shared.config import AetherSettings, service_settings
+from shared.config import AetherSettings, ConfigurationError, env_name, service_settings
 from shared.contracts.controls import ControlOwner
 from shared.db import UnitOfWork, create_engine, sessionmaker_for
-from shared.domain.types import Symbol
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
 from shared.venues.latest_book import RedisLatestBook
 from shared.venues.paper import PaperVenue
+from shared.venues.paper_http import PaperHttpVenue, TokenProvider
 
 
 def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> PaperVenue:
@@ -29,14 +34,44 @@ def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> PaperVenue:
     runtime.closers.append(venue_engine.dispose)
     return PaperVenue(
         sessionmaker_for(venue_engine),
-        instruments={Symbol(symbol): config.spec(symbol) for symbol, config in settings.instruments.items()},
+        instruments=settings.instrument_specs(),
         fee_schedules=settings.fee_schedules(),
         clock=utc_now,
     )
 
 
+def paper_venue_client(runtime: ServiceRuntime, settings: OmsSettings) -> PaperHttpVenue:
+    """The paper venue process at `paper_venue_url`, called with the OMS's service identity (`venue:trade`) or, in
+    development and tests, a fixed `paper_venue_token`; neither is a configuration error (fail closed)."""
+    if settings.paper_venue_url is None:
+        raise ConfigurationError(f"{env_name('paper_venue_url')} is not set")
+    token: TokenProvider
+    if settings.paper_venue_token is not None:
+        fixed = settings.paper_venue_token.get_secret_value()
+
+        async def fixed_token() -> str:
+            return fixed
+
+        token = fixed_token
+    else:
+        source = ServiceTokenSource.from_settings(settings)
+        if source is None:
+            raise ConfigurationError(
+                f"{env_name('paper_venue_url')} needs a service identity ({env_name('service_client_id')}, "
+                f"{env_name('service_client_secret')}) or {env_name('paper_venue_token')}"
+            )
+        runtime.closers.append(source.close)
+        token = source.token
+    venue = PaperHttpVenue(settings.paper_venue_url, token, timeout_s=settings.paper_venue_timeout_s)
+    runtime.closers.append(venue.close)
+    return venue
+
+
 def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueAdapter | None) -> OmsAdapters:
-    """Wire the venue (the paper venue unless one is given) to the use cases."""
+    """Wire the venue (the paper venue process when configured, else the in-process paper venue, unless one is
+    given) to the use cases."""
+    if venue is None and settings.paper_venue_url is not None:
+        venue = paper_venue_client(runtime, settings)
     if venue is None:
         paper = paper_venue(runtime, settings)
         # The paper venue's books are restored by the reconciler (with retries), so a database outage at start-up
@@ -92,6 +127,16 @@ def _feed(settings: OmsSettings) -> Callable[[ServiceRuntime], Callable[[], Awai
     return build
 
 
+def _follow_venue(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        venue = oms_adapters(runtime).venue
+        if not isinstance(venue, PaperHttpVenue):
+            raise RuntimeError("only the paper venue process has an update stream to follow")
+        await venue.follow(runtime.stop_event)
+
+    return run
+
+
 async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
     """Market data from Kafka into the paper venue's books (and the latest book into Redis)."""
     from shared.venues.paper_feed import PaperFeed
@@ -108,6 +153,15 @@ async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
         trade_topic=settings.marketdata_trade_topic,
     )
     await feed.run(runtime.stop_event)
+
+
+def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tuple[str, BackgroundWorker]]:
+    """The in-process venue's market-data feed, or the venue process's update stream."""
+    if isinstance(venue, PaperHttpVenue) or (venue is None and settings.paper_venue_url is not None):
+        return [("venue-updates", _follow_venue)]
+    if venue is None:
+        return [("paper-feed", _feed(settings))]
+    return []
 
 
 def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | None = None) -> FastAPI:
@@ -127,7 +181,7 @@ def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | Non
         title="Aether Order Management",
         description="Orders, fills, positions and balances on the paper venue (and, later, real venues).",
         routers=[api.router],
-        workers=[*consumers.WORKERS, *([("paper-feed", _feed(oms_settings))] if venue is None else [])],
+        workers=[*consumers.WORKERS, *_venue_workers(oms_settings, venue)],
         on_startup=on_startup,
     )
     return build_service_app(spec, oms_settings)

@@ -58,6 +58,8 @@ class Scope(StrEnum):
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
     BACKTESTS_WRITE = "backtests:write"
+    # Trading on the paper venue process (`services/paper`) on behalf of the accounts granted: the OMS alone.
+    VENUE_TRADE = "venue:trade"
     # A service that logs people in on their behalf (the director inbox) may name their address (docs/accounts.md).
     AUTH_RELAY_CLIENT = "auth:relay_client"
     # Carried alone by the short-lived enrollment token a password login returns before TOTP is bound.

@@ -168,6 +168,19 @@ class PaperVenue:
         async with self._reading() as store:
             return await store.balances_of(account_id)
 
+    async def fills_after(self, after_sequence: int, limit: int) -> tuple[list[VenueFill], list[VenueOrder]]:
+        """Fills of every account above `after_sequence` (oldest first, at most `limit`) and the current state of
+        their orders: what a follower of the venue's updates replays after it lost its stream."""
+        async with self._reading() as store:
+            found = await store.fills_after(after_sequence, limit)
+            orders = await store.orders_by_venue_id({fill.venue_order_id for fill in found})
+        return found, [order.to_venue() for order in orders.values()]
+
+    async def last_sequence(self) -> int:
+        """The highest fill sequence of the venue so far (0 before any fill)."""
+        async with self._reading() as store:
+            return await store.last_sequence()
+
     # --- paper only ------------------------------------------------------------------------------------
 
     async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:

@@ -438,6 +438,17 @@ class PaperStore:
         )
         return [_fill(row) for row in (await self.session.execute(query)).mappings()]
 
+    async def fills_after(self, after_sequence: int, limit: int) -> list[VenueFill]:
+        """Fills of every account with a sequence above `after_sequence`, oldest first (the stream's catch-up)."""
+        query = sa.select(fills).where(fills.c.sequence > after_sequence).order_by(fills.c.sequence).limit(limit)
+        return [_fill(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def last_sequence(self) -> int:
+        """The highest fill sequence so far (0 before the first fill)."""
+        return int(
+            (await self.session.execute(sa.select(sa.func.coalesce(sa.func.max(fills.c.sequence), 0)))).scalar_one()
+        )
+
 
 def _order_values(order: PaperOrder) -> dict[str, Any]:
     return {

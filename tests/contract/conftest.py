@@ -6,17 +6,19 @@ Adding an adapter is one line in `VENUES` (its name and an async context manager
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.config import AetherSettings
 from shared.db import sessionmaker_for
 from shared.domain.fees import AccountFeeSchedules
 from shared.domain.money import InstrumentSpec
@@ -24,6 +26,17 @@ from shared.domain.types import AccountId, Asset, OrderSide, Symbol
 from shared.marketdata import BookSnapshot, Level, Trade
 from shared.venues.base import VenueAdapter, VenueUpdate
 from shared.venues.paper import PaperVenue
+from shared.venues.paper_config import InstrumentConfig
+from shared.venues.paper_http import PaperHttpVenue
+from tests.kit.paper_process import (
+    PaperProcess,
+    caught_up,
+    following,
+    free_port,
+    paper_process,
+    paper_settings,
+    venue_token,
+)
 
 QUOTE = Asset("USD")
 
@@ -153,7 +166,7 @@ def unique_symbol() -> Symbol:
 
 
 @asynccontextmanager
-async def paper_case(engine: AsyncEngine) -> AsyncIterator[VenueCase]:
+async def paper_case(engine: AsyncEngine, settings: AetherSettings) -> AsyncIterator[VenueCase]:
     clock = FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
     symbol = unique_symbol()
 
@@ -176,14 +189,78 @@ async def paper_case(engine: AsyncEngine) -> AsyncIterator[VenueCase]:
     yield case
 
 
+class PaperProcessMarket(PaperMarket):
+    """Drives the venue inside the paper venue process, then waits until the adapter's stream has told its
+    listeners of what that did (as the in-process venue has once its call returns); funds over HTTP."""
+
+    def __init__(self, process: PaperProcess, client: PaperHttpVenue, restart: Callable[[], Any]) -> None:
+        super().__init__(process.venue, lambda: process.venue)
+        self.process = process
+        self.client = client
+        self._restart_process = restart
+
+    async def book(self, symbol: Symbol, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
+        await super().book(symbol, bids, asks)
+        await caught_up(self.client, self.process)
+
+    async def trade(self, symbol: Symbol, price: str, qty: str, aggressor: OrderSide) -> None:
+        await super().trade(symbol, price, qty, aggressor)
+        await caught_up(self.client, self.process)
+
+    async def fund(self, account_id: AccountId, asset: Asset, amount: str) -> None:
+        await self.client.deposit(account_id, asset, Decimal(amount), uuid.uuid4().hex)
+
+    async def restart(self) -> VenueAdapter:
+        """Stop the venue process and start another on the same port and database; a new adapter follows it."""
+        self.process, self.client = await self._restart_process()
+        self.venue = self.process.venue
+        return self.client
+
+
+@asynccontextmanager
+async def paper_process_case(engine: AsyncEngine, settings: AetherSettings) -> AsyncIterator[VenueCase]:
+    """The HTTP adapter on the paper venue process (a real uvicorn server on the test database)."""
+    clock = FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    symbol = unique_symbol()
+    venue_settings = paper_settings(settings, instruments={symbol: InstrumentConfig.of(instrument(symbol))})
+    port = free_port()
+    async with contextlib.AsyncExitStack() as clients:
+        processes = contextlib.AsyncExitStack()
+
+        async def start() -> tuple[PaperProcess, PaperHttpVenue]:
+            process = await processes.enter_async_context(paper_process(venue_settings, port=port, clock=clock))
+            client = await clients.enter_async_context(following(PaperHttpVenue(process.url, venue_token)))
+            return process, client
+
+        async def restart() -> tuple[PaperProcess, PaperHttpVenue]:
+            await processes.aclose()  # the process stops; the adapters already made reconnect to the next one
+            return await start()
+
+        try:
+            process, client = await start()
+            market = PaperProcessMarket(process, client, restart)
+            case = VenueCase("paper-process", client, market, AccountId(f"acct-{uuid.uuid4().hex[:12]}"), symbol)
+
+            async def listen(update: VenueUpdate) -> None:
+                case.heard.append(update)
+
+            client.subscribe(listen)
+            yield case
+        finally:
+            await processes.aclose()
+
+
 # One line per adapter: name -> factory of its case (the Kraken adapter adds "kraken" with its fake server).
-VENUES: dict[str, Callable[[AsyncEngine], AbstractAsyncContextManager[VenueCase]]] = {
+VENUES: dict[str, Callable[[AsyncEngine, AetherSettings], AbstractAsyncContextManager[VenueCase]]] = {
     "paper": paper_case,
+    "paper-process": paper_process_case,
 }
 
 
 @pytest.fixture(params=sorted(VENUES))
-async def venue(request: pytest.FixtureRequest, engine: AsyncEngine) -> AsyncIterator[VenueCase]:
+async def venue(
+    request: pytest.FixtureRequest, engine: AsyncEngine, settings: AetherSettings
+) -> AsyncIterator[VenueCase]:
     """The adapter under test with its market driver and a fresh account."""
-    async with VENUES[request.param](engine) as case:
+    async with VENUES[request.param](engine, settings) as case:
         yield case

@@ -72,8 +72,11 @@ def test_aether_up_gives_the_signing_key_to_the_accounts_service_alone(database_
     holders = {name for name, env in environments.items() if "AETHER_JWT_PRIVATE_KEY_FILE" in env}
     assert holders == {"accounts"}
     identified = {name for name, env in environments.items() if CLIENT_ID_ENV in env}
-    assert identified == {"hedge", "risk"}
+    assert identified == {"hedge", "risk", "oms"}
     assert environments["hedge"][CLIENT_ID_ENV] == f"svc_{HEDGE.name}"
+    # Every OMS trades on the one paper venue process `aether up` runs (the catalog's "paper").
+    assert environments["oms"]["AETHER_PAPER_VENUE_URL"] == "http://127.0.0.1:8009"
+    assert "AETHER_PAPER_VENUE_URL" not in environments["hedge"]
     assert environments["hedge"][CLIENT_SECRET_ENV] != environments["risk"][CLIENT_SECRET_ENV]
 
 

@@ -251,6 +251,24 @@ RISK_EXITS: dict[tuple[str, str], Rule] = {
     ),
 }
 
+# The paper venue process: the OMS's service identity alone (`venue:trade`), for the accounts its token grants.
+VENUE = frozenset({Role.SERVICE})
+PAPER: dict[tuple[str, str], Rule] = {
+    **info("paper"),
+    ("POST", "/v1/orders"): Rule(VENUE, scope="venue:trade", account="body", body=_order),
+    ("GET", "/v1/accounts/{account_id}/orders/{client_order_id}"): Rule(VENUE, scope="venue:trade", account="path"),
+    ("DELETE", "/v1/accounts/{account_id}/orders/{client_order_id}"): Rule(VENUE, scope="venue:trade", account="path"),
+    ("GET", "/v1/accounts/{account_id}/open-orders"): Rule(VENUE, scope="venue:trade", account="path"),
+    ("GET", "/v1/accounts/{account_id}/fills"): Rule(VENUE, scope="venue:trade", account="path"),
+    ("GET", "/v1/accounts/{account_id}/balances"): Rule(VENUE, scope="venue:trade", account="path"),
+    ("POST", "/v1/accounts/{account_id}/deposits"): Rule(
+        VENUE,
+        scope="venue:trade",
+        account="path",
+        body=lambda account: {"asset": "USD", "amount": "10", "reference": f"s2-{uuid.uuid4().hex}"},
+    ),
+}
+
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
     "risk": {**info("risk"), **RISK_STATE, **RISK_EXITS},
@@ -265,4 +283,5 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     },
     "analytics": {**info("analytics")},
     "backtest": {**info("backtest")},
+    "paper": PAPER,
 }
