@@ -3,7 +3,7 @@
 The venue's books (orders, fills, balances, deposits) are there already; the process's outbox relay and the
 `/paper/info` backlog read these tables (nothing is published through them yet).
 
-Revision ID: 0029_paper_events
+Revision ID: 0028_paper_events
 Revises: 0027_oms_deposits_quarantine
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from shared.db.migration_ops import create_event_tables, drop_event_tables
 
-revision = "0029_paper_events"
+revision = "0028_paper_events"
 down_revision = "0027_oms_deposits_quarantine"
 branch_labels = None
 depends_on = None
