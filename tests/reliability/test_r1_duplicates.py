@@ -10,6 +10,11 @@ each intent answered 201 exactly once and 200 otherwise (all with the same order
 bodies answered 409 `duplicate_client_order_id`, late same-body retries 200 with the same order.
 
 Size: 500 x 5 + 100 + 100 requests (`AETHER_RELIABILITY_SCALE` multiplies the counts).
+
+`R1-duplicates-2-oms` runs the same checks with several OMS processes: two OMS apps (`create_app`, each with
+`AETHER_PAPER_VENUE_URL`) on one database, trading on one paper venue process served by uvicorn on a loopback
+port; the copies of each intent go to the two apps alternately (so they race each other on the account row lock
+and at the venue). Size: 200 x 5 + 40 + 40 requests (scaled likewise).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -29,6 +35,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.oms.config import OmsSettings
 from tests.helpers import own_database
 from tests.reliability.conftest import RecordWriter
 from tests.reliability.oms_harness import (
@@ -42,6 +49,7 @@ from tests.reliability.oms_harness import (
     scaled,
     unique_symbol,
 )
+from tests.reliability.oms_processes import oms_processes
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +59,9 @@ CONFLICTS = min(INTENTS, scaled(100))
 LATE_RETRIES = min(INTENTS, scaled(100))
 ACCOUNTS = 12
 INTENTS_IN_FLIGHT = 16  # intents whose 5 copies are in flight at once (80 concurrent requests)
+# Two OMS processes: fewer intents (each crosses the loopback network twice), the same races.
+INTENTS_2_OMS = scaled(200)
+CONFLICTS_2_OMS = min(INTENTS_2_OMS, scaled(40))
 DEPOSIT = {"USD": Decimal("10000000"), "BASE": Decimal("100000")}
 
 
@@ -114,26 +125,29 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[httpx.R
     return response, time.perf_counter() - started
 
 
-async def submit_duplicates(client: httpx.AsyncClient, intents: list[dict[str, Any]], answers: Answers) -> None:
-    """Each intent's copies at once; INTENTS_IN_FLIGHT intents at a time."""
+async def submit_duplicates(
+    clients: Sequence[httpx.AsyncClient], intents: list[dict[str, Any]], answers: Answers
+) -> None:
+    """Each intent's copies at once, to the OMS processes alternately; INTENTS_IN_FLIGHT intents at a time."""
     gate = asyncio.Semaphore(INTENTS_IN_FLIGHT)
 
     async def one(body: dict[str, Any]) -> None:
         async with gate:
-            for response, latency_s in await asyncio.gather(*(post(client, body) for _ in range(COPIES))):
+            copies = (post(clients[n % len(clients)], body) for n in range(COPIES))
+            for response, latency_s in await asyncio.gather(*copies):
                 answers.add(body["client_order_id"], response, latency_s)
 
     await asyncio.gather(*(one(body) for body in intents))
 
 
-async def resend(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+async def resend(clients: Sequence[httpx.AsyncClient], bodies: list[dict[str, Any]]) -> list[httpx.Response]:
     gate = asyncio.Semaphore(INTENTS_IN_FLIGHT * COPIES)
 
-    async def one(body: dict[str, Any]) -> httpx.Response:
+    async def one(n: int, body: dict[str, Any]) -> httpx.Response:
         async with gate:
-            return await client.post("/orders", json=body)
+            return await clients[n % len(clients)].post("/orders", json=body)
 
-    return list(await asyncio.gather(*(one(body) for body in bodies)))
+    return list(await asyncio.gather(*(one(n, body) for n, body in enumerate(bodies))))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,38 +155,60 @@ def percentile(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0
 
 
+@asynccontextmanager
+async def oms_clients(
+    processes: int, settings: OmsSettings, symbol: str
+) -> AsyncIterator[tuple[list[httpx.AsyncClient], Counter[tuple[str, str]]]]:
+    """The OMS REST clients and the venue submits counted per (account, client id), live.
+
+    One process: the app on the in-process paper venue. Several: that many apps on one paper venue process."""
+    if processes == 1:
+        async with paper_stack(settings) as stack:
+            await stack.set_book(symbol, *book_levels())
+            async with rest_client(settings, stack.counting) as client:
+                yield [client], stack.counting.calls.submits
+    else:
+        async with oms_processes(settings, processes) as platform:
+            await platform.set_book(symbol, *book_levels())
+            yield platform.clients, platform.counter.submits
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["1-oms", "2-oms"])
 async def test_r1_an_order_is_placed_once(
+    processes: int,
     r1_database_url: str,
     redis_url: str,
     kafka_bootstrap: str,
     reliability_seed: int,
     write_reliability_record: RecordWriter,
 ) -> None:
+    intent_count = INTENTS if processes == 1 else INTENTS_2_OMS
+    conflict_count = CONFLICTS if processes == 1 else CONFLICTS_2_OMS
+    late_count = LATE_RETRIES if processes == 1 else CONFLICTS_2_OMS
     rng = random.Random(reliability_seed)
     symbol = unique_symbol("RA")
     settings = oms_settings(r1_database_url, redis_url, kafka_bootstrap, [symbol], database_pool_size=12)
-    accounts = [f"r1-{reliability_seed}-{i}" for i in range(ACCOUNTS)]
-    intents = [order_body(rng, rng.choice(accounts), f"r1-{reliability_seed}-{n:05d}", symbol) for n in range(INTENTS)]
+    prefix = f"r1-{processes}p-{reliability_seed}"  # the variants share the module's database: ids of their own
+    accounts = [f"{prefix}-{i}" for i in range(ACCOUNTS)]
+    intents = [order_body(rng, rng.choice(accounts), f"{prefix}-{n:05d}", symbol) for n in range(intent_count)]
     answers = Answers()
-    async with paper_stack(settings) as stack:
-        await stack.set_book(symbol, *book_levels())
-        async with rest_client(settings, stack.counting) as client:
-            for account in accounts:
-                for asset, amount in DEPOSIT.items():
-                    asset_name = base_asset(symbol) if asset == "BASE" else asset
-                    deposit = {"asset": asset_name, "amount": str(amount), "reference": uuid.uuid4().hex}
-                    response = await client.post(f"/accounts/{account}/paper/deposits", json=deposit)
-                    assert response.status_code == 201, response.text
+    async with oms_clients(processes, settings, symbol) as (clients, counted_submits):
+        for account in accounts:
+            for asset, amount in DEPOSIT.items():
+                asset_name = base_asset(symbol) if asset == "BASE" else asset
+                deposit = {"asset": asset_name, "amount": str(amount), "reference": uuid.uuid4().hex}
+                response = await clients[0].post(f"/accounts/{account}/paper/deposits", json=deposit)
+                assert response.status_code == 201, response.text
 
-            started = time.perf_counter()
-            await submit_duplicates(client, intents, answers)
-            duplicate_phase_s = time.perf_counter() - started
+        started = time.perf_counter()
+        await submit_duplicates(clients, intents, answers)
+        duplicate_phase_s = time.perf_counter() - started
 
-            conflict_bodies = [conflicting(body) for body in rng.sample(intents, CONFLICTS)]
-            conflicts = await resend(client, conflict_bodies)
-            late_bodies = rng.sample(intents, LATE_RETRIES)
-            late = await resend(client, late_bodies)
-        venue_submits = dict(stack.counting.calls.submits)
+        conflict_bodies = [conflicting(body) for body in rng.sample(intents, conflict_count)]
+        conflicts = await resend(clients, conflict_bodies)
+        late_bodies = rng.sample(intents, late_count)
+        late = await resend(clients, late_bodies)
+        venue_submits = dict(counted_submits)
 
     engine = create_async_engine(r1_database_url, pool_size=1)
     try:
@@ -212,19 +248,20 @@ async def test_r1_an_order_is_placed_once(
         "late_retry_not_200_same_order": len(late_wrong),
         "server_errors": len(answers.server_errors),
     }
-    requests = INTENTS * COPIES
+    requests = intent_count * COPIES
     record = {
-        "id": "R1-duplicates",
+        "id": "R1-duplicates" if processes == 1 else f"R1-duplicates-{processes}-oms",
         "seed": reliability_seed,
-        "cases": requests + CONFLICTS + LATE_RETRIES,
+        "cases": requests + conflict_count + late_count,
         "violations": sum(violations.values()),
-        "intents": INTENTS,
+        "oms_processes": processes,
+        "intents": intent_count,
         "copies_per_intent": COPIES,
         "accounts": ACCOUNTS,
         "duplicate_orders": duplicate_oms_orders,
         "venue_duplicates": duplicate_venue_orders,
-        "different_body_409": f"{CONFLICTS - len(conflicts_wrong)}/{CONFLICTS}",
-        "late_same_body_200": f"{LATE_RETRIES - len(late_wrong)}/{LATE_RETRIES}",
+        "different_body_409": f"{conflict_count - len(conflicts_wrong)}/{conflict_count}",
+        "late_same_body_200": f"{late_count - len(late_wrong)}/{late_count}",
         "venue_submit_calls": sum(venue_submits.values()),
         "created_order_statuses": dict(sorted(answers.statuses.items())),
         "duplicate_phase_s": round(duplicate_phase_s, 2),
