@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.oms.adapters import oms_adapters
 from services.oms.command_auth import CommandCredentials, authorize_account, command_verifier, service_actor
@@ -162,12 +164,32 @@ def _commands_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
     return run
 
 
+# Start-up reconciliation walks every account of the database: OMS processes that start together take turns
+# (a PostgreSQL session advisory lock, released when the reconcile ends or its connection drops with the process).
+RECONCILE_LOCK_KEY = int.from_bytes(
+    hashlib.blake2b(b"aether.oms-startup-reconciliation", digest_size=8).digest(), "big", signed=True
+)
+
+
+@contextlib.asynccontextmanager
+async def reconciliation_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold the start-up reconciliation lock of this database for the block (waits for another process's turn)."""
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(select(func.pg_advisory_lock(RECONCILE_LOCK_KEY)))
+        try:
+            yield
+        finally:
+            await autocommit.execute(select(func.pg_advisory_unlock(RECONCILE_LOCK_KEY)))
+
+
 def _reconciler(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         adapters = oms_adapters(runtime)
         if adapters.restore_venue is not None:
             await adapters.restore_venue()
-        adapters.reconciliation_status.report = await adapters.orders.reconcile()
+        async with reconciliation_turn(runtime.engine):
+            adapters.reconciliation_status.report = await adapters.orders.reconcile()
 
     return run
 

@@ -65,10 +65,11 @@ CONFLICTS_2_OMS = min(INTENTS_2_OMS, scaled(40))
 DEPOSIT = {"USD": Decimal("10000000"), "BASE": Decimal("100000")}
 
 
-@pytest.fixture(scope="module")
-def r1_database_url(database_url: str) -> Iterator[str]:
-    """The app reconciles every account of its database at startup: give it one of its own."""
-    with own_database(database_url, "r1") as url:
+@pytest.fixture
+def r1_database_url(database_url: str, processes: int) -> Iterator[str]:
+    """The app reconciles every account of its database at startup (with the instruments of its own run): each
+    variant gets a database of its own."""
+    with own_database(database_url, f"r1_{processes}p") as url:
         yield url
 
 
@@ -188,7 +189,7 @@ async def test_r1_an_order_is_placed_once(
     rng = random.Random(reliability_seed)
     symbol = unique_symbol("RA")
     settings = oms_settings(r1_database_url, redis_url, kafka_bootstrap, [symbol], database_pool_size=12)
-    prefix = f"r1-{processes}p-{reliability_seed}"  # the variants share the module's database: ids of their own
+    prefix = f"r1-{processes}p-{reliability_seed}"
     accounts = [f"{prefix}-{i}" for i in range(ACCOUNTS)]
     intents = [order_body(rng, rng.choice(accounts), f"{prefix}-{n:05d}", symbol) for n in range(intent_count)]
     answers = Answers()

@@ -209,10 +209,14 @@ class ReconcileAccounts:
     async def _cancel_external(self, account_id: AccountId) -> int:
         """Orders open at the venue that we never placed are canceled there (and audited)."""
         venue = self.ctx.venue
+        # The venue first, then our orders: an order row commits before its submit leaves (placement), so every
+        # order another OMS process placed meanwhile is in `ours` when read second (read first, it would be missing
+        # and that process's order canceled as external).
+        open_at_venue = await venue.open_orders(account_id)
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
             ours = await OmsRepository(uow.session).client_order_ids(account_id)
         canceled = 0
-        for venue_order in await venue.open_orders(account_id):
+        for venue_order in open_at_venue:
             if venue_order.client_order_id in ours:
                 continue
             await venue.cancel(account_id, venue_order.client_order_id)
