@@ -9,6 +9,13 @@ orders alternate limit buys resting below the market and small market buys, spre
    p50 and p99 in ms, as a client sees it.
 3. The ceiling: the same PostgreSQL's single-row INSERT commit rate with 8 pgbench clients.
 
+Several OMS processes (`--oms-processes 2`): the paper venue runs as its own process (`aether serve paper`) and
+each OMS process trades on it over HTTP (`AETHER_PAPER_VENUE_URL`), on one database; the accounts are split
+among the OMS processes (account n goes to process n mod N, as a router partitioning accounts would) and each
+saturating client keeps to its process. `--compare-processes` runs the saturation with one, then two OMS
+processes on the venue process (a fresh database each) and prints both figures in the one JSON line, with the
+PostgreSQL ceiling of the same run; it skips the open-loop levels.
+
 Also the OMS process's CPU seconds per order during saturation (user + system, from /proc): on a shared machine
 the rates move with the neighbours' load, the CPU an order costs much less. `--profile FILE` records the OMS
 process with py-spy (when installed) during saturation, as collapsed stacks (`py-spy record -f raw`).
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -41,10 +49,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_database, stack_env  # noqa: E402
 from shared.auth.keys import generate_private_key, private_key_pem, public_key_pem  # noqa: E402
-from shared.auth.roles import Role, default_scopes  # noqa: E402
+from shared.auth.roles import Role, Scope, default_scopes  # noqa: E402
 from shared.auth.tokens import TokenIssuer  # noqa: E402
+from shared.config import AetherSettings  # noqa: E402
+from shared.db import create_engine  # noqa: E402
+from tests.kit.controls import seed_defaults  # noqa: E402
 
-PORT = 18_001
+PORT = 18_001  # OMS process n listens on PORT + n
+VENUE_PORT = 18_101
 ACCOUNTS = 20
 BENCH_DB = "aether_bench"
 
@@ -97,7 +109,7 @@ async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 60) -> None:
         except httpx.HTTPError:
             pass
         await asyncio.sleep(0.2)
-    raise RuntimeError("the OMS did not become ready")
+    raise RuntimeError(f"{client.base_url} did not become ready (its log: {LOG_DIR})")
 
 
 def order_body(i: int) -> dict[str, str]:
@@ -117,7 +129,7 @@ def order_body(i: int) -> dict[str, str]:
         "symbol": "BTC/USD",
         "side": "buy",
         "type": "limit",
-        "quantity": "0.0001",
+        "quantity": "0.001",  # 1 USD at 1000: above BTC/USD's minimum notional (0.5)
         "limit_price": "1000",
     }
 
@@ -130,20 +142,27 @@ async def timed_post(client: httpx.AsyncClient, headers: dict[str, str], i: int,
 
 
 async def saturate(
-    client: httpx.AsyncClient, headers: dict[str, str], orders: int, concurrency: int
+    clients: list[httpx.AsyncClient], headers: dict[str, str], orders: int, concurrency: int
 ) -> tuple[float, int]:
-    counter = iter(range(orders))
+    """`concurrency` clients in flight; order i's account (i mod ACCOUNTS) is served by process account mod N."""
+    processes = len(clients)
+    counters = [iter(range(p, orders, processes)) for p in range(processes)]  # order i -> account i % ACCOUNTS
     errors = 0
     samples: list[float] = []
 
-    async def worker() -> None:
+    async def worker(process: int) -> None:
         nonlocal errors
-        for i in counter:
-            if await timed_post(client, headers, i, samples) != 201:
+        for i in counters[process]:
+            started = time.perf_counter()
+            response = await clients[process].post("/orders", json=order_body(i), headers=headers)
+            samples.append(time.perf_counter() - started)
+            if response.status_code != 201:
                 errors += 1
+                if errors == 1:
+                    print(f"first error: {response.status_code} {response.text[:300]}", file=sys.stderr)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(n % processes) for n in range(concurrency)))
     return orders / (time.perf_counter() - started), errors
 
 
@@ -189,9 +208,44 @@ def publish_book(env: dict[str, str]) -> None:
     )
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
+LOG_DIR = Path(tempfile.gettempdir()) / "aether-bench-oms"
+
+
+def serve(service: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`aether serve service` on `port`, its output in LOG_DIR/<service>-<port>.log (read it when it fails)."""
+    LOG_DIR.mkdir(exist_ok=True)
+    with (LOG_DIR / f"{service}-{port}.log").open("wb") as log:
+        return subprocess.Popen(  # noqa: S603 - the server runs for the whole measurement
+            [sys.executable, "-m", "aether", "serve", service, "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(servers: list[subprocess.Popen[bytes]]) -> None:
+    for server in servers:
+        server.terminate()
+    for server in servers:
+        server.wait(timeout=15)
+
+
+async def seed_controls(database_url: str) -> None:
+    """The risk and hitl services' defaults (global ACTIVE, both snapshots seen) in the bench database's controls
+    copy, as the reliability harness does: the OMS is ready without those services running (on a stack where
+    they never published, it would refuse orders and stay unready)."""
+    engine = create_engine(AetherSettings(database_url=database_url), application_name="bench-seed")
+    try:
+        await seed_defaults(engine)
+    finally:
+        await engine.dispose()
+
+
+async def bench_env() -> tuple[dict[str, str], str, dict[str, str], TokenIssuer]:
+    """The stack's environment on a fresh bench database, a key pair of the run's own; the operator's headers."""
     env = {**os.environ, **stack_env()}
     database_url = fresh_database(env["AETHER_DATABASE_URL"], BENCH_DB)
+    await seed_controls(database_url)
     key = generate_private_key()
     key_dir = Path(tempfile.mkdtemp())
     (key_dir / "public.pem").write_bytes(public_key_pem(key.public_key()))
@@ -201,50 +255,105 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         AETHER_LOG_LEVEL="WARNING",
         AETHER_DATABASE_POOL_SIZE="20",
     )
-    server = subprocess.Popen(  # noqa: S603, ASYNC220 - the server runs for the whole benchmark
-        [sys.executable, "-m", "aether", "serve", "oms", "--port", str(PORT)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    token = TokenIssuer(private_key_pem(key), "aether", "aether-platform").issue(
+    issuer = TokenIssuer(private_key_pem(key), "aether", "aether-platform")
+    token = issuer.issue(
         "bench",
         [Role.OPERATOR, Role.ADMIN],
         scopes=default_scopes([Role.OPERATOR, Role.ADMIN]),
         accounts=["*"],
         ttl_s=3600,
     )
-    headers = {"Authorization": f"Bearer {token}"}
+    return env, database_url, {"Authorization": f"Bearer {token}"}, issuer
+
+
+def start_platform(
+    env: dict[str, str], issuer: TokenIssuer, processes: int, venue_process: bool
+) -> list[subprocess.Popen[bytes]]:
+    """The paper venue process (when asked) first, then `processes` OMS processes on PORT, PORT + 1, ..."""
+    servers = []
+    oms_env = dict(env)
+    if venue_process:
+        servers.append(serve("paper", VENUE_PORT, env))
+        venue_token = issuer.issue(
+            "svc_oms-venue-client", [Role.SERVICE], scopes=[Scope.VENUE_TRADE], accounts=["*"], ttl_s=3600
+        )
+        oms_env.update(AETHER_PAPER_VENUE_URL=f"http://127.0.0.1:{VENUE_PORT}", AETHER_PAPER_VENUE_TOKEN=venue_token)
+    servers += [serve("oms", PORT + n, oms_env) for n in range(processes)]
+    return servers
+
+
+async def saturation(args: argparse.Namespace, processes: int, venue_process: bool) -> dict[str, object]:
+    """Seed, publish the book, saturate `processes` OMS processes; the figures and the CPU they spent per order."""
+    env, database_url, headers, issuer = await bench_env()
+    servers = start_platform(env, issuer, processes, venue_process)
+    oms = servers[-processes:]
     limits = httpx.Limits(max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", limits=limits, timeout=30) as client:
-            await wait_ready(client)
-            await seed(client, headers)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT + n}", limits=limits, timeout=30)
+                )
+                for n in range(processes)
+            ]
+            for client in clients:
+                await wait_ready(client)
+            await seed(clients[0], headers)
             publish_book(env)
             await asyncio.sleep(2)
-            cpu_before = cpu_seconds(server.pid)
-            profiler = start_profiler(server.pid, args.profile)
+            cpu_before = sum(cpu_seconds(server.pid) for server in oms)
+            profiler = start_profiler(oms[0].pid, args.profile)
             try:
-                max_rate, errors = await saturate(client, headers, args.orders, args.concurrency)
+                max_rate, errors = await saturate(clients, headers, args.orders, args.concurrency)
             finally:
                 stop_profiler(profiler)
-            cpu_per_order = (cpu_seconds(server.pid) - cpu_before) / args.orders
+            cpu_per_order = (sum(cpu_seconds(server.pid) for server in oms) - cpu_before) / args.orders
             levels = {}
-            for share in (0.25, 0.5, 1.0):
-                levels[f"{int(share * 100)}%"] = await open_loop(client, headers, max_rate * share, args.seconds)
-            at_500 = await open_loop(client, headers, 500, args.seconds) if max_rate >= 500 else None
+            at_500 = None
+            if not args.compare_processes:
+                for share in (0.25, 0.5, 1.0):
+                    levels[f"{int(share * 100)}%"] = await open_loop(
+                        clients[0], headers, max_rate * share, args.seconds
+                    )
+                at_500 = await open_loop(clients[0], headers, 500, args.seconds) if max_rate >= 500 else None
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        stop(servers)
     return {
-        "bench": "oms_orders",
-        "workload": f"{args.orders} orders (half market, half resting limit) over {ACCOUNTS} paper accounts, "
-        f"{args.concurrency} clients; open loop {args.seconds}s per level",
+        "oms_processes": processes,
+        "venue": "process" if venue_process else "in the OMS process",
         "orders_per_s_sustained": round(max_rate, 1),
         "saturation_errors": errors,
         "oms_cpu_ms_per_order": round(cpu_per_order * 1000, 2),
         "latency_by_load": levels,
         "latency_at_500_per_s": at_500,
+        "database_url": database_url,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    workload = (
+        f"{args.orders} orders (half market, half resting limit) over {ACCOUNTS} paper accounts, "
+        f"{args.concurrency} clients"
+    )
+    if args.compare_processes:
+        runs = [await saturation(args, processes, venue_process=True) for processes in (1, 2)]
+        figures: dict[str, object] = {
+            "workload": f"{workload}; the paper venue as its own process; accounts split among the OMS processes",
+            **{
+                f"{r['oms_processes']}_oms": {
+                    k: r[k] for k in ("orders_per_s_sustained", "saturation_errors", "oms_cpu_ms_per_order")
+                }
+                for r in runs
+            },
+        }
+        database_url = str(runs[-1]["database_url"])
+    else:
+        result = await saturation(args, args.oms_processes, venue_process=args.oms_processes > 1)
+        database_url = str(result.pop("database_url"))
+        figures = {"workload": f"{workload}; open loop {args.seconds}s per level", **result}
+    return {
+        "bench": "oms_orders",
+        **figures,
         "pg_single_row_insert_commits_per_s_8_clients": round(pgbench_insert_rate(database_url, args.pgbench_s), 1),
         "cores": os.cpu_count(),
     }
@@ -257,6 +366,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--pgbench-s", type=int, default=10)
     parser.add_argument("--profile", help="write a py-spy profile of the OMS during saturation to this file")
+    parser.add_argument(
+        "--oms-processes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="OMS processes (2: on the paper venue process, the accounts split between them)",
+    )
+    parser.add_argument(
+        "--compare-processes",
+        action="store_true",
+        help="saturate 1 then 2 OMS processes on the venue process; both figures in one line (no open loop)",
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 
