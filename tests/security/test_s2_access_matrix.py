@@ -33,7 +33,7 @@ from shared.auth.keys import generate_private_key, private_key_pem, public_key_p
 from shared.auth.roles import Role, Scope, default_scopes
 from shared.auth.tokens import TokenIssuer
 from shared.config import AetherSettings
-from tests.helpers import own_database
+from tests.helpers import eventually, own_database
 from tests.kit.controls import open_controls
 from tests.reliability.conftest import RecordWriter
 from tests.security.access_policy import POLICY, Rule
@@ -170,9 +170,16 @@ SUPERVISOR = (Role.ADMIN, Role.DIRECTOR, Role.RISK, Role.OPERATOR)
 
 @asynccontextmanager
 async def _running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started and ready (the paper venue answers 503 until its books are restored, the OMS until it holds
+    the controls): what is measured is access, not start-up."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://s2") as client:
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout_s=60, message="service ready before the matrix")
             yield client
 
 
