@@ -114,13 +114,19 @@ LIMITS = {
 
 
 async def published(engine: AsyncEngine, key: str) -> list[dict[str, Any]]:
-    """The controls records the risk service wrote to its outbox under `key` (for `risk.controls.v1`), oldest first."""
+    """The controls records the risk service wrote to its outbox under `key` (for `risk.controls.v1`): one per
+    version, in version order (the snapshot a starting risk service publishes may repeat the current version, and
+    may commit after a change it read before); snapshot markers, which have no version, in the order written."""
     async with engine.connect() as conn:
         rows = await conn.execute(
             text("SELECT payload FROM risk.outbox WHERE key = :k AND topic = 'risk.controls.v1' ORDER BY id"),
             {"k": key},
         )
-        return [dict(row[0]["payload"]) for row in rows.all()]
+        records = [dict(row[0]["payload"]) for row in rows.all()]
+    if not records or "version" not in records[0]:
+        return records
+    by_version = {record["version"]: record for record in records}
+    return [by_version[version] for version in sorted(by_version)]
 
 
 async def audit_rows(engine: AsyncEngine, target: str) -> list[dict[str, Any]]:
