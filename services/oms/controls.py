@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -96,14 +96,8 @@ class AccountControls:
         """The account's limits with the exit policy's `require_explicit_exits`; None: no limits set."""
         self.check_known()
         if self.require_explicit_exits:
-            return RiskLimits(**{**_fields(self.limits), "require_explicit_exits": True})
+            return replace(self.limits or RiskLimits(), require_explicit_exits=True)
         return self.limits
-
-
-def _fields(limits: RiskLimits | None) -> dict[str, Any]:
-    if limits is None:
-        return {}
-    return {name: getattr(limits, name) for name in RiskLimits.__dataclass_fields__}
 
 
 class ControlsRepository:
@@ -285,7 +279,7 @@ class ControlsFeed:
         sessionmaker: async_sessionmaker[AsyncSession],
         bootstrap: str,
         topics: Sequence[str],
-        clock: Any,
+        clock: Callable[[], datetime],
         security_protocol: str = "PLAINTEXT",
         retry_s: float = 1.0,
     ) -> None:
