@@ -49,13 +49,26 @@ def own_database(database_url: str, suffix: str) -> Iterator[str]:
     url = make_url(database_url)
     name = f"{url.database}_{suffix}"
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    _drop_database(admin, name)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     own = url.set(database=name).render_as_string(hide_password=False)
     upgrade(own)
     try:
         yield own
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(admin, name)
+
+
+def _drop_database(admin: str, name: str, attempts: int = 40) -> None:
+    """DROP ... WITH (FORCE), waiting out an autovacuum worker on the database: the app role may end its own
+    sessions but not a worker's (InsufficientPrivilege), and the worker is done within moments."""
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25)
