@@ -9,6 +9,7 @@ overtake each other across relays, and `FOR UPDATE SKIP LOCKED` keeps a row out 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Collection
@@ -41,6 +42,9 @@ def relay_lock_key(schema: str) -> int:
     """The advisory-lock key (signed 64-bit) that serializes the relays of one schema."""
     digest = hashlib.blake2b(f"aether.outbox-relay:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+RECONNECT_AFTER_FAILURES = 3  # consecutive failed batches before the producer is reconnected
 
 
 class OutboxRelay:
@@ -124,6 +128,16 @@ class OutboxRelay:
             return ()
         return ((HEADER_AUTHORIZATION, f"Bearer {await self._credentials()}".encode()),)
 
+    async def _reconnect(self) -> None:
+        """A producer that keeps failing after the broker came back (batches from the outage stuck in its queue,
+        stale metadata) is replaced by a new connection; rows stay unsent until a batch is acknowledged, so nothing
+        is lost or published twice with another effect (the consumers' inbox dedups a re-send)."""
+        log.warning("outbox_relay_reconnecting", schema=self._tables.schema)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._producer.stop(), timeout=self._publish_timeout_s)
+        with contextlib.suppress(Exception):  # still down: the next attempt tries again
+            await self._producer.start()
+
     async def relay_lag(self) -> int:
         """Count the outbox rows not yet published (also exported as the aether_outbox_unsent gauge)."""
         outbox = self._tables.outbox
@@ -171,6 +185,8 @@ class OutboxRelay:
                                 error_type=type(exc).__name__,
                                 error=str(exc)[:300],
                             )
+                        if failures % RECONNECT_AFTER_FAILURES == 0:
+                            await self._reconnect()
                         raise
         except RetryStopped:
             return None
