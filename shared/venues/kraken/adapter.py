@@ -196,7 +196,6 @@ class KrakenVenue:
         info = self._pair(request.symbol)
         validate_request(request, info.spec)
         fields = self._order_fields(request, info)
-        self._accounts.add(request.account_id)
         creds = await self._credentials.get(request.account_id)
         await self._counters.trading(creds.api_key, info.altname, ADD_ORDER_COST)
         try:
@@ -353,7 +352,6 @@ class KrakenVenue:
         return found
 
     async def _query_raw(self, account_id: AccountId, client_order_id: ClientOrderId) -> wire.KrakenOrder | None:
-        self._accounts.add(account_id)
         result = await self._private(account_id, "QueryOrders", {"cl_ord_id": client_order_id}, _Call.READ)
         found = [o for o in wire.orders(result) if o.cl_ord_id == client_order_id]
         return max(found, key=lambda o: o.opentm) if found else None
@@ -472,6 +470,7 @@ class KrakenVenue:
     async def _private(self, account_id: AccountId, method: str, fields: Mapping[str, str], call: str) -> Any:
         """Sign and send one private call; reads and cancels retry what Kraken says did nothing."""
         creds = await self._credentials.get(account_id)
+        self._accounts.add(account_id)  # an account we act for: `sync` and the dead-man switch cover it
         attempts = 0
         while True:
             attempts += 1
