@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ from shared.venues.base import (
 )
 from shared.venues.kraken.credentials import AccountNotReady, StoredCredentials
 from shared.venues.kraken.nonce import RedisNonces
-from shared.venues.kraken.rate_limit import CounterLimit
+from shared.venues.kraken.rate_limit import REST_LIMITS, CounterLimit, Tier
 from shared.venues.kraken.signing import api_sign
 from shared.venues.paper import PaperVenue
 from tests.contract.conftest import FakeClock, instrument, unique_symbol
@@ -154,14 +155,18 @@ async def test_rate_limited_reads_and_cancels_wait_and_retry(kit: KrakenKit) -> 
     kit.fake.fail("BalanceEx", Fault.RATE_LIMITED)
     kit.fake.fail("QueryOrders", Fault.RATE_LIMITED)
 
+    started = time.monotonic()
     balances = {b.asset: b for b in await kit.adapter.balances(account)}
     canceled = await kit.adapter.cancel(account, order.client_order_id)
+    waited = time.monotonic() - started
 
     assert balances[USD].total == Decimal(10_000)
     assert canceled.status is VenueOrderStatus.CANCELED
     assert kit.fake.seen.errors["EGeneral:Too many requests"] == 2
     assert kit.adapter.retries["rate_limited"] == 2
     assert kit.fake.seen.calls["BalanceEx"] == 2  # refused once, then served after the wait
+    # Each refusal fills the Pro-tier counter (20, -1/s): the retry waits at least one point's decay, 1 s.
+    assert waited >= 2 * float(1 / REST_LIMITS[Tier.PRO].decay_per_s)
 
 
 async def test_unavailable_reads_are_temporary_and_cancels_are_resolved_by_query(kit: KrakenKit) -> None:

@@ -25,7 +25,7 @@ from tests.reliability.conftest import RecordWriter
 from tests.unit.test_kraken_rest_unit import QUERY_ORDERS
 
 SCALE = int(os.environ.get("AETHER_SCALE", "1"))
-EXAMPLES = 300 * SCALE
+EXAMPLES = 200 * SCALE
 
 json_values = st.recursive(
     st.none()
