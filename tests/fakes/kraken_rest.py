@@ -374,7 +374,7 @@ class KrakenRestFake:
 
     async def _m_BalanceEx(self, key: _Key, fields: dict[str, str], fault: Fault | None) -> Response:
         answer = {
-            KRAKEN_ASSETS.get(b.asset, b.asset): {"balance": str(b.total), "hold_trade": str(b.total - b.available)}
+            KRAKEN_ASSETS.get(b.asset, b.asset): {"balance": _num(b.total), "hold_trade": _num(b.total - b.available)}
             for b in await self.venue.balances(key.account_id)
         }
         return _ok(answer)
@@ -421,17 +421,17 @@ class KrakenRestFake:
                 "pair": self._altname(order.symbol),
                 "type": order.side.value,
                 "ordertype": request.type.value,
-                "price": str(request.limit_price or request.trigger_price or 0),
+                "price": _num(request.limit_price or request.trigger_price or 0),
                 "price2": "0",
                 "leverage": "none",
                 "order": f"{order.side.value} {order.quantity} {self._altname(order.symbol)} @ {request.type.value}",
                 "close": "",
             },
-            "vol": str(order.quantity),
-            "vol_exec": str(order.filled_quantity),
-            "cost": str(cost),
-            "fee": str(fee),
-            "price": str(average),
+            "vol": _num(order.quantity),
+            "vol_exec": _num(order.filled_quantity),
+            "cost": _num(cost),
+            "fee": _num(fee),
+            "price": _num(average),
             "stopprice": "0.00000",
             "limitprice": "0.00000",
             "misc": "",
@@ -447,15 +447,20 @@ class KrakenRestFake:
             "time": fill.filled_at.timestamp(),
             "type": fill.side.value,
             "ordertype": "limit",
-            "price": str(fill.price),
-            "cost": str(fill.quantity * fill.price),
-            "fee": str(fill.fee),
-            "vol": str(fill.quantity),
+            "price": _num(fill.price),
+            "cost": _num(fill.quantity * fill.price),
+            "fee": _num(fill.fee),
+            "vol": _num(fill.quantity),
             "margin": "0.00000",
             "misc": "",
             "trade_id": fill.sequence,
             "maker": fill.liquidity.value == "maker",
         }
+
+
+def _num(value: Decimal | int) -> str:
+    """A decimal string without the database's trailing zeros."""
+    return format(Decimal(value).normalize(), "f")
 
 
 def _ok(result: Any) -> Response:
