@@ -39,7 +39,14 @@ from shared.venues.base import (
 )
 from shared.venues.kraken.credentials import AccountNotReady, StoredCredentials
 from shared.venues.kraken.nonce import RedisNonces
-from shared.venues.kraken.rate_limit import REST_LIMITS, CounterLimit, Tier
+from shared.venues.kraken.rate_limit import (
+    REST_LIMITS,
+    TRADING_LIMITS,
+    CounterLimit,
+    RateCounters,
+    Tier,
+    cancel_penalty,
+)
 from shared.venues.kraken.signing import api_sign
 from shared.venues.paper import PaperVenue
 from tests.contract.conftest import FakeClock, instrument, unique_symbol
@@ -323,3 +330,21 @@ async def test_stored_credentials_decrypt_in_process_and_fail_closed(engine: Asy
     with pytest.raises(AccountNotReady) as missing:
         await StoredCredentials(sessionmaker_for(engine), keys, None).get("acct-nobody")
     assert missing.value.reason == "no exchange credentials"
+
+
+async def test_rate_counters_are_shared_by_replicas_and_answer_the_wait(settings: AetherSettings) -> None:
+    clients = [Redis.from_url(settings.redis_url.get_secret_value()) for _ in range(2)]
+    try:
+        one, two = (RateCounters(c, Tier.STARTER) for c in clients)
+        key = f"aether:kraken:trade:test-{uuid.uuid4().hex}:XBTUSD"
+        limit = TRADING_LIMITS[Tier.STARTER]  # threshold 60, decay 1/s
+        for _ in range(6):  # place and cancel at once, on alternating replicas: 1 + 8 points per round
+            assert await one.try_acquire(key, 1, limit) == 0
+            assert await two.try_acquire(key, cancel_penalty(0), limit) == 0
+        # 54 points (less a little decay): another young cancel (+8) would pass 60 by about 2 points.
+        wait = await one.try_acquire(key, cancel_penalty(0), limit)
+        assert 1.0 < wait <= 2.0
+        assert await two.try_acquire(key, cancel_penalty(400), limit) == 0  # an old order's cancel costs 0
+    finally:
+        for client in clients:
+            await client.aclose()
