@@ -5,7 +5,7 @@ last one, the REST call counter and the per-pair trading counter with Kraken's e
 documented shapes (`{"error": [...], "result": ...}`), and matches orders with the paper venue's engine
 (`PaperVenue` on the test database) so that the contract suite's expectations hold. Faults are injected on demand:
 `fail(method, Fault...)` makes the next call(s) of `method` time out after acting, answer 5xx, answer
-`EService:Unavailable`, be rate limited, or (TradesHistory) report a trade twice.
+`EService:Unavailable`, be rate limited, answer a malformed result, or (TradesHistory) report a trade twice.
 
 Known differences from Kraken (docs/venues.md): a post-only order that would cross is refused with
 `EOrder:Post only order` (Kraken accepts it, then cancels it); a repeated `cl_ord_id` of a CLOSED order answers
@@ -73,6 +73,7 @@ class Fault(StrEnum):
     UNAVAILABLE = "unavailable"  # `EService:Unavailable` before acting
     RATE_LIMITED = "rate_limited"  # `EGeneral:Too many requests` before acting
     DUPLICATE_FILL = "duplicate_fill"  # TradesHistory reports its newest trade twice (second page)
+    MALFORMED = "malformed"  # a result of the wrong shape, before acting
 
 
 @dataclass
@@ -265,6 +266,8 @@ class KrakenRestFake:
         fault = self.faults.get(method, []).pop(0) if self.faults.get(method) else None
         if fault is Fault.HTTP_500:
             return Response(status_code=500, content=b"<html>500 Internal Server Error</html>")
+        if fault is Fault.MALFORMED:
+            return _ok({"unexpected": [1, 2, 3]})
         if fault in (Fault.UNAVAILABLE, Fault.RATE_LIMITED):
             return self._error(kerr.UNAVAILABLE if fault is Fault.UNAVAILABLE else kerr.TOO_MANY_REQUESTS)
         if method not in ("AddOrder", "CancelOrder") and not key.rest.add(

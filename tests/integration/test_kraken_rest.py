@@ -196,6 +196,28 @@ async def test_unavailable_reads_are_temporary_and_cancels_are_resolved_by_query
     assert (await adapter.cancel(account, order.client_order_id)).status is VenueOrderStatus.CANCELED
 
 
+async def test_a_placed_order_whose_state_cannot_be_read_is_ambiguous_not_temporary(kit: KrakenKit) -> None:
+    account = await _funded_market(kit)
+    request = _limit_buy(kit, account)
+    kit.fake.fail("QueryOrders", Fault.UNAVAILABLE)  # AddOrder succeeds, the read of its state does not
+
+    with pytest.raises(AmbiguousOutcome):
+        await kit.adapter.submit(request)
+
+    found = await kit.adapter.query(account, request.client_order_id)  # the OMS's resolution finds it
+    assert found is not None
+    assert found.status is VenueOrderStatus.OPEN
+    assert kit.fake.seen.add_orders == [request.client_order_id]
+
+
+async def test_a_malformed_read_answer_is_temporary(kit: KrakenKit) -> None:
+    account = await _funded_market(kit)
+    kit.fake.fail("BalanceEx", Fault.MALFORMED)
+    with pytest.raises(TemporaryError, match="balance"):
+        await kit.adapter.balances(account)
+    assert {b.asset for b in await kit.adapter.balances(account)} == {USD}
+
+
 async def test_four_concurrent_signers_on_one_key_meet_no_nonce_error(kit: KrakenKit) -> None:
     account = await _funded_market(kit)
     signers = [await kit.new_adapter() for _ in range(4)]  # each its own HTTP and Redis connections

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from redis.asyncio import Redis
@@ -70,6 +70,7 @@ from shared.venues.kraken.signing import api_sign, encode_payload
 from shared.venues.paper_settlement import validate_request
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 KRAKEN_URL = "https://api.kraken.com"
 # Kraken calls bitcoin XBT; the platform's symbols use BTC.
@@ -199,18 +200,20 @@ class KrakenVenue:
         creds = await self._credentials.get(request.account_id)
         await self._counters.trading(creds.api_key, info.altname, ADD_ORDER_COST)
         try:
-            result = await self._private(request.account_id, "AddOrder", fields, _Call.CREATE)
-        except AmbiguousOutcome:
+            txid = wire.added_txid(await self._private(request.account_id, "AddOrder", fields, _Call.CREATE))
+        except (AmbiguousOutcome, wire.KrakenWireError):
             return await self._resolve(request)
         except _Duplicate:
             found = await self.query(request.account_id, request.client_order_id)
             if found is None:
                 raise AmbiguousOutcome(f"{request.client_order_id}: duplicate answered but not found") from None
             return found
-        txid = wire.added_txid(result)
-        (order,) = await self._orders_by_txid(request.account_id, [txid])
-        if order.filled_quantity > 0:
-            await self._deliver_fills(request.account_id, {order.venue_order_id})
+        try:  # placed: from here on, a failed read leaves the order's state unknown, not "nothing happened"
+            (order,) = await self._orders_by_txid(request.account_id, [txid])
+            if order.filled_quantity > 0:
+                await self._deliver_fills(request.account_id, {order.venue_order_id})
+        except TemporaryError as exc:
+            raise AmbiguousOutcome(f"{request.client_order_id}: placed as {txid}, state unknown ({exc})") from exc
         return order
 
     async def cancel(self, account_id: AccountId, client_order_id: ClientOrderId) -> VenueOrder:
@@ -230,7 +233,10 @@ class KrakenVenue:
                 raise
         except AmbiguousOutcome:
             pass  # the query below tells
-        after = await self._query_raw(account_id, client_order_id)
+        try:
+            after = await self._query_raw(account_id, client_order_id)
+        except TemporaryError as exc:
+            raise AmbiguousOutcome(f"cancel of {client_order_id}: state unknown ({exc})") from exc
         if after is None or _STATUSES[after.status] is VenueOrderStatus.OPEN:
             raise AmbiguousOutcome(f"cancel of {client_order_id}: the order is still open")
         return self._order(account_id, after)
@@ -242,8 +248,7 @@ class KrakenVenue:
 
     async def open_orders(self, account_id: AccountId) -> Sequence[VenueOrder]:
         """OpenOrders of the account that carry a client id (orders placed outside the platform are skipped)."""
-        result = await self._private(account_id, "OpenOrders", {}, _Call.READ)
-        found = sorted(wire.orders(result, "open"), key=lambda o: o.opentm)
+        found = sorted(await self._read(account_id, "OpenOrders", {}, lambda r: wire.orders(r, "open")), key=_opened)
         return [self._order(account_id, o) for o in found if o.cl_ord_id is not None]
 
     async def fills_since(self, account_id: AccountId, after_sequence: int) -> Sequence[VenueFill]:
@@ -260,10 +265,10 @@ class KrakenVenue:
 
     async def balances(self, account_id: AccountId) -> Sequence[VenueBalance]:
         """BalanceEx: total `balance`, available = balance - hold_trade."""
-        result = await self._private(account_id, "BalanceEx", {}, _Call.READ)
+        found = await self._read(account_id, "BalanceEx", {}, wire.balances_ex)
         return [
             VenueBalance(account_id, Asset(self._asset(name)), total, total - hold)
-            for name, (total, hold) in wire.balances_ex(result).items()
+            for name, (total, hold) in found.items()
         ]
 
     # --- reconciliation and the dead-man switch -----------------------------------------------------------
@@ -277,10 +282,8 @@ class KrakenVenue:
 
     async def refresh_dead_man(self, account_id: AccountId) -> str:
         """CancelAllOrdersAfter(dead_man_timeout_s): Kraken cancels every open order unless refreshed in time."""
-        result = await self._private(
-            account_id, "CancelAllOrdersAfter", {"timeout": str(self.dead_man_timeout_s)}, _Call.READ
-        )
-        return wire.trigger_time(result)
+        timeout = {"timeout": str(self.dead_man_timeout_s)}
+        return await self._read(account_id, "CancelAllOrdersAfter", timeout, wire.trigger_time)
 
     async def tick(self, healthy: Callable[[], bool]) -> None:
         """One round of `maintain`: while healthy, refresh every account's switch; then sync."""
@@ -301,7 +304,7 @@ class KrakenVenue:
 
     async def websockets_token(self, account_id: AccountId) -> tuple[str, int]:
         """A token for the private WebSocket v2 (`executions`), with its lifetime in seconds."""
-        return wire.websockets_token(await self._private(account_id, "GetWebSocketsToken", {}, _Call.READ))
+        return await self._read(account_id, "GetWebSocketsToken", {}, wire.websockets_token)
 
     # --- internals -----------------------------------------------------------------------------------------
 
@@ -352,8 +355,8 @@ class KrakenVenue:
         return found
 
     async def _query_raw(self, account_id: AccountId, client_order_id: ClientOrderId) -> wire.KrakenOrder | None:
-        result = await self._private(account_id, "QueryOrders", {"cl_ord_id": client_order_id}, _Call.READ)
-        found = [o for o in wire.orders(result) if o.cl_ord_id == client_order_id]
+        answer = await self._read(account_id, "QueryOrders", {"cl_ord_id": client_order_id}, wire.orders)
+        found = [o for o in answer if o.cl_ord_id == client_order_id]
         return max(found, key=lambda o: o.opentm) if found else None
 
     async def _orders_raw_by_txid(self, account_id: AccountId, txids: Iterable[str]) -> list[wire.KrakenOrder]:
@@ -361,7 +364,7 @@ class KrakenVenue:
         found: list[wire.KrakenOrder] = []
         for start in range(0, len(wanted), QUERY_BATCH):
             batch = ",".join(wanted[start : start + QUERY_BATCH])
-            found += wire.orders(await self._private(account_id, "QueryOrders", {"txid": batch}, _Call.READ))
+            found += await self._read(account_id, "QueryOrders", {"txid": batch}, wire.orders)
         return found
 
     async def _orders_by_txid(self, account_id: AccountId, txids: Sequence[str]) -> list[VenueOrder]:
@@ -379,7 +382,7 @@ class KrakenVenue:
             fields = {"ofs": str(offset)}
             if after_sequence > 0:
                 fields["start"] = _plain(start_s - 1)
-            page, count = wire.trades(await self._private(account_id, "TradesHistory", fields, _Call.READ))
+            page, count = await self._read(account_id, "TradesHistory", fields, wire.trades)
             for trade in page:
                 seen.setdefault(trade.txid, trade)
             offset += len(page)
@@ -466,6 +469,16 @@ class KrakenVenue:
         if errors:
             raise VenueOperationalError(f"kraken {method}: {errors}")
         return result
+
+    async def _read(
+        self, account_id: AccountId, method: str, fields: Mapping[str, str], parse: Callable[[Any], _T]
+    ) -> _T:
+        """A read: its answer parsed; a malformed one is `TemporaryError` (nothing happened; ask again)."""
+        result = await self._private(account_id, method, fields, _Call.READ)
+        try:
+            return parse(result)
+        except wire.KrakenWireError as exc:
+            raise TemporaryError(f"kraken {method}: {exc}") from exc
 
     async def _private(self, account_id: AccountId, method: str, fields: Mapping[str, str], call: str) -> Any:
         """Sign and send one private call; reads and cancels retry what Kraken says did nothing."""
@@ -577,6 +590,10 @@ def _answer(response: httpx.Response, method: str, call: str) -> tuple[list[str]
 
 class _Duplicate(Exception):
     """AddOrder refused: an open order already has this client id."""
+
+
+def _opened(order: wire.KrakenOrder) -> Decimal:
+    return order.opentm
 
 
 def _plain(value: Decimal) -> str:
