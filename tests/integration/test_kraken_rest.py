@@ -339,6 +339,12 @@ async def test_an_unusable_secret_is_not_ready(kit: KrakenKit) -> None:
         await kit.adapter.balances(AccountId("acct-bad-secret"))
     assert refused.value.reason == "the API secret is not base64"
     assert "not base64 %%%" not in str(refused.value)
+    good = await _funded_market(kit)
+    accounts = [AccountId("acct-bad-secret"), AccountId("acct-without-keys"), good]
+    assert await kit.adapter.not_ready(accounts) == {
+        "acct-bad-secret": "the API secret is not base64",
+        "acct-without-keys": "no exchange credentials",
+    }
 
 
 async def test_a_key_the_venue_refuses_stops_trading(kit: KrakenKit) -> None:

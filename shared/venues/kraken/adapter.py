@@ -54,7 +54,7 @@ from shared.venues.base import (
     VenueUpdate,
 )
 from shared.venues.kraken import wire
-from shared.venues.kraken.credentials import CredentialSource
+from shared.venues.kraken.credentials import AccountNotReady, CredentialSource
 from shared.venues.kraken.errors import TOO_MANY_REQUESTS, UNKNOWN_ORDER, ErrorKind, error_kind, rejection_code
 from shared.venues.kraken.nonce import RedisNonces
 from shared.venues.kraken.rate_limit import (
@@ -279,6 +279,16 @@ class KrakenVenue:
         for account_id in list(accounts if accounts is not None else self._accounts):
             told += await self._deliver_fills(account_id, None)
         return told
+
+    async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
+        """Accounts whose keys are unusable, with the reason (for readiness: these accounts cannot trade here)."""
+        reasons: dict[AccountId, str] = {}
+        for account_id in account_ids:
+            try:
+                await self._credentials.get(account_id)
+            except AccountNotReady as exc:
+                reasons[account_id] = exc.reason
+        return reasons
 
     async def refresh_dead_man(self, account_id: AccountId) -> str:
         """CancelAllOrdersAfter(dead_man_timeout_s): Kraken cancels every open order unless refreshed in time."""
