@@ -1,0 +1,98 @@
+"""Venue choice per account: one `VenueAdapter` that sends each account's calls to the venue it trades on.
+
+`VenueRouter(venues={"paper": ..., "kraken": ...}, routes={account: "kraken"}, default="paper")`. An account with
+no route goes to `default`; with no default it is refused (`VenueOperationalError`): an account is never traded
+on a venue nobody chose for it, and an account routed to Kraken whose keys are unusable is not ready there
+(`AccountNotReady`), never sent to paper. Fill sequences are per venue: an account that changes venue starts its
+fill cursor again at 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from shared.domain.types import AccountId, Asset, ClientOrderId
+from shared.venues.base import (
+    Funding,
+    UpdateListener,
+    VenueAdapter,
+    VenueBalance,
+    VenueFill,
+    VenueOperationalError,
+    VenueOrder,
+    VenueOrderRequest,
+    VenueRejected,
+)
+
+
+class VenueRoutingError(ValueError):
+    """A route or the default names a venue that is not configured."""
+
+
+class VenueRouter:
+    """Dispatches every protocol call by account; listeners hear every venue."""
+
+    name = "router"
+
+    def __init__(
+        self, venues: Mapping[str, VenueAdapter], routes: Mapping[str, str], default: str | None = None
+    ) -> None:
+        unknown = sorted({*routes.values(), *([default] if default else [])} - set(venues))
+        if unknown:
+            raise VenueRoutingError(f"accounts are routed to venues that are not configured: {', '.join(unknown)}")
+        self.venues = dict(venues)
+        self.routes = dict(routes)
+        self.default = default
+
+    def venue_name(self, account_id: str) -> str:
+        """The venue the account trades on; `VenueOperationalError` when it has none."""
+        name = self.routes.get(account_id, self.default)
+        if name is None:
+            raise VenueOperationalError(f"account {account_id} has no venue configured")
+        return name
+
+    def venue_of(self, account_id: str) -> VenueAdapter:
+        """The adapter of the account's venue."""
+        return self.venues[self.venue_name(account_id)]
+
+    def venues_in_use(self) -> dict[str, VenueAdapter]:
+        """The venues some account trades on (start-up reconciliation runs against each)."""
+        names = {*self.routes.values(), *([self.default] if self.default else [])}
+        return {name: self.venues[name] for name in sorted(names)}
+
+    def subscribe(self, listener: UpdateListener) -> None:
+        """Listen to every configured venue."""
+        for venue in self.venues.values():
+            venue.subscribe(listener)
+
+    async def submit(self, request: VenueOrderRequest) -> VenueOrder:
+        """Place the order on the account's venue."""
+        return await self.venue_of(request.account_id).submit(request)
+
+    async def cancel(self, account_id: AccountId, client_order_id: ClientOrderId) -> VenueOrder:
+        """Cancel on the account's venue."""
+        return await self.venue_of(account_id).cancel(account_id, client_order_id)
+
+    async def query(self, account_id: AccountId, client_order_id: ClientOrderId) -> VenueOrder | None:
+        """Query the account's venue."""
+        return await self.venue_of(account_id).query(account_id, client_order_id)
+
+    async def open_orders(self, account_id: AccountId) -> Sequence[VenueOrder]:
+        """Open orders at the account's venue."""
+        return await self.venue_of(account_id).open_orders(account_id)
+
+    async def fills_since(self, account_id: AccountId, after_sequence: int) -> Sequence[VenueFill]:
+        """Fills at the account's venue after its cursor."""
+        return await self.venue_of(account_id).fills_since(account_id, after_sequence)
+
+    async def balances(self, account_id: AccountId) -> Sequence[VenueBalance]:
+        """Balances at the account's venue."""
+        return await self.venue_of(account_id).balances(account_id)
+
+    async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        """Credit the account where the venue can be funded by us (paper); real exchanges are funded outside."""
+        venue = self.venue_of(account_id)
+        if not isinstance(venue, Funding):
+            raise VenueRejected("funding_not_supported", f"{self.venue_name(account_id)} accounts are funded outside")
+        return await venue.deposit(account_id, asset, amount, reference)
