@@ -1,0 +1,1 @@
+"""Kraken spot: REST adapter and WebSocket v2 public market data."""
