@@ -70,47 +70,54 @@ def checksum_fragment(price: Decimal, qty: Decimal, precision: PairPrecision | N
 
 
 class _Side:
-    """One side: levels by price, and the sort keys (price for asks, -price for bids) best first."""
+    """One side: sort keys best first (price for asks, -price for bids), the checksum fragments in the same order,
+    and the quantity of each price."""
 
-    __slots__ = ("keys", "levels", "negate")
+    __slots__ = ("fragments", "keys", "negate", "qty")
 
     def __init__(self, negate: bool) -> None:
         self.negate = negate
         self.keys: list[Decimal] = []
-        self.levels: dict[Decimal, tuple[Decimal, str]] = {}
+        self.fragments: list[str] = []
+        self.qty: dict[Decimal, Decimal] = {}
 
     def set(self, price: Decimal, qty: Decimal, fragment: str) -> None:
-        if price not in self.levels:
-            bisect.insort(self.keys, -price if self.negate else price)
-        self.levels[price] = (qty, fragment)
+        key = -price if self.negate else price
+        index = bisect.bisect_left(self.keys, key)
+        if price in self.qty:
+            self.fragments[index] = fragment
+        else:
+            self.keys.insert(index, key)
+            self.fragments.insert(index, fragment)
+        self.qty[price] = qty
 
     def remove(self, price: Decimal) -> None:
-        if self.levels.pop(price, None) is not None:
-            key = -price if self.negate else price
-            del self.keys[bisect.bisect_left(self.keys, key)]
+        if self.qty.pop(price, None) is not None:
+            index = bisect.bisect_left(self.keys, -price if self.negate else price)
+            del self.keys[index]
+            del self.fragments[index]
 
     def truncate(self, depth: int, changes: dict[Decimal, Decimal] | None) -> None:
         while len(self.keys) > depth:
             key = self.keys.pop()
+            self.fragments.pop()
             price = -key if self.negate else key
-            del self.levels[price]
+            del self.qty[price]
             if changes is not None:
                 changes[price] = _ZERO
 
     def top_fragments(self, count: int) -> str:
-        levels = self.levels
-        if self.negate:
-            return "".join(levels[-key][1] for key in self.keys[:count])
-        return "".join(levels[key][1] for key in self.keys[:count])
+        return "".join(self.fragments[:count])
 
     def best(self, count: int | None) -> list[WireLevel]:
         keys = self.keys if count is None else self.keys[:count]
         prices = [-key for key in keys] if self.negate else keys
-        return [(price, self.levels[price][0]) for price in prices]
+        return [(price, self.qty[price]) for price in prices]
 
     def clear(self) -> None:
         self.keys.clear()
-        self.levels.clear()
+        self.fragments.clear()
+        self.qty.clear()
 
 
 class KrakenBook:

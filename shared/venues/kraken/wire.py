@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 MAX_FRAME_CHARS = 4_000_000
+_DECODER = json.JSONDecoder(parse_float=Decimal)  # one decoder: json.loads with options builds one per call
 
 
 class WireError(ValueError):
@@ -109,8 +110,8 @@ def decode_frame(frame: str | bytes) -> KrakenMessage:
     if len(frame) > MAX_FRAME_CHARS:
         raise WireError(f"frame of {len(frame)} characters is over the limit")
     try:
-        raw = json.loads(frame, parse_float=Decimal)
-    except (ValueError, RecursionError) as exc:
+        raw = _DECODER.decode(frame if isinstance(frame, str) else frame.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise WireError(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(raw, dict):
         raise WireError("frame: not a JSON object")
@@ -220,6 +221,11 @@ def _timestamp(value: object, where: str) -> datetime:
 def _levels(value: object, where: str) -> list[WireLevel]:
     levels = []
     for i, item in enumerate(_list(value, where)):
+        if type(item) is dict:
+            price, qty = item.get("price"), item.get("qty")
+            if type(price) is Decimal and type(qty) is Decimal and price.is_finite() and qty.is_finite():
+                levels.append((price, qty))  # the wire's usual shape, checked without building messages
+                continue
         level = _dict(item, f"{where}[{i}]")
         levels.append(
             (_decimal(level.get("price"), f"{where}[{i}].price"), _decimal(level.get("qty"), f"{where}[{i}].qty"))
