@@ -379,3 +379,26 @@ class KrakenWsFake:
             if symbol in client.trade and trades:
                 frames.append((client, market.trade_frame(trades)))
         return frames
+
+
+async def _serve_forever(port: int, seed: int, interval_s: float) -> None:
+    fake = KrakenWsFake(seed=seed, interval_s=interval_s)
+    fake._server = await serve(fake._handle, "127.0.0.1", port)
+    fake._ticker = asyncio.create_task(fake._tick())
+    print(f"Kraken v2 protocol fake (seeded, not real data) on {fake.url}; Ctrl-C stops", flush=True)  # noqa: T201
+    try:
+        await asyncio.Future()
+    finally:
+        await fake.__aexit__()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A Kraken WebSocket v2 public endpoint on loopback (seeded market)")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between market moves")
+    arguments = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(arguments.port, arguments.seed, arguments.interval))
