@@ -132,6 +132,7 @@ class KrakenBook:
         self._bids = _Side(negate=True)
         self._asks = _Side(negate=False)
         self.synced = False  # a snapshot was applied and no checksum failed since
+        self._formats = ("f", "f") if precision is None else (f".{precision.price}f", f".{precision.qty}f")
 
     def reset(self) -> None:
         """Forget every level (after a mismatch, before the next snapshot)."""
@@ -176,17 +177,20 @@ class KrakenBook:
         return self._asks.best(count)
 
     def _apply(self, side: _Side, levels: Iterable[WireLevel], changes: dict[Decimal, Decimal] | None) -> None:
-        precision = self.precision
+        price_format, qty_format = self._formats
         for price, qty in levels:
             if changes is not None:
                 changes[price] = qty
-            if not price.is_finite() or price <= 0 or not qty.is_finite() or qty < 0:
+            if not (price.is_finite() and qty.is_finite() and price > 0 and qty >= 0):
                 self.reset()
                 raise BookLevelError(f"{self.symbol}: bad level price={price} qty={qty}")
-            if qty == 0:
-                side.remove(price)
+            if qty:
+                fragment = format(price, price_format).replace(".", "").lstrip("0") + format(qty, qty_format).replace(
+                    ".", ""
+                ).lstrip("0")  # checksum_fragment, inlined: this is the hot loop
+                side.set(price, qty, fragment)
             else:
-                side.set(price, qty, checksum_fragment(price, qty, precision))
+                side.remove(price)
         side.truncate(self.depth, changes)
 
     def _finish(self, checksum: int | None) -> None:
