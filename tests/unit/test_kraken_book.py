@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.venues.kraken.book import ChecksumMismatch, KrakenBook, PairPrecision, levels_of
+from shared.venues.kraken.book import ChecksumMismatch, KrakenBook, PairPrecision, WireLevel
 from shared.venues.kraken.wire import BookMessage, InstrumentMessage, decode_frame
 from tests.fakes.kraken_ws import KrakenMarket, recorded_stream
 
@@ -37,6 +37,10 @@ DOC_ASKS = [
     ("45299.5", "0.18772827"),
 ]
 DOC_CHECKSUM = 3310070434
+
+
+def levels_of(pairs: list[tuple[str, str]]) -> list[WireLevel]:
+    return [(Decimal(price), Decimal(qty)) for price, qty in pairs]
 
 
 def test_the_documented_example_checksum() -> None:

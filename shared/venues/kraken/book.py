@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -200,8 +200,3 @@ class KrakenBook:
                 self.reset()
                 raise ChecksumMismatch(self.symbol, checksum, computed)
         self.synced = True
-
-
-def levels_of(pairs: Sequence[tuple[str, str]]) -> list[WireLevel]:
-    """(price, qty) decimal strings as book levels (tests, tools)."""
-    return [(Decimal(price), Decimal(qty)) for price, qty in pairs]
