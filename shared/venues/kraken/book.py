@@ -26,6 +26,7 @@ __all__ = [
     "ChecksumMismatch",
     "KrakenBook",
     "PairPrecision",
+    "WireLevel",
     "checksum_fragment",
 ]
 
