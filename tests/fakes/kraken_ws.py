@@ -221,7 +221,15 @@ class _Client:
 class KrakenWsFake:
     """`wss://ws.kraken.com/v2` on 127.0.0.1 (plain ws), driven by a `KrakenMarket` per symbol."""
 
-    def __init__(self, symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD"), *, seed: int = 7, interval_s: float = 0.02):
+    def __init__(
+        self,
+        symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD"),
+        *,
+        seed: int = 7,
+        interval_s: float = 0.02,
+        port: int = 0,
+    ):
+        self.port = port
         self.markets = {
             symbol: KrakenMarket(symbol=symbol, seed=seed, mid_ticks=452_840 if symbol == "BTC/USD" else 300_000)
             for symbol in symbols
@@ -242,7 +250,7 @@ class KrakenWsFake:
         return f"ws://{host}:{port}/v2"
 
     async def __aenter__(self) -> KrakenWsFake:
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", self.port)
         self._ticker = asyncio.create_task(self._tick())
         return self
 
@@ -382,9 +390,7 @@ class KrakenWsFake:
 
 
 async def _serve_forever(port: int, seed: int, interval_s: float) -> None:
-    fake = KrakenWsFake(seed=seed, interval_s=interval_s)
-    fake._server = await serve(fake._handle, "127.0.0.1", port)
-    fake._ticker = asyncio.create_task(fake._tick())
+    fake = await KrakenWsFake(seed=seed, interval_s=interval_s, port=port).__aenter__()
     print(f"Kraken v2 protocol fake (seeded, not real data) on {fake.url}; Ctrl-C stops", flush=True)  # noqa: T201
     try:
         await asyncio.Future()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ import pytest
 from shared.marketdata import BookDelta, BookSnapshot, MarketData, Trade
 from shared.venues.kraken.ws_public import FeedOptions, KrakenPublicFeed
 from tests.fakes.kraken_ws import KrakenWsFake
+from tests.helpers import eventually
 
 WAIT_S = 15.0
 
@@ -140,6 +142,30 @@ async def test_silence_past_the_idle_timeout_reconnects() -> None:
         assert feed.stats.faults.get("idle_timeout", 0) >= 1
         fake.set_silent(False)
         await collected.until(lambda: collected.count(BookSnapshot, "BTC/USD") >= 2)
+
+
+async def test_a_venue_down_at_start_is_retried_until_it_answers() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on (yet)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    collected = Collected()
+    options = FeedOptions(url=f"ws://127.0.0.1:{port}/v2", initial_backoff_s=0.02, max_backoff_s=0.1)
+    feed = KrakenPublicFeed(["BTC/USD"], collected, options, rng=random.Random(2))
+    stop = asyncio.Event()
+    task = asyncio.create_task(feed.run(stop))
+    try:
+
+        async def refused_thrice() -> bool:
+            return feed.stats.faults.get("disconnect", 0) >= 3
+
+        await eventually(refused_thrice, timeout_s=WAIT_S, message="three refused connects")
+        assert collected.messages == []
+        async with KrakenWsFake(port=port):
+            await collected.until(lambda: collected.count(BookDelta, "BTC/USD") >= 3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, WAIT_S)
+    assert feed.stats.connections == 1
 
 
 def test_backoff_is_jittered_and_capped() -> None:
