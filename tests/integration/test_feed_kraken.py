@@ -1,4 +1,5 @@
-"""`aether feed kraken` end to end: the Kraken v2 protocol fake -> the feed CLI (a real process) -> Kafka -> decoded.
+"""`aether feed kraken` end to end: the Kraken v2 protocol fake -> the feed CLI (a real process) -> Kafka -> decoded;
+and paper trading on it (the feed -> the paper venue and the OMS's latest book -> a market order).
 
 The books rebuilt from what reached Kafka are checked against the venue's own checksum after every message (the
 reference implementation of the fake, independent of the client), across a corrupted checksum and a disconnect.
@@ -7,18 +8,31 @@ reference implementation of the fake, independent of the client), across a corru
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 
+import pytest
+
+from data.replay.live import run_kraken
 from data.replay.publisher import ReplayTopics
+from shared.auth.roles import Role
+from shared.config import AetherSettings
 from shared.events import Envelope
 from shared.marketdata import BookDelta, BookSnapshot, Trade, decode_marketdata
+from shared.venues.kraken.ws_public import FeedOptions
+from shared.venues.latest_book import book_key
 from tests.fakes.kraken_ws import KrakenWsFake, reference_checksum
-from tests.helpers import eventually
+from tests.helpers import eventually, own_database
 from tests.integration.test_feed_replay import count_records, read_all
+from tests.kit.auth import token
+from tests.kit.oms import paper_oms
+from tests.kit.paper import PaperMarket
 
+OPERATOR = token(Role.OPERATOR)
 SCALE = (Decimal(10), Decimal(10) ** 8)  # BTC/USD and ETH/USD in the fake: price_precision 1, qty_precision 8
 
 
@@ -85,3 +99,51 @@ async def test_the_live_feed_publishes_validated_books_and_trades(kafka_bootstra
     trades = [decode_marketdata(Envelope.from_bytes(r.value)) for r in await read_all(kafka_bootstrap, topics.trade)]
     assert trades
     assert all(isinstance(trade, Trade) and trade.venue == "kraken" for trade in trades)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str) -> Iterator[str]:
+    """The OMS reconciles every account of its database at start-up: this module keeps its own."""
+    with own_database(database_url, "feed_kraken") as url:
+        yield url
+
+
+async def test_paper_trading_on_the_live_feed(
+    settings: AetherSettings, module_database_url: str, paper_market: PaperMarket
+) -> None:
+    """The README walkthrough: the fake -> the live feed -> the paper venue and the OMS; a market buy fills at the
+    fake market's price (around 45,284), not at the kit's book (100)."""
+    topics = ReplayTopics(book=paper_market.book_topic, trade=paper_market.trade_topic)
+    async with (
+        paper_oms(settings, module_database_url, paper_market, market_data_max_age_s=30.0) as (_, client),
+        KrakenWsFake(interval_s=0.05) as fake,
+    ):
+        stop = asyncio.Event()
+        feed = asyncio.create_task(
+            run_kraken(["BTC/USD"], paper_market.producer, topics, FeedOptions(url=fake.url), stop)
+        )
+        try:
+
+            async def live_book() -> bool:
+                raw = await paper_market.redis.get(book_key("BTC/USD"))
+                return raw is not None and Decimal(json.loads(raw)["asks"][0]["price"]) > 40_000
+
+            await eventually(live_book, timeout_s=30, message="the live book in the OMS's cache")
+            account = f"acct-{uuid.uuid4().hex[:10]}"
+            deposit = await client.post(
+                f"/accounts/{account}/paper/deposits",
+                json={"asset": "USD", "amount": "100000", "reference": uuid.uuid4().hex},
+                headers=OPERATOR,
+            )
+            assert deposit.status_code == 201, deposit.text
+            body = {"account_id": account, "client_order_id": uuid.uuid4().hex, "symbol": "BTC/USD"}
+            bought = await client.post(
+                "/orders", json={**body, "side": "buy", "type": "market", "quantity": "0.01"}, headers=OPERATOR
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(feed, 30)
+    assert bought.status_code == 201, bought.text
+    order = bought.json()
+    assert order["status"] == "filled"
+    assert Decimal("44000") < Decimal(order["average_fill_price"]) < Decimal("47000")
