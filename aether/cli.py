@@ -24,7 +24,9 @@ app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache 
 app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
 app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchange secrets")
-app.add_typer(feed_app, name="feed", help="Market-data replay (file or synthetic) onto the marketdata.* topics")
+app.add_typer(
+    feed_app, name="feed", help="Market data onto the marketdata.* topics: replay (file or synthetic) or live (kraken)"
+)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

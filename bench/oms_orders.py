@@ -254,6 +254,7 @@ async def bench_env() -> tuple[dict[str, str], str, dict[str, str], TokenIssuer]
         AETHER_JWT_PUBLIC_KEY_FILE=str(key_dir / "public.pem"),
         AETHER_LOG_LEVEL="WARNING",
         AETHER_DATABASE_POOL_SIZE="20",
+        AETHER_MARKET_DATA_MAX_AGE_S="3600",  # one book published at the start of a run of minutes
     )
     issuer = TokenIssuer(private_key_pem(key), "aether", "aether-platform")
     token = issuer.issue(

@@ -1,4 +1,5 @@
-"""`aether feed replay`: market data onto the `marketdata.*` topics, from a file or a SYNTHETIC market.
+"""`aether feed replay`: market data onto the `marketdata.*` topics, from a file or a SYNTHETIC market;
+`aether feed kraken`: the same topics and messages from Kraken's live public WebSocket v2 feed.
 
 Also runnable on its own: `python -m data.replay.cli replay --synthetic --speed 1`.
 """
@@ -6,6 +7,7 @@ Also runnable on its own: `python -m data.replay.cli replay --synthetic --speed 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from data.replay.live import LiveReport, run_kraken
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
 from data.replay.source import FileSource, MarketDataSource, SourceError, SyntheticMarket
 from shared.clock import utc_now
@@ -26,10 +29,13 @@ from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.domain.money import MoneyError, to_decimal
 from shared.events.producer import BROKER_UNAVAILABLE_ERRORS, EventProducer
 from shared.events.retry import RetryStopped, attempts_until_stopped
+from shared.venues.kraken.book import DEPTHS
+from shared.venues.kraken.ws_public import PUBLIC_URL, FeedOptions, FeedStats
 
 console = Console(stderr=True)
 app = typer.Typer(
-    help="Market data for paper trading: replay a file or a SYNTHETIC market onto the marketdata.* topics",
+    help="Market data for paper trading: replay a file or a SYNTHETIC market, or a live venue feed, onto the "
+    "marketdata.* topics",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -56,7 +62,7 @@ class _Plan:
 
 @app.callback()
 def feed() -> None:
-    """Market data for paper trading on a machine without exchange access."""
+    """Market data for paper trading: replayed, synthetic, or live from a venue."""
 
 
 @app.command("replay")
@@ -113,6 +119,68 @@ def replay_command(
         f"in {report.elapsed_s:.1f} s",
         highlight=False,
     )
+
+
+_SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
+
+
+@app.command("kraken")
+def kraken_command(
+    symbols: Annotated[str, typer.Option(help="comma-separated Kraken v2 symbols, e.g. BTC/USD,ETH/USD")],
+    url: Annotated[str, typer.Option(help="the public WebSocket v2 endpoint (a protocol fake in tests)")] = PUBLIC_URL,
+    depth: Annotated[int, typer.Option(help=f"book depth per side, one of {', '.join(map(str, DEPTHS))}")] = 10,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="seconds without a frame before reconnecting")] = 10.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (default: AETHER_KAFKA_BOOTSTRAP)")
+    ] = None,
+    topic_prefix: Annotated[str, typer.Option(help="prefix for both topic names (tests, experiments)")] = "",
+) -> None:
+    """Publish Kraken's live books (checksum-validated) and trades; Ctrl-C or SIGTERM stops cleanly."""
+    try:
+        wanted = [part.strip() for part in symbols.split(",") if part.strip()]
+        bad = [symbol for symbol in wanted if not _SYMBOL.match(symbol) or len(symbol) > 32]
+        if not wanted or bad:
+            raise CommandError(f"--symbols: {', '.join(bad) or 'none given'}: expected symbols like BTC/USD,ETH/USD")
+        if depth not in DEPTHS:
+            raise CommandError(f"--depth: must be one of {', '.join(map(str, DEPTHS))}, not {depth}")
+        if not url.startswith(("wss://", "ws://")):
+            raise CommandError(f"--url: {url!r} is not a ws:// or wss:// URL")
+        servers, protocol = _kafka(bootstrap)
+        topics = ReplayTopics.with_prefix(topic_prefix)
+        options = FeedOptions(url=url, depth=depth, idle_timeout_s=idle_timeout)
+        console.print(
+            f"streaming Kraken {', '.join(wanted)} (depth {depth}) from {url} to {topics.book} and {topics.trade}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        report, stats = asyncio.run(_run_live(wanted, servers, protocol, topics, options))
+    except CommandError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    console.print(
+        f"stopped: published {report.published} messages ({report.books} book, {report.trades} trade); "
+        f"connections {stats.connections}, faults {stats.faults or 'none'}",
+        highlight=False,
+    )
+
+
+async def _run_live(
+    symbols: list[str], bootstrap: str, protocol: str, topics: ReplayTopics, options: FeedOptions
+) -> tuple[LiveReport, FeedStats]:
+    stop = asyncio.Event()
+    event_loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        event_loop.add_signal_handler(signum, stop.set)
+    producer = EventProducer(bootstrap, client_id="aether-feed-kraken", security_protocol=protocol)
+    try:
+        if not await _connect(producer, bootstrap, stop):
+            return LiveReport(), FeedStats()
+        report, feed = await run_kraken(symbols, producer, topics, options, stop)
+        return report, feed.stats
+    finally:
+        await producer.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            event_loop.remove_signal_handler(signum)
 
 
 def _file_plan(path: Path, venue: str, *, loop: bool, start_at: datetime | None) -> _Plan:

@@ -225,36 +225,12 @@ class _Run:
         return True
 
     async def _publish_retrying(self, records: list[OutgoingMessage]) -> bool:
-        failures = 0
-        try:
-            async for attempt in attempts_until_stopped(
-                self.stop or asyncio.Event(),
-                on=BROKER_UNAVAILABLE_ERRORS,
-                initial_s=self.retry_backoff_s,
-                max_s=self.max_backoff_s,
-            ):
-                with attempt:
-                    try:
-                        await self.producer.publish_batch(records)
-                    except BROKER_UNAVAILABLE_ERRORS as exc:
-                        failures += 1
-                        if failures == 1:  # once per outage, not once per attempt
-                            log.warning("replay_publish_failed", error_type=type(exc).__name__, error=str(exc)[:300])
-                        raise
-        except RetryStopped:
-            return False
-        if failures:
-            log.info("replay_publish_recovered", failed_attempts=failures)
-        return True
+        return await publish_until_acknowledged(
+            self.producer, records, self.stop, initial_s=self.retry_backoff_s, max_s=self.max_backoff_s
+        )
 
     def _record(self, message: MarketData) -> OutgoingMessage:
-        envelope = to_envelope(message, PRODUCER_NAME, correlation_id=self.correlation_id)
-        return OutgoingMessage(
-            topic=self.topics.topic_for(message),
-            key=message.symbol,
-            value=envelope.to_bytes(),
-            headers=tuple(envelope.kafka_headers()),
-        )
+        return outgoing_record(message, self.topics, PRODUCER_NAME, self.correlation_id)
 
     def _snapshot(self, *, stopped: bool) -> ReplayReport:
         return ReplayReport(
@@ -265,3 +241,46 @@ class _Run:
             elapsed_s=self.clock() - self.started,
             stopped=stopped,
         )
+
+
+def outgoing_record(
+    message: MarketData, topics: ReplayTopics, producer_name: str, correlation_id: str | None
+) -> OutgoingMessage:
+    """A market-data message as the Kafka record every feed publishes (envelope, key = symbol, its topic)."""
+    envelope = to_envelope(message, producer_name, correlation_id=correlation_id)
+    return OutgoingMessage(
+        topic=topics.topic_for(message),
+        key=message.symbol,
+        value=envelope.to_bytes(),
+        headers=tuple(envelope.kafka_headers()),
+    )
+
+
+async def publish_until_acknowledged(
+    producer: BatchPublisher,
+    records: list[OutgoingMessage],
+    stop: asyncio.Event | None,
+    *,
+    initial_s: float,
+    max_s: float,
+) -> bool:
+    """Publish one batch, retrying with backoff while the broker is unavailable (logged once per outage); False
+    when `stop` was set before the broker acknowledged it."""
+    failures = 0
+    try:
+        async for attempt in attempts_until_stopped(
+            stop or asyncio.Event(), on=BROKER_UNAVAILABLE_ERRORS, initial_s=initial_s, max_s=max_s
+        ):
+            with attempt:
+                try:
+                    await producer.publish_batch(records)
+                except BROKER_UNAVAILABLE_ERRORS as exc:
+                    failures += 1
+                    if failures == 1:  # once per outage, not once per attempt
+                        log.warning("replay_publish_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+                    raise
+    except RetryStopped:
+        return False
+    if failures:
+        log.info("replay_publish_recovered", failed_attempts=failures)
+    return True

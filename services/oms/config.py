@@ -35,6 +35,12 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     market_buy_slippage: Decimal = Field(
         default=Decimal("0.05"), ge=0, le=1, description="buffer on the book's walk price reserved for market buys"
     )
+    market_data_max_age_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3_600,
+        description="a market order is denied (stale_market_data) when its symbol's latest book is older than this",
+    )
     resolve_after_s: float = Field(default=2.0, gt=0, description="age after which a SUBMITTED order is queried")
     resolver_interval_s: float = Field(default=1.0, gt=0)
     command_token_leeway_s: float = Field(

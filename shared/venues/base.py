@@ -191,6 +191,10 @@ class LatestBookView:
             return None
         return sum(bests, Decimal(0)) / len(bests)
 
+    def is_stale(self, now: datetime, max_age_s: float) -> bool:
+        """No update for more than `max_age_s` seconds, or no update time at all (unknown age is stale)."""
+        return self.updated_at is None or (now - self.updated_at).total_seconds() > max_age_s
+
     def walk_price(self, side: OrderSide, quantity: Decimal) -> Decimal | None:
         """The worst price a market order of `quantity` on `side` would reach in the visible levels (the last
         visible level when they do not cover it), or None when the opposite side is empty."""

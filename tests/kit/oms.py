@@ -27,6 +27,8 @@ def oms_settings(settings: AetherSettings, database_url: str, market: PaperMarke
         "log_level": "WARNING",
         "resolve_after_s": 0.2,
         "resolver_interval_s": 0.1,
+        # The kit publishes a book once per test: staleness has its own test (test_oms_stale_market_data.py).
+        "market_data_max_age_s": 3_600.0,
         **market.topics,
         **overrides,
     }

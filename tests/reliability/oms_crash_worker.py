@@ -97,6 +97,7 @@ def oms_settings(database_url: str, redis_url: str, symbols: Sequence[str], pool
         database_pool_size=pool_size,
         log_level="WARNING",
         instruments=dict.fromkeys(symbols, RULES),
+        market_data_max_age_s=3_600.0,  # a book published once per scenario
     )
 
 

@@ -98,6 +98,8 @@ def oms_settings(
         # Controls topics of this run only (nobody publishes there: `paper_stack` seeds the defaults into the
         # OMS's copy); the platform's own topics carry other tests' states, a global HALTED included.
         **private_controls_topics(),
+        # A book set once per scenario, and a clock the test moves forward: staleness is not what these measure.
+        "market_data_max_age_s": 3_600.0,
     }
     values.update(overrides)
     return OmsSettings(**values)

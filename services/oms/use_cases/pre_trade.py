@@ -30,7 +30,7 @@ from shared.domain.risk_limits import (
     check_order,
 )
 from shared.domain.trading_state import StateDenialCode, denial_for_state
-from shared.domain.types import Asset, Liquidity, OrderSide, Symbol
+from shared.domain.types import Asset, Liquidity, OrderSide, OrderType, Symbol
 from shared.venues.base import LatestBook, LatestBookUnavailable, LatestBookView
 
 
@@ -38,6 +38,7 @@ class DenialCode(StrEnum):
     """Denials of the OMS's own checks (the trading state and the risk limits bring their own codes)."""
 
     NO_MARKET_DATA = "no_market_data"
+    STALE_MARKET_DATA = "stale_market_data"
     INSUFFICIENT_BALANCE = "insufficient_balance"
     APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_MISMATCH = "approval_mismatch"
@@ -146,10 +147,28 @@ class PreTradeChain:
         state_denial = denial_for_state(state, order, ledger.position(order.symbol).quantity)
         if state_denial is not None:
             return Denial(state_denial.code, state_denial.sentence)
+        stale = await self._stale_market_data(order)
+        if stale is not None:
+            return stale
         violation = await self._limit_violation(repo, order, ledger, terms.has_exits, controls, excluding)
         if violation is not None:
             return Denial(violation.code, violation.sentence)
         return None
+
+    async def _stale_market_data(self, order: Order) -> Denial | None:
+        """A market order executes on the book as it is now: one not updated for `market_data_max_age_s` (a feed
+        stopped, a venue feed resyncing) is not a price to trade on. No book at all is `no_market_data` later."""
+        if order.type is not OrderType.MARKET:
+            return None
+        book = await self.book(order.symbol)
+        max_age_s = self.ctx.settings.market_data_max_age_s
+        if book is None or not book.is_stale(self.ctx.clock(), max_age_s):
+            return None
+        age = "unknown" if book.updated_at is None else f"{(self.ctx.clock() - book.updated_at).total_seconds():.0f} s"
+        return Denial(
+            DenialCode.STALE_MARKET_DATA,
+            f"the latest {order.symbol} book is stale (age {age}, limit {max_age_s:g} s): a market order cannot be priced",
+        )
 
     async def _taker_rate(self, repo: OmsRepository, order: Order) -> Decimal:
         """The account's own taker rate at its rolling 30-day volume (what the venue will charge at most)."""

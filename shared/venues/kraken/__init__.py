@@ -1,1 +1,1 @@
-"""Kraken spot: the REST adapter (`adapter.KrakenVenue`), its signing, nonces, rate counters and wire parsers."""
+"""Kraken spot: the REST adapter (`adapter.KrakenVenue`, signing, nonces, rate counters, `wire` parsers) and the WebSocket v2 public feed (`ws_public`, `ws_wire`, `book`)."""
