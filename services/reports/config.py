@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
 from shared.audit.anchors import AnchorSettings
 from shared.config import load_settings
+from shared.events.topics import OMS_BALANCE_EVENTS, OMS_CASHFLOW_EVENTS, OMS_ORDER_EVENTS
+from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 
 
 class ReportsSettings(AnchorSettings):
     """The reports service also runs the audit anchoring job, hence the `AETHER_AUDIT_ANCHOR_*` settings."""
 
     service_name: str = "reports"
+
+    quote_asset: str = Field(default="USD", pattern=r"^[A-Z0-9]+$", description="the asset NAV and PnL are in")
+    max_range_days: int = Field(default=366, ge=1, le=3_660, description="the longest from..to a report covers")
+    order_events_topic: str = Field(default=OMS_ORDER_EVENTS, description="where OrderFilled is consumed")
+    balance_events_topic: str = Field(default=OMS_BALANCE_EVENTS, description="where BalanceChanged is consumed")
+    cashflow_events_topic: str = Field(default=OMS_CASHFLOW_EVENTS, description="where CashFlowRecorded is consumed")
+    marketdata_book_topic: str = Field(default=BOOK_TOPIC, description="book snapshots and deltas (mid prices)")
+    marketdata_trade_topic: str = Field(default=TRADE_TOPIC, description="trades (price when no book is known)")
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from shared.domain.money import MONEY_CONTEXT
+from shared.domain.money import MONEY_CONTEXT, quantize_nearest
 from shared.domain.types import OrderSide
 
 ZERO = Decimal(0)
@@ -30,6 +30,13 @@ ONE = Decimal(1)
 HUNDRED = Decimal(100)
 # Daily return % is exact when the factors terminate; otherwise rounded (half even) to this many places.
 RETURN_PCT_QUANTUM = Decimal("1E-10")
+# Amounts keep NUMERIC(38,18)'s 18 places (a product of two such numbers has 36): rounded half even.
+MONEY_QUANTUM = Decimal("1E-18")
+
+
+def money(value: Decimal) -> Decimal:
+    """`value` rounded half even to 18 decimal places (what the wire and NUMERIC(38,18) hold)."""
+    return quantize_nearest(value, MONEY_QUANTUM)
 
 
 class Unpriced(ValueError):
@@ -174,7 +181,7 @@ class Portfolio:
         marks: list[Mark] = []
         for asset, total in sorted(self.holdings_at(at).items()):
             price, mark = self.price_of(asset, at)
-            exposure[asset] = MONEY_CONTEXT.multiply(total, price)
+            exposure[asset] = money(MONEY_CONTEXT.multiply(total, price))
             if mark is not None:
                 marks.append(mark)
         nav = sum(exposure.values(), ZERO)
@@ -183,7 +190,7 @@ class Portfolio:
     def flow_value(self, flow: CashFlow) -> Decimal:
         """A cash flow's value in the quote asset at its own instant."""
         price, _ = self.price_of(flow.asset, flow.at)
-        return MONEY_CONTEXT.multiply(flow.amount, price)
+        return money(MONEY_CONTEXT.multiply(flow.amount, price))
 
     def flows_within(self, start: datetime, end: datetime) -> list[CashFlow]:
         """The cash flows with start < at <= end (a flow at the start instant belongs to the period before)."""
@@ -283,7 +290,7 @@ class _Position:
     fills: int = 0
 
     def apply(self, fill: Fill) -> None:
-        notional = MONEY_CONTEXT.multiply(fill.quantity, fill.price)
+        notional = money(MONEY_CONTEXT.multiply(fill.quantity, fill.price))
         self.fees += fill.fee
         self.turnover += notional
         self.fills += 1
@@ -294,8 +301,8 @@ class _Position:
         # A sell beyond the position we saw bought (a deposited coin) has no known cost: it is booked at its price.
         matched = min(fill.quantity, self.quantity)
         average = self.average_cost()
-        self.realized += MONEY_CONTEXT.multiply(fill.price - average, matched)
-        self.cost -= MONEY_CONTEXT.multiply(average, matched)
+        self.realized += money(MONEY_CONTEXT.multiply(fill.price - average, matched))
+        self.cost -= money(MONEY_CONTEXT.multiply(average, matched))
         self.quantity -= matched
         if self.quantity == ZERO:
             self.cost = ZERO
@@ -303,7 +310,7 @@ class _Position:
     def average_cost(self) -> Decimal:
         if self.quantity == ZERO:
             return ZERO
-        return MONEY_CONTEXT.divide(self.cost, self.quantity)
+        return money(MONEY_CONTEXT.divide(self.cost, self.quantity))
 
 
 def pnl_by_instrument(
@@ -326,7 +333,7 @@ def pnl_by_instrument(
         mark = marks.get(symbol)
         unrealized = None
         if mark is not None:
-            unrealized = MONEY_CONTEXT.multiply(mark.price - position.average_cost(), position.quantity)
+            unrealized = money(MONEY_CONTEXT.multiply(mark.price - position.average_cost(), position.quantity))
         elif position.quantity == ZERO:
             unrealized = ZERO
         out.append(

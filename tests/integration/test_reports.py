@@ -1,0 +1,237 @@
+"""The reports service end to end: the hand-computed day (tests/kit/reports.py) published on Kafka as the OMS and
+the market-data feed publish it, consumed by the real consumers into `reports.*`, rolled up by
+`aether ops refresh-aggregates`, and read back over REST as JSON and CSV, to the last decimal; plus who may see
+what and the bad-input answers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from ops.aggregates import RefreshMode, refresh_aggregates
+from services.reports.app import create_app
+from services.reports.config import ReportsSettings
+from shared.auth.keys import write_key_pair
+from shared.auth.roles import Role
+from shared.config import AetherSettings
+from shared.contracts.balances import BalanceChanged
+from shared.contracts.cashflows import CashFlowKind, CashFlowRecorded
+from shared.contracts.registry import new_envelope
+from shared.events import Envelope
+from shared.events.producer import EventProducer
+from shared.events.topics import OMS_BALANCE_EVENTS, OMS_CASHFLOW_EVENTS, OMS_ORDER_EVENTS
+from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
+from tests.helpers import eventually, own_database
+from tests.kit.auth import jwt_settings, token
+from tests.kit.reports import DAY_1, DAY_2, EXPECTED, SYMBOL, at, scenario
+
+D = Decimal
+ACCOUNT = f"acct-{uuid.uuid4().hex[:8]}"
+OTHER = f"other-{uuid.uuid4().hex[:8]}"
+DAYS = {"from": str(DAY_1), "to": str(DAY_2)}
+DIRECTOR = token(Role.DIRECTOR, subject="dora")
+OPERATOR = token(Role.OPERATOR, subject="otto", accounts=[ACCOUNT])
+CSV = {"Accept": "text/csv"}
+
+
+@pytest.fixture(scope="module")
+def module_database_url(database_url: str) -> Iterator[str]:
+    with own_database(database_url, "reports") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def topics() -> dict[str, str]:
+    run = uuid.uuid4().hex[:10]
+    platform = [OMS_ORDER_EVENTS, OMS_BALANCE_EVENTS, OMS_CASHFLOW_EVENTS, BOOK_TOPIC, TRADE_TOPIC]
+    return {topic: f"test.reports-{index}.{run}.v1" for index, topic in enumerate(platform)}
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+async def reports(
+    settings: AetherSettings,
+    module_database_url: str,
+    kafka_bootstrap: str,
+    topics: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[httpx.AsyncClient]:
+    keys = write_key_pair(tmp_path_factory.mktemp("anchor"))
+    reports_settings = ReportsSettings(
+        **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
+        database_url=SecretStr(module_database_url),
+        **jwt_settings(),
+        log_level="WARNING",
+        audit_anchor_private_key_file=Path(keys.private_path),
+        audit_anchor_public_key_file=Path(keys.public_path),
+        order_events_topic=topics[OMS_ORDER_EVENTS],
+        balance_events_topic=topics[OMS_BALANCE_EVENTS],
+        cashflow_events_topic=topics[OMS_CASHFLOW_EVENTS],
+        marketdata_book_topic=topics[BOOK_TOPIC],
+        marketdata_trade_topic=topics[TRADE_TOPIC],
+    )
+    app = create_app(reports_settings)
+    producer = EventProducer(bootstrap=kafka_bootstrap, client_id="reports-test")
+    await producer.start()
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reports") as client,
+        ):
+            await eventually(lambda: _ready(client), timeout_s=30, message="reports ready")
+            prefix = uuid.uuid4().hex[:8]
+            published = scenario(ACCOUNT, prefix)
+            other_deposit = CashFlowRecorded(
+                account_id=OTHER, kind=CashFlowKind.DEPOSIT, asset="USD", amount=D(1_000), reference=f"{prefix}-o",
+                occurred_at=at(DAY_1, 11),
+            )  # fmt: skip
+            published.append(
+                (
+                    OMS_CASHFLOW_EVENTS,
+                    new_envelope(other_deposit, producer="oms", aggregate_id=OTHER, now=at(DAY_1, 11)),
+                )
+            )
+            published.append(_other_balance())
+            # Redelivery: the partial sell again under the same event id (the inbox drops it).
+            sell = next(env for topic, env in published if topic == OMS_ORDER_EVENTS and env.payload["side"] == "sell")
+            published.append((OMS_ORDER_EVENTS, sell))
+            for topic, envelope in published:
+                await producer.send(topics[topic], envelope, key=envelope.aggregate_id)
+            await eventually(
+                lambda: _all_consumed(client), timeout_s=60, interval_s=0.3, message="the read model has every event"
+            )
+            yield client
+    finally:
+        await producer.stop()
+
+
+def _other_balance() -> tuple[str, Envelope]:
+    message = BalanceChanged(
+        account_id=OTHER, asset="USD", total=D(1_000), available=D(1_000), reserved=D(0), version=1,
+        changed_at=at(DAY_1, 11),
+    )  # fmt: skip
+    return OMS_BALANCE_EVENTS, new_envelope(message, producer="oms", aggregate_id=OTHER, now=at(DAY_1, 11))
+
+
+async def _all_consumed(client: httpx.AsyncClient) -> bool:
+    response = await client.get("/reports/pnl/daily_pct", params=DAYS, headers=DIRECTOR)
+    if response.status_code != 200:
+        return False
+    rows = response.json()["rows"]
+    # Every event has landed when day 2 ends at the 20:00 mark with both accounts' money.
+    return bool(len(rows) == 2 and D(rows[1]["end_nav"]) == EXPECTED.end_nav + 1_000)
+
+
+def _csv(response: httpx.Response) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+async def test_the_hand_computed_day_over_rest_and_csv(reports: httpx.AsyncClient) -> None:
+    params = {**DAYS, "account_id": ACCOUNT}
+    response = await reports.get("/reports/pnl/daily_pct", params=params, headers=OPERATOR)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["scope"], body["accounts"], body["quote"], body["tz"]) == (ACCOUNT, [ACCOUNT], "USD", "UTC")
+    day_1, day_2 = body["rows"]
+    assert (day_1["day"], D(day_1["end_nav"]), D(day_1["net_flows"]), D(day_1["pnl"])) == (
+        str(DAY_1), EXPECTED.day_1_nav, D(10_000), D(0),
+    )  # fmt: skip
+    assert D(day_1["return_pct"]) == EXPECTED.day_1_return_pct
+    expected_day_2 = {
+        "day": str(DAY_2), "start_nav": "10000", "end_nav": "12060", "net_flows": "1606", "pnl": "454",
+        "return_pct": "3.82240136", "drawdown_pct": "0",
+    }  # fmt: skip
+    assert day_2 == expected_day_2
+    assert body["total_return_pct"] == "3.82240136"
+    csv_rows = _csv(await reports.get("/reports/pnl/daily_pct", params=params, headers={**OPERATOR, **CSV}))
+    assert csv_rows[1] == expected_day_2
+
+    pnl = (await reports.get("/reports/pnl", params={**params, "from": str(DAY_2)}, headers=OPERATOR)).json()
+    (btc,) = pnl["rows"]
+    assert (btc["symbol"], btc["position"], btc["average_cost"]) == (SYMBOL, "0.1", "20000")
+    assert (btc["realized"], btc["unrealized"], btc["fees"], btc["turnover"], btc["fills"]) == (
+        "200", "260", "6", "6200", 2,
+    )  # fmt: skip
+    assert btc["mark"] == {
+        "symbol": SYMBOL, "price": "22600", "source": "book_mid", "observed_at": "2026-01-05T20:00:00Z"
+    }  # fmt: skip
+    assert (pnl["realized"], pnl["unrealized"], pnl["fees"], pnl["net"]) == ("200", "260", "6", "454")
+    (csv_btc,) = _csv(
+        await reports.get("/reports/pnl", params={**params, "from": str(DAY_2)}, headers={**OPERATOR, **CSV})
+    )
+    assert {k: csv_btc[k] for k in ("realized", "unrealized", "fees", "turnover")} == {
+        "realized": "200", "unrealized": "260", "fees": "6", "turnover": "6200",
+    }  # fmt: skip
+
+    nav = (await reports.get("/reports/nav", params=params, headers=OPERATOR)).json()
+    end = nav["rows"][1]
+    assert (end["nav"], end["exposure"]) == ("12060", {"BTC": "2260", "USD": "9800"})
+    assert [(m["price"], m["source"]) for m in end["marks"]] == [("22600", "book_mid")]
+    assert "book_mid" in nav["pricing"]
+    nav_csv = _csv(await reports.get("/reports/nav", params=params, headers={**OPERATOR, **CSV}))
+    assert (nav_csv[1]["nav"], nav_csv[1]["exposure"]) == ("12060", '{"BTC": "2260", "USD": "9800"}')
+
+
+async def test_fees_come_from_the_refreshed_rollup(reports: httpx.AsyncClient, module_database_url: str) -> None:
+    params = {**DAYS, "account_id": ACCOUNT}
+    (first,) = refresh_aggregates(module_database_url)
+    assert (first.view, first.mode, first.refreshed) == ("reports.fills_daily", RefreshMode.MATERIALIZED, True)
+    assert first.rows == 1
+    (again,) = refresh_aggregates(module_database_url)
+    assert (again.refreshed, again.rows) == (False, 1)  # nothing new: nothing refreshed
+    body = (await reports.get("/reports/fees", params=params, headers=OPERATOR)).json()
+    assert body["refreshed_at"] is not None
+    assert body["rows"] == [
+        {"day": str(DAY_2), "account_id": ACCOUNT, "symbol": SYMBOL, "fees": "6", "turnover": "6200", "fills": 2}
+    ]
+    assert (body["fees"], body["turnover"]) == ("6", "6200")
+    (row,) = _csv(await reports.get("/reports/fees", params=params, headers={**OPERATOR, **CSV}))
+    assert (row["fees"], row["turnover"], row["fills"]) == ("6", "6200", "2")
+
+
+async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: httpx.AsyncClient) -> None:
+    firm = (await reports.get("/reports/nav", params=DAYS, headers=DIRECTOR)).json()
+    assert firm["scope"] == "firm"
+    assert {ACCOUNT, OTHER} <= set(firm["accounts"])
+    assert D(firm["rows"][1]["nav"]) >= EXPECTED.end_nav + 1_000
+    refused = await reports.get("/reports/nav", params=DAYS, headers=OPERATOR)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "firm_view_forbidden")
+    foreign = await reports.get("/reports/nav", params={**DAYS, "account_id": OTHER}, headers=OPERATOR)
+    assert foreign.status_code == 403
+    page = await reports.get("/reports/ui/nav", params=DAYS, headers=DIRECTOR)
+    assert page.status_code == 200
+    assert page.text.count("<polyline") == 2
+    assert "NAV and drawdown: firm" in page.text
+    assert "http" not in page.text.split("<body>")[1]  # nothing loaded from elsewhere
+    assert (await reports.get("/reports/ui/nav", params=DAYS, headers=OPERATOR)).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "field"),
+    [
+        ({"account_id": "nobody-here", **DAYS}, 404, "account_id"),
+        ({"account_id": ACCOUNT, "from": str(DAY_2), "to": str(DAY_1)}, 422, "from"),
+        ({"account_id": ACCOUNT, "from": "2020-01-01", "to": "2026-01-01"}, 422, "to"),
+        ({"account_id": ACCOUNT, **DAYS, "tz": "Mars/Olympus"}, 422, "tz"),
+        ({"account_id": ACCOUNT, "from": "yesterday", "to": str(DAY_2)}, 422, "from"),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx_naming_the_field(
+    reports: httpx.AsyncClient, params: dict[str, str], status: int, field: str
+) -> None:
+    response = await reports.get("/reports/pnl/daily_pct", params=params, headers=DIRECTOR)
+    assert response.status_code == status, response.text
+    assert field in response.text
