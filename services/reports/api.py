@@ -230,7 +230,14 @@ async def fees(
     return _answer(request, report, rows, "fees")
 
 
-@router.get("/reports/ui/nav", response_class=HTMLResponse, responses=error_responses(404, 409, 422), tags=["reports"])
+# The errors stay JSON: a response_class would make the OpenAPI document declare them as text/html too.
+PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **error_responses(404, 409, 422),
+    200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "the page"},
+}
+
+
+@router.get("/reports/ui/nav", response_model=None, responses=PAGE_RESPONSES, tags=["reports"])
 async def nav_page(
     request: Request, principal: DirectorReader, first: FromQuery, to: ToQuery, account_id: AccountIdQuery = None,
     tz: TzQuery = "UTC",

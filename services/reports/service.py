@@ -48,6 +48,9 @@ log = get_logger(__name__)
 BOOK_MID = "book_mid"
 LAST_TRADE = "last_trade"
 FIRM = "firm"
+# Days a report may name: a day's bounds in any time zone stay within what datetime can hold.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9000, 12, 31)
 
 
 def minute_of(at: datetime) -> datetime:
@@ -180,6 +183,9 @@ class ReportQueries:
 
     def check_range(self, first: date, last: date) -> None:
         """InvalidRange naming `from` when it is after `to`, or `to` when the range is too long."""
+        for name, day in (("from", first), ("to", last)):
+            if not FIRST_DAY <= day <= LAST_DAY:
+                raise InvalidRange(f"{name}: must be between {FIRST_DAY} and {LAST_DAY}", details={"field": name})
         if first > last:
             raise InvalidRange(f"from: {first} is after to {last}", details={"field": "from"})
         if (last - first).days + 1 > self.max_range_days:
