@@ -9,6 +9,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,6 +37,10 @@ from tests.kit.reports import DAY_1, DAY_2, EXPECTED, SYMBOL, at, scenario
 D = Decimal
 ACCOUNT = f"acct-{uuid.uuid4().hex[:8]}"
 OTHER = f"other-{uuid.uuid4().hex[:8]}"
+# Two more of the firm's accounts: T1 funded with 500 on day 1 moves 200 to T2 on day 2 (a transfer, not a flow
+# of the firm).
+T1, T2 = f"t1-{uuid.uuid4().hex[:8]}", f"t2-{uuid.uuid4().hex[:8]}"
+FIRM_EXTRA_NAV = D(1_500)  # OTHER's 1,000 + T1's 300 + T2's 200 at the end of day 2
 DAYS = {"from": str(DAY_1), "to": str(DAY_2)}
 DIRECTOR = token(Role.DIRECTOR, subject="dora")
 OPERATOR = token(Role.OPERATOR, subject="otto", accounts=[ACCOUNT])
@@ -92,17 +97,16 @@ async def reports(
             await eventually(lambda: _ready(client), timeout_s=30, message="reports ready")
             prefix = uuid.uuid4().hex[:8]
             published = scenario(ACCOUNT, prefix)
-            other_deposit = CashFlowRecorded(
-                account_id=OTHER, kind=CashFlowKind.DEPOSIT, asset="USD", amount=D(1_000), reference=f"{prefix}-o",
-                occurred_at=at(DAY_1, 11),
-            )  # fmt: skip
-            published.append(
-                (
-                    OMS_CASHFLOW_EVENTS,
-                    new_envelope(other_deposit, producer="oms", aggregate_id=OTHER, now=at(DAY_1, 11)),
-                )
-            )
-            published.append(_other_balance())
+            published.append(_flow(OTHER, CashFlowKind.DEPOSIT, "1000", f"{prefix}-o", at(DAY_1, 11)))
+            published.append(_balance(OTHER, "1000", 1, at(DAY_1, 11)))
+            published += [
+                _flow(T1, CashFlowKind.DEPOSIT, "500", f"{prefix}-t1", at(DAY_1, 9)),
+                _balance(T1, "500", 1, at(DAY_1, 9)),
+                _flow(T1, CashFlowKind.TRANSFER_OUT, "200", f"{prefix}-tr", at(DAY_2, 10), counterparty=T2),
+                _balance(T1, "300", 2, at(DAY_2, 10)),
+                _flow(T2, CashFlowKind.TRANSFER_IN, "200", f"{prefix}-tr", at(DAY_2, 10), counterparty=T1),
+                _balance(T2, "200", 1, at(DAY_2, 10)),
+            ]
             # Redelivery: the partial sell again under the same event id (the inbox drops it).
             sell = next(env for topic, env in published if topic == OMS_ORDER_EVENTS and env.payload["side"] == "sell")
             published.append((OMS_ORDER_EVENTS, sell))
@@ -116,12 +120,22 @@ async def reports(
         await producer.stop()
 
 
-def _other_balance() -> tuple[str, Envelope]:
+def _balance(account: str, total: str, version: int, when: datetime) -> tuple[str, Envelope]:
     message = BalanceChanged(
-        account_id=OTHER, asset="USD", total=D(1_000), available=D(1_000), reserved=D(0), version=1,
-        changed_at=at(DAY_1, 11),
+        account_id=account, asset="USD", total=D(total), available=D(total), reserved=D(0), version=version,
+        changed_at=when,
     )  # fmt: skip
-    return OMS_BALANCE_EVENTS, new_envelope(message, producer="oms", aggregate_id=OTHER, now=at(DAY_1, 11))
+    return OMS_BALANCE_EVENTS, new_envelope(message, producer="oms", aggregate_id=account, now=when)
+
+
+def _flow(
+    account: str, kind: CashFlowKind, amount: str, reference: str, when: datetime, counterparty: str | None = None
+) -> tuple[str, Envelope]:
+    message = CashFlowRecorded(
+        account_id=account, kind=kind, asset="USD", amount=D(amount), reference=reference,
+        counterparty_account_id=counterparty, occurred_at=when,
+    )  # fmt: skip
+    return OMS_CASHFLOW_EVENTS, new_envelope(message, producer="oms", aggregate_id=account, now=when)
 
 
 async def _all_consumed(client: httpx.AsyncClient) -> bool:
@@ -130,7 +144,7 @@ async def _all_consumed(client: httpx.AsyncClient) -> bool:
         return False
     rows = response.json()["rows"]
     # Every event has landed when day 2 ends at the 20:00 mark with both accounts' money.
-    return bool(len(rows) == 2 and D(rows[1]["end_nav"]) == EXPECTED.end_nav + 1_000)
+    return bool(len(rows) == 2 and D(rows[1]["end_nav"]) == EXPECTED.end_nav + FIRM_EXTRA_NAV)
 
 
 def _csv(response: httpx.Response) -> list[dict[str, str]]:
@@ -206,7 +220,15 @@ async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: htt
     firm = (await reports.get("/reports/nav", params=DAYS, headers=DIRECTOR)).json()
     assert firm["scope"] == "firm"
     assert {ACCOUNT, OTHER} <= set(firm["accounts"])
-    assert D(firm["rows"][1]["nav"]) >= EXPECTED.end_nav + 1_000
+    assert D(firm["rows"][1]["nav"]) == EXPECTED.end_nav + FIRM_EXTRA_NAV
+    # The transfer between T1 and T2 is no flow of the firm: the firm's day 2 has the scenario's flows and PnL.
+    firm_days = (await reports.get("/reports/pnl/daily_pct", params=DAYS, headers=DIRECTOR)).json()["rows"]
+    assert (firm_days[1]["net_flows"], firm_days[1]["pnl"]) == (str(EXPECTED.net_flows), str(EXPECTED.pnl))
+    # For T1 alone it is money out, not a loss.
+    t1 = (await reports.get("/reports/pnl/daily_pct", params={**DAYS, "account_id": T1}, headers=DIRECTOR)).json()
+    assert {k: t1["rows"][1][k] for k in ("start_nav", "end_nav", "net_flows", "pnl", "return_pct")} == {
+        "start_nav": "500", "end_nav": "300", "net_flows": "-200", "pnl": "0", "return_pct": "0",
+    }  # fmt: skip
     refused = await reports.get("/reports/nav", params=DAYS, headers=OPERATOR)
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "firm_view_forbidden")
     foreign = await reports.get("/reports/nav", params={**DAYS, "account_id": OTHER}, headers=OPERATOR)

@@ -124,7 +124,8 @@ def upgrade() -> None:
         )
     else:
         columns = _DAILY_COLUMNS.format(bucket="date_trunc('day', occurred_at, 'UTC')")
-        op.execute(f"CREATE MATERIALIZED VIEW {SCHEMA}.fills_daily AS SELECT {columns} WITH NO DATA")
+        # WITH DATA (of an empty table): a never-populated view refuses to be read.
+        op.execute(f"CREATE MATERIALIZED VIEW {SCHEMA}.fills_daily AS SELECT {columns} WITH DATA")
     # REFRESH ... CONCURRENTLY needs a unique index; a continuous aggregate takes an ordinary one too.
     unique = "" if timescale else "UNIQUE "
     op.execute(f"CREATE {unique}INDEX ix_fills_daily_key ON {SCHEMA}.fills_daily (account_id, symbol, day)")
