@@ -9,23 +9,28 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from ops.aggregates import RefreshMode, refresh_aggregates
 from services.reports.app import create_app
 from services.reports.config import ReportsSettings
+from services.reports.repository import ReportsRepository
 from shared.auth.keys import write_key_pair
 from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.contracts.balances import BalanceChanged
 from shared.contracts.cashflows import CashFlowKind, CashFlowRecorded
 from shared.contracts.registry import new_envelope
+from shared.db import UnitOfWork, sessionmaker_for
+from shared.domain.pnl import Fill
+from shared.domain.types import OrderSide
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from shared.events.topics import OMS_BALANCE_EVENTS, OMS_CASHFLOW_EVENTS, OMS_ORDER_EVENTS
@@ -45,6 +50,7 @@ DAYS = {"from": str(DAY_1), "to": str(DAY_2)}
 DIRECTOR = token(Role.DIRECTOR, subject="dora")
 OPERATOR = token(Role.OPERATOR, subject="otto", accounts=[ACCOUNT])
 CSV = {"Accept": "text/csv"}
+DAY_3 = DAY_2 + timedelta(days=1)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +220,21 @@ async def test_fees_come_from_the_refreshed_rollup(reports: httpx.AsyncClient, m
     assert (body["fees"], body["turnover"]) == ("6", "6200")
     (row,) = _csv(await reports.get("/reports/fees", params=params, headers={**OPERATOR, **CSV}))
     assert (row["fees"], row["turnover"], row["fills"]) == ("6", "6200", "2")
+
+    # A fill stored after the refresh makes the next one refresh again (and only then).
+    engine = create_async_engine(module_database_url)
+    try:
+        async with UnitOfWork(sessionmaker_for(engine)) as uow:
+            late = Fill(SYMBOL, OrderSide.BUY, D(1), D(100), D("0.5"), at(DAY_3, 1))
+            assert await ReportsRepository(uow.session).add_fill(OTHER, "late-order", "late-trade", late)
+    finally:
+        await engine.dispose()
+    (third,) = refresh_aggregates(module_database_url)
+    assert (third.refreshed, third.rows) == (True, 2)
+    assert third.window_start is not None
+    assert third.window_start <= at(DAY_3, 1)
+    late_day = {"account_id": OTHER, "from": str(DAY_3), "to": str(DAY_3)}
+    assert (await reports.get("/reports/fees", params=late_day, headers=DIRECTOR)).json()["fees"] == "0.5"
 
 
 async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: httpx.AsyncClient) -> None:
