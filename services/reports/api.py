@@ -61,7 +61,13 @@ PRICING = (
 FromQuery = Annotated[date, Query(alias="from", description="first day (in `tz`), YYYY-MM-DD")]
 ToQuery = Annotated[date, Query(description="last day (in `tz`), YYYY-MM-DD, included")]
 TzQuery = Annotated[
-    str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+/-]*$", description="IANA time zone")
+    str | None,
+    Query(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_+/-]*$",
+        description="IANA time zone the days are cut in (default: the account's, AETHER_ACCOUNT_TIME_ZONES, else UTC)",
+    ),
 ]
 DirectorReader = Annotated[Principal, Depends(authorize((Role.DIRECTOR,), AuthScope.REPORTS_READ))]
 
@@ -87,11 +93,11 @@ class ReportRequest:
 
 
 async def _resolve(
-    request: Request, principal: Principal, account_id: str | None, first: date, last: date, tz: str
+    request: Request, principal: Principal, account_id: str | None, first: date, last: date, tz: str | None
 ) -> ReportRequest:
     """Who may see what: an account the principal is granted, or the firm (every account) for a director."""
     reports = reports_adapters(request.app.state.runtime)
-    zone = parse_zone(tz)
+    zone = parse_zone(tz or reports.settings.zone_of(account_id))
     reports.queries.check_range(first, last)
     if account_id is None:
         if not principal.has_any_role(Role.DIRECTOR):
@@ -137,7 +143,7 @@ def _answer(request: Request, report: ReportHeader, rows: Sequence[BaseModel], n
 @router.get("/reports/pnl/daily_pct", response_model=DailyReturnReport, responses=REPORT_RESPONSES, tags=["reports"])
 async def daily_return(
     request: Request, principal: ReportReader, first: FromQuery, to: ToQuery, account_id: AccountIdQuery = None,
-    tz: TzQuery = "UTC",
+    tz: TzQuery = None,
 ) -> Response:  # fmt: skip
     """Daily PnL and time-weighted return % (cash flows excluded) of an account, or of the firm for a director."""
     query = await _resolve(request, principal, account_id, first, to, tz)
@@ -162,7 +168,7 @@ async def daily_return(
 @router.get("/reports/nav", response_model=NavReport, responses=REPORT_RESPONSES, tags=["reports"])
 async def nav(
     request: Request, principal: ReportReader, first: FromQuery, to: ToQuery, account_id: AccountIdQuery = None,
-    tz: TzQuery = "UTC",
+    tz: TzQuery = None,
 ) -> Response:  # fmt: skip
     """NAV at the end of each day, marked at mid, with the exposure per asset and the marks (source and time)."""
     query = await _resolve(request, principal, account_id, first, to, tz)
@@ -183,7 +189,7 @@ async def nav(
 @router.get("/reports/pnl", response_model=PnlReport, responses=REPORT_RESPONSES, tags=["reports"])
 async def pnl(
     request: Request, principal: ReportReader, first: FromQuery, to: ToQuery, account_id: AccountIdQuery = None,
-    tz: TzQuery = "UTC",
+    tz: TzQuery = None,
 ) -> Response:  # fmt: skip
     """Realized and unrealized PnL (average cost), fees and turnover per instrument over the range."""
     query = await _resolve(request, principal, account_id, first, to, tz)
@@ -240,7 +246,7 @@ PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/reports/ui/nav", response_model=None, responses=PAGE_RESPONSES, tags=["reports"])
 async def nav_page(
     request: Request, principal: DirectorReader, first: FromQuery, to: ToQuery, account_id: AccountIdQuery = None,
-    tz: TzQuery = "UTC",
+    tz: TzQuery = None,
 ) -> HTMLResponse:  # fmt: skip
     """The NAV and drawdown chart for directors (server-rendered, inline SVG, nothing loaded from elsewhere)."""
     query = await _resolve(request, principal, account_id, first, to, tz)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from ops.aggregates import RefreshMode, refresh_aggregates
@@ -91,6 +91,7 @@ async def reports(
         cashflow_events_topic=topics[OMS_CASHFLOW_EVENTS],
         marketdata_book_topic=topics[BOOK_TOPIC],
         marketdata_trade_topic=topics[TRADE_TOPIC],
+        account_time_zones={T1: "America/Los_Angeles"},
     )
     app = create_app(reports_settings)
     producer = EventProducer(bootstrap=kafka_bootstrap, client_id="reports-test")
@@ -247,6 +248,9 @@ async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: htt
     assert (firm_days[1]["net_flows"], firm_days[1]["pnl"]) == (str(EXPECTED.net_flows), str(EXPECTED.pnl))
     # For T1 alone it is money out, not a loss.
     t1 = (await reports.get("/reports/pnl/daily_pct", params={**DAYS, "account_id": T1}, headers=DIRECTOR)).json()
+    assert t1["tz"] == "America/Los_Angeles"  # its days are cut in its own zone (AETHER_ACCOUNT_TIME_ZONES)
+    utc = {**DAYS, "account_id": T1, "tz": "UTC"}
+    assert (await reports.get("/reports/pnl/daily_pct", params=utc, headers=DIRECTOR)).json()["tz"] == "UTC"
     assert {k: t1["rows"][1][k] for k in ("start_nav", "end_nav", "net_flows", "pnl", "return_pct")} == {
         "start_nav": "500", "end_nav": "300", "net_flows": "-200", "pnl": "0", "return_pct": "0",
     }  # fmt: skip
@@ -260,6 +264,12 @@ async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: htt
     assert "NAV and drawdown: firm" in page.text
     assert "http" not in page.text.split("<body>")[1]  # nothing loaded from elsewhere
     assert (await reports.get("/reports/ui/nav", params=DAYS, headers=OPERATOR)).status_code == 403
+
+
+def test_an_unknown_account_time_zone_is_refused_at_start(settings: AetherSettings) -> None:
+    fields = settings.model_dump(exclude={"service_name", "log_level"})
+    with pytest.raises(ValidationError, match="acct-x: unknown time zone 'Mars/Olympus'"):
+        ReportsSettings(**fields, account_time_zones={"acct-x": "Mars/Olympus"})
 
 
 @pytest.mark.parametrize(
