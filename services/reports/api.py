@@ -109,29 +109,27 @@ async def _resolve(
 
 
 def _mark(mark: Mark | None) -> MarkRead | None:
-    return None if mark is None else MarkRead(**vars_of(mark))
+    if mark is None:
+        return None
+    return MarkRead(symbol=mark.symbol, price=mark.price, source=mark.source, observed_at=mark.observed_at)
 
 
-def vars_of(mark: Mark) -> dict[str, Any]:
-    """A mark's fields (a slotted dataclass has no __dict__)."""
-    return {"symbol": mark.symbol, "price": mark.price, "source": mark.source, "observed_at": mark.observed_at}
-
-
-def _answer(request: Request, report: ReportHeader, rows: Sequence[BaseModel], name: str) -> Response:
-    """JSON, or CSV (one line per row, nested values as JSON) when the client accepts text/csv."""
+def _answer(
+    request: Request, report: ReportHeader, rows: Sequence[BaseModel], row_model: type[BaseModel], name: str
+) -> Response:
+    """JSON, or CSV (a header, then one line per row, nested values as JSON) when the client accepts text/csv."""
     if CSV_MEDIA_TYPE not in request.headers.get("accept", ""):
         return Response(report.model_dump_json(by_alias=True), media_type="application/json")
     out = io.StringIO()
-    writer: csv.DictWriter[str] | None = None
+    writer = csv.DictWriter(out, fieldnames=list(row_model.model_fields), lineterminator="\n")
+    writer.writeheader()
     for row in rows:
-        flat = {
-            key: json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
-            for key, value in row.model_dump(mode="json").items()
-        }
-        if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(flat), lineterminator="\n")
-            writer.writeheader()
-        writer.writerow(flat)
+        writer.writerow(
+            {
+                key: json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+                for key, value in row.model_dump(mode="json").items()
+            }
+        )
     filename = f"{name}-{report.scope}-{report.from_}-{report.to}.csv"
     return Response(
         out.getvalue(),
@@ -162,7 +160,7 @@ async def daily_return(
     ]
     total = compound_pct(d.period.return_pct for d in days)
     report = DailyReturnReport(**query.header(), rows=rows, total_return_pct=total)
-    return _answer(request, report, rows, "daily-return")
+    return _answer(request, report, rows, DailyReturnRow, "daily-return")
 
 
 @router.get("/reports/nav", response_model=NavReport, responses=REPORT_RESPONSES, tags=["reports"])
@@ -179,11 +177,11 @@ async def nav(
             at=d.period.end.at,
             nav=d.period.end.nav,
             exposure=dict(d.period.end.exposure),
-            marks=[MarkRead(**vars_of(mark)) for mark in d.period.end.marks],
+            marks=[m for m in map(_mark, d.period.end.marks) if m is not None],
         )
         for d in days
     ]
-    return _answer(request, NavReport(**query.header(), pricing=PRICING, rows=rows), rows, "nav")
+    return _answer(request, NavReport(**query.header(), pricing=PRICING, rows=rows), rows, NavPoint, "nav")
 
 
 @router.get("/reports/pnl", response_model=PnlReport, responses=REPORT_RESPONSES, tags=["reports"])
@@ -214,7 +212,7 @@ async def pnl(
     unrealized = None if None in unrealized_values else sum((u for u in unrealized_values if u is not None), Decimal(0))
     net = None if unrealized is None else realized + unrealized - fees
     report = PnlReport(**query.header(), rows=rows, realized=realized, unrealized=unrealized, fees=fees, net=net)
-    return _answer(request, report, rows, "pnl")
+    return _answer(request, report, rows, PnlRow, "pnl")
 
 
 @router.get("/reports/fees", response_model=FeesReport, responses=REPORT_RESPONSES, tags=["reports"])
@@ -233,7 +231,7 @@ async def fees(
         **query.header(), rows=rows, fees=sum((r.fees for r in rollup), Decimal(0)),
         turnover=sum((r.turnover for r in rollup), Decimal(0)), refreshed_at=refreshed_at,
     )  # fmt: skip
-    return _answer(request, report, rows, "fees")
+    return _answer(request, report, rows, FeeRow, "fees")
 
 
 # The errors stay JSON: a response_class would make the OpenAPI document declare them as text/html too.

@@ -15,7 +15,7 @@ as arguments. Conventions, stated once:
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -148,7 +148,7 @@ class Portfolio:
 
     def add_flow(self, flow: CashFlow) -> None:
         """Record one cash flow (kept in time order)."""
-        self.flows.insert(bisect_right([f.at for f in self.flows], flow.at), flow)
+        insort(self.flows, flow, key=lambda f: f.at)
 
     def mark_at(self, symbol: str, at: datetime) -> Mark | None:
         """The latest mark of `symbol` at or before `at`."""

@@ -221,6 +221,9 @@ async def test_fees_come_from_the_refreshed_rollup(reports: httpx.AsyncClient, m
     assert (body["fees"], body["turnover"]) == ("6", "6200")
     (row,) = _csv(await reports.get("/reports/fees", params=params, headers={**OPERATOR, **CSV}))
     assert (row["fees"], row["turnover"], row["fills"]) == ("6", "6200", "2")
+    quiet_day = {"account_id": ACCOUNT, "from": str(DAY_1), "to": str(DAY_1)}
+    empty = await reports.get("/reports/fees", params=quiet_day, headers={**OPERATOR, **CSV})
+    assert empty.text == "day,account_id,symbol,fees,turnover,fills\n"  # the header alone
 
     # A fill stored after the refresh makes the next one refresh again (and only then).
     engine = create_async_engine(module_database_url)
