@@ -90,11 +90,12 @@ class ReadModelWriter:
 
     async def on_marketdata(self, session: AsyncSession, message: MarketData) -> None:
         """Turn a book message or a trade into a mark (book mid first; a trade only for a symbol without a book)."""
-        mark = self._mark(message)
+        mark = self.mark_for(message)
         if mark is not None:
             await ReportsRepository(session).put_mark(mark, minute_of(mark.observed_at))
 
-    def _mark(self, message: MarketData) -> Mark | None:
+    def mark_for(self, message: MarketData) -> Mark | None:
+        """The mark a market-data message sets, if any (the book is updated either way)."""
         symbol = message.symbol
         if isinstance(message, Trade):
             return None if symbol in self._books else Mark(symbol, message.price, LAST_TRADE, message.timestamp)
