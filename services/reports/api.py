@@ -206,9 +206,11 @@ async def pnl(
         )
         for i in result.instruments
     ]
-    realized = sum((i.realized for i in result.instruments), Decimal(0))
-    fees = sum((i.fees for i in result.instruments), Decimal(0))
-    unrealized_values = [i.unrealized for i in result.instruments]
+    # The totals add only instruments quoted in the report's quote asset (another quote is another currency).
+    in_quote = [i for i in result.instruments if i.symbol.endswith(f"/{query.quote}")]
+    realized = sum((i.realized for i in in_quote), Decimal(0))
+    fees = sum((i.fees for i in in_quote), Decimal(0))
+    unrealized_values = [i.unrealized for i in in_quote]
     unrealized = None if None in unrealized_values else sum((u for u in unrealized_values if u is not None), Decimal(0))
     net = None if unrealized is None else realized + unrealized - fees
     report = PnlReport(**query.header(), rows=rows, realized=realized, unrealized=unrealized, fees=fees, net=net)

@@ -91,6 +91,8 @@ class NavReport(ReportHeader):
 
 
 class PnlReport(ReportHeader):
+    """Per instrument (each in its own quote asset); the totals add the instruments quoted in `quote` only."""
+
     rows: list[PnlRow]
     realized: DecimalText
     unrealized: DecimalText | None
