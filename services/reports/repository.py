@@ -233,15 +233,20 @@ class ReportsRepository:
         rows = (await self.session.execute(sa.union_all(before, within))).all()
         return [Mark(row.symbol, row.price, row.source, row.observed_at) for row in rows]
 
-    async def fills(self, account_ids: Sequence[str], until: datetime) -> list[Fill]:
-        """Every fill of the accounts up to `until` (the cost basis needs them all), oldest first."""
+    async def fills(self, account_ids: Sequence[str], until: datetime) -> list[tuple[str, Fill]]:
+        """Every fill of the accounts up to `until` (the cost basis needs them all) with its account, oldest first."""
         query = (
             sa.select(fills)
             .where(fills.c.account_id.in_(list(account_ids)), fills.c.occurred_at <= until)
             .order_by(fills.c.occurred_at, fills.c.order_id, fills.c.trade_id)
         )
         return [
-            Fill(row["symbol"], OrderSide(row["side"]), row["quantity"], row["price"], row["fee"], row["occurred_at"])
+            (
+                row["account_id"],
+                Fill(
+                    row["symbol"], OrderSide(row["side"]), row["quantity"], row["price"], row["fee"], row["occurred_at"]
+                ),
+            )
             for row in (await self.session.execute(query)).mappings()
         ]
 

@@ -33,6 +33,7 @@ from shared.domain.pnl import (
     Portfolio,
     Unpriced,
     Valuation,
+    combine_instruments,
     day_bounds,
     days,
     drawdowns_pct,
@@ -213,10 +214,15 @@ class ReportQueries:
         _, end = day_bounds(last, zone)
         async with UnitOfWork(self.sessionmaker) as uow:
             fills = await ReportsRepository(uow.session).fills(scope.account_ids, end)
-            symbols = sorted({fill.symbol for fill in fills})
+            symbols = sorted({fill.symbol for _, fill in fills})
             marks = await ReportsRepository(uow.session).marks(symbols, end, end)
         latest = {mark.symbol: mark for mark in sorted(marks, key=lambda m: m.observed_at)}
-        return PnlReport(start, end, pnl_by_instrument(fills, latest, since=start))
+        by_account: dict[str, list[Fill]] = {}
+        for account_id, fill in fills:
+            by_account.setdefault(account_id, []).append(fill)
+        # Each account keeps its own cost basis; the firm's figures are the accounts' added up.
+        per_account = [pnl_by_instrument(account_fills, latest, since=start) for account_fills in by_account.values()]
+        return PnlReport(start, end, combine_instruments(row for rows in per_account for row in rows))
 
     async def fees(self, scope: Scope, first: date, last: date) -> tuple[list[DailyFees], datetime | None]:
         """Fees and turnover per UTC day and instrument from the `fills_daily` rollup, with its refresh time."""

@@ -352,6 +352,32 @@ def pnl_by_instrument(
     return out
 
 
+def combine_instruments(rows: Iterable[InstrumentPnl]) -> list[InstrumentPnl]:
+    """Several accounts' PnL of the same instruments added up (average cost weighted by position), by symbol."""
+    grouped: dict[str, list[InstrumentPnl]] = {}
+    for row in rows:
+        grouped.setdefault(row.symbol, []).append(row)
+    out = []
+    for symbol, parts in sorted(grouped.items()):
+        position = sum((p.position for p in parts), ZERO)
+        cost = sum((MONEY_CONTEXT.multiply(p.average_cost, p.position) for p in parts), ZERO)
+        unrealized = [p.unrealized for p in parts]
+        out.append(
+            InstrumentPnl(
+                symbol=symbol,
+                position=position,
+                average_cost=ZERO if position == ZERO else money(MONEY_CONTEXT.divide(cost, position)),
+                realized=sum((p.realized for p in parts), ZERO),
+                unrealized=None if None in unrealized else sum((u for u in unrealized if u is not None), ZERO),
+                fees=sum((p.fees for p in parts), ZERO),
+                turnover=sum((p.turnover for p in parts), ZERO),
+                fills=sum(p.fills for p in parts),
+                mark=parts[0].mark,
+            )
+        )
+    return out
+
+
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """The instants that start and end `day` in `zone` (a DST day is 23 or 25 hours long)."""
     start = datetime.combine(day, time(0), tzinfo=zone)

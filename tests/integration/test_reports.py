@@ -249,6 +249,14 @@ async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: htt
     # The transfer between T1 and T2 is no flow of the firm: the firm's day 2 has the scenario's flows and PnL.
     firm_days = (await reports.get("/reports/pnl/daily_pct", params=DAYS, headers=DIRECTOR)).json()["rows"]
     assert (firm_days[1]["net_flows"], firm_days[1]["pnl"]) == (str(EXPECTED.net_flows), str(EXPECTED.pnl))
+    day_2 = {"from": str(DAY_2), "to": str(DAY_2)}
+    firm_pnl = (await reports.get("/reports/pnl", params=day_2, headers=DIRECTOR)).json()
+    assert (firm_pnl["realized"], firm_pnl["unrealized"], firm_pnl["fees"], firm_pnl["net"]) == (
+        "200",
+        "260",
+        "6",
+        "454",
+    )
     # For T1 alone it is money out, not a loss.
     t1 = (await reports.get("/reports/pnl/daily_pct", params={**DAYS, "account_id": T1}, headers=DIRECTOR)).json()
     assert t1["tz"] == "America/Los_Angeles"  # its days are cut in its own zone (AETHER_ACCOUNT_TIME_ZONES)

@@ -17,6 +17,7 @@ from shared.domain.pnl import (
     Mark,
     Portfolio,
     Unpriced,
+    combine_instruments,
     compound_pct,
     day_bounds,
     drawdowns_pct,
@@ -123,6 +124,24 @@ def test_the_firm_sums_accounts() -> None:
     book, _ = _scenario()
     book.add_balance("other", BalancePoint("USD", D(1_000), at(DAY_1, 11)))
     assert book.value_at(at(DAY_2, 23)).nav == EXPECTED.end_nav + 1_000
+
+
+def test_the_firm_adds_up_accounts_that_keep_their_own_cost_basis() -> None:
+    when = at(DAY_2, 9)
+    mark = Mark(SYMBOL, D(120), "book_mid", when)
+    a = pnl_by_instrument([Fill(SYMBOL, OrderSide.BUY, D(1), D(100), D(1), when)], {SYMBOL: mark})
+    b = pnl_by_instrument(
+        [
+            Fill(SYMBOL, OrderSide.BUY, D(1), D(200), D(2), when),
+            Fill(SYMBOL, OrderSide.SELL, D(1), D(150), D("1.5"), when + timedelta(hours=1)),
+        ],
+        {SYMBOL: mark},
+    )
+    (firm,) = combine_instruments([*a, *b])
+    # A: holds 1 bought at 100 (unrealized 20). B: bought at 200, sold at 150 (realized -50). One book for both
+    # would have sold at the blended cost 150 (realized 0): each account's own basis is what happened.
+    assert (firm.position, firm.average_cost, firm.realized, firm.unrealized) == (D(1), D(100), D(-50), D(20))
+    assert (firm.fees, firm.turnover, firm.fills) == (D("4.5"), D(450), 3)
 
 
 def test_drawdown_runs_on_the_return_index() -> None:
