@@ -27,6 +27,8 @@ app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchan
 app.add_typer(
     feed_app, name="feed", help="Market data onto the marketdata.* topics: replay (file or synthetic) or live (kraken)"
 )
+ops_app = typer.Typer(help="Operations jobs", no_args_is_help=True)
+app.add_typer(ops_app, name="ops", help="Operations jobs (rollups, ...)")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -60,6 +62,17 @@ def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "
         except Exception as exc:
             raise _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     console.print(f"migrations applied up to [bold]{revision}[/bold]")
+
+
+@ops_app.command("refresh-aggregates")
+def refresh_aggregates() -> None:
+    """Refresh the daily rollups (continuous aggregates or materialized views) that have new rows."""
+    from ops.aggregates import refresh_aggregates as refresh
+
+    for result in refresh(_settings().database_url.get_secret_value()):
+        state = "refreshed" if result.refreshed else "up to date"
+        since = "" if result.window_start is None else f" from {result.window_start.isoformat()}"
+        console.print(f"{result.view} ({result.mode.value}): {state}{since}, {result.rows} rows", highlight=False)
 
 
 @app.command()

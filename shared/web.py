@@ -64,6 +64,7 @@ DUTIES: dict[str, tuple[tuple[Role, ...], Scope]] = {
     "Requester": (REQUESTERS, Scope.APPROVALS_REQUEST),
     "Director": (DIRECTORS, Scope.APPROVALS_WRITE),
     "AuditReader": (AUDIT_READERS, Scope.AUDIT_READ),
+    "ReportReader": (READERS, Scope.REPORTS_READ),
 }
 
 # Any signed-in caller (no role or scope); enrollment tokens are refused.
@@ -91,6 +92,7 @@ ApprovalReader = Annotated[Principal, Depends(authorize(*DUTIES["ApprovalReader"
 Requester = Annotated[Principal, Depends(authorize(*DUTIES["Requester"]))]
 Director = Annotated[Principal, Depends(authorize(*DUTIES["Director"]))]
 AuditReader = Annotated[Principal, Depends(authorize(*DUTIES["AuditReader"]))]
+ReportReader = Annotated[Principal, Depends(authorize(*DUTIES["ReportReader"]))]
 
 # Identifiers: a letter or digit first, then letters, digits and `._:-`; never a control character.
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"

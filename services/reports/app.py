@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.reports import api, consumers
+from services.reports.adapters import build_adapters
 from services.reports.config import ReportsSettings, get_settings
 from shared.app_factory import ServiceSpec, build_service_app
 from shared.config import AetherSettings, service_settings
@@ -15,6 +16,7 @@ SPEC = ServiceSpec(
     description="Daily PnL, NAV and performance reports.",
     routers=[api.router],
     workers=consumers.WORKERS,
+    on_startup=build_adapters,
 )
 
 

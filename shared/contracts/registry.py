@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.contracts import accounts, approvals, audit, balances, controls, exits, hedge, orders, risk
+from shared.contracts import accounts, approvals, audit, balances, cashflows, controls, exits, hedge, orders, risk
 from shared.contracts.base import ContractViolation, Message, outbox_payload
 from shared.contracts.marketdata import BookDelta, BookSnapshot, Trade
 from shared.events.envelope import Envelope
@@ -28,6 +28,7 @@ from shared.events.topics import (
     HITL_DECISIONS,
     HITL_REQUEST_EVENTS,
     OMS_BALANCE_EVENTS,
+    OMS_CASHFLOW_EVENTS,
     OMS_COMMANDS,
     OMS_ORDER_EVENTS,
     RISK_CONTROLS,
@@ -56,6 +57,7 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
             for t, m in _by_type(*orders.ORDER_EVENTS, orders.CommandRejected, approvals.OrderApprovalRequested).items()
         },
         (OMS_BALANCE_EVENTS, balances.BalanceChanged.TYPE): balances.BalanceChanged,
+        (OMS_CASHFLOW_EVENTS, cashflows.CashFlowRecorded.TYPE): cashflows.CashFlowRecorded,
         (RISK_TRADING_STATE_EVENTS, risk.TradingStateChanged.TYPE): risk.TradingStateChanged,
         # Limit raises and resumes from HALTED waiting for a director (one of the `ApprovalRequested` variants).
         (RISK_TRADING_STATE_EVENTS, "ApprovalRequested"): approvals.LimitRaiseApprovalRequested,

@@ -78,6 +78,7 @@ def validate_kafka_name(topic: str) -> str:
 OMS_COMMANDS = commands("oms")
 OMS_ORDER_EVENTS = entity_events("oms", "order")
 OMS_BALANCE_EVENTS = entity_events("oms", "balance")  # BalanceChanged, keyed by account id
+OMS_CASHFLOW_EVENTS = entity_events("oms", "cash-flow")  # CashFlowRecorded, keyed by account id
 HITL_DECISIONS = validate_topic("hitl.decisions.v1")
 AUDIT_ANCHORS = validate_topic("audit.anchors.v1")
 # Issue 4 and 5 streams (payloads documented in docs/risk.md, docs/hedge.md, docs/hitl.md).

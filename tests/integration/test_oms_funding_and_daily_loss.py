@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.auth.roles import Role
 from shared.config import AetherSettings
+from shared.contracts.cashflows import OMS_CASHFLOW_EVENTS, CashFlowKind, CashFlowRecorded
 from tests.helpers import own_database
 from tests.kit.auth import token
 from tests.kit.controls import applied
@@ -86,6 +87,13 @@ async def test_a_repeated_deposit_reference_credits_once_and_answers_the_same(om
     assert await oms.scalar("SELECT count(*) FROM paper.deposits WHERE account_id = :a", a=account) == 1
     entries = "SELECT count(*) FROM audit.audit_log WHERE action = 'paper.deposit' AND target = :t"
     assert await oms.scalar(entries, t=f"{account}/USD") == 1
+    # One CashFlowRecorded for the reports service, from the deposit's transaction (docs/reports.md).
+    flows = "SELECT payload -> 'payload' FROM oms.outbox WHERE topic = :topic AND key = :a"
+    async with oms.engine.connect() as conn:
+        published = (await conn.execute(text(flows), {"topic": OMS_CASHFLOW_EVENTS, "a": account})).scalars().all()
+    assert len(published) == 1
+    flow = CashFlowRecorded.model_validate(published[0])
+    assert (flow.kind, flow.asset, flow.amount, flow.reference) == (CashFlowKind.DEPOSIT, "USD", 1000, "wire-1")
 
 
 async def test_a_deposit_reference_reused_for_another_amount_or_asset_is_a_conflict(oms: Oms) -> None:

@@ -269,6 +269,8 @@ PAPER: dict[tuple[str, str], Rule] = {
     ),
 }
 
+REPORT_DAYS = {"from": "2026-01-04", "to": "2026-01-05"}
+
 POLICY: dict[str, dict[tuple[str, str], Rule]] = {
     "oms": OMS,
     "risk": {**info("risk"), **RISK_STATE, **RISK_EXITS},
@@ -280,6 +282,14 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
         # The audit log and its anchors: auditors only (admins make the audited changes; docs/audit.md).
         ("GET", "/audit"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
         ("GET", "/audit/anchors"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
+        # Reports of an account: any reader granted it (docs/reports.md); the firm view (no account) is for directors.
+        **{
+            ("GET", path): Rule(READERS, scope="reports:read", account="query", query=REPORT_DAYS)
+            for path in ("/reports/pnl/daily_pct", "/reports/nav", "/reports/pnl", "/reports/fees")
+        },
+        ("GET", "/reports/ui/nav"): Rule(
+            frozenset({Role.DIRECTOR}), scope="reports:read", account="query", query=REPORT_DAYS
+        ),
     },
     "analytics": {**info("analytics")},
     "backtest": {**info("backtest")},

@@ -16,8 +16,9 @@ from services.oms.ledger_repository import DepositRecord, DepositStatus, LedgerR
 from services.oms.metrics import VENUE_ERRORS
 from services.oms.repository import OmsRepository
 from services.oms.use_cases.context import OmsContext
-from services.oms.use_cases.publishing import save_ledger
+from services.oms.use_cases.publishing import publish_cash_flow, save_ledger
 from shared.audit import append as audit_append
+from shared.contracts.cashflows import CashFlowKind, CashFlowRecorded
 from shared.domain.money import format_decimal
 from shared.domain.types import AccountId
 from shared.venues.base import Funding, VenueError, VenueRejected
@@ -81,6 +82,18 @@ class FundPaperAccount:
             await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
             balance = update.ledger.balance(deposit.asset)
             await ledger_repo.mark_deposit_applied(deposit.account_id, deposit.reference, balance, now)
+            await publish_cash_flow(
+                uow.session,
+                self.ctx.tables,
+                CashFlowRecorded(
+                    account_id=deposit.account_id,
+                    kind=CashFlowKind.DEPOSIT,
+                    asset=deposit.asset,
+                    amount=deposit.amount,
+                    reference=deposit.reference,
+                    occurred_at=now,
+                ),
+            )
             await audit_append(
                 uow.session,
                 actor=actor,

@@ -15,6 +15,7 @@ from shared.audit import AuditEntry
 from shared.audit import append_many as audit_append_many
 from shared.contracts.balances import BalanceChanged
 from shared.contracts.base import ContractViolation, outbox_payload
+from shared.contracts.cashflows import OMS_CASHFLOW_EVENTS, CashFlowRecorded
 from shared.contracts.orders import ORDER_EVENTS, OrderEventMessage
 from shared.contracts.registry import new_envelope
 from shared.domain.ledger import Ledger, LedgerUpdate
@@ -126,3 +127,9 @@ async def save_ledger(
         envelope = new_envelope(message, producer="oms", aggregate_id=after.account_id, now=now)
         items.append(OutboxItem(OMS_BALANCE_EVENTS, envelope, key=after.account_id))
     await add_many_to_outbox(session, tables, items)
+
+
+async def publish_cash_flow(session: AsyncSession, tables: EventTables, flow: CashFlowRecorded) -> None:
+    """Announce a deposit, withdrawal or transfer (`CashFlowRecorded`) in the caller's transaction."""
+    envelope = new_envelope(flow, producer="oms", aggregate_id=flow.account_id, now=flow.occurred_at)
+    await add_many_to_outbox(session, tables, [OutboxItem(OMS_CASHFLOW_EVENTS, envelope, key=flow.account_id)])

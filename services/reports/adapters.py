@@ -1,0 +1,31 @@
+"""The reports service's composition root: the read-model writer and the queries, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.reports.config import ReportsSettings
+from services.reports.service import ReadModelWriter, ReportQueries
+from shared.app_factory import ServiceRuntime, adapters_of
+from shared.config import ConfigurationError
+
+
+@dataclass(frozen=True)
+class ReportsAdapters:
+    settings: ReportsSettings
+    writer: ReadModelWriter
+    queries: ReportQueries
+
+
+async def build_adapters(runtime: ServiceRuntime) -> None:
+    """`ServiceSpec.on_startup`: the writer (it holds the books the marks come from) and the queries."""
+    settings = runtime.settings
+    if not isinstance(settings, ReportsSettings):
+        raise ConfigurationError("the reports service needs ReportsSettings")
+    queries = ReportQueries(runtime.sessionmaker, settings.quote_asset, settings.max_range_days)
+    runtime.adapters = ReportsAdapters(settings, ReadModelWriter(), queries)
+
+
+def reports_adapters(runtime: ServiceRuntime) -> ReportsAdapters:
+    """The adapters of a started reports process."""
+    return adapters_of(runtime, ReportsAdapters)
