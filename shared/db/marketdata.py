@@ -123,7 +123,7 @@ def _candle_select(view: CandleView, *, timescale: bool) -> str:
     return (
         f"SELECT venue, instrument, {bucket} AS bucket, {first_last}, "  # noqa: S608 - constants only
         "max(price) AS high, min(price) AS low, sum(quantity) AS volume, "
-        "sum(price * quantity) AS notional, count(*) AS trade_count "
+        "CAST(sum(price * quantity) AS NUMERIC(38, 18)) AS notional, count(*) AS trade_count "
         f"FROM {SCHEMA}.trades GROUP BY venue, instrument, {bucket}"
     )
 

@@ -281,7 +281,15 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
         ("GET", "/audit"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
         ("GET", "/audit/anchors"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
     },
-    "analytics": {**info("analytics")},
+    "analytics": {
+        **info("analytics"),
+        # Stored market data: every reader role with `market_data:read` (docs/marketdata.md).
+        ("GET", "/analytics/candles"): Rule(READERS, scope="market_data:read", query={"symbol": "BTC/USD"}),
+        ("GET", "/analytics/trades"): Rule(READERS, scope="market_data:read", query={"symbol": "BTC/USD"}),
+        ("GET", "/analytics/book-snapshots"): Rule(READERS, scope="market_data:read", query={"symbol": "BTC/USD"}),
+        ("GET", "/analytics/market-data/health"): Rule(READERS, scope="market_data:read"),
+        ("GET", "/analytics/correlations"): Rule(READERS, scope="market_data:read", query={"symbols": "BTC/USD"}),
+    },
     "backtest": {**info("backtest")},
     "paper": PAPER,
 }
