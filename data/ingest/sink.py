@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from data.ingest import store
@@ -51,6 +51,12 @@ log = get_logger(__name__)
 SINK_CONSUMER = "marketdata-sink"
 SINK_TOPICS = (TRADE_TOPIC, BOOK_TOPIC)
 TABLES = event_tables("marketdata")
+# The inbox claim of a whole batch in one statement (arrays per column, like store.insert_trades).
+_CLAIM = sa.text(
+    f'INSERT INTO {TABLES.schema}.inbox (consumer, event_id, topic, partition, "offset") '  # noqa: S608 - constants
+    "SELECT :consumer, * FROM unnest(CAST(:event_id AS uuid[]), CAST(:topic AS text[]), CAST(:partition AS int[]), "
+    "CAST(:offset AS bigint[])) ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+)
 STORED = counter("aether_marketdata_sink_rows_total", "Rows the market-data sink stored, by kind.", ["kind"])
 
 
@@ -283,14 +289,9 @@ class MarketDataSink:
         }
         if not rows:
             return set()
-        inbox = TABLES.inbox
-        statement = (
-            insert(inbox)
-            .values(list(rows.values()))
-            .on_conflict_do_nothing(index_elements=[inbox.c.consumer, inbox.c.event_id])
-            .returning(inbox.c.event_id)
-        )
-        return set((await session.execute(statement)).scalars().all())
+        columns = {name: [row[name] for row in rows.values()] for name in ("event_id", "topic", "partition", "offset")}
+        result = await session.execute(_CLAIM, {"consumer": self._consumer_name, **columns})
+        return set(result.scalars().all())
 
     def _rows(self, items: list[_Decoded]) -> tuple[list[Trade], list[store.SnapshotRow]]:
         trades: list[Trade] = []

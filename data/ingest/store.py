@@ -29,8 +29,6 @@ from shared.db import marketdata as md
 from shared.marketdata import BookSnapshot, Level, Trade
 
 Executor = AsyncSession | AsyncConnection
-# Rows per INSERT statement: well under PostgreSQL's 65,535 bind parameters (7 columns per trade).
-_CHUNK_ROWS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +69,24 @@ class Refreshed:
     elapsed_s: float
 
 
+_TRADE_COLUMNS = {
+    "venue": "text",
+    "instrument": "text",
+    "trade_id": "text",
+    "traded_at": "timestamptz",
+    "price": "numeric",
+    "quantity": "numeric",
+    "side": "text",
+}
+# One statement with one array per column (unnest): the query text stays small and prepared whatever the batch
+# size, which is several times faster than a multi-row VALUES list of 7 parameters per trade.
+_INSERT_TRADES = sa.text(
+    f"INSERT INTO {md.SCHEMA}.trades ({', '.join(_TRADE_COLUMNS)}) "  # noqa: S608 - constants only
+    f"SELECT * FROM unnest({', '.join(f'CAST(:{name} AS {kind}[])' for name, kind in _TRADE_COLUMNS.items())}) "
+    "ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
 def trade_values(trade: Trade) -> dict[str, Any]:
     """The `marketdata.trades` row of a trade message."""
     return {
@@ -88,19 +104,21 @@ def _levels(levels: Sequence[Level]) -> list[list[str]]:
     return [[str(level.price), str(level.qty)] for level in levels]
 
 
-def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        yield rows[start : start + _CHUNK_ROWS]
-
-
 async def insert_trades(db: Executor, trades: Iterable[Trade]) -> int:
     """Insert trades, skipping any already stored (same venue, instrument, trade id and time); return how many were new."""
     rows = [trade_values(trade) for trade in trades]
-    inserted = 0
-    for chunk in _chunks(rows):
-        statement = insert(md.trades).values(chunk).on_conflict_do_nothing().returning(md.trades.c.trade_id)
-        inserted += len((await db.execute(statement)).all())
-    return inserted
+    if not rows:
+        return 0
+    columns = {name: [row[name] for row in rows] for name in _TRADE_COLUMNS}
+    return len((await db.execute(_INSERT_TRADES, columns)).all())
+
+
+async def _insert_many(db: Executor, statement: Any, rows: list[dict[str, Any]]) -> int:
+    # executemany with one cached statement: SQLAlchemy batches the rows into multi-row INSERTs itself
+    # ("insertmanyvalues") and still returns every inserted row, so ON CONFLICT DO NOTHING counts what was new.
+    if not rows:
+        return 0
+    return len((await db.execute(statement, rows)).all())
 
 
 async def insert_book_snapshots(db: Executor, snapshots: Iterable[SnapshotRow]) -> int:
@@ -119,22 +137,15 @@ async def insert_book_snapshots(db: Executor, snapshots: Iterable[SnapshotRow]) 
         }
         for row in snapshots
     ]
-    inserted = 0
-    for chunk in _chunks(rows):
-        table = md.book_snapshots
-        statement = insert(table).values(chunk).on_conflict_do_nothing().returning(table.c.sequence)
-        inserted += len((await db.execute(statement)).all())
-    return inserted
+    table = md.book_snapshots
+    return await _insert_many(db, insert(table).on_conflict_do_nothing().returning(table.c.sequence), rows)
 
 
 async def quarantine(db: Executor, entries: Iterable[QuarantineEntry]) -> int:
     """Keep what could not be stored, once per source + position + reason; return how many entries were new."""
     rows = [{"source": e.source, "position": e.position, "reason": e.reason, "raw": e.raw} for e in entries]
-    if not rows:
-        return 0
     table = md.quarantine
-    statement = insert(table).values(rows).on_conflict_do_nothing().returning(table.c.id)
-    return len((await db.execute(statement)).all())
+    return await _insert_many(db, insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
 
 
 async def quarantined(db: Executor, *, source: str | None = None, limit: int = 1_000) -> list[sa.Row[Any]]:
