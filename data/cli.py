@@ -92,23 +92,41 @@ async def _sink(settings: AetherSettings, batch_size: int, interval_s: float, de
 @app.command("refresh-aggregates")
 def refresh_command(
     interval: Annotated[list[str] | None, typer.Option(help="1m, 1h or 1d; repeat for several (default: all)")] = None,
+    every_s: Annotated[
+        float, typer.Option(min=0, help="refresh again this often until Ctrl-C or SIGTERM (0: once)")
+    ] = 0.0,
 ) -> None:
     """Refresh the candle views: incremental on TimescaleDB, REFRESH MATERIALIZED VIEW CONCURRENTLY otherwise."""
     unknown = sorted(set(interval or ()) - set(CANDLE_VIEWS))
     if unknown:
         raise typer.BadParameter(f"unknown {unknown}; one of {sorted(CANDLE_VIEWS)}", param_hint="--interval")
     settings = _settings()
+    asyncio.run(_refresh(settings, interval, every_s))
 
-    async def run() -> list[store.Refreshed]:
-        engine = create_engine(settings, application_name="aether-refresh-aggregates")
-        try:
-            return await store.refresh_aggregates(engine, interval)
-        finally:
-            await engine.dispose()
 
-    for done in asyncio.run(run()):
-        how = "incremental (continuous aggregate)" if done.incremental else "full, concurrently (materialized view)"
-        console.print(f"refreshed marketdata.{done.view}: {how} in {done.elapsed_s:.3f} s", highlight=False)
+async def _refresh(settings: AetherSettings, intervals: list[str] | None, every_s: float) -> None:
+    engine = create_engine(settings, application_name="aether-refresh-aggregates")
+    stop_event = asyncio.Event()
+    if every_s:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop_event.set)
+    try:
+        while True:
+            for done in await store.refresh_aggregates(engine, intervals):
+                how = (
+                    "incremental (continuous aggregate)"
+                    if done.incremental
+                    else "full, concurrently (materialized view)"
+                )
+                console.print(f"refreshed marketdata.{done.view}: {how} in {done.elapsed_s:.3f} s", highlight=False)
+            if not every_s:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), timeout=every_s)
+            if stop_event.is_set():
+                return
+    finally:
+        await engine.dispose()
 
 
 @app.command("check")
