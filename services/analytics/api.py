@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from services.analytics.errors import InvalidQuery
 from services.analytics.schemas import (
+    AnomalyRead,
     BookSnapshotRead,
     CandleInterval,
     CandleRead,
@@ -24,12 +25,14 @@ from services.analytics.service import (
     MarketDataQueries,
     resolve_range,
 )
+from shared.auth.tokens import ALL_ACCOUNTS
 from shared.clock import utc_now
 from shared.errors import COMMON_RESPONSES
 from shared.service_kit import RuntimeDep, info_router
 from shared.web import (
     IDENTIFIER_PATTERN,
     SYMBOL_PATTERN,
+    Cursor,
     FromQuery,
     Limit,
     MarketDataReader,
@@ -137,6 +140,15 @@ async def correlations(
         raise InvalidQuery("symbols", "a symbol appears more than once")
     window = resolve_range(start, end, utc_now(), CORRELATION_WINDOWS[interval])
     return await queries.correlations(interval, symbols, venue, window)
+
+
+@market.get("/anomalies", response_model=Page[AnomalyRead])
+async def anomalies(
+    principal: MarketDataReader, queries: Queries, limit: Limit = 100, cursor: Cursor = 0
+) -> Page[AnomalyRead]:
+    """The anomaly log, newest first: market-data anomalies and those of the accounts the caller may see."""
+    accounts = None if ALL_ACCOUNTS in principal.accounts else sorted(principal.accounts)
+    return await queries.anomalies(accounts, cursor, limit)
 
 
 router.include_router(market)

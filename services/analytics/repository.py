@@ -9,9 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import marketdata as md
+from shared.db.base import Money
 
 SCHEMA = "analytics"
 
@@ -133,3 +135,56 @@ async def feed_health(session: AsyncSession, now: datetime, window: timedelta) -
         " FROM feeds f ORDER BY f.venue, f.instrument"
     )
     return (await session.execute(query, {"since": now - window, "now": now})).all()
+
+
+_METADATA = sa.MetaData(schema=SCHEMA)
+anomalies = sa.Table(
+    "anomalies",
+    _METADATA,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("anomaly_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("venue", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("account_id", sa.Text),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("magnitude", Money, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+
+async def recent_closes(session: AsyncSession, since: datetime) -> list[Any]:
+    """(venue, symbol, bucket, close) of every 1-minute candle from `since`, by feed and bucket."""
+    c = md.candle_view("1m")
+    query = (
+        sa.select(c.c.venue, c.c.instrument, c.c.bucket, c.c.close)
+        .where(c.c.bucket >= since)
+        .order_by(c.c.venue, c.c.instrument, c.c.bucket)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def record_anomalies(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert anomalies not seen before (same kind, feed and observed time); return the new anomaly ids."""
+    if not rows:
+        return set()
+    statement = (
+        insert(anomalies)
+        .on_conflict_do_nothing(index_elements=["kind", "venue", "symbol", "observed_at"])
+        .returning(anomalies.c.anomaly_id)
+    )
+    return set((await session.execute(statement, list(rows))).scalars().all())
+
+
+async def anomalies_page(
+    session: AsyncSession, accounts: Sequence[str] | None, after_id: int | None, limit: int
+) -> Sequence[sa.Row[Any]]:
+    """Anomalies, newest first, that are market-wide or of `accounts` (None: every account)."""
+    a = anomalies
+    query = sa.select(a).order_by(a.c.id.desc()).limit(limit)
+    if accounts is not None:
+        query = query.where(sa.or_(a.c.account_id.is_(None), a.c.account_id.in_(list(accounts))))
+    if after_id is not None:
+        query = query.where(a.c.id < after_id)
+    return (await session.execute(query)).all()

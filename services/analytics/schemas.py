@@ -108,3 +108,17 @@ class Correlations(_Read):
     points: int = Field(description="aligned returns per symbol")
     symbols: list[str]
     matrix: dict[str, dict[str, float | None]] = Field(json_schema_extra=SYMBOL_KEYS_SCHEMA)
+
+
+class AnomalyRead(_Read):
+    """One anomaly of the log; `account_id` is null for market-data anomalies."""
+
+    anomaly_id: str
+    kind: Literal["stale_feed", "trade_gap", "price_jump"]
+    venue: str
+    symbol: str
+    account_id: str | None
+    observed_at: datetime
+    detected_at: datetime
+    magnitude: DecimalString
+    detail: str

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.analytics import repository
 from services.analytics.errors import InvalidQuery, UnknownSymbol
 from services.analytics.schemas import (
+    AnomalyRead,
     BookSnapshotRead,
     CandleInterval,
     CandleRead,
@@ -237,6 +238,26 @@ class MarketDataQueries:
                 )
             )
         return MarketDataHealth(checked_at=now, stale_after_s=stale_after_s, window_minutes=window_minutes, feeds=feeds)
+
+    async def anomalies(self, accounts: Sequence[str] | None, cursor: int, limit: int) -> Page[AnomalyRead]:
+        """A page of the anomaly log, newest first: market-wide ones and those of `accounts` (None: all)."""
+        async with self._sessionmaker() as session:
+            rows = await repository.anomalies_page(session, accounts, cursor or None, limit + 1)
+        items = [
+            AnomalyRead(
+                anomaly_id=r.anomaly_id,
+                kind=r.kind,
+                venue=r.venue,
+                symbol=r.symbol,
+                account_id=r.account_id,
+                observed_at=r.observed_at,
+                detected_at=r.detected_at,
+                magnitude=r.magnitude,
+                detail=r.detail,
+            )
+            for r in rows[:limit]
+        ]
+        return Page(items=items, next_cursor=str(rows[limit - 1].id) if len(rows) > limit else None)
 
     async def correlations(
         self, interval: ReturnsInterval, symbols: Sequence[str], venue: str | None, window: Range
