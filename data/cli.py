@@ -25,6 +25,8 @@ from shared.db.marketdata import CANDLE_VIEWS
 from shared.observability.logging import configure_logging
 
 console = Console(stderr=True)
+# RFC 3339 with its offset (`Z` or `+00:00`): a time without one is refused, never read as local time.
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
 app = typer.Typer(help="Market-data store: sink, aggregates, data quality", no_args_is_help=True)
 
 
@@ -133,8 +135,12 @@ async def _refresh(settings: AetherSettings, intervals: list[str] | None, every_
 def check_command(
     venue: Annotated[str | None, typer.Option(help="only this venue")] = None,
     symbol: Annotated[str | None, typer.Option(help="only this instrument, e.g. BTC/USD")] = None,
-    start: Annotated[datetime | None, typer.Option("--from", help="from this time (UTC offset required)")] = None,
-    end: Annotated[datetime | None, typer.Option("--to", help="up to this time, excluded")] = None,
+    start: Annotated[
+        datetime | None, typer.Option("--from", formats=TIME_FORMATS, help="from this time, e.g. 2026-01-31T00:00:00Z")
+    ] = None,
+    end: Annotated[
+        datetime | None, typer.Option("--to", formats=TIME_FORMATS, help="up to this time, excluded")
+    ] = None,
     max_gap_s: Annotated[float, typer.Option(min=0.001, help="report trades further apart than this")] = 300.0,
     quarantine: Annotated[bool, typer.Option(help="move duplicate rows to marketdata.quarantine")] = True,
 ) -> None:
