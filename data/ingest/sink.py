@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from data.ingest import store
 from shared.db.uow import UnitOfWork
 from shared.events.envelope import Envelope, MessageDecodeError
-from shared.events.tables import event_tables
 from shared.marketdata import (
     BOOK_TOPIC,
     TRADE_TOPIC,
@@ -50,13 +48,6 @@ log = get_logger(__name__)
 
 SINK_CONSUMER = "marketdata-sink"
 SINK_TOPICS = (TRADE_TOPIC, BOOK_TOPIC)
-TABLES = event_tables("marketdata")
-# The inbox claim of a whole batch in one statement (arrays per column, like store.insert_trades).
-_CLAIM = sa.text(
-    f'INSERT INTO {TABLES.schema}.inbox (consumer, event_id, topic, partition, "offset") '  # noqa: S608 - constants
-    "SELECT :consumer, * FROM unnest(CAST(:event_id AS uuid[]), CAST(:topic AS text[]), CAST(:partition AS int[]), "
-    "CAST(:offset AS bigint[])) ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
-)
 STORED = counter("aether_marketdata_sink_rows_total", "Rows the market-data sink stored, by kind.", ["kind"])
 
 
@@ -277,21 +268,13 @@ class MarketDataSink:
         return _Decoded(record, envelope, message)
 
     async def _claim(self, session: AsyncSession, items: list[_Decoded]) -> set[Any]:
-        rows = {
-            item.envelope.event_id: {
-                "consumer": self._consumer_name,
-                "event_id": item.envelope.event_id,
-                "topic": item.record.topic,
-                "partition": item.record.partition,
-                "offset": item.record.offset,
-            }
+        claims = {
+            item.envelope.event_id: store.InboxClaim(
+                item.envelope.event_id, item.record.topic, item.record.partition, item.record.offset
+            )
             for item in items
         }
-        if not rows:
-            return set()
-        columns = {name: [row[name] for row in rows.values()] for name in ("event_id", "topic", "partition", "offset")}
-        result = await session.execute(_CLAIM, {"consumer": self._consumer_name, **columns})
-        return set(result.scalars().all())
+        return await store.claim_events(session, self._consumer_name, claims.values())
 
     def _rows(self, items: list[_Decoded]) -> tuple[list[Trade], list[store.SnapshotRow]]:
         trades: list[Trade] = []

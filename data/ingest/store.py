@@ -7,6 +7,7 @@ connection. The names are stable:
 - `insert_trades(db, trades) -> int`: idempotent (ON CONFLICT DO NOTHING), returns the rows actually inserted.
 - `insert_book_snapshots(db, snapshots) -> int`: idempotent on venue + instrument + time + sequence.
 - `quarantine(db, entries) -> int`: idempotent on source + position + reason.
+- `claim_events(db, consumer, claims) -> set[UUID]`: the `marketdata.inbox` claim of a batch; returns the new ones.
 - `refresh_aggregates(engine) -> list[Refreshed]`: the candle views, incremental where TimescaleDB is enabled.
 - `duplicate_trades`, `out_of_order_trades`, `time_gaps`, `id_gaps`, `quarantine_duplicate_trades`: data quality.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -146,6 +148,40 @@ async def quarantine(db: Executor, entries: Iterable[QuarantineEntry]) -> int:
     rows = [{"source": e.source, "position": e.position, "reason": e.reason, "raw": e.raw} for e in entries]
     table = md.quarantine
     return await _insert_many(db, insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxClaim:
+    """One event a consumer is about to apply, and where it was read."""
+
+    event_id: uuid.UUID
+    topic: str
+    partition: int
+    offset: int
+
+
+# The inbox claim of a whole batch in one statement (arrays per column, like _INSERT_TRADES).
+_CLAIM = sa.text(
+    f'INSERT INTO {md.SCHEMA}.inbox (consumer, event_id, topic, partition, "offset") '  # noqa: S608 - constants
+    "SELECT :consumer, * FROM unnest(CAST(:event_id AS uuid[]), CAST(:topic AS text[]), CAST(:partition AS int[]), "
+    "CAST(:offset AS bigint[])) ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+)
+
+
+async def claim_events(db: Executor, consumer: str, claims: Iterable[InboxClaim]) -> set[uuid.UUID]:
+    """Record in `marketdata.inbox` that `consumer` applies these events (in the caller's transaction); return the
+    event ids it had not applied before: only those may be applied."""
+    rows = list(claims)
+    if not rows:
+        return set()
+    columns = {
+        "event_id": [c.event_id for c in rows],
+        "topic": [c.topic for c in rows],
+        "partition": [c.partition for c in rows],
+        "offset": [c.offset for c in rows],
+    }
+    result = await db.execute(_CLAIM, {"consumer": consumer, **columns})
+    return set(result.scalars().all())
 
 
 async def quarantined(db: Executor, *, source: str | None = None, limit: int = 1_000) -> list[sa.Row[Any]]:
