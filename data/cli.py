@@ -19,9 +19,11 @@ from data.ingest import store
 from data.ingest.quality import check_trades
 from data.ingest.sink import SINK_CONSUMER, MarketDataSink
 from shared.app_factory import supervise
+from shared.clock import utc_now
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.db import create_engine, sessionmaker_for
 from shared.db.marketdata import CANDLE_VIEWS
+from shared.db.uow import UnitOfWork
 from shared.observability.logging import configure_logging
 
 console = Console(stderr=True)
@@ -129,6 +131,26 @@ async def _refresh(settings: AetherSettings, intervals: list[str] | None, every_
                 return
     finally:
         await engine.dispose()
+
+
+@app.command("prune-inbox")
+def prune_inbox_command(
+    older_than_days: Annotated[
+        float, typer.Option(min=1, help="forget inbox rows older than this; keep it beyond the topics' retention")
+    ] = 14.0,
+) -> None:
+    """Delete the sink's inbox rows older than the topics could redeliver (the inbox grows by one row per message)."""
+    settings = _settings()
+
+    async def run() -> int:
+        engine = create_engine(settings, application_name="aether-prune-inbox")
+        try:
+            async with UnitOfWork(sessionmaker_for(engine)) as uow:
+                return await store.prune_inbox(uow.session, utc_now() - timedelta(days=older_than_days))
+        finally:
+            await engine.dispose()
+
+    console.print(f"deleted {asyncio.run(run())} marketdata.inbox rows older than {older_than_days:g} days")
 
 
 @app.command("check")

@@ -8,6 +8,7 @@ connection. The names are stable:
 - `insert_book_snapshots(db, snapshots) -> int`: idempotent on venue + instrument + time + sequence.
 - `quarantine(db, entries) -> int`: idempotent on source + position + reason.
 - `claim_events(db, consumer, claims) -> set[UUID]`: the `marketdata.inbox` claim of a batch; returns the new ones.
+- `prune_inbox(db, before) -> int`: forget inbox rows processed before `before` (older than the topics' retention).
 - `refresh_aggregates(engine) -> list[Refreshed]`: the candle views, incremental where TimescaleDB is enabled.
 - `duplicate_trades`, `out_of_order_trades`, `time_gaps`, `id_gaps`, `quarantine_duplicate_trades`: data quality.
 """
@@ -182,6 +183,14 @@ async def claim_events(db: Executor, consumer: str, claims: Iterable[InboxClaim]
     }
     result = await db.execute(_CLAIM, {"consumer": consumer, **columns})
     return set(result.scalars().all())
+
+
+async def prune_inbox(db: Executor, before: datetime) -> int:
+    """Delete `marketdata.inbox` rows processed before `before`; return how many. Safe once no record that old
+    can come again: `before` must lie beyond the topics' retention (Kafka's default: 7 days)."""
+    statement = sa.text(f"DELETE FROM {md.SCHEMA}.inbox WHERE processed_at < :before")  # noqa: S608 - constants
+    result = await db.execute(statement, {"before": before})
+    return int(getattr(result, "rowcount", 0))
 
 
 async def quarantined(db: Executor, *, source: str | None = None, limit: int = 1_000) -> list[sa.Row[Any]]:

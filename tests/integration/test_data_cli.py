@@ -1,5 +1,5 @@
 """Issue 14, items 1 and 3 from the command line: `aether data check` reports and quarantines, exit 1 when it found
-something; `aether data refresh-aggregates` says what it refreshed."""
+something; `aether data refresh-aggregates` says what it refreshed; `aether data prune-inbox` keeps recent rows."""
 
 from __future__ import annotations
 
@@ -47,3 +47,18 @@ def test_refresh_aggregates_names_each_view(cli_env: str) -> None:
     assert "candles_1h" not in result.output
     unknown = CliRunner().invoke(app, ["refresh-aggregates", "--interval", "5m"])
     assert unknown.exit_code == 2
+
+
+def test_prune_inbox_forgets_only_rows_older_than_asked(cli_env: str) -> None:
+    old, new = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(libpq_url(cli_env)) as conn:
+        conn.execute(
+            'INSERT INTO marketdata.inbox (consumer, event_id, topic, partition, "offset", processed_at) VALUES'
+            " ('cli-test', %(old)s, 't', 0, 1, now() - interval '30 days'), ('cli-test', %(new)s, 't', 0, 2, now())",
+            {"old": old, "new": new},
+        )
+    result = CliRunner().invoke(app, ["prune-inbox", "--older-than-days", "14"])
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(libpq_url(cli_env)) as conn:
+        left = {row[0] for row in conn.execute("SELECT event_id FROM marketdata.inbox WHERE consumer = 'cli-test'")}
+    assert left == {new}
