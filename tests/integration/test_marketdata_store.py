@@ -2,7 +2,8 @@
 refresh, `aether data check`, and the sink from Kafka through the inbox, on the real stack.
 
 The TimescaleDB path cannot run here (the extension is not installed): it is checked by detection (false here,
-so the plain path ran) and by asserting the statements the migration would issue; the plain path runs for real.
+so the plain path ran), by asserting the statements the migration would issue, and by parsing them
+(test_marketdata_timescale_sql.py); the plain path runs for real.
 """
 
 from __future__ import annotations
