@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from data.cli import app as data_app
 from data.replay.cli import app as feed_app
 from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
@@ -29,6 +30,7 @@ app.add_typer(
 )
 ops_app = typer.Typer(help="Operations jobs", no_args_is_help=True)
 app.add_typer(ops_app, name="ops", help="Operations jobs (rollups, ...)")
+app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -30,6 +30,11 @@ PAPER_VENUE = "paper"
 PAPER_VENUE_URL_ENV = "AETHER_PAPER_VENUE_URL"
 ADMIN_TOKEN_TTL_S = 8 * 3600
 FEED_ARGS = ("feed", "replay", "--synthetic", "--speed", "1", "--symbol", "BTC/USD", "--start-price", "60000")
+# The market-data store: the sink, and the candle views refreshed every minute (docs/marketdata.md).
+STORE_COMMANDS = (
+    ("marketdata-sink", ("data", "sink")),
+    ("aggregates", ("data", "refresh-aggregates", "--every-s", "60")),
+)
 
 
 def aether_home() -> Path:
@@ -291,6 +296,8 @@ def run_platform(services: Sequence[ServiceEntry], env: dict[str, str], *, synth
             command = aether_command("serve", entry.name, "--port", str(entry.port))
             supervisor.start(entry.name, command, COLORS[i % len(COLORS)], environments[entry.name])
         _wait_ready(services, supervisor)
+        for name, args in STORE_COMMANDS:
+            supervisor.start(name, aether_command(*args), "white")
         if synthetic_feed:
             # A SYNTHETIC market (seeded random walk), so a new user can trade on paper at once.
             supervisor.start("feed", aether_command(*FEED_ARGS), "white")

@@ -65,6 +65,7 @@ DUTIES: dict[str, tuple[tuple[Role, ...], Scope]] = {
     "Director": (DIRECTORS, Scope.APPROVALS_WRITE),
     "AuditReader": (AUDIT_READERS, Scope.AUDIT_READ),
     "ReportReader": (READERS, Scope.REPORTS_READ),
+    "MarketDataReader": (READERS, Scope.MARKET_DATA_READ),
 }
 
 # Any signed-in caller (no role or scope); enrollment tokens are refused.
@@ -93,6 +94,8 @@ Requester = Annotated[Principal, Depends(authorize(*DUTIES["Requester"]))]
 Director = Annotated[Principal, Depends(authorize(*DUTIES["Director"]))]
 AuditReader = Annotated[Principal, Depends(authorize(*DUTIES["AuditReader"]))]
 ReportReader = Annotated[Principal, Depends(authorize(*DUTIES["ReportReader"]))]
+# Stored market data: trades, candles, book snapshots, feed health (services/analytics).
+MarketDataReader = Annotated[Principal, Depends(authorize(*DUTIES["MarketDataReader"]))]
 
 # Identifiers: a letter or digit first, then letters, digits and `._:-`; never a control character.
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
@@ -193,6 +196,17 @@ def _rfc3339_text(value: object) -> object:
 # `Query(pattern=...)` cannot be applied to a datetime and would answer 500.
 DateTimeQuery = Annotated[
     AwareDatetime | None, Query(json_schema_extra={"pattern": DATETIME_PATTERN}), BeforeValidator(_rfc3339_text)
+]
+# A time range in a query, `from` (inclusive) and `to` (exclusive); the route checks from <= to and names the field.
+FromQuery = Annotated[
+    AwareDatetime | None,
+    Query(alias="from", json_schema_extra={"pattern": DATETIME_PATTERN}, description="start, inclusive (RFC 3339)"),
+    BeforeValidator(_rfc3339_text),
+]
+ToQuery = Annotated[
+    AwareDatetime | None,
+    Query(alias="to", json_schema_extra={"pattern": DATETIME_PATTERN}, description="end, exclusive (RFC 3339)"),
+    BeforeValidator(_rfc3339_text),
 ]
 OpaqueCursor = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
 Cursor = Annotated[

@@ -23,7 +23,14 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from data.replay.live import LiveReport, run_kraken
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
-from data.replay.source import FileSource, MarketDataSource, SourceError, SyntheticMarket
+from data.replay.source import (
+    CROSS_ASSET_MARKETS,
+    FileSource,
+    MarketDataSource,
+    SourceError,
+    SyntheticMarket,
+    cross_asset_market,
+)
 from shared.clock import utc_now
 from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.domain.money import MoneyError, to_decimal
@@ -72,6 +79,9 @@ def replay_command(
         typer.Option(help="CSV (or Parquet, with pyarrow) of trades and book levels; format in data/replay/source.py"),
     ] = None,
     synthetic: Annotated[bool, typer.Option(help="a seeded SYNTHETIC market (random walk), not real data")] = False,
+    cross_asset: Annotated[
+        bool, typer.Option(help="synthetic: BTC/USD, ETH/USD and USDT/USD together (--symbol/--start-price unused)")
+    ] = False,
     seed: Annotated[int, typer.Option(help="synthetic: seed (same seed, same messages)")] = 7,
     symbol: Annotated[str, typer.Option(help="synthetic: symbol")] = "BTC/USD",
     start_price: Annotated[str, typer.Option(help="synthetic: first mid price")] = "60000",
@@ -97,9 +107,16 @@ def replay_command(
     try:
         if (file is None) == (not synthetic):
             raise CommandError("give exactly one of --file PATH or --synthetic")
+        if cross_asset and not synthetic:
+            raise CommandError("--cross-asset goes with --synthetic")
         now = utc_now()
         if file is not None:
             plan = _file_plan(file, venue, loop=loop, start_at=None if keep_timestamps else now)
+        elif cross_asset:
+            symbols = ", ".join(symbol for symbol, *_ in CROSS_ASSET_MARKETS)
+            plan = _Plan(
+                cross_asset_market(seed, now), f"SYNTHETIC {symbols} markets (seed {seed}, not real data)", None, None
+            )
         else:
             plan = _synthetic_plan(symbol, seed, start_price, volatility, start_at=now)
         servers, protocol = _kafka(bootstrap)

@@ -23,6 +23,7 @@ is published.
 from __future__ import annotations
 
 import csv
+import heapq
 import importlib
 import itertools
 import math
@@ -534,3 +535,42 @@ def _changes(old: Mapping[Decimal, Decimal], new: Mapping[Decimal, Decimal], *, 
     """Levels that appeared or changed (new qty) and levels that went away (qty 0), best first."""
     prices = sorted(set(old) | set(new), reverse=reverse)
     return [Level(price=price, qty=new.get(price, Decimal(0))) for price in prices if new.get(price) != old.get(price)]
+
+
+# Cross-asset SYNTHETIC markets (issue 14, item 6): BTC, ETH and a USD stablecoin, each its own seeded walk (not
+# correlated with the others, not real data); the stablecoin is held near its peg by a strong pull back.
+CROSS_ASSET_MARKETS: tuple[tuple[str, Decimal, float, Decimal, float], ...] = (
+    # symbol, start price, volatility per step, tick, mean reversion
+    ("BTC/USD", Decimal("60000"), 0.0003, Decimal("0.1"), 0.002),
+    ("ETH/USD", Decimal("3000"), 0.0004, Decimal("0.01"), 0.002),
+    ("USDT/USD", Decimal("1"), 0.00002, Decimal("0.0001"), 0.2),
+)
+
+
+@dataclass(frozen=True)
+class MergedSource:
+    """Several sources as one stream in time order (ties keep the sources' order); endless if any source is."""
+
+    sources: Sequence[MarketDataSource]
+
+    def messages(self) -> Iterator[MarketData]:
+        """The sources' messages merged by timestamp."""
+        return heapq.merge(*(source.messages() for source in self.sources), key=lambda message: message.timestamp)
+
+
+def cross_asset_market(seed: int, start_at: datetime) -> MergedSource:
+    """BTC/USD, ETH/USD and USDT/USD SYNTHETIC markets merged (seeds `seed`, `seed + 1`, `seed + 2`)."""
+    return MergedSource(
+        [
+            SyntheticMarket(
+                symbol=symbol,
+                seed=seed + offset,
+                start_price=price,
+                start_at=start_at,
+                volatility=volatility,
+                tick=tick,
+                mean_reversion=reversion,
+            )
+            for offset, (symbol, price, volatility, tick, reversion) in enumerate(CROSS_ASSET_MARKETS)
+        ]
+    )

@@ -1,10 +1,52 @@
-"""Kafka handlers of the analytics service; each is idempotent through the `analytics.inbox` table."""
+"""Background workers of the analytics service (it consumes no topic yet; its Kafka handlers would be idempotent
+through the `analytics.inbox` table)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
-from shared.app_factory import BackgroundWorker
+from services.analytics.anomalies import AnomalyLog, ScanPolicy
+from services.analytics.config import AnalyticsSettings
+from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.clock import utc_now
+from shared.observability.logging import get_logger
 
-# (name, worker factory) pairs started by the app's lifespan; filled as the service gains consumers.
-WORKERS: Sequence[tuple[str, BackgroundWorker]] = ()
+log = get_logger(__name__)
+
+
+def anomaly_log_of(runtime: ServiceRuntime) -> AnomalyLog:
+    """The anomaly log on the runtime's database, with the settings' policy."""
+    settings = runtime.settings
+    assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - the analytics app is built with its own settings
+    policy = ScanPolicy(
+        stale_after_s=settings.anomaly_stale_after_s,
+        window=timedelta(minutes=settings.anomaly_window_minutes),
+        max_gap_minutes=settings.anomaly_max_gap_minutes,
+        jump_sigmas=settings.anomaly_jump_sigmas,
+    )
+    return AnomalyLog(runtime.sessionmaker, runtime.tables, policy)
+
+
+def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    """Scan every `anomaly_scan_s` until the runtime stops."""
+    anomalies = anomaly_log_of(runtime)
+    settings = runtime.settings
+    assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
+
+    async def work() -> None:
+        while not runtime.stop_event.is_set():
+            found = await anomalies.scan(utc_now())
+            if found:
+                log.warning("anomalies_detected", count=len(found), kinds=sorted({str(a.kind) for a in found}))
+                runtime.relay.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.anomaly_scan_s)
+
+    return work
+
+
+# (name, worker factory) pairs started by the app's lifespan.
+WORKERS: Sequence[tuple[str, BackgroundWorker]] = (("anomaly-scan", anomaly_scan),)

@@ -1,5 +1,190 @@
-"""Every SQL statement of the analytics service (schema `analytics`)."""
+"""Every SQL statement of the analytics service: reads of the `marketdata` schema (its tables are defined once, in
+shared/db/marketdata.py; data/ingest/store.py holds the writes). Pages are keyset pages in ascending time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import marketdata as md
+from shared.db.base import Money
+
 SCHEMA = "analytics"
+
+# The keyset position of the last row of a page: (time, venue, tiebreak).
+Position = tuple[datetime, str, str]
+
+
+async def symbol_known(session: AsyncSession, symbol: str) -> bool:
+    """True when a trade or a book snapshot of `symbol` is stored."""
+    trades = sa.select(md.trades.c.instrument).where(md.trades.c.instrument == symbol).limit(1)
+    books = sa.select(md.book_snapshots.c.instrument).where(md.book_snapshots.c.instrument == symbol).limit(1)
+    query = sa.select(sa.or_(sa.exists(trades), sa.exists(books)))
+    return bool(await session.scalar(query))
+
+
+def _window(time_column: Any, start: datetime, end: datetime) -> Any:
+    return sa.and_(time_column >= start, time_column < end)
+
+
+async def trades_page(
+    session: AsyncSession,
+    symbol: str,
+    venue: str | None,
+    start: datetime,
+    end: datetime,
+    after: Position | None,
+    limit: int,
+) -> Sequence[sa.Row[Any]]:
+    """Up to `limit` trades of `symbol` in [start, end), after the position `after`."""
+    t = md.trades
+    query = sa.select(t).where(t.c.instrument == symbol, _window(t.c.traded_at, start, end))
+    if venue is not None:
+        query = query.where(t.c.venue == venue)
+    if after is not None:
+        query = query.where(sa.tuple_(t.c.traded_at, t.c.venue, t.c.trade_id) > sa.tuple_(*after))
+    query = query.order_by(t.c.traded_at, t.c.venue, t.c.trade_id).limit(limit)
+    return (await session.execute(query)).all()
+
+
+async def candles_page(
+    session: AsyncSession,
+    interval: str,
+    symbol: str,
+    venue: str | None,
+    start: datetime,
+    end: datetime,
+    after: Position | None,
+    limit: int,
+) -> Sequence[sa.Row[Any]]:
+    """Up to `limit` candles of `symbol` whose bucket starts in [start, end), after the position `after`."""
+    c = md.candle_view(interval)
+    query = sa.select(c).where(c.c.instrument == symbol, _window(c.c.bucket, start, end))
+    if venue is not None:
+        query = query.where(c.c.venue == venue)
+    if after is not None:
+        query = query.where(sa.tuple_(c.c.bucket, c.c.venue) > sa.tuple_(after[0], after[1]))
+    query = query.order_by(c.c.bucket, c.c.venue).limit(limit)
+    return (await session.execute(query)).all()
+
+
+async def snapshots_page(
+    session: AsyncSession,
+    symbol: str,
+    venue: str | None,
+    start: datetime,
+    end: datetime,
+    after: Position | None,
+    limit: int,
+) -> Sequence[sa.Row[Any]]:
+    """Up to `limit` book snapshots of `symbol` in [start, end), after the position `after`."""
+    b = md.book_snapshots
+    query = sa.select(b).where(b.c.instrument == symbol, _window(b.c.taken_at, start, end))
+    if venue is not None:
+        query = query.where(b.c.venue == venue)
+    if after is not None:
+        query = query.where(
+            sa.tuple_(b.c.taken_at, b.c.venue, b.c.sequence) > sa.tuple_(after[0], after[1], int(after[2]))
+        )
+    query = query.order_by(b.c.taken_at, b.c.venue, b.c.sequence).limit(limit)
+    return (await session.execute(query)).all()
+
+
+async def venues_of(session: AsyncSession, interval: str, symbol: str, start: datetime, end: datetime) -> list[str]:
+    """The venues with candles of `symbol` in [start, end)."""
+    c = md.candle_view(interval)
+    query = sa.select(c.c.venue).where(c.c.instrument == symbol, _window(c.c.bucket, start, end)).distinct()
+    return list((await session.scalars(query)).all())
+
+
+async def closes(
+    session: AsyncSession, interval: str, symbols: Sequence[str], venue: str | None, start: datetime, end: datetime
+) -> list[tuple[str, datetime, Decimal]]:
+    """(symbol, bucket, close) of every candle of `symbols` in [start, end), by bucket."""
+    c = md.candle_view(interval)
+    query = sa.select(c.c.instrument, c.c.bucket, c.c.close).where(
+        c.c.instrument.in_(list(symbols)), _window(c.c.bucket, start, end)
+    )
+    if venue is not None:
+        query = query.where(c.c.venue == venue)
+    return [(r[0], r[1], r[2]) for r in (await session.execute(query.order_by(c.c.bucket))).all()]
+
+
+async def feed_health(session: AsyncSession, now: datetime, window: timedelta) -> Sequence[sa.Row[Any]]:
+    """Per venue + symbol (from the daily candles and the window's trades): last trade, last snapshot, and how many
+    distinct minutes of the window had trades."""
+    query = sa.text(
+        "WITH feeds AS ("  # noqa: S608 - the schema name is a constant; values are bind parameters
+        f" SELECT venue, instrument FROM {md.SCHEMA}.candles_1d"
+        f" UNION SELECT venue, instrument FROM {md.SCHEMA}.trades WHERE traded_at >= :since"
+        f" UNION SELECT venue, instrument FROM {md.SCHEMA}.book_snapshots WHERE taken_at >= :since)"
+        " SELECT f.venue, f.instrument,"
+        f"  (SELECT max(traded_at) FROM {md.SCHEMA}.trades t"
+        "    WHERE t.instrument = f.instrument AND t.venue = f.venue) AS last_trade_at,"
+        f"  (SELECT max(taken_at) FROM {md.SCHEMA}.book_snapshots b"
+        "    WHERE b.instrument = f.instrument AND b.venue = f.venue) AS last_snapshot_at,"
+        "  (SELECT count(DISTINCT date_trunc('minute', traded_at))"
+        f"    FROM {md.SCHEMA}.trades t WHERE t.instrument = f.instrument AND t.venue = f.venue"
+        "    AND t.traded_at >= :since AND t.traded_at < :now) AS traded_minutes"
+        " FROM feeds f ORDER BY f.venue, f.instrument"
+    )
+    return (await session.execute(query, {"since": now - window, "now": now})).all()
+
+
+_METADATA = sa.MetaData(schema=SCHEMA)
+anomalies = sa.Table(
+    "anomalies",
+    _METADATA,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("anomaly_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("venue", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("account_id", sa.Text),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("magnitude", Money, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+
+async def recent_closes(session: AsyncSession, since: datetime) -> list[Any]:
+    """(venue, symbol, bucket, close) of every 1-minute candle from `since`, by feed and bucket."""
+    c = md.candle_view("1m")
+    query = (
+        sa.select(c.c.venue, c.c.instrument, c.c.bucket, c.c.close)
+        .where(c.c.bucket >= since)
+        .order_by(c.c.venue, c.c.instrument, c.c.bucket)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def record_anomalies(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert anomalies not seen before (same kind, feed and observed time); return the new anomaly ids."""
+    if not rows:
+        return set()
+    statement = (
+        insert(anomalies)
+        .on_conflict_do_nothing(index_elements=["kind", "venue", "symbol", "observed_at"])
+        .returning(anomalies.c.anomaly_id)
+    )
+    return set((await session.execute(statement, list(rows))).scalars().all())
+
+
+async def anomalies_page(
+    session: AsyncSession, accounts: Sequence[str] | None, after_id: int | None, limit: int
+) -> Sequence[sa.Row[Any]]:
+    """Anomalies, newest first, that are market-wide or of `accounts` (None: every account)."""
+    a = anomalies
+    query = sa.select(a).order_by(a.c.id.desc()).limit(limit)
+    if accounts is not None:
+        query = query.where(sa.or_(a.c.account_id.is_(None), a.c.account_id.in_(list(accounts))))
+    if after_id is not None:
+        query = query.where(a.c.id < after_id)
+    return (await session.execute(query)).all()

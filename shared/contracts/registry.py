@@ -16,11 +16,24 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.contracts import accounts, approvals, audit, balances, cashflows, controls, exits, hedge, orders, risk
+from shared.contracts import (
+    accounts,
+    analytics,
+    approvals,
+    audit,
+    balances,
+    cashflows,
+    controls,
+    exits,
+    hedge,
+    orders,
+    risk,
+)
 from shared.contracts.base import ContractViolation, Message, outbox_payload
 from shared.contracts.marketdata import BookDelta, BookSnapshot, Trade
 from shared.events.envelope import Envelope
 from shared.events.topics import (
+    ANALYTICS_ANOMALY_EVENTS,
     AUDIT_ANCHORS,
     HEDGE_RECOMMENDATION_EVENTS,
     HEDGE_TARGET_EVENTS,
@@ -89,6 +102,7 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
         (AUDIT_ANCHORS, audit.AuditAnchored.TYPE): audit.AuditAnchored,
         **{(BOOK_EVENTS, t): m for t, m in _by_type(BookSnapshot, BookDelta).items()},
         (TRADE_EVENTS, Trade.TYPE): Trade,
+        (ANALYTICS_ANOMALY_EVENTS, analytics.AnomalyDetected.TYPE): analytics.AnomalyDetected,
     }
 )
 

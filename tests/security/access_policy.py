@@ -291,7 +291,17 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
             frozenset({Role.DIRECTOR}), scope="reports:read", account="query", query=REPORT_DAYS
         ),
     },
-    "analytics": {**info("analytics")},
+    "analytics": {
+        **info("analytics"),
+        # Stored market data: every reader role with `market_data:read` (docs/marketdata.md).
+        ("GET", "/analytics/candles"): Rule(READERS, scope="market_data:read", query={"symbol": "BTC/USD"}),
+        ("GET", "/analytics/trades"): Rule(READERS, scope="market_data:read", query={"symbol": "BTC/USD"}),
+        ("GET", "/analytics/book-snapshots"): Rule(READERS, scope="market_data:read", query={"symbol": "BTC/USD"}),
+        ("GET", "/analytics/market-data/health"): Rule(READERS, scope="market_data:read"),
+        # Market-wide anomalies for every reader; account-scoped ones (none are produced yet) by the token's grants.
+        ("GET", "/analytics/anomalies"): Rule(READERS, scope="market_data:read"),
+        ("GET", "/analytics/correlations"): Rule(READERS, scope="market_data:read", query={"symbols": "BTC/USD"}),
+    },
     "backtest": {**info("backtest")},
     "paper": PAPER,
 }

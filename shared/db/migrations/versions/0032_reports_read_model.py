@@ -7,7 +7,7 @@ then hypertables), a materialized view otherwise; `aether ops refresh-aggregates
 what it did in `rollup_refreshes`.
 
 Revision ID: 0032_reports_read_model
-Revises: 0028_paper_events
+Revises: 0029_marketdata_store
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from shared.db.base import Money
 from shared.db.timescale import make_time_series
 
 revision = "0032_reports_read_model"
-down_revision = "0028_paper_events"
+down_revision = "0029_marketdata_store"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""Market-data ingestion: the store repository, the Kafka sink, data-quality checks (and the backfills)."""
