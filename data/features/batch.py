@@ -101,19 +101,21 @@ class _PolarsOps:
 def _bar_inputs(trades: pl.DataFrame, books: pl.DataFrame) -> pl.DataFrame:
     """One row per (venue, symbol, bar) on a gapless grid, with the exact `BAR_INPUTS`."""
     bar = (pl.col("ts_us") - pl.col("ts_us") % BAR_US).alias("bar_us")
-    trade_bars = (
-        trades.sort([*KEYS, "ts_us", "trade_id"])
-        .with_columns(bar)
-        .group_by([*KEYS, "bar_us"], maintain_order=True)
+    # Sums are exact integers, so the trades need no order; the close is the trade latest by (time, trade id).
+    trade_plan = (
+        trades.lazy()
+        .with_columns(bar, pl.when(pl.col("buy")).then(pl.col("qty")).otherwise(0).alias("_buy"))
+        .group_by([*KEYS, "bar_us"])
         .agg(
             pl.len().cast(pl.Int64).alias("trades"),
-            pl.col("qty").filter(pl.col("buy")).sum().alias("buy_qty"),
-            pl.col("qty").filter(~pl.col("buy")).sum().alias("sell_qty"),
+            pl.col("_buy").sum().alias("buy_qty"),
+            (pl.col("qty").sum() - pl.col("_buy").sum()).alias("sell_qty"),
             pl.col("notional").sum().alias("notional"),
-            pl.col("price").last().alias("close"),
+            pl.col("price").sort_by("ts_us", "trade_id").last().alias("close"),
         )
     )
-    # Order-flow imbalance between consecutive states (the first state of a symbol contributes 0).
+    # Order-flow imbalance between consecutive states of a symbol (its first state contributes 0); a stable
+    # sort by time keeps states of equal time in input order, and `over` keeps that order within a symbol.
     prev = {name: pl.col(name).shift(1).over(KEYS) for name in ("bid", "ask", "bid_qty", "ask_qty")}
     zero = pl.lit(0, dtype=pl.Int64)
     e = (
@@ -122,9 +124,9 @@ def _bar_inputs(trades: pl.DataFrame, books: pl.DataFrame) -> pl.DataFrame:
         - pl.when(pl.col("ask") <= prev["ask"]).then(pl.col("ask_qty")).otherwise(zero)
         + pl.when(pl.col("ask") >= prev["ask"]).then(prev["ask_qty"]).otherwise(zero)
     )
-    book_bars = (
-        books.with_row_index("_order")
-        .sort([*KEYS, "ts_us", "_order"])
+    book_plan = (
+        books.lazy()
+        .sort("ts_us", maintain_order=True)
         .with_columns(bar, e.fill_null(0).alias("_e"))
         .group_by([*KEYS, "bar_us"], maintain_order=True)
         .agg(
@@ -132,6 +134,7 @@ def _bar_inputs(trades: pl.DataFrame, books: pl.DataFrame) -> pl.DataFrame:
             *(pl.col(name).last() for name in ("bid", "ask", "bid_depth", "ask_depth")),
         )
     )
+    trade_bars, book_bars = pl.collect_all([trade_plan, book_plan])
     bounds = (
         pl.concat([trade_bars.select([*KEYS, "bar_us"]), book_bars.select([*KEYS, "bar_us"])])
         .group_by(KEYS)

@@ -7,6 +7,7 @@ range includes it; a recompute of that range replaces the streamed rows).
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -123,6 +124,18 @@ class FeatureStream:
         state.ofi += ofi_contribution(state.book, book)
         state.book = book
         return out
+
+    def checkpoint(self, venue: str, symbol: str) -> tuple[_Symbol | None, int]:
+        """A copy of one symbol's state, for `restore` when what followed is undone."""
+        return copy.deepcopy(self._symbols.get((venue, symbol))), self.late
+
+    def restore(self, venue: str, symbol: str, checkpoint: tuple[_Symbol | None, int]) -> None:
+        """Put back one symbol's state as `checkpoint` saw it."""
+        state, self.late = checkpoint
+        if state is None:
+            self._symbols.pop((venue, symbol), None)
+        else:
+            self._symbols[(venue, symbol)] = state
 
     def flush(self) -> list[FeatureBar]:
         """Close every open bar (end of input)."""

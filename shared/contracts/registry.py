@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.contracts import accounts, approvals, audit, balances, controls, exits, hedge, orders, risk
+from shared.contracts import accounts, approvals, audit, balances, controls, exits, features, hedge, orders, risk
 from shared.contracts.base import ContractViolation, Message, outbox_payload
 from shared.contracts.marketdata import BookDelta, BookSnapshot, Trade
 from shared.events.envelope import Envelope
 from shared.events.topics import (
+    ANALYTICS_FEATURE_EVENTS,
     AUDIT_ANCHORS,
     HEDGE_RECOMMENDATION_EVENTS,
     HEDGE_TARGET_EVENTS,
@@ -87,6 +88,7 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
         (AUDIT_ANCHORS, audit.AuditAnchored.TYPE): audit.AuditAnchored,
         **{(BOOK_EVENTS, t): m for t, m in _by_type(BookSnapshot, BookDelta).items()},
         (TRADE_EVENTS, Trade.TYPE): Trade,
+        (ANALYTICS_FEATURE_EVENTS, features.FeaturesComputed.TYPE): features.FeaturesComputed,
     }
 )
 

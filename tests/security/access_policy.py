@@ -281,7 +281,19 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
         ("GET", "/audit"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
         ("GET", "/audit/anchors"): Rule(frozenset({Role.AUDITOR}), scope="audit:read"),
     },
-    "analytics": {**info("analytics")},
+    "analytics": {
+        **info("analytics"),
+        # Market features are not account data: any signed-in principal (docs/features.md).
+        ("GET", "/analytics/features"): Rule(
+            EVERYONE,
+            query={
+                "symbol": "BTC/USD",
+                "venue": "synthetic",
+                "from": "2026-01-01T00:00:00Z",
+                "to": "2026-01-02T00:00:00Z",
+            },
+        ),
+    },
     "backtest": {**info("backtest")},
     "paper": PAPER,
 }
