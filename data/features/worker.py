@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from data.features.definitions import BAR_US
 from data.features.store import from_us, save_bars, to_message
-from data.features.stream import FeatureStream
+from data.features.stream import GRACE_US, FeatureStream
 from shared.contracts.base import ContractViolation
 from shared.contracts.registry import new_envelope
 from shared.events import Envelope
@@ -32,7 +32,7 @@ class FeatureWorker:
 
     def __init__(self, tables: EventTables) -> None:
         self.tables = tables
-        self.stream = FeatureStream()
+        self.stream = FeatureStream(grace_us=GRACE_US)
 
     async def handle(self, session: AsyncSession, envelope: Envelope) -> None:
         """Fold one market-data message in; write and publish the bars it closed."""

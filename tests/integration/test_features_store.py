@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from data.features import store
 from data.features.definitions import FEATURES, BookTracker
-from data.features.stream import FeatureBar, FeatureStream
+from data.features.stream import GRACE_US, FeatureBar, FeatureStream
 from data.features.worker import FeatureWorker
 from data.replay.source import SyntheticMarket
 from services.analytics.app import create_app
@@ -88,7 +88,7 @@ async def test_worker_writes_and_publishes_each_closed_bar_once_and_recompute_ag
         async with sessions.begin() as session:
             await worker.handle(session, to_envelope(message, "test"))
 
-    reference = FeatureStream()
+    reference = FeatureStream(grace_us=GRACE_US)  # what the worker runs
     closed = [bar for message in messages for bar in reference.on_message(message)]
     rows = await _rows(sessions, symbol)
     assert len(closed) > 40

@@ -165,3 +165,26 @@ def test_late_message_is_counted_not_folded() -> None:
     (bar,) = stream.flush()
     assert bar.bar_us == to_us(DAY_START) + BAR_US
     assert bar.values["volume"] == 1.0
+
+
+def test_grace_keeps_a_bar_open_for_messages_of_the_other_topic() -> None:
+    on_time: list[MarketData] = [
+        _book("99", "1", "101", "1", 0),
+        _trade("a", "100", "1", OrderSide.BUY, 59),
+        _book("99", "2", "101", "1", 61),
+        _trade("b", "100", "2", OrderSide.SELL, 63),
+    ]
+    # The trade of second 59 arrives after the book of second 61 (the trade topic lagging by 2 s).
+    arrived = [on_time[0], on_time[2], on_time[1], on_time[3]]
+    stream = FeatureStream(grace_us=5_000_000)
+    assert [bar for message in arrived for bar in stream.on_message(message)] == []
+    late = stream.on_message(_trade("c", "100", "1", OrderSide.BUY, 66))  # watermark past 60 s + 5 s: bar 0 closes
+    assert [bar.bar_us for bar in late] == [to_us(DAY_START)]
+    assert late[0].values["volume"] == 1.0  # the lagging trade is in its bar
+    assert stream.on_message(_trade("d", "100", "1", OrderSide.BUY, 30)) == []  # now bar 0 is closed: late
+    assert stream.late == 1
+    bars = late + stream.flush()
+    frame = batch.compute(*batch_inputs([*on_time, _trade("c", "100", "1", OrderSide.BUY, 66)])).to_dicts()
+    assert [[_bits(row[name]) for name in FEATURES] for row in frame] == [
+        [_bits(bar.values[name]) for name in FEATURES] for bar in bars
+    ]
