@@ -3,18 +3,18 @@
 `read_inputs` is the one place that knows how trades and book states are stored: `marketdata.trades` (0003) and
 `marketdata.book_snapshots (venue, instrument, captured_at, bids jsonb, asks jsonb)`, levels as
 `[{"price": "60000.1", "qty": "0.5"}, ...]` best first (the store's snapshot table; adjust `_book_states` if its
-shape differs).
+shape differs). A malformed row stops the read with FeatureInputError naming the table, the row and the field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,7 @@ from data.features.definitions import (
     NOTIONAL_SCALE,
     QTY_SCALE,
     BookRow,
+    FeatureInputError,
     TradeRow,
     book_row,
     scaled,
@@ -36,6 +37,7 @@ from data.features.definitions import (
 from data.features.stream import FeatureBar
 from shared.contracts.features import FeaturesComputed
 from shared.db.base import NAMING_CONVENTION
+from shared.marketdata import BookSnapshot
 
 TS = sa.DateTime(timezone=True)
 metadata = sa.MetaData(schema="marketdata", naming_convention=NAMING_CONVENTION)
@@ -110,8 +112,21 @@ async def save_bars(session: AsyncSession, bars: Sequence[FeatureBar]) -> None:
     )
 
 
-def _level_pairs(levels: Any) -> list[tuple[Decimal, Decimal]]:
-    return [(Decimal(str(level["price"])), Decimal(str(level["qty"]))) for level in levels or []]
+def _snapshot_row(venue: str, symbol: str, captured_at: datetime, bids: Any, asks: Any) -> BookRow | None:
+    """The book state of one stored snapshot; FeatureInputError naming the row and the field when it is malformed."""
+    try:
+        snapshot = BookSnapshot.model_validate(
+            {"venue": venue, "symbol": symbol, "bids": bids, "asks": asks, "timestamp": captured_at, "sequence": 0}
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "<row>"
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise FeatureInputError(
+            f"marketdata.book_snapshots {venue} {symbol} captured_at {captured_at.isoformat()}: {where}: {reason}"
+        ) from None
+    levels = [[(level.price, level.qty) for level in side] for side in (snapshot.bids, snapshot.asks)]
+    return book_row(venue, symbol, to_us(captured_at), levels[0], levels[1])
 
 
 async def _book_states(session: AsyncSession, venue: str, symbol: str, start: datetime, end: datetime) -> list[BookRow]:
@@ -126,11 +141,24 @@ async def _book_states(session: AsyncSession, venue: str, symbol: str, start: da
         )
         .order_by(_book_snapshots.c.captured_at)
     )
-    states = [
-        book_row(venue, symbol, to_us(row.captured_at), _level_pairs(row.bids), _level_pairs(row.asks))
-        for row in result
-    ]
+    states = [_snapshot_row(venue, symbol, row.captured_at, row.bids, row.asks) for row in result]
     return [state for state in states if state is not None]
+
+
+def _trade_row(venue: str, symbol: str, row: Any) -> TradeRow:
+    try:
+        return TradeRow(
+            venue=venue,
+            symbol=symbol,
+            ts_us=to_us(row.traded_at),
+            trade_id=row.trade_id,
+            price=float(row.price),
+            qty=scaled(row.quantity, QTY_SCALE, "qty"),
+            notional=scaled(row.price * row.quantity, NOTIONAL_SCALE, "notional"),
+            buy=row.side == "buy",
+        )
+    except FeatureInputError as exc:
+        raise FeatureInputError(f"marketdata.trades {venue} {symbol} trade_id {row.trade_id}: {exc}") from None
 
 
 async def _trade_rows(session: AsyncSession, venue: str, symbol: str, start: datetime, end: datetime) -> list[TradeRow]:
@@ -142,19 +170,7 @@ async def _trade_rows(session: AsyncSession, venue: str, symbol: str, start: dat
             _trades.c.traded_at < end,
         )
     )
-    return [
-        TradeRow(
-            venue=venue,
-            symbol=symbol,
-            ts_us=to_us(row.traded_at),
-            trade_id=row.trade_id,
-            price=float(row.price),
-            qty=scaled(row.quantity, QTY_SCALE, "qty"),
-            notional=scaled(row.price * row.quantity, NOTIONAL_SCALE, "notional"),
-            buy=row.side == "buy",
-        )
-        for row in result
-    ]
+    return [_trade_row(venue, symbol, row) for row in result]
 
 
 async def read_inputs(

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from data.features import store
-from data.features.definitions import FEATURES, BookTracker
+from data.features.definitions import FEATURES, BookTracker, FeatureInputError
 from data.features.stream import GRACE_US, FeatureBar, FeatureStream
 from data.features.worker import FeatureWorker
 from data.replay.source import SyntheticMarket
@@ -214,3 +214,37 @@ async def test_features_endpoint_pages_a_range_and_names_bad_fields(
         await analytics.get("/analytics/features", params={**query, "symbol": "btc-usd"}, headers=headers)
     ).status_code == 422
     assert (await analytics.get("/analytics/features", params=query)).status_code == 401
+
+
+async def test_a_malformed_stored_row_is_named_with_its_position(
+    sessions: async_sessionmaker[AsyncSession], symbol: str
+) -> None:
+    at = START + timedelta(seconds=5)
+    async with sessions.begin() as session:
+        await session.execute(sa.text(BOOK_SNAPSHOTS_DDL))
+        await session.execute(
+            sa.text(
+                "INSERT INTO marketdata.book_snapshots (venue, instrument, captured_at, bids, asks) VALUES "
+                """(:venue, :symbol, :at, '[{"price": "100", "qty": "1"}, {"price": "99"}]', '[]')"""
+            ),
+            {"venue": VENUE, "symbol": symbol, "at": at},
+        )
+    with pytest.raises(FeatureInputError) as refused:
+        async with sessions() as session:
+            await store.read_inputs(session, VENUE, symbol, START, START + timedelta(minutes=1))
+    assert str(refused.value) == (
+        f"marketdata.book_snapshots {VENUE} {symbol} captured_at {at.isoformat()}: bids.1.qty: Field required"
+    )
+
+    other = f"G{symbol[1:]}"
+    async with sessions.begin() as session:
+        await session.execute(
+            sa.text(
+                "INSERT INTO marketdata.trades (venue, instrument, trade_id, traded_at, price, quantity, side) "
+                "VALUES (:venue, :symbol, 'T-9', :at, 100, 0.000000001, 'buy')"
+            ),
+            {"venue": VENUE, "symbol": other, "at": at},
+        )
+    with pytest.raises(FeatureInputError, match=rf"marketdata.trades {VENUE} {other} trade_id T-9: qty .* 8 decimals"):
+        async with sessions() as session:
+            await store.read_inputs(session, VENUE, other, START, START + timedelta(minutes=1))
