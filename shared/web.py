@@ -192,6 +192,8 @@ def _rfc3339_text(value: object) -> object:
 DateTimeQuery = Annotated[
     AwareDatetime | None, Query(json_schema_extra={"pattern": DATETIME_PATTERN}), BeforeValidator(_rfc3339_text)
 ]
+# The same check for a required date-time query parameter declared in the route (with its own `Query(alias=...)`).
+RFC3339_TEXT = BeforeValidator(_rfc3339_text)
 OpaqueCursor = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
 Cursor = Annotated[
     int, Query(ge=0, le=CURSOR_MAX, description="the `next_cursor` of the previous page; 0 for the first")

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from data.features import store as feature_store
 from data.features.definitions import BAR_SECONDS, FEATURES
@@ -14,7 +14,7 @@ from shared.auth.dependencies import CurrentPrincipal
 from shared.contracts.features import FeaturesComputed
 from shared.errors import COMMON_RESPONSES, NotFound, Unprocessable
 from shared.service_kit import RuntimeDep, info_router
-from shared.web import SYMBOL_PATTERN, DateTimeQuery, Limit, error_responses
+from shared.web import DATETIME_PATTERN, RFC3339_TEXT, SYMBOL_PATTERN, Limit, error_responses
 
 router = APIRouter(responses=COMMON_RESPONSES)
 router.include_router(info_router("analytics"))
@@ -46,13 +46,11 @@ async def list_features(
     runtime: RuntimeDep,
     symbol: Annotated[str, Query(min_length=3, max_length=32, pattern=SYMBOL_PATTERN)],
     venue: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_-]{0,31}$")],
-    start: Annotated[DateTimeQuery, Query(alias="from")],
-    end: Annotated[DateTimeQuery, Query(alias="to")],
+    start: Annotated[AwareDatetime, Query(alias="from", json_schema_extra={"pattern": DATETIME_PATTERN}), RFC3339_TEXT],
+    end: Annotated[AwareDatetime, Query(alias="to", json_schema_extra={"pattern": DATETIME_PATTERN}), RFC3339_TEXT],
     limit: Limit = 500,
 ) -> FeaturesPage:
     """1-minute bars with `from <= bar_start < to` (at most 31 days; docs/features.md defines each value)."""
-    if start is None or end is None:
-        raise Unprocessable("from and to are required", details={"field": "from" if start is None else "to"})
     if start >= end:
         raise Unprocessable("from must be before to", details={"field": "from"})
     if end - start > FEATURES_MAX_WINDOW:
