@@ -30,8 +30,8 @@ from shared.domain.types import OrderSide
 from shared.marketdata import BookSnapshot, Level, MarketData, Trade
 
 DAY_START = datetime(2026, 1, 1, tzinfo=UTC)
-# A full day at one step per 12 s by default; AETHER_SCALE=12 (nightly) makes it one step per second.
-STEP_S = 12.0 / max(1, min(12, int(os.environ.get("AETHER_SCALE", "1"))))
+# A full day at one step per 20 s by default; AETHER_SCALE=20 (nightly) makes it one step per second.
+STEP_S = 20.0 / max(1, min(20, int(os.environ.get("AETHER_SCALE", "1"))))
 
 
 def synthetic_day(symbol: str, seed: int) -> list[MarketData]:
