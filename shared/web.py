@@ -208,6 +208,8 @@ ToQuery = Annotated[
     Query(alias="to", json_schema_extra={"pattern": DATETIME_PATTERN}, description="end, exclusive (RFC 3339)"),
     BeforeValidator(_rfc3339_text),
 ]
+# The same check for a required date-time query parameter declared in the route (with its own `Query(alias=...)`).
+RFC3339_TEXT = BeforeValidator(_rfc3339_text)
 OpaqueCursor = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_=-]+$")]
 Cursor = Annotated[
     int, Query(ge=0, le=CURSOR_MAX, description="the `next_cursor` of the previous page; 0 for the first")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from data.features import store as feature_store
+from data.features.definitions import BAR_SECONDS, FEATURES
 from services.analytics.errors import InvalidQuery
 from services.analytics.schemas import (
     AnomalyRead,
@@ -27,10 +31,13 @@ from services.analytics.service import (
 )
 from shared.auth.tokens import ALL_ACCOUNTS
 from shared.clock import utc_now
-from shared.errors import COMMON_RESPONSES
+from shared.contracts.features import FeaturesComputed
+from shared.errors import COMMON_RESPONSES, NotFound, Unprocessable
 from shared.service_kit import RuntimeDep, info_router
 from shared.web import (
+    DATETIME_PATTERN,
     IDENTIFIER_PATTERN,
+    RFC3339_TEXT,
     SYMBOL_PATTERN,
     Cursor,
     FromQuery,
@@ -149,6 +156,52 @@ async def anomalies(
     """The anomaly log, newest first: market-data anomalies and those of the accounts the caller may see."""
     accounts = None if ALL_ACCOUNTS in principal.accounts else sorted(principal.accounts)
     return await queries.anomalies(accounts, cursor, limit)
+
+
+# The stored microstructure features of one symbol and range (data/features, docs/features.md).
+FEATURES_MAX_WINDOW = timedelta(days=31)
+
+
+class FeaturesPage(BaseModel):
+    """Features of one (venue, symbol), oldest bar first; `next_from` is the `from` of the next page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeaturesComputed]
+    next_from: datetime | None
+
+
+@market.get("/features", response_model=FeaturesPage, responses=error_responses(404, 422))
+async def list_features(
+    _: MarketDataReader,
+    runtime: RuntimeDep,
+    symbol: Symbol,
+    venue: Annotated[str, Query(pattern=r"^[a-z][a-z0-9_-]{0,31}$")],
+    start: Annotated[AwareDatetime, Query(alias="from", json_schema_extra={"pattern": DATETIME_PATTERN}), RFC3339_TEXT],
+    end: Annotated[AwareDatetime, Query(alias="to", json_schema_extra={"pattern": DATETIME_PATTERN}), RFC3339_TEXT],
+    limit: Limit = 500,
+) -> FeaturesPage:
+    """1-minute bars with `from <= bar_start < to` (at most 31 days; docs/features.md defines each value)."""
+    if start >= end:
+        raise Unprocessable("from must be before to", details={"field": "from"})
+    if end - start > FEATURES_MAX_WINDOW:
+        raise Unprocessable("the range is longer than 31 days", details={"field": "to"})
+    async with runtime.sessionmaker() as session:
+        rows = await feature_store.query(session, symbol, start, end, venue=venue, limit=limit)
+        if not rows and not await feature_store.known(session, venue, symbol):
+            raise NotFound(f"no features for {venue} {symbol}", details={"field": "symbol"})
+    items = [
+        FeaturesComputed(
+            venue=row["venue"],
+            symbol=row["instrument"],
+            bar_start=row["bar_start"],
+            bar_seconds=row["bar_seconds"],
+            **{name: row[name] for name in FEATURES},
+        )
+        for row in rows
+    ]
+    more = len(items) == limit
+    return FeaturesPage(items=items, next_from=items[-1].bar_start + timedelta(seconds=BAR_SECONDS) if more else None)
 
 
 router.include_router(market)

@@ -8,10 +8,12 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
+from data.features.worker import FeatureWorker
 from services.analytics.anomalies import AnomalyLog, ScanPolicy
 from services.analytics.config import AnalyticsSettings
-from shared.app_factory import BackgroundWorker, ServiceRuntime
+from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.clock import utc_now
+from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,5 +50,15 @@ def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return work
 
 
+def features(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    """The streaming feature engine over marketdata.* (data/features/worker.py)."""
+
+    async def run() -> None:
+        worker = FeatureWorker(runtime.tables)  # fresh state on every (re)start: see data/features/worker.py
+        await run_consumer(runtime, name="analytics.features", topics=[BOOK_TOPIC, TRADE_TOPIC], handler=worker.handle)
+
+    return run
+
+
 # (name, worker factory) pairs started by the app's lifespan.
-WORKERS: Sequence[tuple[str, BackgroundWorker]] = (("anomaly-scan", anomaly_scan),)
+WORKERS: Sequence[tuple[str, BackgroundWorker]] = (("anomaly-scan", anomaly_scan), ("features", features))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -12,6 +12,7 @@ from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, env_name, load_settings
 from shared.domain.hedge import HedgeLevel, HedgePolicy, HedgePolicyError
 from shared.events.topics import (
+    ANALYTICS_FEATURE_EVENTS,
     HEDGE_RECOMMENDATION_EVENTS,
     HEDGE_TARGET_EVENTS,
     HITL_DECISIONS,
@@ -45,6 +46,14 @@ class HedgeSettings(AetherSettings, ServiceIdentitySettings):
     rebalance_band: Decimal = Field(default=Decimal("0.05"), ge=0, lt=1)
     ewma_lambda: Decimal = Field(default=Decimal("0.94"), gt=0, lt=1)
     vol_sample_interval_s: float = Field(default=60.0, ge=0, description="minimum spacing of volatility samples")
+    volatility_source: Literal["ewma", "features"] = Field(
+        default="ewma",
+        description="ewma: the hedge's own EWMA of price returns; features: the realized volatility the analytics"
+        " service publishes on analytics.feature-events.v1 (docs/features.md), per 1-minute bar",
+    )
+    volatility_feature: Literal["rv_5", "rv_15", "rv_60"] = Field(
+        default="rv_60", description="with volatility_source=features: which realized volatility (bars summed)"
+    )
     pause_drawdown: Decimal | None = Field(default=Decimal("0.05"), gt=0, le=1)
     reduce_only_drawdown: Decimal | None = Field(default=Decimal("0.10"), gt=0, le=1)
     flatten_drawdown: Decimal | None = Field(default=Decimal("0.20"), gt=0, le=1)
@@ -76,6 +85,9 @@ class HedgeSettings(AetherSettings, ServiceIdentitySettings):
     decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided is consumed")
     marketdata_book_topic: str = BOOK_TOPIC
     marketdata_trade_topic: str = TRADE_TOPIC
+    feature_events_topic: str = Field(
+        default=ANALYTICS_FEATURE_EVENTS, description="where FeaturesComputed is consumed"
+    )
 
     @model_validator(mode="after")
     def _consistent_policy(self) -> Self:

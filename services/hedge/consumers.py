@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +15,7 @@ from services.hedge.adapters import HedgeAdapters
 from services.hedge.use_cases import BalanceUpdate
 from shared.app_factory import BackgroundWorker, ServiceRuntime, adapters_of, run_consumer
 from shared.contracts.balances import BalanceChanged
+from shared.contracts.features import FeaturesComputed
 from shared.contracts.registry import parse_as
 from shared.events import Envelope
 from shared.marketdata import BookSnapshot, MarketDataError, Trade, decode_marketdata
@@ -34,6 +36,18 @@ async def handle_marketdata(hedge: HedgeAdapters, session: AsyncSession, envelop
     elif isinstance(message, BookSnapshot) and message.bids and message.asks:
         mid = (message.bids[0].price + message.asks[0].price) / 2
         await hedge.evaluation.observe_price(session, message.symbol, mid, message.timestamp)
+
+
+async def handle_feature_event(hedge: HedgeAdapters, session: AsyncSession, envelope: Envelope) -> None:
+    """`FeaturesComputed` from the analytics service: with volatility_source=features, the symbol's variance
+    from the configured realized volatility (a bar without one leaves it as it was)."""
+    event = parse_as(FeaturesComputed, envelope)
+    name = hedge.settings.volatility_feature
+    realized = getattr(event, name)
+    if realized is None:
+        return
+    at = event.bar_start + timedelta(seconds=event.bar_seconds)
+    await hedge.evaluation.observe_realized_volatility(session, event.symbol, realized, int(name.split("_")[1]), at)
 
 
 async def handle_order_event(hedge: HedgeAdapters, session: AsyncSession, envelope: Envelope) -> None:
@@ -66,10 +80,13 @@ def _consumer(
     name: str,
     topics: Callable[[HedgeAdapters], list[str]],
     handler: Callable[[HedgeAdapters, AsyncSession, Envelope], Awaitable[None]],
+    enabled: Callable[[HedgeAdapters], bool] = lambda hedge: True,
 ) -> BackgroundWorker:
     def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             hedge = adapters_of(runtime, HedgeAdapters)
+            if not enabled(hedge):
+                return
             await run_consumer(
                 runtime,
                 name=f"hedge.{name}",
@@ -116,5 +133,14 @@ WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
         _consumer("balance-events", lambda hedge: [hedge.settings.balance_events_topic], handle_balance_event),
     ),
     ("decisions", _consumer("decisions", lambda hedge: [hedge.settings.decisions_topic], handle_decision)),
+    (
+        "feature-events",
+        _consumer(
+            "feature-events",
+            lambda hedge: [hedge.settings.feature_events_topic],
+            handle_feature_event,
+            enabled=lambda hedge: hedge.settings.volatility_source == "features",
+        ),
+    ),
     ("revaluation", _revaluation_tick),
 )

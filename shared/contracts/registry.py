@@ -25,6 +25,7 @@ from shared.contracts import (
     cashflows,
     controls,
     exits,
+    features,
     hedge,
     orders,
     risk,
@@ -34,6 +35,7 @@ from shared.contracts.marketdata import BookDelta, BookSnapshot, Trade
 from shared.events.envelope import Envelope
 from shared.events.topics import (
     ANALYTICS_ANOMALY_EVENTS,
+    ANALYTICS_FEATURE_EVENTS,
     AUDIT_ANCHORS,
     HEDGE_RECOMMENDATION_EVENTS,
     HEDGE_TARGET_EVENTS,
@@ -103,6 +105,7 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
         **{(BOOK_EVENTS, t): m for t, m in _by_type(BookSnapshot, BookDelta).items()},
         (TRADE_EVENTS, Trade.TYPE): Trade,
         (ANALYTICS_ANOMALY_EVENTS, analytics.AnomalyDetected.TYPE): analytics.AnomalyDetected,
+        (ANALYTICS_FEATURE_EVENTS, features.FeaturesComputed.TYPE): features.FeaturesComputed,
     }
 )
 

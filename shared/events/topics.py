@@ -90,6 +90,8 @@ HEDGE_TARGET_EVENTS = entity_events("hedge", "target")
 HITL_REQUEST_EVENTS = entity_events("hitl", "request")
 # Issue 14: market-data anomalies (shared/contracts/analytics.py), keyed by symbol.
 ANALYTICS_ANOMALY_EVENTS = entity_events("analytics", "anomaly")
+# Issue 14: microstructure features of each closed bar (docs/features.md), keyed by symbol.
+ANALYTICS_FEATURE_EVENTS = entity_events("analytics", "feature")
 # Compacted (cleanup.policy=compact): the latest value of every control the OMS enforces, keyed by control
 # (shared/contracts/controls.py); created compacted by `ensure_compacted_topic` before anyone writes to them.
 RISK_CONTROLS = validate_topic("risk.controls.v1")

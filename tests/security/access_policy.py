@@ -301,6 +301,16 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
         # Market-wide anomalies for every reader; account-scoped ones (none are produced yet) by the token's grants.
         ("GET", "/analytics/anomalies"): Rule(READERS, scope="market_data:read"),
         ("GET", "/analytics/correlations"): Rule(READERS, scope="market_data:read", query={"symbols": "BTC/USD"}),
+        ("GET", "/analytics/features"): Rule(
+            READERS,
+            scope="market_data:read",
+            query={
+                "symbol": "BTC/USD",
+                "venue": "synthetic",
+                "from": "2026-01-01T00:00:00Z",
+                "to": "2026-01-02T00:00:00Z",
+            },
+        ),
     },
     "backtest": {**info("backtest")},
     "paper": PAPER,

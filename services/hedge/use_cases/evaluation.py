@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,6 +34,7 @@ from shared.domain.hedge import (
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
+VARIANCE_STEP = Decimal("1e-18")  # NUMERIC(38,18), as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +64,12 @@ class Evaluation:
         if row is not None:
             state = VolatilityState(row["last_price"], row["variance"], row["samples"], row["sampled_at"])
         settings = self.context.settings
-        updated = update_volatility(
-            state, price, at, self.context.default_policy.ewma_lambda, min_interval_s=settings.vol_sample_interval_s
-        )
+        if settings.volatility_source == "features":
+            updated = state or VolatilityState(last_price=price, variance=Decimal(0), samples=0, sampled_at=at)
+        else:
+            updated = update_volatility(
+                state, price, at, self.context.default_policy.ewma_lambda, min_interval_s=settings.vol_sample_interval_s
+            )
         await repo.save_volatility(
             symbol,
             last_price=updated.last_price,
@@ -75,6 +79,29 @@ class Evaluation:
             price=price,
             priced_at=at,
         )
+
+    async def observe_realized_volatility(
+        self, session: AsyncSession, symbol: str, realized: float, bars: int, at: datetime
+    ) -> bool:
+        """Take the symbol's variance from a realized volatility over `bars` 1-minute bars (volatility_source =
+        features): variance per bar = realized^2 / bars, the scale of the EWMA's 60 s samples. False (ignored)
+        before the symbol's first price, or for a bar older than the last one taken."""
+        repo = HedgeRepository(session)
+        row = await repo.lock_volatility(symbol)
+        if row is None or (row["samples"] > 0 and at <= row["sampled_at"]):
+            return False
+        value = Decimal(repr(realized))
+        variance = (value * value / bars).quantize(VARIANCE_STEP, rounding=ROUND_HALF_EVEN)
+        await repo.save_volatility(
+            symbol,
+            last_price=row["last_price"],
+            variance=variance,
+            samples=row["samples"] + 1,
+            sampled_at=at,
+            price=row["price"],
+            priced_at=row["priced_at"],
+        )
+        return True
 
     async def apply_balances(self, session: AsyncSession, account_id: str, updates: Sequence[BalanceUpdate]) -> bool:
         """Store the newer of `updates` (stale versions are dropped); False when every one was stale.

@@ -7,7 +7,7 @@ then hypertables), a materialized view otherwise; `aether ops refresh-aggregates
 what it did in `rollup_refreshes`.
 
 Revision ID: 0032_reports_read_model
-Revises: 0029_marketdata_store
+Revises: 0031_marketdata_features
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from shared.db.base import Money
 from shared.db.timescale import make_time_series
 
 revision = "0032_reports_read_model"
-down_revision = "0029_marketdata_store"
+down_revision = "0031_marketdata_features"
 branch_labels = None
 depends_on = None
 
