@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from data.ingest.cli import app as data_app
 from data.replay.cli import app as feed_app
 from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
@@ -24,6 +25,7 @@ app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache 
 app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
 app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchange secrets")
+app.add_typer(data_app, name="data", help="Market-data history: backfills from CoinGecko and Kraken")
 app.add_typer(feed_app, name="feed", help="Market-data replay (file or synthetic) onto the marketdata.* topics")
 
 
