@@ -1,4 +1,5 @@
-"""`aether data backfill coingecko|kraken`: history into the `marketdata` schema, resumable, with a progress bar.
+"""`aether data backfill coingecko|kraken`: history into the `marketdata` schema, resumable, with a progress bar;
+`aether data sentiment`: hourly cashtag sentiment from X API v2.
 
 Also runnable on its own: `python -m data.ingest.cli backfill kraken --symbol BTC/USD --from 2026-11-01`.
 """
@@ -6,6 +7,7 @@ Also runnable on its own: `python -m data.ingest.cli backfill kraken --symbol BT
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -13,11 +15,12 @@ from typing import Annotated, Any
 import httpx
 import sqlalchemy.exc
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from data.ingest import coingecko, kraken_trades
+from data.ingest import coingecko, kraken_trades, x_sentiment
 from data.ingest.http import (
     BackfillInputError,
     PayloadError,
@@ -66,6 +69,7 @@ async def _run(
     rate_per_s: float,
     classify: Callable[[httpx.Response], Any],
     work: Callable[[AsyncEngine, RateLimitedGetter, ProgressFn], Awaitable[BackfillReport]],
+    headers: dict[str, str],
 ) -> BackfillReport:
     try:
         settings = load_settings(AetherSettings)
@@ -75,7 +79,7 @@ async def _run(
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"))
     try:
         async with httpx.AsyncClient(
-            base_url=base_url, timeout=HTTP_TIMEOUT_S, headers={"User-Agent": USER_AGENT}
+            base_url=base_url, timeout=HTTP_TIMEOUT_S, headers={"User-Agent": USER_AGENT, **headers}
         ) as client:
             getter = RateLimitedGetter(client, TokenBucket(rate_per_s), classify)
             with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
@@ -96,9 +100,12 @@ def _execute(
     classify: Callable[[httpx.Response], Any],
     work: Callable[[AsyncEngine, RateLimitedGetter, ProgressFn], Awaitable[BackfillReport]],
     refused_field: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     try:
-        report = asyncio.run(_run(base_url, rate_per_s, classify, work))
+        report = asyncio.run(_run(base_url, rate_per_s, classify, work, headers or {}))
+    except BackfillInputError as exc:
+        raise _fail(_option_message(exc)) from None
     except SourceRefused as exc:
         field = f"--{refused_field}: " if exc.status_code == 404 or "Unknown asset pair" in str(exc) else ""
         raise _fail(f"{field}{exc}") from None
@@ -173,12 +180,49 @@ def backfill_kraken_command(
     _execute(base_url, calls_per_s, kraken_trades.classify, work, "symbol")
 
 
+@app.command("sentiment")
+def sentiment_command(
+    cashtag: Annotated[list[str], typer.Option(help="cashtag, e.g. BTC (repeat for several)")],
+    start: Annotated[str, typer.Option("--from", help="ISO 8601 start, within the last 7 days")] = "",
+    end: Annotated[str, typer.Option("--to", help="ISO 8601 end")] = "",
+    base_url: Annotated[str, typer.Option(envvar="AETHER_X_API_URL", help="API root")] = x_sentiment.DEFAULT_BASE_URL,
+    calls_per_s: Annotated[float, typer.Option(min=0.01, help="request rate")] = 1.0,
+) -> None:
+    """Hourly sentiment features of cashtags from X API v2 post counts and recent posts, scored with VADER."""
+    bearer = SecretStr(os.environ.get("AETHER_X_BEARER_TOKEN", ""))
+    try:
+        if not bearer.get_secret_value():
+            raise BackfillInputError("AETHER_X_BEARER_TOKEN", "is not set (an X API app-only bearer token)")
+        tags = [x_sentiment.validate_cashtag(tag) for tag in cashtag]
+        window = (
+            parse_time(start, "--from") if start else _missing("--from"),
+            parse_time(end, "--to") if end else _missing("--to"),
+        )
+    except BackfillInputError as exc:
+        raise _fail(_option_message(exc)) from None
+
+    async def work(engine: AsyncEngine, getter: RateLimitedGetter, progress: ProgressFn) -> BackfillReport:
+        report = BackfillReport(x_sentiment.SOURCE, ",".join(tags))
+        for tag in tags:
+            rows = await x_sentiment.ingest_sentiment(engine, getter, tag, *window)
+            report.pages += 1
+            report.new_rows += len(rows)
+            progress(window[1], *window)
+        report.completed = True
+        return report
+
+    headers = {"Authorization": f"Bearer {bearer.get_secret_value()}"}
+    _execute(base_url, calls_per_s, x_sentiment.classifier(), work, "cashtag", headers=headers)
+
+
 def _missing(option: str) -> datetime:
     raise BackfillInputError(option, "is required")
 
 
 def _option_message(exc: BackfillInputError) -> str:
-    name = exc.field_name if exc.field_name.startswith("--") else f"--{exc.field_name}"
+    name = exc.field_name
+    if not name.startswith("--") and not name.isupper():  # options get their dashes; environment variables not
+        name = f"--{name}"
     return f"{name}: {str(exc).split(': ', 1)[1]}"
 
 

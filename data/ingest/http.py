@@ -83,6 +83,15 @@ def decode_json(source: str, response: httpx.Response) -> Any:
         raise PayloadError(source, "body", f"not JSON ({exc.__class__.__name__})") from None
 
 
+def whole_number(value: Any) -> int | None:
+    """`value` as an int when it is a JSON whole number (int or integral Decimal), else None."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        return None
+    if isinstance(value, Decimal) and (not value.is_finite() or value != value.to_integral_value()):
+        return None
+    return int(value)
+
+
 @dataclass
 class TokenBucket:
     """Async token bucket: `rate_per_s` tokens a second, at most `capacity` saved up."""

@@ -27,6 +27,7 @@ from data.ingest.http import (
     TemporaryFailure,
     decode_json,
     retry_after_seconds,
+    whole_number,
 )
 from data.ingest.progress import BackfillReport, ProgressFn, ignore_progress, range_key
 from data.ingest.store import TradeRow, insert_trades, load_checkpoint, save_checkpoint
@@ -77,14 +78,6 @@ def validate_request(symbol: str, start: datetime, end: datetime | None) -> Krak
     return KrakenRequest(symbol, pair, start.astimezone(UTC), end.astimezone(UTC) if end is not None else None)
 
 
-def _whole_number(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, Decimal | int):
-        return None
-    if isinstance(value, Decimal) and (not value.is_finite() or value != value.to_integral_value()):
-        return None
-    return int(value)
-
-
 def _decimal_text(value: Any, position: str, *, what: str) -> Decimal:
     if not isinstance(value, str):
         raise PayloadError(SOURCE, position, f"{what} is not a decimal string")
@@ -115,7 +108,7 @@ def _trade(row: Any, position: str, symbol: str) -> TradeRow:
         raise PayloadError(SOURCE, position, f"side {side!r} is not 'b' or 's'")
     if order_type not in ("m", "l") or not isinstance(misc, str):
         raise PayloadError(SOURCE, position, "ordertype is not 'm' or 'l', or misc is not a string")
-    number = _whole_number(trade_id)
+    number = whole_number(trade_id)
     if number is None or number < 0:
         raise PayloadError(SOURCE, position, "trade_id is not a non-negative integer")
     return TradeRow(
@@ -142,7 +135,7 @@ def parse_trades(payload: Any, pair: str, symbol: str) -> TradesPage:
     if not isinstance(rows, list):
         raise PayloadError(SOURCE, f"result.{pair}", "missing or not a list")
     last = result.get("last")
-    last_number = _whole_number(last)
+    last_number = whole_number(last)
     if last_number is not None and last_number >= 0:
         last = str(last_number)
     if not isinstance(last, str) or not last.isdigit() or len(last) > 30:

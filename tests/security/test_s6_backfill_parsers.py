@@ -1,4 +1,4 @@
-"""S6 for the backfill parsers: garbage in the CoinGecko market_chart and Kraken Trades answers gives a
+"""S6 for the backfill parsers: garbage in the CoinGecko market_chart, Kraken Trades and X counts/search answers gives a
 PayloadError (naming the source and the position) and never another exception; raw bodies through the HTTP
 classification give a PayloadError, a refusal or a retryable failure, never a crash."""
 
@@ -16,7 +16,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data.ingest import coingecko, kraken_trades
+from data.ingest import coingecko, kraken_trades, x_sentiment
 from data.ingest.http import PayloadError, SourceRefused, TemporaryFailure
 
 EXAMPLES = 150 * int(os.environ.get("AETHER_SCALE", "1"))
@@ -76,6 +76,32 @@ kraken_payloads = st.one_of(
 )
 
 
+x_times = st.one_of(st.just("2026-11-30T00:00:00.000Z"), st.text(max_size=30), scalars)
+x_payloads = st.one_of(
+    json_like,
+    st.fixed_dictionaries(
+        {
+            "data": st.one_of(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "start": x_times,
+                            "end": x_times,
+                            "tweet_count": numbers,
+                            "text": scalars,
+                            "created_at": x_times,
+                        }
+                    ),
+                    max_size=5,
+                ),
+                json_like,
+            ),
+            "meta": st.one_of(st.fixed_dictionaries({"next_token": scalars}), json_like),
+        }
+    ),
+)
+
+
 def _to_decimals(value: Any) -> Any:
     """What `decode_json` would give for the same document: floats as Decimal."""
     if isinstance(value, float):
@@ -99,7 +125,7 @@ def _source_of_failure(parse: Callable[[], object]) -> str | None:
 def test_s6_backfill_parsers_raise_only_payload_errors(
     reliability_seed: int, write_reliability_record: Callable[[dict[str, Any]], Path]
 ) -> None:
-    cases = {"coingecko": 0, "kraken": 0, "raw_bodies": 0}
+    cases = {"coingecko": 0, "kraken": 0, "x": 0, "raw_bodies": 0}
 
     @SETTINGS
     @given(coingecko_payloads)
@@ -114,6 +140,14 @@ def test_s6_backfill_parsers_raise_only_payload_errors(
         cases["kraken"] += 1
         source = _source_of_failure(lambda: kraken_trades.parse_trades(_to_decimals(payload), "XXBTZUSD", "BTC/USD"))
         assert source in (None, "kraken")
+
+    @SETTINGS
+    @given(x_payloads)
+    def x_parsers(payload: Any) -> None:
+        cases["x"] += 1
+        for parse in (x_sentiment.parse_counts, x_sentiment.parse_posts):
+            source = _source_of_failure(lambda parse=parse: parse(_to_decimals(payload)))  # type: ignore[misc]
+            assert source in (None, "x")
 
     @SETTINGS
     @given(
@@ -137,6 +171,7 @@ def test_s6_backfill_parsers_raise_only_payload_errors(
 
     coingecko_parser()
     kraken_parser()
+    x_parsers()
     raw_bodies()
     write_reliability_record(
         {"id": "S6_backfill_parsers", "seed": reliability_seed, "cases": sum(cases.values()), "violations": 0, **cases}

@@ -1,4 +1,4 @@
-"""Schema `marketdata`: backfill checkpoints and the CoinGecko price series.
+"""Schema `marketdata`: backfill checkpoints, the CoinGecko price series and hourly sentiment features.
 
 A checkpoint is one row per source, subject (coin/vs or symbol) and requested range; its cursor is written in the
 same transaction as the rows of the page it follows, so a killed backfill resumes without gaps or duplicates.
@@ -51,8 +51,24 @@ def upgrade() -> None:
         schema="marketdata",
     )
     make_time_series(op.get_bind(), "marketdata.coingecko_prices", "at", chunk_interval="30 days")
+    op.create_table(
+        "sentiment_features",
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("cashtag", sa.Text, nullable=False),
+        sa.Column("bucket_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("post_count", sa.BigInteger, nullable=False),
+        sa.Column("scored_posts", sa.BigInteger, nullable=False),
+        sa.Column("mean_compound", Money, nullable=True),
+        sa.Column("positive_share", Money, nullable=True),
+        sa.Column("negative_share", Money, nullable=True),
+        sa.CheckConstraint("post_count >= 0 AND scored_posts >= 0", name="counts"),
+        sa.PrimaryKeyConstraint("source", "cashtag", "bucket_start", name="pk_sentiment_features"),
+        schema="marketdata",
+    )
+    make_time_series(op.get_bind(), "marketdata.sentiment_features", "bucket_start", chunk_interval="30 days")
 
 
 def downgrade() -> None:
+    op.drop_table("sentiment_features", schema="marketdata")
     op.drop_table("coingecko_prices", schema="marketdata")
     op.drop_table("backfill_checkpoints", schema="marketdata")
