@@ -191,10 +191,9 @@ async def backfill_coingecko(
         if checkpoint.completed:
             report.completed = True
             return report
-    windows = plan_windows(request.start, request.end, request.window)
+    # Planned from the cursor, so a rerun with another --window-days neither skips nor repeats a stretch.
+    windows = plan_windows(resume_at, request.end, request.window)
     for index, (window_start, window_end) in enumerate(windows):
-        if window_start < resume_at:
-            continue
         last = index == len(windows) - 1
         payload = await getter.get(
             f"/coins/{request.coin}/market_chart/range",

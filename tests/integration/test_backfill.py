@@ -92,6 +92,32 @@ async def test_coingecko_backfill_stores_the_fakes_full_answer_and_resumes_to_no
     ]
 
 
+class _StopAfterFirstWindow(Exception):
+    pass
+
+
+def _stop(_reached: datetime, _start: datetime, _end: datetime) -> None:
+    raise _StopAfterFirstWindow
+
+
+async def test_coingecko_resume_with_another_window_size_neither_skips_nor_repeats(db: AsyncEngine) -> None:
+    fake = CoinGeckoFake()
+    start, end = DAY_ONE, DAY_ONE + timedelta(days=10)
+    first = coingecko.validate_request("bitcoin", "usd", start, end, timedelta(days=3))
+    second = coingecko.validate_request("bitcoin", "usd", start, end, timedelta(days=2))
+    with serve_on_loopback(fake.app) as url:
+        async with httpx.AsyncClient(base_url=f"{url}/api/v3") as client:
+            with pytest.raises(_StopAfterFirstWindow):
+                await coingecko.backfill_coingecko(db, getter(client, coingecko.classify), first, _stop)
+            report = await coingecko.backfill_coingecko(db, getter(client, coingecko.classify), second)
+
+    assert report.resumed
+    assert [r.params["from"] for r in fake.requests[1:]] == [
+        str(int((start + timedelta(days=3 + 2 * i)).timestamp())) for i in range(4)
+    ]
+    assert await stored_prices(db, "bitcoin", "usd") == fake.answer("bitcoin", "usd", start, end)
+
+
 async def test_coingecko_window_over_90_days_gets_daily_points(db: AsyncEngine) -> None:
     fake = CoinGeckoFake()
     request = coingecko.validate_request("ethereum", "eur", DAY_ONE - timedelta(days=200), DAY_ONE, timedelta(days=200))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from data.ingest import coingecko, kraken_trades, x_sentiment
 from data.ingest.http import PayloadError, SourceRefused, TemporaryFailure
 
-EXAMPLES = 150 * int(os.environ.get("AETHER_SCALE", "1"))
+EXAMPLES = 100 * int(os.environ.get("AETHER_SCALE", "1"))
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
