@@ -25,7 +25,7 @@ app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache 
 app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
 app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchange secrets")
-app.add_typer(data_app, name="data", help="Market-data history: backfills from CoinGecko and Kraken")
+app.add_typer(data_app, name="data", help="Market-data history: backfills from CoinGecko and Kraken, sentiment from X")
 app.add_typer(feed_app, name="feed", help="Market-data replay (file or synthetic) onto the marketdata.* topics")
 
 
