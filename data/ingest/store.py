@@ -1,4 +1,5 @@
-"""Every SQL statement of the backfills: trades, CoinGecko points and the checkpoints that make them resumable.
+"""Every SQL statement of the backfills: trades, CoinGecko points, sentiment features and the checkpoints that
+make the backfills resumable.
 
 `insert_trades` is the one place backfilled trades are written (idempotent on the trades' primary key), so it can
 later be pointed at the market-data store's repository without touching the backfills.
@@ -36,6 +37,18 @@ class PricePoint:
     price: Decimal
     market_cap: Decimal | None
     volume: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class HourFeatures:
+    """Sentiment of one cashtag over one hour."""
+
+    bucket_start: datetime
+    post_count: int
+    scored_posts: int
+    mean_compound: Decimal | None
+    positive_share: Decimal | None
+    negative_share: Decimal | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +156,30 @@ async def save_checkpoint(
             "completed": completed,
         },
     )
+
+
+async def upsert_sentiment(
+    connection: AsyncConnection, source: str, cashtag: str, rows: Sequence[HourFeatures]
+) -> None:
+    """Upsert the hourly features (a later run over the same hours replaces them)."""
+    for row in rows:
+        await connection.execute(
+            text(
+                "INSERT INTO marketdata.sentiment_features (source, cashtag, bucket_start, post_count, scored_posts, "
+                "mean_compound, positive_share, negative_share) VALUES (:source, :cashtag, :bucket_start, :post_count, "
+                ":scored_posts, :mean_compound, :positive_share, :negative_share) "
+                "ON CONFLICT (source, cashtag, bucket_start) DO UPDATE SET post_count = excluded.post_count, "
+                "scored_posts = excluded.scored_posts, mean_compound = excluded.mean_compound, "
+                "positive_share = excluded.positive_share, negative_share = excluded.negative_share"
+            ),
+            {
+                "source": source,
+                "cashtag": cashtag,
+                "bucket_start": row.bucket_start,
+                "post_count": row.post_count,
+                "scored_posts": row.scored_posts,
+                "mean_compound": row.mean_compound,
+                "positive_share": row.positive_share,
+                "negative_share": row.negative_share,
+            },
+        )

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from data.ingest.http import (
@@ -32,30 +30,18 @@ from data.ingest.http import (
     decode_json,
     whole_number,
 )
+from data.ingest.store import HourFeatures, upsert_sentiment
 from shared.clock import utc_now
 
 SOURCE = "x"
 DEFAULT_BASE_URL = "https://api.x.com"
 COUNTS_PATH = "/2/tweets/counts/recent"
 SEARCH_PATH = "/2/tweets/search/recent"
-RECENT_WINDOW = timedelta(days=7)
 MAX_RESULTS = 100
 # VADER's own thresholds for a positive or negative text.
 POSITIVE_AT, NEGATIVE_AT = 0.05, -0.05
 _CASHTAG = re.compile(r"^[A-Z]{2,10}$")
 _ANALYZER = SentimentIntensityAnalyzer()
-
-
-@dataclass(frozen=True, slots=True)
-class HourFeatures:
-    """Sentiment of one cashtag over one hour."""
-
-    bucket_start: datetime
-    post_count: int
-    scored_posts: int
-    mean_compound: Decimal | None
-    positive_share: Decimal | None
-    negative_share: Decimal | None
 
 
 def validate_cashtag(cashtag: str) -> str:
@@ -176,31 +162,6 @@ async def _all_pages(getter: RateLimitedGetter, path: str, params: dict[str, str
             return results
 
 
-async def store_features(connection: AsyncConnection, cashtag: str, rows: list[HourFeatures]) -> None:
-    """Upsert the hourly features (a later run over the same hours replaces them)."""
-    for row in rows:
-        await connection.execute(
-            text(
-                "INSERT INTO marketdata.sentiment_features (source, cashtag, bucket_start, post_count, scored_posts, "
-                "mean_compound, positive_share, negative_share) VALUES (:source, :cashtag, :bucket_start, :post_count, "
-                ":scored_posts, :mean_compound, :positive_share, :negative_share) "
-                "ON CONFLICT (source, cashtag, bucket_start) DO UPDATE SET post_count = excluded.post_count, "
-                "scored_posts = excluded.scored_posts, mean_compound = excluded.mean_compound, "
-                "positive_share = excluded.positive_share, negative_share = excluded.negative_share"
-            ),
-            {
-                "source": SOURCE,
-                "cashtag": cashtag,
-                "bucket_start": row.bucket_start,
-                "post_count": row.post_count,
-                "scored_posts": row.scored_posts,
-                "mean_compound": row.mean_compound,
-                "positive_share": row.positive_share,
-                "negative_share": row.negative_share,
-            },
-        )
-
-
 async def ingest_sentiment(
     engine: AsyncEngine, getter: RateLimitedGetter, cashtag: str, start: datetime, end: datetime
 ) -> list[HourFeatures]:
@@ -218,5 +179,5 @@ async def ingest_sentiment(
         posts.extend(page)
     rows = hour_features(counts, posts)
     async with engine.begin() as connection:
-        await store_features(connection, tag, rows)
+        await upsert_sentiment(connection, SOURCE, tag, rows)
     return rows
