@@ -30,7 +30,7 @@ app.add_typer(
 )
 ops_app = typer.Typer(help="Operations jobs", no_args_is_help=True)
 app.add_typer(ops_app, name="ops", help="Operations jobs (rollups, ...)")
-app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality")
+app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality, backfills, sentiment")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

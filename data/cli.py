@@ -1,4 +1,5 @@
-"""`aether data`: the market-data store's commands (sink, refresh-aggregates, check).
+"""`aether data`: the market-data store's commands (sink, refresh-aggregates, check) and the backfills
+(`backfill coingecko|kraken`, `sentiment`, from data/ingest/cli.py).
 
 Mounted by aether/cli.py; runnable on its own as `python -m data.cli`.
 """
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 
 from data.ingest import store
+from data.ingest.cli import backfill_app, sentiment_command
 from data.ingest.quality import check_trades
 from data.ingest.sink import SINK_CONSUMER, MarketDataSink
 from shared.app_factory import supervise
@@ -29,7 +31,9 @@ from shared.observability.logging import configure_logging
 console = Console(stderr=True)
 # RFC 3339 with its offset (`Z` or `+00:00`): a time without one is refused, never read as local time.
 TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
-app = typer.Typer(help="Market-data store: sink, aggregates, data quality", no_args_is_help=True)
+app = typer.Typer(help="Market-data store: sink, aggregates, data quality, backfills", no_args_is_help=True)
+app.add_typer(backfill_app, name="backfill")
+app.command("sentiment")(sentiment_command)
 
 
 def _settings() -> AetherSettings:

@@ -5,7 +5,7 @@ TimescaleDB exists, an ordinary table otherwise (the same queries either way).
 Values are DOUBLE PRECISION: statistics, not money, compared bit for bit between the two engines.
 
 Revision ID: 0031_marketdata_features
-Revises: 0029_marketdata_store
+Revises: 0030_marketdata_backfill
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from alembic import op
 from shared.db.timescale import make_time_series
 
 revision = "0031_marketdata_features"
-down_revision = "0029_marketdata_store"
+down_revision = "0030_marketdata_backfill"
 branch_labels = None
 depends_on = None
 
