@@ -1,4 +1,4 @@
-"""The `aether` command line: stack, migrations, services, audit and auth."""
+"""The `aether` command line: stack, migrations, services, audit, auth and ops jobs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from data.replay.cli import app as feed_app
+from ops.cli import app as ops_app
 from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
 from shared.auth.cli import app as auth_app
@@ -24,6 +25,7 @@ app.add_typer(stack_app, name="stack", help="Local PostgreSQL, Redis and Apache 
 app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
 app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchange secrets")
+app.add_typer(ops_app, name="ops", help="Backup, restore and the retention archiver")
 app.add_typer(feed_app, name="feed", help="Market-data replay (file or synthetic) onto the marketdata.* topics")
 
 
