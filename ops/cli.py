@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -117,3 +117,65 @@ def backup_retention() -> None:
     with _job() as (settings, store, provider):
         result = apply_retention(store, provider, settings.backup_retention_days, now=datetime.now(UTC))
         console.print(f"{len(result.deleted)} deleted, {len(result.kept)} kept, last good {result.last_good}")
+
+
+@app.command()
+def archive(
+    table: Annotated[
+        list[str] | None, typer.Option("--table", help="Time series to archive (repeatable; default: market data)")
+    ] = None,
+    older_than_days: Annotated[
+        int | None, typer.Option("--older-than-days", min=1, help="Override AETHER_ARCHIVE_AFTER_DAYS")
+    ] = None,
+) -> None:
+    """Move whole UTC days older than the policy to encrypted Parquet in S3; rows are deleted only once verified there."""
+    from ops.archive.archiver import archive_table
+    from ops.archive.tables import DEFAULT_TABLES, time_series
+
+    with _job() as (settings, store, provider):
+        days = older_than_days or settings.archive_after_days
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        total_rows = total_bytes = 0
+        for series in [time_series(name) for name in table or DEFAULT_TABLES]:
+            for result in archive_table(
+                settings.database_url.get_secret_value(), store, provider, series, cutoff,
+                chunk_bytes=settings.ops_chunk_bytes, part_bytes=settings.ops_part_bytes,
+                log=lambda line: console.print(line, highlight=False),
+            ):  # fmt: skip
+                total_rows += result.archived_rows + result.resumed_rows
+                total_bytes += result.sealed_bytes
+        console.print(f"archived {total_rows} rows older than {cutoff:%Y-%m-%d} ({total_bytes} bytes sealed)")
+        record_success(settings.metrics_dir(), "archive", total_bytes)
+
+
+def _utc(text: str, option: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise OpsError(f"{option} {text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("prometheus-snapshot")
+def prometheus_snapshot(
+    start: Annotated[str, typer.Option("--from", help="Window start, ISO 8601 (UTC unless stated)")],
+    end: Annotated[str, typer.Option("--to", help="Window end, ISO 8601 (UTC unless stated)")],
+) -> None:
+    """Archive AETHER_PROMETHEUS_SERIES over a window at AETHER_PROMETHEUS_STEP_S through Prometheus's HTTP API."""
+    from ops.archive.prometheus import snapshot
+
+    with _job() as (settings, store, provider):
+        if not settings.prometheus_url:
+            raise OpsError("AETHER_PROMETHEUS_URL: required by prometheus-snapshot")
+        result = snapshot(
+            store, provider, settings.prometheus_url, settings.prometheus_series,
+            _utc(start, "--from"), _utc(end, "--to"), settings.prometheus_step_s,
+            chunk_bytes=settings.ops_chunk_bytes, part_bytes=settings.ops_part_bytes,
+        )  # fmt: skip
+        state = "already archived" if result.skipped else "archived"
+        console.print(f"{result.object_id} {state}: {result.series} series, {result.samples} samples")
+        record_success(settings.metrics_dir(), "prometheus_snapshot", result.samples)
+
+
+if __name__ == "__main__":
+    app()
