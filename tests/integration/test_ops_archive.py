@@ -1,6 +1,6 @@
 """The retention archiver (issue 17): market data older than the policy goes to encrypted Parquet in S3 (moto on
 loopback, real boto3) and leaves PostgreSQL only once the archive verified. Killed at random points ten times
-(SIGKILL of the real `aether ops archive` process): after every kill each row is either still in PostgreSQL or in
+(SIGKILL of `aether ops archive` runs, each a process forked by tests/integration/archive_worker.py): after every kill each row is either still in PostgreSQL or in
 exactly one verified archive part. A failed upload deletes nothing; a tampered part stops the job. Prometheus
 long-range series are snapshotted through its HTTP API (a fake Prometheus on loopback)."""
 
@@ -37,8 +37,8 @@ from tests.fakes.s3 import LocalS3
 from tests.helpers import own_database
 
 TRADES = TIME_SERIES["marketdata.trades"]
-OLD_DAYS = int(os.environ.get("AETHER_SCALE_ARCHIVE_DAYS", "24"))
-ROWS_PER_DAY = 15
+OLD_DAYS = int(os.environ.get("AETHER_SCALE_ARCHIVE_DAYS", "16"))
+ROWS_PER_DAY = 10
 KILLS = 10
 COLUMNS = ("venue", "instrument", "trade_id", "traded_at", "price", "quantity", "side")
 Row = tuple[Any, ...]
@@ -89,15 +89,23 @@ def _in_postgres(url: str) -> set[Row]:
         return {tuple(row) for row in conn.execute(query).fetchall()}
 
 
-def _archived(store: ObjectStore, provider: LocalFileKeyProvider) -> Counter[Row]:
-    """Every row of every completed (manifest present) and verified archive part, with its multiplicity."""
+def _archived(
+    store: ObjectStore, provider: LocalFileKeyProvider, seen: dict[tuple[date, int], list[Row]] | None = None
+) -> Counter[Row]:
+    """Every row of every completed (manifest present) and verified archive part, with its multiplicity.
+
+    `seen` caches parts verified before: a part with a manifest is never written again (the next one gets the
+    next number)."""
+    cache = {} if seen is None else seen
     found: Counter[Row] = Counter()
     days = {item.key.split("/")[-2] for item in store.listing(store.key("archive", TRADES.table) + "/")}
     for text in days:
         day = date.fromisoformat(text)
         for number in existing_parts(store, TRADES, day):
-            frame = read_part(store, provider, TRADES, day, number)
-            found.update(tuple(row) for row in frame.select(COLUMNS).iter_rows())
+            if (day, number) not in cache:
+                frame = read_part(store, provider, TRADES, day, number)
+                cache[(day, number)] = [tuple(row) for row in frame.select(COLUMNS).iter_rows()]
+            found.update(cache[(day, number)])
     return found
 
 
@@ -113,36 +121,26 @@ def _env(s3: LocalS3, bucket: str, url: str, provider: LocalFileKeyProvider, met
     }
 
 
-ARGS = ["ops", "archive", "--older-than-days", "10"]
-# The real command (`aether.cli.app`, what `python -m aether` runs), started ahead of time: the interpreter and its
-# imports come up while an earlier run works, and the run begins when a line arrives on stdin.
-WORKER = "import sys; from aether.cli import app; sys.stdin.readline(); app(sys.argv[1:])"
+ARGS = ["archive", "--older-than-days", "10"]  # `aether ops archive ...`
 
 
-def _worker(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, *ARGS], env=env, cwd=REPO_ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def _killed_after(process: subprocess.Popen[str], lines: int, delay_s: float) -> str:
-    """Start the waiting archiver; SIGKILL it `delay_s` after its `lines`-th step line (or let it end). Its output."""
-    assert process.stdin is not None
-    assert process.stderr is not None
-    process.stdin.write("go\n")
-    process.stdin.close()
+def _run(worker: subprocess.Popen[str], lines: int, delay_s: float) -> tuple[int, str]:
+    """One archiver run in `worker`: SIGKILL it `delay_s` after its `lines`-th step line (or let it end).
+    Its wait status and output."""
+    assert worker.stdin is not None
+    assert worker.stdout is not None
+    worker.stdin.write("go\n")
+    worker.stdin.flush()
+    pid = int(worker.stdout.readline().removeprefix("pid "))
     seen: list[str] = []
-    for line in process.stderr:
+    for line in worker.stdout:
+        if line.startswith("exit "):
+            return int(line.removeprefix("exit ")), "".join(seen)
         seen.append(line)
-        if sum(": part " in entry or "rows deleted" in entry for entry in seen) >= lines:
+        if sum(": part " in entry or "rows deleted" in entry for entry in seen) == lines:
             threading.Event().wait(delay_s)
-            process.send_signal(signal.SIGKILL)
-            break
-    code = process.wait(timeout=120)
-    process.stderr.close()
-    assert code in (0, -signal.SIGKILL), "".join(seen)
-    return "".join(seen)
+            os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"the archive worker ended early:\n{''.join(seen)}")
 
 
 def test_killed_at_random_points_ten_times_loses_and_duplicates_nothing(
@@ -155,23 +153,24 @@ def test_killed_at_random_points_ten_times_loses_and_duplicates_nothing(
     env = _env(s3_server, bucket, archive_db, provider, tmp_path)
     seed = int(os.environ.get("AETHER_KILL_SEED", str(random.randrange(1_000_000))))
     rng = random.Random(seed)
-    workers = [_worker(env) for _ in range(KILLS + 1)]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.archive_worker", *ARGS], env=env, cwd=REPO_ROOT, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    verified: dict[tuple[date, int], list[Row]] = {}
     try:
         for kill in range(KILLS):
-            output = _killed_after(
-                workers[kill], lines=rng.randint(1, 6), delay_s=rng.choice([0.0, rng.uniform(0, 0.05)])
-            )
-            in_pg, archived = _in_postgres(archive_db), _archived(store, provider)
+            status, output = _run(worker, lines=rng.randint(1, 5), delay_s=rng.choice([0.0, rng.uniform(0, 0.05)]))
+            assert os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) == 0, output
+            in_pg, archived = _in_postgres(archive_db), _archived(store, provider, verified)
             assert [row for row, count in archived.items() if count > 1] == [], f"seed {seed}: duplicated"
             assert original - in_pg - set(archived) == set(), f"seed {seed}: rows lost after kill {kill}\n{output}"
             assert set(archived) <= original
-        final = _killed_after(workers[KILLS], lines=10**9, delay_s=0)  # the last run goes to its end
-        assert workers[KILLS].returncode == 0, final
+        status, output = _run(worker, lines=-1, delay_s=0)  # the last run goes to its end
+        assert os.waitstatus_to_exitcode(status) == 0, output
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        worker.kill()
+        worker.wait()
 
     recent_cutoff = now - timedelta(days=10)
     in_pg, archived = _in_postgres(archive_db), _archived(store, provider)
