@@ -49,7 +49,7 @@ def _seed(url: str, rows: int) -> None:
                     f"t{index}",
                     moment,
                     price,
-                    f"0.{index % 99991:05d}",
+                    f"0.{index % 99991 + 1:05d}",
                     "buy" if index % 2 else "sell",
                 )
             )
