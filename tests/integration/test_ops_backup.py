@@ -349,3 +349,20 @@ def test_cli_backup_writes_the_last_success_metric_and_names_a_missing_bucket(
     unset = runner.invoke(aether_app, ["ops", "backup"], env={**env, "AETHER_S3_BUCKET": ""})
     assert unset.exit_code == 2
     assert "AETHER_S3_BUCKET" in unset.output
+
+
+def test_cli_restore_into_a_non_empty_target_and_an_unknown_table_exit_2_naming_them(
+    s3_server: LocalS3, backup_id: str, store: ObjectStore, source_url: str, provider: LocalFileKeyProvider
+) -> None:
+    env = {
+        **s3_server.env(store.bucket),
+        "AETHER_DATABASE_URL": source_url,
+        "AETHER_LOCAL_KEK_FILE": str(provider.path),
+    }
+    runner = CliRunner()
+    refused = runner.invoke(aether_app, ["ops", "restore", backup_id, "--target-url", source_url], env=env)
+    assert refused.exit_code == 2
+    assert f"restore target database '{make_url(source_url).database}' is not empty" in refused.output
+    unknown = runner.invoke(aether_app, ["ops", "archive", "--table", "oms.orders"], env=env)
+    assert unknown.exit_code == 2
+    assert "--table 'oms.orders' is not an archivable time series" in unknown.output
