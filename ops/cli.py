@@ -80,7 +80,10 @@ def backup(
         )
         if retention:
             kept = apply_retention(store, provider, settings.backup_retention_days)
-            console.print(f"retention: {len(kept.deleted)} deleted, {len(kept.kept)} kept, last good {kept.last_good}")
+            console.print(
+                f"retention: {len(kept.deleted)} deleted, {len(kept.kept)} kept, last good {kept.last_good},"
+                f" {len(kept.aborted_uploads)} unfinished uploads aborted"
+            )
         record_success(settings.metrics_dir(), "backup", result.sealed_bytes)
 
 

@@ -1,5 +1,6 @@
 """Backup retention: delete backups older than the policy, never the newest good one (an authentic manifest whose
-data object is present), and incomplete backups (no manifest) once they are older than the policy too."""
+data object is present), and incomplete backups (no manifest) once they are older than the policy too; abort
+multipart uploads a killed backup left unfinished once they are a day old."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class RetentionResult:
     kept: list[str]
     deleted: list[str]
     last_good: str | None
+    aborted_uploads: list[str]
 
 
 def _backup_objects(store: ObjectStore) -> dict[str, list[StoredObject]]:
@@ -33,7 +35,10 @@ def apply_retention(
     store: ObjectStore, provider: KeyProvider, retention_days: int, now: datetime | None = None
 ) -> RetentionResult:
     """Delete what the policy expires; the newest good backup survives whatever its age."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    moment = now or datetime.now(UTC)
+    cutoff = moment - timedelta(days=retention_days)
+    # A backup killed mid-upload leaves an unfinished multipart upload (billed storage): gone after a day.
+    aborted = store.abort_stale_uploads(store.key("backups") + "/", moment - timedelta(days=1))
     grouped = _backup_objects(store)
     created: dict[str, datetime] = {}
     good: list[str] = []
@@ -49,4 +54,4 @@ def apply_retention(
     last_good = max(good, key=lambda backup_id: created[backup_id]) if good else None
     expired = sorted(b for b in grouped if created[b] < cutoff and b != last_good)
     store.delete(item.key for backup_id in expired for item in grouped[backup_id])
-    return RetentionResult(sorted(set(grouped) - set(expired)), expired, last_good)
+    return RetentionResult(sorted(set(grouped) - set(expired)), expired, last_good, aborted)

@@ -152,6 +152,20 @@ class ObjectStore:
                     found.append(StoredObject(item["Key"], item["Size"], item["LastModified"]))
         return found
 
+    def abort_stale_uploads(self, prefix: str, older_than: datetime) -> list[str]:
+        """Abort multipart uploads under `prefix` begun before `older_than` (a killed job's leftovers); their keys."""
+        aborted: list[str] = []
+        with self._errors():
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < older_than:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted.append(upload["Key"])
+        return aborted
+
     def delete(self, keys: Iterable[str]) -> int:
         """Delete `keys` (batches of 1000); the number asked to delete."""
         batch: list[str] = []

@@ -313,9 +313,15 @@ def test_retention_deletes_old_backups_but_never_the_last_good_one(
     older = run_backup(source_url, store, provider, chunk_bytes=CHUNK, part_bytes=PART, backup_id="a-older").backup_id
     newer = run_backup(source_url, store, provider, chunk_bytes=CHUNK, part_bytes=PART, backup_id="b-newer").backup_id
     store.put(store.key("backups", "c-incomplete", "dump.sealed"), b"never finished")
+    killed = store.key("backups", "d-killed", "dump.sealed")
+    store.client.create_multipart_upload(Bucket=store.bucket, Key=killed)  # a backup killed mid-upload
     now = datetime.now(UTC)
 
-    assert apply_retention(store, provider, retention_days=30, now=now).deleted == []
+    fresh = apply_retention(store, provider, retention_days=30, now=now)
+    assert fresh.deleted == []
+    # moto reports every upload as initiated in 2010, so the unfinished one is already a day old here.
+    assert fresh.aborted_uploads == [killed]
+    assert "Uploads" not in store.client.list_multipart_uploads(Bucket=store.bucket)
     # The newest backup's manifest is broken: the older one becomes the last good one and survives expiry.
     good = store.get(manifest_key(store, newer))
     store.put(manifest_key(store, newer), _flip(good, 40))
