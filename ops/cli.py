@@ -139,14 +139,18 @@ def archive(
         days = older_than_days or settings.archive_after_days
         cutoff = datetime.now(UTC) - timedelta(days=days)
         total_rows = total_bytes = 0
-        for series in [time_series(name) for name in table or DEFAULT_TABLES]:
-            for result in archive_table(
-                settings.database_url.get_secret_value(), store, provider, series, cutoff,
-                chunk_bytes=settings.ops_chunk_bytes, part_bytes=settings.ops_part_bytes,
-                log=lambda line: console.print(line, highlight=False),
-            ):  # fmt: skip
-                total_rows += result.archived_rows + result.resumed_rows
-                total_bytes += result.sealed_bytes
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} days"))
+        with Progress(*columns, console=console, transient=True) as progress:
+            for series in [time_series(name) for name in table or DEFAULT_TABLES]:
+                task = progress.add_task(series.table, total=None)
+                for result in archive_table(
+                    settings.database_url.get_secret_value(), store, provider, series, cutoff,
+                    chunk_bytes=settings.ops_chunk_bytes, part_bytes=settings.ops_part_bytes,
+                    log=lambda line: progress.console.print(line, highlight=False),
+                ):  # fmt: skip
+                    total_rows += result.archived_rows + result.resumed_rows
+                    total_bytes += result.sealed_bytes
+                    progress.advance(task)
         console.print(f"archived {total_rows} rows older than {cutoff:%Y-%m-%d} ({total_bytes} bytes sealed)")
         record_success(settings.metrics_dir(), "archive", total_bytes)
 

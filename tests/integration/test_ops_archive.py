@@ -161,7 +161,7 @@ def test_killed_at_random_points_ten_times_loses_and_duplicates_nothing(
     try:
         for kill in range(KILLS):
             status, output = _run(worker, lines=rng.randint(1, 5), delay_s=rng.choice([0.0, rng.uniform(0, 0.05)]))
-            assert os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) == 0, output
+            assert os.WIFSIGNALED(status), f"run {kill} ended before its kill point:\n{output}"
             in_pg, archived = _in_postgres(archive_db), _archived(store, provider, verified)
             assert [row for row, count in archived.items() if count > 1] == [], f"seed {seed}: duplicated"
             assert original - in_pg - set(archived) == set(), f"seed {seed}: rows lost after kill {kill}\n{output}"
