@@ -4,6 +4,7 @@ pg_restore binaries of the stack's server version, and exact row counts."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from ops.stack.postgres import pg_bin_dir
+from ops.stack.common import StackError
+from ops.stack.postgres import PG_ROOT, pg_bin_dir
 from ops.storage.errors import OpsError
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
@@ -46,11 +48,18 @@ def tool_invocation(database_url: str) -> tuple[list[str], dict[str, str]]:
 
 
 def pg_tool(name: str) -> Path:
-    """`pg_dump` / `pg_restore` next to the stack's PostgreSQL server (same major version)."""
+    """`pg_dump` / `pg_restore`: next to the stack's server when there is one, else the newest client installed
+    under /usr/lib/postgresql/<version>/bin (a job image carries only postgresql-client)."""
     try:
         return pg_bin_dir() / name
-    except Exception as exc:
-        raise OpsError(str(exc)) from None
+    except StackError:
+        pass
+    clients = sorted(
+        PG_ROOT.glob(f"*/bin/{name}"), key=lambda path: int(re.sub(r"\D", "", path.parent.parent.name) or 0)
+    )
+    if not clients:
+        raise OpsError(f"{name} not found under {PG_ROOT}/*/bin (install postgresql-client-15 or newer)")
+    return clients[-1]
 
 
 def user_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
