@@ -71,6 +71,13 @@ def _create(target_url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database_name(target_url))))
 
 
+def _drop(target_url: str) -> None:
+    with connect(_maintenance_url(target_url), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database_name(target_url)))
+        )
+
+
 def _pg_restore(manifest: Manifest, sealed_file: Path, target_url: str, where: str) -> None:
     args, env = tool_invocation(target_url)
     command = [str(pg_tool("pg_restore")), "--no-owner", "--no-acl", "--exit-on-error", "--no-password", *args]
@@ -126,7 +133,12 @@ def run_restore(
             verify_chunks(manifest, source, where)
         if create:
             _create(target_url)
-        _pg_restore(manifest, sealed_file, target_url, where)
+        try:
+            _pg_restore(manifest, sealed_file, target_url, where)
+        except BaseException:
+            if create:  # a half-restored database we made must not pass for a restore
+                _drop(target_url)
+            raise
     with connect(target_url) as conn:
         counts = row_counts(conn)
     expected: dict[str, int] = {str(k): int(v) for k, v in manifest.meta["row_counts"].items()}

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from aether.cli import app as aether_app
-from ops.backup.backup import data_key, load_manifest, manifest_key, run_backup
+from ops.backup.backup import KIND, data_key, load_manifest, manifest_key, run_backup
 from ops.backup.restore import run_restore
 from ops.backup.retention import apply_retention
 from ops.storage.errors import IntegrityError, OpsError
@@ -372,3 +372,16 @@ def test_cli_restore_into_a_non_empty_target_and_an_unknown_table_exit_2_naming_
     unknown = runner.invoke(aether_app, ["ops", "archive", "--table", "oms.orders"], env=env)
     assert unknown.exit_code == 2
     assert "--table 'oms.orders' is not an archivable time series" in unknown.output
+
+
+def test_a_failing_pg_restore_leaves_no_half_restored_database(
+    store: ObjectStore, provider: LocalFileKeyProvider, target_url: str, anchor_keys: tuple[Path, Path]
+) -> None:
+    """An authentic backup whose dump pg_restore cannot read: the database the restore created is dropped again."""
+    backup = f"not-a-dump-{uuid.uuid4().hex[:6]}"
+    sealer = Sealer(provider, backup, CHUNK)
+    store.upload_stream(data_key(store, backup), sealer.seal([b"PGDMP but not really" * 100]), PART)
+    store.put(manifest_key(store, backup), sealer.manifest(KIND, {"row_counts": {}, "schema_version": None}))
+    with pytest.raises(OpsError, match=f"pg_restore into '{make_url(target_url).database}' failed"):
+        run_restore(store, provider, backup, target_url, anchor_keys[1])
+    assert not _database_exists(target_url)
