@@ -25,7 +25,7 @@ EXIT_VERIFY_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 app = typer.Typer(help="Scheduled operations jobs", no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the width (logs, tests)
 
 
 @app.callback()
@@ -89,7 +89,9 @@ def backup(
 
 @app.command()
 def restore(
-    backup_id: Annotated[str, typer.Argument(help="The backup to restore (see the bucket's backups/ prefix)")],
+    backup_id: Annotated[
+        str, typer.Argument(help="The backup to restore, or `latest` (the newest complete and authentic one)")
+    ],
     target_url: Annotated[str, typer.Option("--target-url", help="Database URL of the new (or empty) database")],
     public_key: Annotated[
         Path | None,
@@ -101,6 +103,11 @@ def restore(
     from shared.audit.cli import _public_key_path
 
     with _job() as (settings, store, provider):
+        if backup_id == "latest":
+            from ops.backup.retention import latest_good
+
+            backup_id = latest_good(store, provider)
+            console.print(f"latest complete backup: {backup_id}", highlight=False)
         with _progress("download") as advance:
             result = run_restore(store, provider, backup_id, target_url, _public_key_path(public_key), on_bytes=advance)
         console.print(

@@ -31,14 +31,10 @@ def _backup_objects(store: ObjectStore) -> dict[str, list[StoredObject]]:
     return grouped
 
 
-def apply_retention(
-    store: ObjectStore, provider: KeyProvider, retention_days: int, now: datetime | None = None
-) -> RetentionResult:
-    """Delete what the policy expires; the newest good backup survives whatever its age."""
-    moment = now or datetime.now(UTC)
-    cutoff = moment - timedelta(days=retention_days)
-    # A backup killed mid-upload leaves an unfinished multipart upload (billed storage): gone after a day.
-    aborted = store.abort_stale_uploads(store.key("backups") + "/", moment - timedelta(days=1))
+def _survey(
+    store: ObjectStore, provider: KeyProvider
+) -> tuple[dict[str, list[StoredObject]], dict[str, datetime], list[str]]:
+    """Every backup's objects, its creation time (the manifest's, else its oldest object's) and the good ones."""
     grouped = _backup_objects(store)
     created: dict[str, datetime] = {}
     good: list[str] = []
@@ -51,6 +47,26 @@ def apply_retention(
             except OpsError:
                 continue
             good.append(backup_id)
+    return grouped, created, good
+
+
+def latest_good(store: ObjectStore, provider: KeyProvider) -> str:
+    """The id of the newest backup whose manifest is authentic and whose data is present."""
+    _, created, good = _survey(store, provider)
+    if not good:
+        raise OpsError(f"no complete backup under {store.url(store.key('backups'))}/")
+    return max(good, key=lambda backup_id: created[backup_id])
+
+
+def apply_retention(
+    store: ObjectStore, provider: KeyProvider, retention_days: int, now: datetime | None = None
+) -> RetentionResult:
+    """Delete what the policy expires; the newest good backup survives whatever its age."""
+    moment = now or datetime.now(UTC)
+    cutoff = moment - timedelta(days=retention_days)
+    # A backup killed mid-upload leaves an unfinished multipart upload (billed storage): gone after a day.
+    aborted = store.abort_stale_uploads(store.key("backups") + "/", moment - timedelta(days=1))
+    grouped, created, good = _survey(store, provider)
     last_good = max(good, key=lambda backup_id: created[backup_id]) if good else None
     expired = sorted(b for b in grouped if created[b] < cutoff and b != last_good)
     store.delete(item.key for backup_id in expired for item in grouped[backup_id])

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from aether.cli import app as aether_app
 from ops.backup.backup import KIND, data_key, load_manifest, manifest_key, run_backup
 from ops.backup.restore import run_restore
-from ops.backup.retention import apply_retention
+from ops.backup.retention import apply_retention, latest_good
 from ops.storage.errors import IntegrityError, OpsError
 from ops.storage.metrics import LAST_SUCCESS, metric_file
 from ops.storage.s3 import ObjectStore
@@ -327,13 +327,20 @@ def test_retention_deletes_old_backups_but_never_the_last_good_one(
     store.put(manifest_key(store, newer), _flip(good, 40))
     result = apply_retention(store, provider, retention_days=30, now=now + timedelta(days=31))
     assert (result.last_good, result.deleted) == (older, ["b-newer", "c-incomplete"])
+    assert latest_good(store, provider) == older
     assert store.exists(manifest_key(store, older))
     assert store.exists(data_key(store, older))
     assert not store.listing(store.key("backups", newer))
 
 
 def test_cli_backup_writes_the_last_success_metric_and_names_a_missing_bucket(
-    s3_server: LocalS3, source_url: str, populated: dict[str, int], tmp_path: Path, provider: LocalFileKeyProvider
+    s3_server: LocalS3,
+    source_url: str,
+    populated: dict[str, int],
+    tmp_path: Path,
+    provider: LocalFileKeyProvider,
+    target_url: str,
+    anchor_keys: tuple[Path, Path],
 ) -> None:
     bucket = s3_server.new_bucket()
     env = {
@@ -348,6 +355,15 @@ def test_cli_backup_writes_the_last_success_metric_and_names_a_missing_bucket(
     assert done.exit_code == 0, done.output
     assert "backup cli-1 written" in done.output
     assert f'{LAST_SUCCESS}{{job="backup"}}' in metric_file(tmp_path, "backup").read_text()
+    restored = runner.invoke(
+        aether_app,
+        ["ops", "restore", "latest", "--target-url", target_url, "--public-key", str(anchor_keys[1])],
+        env=env,
+    )
+    assert restored.exit_code == 0, restored.output
+    assert "latest complete backup: cli-1" in restored.output
+    assert "match the manifest" in restored.output
+    assert "audit chains intact" in restored.output
 
     missing = runner.invoke(aether_app, ["ops", "backup"], env={**env, "AETHER_S3_BUCKET": "aether-no-such-bucket"})
     assert missing.exit_code == 2
