@@ -1,4 +1,4 @@
-"""The `aether` command line: stack, migrations, services, audit and auth."""
+"""The `aether` command line: stack, migrations, services, audit, auth and ops jobs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.console import Console
 
 from data.cli import app as data_app
 from data.replay.cli import app as feed_app
+from ops.cli import app as ops_app
 from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
 from shared.auth.cli import app as auth_app
@@ -28,8 +29,7 @@ app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchan
 app.add_typer(
     feed_app, name="feed", help="Market data onto the marketdata.* topics: replay (file or synthetic) or live (kraken)"
 )
-ops_app = typer.Typer(help="Operations jobs", no_args_is_help=True)
-app.add_typer(ops_app, name="ops", help="Operations jobs (rollups, ...)")
+app.add_typer(ops_app, name="ops", help="Operations jobs: backup, restore, retention archiver, rollup refresh")
 app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality, backfills, sentiment")
 
 
@@ -64,17 +64,6 @@ def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "
         except Exception as exc:
             raise _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     console.print(f"migrations applied up to [bold]{revision}[/bold]")
-
-
-@ops_app.command("refresh-aggregates")
-def refresh_aggregates() -> None:
-    """Refresh the daily rollups (continuous aggregates or materialized views) that have new rows."""
-    from ops.aggregates import refresh_aggregates as refresh
-
-    for result in refresh(_settings().database_url.get_secret_value()):
-        state = "refreshed" if result.refreshed else "up to date"
-        since = "" if result.window_start is None else f" from {result.window_start.isoformat()}"
-        console.print(f"{result.view} ({result.mode.value}): {state}{since}, {result.rows} rows", highlight=False)
 
 
 @app.command()

@@ -19,6 +19,9 @@ from shared.db.migrate import upgrade
 # The paper venue fed through Kafka, for every integration and end-to-end test.
 from tests.kit.paper import paper_market  # noqa: F401
 
+# S3 on loopback (moto's server) for the ops jobs' tests.
+from tests.kit.s3 import s3_server  # noqa: F401
+
 # The reliability record fixtures serve tests/security (S-tests) too.
 from tests.reliability.conftest import reliability_seed, write_reliability_record  # noqa: F401
 
