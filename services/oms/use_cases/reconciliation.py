@@ -1,5 +1,7 @@
 """Agreeing with the venue: resolve one unresolved order by client id (the resolver's step), and reconcile every
-account at start-up (fills, order states, orders we never placed, balances). Readiness waits for it."""
+account at start-up against its own venue (fills, order states, orders we never placed, balances), for each venue in
+use. Readiness waits for it; an account whose venue cannot take it (no venue, unusable keys) is reported not ready,
+and its orders are refused, without holding up the others."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from shared.domain.money import format_decimal
 from shared.domain.orders import Order
 from shared.domain.types import AccountId, Asset, OrderId, OrderStatus
 from shared.observability.logging import get_logger
-from shared.venues.base import VenueError, VenueOrderStatus
+from shared.venues.base import VenueError, VenueNotReady, VenueOrderStatus
+from shared.venues.router import VenueRouter, account_venue_name
 
 log = get_logger(__name__)
 
@@ -63,6 +66,8 @@ class ReconcileReport:
     external_canceled: int = 0
     balance_adjustments: int = 0
     deposits_completed: int = 0
+    accounts_by_venue: dict[str, int] = field(default_factory=dict)  # accounts reconciled, per venue
+    not_ready: dict[str, str] = field(default_factory=dict)  # account -> why its venue cannot take it now
     details: list[str] = field(default_factory=list)
 
     def count(self, outcome: ResolveOutcome) -> None:
@@ -171,16 +176,31 @@ class ReconcileAccounts:
         self.resolve = resolve
 
     async def reconcile(self) -> ReconcileReport:
-        """Every account of this venue; ReconcileIncomplete when some could not be reconciled."""
+        """Every account against its venue; ReconcileIncomplete when some could not be reconciled."""
         report = ReconcileReport()
+        routes = self.ctx.venue.routes if isinstance(self.ctx.venue, VenueRouter) else {}
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            accounts = await OmsRepository(uow.session).list_accounts()
+            repo = OmsRepository(uow.session)
+            for account_id, routed in sorted(routes.items()):  # a routed account exists before it first trades
+                await repo.ensure_account(account_id, routed, self.ctx.settings.default_approval_threshold)
+            accounts = await repo.list_accounts()
         failed: list[str] = []
         for account in accounts:
-            if account.venue != self.ctx.venue.name:
+            try:
+                venue_name = account_venue_name(self.ctx.venue, account.account_id)
+            except VenueNotReady as exc:
+                self._not_ready(report, account.account_id, exc.reason)
+                continue
+            if account.venue != venue_name:
+                if isinstance(self.ctx.venue, VenueRouter):
+                    reason = f"routed to {venue_name}, its books are kept for {account.venue}"
+                    self._not_ready(report, account.account_id, reason)
                 continue
             try:
                 await self._reconcile_account(account.account_id, report)
+                report.accounts_by_venue[venue_name] = report.accounts_by_venue.get(venue_name, 0) + 1
+            except VenueNotReady as exc:  # its keys are missing or unusable: refused until they are, others go on
+                self._not_ready(report, account.account_id, exc.reason)
             except Exception as exc:
                 log.error(
                     "reconcile_account_failed",
@@ -189,11 +209,18 @@ class ReconcileAccounts:
                     error=str(exc)[:300],
                 )
                 failed.append(account.account_id)
-        log.info("reconciled", failed=len(failed), **{k: v for k, v in report.__dict__.items() if k != "details"})
+        counts = {k: v for k, v in report.__dict__.items() if k not in ("details", "not_ready", "accounts_by_venue")}
+        log.info("reconciled", failed=len(failed), not_ready=len(report.not_ready), **counts)
         if failed:
             # Readiness stays red and the reconciler retries: trading on an unreconciled account is unsafe.
             raise ReconcileIncomplete(f"{len(failed)} account(s) could not be reconciled: {', '.join(failed[:5])}")
         return report
+
+    @staticmethod
+    def _not_ready(report: ReconcileReport, account_id: str, reason: str) -> None:
+        log.warning("reconcile_account_not_ready", account_id=account_id, reason=reason)
+        report.not_ready[account_id] = reason
+        report.details.append(f"{account_id} not ready: {reason}")
 
     async def _reconcile_account(self, account_id: AccountId, report: ReconcileReport) -> None:
         report.deposits_completed += await self.funding.complete_pending(account_id, SYSTEM_ACTOR)
@@ -226,7 +253,10 @@ class ReconcileAccounts:
                     actor=SYSTEM_ACTOR,
                     action="order.external_canceled",
                     target=f"{account_id}/{venue_order.client_order_id}",
-                    details={"venue": venue.name, "venue_order_id": venue_order.venue_order_id},
+                    details={
+                        "venue": account_venue_name(venue, account_id),
+                        "venue_order_id": venue_order.venue_order_id,
+                    },
                     chain=f"oms:{account_id}",
                 )
             canceled += 1
@@ -265,7 +295,7 @@ class ReconcileAccounts:
         after = [fill.trade_id for fill in await venue.fills_since(account_id, cursor)]
         if after != before:
             return None
-        settled = await LedgerRepository(session).settled_trade_ids(venue.name, after)
+        settled = await LedgerRepository(session).settled_trade_ids(account_venue_name(venue, account_id), after)
         return totals if settled >= set(after) else None
 
     async def _align(
