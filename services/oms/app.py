@@ -8,6 +8,8 @@ Accounts routed to Kraken (`AETHER_ACCOUNT_VENUES`, or `AETHER_VENUE=kraken` for
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -114,10 +116,9 @@ def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueA
         kraken = kraken_venue(runtime, settings)
         restores.append(kraken.start)  # AssetPairs: an unreachable Kraken keeps readiness red, retried
         venues["kraken"] = kraken
-    if set(venues) == {"paper"} and not settings.venue_routes():
-        chosen: VenueAdapter = venues["paper"]
-    else:
-        chosen = VenueRouter(venues, settings.venue_routes(), settings.default_venue())
+    chosen: VenueAdapter = (
+        VenueRouter(venues, settings.venue_routes(), settings.default_venue()) if settings.routed() else venues["paper"]
+    )
     return _wire(runtime, settings, chosen, restore_venue=_restore_all(restores) if restores else None)
 
 
@@ -240,7 +241,27 @@ def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tu
         )
     if "kraken" in used:
         workers.append(("kraken-maintain", _maintain_kraken(settings)))
+    if settings.routed():
+        workers.append(("venue-retry", _retry_not_ready(settings)))
     return workers
+
+
+def _retry_not_ready(settings: OmsSettings) -> BackgroundWorker:
+    """After start-up reconciliation, reconcile again (and so admit) the accounts whose venue was not ready."""
+
+    def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            adapters = oms_adapters(runtime)
+            while not runtime.stop_event.is_set():
+                if adapters.reconciliation_status.done and adapters.orders.ctx.not_ready:
+                    async with consumers.reconciliation_turn(runtime.engine):
+                        await adapters.reconciliation.reconcile_not_ready()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.venue_retry_s)
+
+        return run
+
+    return build
 
 
 def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | None = None) -> FastAPI:

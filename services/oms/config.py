@@ -66,6 +66,9 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     kraken_maintain_interval_s: float = Field(
         default=15.0, gt=0, description="how often the dead-man switch is refreshed and Kraken fills are synced"
     )
+    venue_retry_s: float = Field(
+        default=30.0, gt=0, description="how often accounts whose venue was not ready are reconciled again"
+    )
     account_secrets_dir: Path | None = Field(
         default=None, description="mounted venue keys, <dir>/<account>/api_key|api_secret (before the accounts store)"
     )
@@ -113,6 +116,10 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
         """Every venue some account may trade on."""
         default = self.default_venue()
         return {*self.venue_routes().values(), *([default] if default else [])}
+
+    def routed(self) -> bool:
+        """Whether accounts are routed (a `VenueRouter`), rather than all on the paper venue as before."""
+        return self.venues_used() != {"paper"} or bool(self.venue_routes())
 
     # The compacted topics of what the OMS enforces (services/oms/controls.py); tests point them at their own.
     risk_controls_topic: str = RISK_CONTROLS

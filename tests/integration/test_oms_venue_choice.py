@@ -64,9 +64,9 @@ class Exchange:
     fake: KrakenRestFake
     secrets_dir: Path
 
-    async def funded_account(self, usd: str = "10000") -> AccountId:
-        """A Kraken account with keys mounted and USD at the exchange."""
-        account = AccountId(f"kr-{uuid.uuid4().hex[:10]}")
+    async def funded_account(self, account: AccountId | None = None, usd: str = "10000") -> AccountId:
+        """A Kraken account (new unless given) with keys mounted and USD at the exchange."""
+        account = account or AccountId(f"kr-{uuid.uuid4().hex[:10]}")
         api_key, secret = self.fake.register(account)
         (self.secrets_dir / account).mkdir()
         (self.secrets_dir / account / "api_key").write_text(api_key)
@@ -108,6 +108,7 @@ def venue_settings(
         kraken_tier=Tier.PRO,
         kraken_timeout_s=5.0,
         kraken_maintain_interval_s=0.2,
+        venue_retry_s=0.2,
         account_secrets_dir=kraken.secrets_dir,
     )
 
@@ -206,6 +207,21 @@ async def test_each_account_trades_on_its_own_venue_and_one_without_keys_is_refu
             assert kraken.fake.seen.add_orders == [kraken_buy.json()["client_order_id"]]
             assert await paper.open_orders(no_keys) == []
             assert await paper.balances(no_keys) == []
+
+            # Its keys are mounted later: it is reconciled (ledger from Kraken's balances), then it trades there.
+            await kraken.funded_account(no_keys, usd="500")
+
+            async def admitted() -> bool:
+                return no_keys not in adapters.orders.ctx.not_ready
+
+            await eventually(admitted, message="the account is reconciled once its keys are there")
+            assert (await balances(client, no_keys))["USD"]["total"] == "500"
+            late = await order(client, no_keys, side="buy", type="limit", quantity="1", limit_price="95")
+            assert (late.status_code, late.json()["status"]) == (201, "accepted"), late.text
+            assert kraken.fake.seen.add_orders[-1] == late.json()["client_order_id"]
+            canceled = await client.post(f"/orders/{late.json()['order_id']}/cancel", headers=OPERATOR)
+            assert canceled.json()["status"] == "canceled"  # at Kraken: CancelOrder by its client id
+            assert await kraken.fake.venue.open_orders(no_keys) == []
 
 
 async def test_startup_reconciliation_runs_against_both_venues(

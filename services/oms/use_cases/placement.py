@@ -108,7 +108,7 @@ class PlaceOrder:
 
     async def _venue_takes_orders(self, account_id: AccountId, books_venue: str) -> None:
         """Refuse (before anything is recorded) an account whose venue is not ready or is not where its books are."""
-        reason = await account_not_ready(self.ctx.venue, account_id)
+        reason = self.ctx.not_ready.get(account_id) or await account_not_ready(self.ctx.venue, account_id)
         if reason is not None:
             raise VenueNotReadyError(
                 f"account {account_id!r} cannot trade now: {reason}", details={"account_id": account_id}

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import VENUE_ERRORS
-from services.oms.repository import OmsRepository, StoredOrder
+from services.oms.repository import OmsRepository, StoredOrder, TradingAccount
 from services.oms.use_cases.cancellation import CancelOrder
 from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.execution import ExecuteOrders
@@ -186,29 +186,7 @@ class ReconcileAccounts:
             accounts = await repo.list_accounts()
         failed: list[str] = []
         for account in accounts:
-            try:
-                venue_name = account_venue_name(self.ctx.venue, account.account_id)
-            except VenueNotReady as exc:
-                self._not_ready(report, account.account_id, exc.reason)
-                continue
-            if account.venue != venue_name:
-                if isinstance(self.ctx.venue, VenueRouter):
-                    reason = f"routed to {venue_name}, its books are kept for {account.venue}"
-                    self._not_ready(report, account.account_id, reason)
-                continue
-            try:
-                await self._reconcile_account(account.account_id, report)
-                report.accounts_by_venue[venue_name] = report.accounts_by_venue.get(venue_name, 0) + 1
-            except VenueNotReady as exc:  # its keys are missing or unusable: refused until they are, others go on
-                self._not_ready(report, account.account_id, exc.reason)
-            except Exception as exc:
-                log.error(
-                    "reconcile_account_failed",
-                    account_id=account.account_id,
-                    error_type=type(exc).__name__,
-                    error=str(exc)[:300],
-                )
-                failed.append(account.account_id)
+            await self._reconcile_known(account, report, failed)
         counts = {k: v for k, v in report.__dict__.items() if k not in ("details", "not_ready", "accounts_by_venue")}
         log.info("reconciled", failed=len(failed), not_ready=len(report.not_ready), **counts)
         if failed:
@@ -216,9 +194,53 @@ class ReconcileAccounts:
             raise ReconcileIncomplete(f"{len(failed)} account(s) could not be reconciled: {', '.join(failed[:5])}")
         return report
 
-    @staticmethod
-    def _not_ready(report: ReconcileReport, account_id: str, reason: str) -> None:
-        log.warning("reconcile_account_not_ready", account_id=account_id, reason=reason)
+    async def reconcile_not_ready(self) -> ReconcileReport:
+        """Try again the accounts that were not ready (keys mounted since, say): each one reconciled now may trade."""
+        report = ReconcileReport()
+        waiting = set(self.ctx.not_ready)
+        if not waiting:
+            return report
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            accounts = [a for a in await OmsRepository(uow.session).list_accounts() if a.account_id in waiting]
+        failed: list[str] = []
+        for account in accounts:
+            await self._reconcile_known(account, report, failed)
+        if report.accounts_by_venue:
+            log.info("reconciled_once_ready", accounts=sum(report.accounts_by_venue.values()), failed=len(failed))
+        return report
+
+    async def _reconcile_known(self, account: TradingAccount, report: ReconcileReport, failed: list[str]) -> None:
+        """Reconcile one account against its venue; one that cannot be is noted not ready (refused until it is)."""
+        try:
+            venue_name = account_venue_name(self.ctx.venue, account.account_id)
+        except VenueNotReady as exc:
+            self._not_ready(report, account.account_id, exc.reason)
+            return
+        if account.venue != venue_name:
+            if isinstance(self.ctx.venue, VenueRouter):
+                reason = f"routed to {venue_name}, its books are kept for {account.venue}"
+                self._not_ready(report, account.account_id, reason)
+            return
+        try:
+            await self._reconcile_account(AccountId(account.account_id), report)
+        except VenueNotReady as exc:  # its keys are missing or unusable: refused until they are, others go on
+            self._not_ready(report, account.account_id, exc.reason)
+        except Exception as exc:
+            log.error(
+                "reconcile_account_failed",
+                account_id=account.account_id,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+            failed.append(account.account_id)
+        else:
+            report.accounts_by_venue[venue_name] = report.accounts_by_venue.get(venue_name, 0) + 1
+            self.ctx.not_ready.pop(account.account_id, None)
+
+    def _not_ready(self, report: ReconcileReport, account_id: str, reason: str) -> None:
+        if self.ctx.not_ready.get(account_id) != reason:
+            log.warning("reconcile_account_not_ready", account_id=account_id, reason=reason)
+        self.ctx.not_ready[account_id] = reason
         report.not_ready[account_id] = reason
         report.details.append(f"{account_id} not ready: {reason}")
 
