@@ -5,6 +5,7 @@ both, and a Kraken account without keys is refused with the reason, never traded
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from pydantic import SecretStr
 
 from services.oms.adapters import oms_adapters
@@ -38,6 +40,7 @@ from tests.kit.auth import token
 from tests.kit.factories import book_snapshot, trade
 from tests.kit.oms import oms_settings, serving
 from tests.kit.paper import PaperMarket
+from tests.kit.paper_process import free_port
 
 OPERATOR = token(Role.OPERATOR)
 USD = Asset("USD")
@@ -270,3 +273,48 @@ async def test_startup_reconciliation_runs_against_both_venues(
             assert venues == {on_paper: ["paper"], on_kraken: ["kraken"]}
             # maker fill at 95, Kraken-fake fee schedule as paper's: the exchange's balance is the ledger's
             assert (await balances(client, on_kraken))["BTC"]["total"] == "1"
+
+
+async def test_an_unreachable_kraken_keeps_readiness_red_until_it_answers(
+    settings: AetherSettings,
+    module_database_url: str,
+    exchange_database_url: str,
+    paper_market: PaperMarket,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    base = oms_settings(settings, module_database_url, paper_market)
+    async with exchange(base, exchange_database_url) as kraken:
+        account = await kraken.funded_account()
+        port = free_port()
+        config = venue_settings(settings, module_database_url, paper_market, kraken, {account: "kraken"})
+        app = create_oms_app(config.model_copy(update={"kraken_url": f"http://127.0.0.1:{port}"}))
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://o") as client,
+        ):
+
+            async def reconciler_failed() -> bool:
+                return any(
+                    "background_task_failed" in r.getMessage() and "kraken Assets: ConnectError" in r.getMessage()
+                    for r in caplog.records
+                )
+
+            await eventually(reconciler_failed, message="a start-up attempt met the unreachable Kraken")
+            red = await client.get("/readyz")
+            assert red.status_code == 503
+            assert "reconciliation" in red.text
+            assert not oms_adapters(app.state.runtime).reconciliation_status.done
+
+            server = uvicorn.Server(uvicorn.Config(kraken.fake.app, host="127.0.0.1", port=port, log_config=None))
+            serving_task = asyncio.create_task(server.serve())
+            try:
+
+                async def ready() -> bool:
+                    return (await client.get("/readyz")).status_code == 200
+
+                await eventually(ready, timeout_s=60, message="ready once Kraken answers")
+                assert (await balances(client, account))["USD"]["total"] == "10000"
+            finally:
+                server.should_exit = True
+                await serving_task
