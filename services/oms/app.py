@@ -1,12 +1,17 @@
-"""Composition root of the OMS: the venue, the use cases and their workers.
+"""Composition root of the OMS: the venues, the use cases and their workers.
 
-The venue is the paper venue process when `AETHER_PAPER_VENUE_URL` is set (`aether up` sets it): the OMS calls it over
-HTTP and follows its update stream. Unset, the paper venue and its market-data feed run inside this process.
+The paper venue is the paper venue process when `AETHER_PAPER_VENUE_URL` is set (`aether up` sets it): the OMS calls
+it over HTTP and follows its update stream. Unset, the paper venue and its market-data feed run inside this process.
+Accounts routed to Kraken (`AETHER_ACCOUNT_VENUES`, or `AETHER_VENUE=kraken` for every account) trade through
+`KrakenVenue`; with more than the paper venue in use, the use cases see a `VenueRouter` that picks each account's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import FastAPI
 
@@ -20,12 +25,18 @@ from shared.auth.service_tokens import ServiceTokenSource
 from shared.clock import utc_now
 from shared.config import AetherSettings, ConfigurationError, env_name, service_settings
 from shared.contracts.controls import ControlOwner
+from shared.crypto import key_provider_from_settings
 from shared.db import UnitOfWork, create_engine, sessionmaker_for
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
+from shared.venues.kraken.adapter import KrakenVenue
+from shared.venues.kraken.credentials import StoredCredentials
 from shared.venues.latest_book import RedisLatestBook
 from shared.venues.paper import PaperVenue
 from shared.venues.paper_http import PaperHttpVenue, TokenProvider
+from shared.venues.router import VenueRouter, venues_in_use
+
+_V = TypeVar("_V")
 
 
 def paper_venue(runtime: ServiceRuntime, settings: OmsSettings) -> PaperVenue:
@@ -67,17 +78,65 @@ def paper_venue_client(runtime: ServiceRuntime, settings: OmsSettings) -> PaperH
     return venue
 
 
+def kraken_venue(runtime: ServiceRuntime, settings: OmsSettings) -> KrakenVenue:
+    """Kraken for the accounts routed to it: keys from the mounted folder or the accounts store, decrypted here."""
+    credentials = StoredCredentials(
+        runtime.sessionmaker, key_provider_from_settings(settings), settings.account_secrets_dir
+    )
+    venue = KrakenVenue(
+        credentials,
+        runtime.redis,
+        base_url=settings.kraken_url,
+        tier=settings.kraken_tier,
+        timeout_s=settings.kraken_timeout_s,
+        dead_man_timeout_s=settings.kraken_dead_man_timeout_s,
+    )
+    runtime.closers.append(venue.close)
+    return venue
+
+
 def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueAdapter | None) -> OmsAdapters:
     """Wire the venue (the paper venue process when configured, else the in-process paper venue, unless one is
-    given) to the use cases."""
-    if venue is None and settings.paper_venue_url is not None:
-        venue = paper_venue_client(runtime, settings)
-    if venue is None:
-        paper = paper_venue(runtime, settings)
-        # The paper venue's books are restored by the reconciler (with retries), so a database outage at start-up
-        # is a 503 on /readyz, not a crash.
-        return _wire(runtime, settings, paper, restore_venue=paper.restore)
-    return _wire(runtime, settings, venue, restore_venue=None)
+    given; Kraken and a router by account when accounts trade there) to the use cases."""
+    if venue is not None:
+        return _wire(runtime, settings, venue, restore_venue=None)
+    used = settings.venues_used()
+    venues: dict[str, VenueAdapter] = {}
+    restores: list[Callable[[], Awaitable[object]]] = []
+    if "paper" in used:
+        if settings.paper_venue_url is not None:
+            venues["paper"] = paper_venue_client(runtime, settings)
+        else:
+            paper = paper_venue(runtime, settings)
+            # The paper venue's books are restored by the reconciler (with retries), so a database outage at
+            # start-up is a 503 on /readyz, not a crash.
+            restores.append(paper.restore)
+            venues["paper"] = paper
+    if "kraken" in used:
+        kraken = kraken_venue(runtime, settings)
+        restores.append(kraken.start)  # AssetPairs: an unreachable Kraken keeps readiness red, retried
+        venues["kraken"] = kraken
+    chosen: VenueAdapter = (
+        VenueRouter(venues, settings.venue_routes(), settings.default_venue()) if settings.routed() else venues["paper"]
+    )
+    return _wire(runtime, settings, chosen, restore_venue=_restore_all(restores) if restores else None)
+
+
+def _restore_all(steps: list[Callable[[], Awaitable[object]]]) -> Callable[[], Awaitable[int]]:
+    async def restore() -> int:
+        for step in steps:
+            await step()
+        return len(steps)
+
+    return restore
+
+
+def _venue(runtime: ServiceRuntime, kind: type[_V]) -> _V:
+    """The venue of type `kind` this OMS trades on (alone or behind the router); a start-up bug if there is none."""
+    for venue in venues_in_use(oms_adapters(runtime).venue).values():
+        if isinstance(venue, kind):
+            return venue
+    raise RuntimeError(f"this OMS has no {kind.__name__}")
 
 
 def _wire(
@@ -129,10 +188,7 @@ def _feed(settings: OmsSettings) -> Callable[[ServiceRuntime], Callable[[], Awai
 
 def _follow_venue(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        venue = oms_adapters(runtime).venue
-        if not isinstance(venue, PaperHttpVenue):
-            raise RuntimeError("only the paper venue process has an update stream to follow")
-        await venue.follow(runtime.stop_event)
+        await _venue(runtime, PaperHttpVenue).follow(runtime.stop_event)
 
     return run
 
@@ -141,11 +197,8 @@ async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
     """Market data from Kafka into the paper venue's books (and the latest book into Redis)."""
     from shared.venues.paper_feed import PaperFeed
 
-    venue = oms_adapters(runtime).venue
-    if not isinstance(venue, PaperVenue):
-        raise RuntimeError("the paper feed runs only in front of the paper venue")
     feed = PaperFeed(
-        venue,
+        _venue(runtime, PaperVenue),
         redis=runtime.redis,
         bootstrap=settings.kafka_bootstrap,
         security_protocol=settings.kafka_security_protocol,
@@ -155,13 +208,60 @@ async def _run_feed(runtime: ServiceRuntime, settings: OmsSettings) -> None:
     await feed.run(runtime.stop_event)
 
 
+def _maintain_kraken(settings: OmsSettings) -> BackgroundWorker:
+    def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            adapters = oms_adapters(runtime)
+
+            def healthy() -> bool:
+                return adapters.reconciliation_status.done and not runtime.stop_event.is_set()
+
+            # Waits for start-up reconciliation: the switch is armed only once the accounts are known to agree.
+            await _venue(runtime, KrakenVenue).maintain(
+                healthy, runtime.stop_event, interval_s=settings.kraken_maintain_interval_s
+            )
+
+        return run
+
+    return build
+
+
 def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tuple[str, BackgroundWorker]]:
-    """The in-process venue's market-data feed, or the venue process's update stream."""
-    if isinstance(venue, PaperHttpVenue) or (venue is None and settings.paper_venue_url is not None):
-        return [("venue-updates", _follow_venue)]
-    if venue is None:
-        return [("paper-feed", _feed(settings))]
-    return []
+    """The in-process paper venue's market-data feed or the paper venue process's update stream; Kraken's
+    dead-man switch and REST sync."""
+    if venue is not None:
+        return [("venue-updates", _follow_venue)] if isinstance(venue, PaperHttpVenue) else []
+    used = settings.venues_used()
+    workers: list[tuple[str, BackgroundWorker]] = []
+    if "paper" in used:
+        workers.append(
+            ("venue-updates", _follow_venue)
+            if settings.paper_venue_url is not None
+            else ("paper-feed", _feed(settings))
+        )
+    if "kraken" in used:
+        workers.append(("kraken-maintain", _maintain_kraken(settings)))
+    if settings.routed():
+        workers.append(("venue-retry", _retry_not_ready(settings)))
+    return workers
+
+
+def _retry_not_ready(settings: OmsSettings) -> BackgroundWorker:
+    """After start-up reconciliation, reconcile again (and so admit) the accounts whose venue was not ready."""
+
+    def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            adapters = oms_adapters(runtime)
+            while not runtime.stop_event.is_set():
+                if adapters.reconciliation_status.done and adapters.orders.ctx.not_ready:
+                    async with consumers.reconciliation_turn(runtime.engine):
+                        await adapters.reconciliation.reconcile_not_ready()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.venue_retry_s)
+
+        return run
+
+    return build
 
 
 def create_app(settings: AetherSettings | None = None, venue: VenueAdapter | None = None) -> FastAPI:

@@ -4,20 +4,74 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_CONTROLS, RISK_CONTROLS
+from shared.venues.kraken.adapter import KRAKEN_URL
+from shared.venues.kraken.rate_limit import Tier
 from shared.venues.paper_config import FeeTierConfig, InstrumentConfig, PaperMarketSettings, default_instruments
 
-__all__ = ["FeeTierConfig", "InstrumentConfig", "OmsSettings", "default_instruments", "get_settings"]
+__all__ = [
+    "VENUES",
+    "FeeTierConfig",
+    "InstrumentConfig",
+    "OmsSettings",
+    "default_instruments",
+    "get_settings",
+    "parse_account_venues",
+]
+
+VENUES = ("paper", "kraken")  # the venues the OMS can trade on (binance, coinbase: not built yet)
+NO_DEFAULT_VENUE = "none"
+
+
+def parse_account_venues(value: str) -> dict[str, str]:
+    """`acct-1=kraken,acct-2=paper` -> {account: venue}; an unknown venue or a malformed entry is a ValueError."""
+    routes: dict[str, str] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        account, sep, venue = (piece.strip() for piece in entry.partition("="))
+        if not sep or not account or not venue:
+            raise ValueError(f"{entry!r} is not ACCOUNT=VENUE")
+        if venue not in VENUES:
+            raise ValueError(f"account {account}: unknown venue {venue!r} (one of {', '.join(VENUES)})")
+        if routes.get(account, venue) != venue:
+            raise ValueError(f"account {account} is routed to two venues")
+        routes[account] = venue
+    return routes
 
 
 class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     service_name: str = "oms"
-    venue: str = Field(default="paper", pattern=r"^(paper)$")
+    venue: str = Field(
+        default="paper",
+        pattern=r"^(paper|kraken|none)$",
+        description="the venue of accounts without a route in account_venues; `none`: such accounts are refused",
+    )
+    account_venues: str = Field(
+        default="",
+        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken); checked at start-up",
+    )
+    kraken_url: str = Field(default=KRAKEN_URL, description="Kraken's REST base URL")
+    kraken_tier: Tier = Field(default=Tier.STARTER, description="the Kraken account tier (rate-limit counters)")
+    kraken_timeout_s: float = Field(default=10.0, gt=0, le=60, description="how long one Kraken call may take")
+    kraken_dead_man_timeout_s: int = Field(
+        default=60, ge=10, le=86_400, description="CancelAllOrdersAfter timeout, refreshed while the OMS is healthy"
+    )
+    kraken_maintain_interval_s: float = Field(
+        default=15.0, gt=0, description="how often the dead-man switch is refreshed and Kraken fills are synced"
+    )
+    venue_retry_s: float = Field(
+        default=30.0, gt=0, description="how often accounts whose venue was not ready are reconciled again"
+    )
+    account_secrets_dir: Path | None = Field(
+        default=None, description="mounted venue keys, <dir>/<account>/api_key|api_secret (before the accounts store)"
+    )
     paper_venue_url: str | None = Field(
         default=None,
         description="base URL of the paper venue process (`aether serve paper`); unset: the venue runs in this process",
@@ -49,6 +103,30 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
         le=3_600,
         description="how long after its token expired a command published with it is still honored (consumer lag)",
     )
+
+    @field_validator("account_venues")
+    @classmethod
+    def _known_venues(cls, value: str) -> str:
+        parse_account_venues(value)
+        return value
+
+    def venue_routes(self) -> dict[str, str]:
+        """The configured account -> venue routes."""
+        return parse_account_venues(self.account_venues)
+
+    def default_venue(self) -> str | None:
+        """The venue of accounts without a route (None: they are refused)."""
+        return None if self.venue == NO_DEFAULT_VENUE else self.venue
+
+    def venues_used(self) -> set[str]:
+        """Every venue some account may trade on."""
+        default = self.default_venue()
+        return {*self.venue_routes().values(), *([default] if default else [])}
+
+    def routed(self) -> bool:
+        """Whether accounts are routed (a `VenueRouter`), rather than all on the paper venue as before."""
+        return self.venues_used() != {"paper"} or bool(self.venue_routes())
+
     # The compacted topics of what the OMS enforces (services/oms/controls.py); tests point them at their own.
     risk_controls_topic: str = RISK_CONTROLS
     hitl_controls_topic: str = HITL_CONTROLS

@@ -38,6 +38,20 @@ class NotAPaperAccount(OmsError):
     code = "not_a_paper_account"
 
 
+class VenueNotReadyError(OmsError):
+    """The account's venue cannot take its orders now (no venue chosen, missing or unusable keys)."""
+
+    status_code = 503
+    code = "venue_not_ready"
+
+
+class AccountVenueMismatch(OmsError):
+    """The account's books were kept on another venue than the one it is now routed to."""
+
+    status_code = 409
+    code = "account_venue_mismatch"
+
+
 class InvalidOrder(OmsError):
     """The request breaks an instrument rule (precision, minimums, price on a market order...)."""
 

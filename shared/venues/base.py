@@ -54,6 +54,15 @@ class VenueOperationalError(VenueError):
     """The venue or our credentials are unusable (auth failure, maintenance): stop and page."""
 
 
+class VenueNotReady(VenueOperationalError):
+    """The account cannot trade at its venue now (no venue chosen, unusable keys); nothing was sent."""
+
+    def __init__(self, account_id: str, reason: str) -> None:
+        super().__init__(f"the venue of account {account_id} is not ready: {reason}")
+        self.account_id = account_id
+        self.reason = reason
+
+
 class VenueOrderStatus(StrEnum):
     OPEN = "open"  # accepted, resting or partially filled
     FILLED = "filled"

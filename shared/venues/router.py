@@ -1,7 +1,7 @@
 """Venue choice per account: one `VenueAdapter` that sends each account's calls to the venue it trades on.
 
 `VenueRouter(venues={"paper": ..., "kraken": ...}, routes={account: "kraken"}, default="paper")`. An account with
-no route goes to `default`; with no default it is refused (`VenueOperationalError`): an account is never traded
+no route goes to `default`; with no default it is refused (`VenueNotReady`): an account is never traded
 on a venue nobody chose for it, and an account routed to Kraken whose keys are unusable is not ready there
 (`AccountNotReady`), never sent to paper. Fill sequences are per venue: an account that changes venue starts its
 fill cursor again at 0.
@@ -9,8 +9,9 @@ fill cursor again at 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 from shared.domain.types import AccountId, Asset, ClientOrderId
 from shared.venues.base import (
@@ -19,11 +20,20 @@ from shared.venues.base import (
     VenueAdapter,
     VenueBalance,
     VenueFill,
-    VenueOperationalError,
+    VenueNotReady,
     VenueOrder,
     VenueOrderRequest,
     VenueRejected,
 )
+
+
+@runtime_checkable
+class AccountReadiness(Protocol):
+    """A venue that can tell which accounts cannot trade there now (unusable keys), with the reason."""
+
+    async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
+        """The accounts among `account_ids` that cannot trade here, with why."""
+        ...
 
 
 class VenueRoutingError(ValueError):
@@ -46,10 +56,10 @@ class VenueRouter:
         self.default = default
 
     def venue_name(self, account_id: str) -> str:
-        """The venue the account trades on; `VenueOperationalError` when it has none."""
+        """The venue the account trades on; `VenueNotReady` when it has none."""
         name = self.routes.get(account_id, self.default)
         if name is None:
-            raise VenueOperationalError(f"account {account_id} has no venue configured")
+            raise VenueNotReady(account_id, "no venue is configured for it")
         return name
 
     def venue_of(self, account_id: str) -> VenueAdapter:
@@ -60,6 +70,21 @@ class VenueRouter:
         """The venues some account trades on (start-up reconciliation runs against each)."""
         names = {*self.routes.values(), *([self.default] if self.default else [])}
         return {name: self.venues[name] for name in sorted(names)}
+
+    async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
+        """Accounts that cannot trade now, with the reason: no venue, or their venue refuses them (keys)."""
+        reasons: dict[AccountId, str] = {}
+        by_venue: dict[str, list[AccountId]] = {}
+        for account_id in account_ids:
+            try:
+                by_venue.setdefault(self.venue_name(account_id), []).append(account_id)
+            except VenueNotReady as exc:
+                reasons[account_id] = exc.reason
+        for name, accounts in by_venue.items():
+            venue = self.venues[name]
+            if isinstance(venue, AccountReadiness):
+                reasons.update(await venue.not_ready(accounts))
+        return reasons
 
     def subscribe(self, listener: UpdateListener) -> None:
         """Listen to every configured venue."""
@@ -96,3 +121,25 @@ class VenueRouter:
         if not isinstance(venue, Funding):
             raise VenueRejected("funding_not_supported", f"{self.venue_name(account_id)} accounts are funded outside")
         return await venue.deposit(account_id, asset, amount, reference)
+
+
+def account_venue_name(venue: VenueAdapter, account_id: str) -> str:
+    """The name of the venue `account_id` trades on behind `venue` (a router, or one venue for every account)."""
+    return venue.venue_name(account_id) if isinstance(venue, VenueRouter) else venue.name
+
+
+def account_venue(venue: VenueAdapter, account_id: str) -> VenueAdapter:
+    """The adapter `account_id` trades on behind `venue`."""
+    return venue.venue_of(account_id) if isinstance(venue, VenueRouter) else venue
+
+
+def venues_in_use(venue: VenueAdapter) -> dict[str, VenueAdapter]:
+    """Every venue some account trades on behind `venue`, by name."""
+    return venue.venues_in_use() if isinstance(venue, VenueRouter) else {venue.name: venue}
+
+
+async def account_not_ready(venue: VenueAdapter, account_id: AccountId) -> str | None:
+    """Why `account_id` cannot trade at its venue now, or None when it can."""
+    if isinstance(venue, (VenueRouter, AccountReadiness)):
+        return (await venue.not_ready([account_id])).get(account_id)
+    return None

@@ -74,8 +74,11 @@ async def test_funding_is_only_where_we_can_credit() -> None:
 
 async def test_an_account_without_a_venue_is_refused_not_defaulted() -> None:
     router = VenueRouter({"kraken": _Unfundable(FakeVenue())}, {"acct-k": "kraken"})
-    with pytest.raises(VenueOperationalError, match="acct-x has no venue"):
+    with pytest.raises(VenueOperationalError, match="acct-x is not ready: no venue is configured"):
         await router.submit(_market_buy("acct-x"))
+    assert await router.not_ready([AccountId("acct-x"), AccountId("acct-k")]) == {
+        "acct-x": "no venue is configured for it"
+    }
 
 
 def test_routes_to_an_unconfigured_venue_are_a_configuration_error() -> None:

@@ -65,6 +65,8 @@ class OmsContext:
     instruments: Mapping[str, InstrumentSpec] = field(default_factory=dict)
     fee_schedules: AccountFeeSchedules = field(default_factory=AccountFeeSchedules)
     account_gate: AccountGate = field(default_factory=AccountGate)
+    # Accounts whose venue could not take them at reconciliation (why): refused until reconciled once ready.
+    not_ready: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(

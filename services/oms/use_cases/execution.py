@@ -11,10 +11,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from services.oms.errors import VenueNotReadyError
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import SUBMIT_TO_ACK, SUBMIT_TO_FILL, VENUE_ERRORS
 from services.oms.repository import OmsRepository
-from services.oms.use_cases.context import OmsContext
+from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.order_store import load_order, release_reservation, transition
 from services.oms.use_cases.publishing import publish_order_events, save_ledger
 from services.oms.use_cases.quarantine import UNKNOWN_ORDER, quarantine_fill
@@ -33,14 +34,17 @@ from shared.venues.base import (
     TemporaryError,
     VenueError,
     VenueFill,
+    VenueNotReady,
     VenueOrder,
     VenueOrderRequest,
     VenueOrderStatus,
     VenueRejected,
     VenueUpdate,
 )
+from shared.venues.router import account_venue_name
 
 log = get_logger(__name__)
+VENUE_NOT_READY = VenueNotReadyError.code
 CLOSING_STATUSES = frozenset({VenueOrderStatus.FILLED, VenueOrderStatus.CANCELED, VenueOrderStatus.EXPIRED})
 
 
@@ -70,6 +74,11 @@ class ExecuteOrders:
         except VenueRejected as exc:
             reason = f"{exc.code}: {exc.message}"
             await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), "venue")
+            return
+        except VenueNotReady as exc:  # nothing was sent: no venue for the account, or its keys are unusable
+            VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
+            reason = f"{VENUE_NOT_READY}: {exc.reason}"
+            await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), SYSTEM_ACTOR)
             return
         except (AmbiguousOutcome, TemporaryError) as exc:
             VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
@@ -110,7 +119,7 @@ class ExecuteOrders:
     async def apply_fill(self, fill: VenueFill) -> bool:
         """Apply one fill exactly once (unique on venue + trade id); True when it changed something."""
         fill = _without_trailing_zeros(fill)
-        venue = self.ctx.venue.name
+        venue = account_venue_name(self.ctx.venue, fill.account_id)
         async with self.ctx.account_transaction(fill.account_id) as uow:
             repo = OmsRepository(uow.session)
             await repo.lock_account(fill.account_id)
@@ -186,7 +195,12 @@ class ExecuteOrders:
                 await release_reservation(uow.session, self.ctx.tables, order, now)
             await repo.save(order, events)
             await publish_order_events(
-                uow.session, self.ctx.tables, order, events, f"venue:{self.ctx.venue.name}", exits=stored.exits
+                uow.session,
+                self.ctx.tables,
+                order,
+                events,
+                f"venue:{account_venue_name(self.ctx.venue, update.account_id)}",
+                exits=stored.exits,
             )
         return True
 

@@ -21,7 +21,8 @@ from shared.audit import append as audit_append
 from shared.contracts.cashflows import CashFlowKind, CashFlowRecorded
 from shared.domain.money import format_decimal
 from shared.domain.types import AccountId
-from shared.venues.base import Funding, VenueError, VenueRejected
+from shared.venues.base import Funding, VenueError, VenueNotReady, VenueRejected
+from shared.venues.router import account_venue, account_venue_name
 
 
 class FundPaperAccount:
@@ -35,8 +36,8 @@ class FundPaperAccount:
     ) -> DepositRecord:
         """Credit the account at the venue, then in the ledger (journaled and audited), once per reference: a
         repeat answers the first deposit; the same reference for another asset or amount is a conflict."""
-        self._funding_venue()
-        venue_name = self.ctx.venue.name
+        self._funding_venue(account_id)
+        venue_name = account_venue_name(self.ctx.venue, account_id)
         async with self.ctx.account_transaction(account_id) as uow:
             repo = OmsRepository(uow.session)
             account = await repo.get_account(account_id)
@@ -58,7 +59,7 @@ class FundPaperAccount:
 
     async def complete(self, deposit: DepositRecord, actor: str) -> DepositRecord:
         """Credit a recorded deposit at the venue (idempotent by reference), then in the ledger unless it already is."""
-        venue = self._funding_venue()
+        venue = self._funding_venue(deposit.account_id)
         try:
             await venue.deposit(deposit.account_id, deposit.asset, deposit.amount, deposit.reference)
         except VenueRejected as exc:
@@ -108,7 +109,7 @@ class FundPaperAccount:
 
     async def complete_pending(self, account_id: AccountId, actor: str) -> int:
         """Complete every deposit of the account left pending (a crash or a venue outage mid-way); how many."""
-        if not isinstance(self.ctx.venue, Funding):
+        if not isinstance(account_venue(self.ctx.venue, account_id), Funding):
             return 0
         async with self.ctx.account_transaction(account_id) as uow:
             pending = await LedgerRepository(uow.session).pending_deposits(account_id)
@@ -116,8 +117,11 @@ class FundPaperAccount:
             await self.complete(deposit, actor)
         return len(pending)
 
-    def _funding_venue(self) -> Funding:
-        venue = self.ctx.venue
+    def _funding_venue(self, account_id: str) -> Funding:
+        try:
+            venue = account_venue(self.ctx.venue, account_id)
+        except VenueNotReady as exc:
+            raise NotAPaperAccount(f"deposits are not possible for account {account_id!r}: {exc.reason}") from None
         if not isinstance(venue, Funding):
             raise NotAPaperAccount(f"deposits are not possible on the {venue.name} venue")
         return venue

@@ -17,7 +17,13 @@ from decimal import Decimal
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.oms.errors import AccountNotFound, DuplicateClientOrderId, InvalidOrder
+from services.oms.errors import (
+    AccountNotFound,
+    AccountVenueMismatch,
+    DuplicateClientOrderId,
+    InvalidOrder,
+    VenueNotReadyError,
+)
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.schemas import OrderCreate
@@ -38,6 +44,7 @@ from shared.domain.orders import Order
 from shared.domain.types import AccountId, ClientOrderId, OrderId, OrderSide, OrderStatus, Symbol
 from shared.events import add_to_outbox
 from shared.events.topics import OMS_ORDER_EVENTS
+from shared.venues.router import VenueRouter, account_not_ready
 
 Send = Callable[[OrderId], Awaitable[None]]
 
@@ -99,6 +106,19 @@ class PlaceOrder:
             return PlaceResult(await load_order(self.ctx, order.id), created=True)
         return result
 
+    async def _venue_takes_orders(self, account_id: AccountId, books_venue: str) -> None:
+        """Refuse (before anything is recorded) an account whose venue is not ready or is not where its books are."""
+        reason = self.ctx.not_ready.get(account_id) or await account_not_ready(self.ctx.venue, account_id)
+        if reason is not None:
+            raise VenueNotReadyError(
+                f"account {account_id!r} cannot trade now: {reason}", details={"account_id": account_id}
+            )
+        if isinstance(self.ctx.venue, VenueRouter) and (routed := self.ctx.venue.venue_name(account_id)) != books_venue:
+            raise AccountVenueMismatch(
+                f"account {account_id!r} is routed to {routed} but its books are kept for {books_venue}",
+                details={"account_id": account_id},
+            )
+
     async def _record_in_own_transaction(self, body: OrderCreate, actor: str, origin: str) -> PlaceResult:
         async with self.ctx.account_transaction(body.account_id) as uow:
             return await self.record(uow.session, body, actor, origin)
@@ -119,6 +139,7 @@ class PlaceOrder:
         existing = await repo.find_by_client_id(body.account_id, body.client_order_id)
         if existing is not None:
             return _retry_of(existing, body)
+        await self._venue_takes_orders(AccountId(body.account_id), account.venue)
         now = self.ctx.clock()
         request, spec = self._validated(body, now)
         order, events = Order.create(OrderId(str(uuid.uuid4())), request, now)

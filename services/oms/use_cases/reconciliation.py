@@ -1,5 +1,7 @@
 """Agreeing with the venue: resolve one unresolved order by client id (the resolver's step), and reconcile every
-account at start-up (fills, order states, orders we never placed, balances). Readiness waits for it."""
+account at start-up against its own venue (fills, order states, orders we never placed, balances), for each venue in
+use. Readiness waits for it; an account whose venue cannot take it (no venue, unusable keys) is reported not ready,
+and its orders are refused, without holding up the others."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import VENUE_ERRORS
-from services.oms.repository import OmsRepository, StoredOrder
+from services.oms.repository import OmsRepository, StoredOrder, TradingAccount
 from services.oms.use_cases.cancellation import CancelOrder
 from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.execution import ExecuteOrders
@@ -26,7 +28,8 @@ from shared.domain.money import format_decimal
 from shared.domain.orders import Order
 from shared.domain.types import AccountId, Asset, OrderId, OrderStatus
 from shared.observability.logging import get_logger
-from shared.venues.base import VenueError, VenueOrderStatus
+from shared.venues.base import VenueError, VenueNotReady, VenueOrderStatus
+from shared.venues.router import VenueRouter, account_venue_name
 
 log = get_logger(__name__)
 
@@ -63,6 +66,8 @@ class ReconcileReport:
     external_canceled: int = 0
     balance_adjustments: int = 0
     deposits_completed: int = 0
+    accounts_by_venue: dict[str, int] = field(default_factory=dict)  # accounts reconciled, per venue
+    not_ready: dict[str, str] = field(default_factory=dict)  # account -> why its venue cannot take it now
     details: list[str] = field(default_factory=list)
 
     def count(self, outcome: ResolveOutcome) -> None:
@@ -171,29 +176,73 @@ class ReconcileAccounts:
         self.resolve = resolve
 
     async def reconcile(self) -> ReconcileReport:
-        """Every account of this venue; ReconcileIncomplete when some could not be reconciled."""
+        """Every account against its venue; ReconcileIncomplete when some could not be reconciled."""
         report = ReconcileReport()
+        routes = self.ctx.venue.routes if isinstance(self.ctx.venue, VenueRouter) else {}
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            accounts = await OmsRepository(uow.session).list_accounts()
+            repo = OmsRepository(uow.session)
+            for account_id, routed in sorted(routes.items()):  # a routed account exists before it first trades
+                await repo.ensure_account(account_id, routed, self.ctx.settings.default_approval_threshold)
+            accounts = await repo.list_accounts()
         failed: list[str] = []
         for account in accounts:
-            if account.venue != self.ctx.venue.name:
-                continue
-            try:
-                await self._reconcile_account(account.account_id, report)
-            except Exception as exc:
-                log.error(
-                    "reconcile_account_failed",
-                    account_id=account.account_id,
-                    error_type=type(exc).__name__,
-                    error=str(exc)[:300],
-                )
-                failed.append(account.account_id)
-        log.info("reconciled", failed=len(failed), **{k: v for k, v in report.__dict__.items() if k != "details"})
+            await self._reconcile_known(account, report, failed)
+        counts = {k: v for k, v in report.__dict__.items() if k not in ("details", "not_ready", "accounts_by_venue")}
+        log.info("reconciled", failed=len(failed), not_ready=len(report.not_ready), **counts)
         if failed:
             # Readiness stays red and the reconciler retries: trading on an unreconciled account is unsafe.
             raise ReconcileIncomplete(f"{len(failed)} account(s) could not be reconciled: {', '.join(failed[:5])}")
         return report
+
+    async def reconcile_not_ready(self) -> ReconcileReport:
+        """Try again the accounts that were not ready (keys mounted since, say): each one reconciled now may trade."""
+        report = ReconcileReport()
+        waiting = set(self.ctx.not_ready)
+        if not waiting:
+            return report
+        async with UnitOfWork(self.ctx.sessionmaker) as uow:
+            accounts = [a for a in await OmsRepository(uow.session).list_accounts() if a.account_id in waiting]
+        failed: list[str] = []
+        for account in accounts:
+            await self._reconcile_known(account, report, failed)
+        if report.accounts_by_venue:
+            log.info("reconciled_once_ready", accounts=sum(report.accounts_by_venue.values()), failed=len(failed))
+        return report
+
+    async def _reconcile_known(self, account: TradingAccount, report: ReconcileReport, failed: list[str]) -> None:
+        """Reconcile one account against its venue; one that cannot be is noted not ready (refused until it is)."""
+        try:
+            venue_name = account_venue_name(self.ctx.venue, account.account_id)
+        except VenueNotReady as exc:
+            self._not_ready(report, account.account_id, exc.reason)
+            return
+        if account.venue != venue_name:
+            if isinstance(self.ctx.venue, VenueRouter):
+                reason = f"routed to {venue_name}, its books are kept for {account.venue}"
+                self._not_ready(report, account.account_id, reason)
+            return
+        try:
+            await self._reconcile_account(AccountId(account.account_id), report)
+        except VenueNotReady as exc:  # its keys are missing or unusable: refused until they are, others go on
+            self._not_ready(report, account.account_id, exc.reason)
+        except Exception as exc:
+            log.error(
+                "reconcile_account_failed",
+                account_id=account.account_id,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+            failed.append(account.account_id)
+        else:
+            report.accounts_by_venue[venue_name] = report.accounts_by_venue.get(venue_name, 0) + 1
+            self.ctx.not_ready.pop(account.account_id, None)
+
+    def _not_ready(self, report: ReconcileReport, account_id: str, reason: str) -> None:
+        if self.ctx.not_ready.get(account_id) != reason:
+            log.warning("reconcile_account_not_ready", account_id=account_id, reason=reason)
+        self.ctx.not_ready[account_id] = reason
+        report.not_ready[account_id] = reason
+        report.details.append(f"{account_id} not ready: {reason}")
 
     async def _reconcile_account(self, account_id: AccountId, report: ReconcileReport) -> None:
         report.deposits_completed += await self.funding.complete_pending(account_id, SYSTEM_ACTOR)
@@ -226,7 +275,10 @@ class ReconcileAccounts:
                     actor=SYSTEM_ACTOR,
                     action="order.external_canceled",
                     target=f"{account_id}/{venue_order.client_order_id}",
-                    details={"venue": venue.name, "venue_order_id": venue_order.venue_order_id},
+                    details={
+                        "venue": account_venue_name(venue, account_id),
+                        "venue_order_id": venue_order.venue_order_id,
+                    },
                     chain=f"oms:{account_id}",
                 )
             canceled += 1
@@ -265,7 +317,7 @@ class ReconcileAccounts:
         after = [fill.trade_id for fill in await venue.fills_since(account_id, cursor)]
         if after != before:
             return None
-        settled = await LedgerRepository(session).settled_trade_ids(venue.name, after)
+        settled = await LedgerRepository(session).settled_trade_ids(account_venue_name(venue, account_id), after)
         return totals if settled >= set(after) else None
 
     async def _align(

@@ -19,17 +19,16 @@ from shared.crypto.errors import SecretDecryptionError
 from shared.crypto.providers import KeyProvider
 from shared.crypto.secrets_dir import MountedSecretError, VenueCredentials, read_mounted_credentials
 from shared.crypto.store import CredentialsUnavailable, load_venue_credentials
-from shared.venues.base import TemporaryError, VenueOperationalError
+from shared.venues.base import TemporaryError, VenueNotReady
 from shared.venues.kraken.signing import InvalidSecret, api_sign
 
 
-class AccountNotReady(VenueOperationalError):
-    """The account's venue keys are missing or unusable: its venue is not ready (`reason` says why)."""
+class AccountNotReady(VenueNotReady):
+    """The account's Kraken keys are missing or unusable: its venue is not ready (`reason` says why)."""
 
     def __init__(self, account_id: str, reason: str) -> None:
-        super().__init__(f"kraken venue of account {account_id} not ready: {reason}")
-        self.account_id = account_id
-        self.reason = reason
+        super().__init__(account_id, reason)
+        self.args = (f"kraken venue of account {account_id} not ready: {reason}",)
 
 
 class CredentialSource(Protocol):
