@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from data.features.worker import FeatureWorker
 from services.analytics.anomalies import AnomalyLog, ScanPolicy
 from services.analytics.config import AnalyticsSettings
-from services.analytics.trading import TradingAnomalies, TradingPolicy
+from services.analytics.trading import TradingAnomalies, TradingPolicy, prune_outcomes
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.clock import utc_now
+from shared.db.uow import UnitOfWork
 from shared.events import Envelope
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 from shared.observability.logging import get_logger
@@ -42,9 +43,12 @@ def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     anomalies = anomaly_log_of(runtime)
     settings = runtime.settings
     assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
+    trading_policy = trading_policy_of(settings)
 
     async def work() -> None:
         while not runtime.stop_event.is_set():
+            async with UnitOfWork(runtime.sessionmaker) as uow:
+                await prune_outcomes(uow.session, utc_now(), trading_policy)
             found = await anomalies.scan(utc_now())
             if found:
                 log.warning("anomalies_detected", count=len(found), kinds=sorted({str(a.kind) for a in found}))
@@ -55,23 +59,22 @@ def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return work
 
 
-def trading_anomalies_of(settings: AnalyticsSettings, runtime: ServiceRuntime) -> TradingAnomalies:
-    """The order-event handler with the settings' thresholds."""
-    policy = TradingPolicy(
+def trading_policy_of(settings: AnalyticsSettings) -> TradingPolicy:
+    """The trading-anomaly thresholds of the settings."""
+    return TradingPolicy(
         slippage_bps=settings.anomaly_slippage_bps,
         book_max_age=timedelta(seconds=settings.anomaly_slippage_book_age_s),
         fill_rate_window=timedelta(minutes=settings.anomaly_fill_rate_window_minutes),
         fill_rate_min_orders=settings.anomaly_fill_rate_min_orders,
         fill_rate_threshold=Decimal(settings.anomaly_fill_rate_threshold),
     )
-    return TradingAnomalies(runtime.tables, policy)
 
 
 def order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     """Trading anomalies from the OMS's order events; the relay is woken when one is found."""
     settings = runtime.settings
     assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
-    trading = trading_anomalies_of(settings, runtime)
+    trading = TradingAnomalies(runtime.tables, trading_policy_of(settings))
 
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         found = await trading.handle(session, envelope)

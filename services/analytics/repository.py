@@ -269,3 +269,10 @@ async def close_fill_rate_episode(session: AsyncSession, account_id: str, symbol
     """End the account + symbol's low fill-rate episode, if any."""
     e = fill_rate_episodes
     await session.execute(sa.delete(e).where(e.c.account_id == account_id, e.c.symbol == symbol))
+
+
+async def prune_order_outcomes(session: AsyncSession, before: datetime) -> int:
+    """Delete the outcomes of orders submitted before `before`; how many."""
+    o = order_outcomes
+    result = await session.execute(sa.delete(o).where(o.c.submitted_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -11,7 +11,8 @@ book in reach: no verdict (never a guess).
 Fill rate: per account and symbol, of the orders submitted within `fill_rate_window` before an event whose outcome
 is known (a fill, or canceled / rejected / expired), the share that got any fill. With at least
 `fill_rate_min_orders` such orders and a share below `fill_rate_threshold`, a low episode opens and is reported
-once; it closes when the share is back at or above the threshold. Its venue is `oms` (the events name none).
+once; it closes when the share is back at or above the threshold, or the window holds too few orders to say. Its
+venue is `oms` (the events name none). Outcomes older than the window are pruned by the anomaly scan.
 
 PnL jumps are not built: they need each account's positions and marks, which the reports service already keeps.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -102,6 +103,11 @@ def low_fill_rate(total: int, filled: int, policy: TradingPolicy) -> Decimal | N
     return rate if rate < policy.fill_rate_threshold else None
 
 
+async def prune_outcomes(session: AsyncSession, now: datetime, policy: TradingPolicy) -> int:
+    """Forget the outcomes of orders submitted before the fill-rate window (kept one window more for late events)."""
+    return await repository.prune_order_outcomes(session, now - 2 * policy.fill_rate_window)
+
+
 class TradingAnomalies:
     """The order-event handler of the analytics service (see the module docstring)."""
 
@@ -168,8 +174,7 @@ class TradingAnomalies:
         total, filled = await repository.fill_rate(session, account, symbol, at - self._policy.fill_rate_window)
         rate = low_fill_rate(total, filled, self._policy)
         if rate is None:
-            if total >= self._policy.fill_rate_min_orders:
-                await repository.close_fill_rate_episode(session, account, symbol)
+            await repository.close_fill_rate_episode(session, account, symbol)
             return []
         if not await repository.open_fill_rate_episode(session, account, symbol, at):
             return []

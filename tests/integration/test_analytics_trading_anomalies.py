@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from data.ingest import store
 from data.ingest.sink import MarketDataSink
+from services.analytics import repository
 from services.analytics.anomalies import AnomalyLog, ScanPolicy
 from services.analytics.app import create_app
 from services.analytics.config import AnalyticsSettings
 from services.analytics.repository import anomalies as anomalies_table
+from services.analytics.trading import TradingPolicy, prune_outcomes
 from shared.auth.roles import Role
 from shared.clock import utc_now
 from shared.config import AetherSettings
@@ -160,13 +162,7 @@ async def test_slippage_and_a_fill_rate_drop_are_flagged_once_and_normal_fills_n
         at = now + timedelta(milliseconds=10 + n)
         envelopes += [_submitted(order, idle, symbol, at), _canceled(order, idle, symbol, at)]
 
-    producer = EventProducer(bootstrap=kafka_bootstrap, client_id="analytics-test")
-    await producer.start()
-    try:
-        for envelope in envelopes:
-            await producer.send(topic, envelope, key=str(envelope.payload["account_id"]))
-    finally:
-        await producer.stop()
+    await _publish(kafka_bootstrap, topic, envelopes)
     await eventually(lambda: _processed(sessions, envelopes), timeout_s=30, message="every order event consumed")
 
     rows = await _logged(sessions, anomalies_table.c.symbol == symbol)
@@ -190,6 +186,33 @@ async def test_slippage_and_a_fill_rate_drop_are_flagged_once_and_normal_fills_n
     ids = {r.anomaly_id: r.account_id for r in rows}
     assert not set(ids) & await seen(normal)
     assert {a for a, owner in ids.items() if owner == slipping} == set(ids) & await seen(slipping)
+
+    # Five filled orders lift `idle` back to 5 of 10 (the threshold): the episode ends; one more cancel, 5 of 11,
+    # is a new episode and a second anomaly; further cancels are the same episode.
+    later: list[Envelope] = []
+    for n in range(5):
+        order, at = uuid.uuid4().hex, now + timedelta(milliseconds=100 + n)
+        later += [_submitted(order, idle, symbol, at), _filled(order, idle, symbol, at, "100.5")]
+    for n in range(3):
+        order, at = uuid.uuid4().hex, now + timedelta(milliseconds=200 + n)
+        later += [_submitted(order, idle, symbol, at), _canceled(order, idle, symbol, at)]
+    await _publish(kafka_bootstrap, topic, later)
+    await eventually(lambda: _processed(sessions, later), timeout_s=30, message="the later events consumed")
+    drops = await _logged(sessions, sa.and_(anomalies_table.c.account_id == idle, anomalies_table.c.symbol == symbol))
+    assert sorted((r.kind, r.detail.split(" orders")[0]) for r in drops) == [
+        ("fill_rate_drop", "0 of 4"),
+        ("fill_rate_drop", "5 of 11"),
+    ]
+
+
+async def _publish(bootstrap: str, topic: str, envelopes: Sequence[Envelope]) -> None:
+    producer = EventProducer(bootstrap=bootstrap, client_id="analytics-test")
+    await producer.start()
+    try:
+        for envelope in envelopes:  # keyed by account: the counts asserted depend on the order across orders
+            await producer.send(topic, envelope, key=str(envelope.payload["account_id"]))
+    finally:
+        await producer.stop()
 
 
 def _records(topic: str, values: list[bytes]) -> list[ConsumerRecord[Any, Any]]:
@@ -237,3 +260,16 @@ async def test_a_crossed_book_is_one_anomaly_per_episode_and_never_stored(
         ).all()
     assert [(b.sequence, b.reason) for b in stored] == [(1, "snapshot"), (10, "snapshot")]
     assert all(Decimal(b.bids[0][0]) < Decimal(b.asks[0][0]) for b in stored)
+
+
+async def test_outcomes_older_than_two_windows_are_pruned(sessions: async_sessionmaker[AsyncSession]) -> None:
+    policy, now, account = TradingPolicy(fill_rate_window=timedelta(hours=1)), utc_now(), account_id()
+    old, recent = uuid.uuid4().hex, uuid.uuid4().hex
+    async with sessions.begin() as session:
+        for order, at in ((old, now - timedelta(hours=2, seconds=1)), (recent, now - timedelta(hours=1, minutes=59))):
+            await repository.record_outcome(session, order, account, "BTC/USD", at, filled=False, closed=True)
+        assert await prune_outcomes(session, now, policy) >= 1
+        left = await session.scalars(
+            sa.select(repository.order_outcomes.c.order_id).where(repository.order_outcomes.c.account_id == account)
+        )
+        assert list(left) == [recent]
