@@ -209,7 +209,7 @@ async def _publish(bootstrap: str, topic: str, envelopes: Sequence[Envelope]) ->
     producer = EventProducer(bootstrap=bootstrap, client_id="analytics-test")
     await producer.start()
     try:
-        for envelope in envelopes:  # keyed by account: the counts asserted depend on the order across orders
+        for envelope in envelopes:  # by account (the OMS keys by order): the counts asserted need one order
             await producer.send(topic, envelope, key=str(envelope.payload["account_id"]))
     finally:
         await producer.stop()
