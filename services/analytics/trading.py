@@ -46,6 +46,7 @@ BPS = Decimal(10_000)
 ORDER_VENUE = "oms"
 _CENTS = Decimal("0.01")
 _RATE = Decimal("0.0001")
+_MAX_BPS = Decimal(10) ** 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +153,10 @@ class TradingAnomalies:
         if abs(bps) <= self._policy.slippage_bps:
             return []
         detail = (
-            f"{fill.liquidity} {fill.side} {quantity} at {price}: {bps.quantize(_CENTS):+} bps from the book's "
-            f"{expected.quantize(Decimal('1e-8'))} (snapshot {book.taken_at.isoformat()}), trade {fill.trade_id}"
+            f"{fill.liquidity} {fill.side} {quantity} at {price}: {bps:+.2f} bps from the book's "
+            f"{expected:.8f} (snapshot {book.taken_at.isoformat()}), trade {fill.trade_id}"
         )
-        magnitude = abs(bps).quantize(_CENTS)
+        magnitude = min(abs(bps), _MAX_BPS).quantize(_CENTS)  # NUMERIC(38,18) holds it; the detail has the real value
         return [
             anomaly(
                 AnomalyKind.SLIPPAGE,
