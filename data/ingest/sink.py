@@ -10,7 +10,10 @@ trades, snapshots and quarantine rows commit in ONE transaction; the Kafka offse
 crash in between redelivers the batch and the inbox turns it into a no-op: nothing dropped, nothing counted twice.
 
 The books the deltas maintain live in memory: after a restart or a failed batch, interval snapshots resume at the
-next feed snapshot. A delta whose sequence skips, or that crosses the book, invalidates it until then.
+next feed snapshot. A delta whose sequence skips, or that crosses the book, invalidates it until then; the delta
+that crosses it is quarantined (reason `crossed book: ...`, as a crossed feed snapshot is), once per episode since
+the book stays invalid until the next feed snapshot, and the analytics scan turns it into a `crossed_book` anomaly.
+No crossed book is ever stored.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from data.ingest import store
+from shared.contracts.marketdata import crossed_book_reason
 from shared.db.uow import UnitOfWork
 from shared.events.envelope import Envelope, MessageDecodeError
 from shared.marketdata import (
@@ -102,8 +106,8 @@ class BookKeeper:
         book.sequence, book.stored_at, book.valid = message.sequence, message.timestamp, True
         return store.SnapshotRow.of(message, "snapshot", self._depth)
 
-    def on_delta(self, message: BookDelta) -> store.SnapshotRow | None:
-        """Apply a delta; the interval snapshot when one is due."""
+    def on_delta(self, message: BookDelta) -> store.SnapshotRow | Crossed | None:
+        """Apply a delta; the interval snapshot when one is due, Crossed when the delta crossed the book."""
         book = self._books.get((message.venue, message.symbol))
         if book is None or not book.valid:
             return None
@@ -125,7 +129,7 @@ class BookKeeper:
         if bids and asks and bids[0] >= asks[0]:
             book.valid = False
             log.warning("sink_book_crossed", symbol=message.symbol, sequence=message.sequence)
-            return None
+            return Crossed(crossed_book_reason(bids[0], asks[0]))
         if book.stored_at is not None and message.timestamp - book.stored_at < self._interval:
             return None
         book.stored_at = message.timestamp
@@ -139,6 +143,13 @@ class BookKeeper:
             [Level(price=p, qty=book.asks[p]) for p in asks],
             message.checksum,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Crossed:
+    """A delta crossed the book: why, for the quarantine."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,10 +250,10 @@ class MarketDataSink:
             async with UnitOfWork(self._sessionmaker) as uow:
                 claimed = await self._claim(uow.session, good)
                 fresh = [item for item in good if item.envelope.event_id in claimed]
-                trades, snapshots = self._rows(fresh)
+                trades, snapshots, crossed = self._rows(fresh)
                 stored_trades = await store.insert_trades(uow.session, trades)
                 stored_snapshots = await store.insert_book_snapshots(uow.session, snapshots)
-                stored_bad = await store.quarantine(uow.session, bad)
+                stored_bad = await store.quarantine(uow.session, [*bad, *crossed])
         except BaseException:
             self._books.reset()
             raise
@@ -276,9 +287,10 @@ class MarketDataSink:
         }
         return await store.claim_events(session, self._consumer_name, claims.values())
 
-    def _rows(self, items: list[_Decoded]) -> tuple[list[Trade], list[store.SnapshotRow]]:
+    def _rows(self, items: list[_Decoded]) -> tuple[list[Trade], list[store.SnapshotRow], list[store.QuarantineEntry]]:
         trades: list[Trade] = []
         snapshots: list[store.SnapshotRow] = []
+        crossed: list[store.QuarantineEntry] = []
         seen: set[Any] = set()
         for item in items:
             if item.envelope.event_id in seen:  # the same event twice in one batch
@@ -291,9 +303,14 @@ class MarketDataSink:
                 snapshots.append(self._books.on_snapshot(message))
             else:
                 due = self._books.on_delta(message)
-                if due is not None:
+                if isinstance(due, Crossed):
+                    record = item.record
+                    where = kafka_position(record.partition, record.offset)
+                    raw = record.value if isinstance(record.value, bytes) else b""
+                    crossed.append(store.QuarantineEntry(kafka_source(record.topic), where, due.reason, raw))
+                elif due is not None:
                     snapshots.append(due)
-        return trades, snapshots
+        return trades, snapshots, crossed
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 
 from pydantic import Field
 
 from shared.config import AetherSettings, load_settings
+from shared.events.topics import OMS_ORDER_EVENTS
 
 
 class AnalyticsSettings(AetherSettings):
@@ -17,6 +19,13 @@ class AnalyticsSettings(AetherSettings):
     anomaly_window_minutes: int = Field(default=120, ge=10, le=10_080)
     anomaly_max_gap_minutes: int = Field(default=5, ge=1)
     anomaly_jump_sigmas: float = Field(default=6.0, gt=0)
+    # Trading anomalies (services/analytics/trading.py) from the OMS's order events.
+    order_events_topic: str = Field(default=OMS_ORDER_EVENTS, description="where the OMS's order events are consumed")
+    anomaly_slippage_bps: Decimal = Field(default=Decimal(50), gt=0)
+    anomaly_slippage_book_age_s: int = Field(default=60, ge=1)
+    anomaly_fill_rate_window_minutes: int = Field(default=60, ge=1, le=10_080)
+    anomaly_fill_rate_min_orders: int = Field(default=10, ge=1)
+    anomaly_fill_rate_threshold: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
 
 
 @lru_cache(maxsize=1)

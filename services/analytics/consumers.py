@@ -1,5 +1,5 @@
-"""Background workers of the analytics service (it consumes no topic yet; its Kafka handlers would be idempotent
-through the `analytics.inbox` table)."""
+"""Background workers of the analytics service: the anomaly scan, the streaming features, and the trading-anomaly
+consumer of the OMS's order events (idempotent through the `analytics.inbox` table)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,18 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from data.features.worker import FeatureWorker
 from services.analytics.anomalies import AnomalyLog, ScanPolicy
 from services.analytics.config import AnalyticsSettings
+from services.analytics.trading import TradingAnomalies, TradingPolicy, prune_outcomes
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.clock import utc_now
+from shared.db.uow import UnitOfWork
+from shared.events import Envelope
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 from shared.observability.logging import get_logger
 
@@ -37,9 +43,12 @@ def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     anomalies = anomaly_log_of(runtime)
     settings = runtime.settings
     assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
+    trading_policy = trading_policy_of(settings)
 
     async def work() -> None:
         while not runtime.stop_event.is_set():
+            async with UnitOfWork(runtime.sessionmaker) as uow:
+                await prune_outcomes(uow.session, utc_now(), trading_policy)
             found = await anomalies.scan(utc_now())
             if found:
                 log.warning("anomalies_detected", count=len(found), kinds=sorted({str(a.kind) for a in found}))
@@ -48,6 +57,35 @@ def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
                 await asyncio.wait_for(runtime.stop_event.wait(), timeout=settings.anomaly_scan_s)
 
     return work
+
+
+def trading_policy_of(settings: AnalyticsSettings) -> TradingPolicy:
+    """The trading-anomaly thresholds of the settings."""
+    return TradingPolicy(
+        slippage_bps=settings.anomaly_slippage_bps,
+        book_max_age=timedelta(seconds=settings.anomaly_slippage_book_age_s),
+        fill_rate_window=timedelta(minutes=settings.anomaly_fill_rate_window_minutes),
+        fill_rate_min_orders=settings.anomaly_fill_rate_min_orders,
+        fill_rate_threshold=Decimal(settings.anomaly_fill_rate_threshold),
+    )
+
+
+def order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    """Trading anomalies from the OMS's order events; the relay is woken when one is found."""
+    settings = runtime.settings
+    assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
+    trading = TradingAnomalies(runtime.tables, trading_policy_of(settings))
+
+    async def handle(session: AsyncSession, envelope: Envelope) -> None:
+        found = await trading.handle(session, envelope)
+        if found:
+            log.warning("trading_anomalies_detected", count=len(found), kinds=sorted({str(a.kind) for a in found}))
+            runtime.relay.wake()
+
+    async def run() -> None:
+        await run_consumer(runtime, name="analytics.order-events", topics=[settings.order_events_topic], handler=handle)
+
+    return run
 
 
 def features(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
@@ -61,4 +99,8 @@ def features(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
 
 
 # (name, worker factory) pairs started by the app's lifespan.
-WORKERS: Sequence[tuple[str, BackgroundWorker]] = (("anomaly-scan", anomaly_scan), ("features", features))
+WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
+    ("anomaly-scan", anomaly_scan),
+    ("features", features),
+    ("order-events", order_events),
+)

@@ -166,14 +166,11 @@ async def recent_closes(session: AsyncSession, since: datetime) -> list[Any]:
 
 
 async def record_anomalies(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert anomalies not seen before (same kind, feed and observed time); return the new anomaly ids."""
+    """Insert anomalies not seen before (same kind, feed, account and observed time); return the new anomaly ids."""
     if not rows:
         return set()
-    statement = (
-        insert(anomalies)
-        .on_conflict_do_nothing(index_elements=["kind", "venue", "symbol", "observed_at"])
-        .returning(anomalies.c.anomaly_id)
-    )
+    # The key is (kind, venue, symbol, account, observed_at): migration 0034's unique index.
+    statement = insert(anomalies).on_conflict_do_nothing().returning(anomalies.c.anomaly_id)
     return set((await session.execute(statement, list(rows))).scalars().all())
 
 
@@ -188,3 +185,94 @@ async def anomalies_page(
     if after_id is not None:
         query = query.where(a.c.id < after_id)
     return (await session.execute(query)).all()
+
+
+async def crossed_book_quarantine(session: AsyncSession, since: datetime, reason_prefix: str) -> list[Any]:
+    """Quarantined records refused for a crossed book since `since` (raw envelope bytes, when)."""
+    q = md.quarantine
+    query = (
+        sa.select(q.c.raw, q.c.quarantined_at)
+        .where(q.c.quarantined_at >= since, q.c.reason.contains(reason_prefix, autoescape=True))
+        .order_by(q.c.id)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def book_at(session: AsyncSession, symbol: str, at: datetime, oldest: datetime) -> Any:
+    """The newest stored book snapshot of `symbol` (any venue) taken in [oldest, at]."""
+    b = md.book_snapshots
+    query = (
+        sa.select(b.c.venue, b.c.taken_at, b.c.bids, b.c.asks)
+        .where(b.c.instrument == symbol, b.c.taken_at <= at, b.c.taken_at >= oldest)
+        .order_by(b.c.taken_at.desc(), b.c.sequence.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).first()
+
+
+order_outcomes = sa.Table(
+    "order_outcomes",
+    _METADATA,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("account_id", sa.Text, nullable=False),
+    sa.Column("symbol", sa.Text, nullable=False),
+    sa.Column("submitted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("filled", sa.Boolean, nullable=False),
+    sa.Column("closed", sa.Boolean, nullable=False),
+)
+fill_rate_episodes = sa.Table(
+    "fill_rate_episodes",
+    _METADATA,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("low_since", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+async def record_outcome(
+    session: AsyncSession, order_id: str, account_id: str, symbol: str, at: datetime, *, filled: bool, closed: bool
+) -> None:
+    """Note an order's submission (both flags false), a fill or its end; the flags only ever turn true."""
+    o = order_outcomes
+    statement = insert(o).values(
+        order_id=order_id, account_id=account_id, symbol=symbol, submitted_at=at, filled=filled, closed=closed
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[o.c.order_id],
+        set_={"filled": o.c.filled | statement.excluded.filled, "closed": o.c.closed | statement.excluded.closed},
+    )
+    await session.execute(statement)
+
+
+async def fill_rate(session: AsyncSession, account_id: str, symbol: str, since: datetime) -> tuple[int, int]:
+    """(orders submitted since `since` whose outcome is known, how many of them got a fill)."""
+    o = order_outcomes
+    query = sa.select(sa.func.count(), sa.func.count().filter(o.c.filled)).where(
+        o.c.account_id == account_id, o.c.symbol == symbol, o.c.submitted_at >= since, o.c.filled | o.c.closed
+    )
+    row = (await session.execute(query)).one()
+    return int(row[0]), int(row[1])
+
+
+async def open_fill_rate_episode(session: AsyncSession, account_id: str, symbol: str, at: datetime) -> bool:
+    """Start a low fill-rate episode; False when one is already open."""
+    statement = (
+        insert(fill_rate_episodes)
+        .values(account_id=account_id, symbol=symbol, low_since=at)
+        .on_conflict_do_nothing()
+        .returning(fill_rate_episodes.c.account_id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def close_fill_rate_episode(session: AsyncSession, account_id: str, symbol: str) -> None:
+    """End the account + symbol's low fill-rate episode, if any."""
+    e = fill_rate_episodes
+    await session.execute(sa.delete(e).where(e.c.account_id == account_id, e.c.symbol == symbol))
+
+
+async def prune_order_outcomes(session: AsyncSession, before: datetime) -> int:
+    """Delete the outcomes of orders submitted before `before`; how many."""
+    o = order_outcomes
+    result = await session.execute(sa.delete(o).where(o.c.submitted_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.analytics import AnomalyKind
 from shared.domain.money import DecimalString
 from shared.web import SYMBOL_KEYS_SCHEMA
 
@@ -114,7 +115,7 @@ class AnomalyRead(_Read):
     """One anomaly of the log; `account_id` is null for market-data anomalies."""
 
     anomaly_id: str
-    kind: Literal["stale_feed", "trade_gap", "price_jump"]
+    kind: AnomalyKind
     venue: str
     symbol: str
     account_id: str | None

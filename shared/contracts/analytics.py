@@ -1,5 +1,5 @@
-"""The analytics service's messages: market-data anomalies on `analytics.anomaly-events.v1` (the risk service may
-act on them; docs/marketdata.md)."""
+"""The analytics service's messages: market-data and trading anomalies on `analytics.anomaly-events.v1` (the risk
+service may act on them; docs/marketdata.md)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ AnomalyId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 
 class AnomalyKind(StrEnum):
-    """What was seen: a feed without trades too long, a hole in its minutes, a return beyond N sigma."""
+    """What was seen: a feed without trades too long, a hole in its minutes, a return beyond N sigma, a crossed
+    book; an account's fill far from the stored book, or its orders' fill rate below the threshold."""
 
     STALE_FEED = "stale_feed"
     TRADE_GAP = "trade_gap"
     PRICE_JUMP = "price_jump"
+    CROSSED_BOOK = "crossed_book"
+    SLIPPAGE = "slippage"
+    FILL_RATE_DROP = "fill_rate_drop"
 
 
 class AnomalyDetected(Message):

@@ -22,6 +22,13 @@ from shared.domain.types import OrderSide
 
 SymbolText = Annotated[str, Field(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", max_length=32)]
 VenueName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+# Every refusal of a crossed book starts so: the sink's quarantine reasons, and the anomaly scan that reads them.
+CROSSED_BOOK = "crossed book"
+
+
+def crossed_book_reason(best_bid: Decimal, best_ask: Decimal) -> str:
+    """Why a book is refused: its best bid is at or above its best ask."""
+    return f"{CROSSED_BOOK}: best bid {best_bid} >= best ask {best_ask}"
 
 
 def _positive(value: Decimal) -> Decimal:
@@ -79,7 +86,7 @@ class BookSnapshot(BaseModel):
             if prices != sorted(set(prices), reverse=descending):
                 raise ValueError(f"{side}: levels must be unique and best first")
         if self.bids and self.asks and self.bids[0].price >= self.asks[0].price:
-            raise ValueError(f"crossed book: best bid {self.bids[0].price} >= best ask {self.asks[0].price}")
+            raise ValueError(crossed_book_reason(self.bids[0].price, self.asks[0].price))
         return self
 
 

@@ -53,3 +53,17 @@ async def test_volatility_comes_from_the_realized_volatility_feature(start_hedge
         status = await hedge.status(account)
     # sqrt(0.00006) = 0.0077 per bar, scored against vol_saturation 0.02 in the target.
     assert math.isclose(float(Decimal(status["volatility"])), math.sqrt(0.00006), rel_tol=1e-12)
+
+
+async def test_without_a_realized_volatility_the_hedge_judges_nothing(start_hedge: HedgeFactory) -> None:
+    account = account_id()
+    async with start_hedge(volatility_source="features", volatility_feature="rv_60") as hedge:
+        await hedge.price("100", T0)  # priced, but no feature yet: the variance is unknown, not zero
+        await hedge.holdings(account, "0", "100")
+        unknown = await hedge.status(account)
+        await _features(hedge, 1, rv_60=0.06)
+        await hedge.holdings(account, "0", "100")
+        known = await hedge.status(account)
+    assert (unknown["computed_target"], unknown["effective_target"], unknown["evaluated_at"]) == (None, None, None)
+    assert known["computed_target"] is not None
+    assert math.isclose(float(Decimal(known["volatility"])), math.sqrt(0.00006), rel_tol=1e-12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from data.ingest.sink import BookKeeper
+from data.ingest.sink import BookKeeper, Crossed
 from shared.marketdata import BookDelta, BookSnapshot, Level
 from tests.kit.marketdata import NOW
 
@@ -54,7 +54,8 @@ def test_a_sequence_gap_or_a_crossed_book_stops_interval_snapshots_until_the_nex
     assert books.on_delta(_delta(3, 5)) is None  # sequence 2 is missing
     assert books.on_delta(_delta(4, 6)) is None  # still invalid
     books.on_snapshot(_snapshot().model_copy(update={"sequence": 10}))
-    assert books.on_delta(_delta(11, 20, bids=[_level("101", "1")])) is None  # bid 101 >= ask 101: crossed
-    assert books.on_delta(_delta(12, 30)) is None
+    crossed = books.on_delta(_delta(11, 20, bids=[_level("101", "1")]))  # bid 101 >= ask 101
+    assert crossed == Crossed("crossed book: best bid 101 >= best ask 101")
+    assert books.on_delta(_delta(12, 30)) is None  # the episode is reported once: the book stays invalid
     books.reset()
     assert books.on_delta(_delta(13, 40)) is None  # nothing known after a reset

@@ -180,6 +180,10 @@ class Evaluation:
         now = self.context.clock()
         settings = self.context.settings
         vol_row = await repo.volatility(settings.hedge_symbol)
+        if settings.volatility_source == "features" and (vol_row is None or vol_row["samples"] == 0):
+            # No realized volatility yet: the variance is unknown, not zero; judge nothing (no target, no order).
+            log.warning("hedge_volatility_unknown", account_id=account_id, symbol=settings.hedge_symbol)
+            return
         vol = VolatilityState(vol_row["last_price"], vol_row["variance"], 0, now).volatility if vol_row else Decimal(0)
         dd = drawdown(row["peak_nav"], row["nav"])
         policy = await self.context.policy_in_force(repo, account_id)
