@@ -18,7 +18,7 @@ from ops.storage.errors import IntegrityError, OpsError
 from ops.storage.metrics import record_success
 from ops.storage.s3 import ObjectStore, object_store
 from ops.storage.settings import OpsSettings
-from shared.config import AetherSettings, ConfigurationError, load_settings
+from shared.config import ConfigurationError, load_settings
 from shared.crypto import KeyProvider, key_provider_from_settings
 
 EXIT_VERIFY_FAILED = 1
@@ -201,11 +201,13 @@ def refresh_aggregates() -> None:
     from ops.aggregates import refresh_aggregates as refresh
 
     try:
-        database_url = load_settings(AetherSettings).database_url.get_secret_value()
+        settings = load_settings(OpsSettings)
     except ConfigurationError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    for result in refresh(database_url):
+    results = refresh(settings.database_url.get_secret_value())
+    for result in results:
         state = "refreshed" if result.refreshed else "up to date"
         since = "" if result.window_start is None else f" from {result.window_start.isoformat()}"
         console.print(f"{result.view} ({result.mode.value}): {state}{since}, {result.rows} rows", highlight=False)
+    record_success(settings.metrics_dir(), "refresh_aggregates", sum(result.rows for result in results))

@@ -17,8 +17,11 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import create_async_engine
+from typer.testing import CliRunner
 
+from aether.cli import app as aether_app
 from ops.aggregates import RefreshMode, refresh_aggregates
+from ops.storage.metrics import LAST_SUCCESS, metric_file
 from services.reports.app import create_app
 from services.reports.config import ReportsSettings
 from services.reports.repository import ReportsRepository
@@ -239,6 +242,16 @@ async def test_fees_come_from_the_refreshed_rollup(reports: httpx.AsyncClient, m
     assert third.window_start <= at(DAY_3, 1)
     late_day = {"account_id": OTHER, "from": str(DAY_3), "to": str(DAY_3)}
     assert (await reports.get("/reports/fees", params=late_day, headers=DIRECTOR)).json()["fees"] == "0.5"
+
+
+def test_aether_ops_refresh_aggregates_names_each_rollup_and_writes_its_metric(
+    module_database_url: str, tmp_path: Path
+) -> None:
+    env = {"AETHER_DATABASE_URL": module_database_url, "AETHER_OPS_METRICS_DIR": str(tmp_path)}
+    done = CliRunner().invoke(aether_app, ["ops", "refresh-aggregates"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "reports.fills_daily (materialized_view):" in done.output
+    assert f'{LAST_SUCCESS}{{job="refresh_aggregates"}}' in metric_file(tmp_path, "refresh_aggregates").read_text()
 
 
 async def test_the_firm_view_is_for_directors_and_sums_the_accounts(reports: httpx.AsyncClient) -> None:
