@@ -140,7 +140,7 @@ async def _published(sessions: async_sessionmaker[AsyncSession], anomaly_ids: Se
 async def test_a_pnl_jump_is_one_anomaly_per_episode_from_fills_and_from_the_scan(
     analytics: str, sessions: async_sessionmaker[AsyncSession], kafka_bootstrap: str
 ) -> None:
-    symbol, jumping, calm = unique_symbol(), account_id(), account_id()
+    symbol, unmarked, jumping, calm = unique_symbol(), unique_symbol(), account_id(), account_id()
     t0 = utc_now() - timedelta(minutes=30)
     book = BookSnapshot(
         venue="kraken",
@@ -163,6 +163,9 @@ async def test_a_pnl_jump_is_one_anomaly_per_episode_from_fills_and_from_the_sca
         second,
         second,
         _filled(jumping, symbol, t0 + timedelta(seconds=2), OrderSide.BUY, "1", "300"),
+        # unmarked: a symbol with no stored book or trade: the position is kept, never valued (no verdict).
+        _filled(calm, unmarked, t0, OrderSide.BUY, "50", "100"),
+        _filled(calm, unmarked, t0 + timedelta(seconds=1), OrderSide.BUY, "50", "900"),
         # calm: one unit at 100, then sold at 300: PnL 198 at most, below the threshold.
         _filled(calm, symbol, t0, OrderSide.BUY, "1", "100"),
         _filled(calm, symbol, t0 + timedelta(seconds=2), OrderSide.SELL, "1", "300"),
@@ -185,6 +188,13 @@ async def test_a_pnl_jump_is_one_anomaly_per_episode_from_fills_and_from_the_sca
         Decimal(3),
         3,
     )
+
+    async with sessions() as session:
+        kept = await repository.pnl_position(session, calm, unmarked)
+        assert kept is not None
+        assert kept["quantity"] == Decimal(100)
+        assert await repository.pnl_points_within(session, calm, unmarked, t0 - POLICY.window, utc_now()) == []
+    assert await _jumps(sessions, unmarked) == []
 
     # The scan, ten minutes on: no point in its window, the episode closes (PnL 12 * 300 - 1400 - 3 = 2197). The
     # price falls to 100 without a fill: the next scan sees -2400 within the window, a second episode.
