@@ -211,6 +211,9 @@ async def test_a_pnl_jump_is_one_anomaly_per_episode_from_fills_and_from_the_sca
     found = [a for a in await scan(t1 + timedelta(minutes=1)) if a.symbol == symbol]
     assert [(a.account_id, a.magnitude) for a in found] == [(jumping, Decimal("2400.00"))]
     assert [a for a in await scan(t1 + timedelta(minutes=2)) if a.symbol == symbol] == []  # the same episode
+    async with sessions() as session:  # that scan pruned the points older than two windows (the fills' ones)
+        left = await repository.pnl_points_within(session, jumping, symbol, t0 - POLICY.window, utc_now())
+    assert [at for at, _ in left] == [t1, t1 + timedelta(minutes=1), t1 + timedelta(minutes=2)]
     assert [(r.account_id, r.magnitude) for r in await _jumps(sessions, symbol)] == [
         (jumping, Decimal("2199.00")),
         (jumping, Decimal("2400.00")),
