@@ -33,6 +33,7 @@ from shared.events.envelope import Envelope, MessageDecodeError
 from shared.events.topics import ANALYTICS_ANOMALY_EVENTS
 
 PRODUCER = "analytics"
+ORDER_VENUE = "oms"  # the venue of the anomalies found in the OMS's order events (they name none)
 MIN_RETURNS = 10
 
 

@@ -26,6 +26,9 @@ class AnalyticsSettings(AetherSettings):
     anomaly_fill_rate_window_minutes: int = Field(default=60, ge=1, le=10_080)
     anomaly_fill_rate_min_orders: int = Field(default=10, ge=1)
     anomaly_fill_rate_threshold: Decimal = Field(default=Decimal("0.2"), gt=0, le=1)
+    # PnL jumps (services/analytics/pnl_jumps.py): a move of an account's PnL in one symbol, in the quote asset.
+    anomaly_pnl_jump_quote: Decimal = Field(default=Decimal(1_000), gt=0)
+    anomaly_pnl_jump_window_minutes: int = Field(default=5, ge=1, le=10_080)
 
 
 @lru_cache(maxsize=1)

@@ -12,8 +12,9 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from data.features.worker import FeatureWorker
-from services.analytics.anomalies import AnomalyLog, ScanPolicy
+from services.analytics.anomalies import AnomalyLog, ScanPolicy, record
 from services.analytics.config import AnalyticsSettings
+from services.analytics.pnl_jumps import PnlJumpPolicy, PnlJumps
 from services.analytics.trading import TradingAnomalies, TradingPolicy, prune_outcomes
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.clock import utc_now
@@ -44,12 +45,15 @@ def anomaly_scan(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     settings = runtime.settings
     assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
     trading_policy = trading_policy_of(settings)
+    pnl = pnl_jumps_of(settings)
 
     async def work() -> None:
         while not runtime.stop_event.is_set():
             async with UnitOfWork(runtime.sessionmaker) as uow:
                 await prune_outcomes(uow.session, utc_now(), trading_policy)
-            found = await anomalies.scan(utc_now())
+                now = utc_now()
+                jumps = await record(uow.session, runtime.tables, await pnl.scan(uow.session, now), now)
+            found = jumps + await anomalies.scan(utc_now())
             if found:
                 log.warning("anomalies_detected", count=len(found), kinds=sorted({str(a.kind) for a in found}))
                 runtime.relay.wake()
@@ -70,11 +74,20 @@ def trading_policy_of(settings: AnalyticsSettings) -> TradingPolicy:
     )
 
 
+def pnl_jumps_of(settings: AnalyticsSettings) -> PnlJumps:
+    """The PnL-jump tracker with the settings' threshold and window."""
+    policy = PnlJumpPolicy(
+        quote=Decimal(settings.anomaly_pnl_jump_quote),
+        window=timedelta(minutes=settings.anomaly_pnl_jump_window_minutes),
+    )
+    return PnlJumps(policy)
+
+
 def order_events(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     """Trading anomalies from the OMS's order events; the relay is woken when one is found."""
     settings = runtime.settings
     assert isinstance(settings, AnalyticsSettings)  # noqa: S101 - as above
-    trading = TradingAnomalies(runtime.tables, trading_policy_of(settings))
+    trading = TradingAnomalies(runtime.tables, trading_policy_of(settings), pnl_jumps_of(settings))
 
     async def handle(session: AsyncSession, envelope: Envelope) -> None:
         found = await trading.handle(session, envelope)

@@ -276,3 +276,127 @@ async def prune_order_outcomes(session: AsyncSession, before: datetime) -> int:
     o = order_outcomes
     result = await session.execute(sa.delete(o).where(o.c.submitted_at < before))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+pnl_positions = sa.Table(
+    "pnl_positions",
+    _METADATA,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("quantity", Money, nullable=False),
+    sa.Column("cost", Money, nullable=False),
+    sa.Column("realized", Money, nullable=False),
+    sa.Column("fees", Money, nullable=False),
+    sa.Column("turnover", Money, nullable=False),
+    sa.Column("fills", sa.Integer, nullable=False),
+)
+pnl_points = sa.Table(
+    "pnl_points",
+    _METADATA,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("pnl", Money, nullable=False),
+)
+pnl_jump_episodes = sa.Table(
+    "pnl_jump_episodes",
+    _METADATA,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+)
+POSITION_FIELDS = ("quantity", "cost", "realized", "fees", "turnover", "fills")
+
+
+async def pnl_position(session: AsyncSession, account_id: str, symbol: str) -> dict[str, Any] | None:
+    """The account's stored position in `symbol` (locked for the caller's transaction), or None."""
+    p = pnl_positions
+    query = sa.select(*(p.c[f] for f in POSITION_FIELDS)).where(p.c.account_id == account_id, p.c.symbol == symbol)
+    row = (await session.execute(query.with_for_update())).first()
+    return None if row is None else dict(row._mapping)
+
+
+async def save_pnl_position(session: AsyncSession, account_id: str, symbol: str, fields: dict[str, Any]) -> None:
+    """Insert or replace the account's position in `symbol`."""
+    statement = insert(pnl_positions).values(account_id=account_id, symbol=symbol, **fields)
+    statement = statement.on_conflict_do_update(
+        index_elements=[pnl_positions.c.account_id, pnl_positions.c.symbol], set_=fields
+    )
+    await session.execute(statement)
+
+
+async def open_positions(session: AsyncSession) -> list[Any]:
+    """(account_id, symbol) of every position with an open quantity."""
+    p = pnl_positions
+    query = sa.select(p.c.account_id, p.c.symbol).where(p.c.quantity != 0).order_by(p.c.account_id, p.c.symbol)
+    return list((await session.execute(query)).all())
+
+
+async def mark_at(session: AsyncSession, symbol: str, at: datetime) -> tuple[Decimal, str, datetime] | None:
+    """The newest stored price of `symbol` (any venue) at or before `at`: a book's mid or a trade, whichever is
+    newer (price, source, when); None when neither is stored."""
+    b, t = md.book_snapshots, md.trades
+    book = (
+        await session.execute(
+            sa.select(b.c.taken_at, b.c.bids, b.c.asks)
+            .where(b.c.instrument == symbol, b.c.taken_at <= at)
+            .order_by(b.c.taken_at.desc(), b.c.sequence.desc())
+            .limit(1)
+        )
+    ).first()
+    trade = (
+        await session.execute(
+            sa.select(t.c.traded_at, t.c.price)
+            .where(t.c.instrument == symbol, t.c.traded_at <= at)
+            .order_by(t.c.traded_at.desc())
+            .limit(1)
+        )
+    ).first()
+    if book is not None and book.bids and book.asks and (trade is None or book.taken_at >= trade.traded_at):
+        return (Decimal(book.bids[0][0]) + Decimal(book.asks[0][0])) / 2, "book mid", book.taken_at
+    if trade is not None:
+        return Decimal(trade.price), "trade", trade.traded_at
+    return None
+
+
+async def add_pnl_point(session: AsyncSession, account_id: str, symbol: str, at: datetime, pnl: Decimal) -> None:
+    """Note the account's PnL in `symbol` at `at` (the latest value at the same instant wins)."""
+    statement = insert(pnl_points).values(account_id=account_id, symbol=symbol, at=at, pnl=pnl)
+    statement = statement.on_conflict_do_update(
+        index_elements=[pnl_points.c.account_id, pnl_points.c.symbol, pnl_points.c.at], set_={"pnl": pnl}
+    )
+    await session.execute(statement)
+
+
+async def pnl_points_within(
+    session: AsyncSession, account_id: str, symbol: str, start: datetime, end: datetime
+) -> list[tuple[datetime, Decimal]]:
+    """(at, pnl) of the account's PnL points in `symbol` within [start, end], by time."""
+    p = pnl_points
+    query = (
+        sa.select(p.c.at, p.c.pnl)
+        .where(p.c.account_id == account_id, p.c.symbol == symbol, p.c.at >= start, p.c.at <= end)
+        .order_by(p.c.at)
+    )
+    return [(r[0], r[1]) for r in (await session.execute(query)).all()]
+
+
+async def prune_pnl_points(session: AsyncSession, before: datetime) -> int:
+    """Delete the PnL points older than `before`; how many."""
+    result = await session.execute(sa.delete(pnl_points).where(pnl_points.c.at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def open_pnl_jump_episode(session: AsyncSession, account_id: str, symbol: str, at: datetime) -> bool:
+    """Start a PnL-jump episode; False when one is already open."""
+    e = pnl_jump_episodes
+    statement = (
+        insert(e).values(account_id=account_id, symbol=symbol, since=at).on_conflict_do_nothing().returning(e.c.since)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def close_pnl_jump_episode(session: AsyncSession, account_id: str, symbol: str) -> None:
+    """End the account + symbol's PnL-jump episode, if any."""
+    e = pnl_jump_episodes
+    await session.execute(sa.delete(e).where(e.c.account_id == account_id, e.c.symbol == symbol))

@@ -14,7 +14,7 @@ is known (a fill, or canceled / rejected / expired), the share that got any fill
 once; it closes when the share is back at or above the threshold, or the window holds too few orders to say. Its
 venue is `oms` (the events name none). Outcomes older than the window are pruned by the anomaly scan.
 
-PnL jumps are not built: they need each account's positions and marks, which the reports service already keeps.
+PnL jumps (services/analytics/pnl_jumps.py) are found from the same fills, in the same transaction.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics import repository
-from services.analytics.anomalies import anomaly, record
+from services.analytics.anomalies import ORDER_VENUE, anomaly, record
+from services.analytics.pnl_jumps import PnlJumps
 from shared.clock import utc_now
 from shared.contracts.analytics import AnomalyDetected, AnomalyKind
 from shared.contracts.orders import (
@@ -43,7 +44,6 @@ from shared.domain.types import Liquidity, OrderSide
 from shared.events import Envelope, EventTables
 
 BPS = Decimal(10_000)
-ORDER_VENUE = "oms"
 _CENTS = Decimal("0.01")
 _RATE = Decimal("0.0001")
 _MAX_BPS = Decimal(10) ** 15
@@ -112,9 +112,10 @@ async def prune_outcomes(session: AsyncSession, now: datetime, policy: TradingPo
 class TradingAnomalies:
     """The order-event handler of the analytics service (see the module docstring)."""
 
-    def __init__(self, tables: EventTables, policy: TradingPolicy) -> None:
+    def __init__(self, tables: EventTables, policy: TradingPolicy, pnl: PnlJumps) -> None:
         self._tables = tables
         self._policy = policy
+        self._pnl = pnl
 
     async def handle(self, session: AsyncSession, envelope: Envelope) -> list[AnomalyDetected]:
         """Apply one order event in the inbox's transaction; return the anomalies recorded for the first time."""
@@ -135,6 +136,7 @@ class TradingAnomalies:
         )
         if isinstance(message, OrderFilled):
             found += await self._slippage(session, message)
+            found += await self._pnl.on_fill(session, message)
         if not isinstance(message, OrderSubmitted):
             found += await self._fill_rate(session, message)
         return await record(session, self._tables, found, utc_now()) if found else []

@@ -47,9 +47,10 @@ class HedgeSettings(AetherSettings, ServiceIdentitySettings):
     ewma_lambda: Decimal = Field(default=Decimal("0.94"), gt=0, lt=1)
     vol_sample_interval_s: float = Field(default=60.0, ge=0, description="minimum spacing of volatility samples")
     volatility_source: Literal["ewma", "features"] = Field(
-        default="ewma",
-        description="ewma: the hedge's own EWMA of price returns; features: the realized volatility the analytics"
-        " service publishes on analytics.feature-events.v1 (docs/features.md), per 1-minute bar",
+        default="features",
+        description="features (default): the realized volatility the analytics service publishes on"
+        " analytics.feature-events.v1 (docs/features.md), per 1-minute bar; no feature yet, no decision."
+        " ewma: the hedge's own EWMA of price returns (tests, deployments without the analytics service)",
     )
     volatility_feature: Literal["rv_5", "rv_15", "rv_60"] = Field(
         default="rv_60", description="with volatility_source=features: which realized volatility (bars summed)"

@@ -134,7 +134,7 @@ class HedgeStatus(BaseModel):
     peak_nav: DecimalString | None
     peak_at: datetime | None
     drawdown: DecimalString
-    volatility: DecimalString
+    volatility: DecimalString | None = Field(description="null until the first evaluation: unknown, never calm")
     computed_target: DecimalString | None
     override: OverrideRead | None
     pending_override: PendingOverrideRead | None = Field(

@@ -18,7 +18,8 @@ AnomalyId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 
 class AnomalyKind(StrEnum):
     """What was seen: a feed without trades too long, a hole in its minutes, a return beyond N sigma, a crossed
-    book; an account's fill far from the stored book, or its orders' fill rate below the threshold."""
+    book; an account's fill far from the stored book, its orders' fill rate below the threshold, or its
+    mark-to-market PnL in a symbol moving more than the threshold within the window."""
 
     STALE_FEED = "stale_feed"
     TRADE_GAP = "trade_gap"
@@ -26,6 +27,7 @@ class AnomalyKind(StrEnum):
     CROSSED_BOOK = "crossed_book"
     SLIPPAGE = "slippage"
     FILL_RATE_DROP = "fill_rate_drop"
+    PNL_JUMP = "pnl_jump"
 
 
 class AnomalyDetected(Message):

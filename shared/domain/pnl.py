@@ -281,7 +281,9 @@ class InstrumentPnl:
 
 
 @dataclass
-class _Position:
+class Position:
+    """One symbol's average-cost position over a run of fills (amounts in the quote asset)."""
+
     quantity: Decimal = ZERO
     cost: Decimal = ZERO
     realized: Decimal = ZERO
@@ -290,6 +292,7 @@ class _Position:
     fills: int = 0
 
     def apply(self, fill: Fill) -> None:
+        """Book one fill; the part of a sell beyond the position has no known cost and adds no PnL."""
         notional = money(MONEY_CONTEXT.multiply(fill.quantity, fill.price))
         self.fees += fill.fee
         self.turnover += notional
@@ -308,9 +311,20 @@ class _Position:
             self.cost = ZERO
 
     def average_cost(self) -> Decimal:
+        """The cost per unit of the open quantity (0 when flat)."""
         if self.quantity == ZERO:
             return ZERO
         return money(MONEY_CONTEXT.divide(self.cost, self.quantity))
+
+    def unrealized(self, price: Decimal) -> Decimal:
+        """The open quantity's gain at `price` over its average cost."""
+        return money(MONEY_CONTEXT.multiply(price - self.average_cost(), self.quantity))
+
+    def marked_pnl(self, price: Decimal | None) -> Decimal | None:
+        """Mark-to-market PnL: realized plus unrealized at `price`, less fees; None when open and unpriced."""
+        if price is None and self.quantity != ZERO:
+            return None
+        return self.realized - self.fees + (ZERO if price is None else self.unrealized(price))
 
 
 def pnl_by_instrument(
@@ -318,10 +332,10 @@ def pnl_by_instrument(
 ) -> list[InstrumentPnl]:
     """Average-cost PnL per symbol; fills before `since` build the cost basis but their PnL, fees and turnover
     belong to earlier periods. `marks` price the open positions (unrealized)."""
-    positions: dict[str, _Position] = {}
-    opening: dict[str, _Position] = {}
+    positions: dict[str, Position] = {}
+    opening: dict[str, Position] = {}
     for fill in sorted(fills, key=lambda f: f.at):
-        position = positions.setdefault(fill.symbol, _Position())
+        position = positions.setdefault(fill.symbol, Position())
         if since is not None and fill.at < since:
             position.apply(fill)
             opening[fill.symbol] = replace(position)
@@ -329,11 +343,11 @@ def pnl_by_instrument(
         position.apply(fill)
     out = []
     for symbol, position in sorted(positions.items()):
-        before = opening.get(symbol, _Position())
+        before = opening.get(symbol, Position())
         mark = marks.get(symbol)
         unrealized = None
         if mark is not None:
-            unrealized = money(MONEY_CONTEXT.multiply(mark.price - position.average_cost(), position.quantity))
+            unrealized = position.unrealized(mark.price)
         elif position.quantity == ZERO:
             unrealized = ZERO
         out.append(

@@ -102,6 +102,7 @@ def hedge_settings(settings: AetherSettings, hedge_database_url: str, hedge_topi
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         vol_sample_interval_s=0,
+        volatility_source="ewma",  # these tests drive the volatility with prices
         revalue_interval_s=3_600,  # balances come from the test (test_hedge_nav.py publishes them to Kafka)
         hedge_symbol=f"X{uuid.uuid4().hex[:8].upper()}/USD",  # volatility state is per symbol: one per test
         **hedge_topics,

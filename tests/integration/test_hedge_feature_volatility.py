@@ -65,5 +65,6 @@ async def test_without_a_realized_volatility_the_hedge_judges_nothing(start_hedg
         await hedge.holdings(account, "0", "100")
         known = await hedge.status(account)
     assert (unknown["computed_target"], unknown["effective_target"], unknown["evaluated_at"]) == (None, None, None)
+    assert unknown["volatility"] is None  # unknown, not a calm 0
     assert known["computed_target"] is not None
     assert math.isclose(float(Decimal(known["volatility"])), math.sqrt(0.00006), rel_tol=1e-12)

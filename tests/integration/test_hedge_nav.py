@@ -75,6 +75,7 @@ async def test_nav_follows_balance_events_drops_stale_ones_and_sizes_within_the_
         revalue_interval_s=0.2,
         balance_quiet_s=0.2,
         hedge_symbol="BTC/USD",
+        volatility_source="ewma",  # no analytics service here: the NAV is valued from prices
         balance_events_topic=balance_topic,
         commands_topic=_topic("commands"),
         order_events_topic=_topic("orders"),

@@ -65,6 +65,7 @@ def start_hedge(settings: AetherSettings, module_database_url: str, topics: dict
         jwt_public_key=SecretStr(public_key_pem(KEY.public_key()).decode()),
         log_level="WARNING",
         vol_sample_interval_s=0,
+        volatility_source="ewma",  # these tests drive the volatility with prices
         revalue_interval_s=3_600,
         orders_enabled=False,
         hedge_symbol=f"X{uuid.uuid4().hex[:8].upper()}/USD",

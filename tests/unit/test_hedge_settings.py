@@ -42,3 +42,11 @@ def test_balances_come_from_oms_events_not_its_rest_api() -> None:
     settings = HedgeSettings()
     assert settings.balance_events_topic == "oms.balance-events.v1"
     assert "oms_url" not in HedgeSettings.model_fields
+
+
+def test_the_volatility_comes_from_the_features_unless_ewma_is_named() -> None:
+    assert HedgeSettings().volatility_source == "features"
+    assert HedgeSettings(volatility_source="ewma").volatility_source == "ewma"
+    with pytest.raises(ValidationError) as caught:
+        HedgeSettings(volatility_source="guess")
+    assert "volatility_source" in str(caught.value)

@@ -106,7 +106,7 @@ class Queries:
             peak_nav=row["peak_nav"],
             peak_at=row["peak_at"],
             drawdown=row["drawdown"],
-            volatility=row["volatility"],
+            volatility=row["volatility"] if row["evaluated_at"] is not None else None,  # the column's 0 is no estimate
             computed_target=row["computed_target"],
             override=override_read,
             pending_override=_pending_read(view.pending),
