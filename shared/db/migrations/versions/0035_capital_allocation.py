@@ -1,0 +1,72 @@
+"""Transfers between two of the firm's accounts (issue 17, item 4).
+
+- `oms.transfers`: the OMS's record of a transfer, keyed by its reference (the allocation proposal id). It is
+  written `pending` before the venue moves the money and turns `applied` in the one transaction that debits the
+  source ledger and credits the destination ledger: a repeat of the reference answers that, never moves twice.
+- `paper.transfers`: the paper venue moves a reference once (debit and credit in one transaction).
+
+Revision ID: 0035_capital_allocation
+Revises: 0032_reports_read_model
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from shared.db.base import Money
+
+revision = "0035_capital_allocation"
+down_revision = "0032_reports_read_model"
+branch_labels = None
+depends_on = None
+
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    """Create `oms.transfers` and `paper.transfers`."""
+    op.create_table(
+        "transfers",
+        sa.Column("reference", sa.Text, primary_key=True),
+        sa.Column("from_account_id", sa.Text, sa.ForeignKey("oms.trading_accounts.account_id"), nullable=False),
+        sa.Column("to_account_id", sa.Text, sa.ForeignKey("oms.trading_accounts.account_id"), nullable=False),
+        sa.Column("asset", sa.Text, nullable=False),
+        sa.Column("amount", Money, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("requested_by", sa.Text, nullable=False),
+        sa.Column("requested_at", TS, nullable=False),
+        sa.Column("applied_at", TS, nullable=True),
+        sa.CheckConstraint("amount > 0", name="amount_positive"),
+        sa.CheckConstraint("from_account_id <> to_account_id", name="two_accounts"),
+        sa.CheckConstraint("status IN ('pending', 'applied')", name="status_known"),
+        sa.CheckConstraint("(status = 'applied') = (applied_at IS NOT NULL)", name="applied_complete"),
+        schema="oms",
+    )
+    op.create_index(
+        "ix_transfers_pending",
+        "transfers",
+        ["from_account_id"],
+        schema="oms",
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_table(
+        "transfers",
+        sa.Column("transfer_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("reference", sa.Text, nullable=False, unique=True),
+        sa.Column("from_account_id", sa.Text, sa.ForeignKey("paper.accounts.account_id"), nullable=False),
+        sa.Column("to_account_id", sa.Text, sa.ForeignKey("paper.accounts.account_id"), nullable=False),
+        sa.Column("asset", sa.Text, nullable=False),
+        sa.Column("amount", Money, nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.CheckConstraint("amount > 0", name="amount_positive"),
+        sa.CheckConstraint("from_account_id <> to_account_id", name="two_accounts"),
+        schema="paper",
+    )
+
+
+def downgrade() -> None:
+    """Drop both tables."""
+    op.drop_table("transfers", schema="paper")
+    op.drop_index("ix_transfers_pending", table_name="transfers", schema="oms")
+    op.drop_table("transfers", schema="oms")
