@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr
 
 from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
-from shared.events.topics import HITL_CONTROLS, RISK_CONTROLS
+from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
 from shared.venues.paper_config import FeeTierConfig, InstrumentConfig, PaperMarketSettings, default_instruments
 
 __all__ = ["FeeTierConfig", "InstrumentConfig", "OmsSettings", "default_instruments", "get_settings"]
@@ -52,6 +52,9 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     # The compacted topics of what the OMS enforces (services/oms/controls.py); tests point them at their own.
     risk_controls_topic: str = RISK_CONTROLS
     hitl_controls_topic: str = HITL_CONTROLS
+    allocation_events_topic: str = Field(
+        default=REPORTS_ALLOCATION_EVENTS, description="the capital allocator's proposals (transfers held for approval)"
+    )
 
 
 @lru_cache(maxsize=1)

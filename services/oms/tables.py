@@ -172,6 +172,7 @@ transfers = sa.Table(
     sa.Column("requested_by", sa.Text),
     sa.Column("requested_at", TS),
     sa.Column("applied_at", TS),
+    sa.Column("approval_payload", JSONB),
 )
 quarantined_fills = sa.Table(
     "quarantined_fills",

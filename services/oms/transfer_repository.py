@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.oms.ledger_repository import DepositStatus as TransferStatus
 from services.oms.tables import transfers
 from shared.domain.types import AccountId, Asset
 
 __all__ = ["TransferRecord", "TransferRepository", "TransferStatus"]
+
+
+class TransferStatus(StrEnum):
+    """`awaiting_approval` (an allocation proposal the directors have not approved yet) -> `pending` (approved or
+    asked directly; the venue may have moved it) -> `applied` (both ledgers moved); a refusal: `rejected`."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    PENDING = "pending"
+    APPLIED = "applied"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +72,37 @@ class TransferRepository:
         if recorded is None:  # inserted or already there, in this transaction: never absent
             raise RuntimeError(f"transfer {transfer.reference} vanished")
         return recorded
+
+    async def hold(self, transfer: TransferRecord, payload: Mapping[str, Any], now: datetime) -> bool:
+        """Keep a transfer awaiting the directors' approval of `payload`; False when the reference is known."""
+        statement = (
+            pg_insert(transfers)
+            .values(
+                reference=transfer.reference,
+                from_account_id=transfer.from_account_id,
+                to_account_id=transfer.to_account_id,
+                asset=transfer.asset,
+                amount=transfer.amount,
+                status=TransferStatus.AWAITING_APPROVAL.value,
+                requested_by=transfer.requested_by,
+                requested_at=now,
+                approval_payload=dict(payload),
+            )
+            .on_conflict_do_nothing(index_elements=["reference"])
+            .returning(transfers.c.reference)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def approval_payload(self, reference: str) -> dict[str, Any] | None:
+        """The request payload a held transfer waits on (locked for the decision)."""
+        query = sa.select(transfers.c.approval_payload).where(transfers.c.reference == reference).with_for_update()
+        value = await self.session.scalar(query)
+        return None if value is None else dict(value)
+
+    async def set_status(self, reference: str, status: TransferStatus) -> None:
+        await self.session.execute(
+            sa.update(transfers).where(transfers.c.reference == reference).values(status=status.value)
+        )
 
     async def find(self, reference: str) -> TransferRecord | None:
         row = (await self.session.execute(sa.select(transfers).where(transfers.c.reference == reference))).first()

@@ -14,6 +14,7 @@ from services.reports.config import ReportsSettings
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.audit.anchors import AnchorPolicy, AnchorSettings, anchor_due_chains, load_signer
 from shared.config import ConfigurationError
+from shared.contracts.approvals import ApprovalDecided
 from shared.contracts.balances import BalanceChanged
 from shared.contracts.cashflows import CashFlowRecorded
 from shared.contracts.orders import OrderFilled
@@ -65,6 +66,12 @@ async def handle_cash_flow(reports: ReportsAdapters, session: AsyncSession, enve
     await reports.writer.on_cash_flow(session, parse_as(CashFlowRecorded, envelope))
 
 
+async def handle_decision(reports: ReportsAdapters, session: AsyncSession, envelope: Envelope) -> None:
+    """`ApprovalDecided` of a capital transfer closes its allocation proposal; other decisions are not ours."""
+    if envelope.type == ApprovalDecided.TYPE:
+        await reports.allocator.on_decision(session, parse_as(ApprovalDecided, envelope))
+
+
 async def handle_marketdata(reports: ReportsAdapters, session: AsyncSession, envelope: Envelope) -> None:
     """Book snapshots and deltas (mid) and trades (when no book is known) become marks."""
     try:
@@ -101,6 +108,7 @@ WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("order-events", _consumer("order-events", lambda s: [s.order_events_topic], handle_order_event)),
     ("balance-events", _consumer("balance-events", lambda s: [s.balance_events_topic], handle_balance_event)),
     ("cash-flows", _consumer("cash-flows", lambda s: [s.cashflow_events_topic], handle_cash_flow)),
+    ("approval-decisions", _consumer("approval-decisions", lambda s: [s.decisions_topic], handle_decision)),
     (
         "marketdata",
         _consumer("marketdata", lambda s: [s.marketdata_book_topic, s.marketdata_trade_topic], handle_marketdata),

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.errors import (
     AccountNotFound,
@@ -30,12 +33,22 @@ from services.oms.transfer_repository import TransferRecord, TransferRepository,
 from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.publishing import publish_cash_flow, save_ledger
 from shared.audit import append as audit_append
+from shared.contracts.approvals import (
+    ApprovalDecided,
+    ApprovalDecision,
+    CapitalTransferApprovalRequested,
+    approval_payload_hash,
+)
+from shared.contracts.base import outbox_payload
 from shared.contracts.cashflows import CashFlowKind, CashFlowRecorded
 from shared.db import UnitOfWork
 from shared.domain.ledger import LedgerError
 from shared.domain.money import format_decimal
 from shared.domain.types import AccountId, Asset
+from shared.observability.logging import get_logger
 from shared.venues.base import Transfers, VenueError, VenueRejected
+
+log = get_logger(__name__)
 
 
 class TransferBetweenAccounts:
@@ -78,7 +91,70 @@ class TransferBetweenAccounts:
             )
         if recorded.status is TransferStatus.APPLIED:
             return recorded
+        if recorded.status is not TransferStatus.PENDING:
+            raise TransferRejected("not_approved", f"transfer {reference!r} is {recorded.status.value}")
         return await self.complete(recorded, actor)
+
+    async def hold_request(self, session: AsyncSession, request: CapitalTransferApprovalRequested) -> bool:
+        """Keep an allocation proposal's transfer until the directors decide (in the consumer's transaction);
+        False for a repeat, or for accounts the OMS does not know (logged: nothing can move for them)."""
+        oms = OmsRepository(session)
+        for account_id in (request.account_id, request.to_account_id):
+            if await oms.get_account(account_id) is None:
+                log.warning("capital_transfer_for_unknown_account", proposal=request.subject_id, account=account_id)
+                return False
+        held = TransferRecord(
+            request.subject_id,
+            AccountId(request.account_id),
+            AccountId(request.to_account_id),
+            Asset(request.asset),
+            request.amount,
+            TransferStatus.AWAITING_APPROVAL,
+            request.requested_by,
+        )
+        return await TransferRepository(session).hold(held, outbox_payload(request), self.ctx.clock())
+
+    async def decide(self, decided: ApprovalDecided, actor: str) -> TransferRecord | None:
+        """Approved with the hash of the held payload: the transfer runs (once; a redelivery after it applied
+        moves nothing). Rejected, expired, another hash, or not covered any more: `rejected`, nothing moves."""
+        reference = decided.subject_id
+        async with self.ctx.account_transaction(decided.account_id) as uow:
+            repo = TransferRepository(uow.session)
+            held = await repo.find(reference)
+            if held is None:
+                log.warning("capital_transfer_decision_without_request", proposal=reference)
+                return None
+            if held.status is TransferStatus.AWAITING_APPROVAL:
+                payload = await repo.approval_payload(reference)
+                outcome = self._outcome(decided, payload)
+                if outcome is None:
+                    try:
+                        await self._check_accounts(uow, held)
+                    except (TransferRejected, AccountNotFound, NotAPaperAccount) as exc:
+                        outcome = f"not covered at release: {exc}"
+                status = TransferStatus.PENDING if outcome is None else TransferStatus.REJECTED
+                await repo.set_status(reference, status)
+                await audit_append(
+                    uow.session,
+                    actor=actor,
+                    action="paper.transfer_approved" if outcome is None else "paper.transfer_refused",
+                    target=f"{held.from_account_id}/{held.asset}",
+                    details={"reference": reference, "decision": decided.decision.value, "why": outcome},
+                    chain=f"oms:{held.from_account_id}",
+                )
+                held = replace(held, status=status)
+        if held.status is not TransferStatus.PENDING:
+            return held
+        return await self.complete(held, actor)
+
+    @staticmethod
+    def _outcome(decided: ApprovalDecided, payload: dict[str, object] | None) -> str | None:
+        """Why the decision does not release the transfer (None: approved, for exactly the held payload)."""
+        if decided.decision is not ApprovalDecision.APPROVED:
+            return f"{decided.decision.value}: {decided.reason or 'by the directors'}"
+        if payload is None or approval_payload_hash(payload) != decided.payload_hash:
+            return "approval_mismatch: the approved hash is not the hash of the held request"
+        return None
 
     async def complete(self, transfer: TransferRecord, actor: str) -> TransferRecord:
         """Move a recorded transfer at the venue (idempotent by reference), then in both ledgers unless done."""
@@ -152,6 +228,7 @@ class TransferBetweenAccounts:
         )
 
     async def _check_accounts(self, uow: UnitOfWork, wanted: TransferRecord) -> None:
+        """Both accounts on this (funded) venue, the source's free balance covering the amount."""
         oms = OmsRepository(uow.session)
         venue_name = self.ctx.venue.name
         for account_id in (wanted.from_account_id, wanted.to_account_id):
