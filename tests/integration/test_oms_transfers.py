@@ -19,8 +19,10 @@ from services.oms.transfer_repository import TransferStatus
 from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.contracts.cashflows import OMS_CASHFLOW_EVENTS
-from shared.domain.types import AccountId
+from shared.domain.types import AccountId, Asset
+from shared.venues.base import VenueRejected
 from tests.helpers import eventually, own_database
+from tests.integration.test_oms_venue_process import platform
 from tests.kit.auth import token
 from tests.kit.events import TopicReader
 from tests.kit.oms import paper_oms
@@ -126,3 +128,26 @@ async def test_an_uncovered_transfer_moves_nothing_and_leaves_no_record(
     assert await usd(client, adapters, company) == ("100", Decimal("100"))
     assert await usd(client, adapters, director) == ("5", Decimal("5"))
     assert await audit(module_database_url, company) == []
+
+
+async def test_the_venue_process_moves_a_reference_once_over_http(
+    settings: AetherSettings, module_database_url: str, paper_market: PaperMarket
+) -> None:
+    """`POST /paper/accounts/{source}/transfers` through the HTTP client the OMS uses with a venue process."""
+    async with platform(settings, module_database_url, paper_market) as process:
+        source, destination = await process.funded("300"), await process.funded("0.5")
+        venue = process.venue_client()
+        try:
+            moved = await venue.transfer(AccountId(source), AccountId(destination), Asset("USD"), Decimal("120"), "r-1")
+            again = await venue.transfer(AccountId(source), AccountId(destination), Asset("USD"), Decimal("120"), "r-1")
+            assert [(b.account_id, b.total) for b in moved] == [(source, Decimal(180)), (destination, Decimal("120.5"))]
+            assert [b.total for b in again] == [Decimal(180), Decimal("120.5")]
+            with pytest.raises(VenueRejected) as refused:
+                await venue.transfer(AccountId(source), AccountId(destination), Asset("USD"), Decimal("181"), "r-2")
+            assert refused.value.code == "insufficient_balance"
+            with pytest.raises(VenueRejected) as reused:
+                await venue.transfer(AccountId(source), AccountId(destination), Asset("USD"), Decimal("1"), "r-1")
+            assert reused.value.code == "reference_reused"
+            assert {b.asset: b.total for b in await venue.balances(AccountId(source))}["USD"] == Decimal(180)
+        finally:
+            await venue.close()

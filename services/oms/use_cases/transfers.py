@@ -145,7 +145,11 @@ class TransferBetweenAccounts:
                 held = replace(held, status=status)
         if held.status is not TransferStatus.PENDING:
             return held
-        return await self.complete(held, actor)
+        try:
+            return await self.complete(held, actor)
+        except TransferRejected as exc:  # the venue refused: final, nothing moved (retrying cannot change it)
+            log.warning("capital_transfer_refused_by_venue", proposal=reference, code=exc.code, error=exc.message)
+            return None
 
     @staticmethod
     def _outcome(decided: ApprovalDecided, payload: dict[str, object] | None) -> str | None:
