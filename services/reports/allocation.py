@@ -6,7 +6,8 @@ balances, cash flows and marks). The firm here is the accounts given a target. A
 and when at least one share is off its target by more than its band, proposes one transfer, in the quote
 asset, from the most over-allocated account to the most under-allocated one, of the smaller of the two gaps
 (rounded down to the cent); at most one proposal is open at a time (a unique index), so a drift repeated by
-later checks yields no second proposal until the directors decided. The OMS holds the proposed transfer and
+later checks yields no second proposal until the directors decided, nor, once approved, until the read model
+has seen the transfer (both cash flows and both balances; at most `settle` after the decision). The OMS holds the proposed transfer and
 moves it only on the approval of exactly that request; `ApprovalDecided` closes the proposal here.
 """
 
@@ -15,14 +16,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.reports.repository import TS, metadata
+from services.reports.repository import TS, balance_history, cash_flows, metadata
 from services.reports.service import ReportQueries
 from shared.audit import append as audit_append
 from shared.contracts.approvals import ApprovalDecided, CapitalTransferApprovalRequested, SubjectType
@@ -114,6 +116,7 @@ class CapitalAllocator:
         topic: str,
         clock: Callable[[], datetime],
         on_commit: Callable[[], None],
+        settle: timedelta = timedelta(minutes=10),
     ) -> None:
         self.sessionmaker = sessionmaker
         self.tables = tables
@@ -121,6 +124,7 @@ class CapitalAllocator:
         self.topic = topic
         self.clock = clock
         self.on_commit = on_commit
+        self.settle = settle
 
     async def set_targets(self, targets: Sequence[Target], actor: str) -> list[Target]:
         """Replace every target (shares adding up to 1, checked by the request schema), audited."""
@@ -176,6 +180,9 @@ class CapitalAllocator:
             existing = open_now.mappings().first()
             if existing is not None:
                 return _proposal(existing)
+            unsettled = (await session.execute(_unsettled(now - self.settle))).mappings().first()
+            if unsettled is not None:
+                return _proposal(unsettled)  # approved, its move not in the read model yet: the NAVs are stale
             planned = rebalance(targets, navs)
             if planned is None:
                 return None
@@ -244,6 +251,28 @@ class CapitalAllocator:
             .where(allocation_proposals.c.proposal_id == decided.subject_id, allocation_proposals.c.status == PROPOSED)
             .values(status=decided.decision.value, decided_at=decided.decided_at)
         )
+
+
+def _unsettled(since: datetime) -> sa.Select[Any]:
+    """Proposals approved after `since` whose transfer the read model has not fully seen: both cash flows, and a
+    balance of each account in the asset changed at or after the transfer."""
+    p = allocation_proposals
+    flows = sa.select(sa.func.count()).where(
+        cash_flows.c.reference == p.c.proposal_id, cash_flows.c.kind.in_(("transfer_out", "transfer_in"))
+    )
+    moved_after = sa.select(sa.func.min(cash_flows.c.occurred_at)).where(cash_flows.c.reference == p.c.proposal_id)
+    balanced = sa.select(sa.func.count(sa.distinct(balance_history.c.account_id))).where(
+        balance_history.c.account_id.in_([p.c.from_account_id, p.c.to_account_id]),
+        balance_history.c.asset == p.c.asset,
+        balance_history.c.changed_at >= moved_after.scalar_subquery(),
+    )
+    return (
+        sa.select(p)
+        .where(p.c.status == "approved", p.c.decided_at > since)
+        .where(sa.or_(flows.scalar_subquery() < 2, balanced.scalar_subquery() < 2))
+        .order_by(p.c.decided_at.desc())
+        .limit(1)
+    )
 
 
 def _proposal(row: sa.RowMapping) -> Proposal:

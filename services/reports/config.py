@@ -40,6 +40,9 @@ class ReportsSettings(AnchorSettings):
         default=REPORTS_ALLOCATION_EVENTS, description="where the allocator's proposals (ApprovalRequested) go"
     )
     decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided closes a proposal")
+    allocation_check_interval_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="seconds between the allocator's drift checks (0: only on request)"
+    )
 
     @model_validator(mode="after")
     def _known_zones(self) -> Self:

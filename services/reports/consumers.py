@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.reports.adapters import ReportsAdapters, reports_adapters
 from services.reports.config import ReportsSettings
+from services.reports.errors import PriceMissing
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.audit.anchors import AnchorPolicy, AnchorSettings, anchor_due_chains, load_signer
 from shared.config import ConfigurationError
@@ -45,6 +46,30 @@ def anchoring_worker(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
                 runtime.relay.wake()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runtime.stop_event.wait(), timeout=interval_s)
+
+    return run
+
+
+def allocation_worker(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    """Every `allocation_check_interval_s`, the allocator's drift check (a proposal when a share left its band)."""
+
+    async def run() -> None:
+        reports = reports_adapters(runtime)
+        interval_s = reports.settings.allocation_check_interval_s
+        if interval_s <= 0:
+            return
+        while not runtime.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.stop_event.wait(), timeout=interval_s)
+            if runtime.stop_event.is_set():
+                return
+            try:
+                proposal = await reports.allocator.check()
+            except PriceMissing as exc:  # no NAV is guessed: the next check tries again
+                log.warning("allocation_check_unpriced", error=exc.message)
+                continue
+            if proposal is not None:
+                log.info("allocation_proposal_open", proposal_id=proposal.proposal_id, status=proposal.status)
 
     return run
 
@@ -105,6 +130,7 @@ def _consumer(
 # (name, worker factory) pairs started by the app's lifespan.
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("audit-anchoring", anchoring_worker),
+    ("allocation-check", allocation_worker),
     ("order-events", _consumer("order-events", lambda s: [s.order_events_topic], handle_order_event)),
     ("balance-events", _consumer("balance-events", lambda s: [s.balance_events_topic], handle_balance_event)),
     ("cash-flows", _consumer("cash-flows", lambda s: [s.cashflow_events_topic], handle_cash_flow)),

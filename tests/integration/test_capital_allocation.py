@@ -74,6 +74,7 @@ async def firm(
         audit_anchor_private_key_file=Path(keys.private_path),
         audit_anchor_public_key_file=Path(keys.public_path),
         allocation_events_topic=allocation_topic,
+        allocation_check_interval_s=0.3,
     )
     hitl_app = create_hitl_app(
         hitl_settings(
@@ -199,9 +200,13 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
     balanced = await firm.reports.post("/reports/allocation/check", headers=DIRECTOR)
     assert balanced.json() is None  # 0.5 / 0.5 now: inside the band
 
-    # New targets drift the other way; the directors reject the proposal: nothing moves.
+    # New targets drift the other way: the periodic check proposes on its own; the directors reject it.
     await set_targets(firm, {company: "0.8", director: "0.2"})
-    second = (await firm.reports.post("/reports/allocation/check", headers=DIRECTOR)).json()
+
+    async def proposed_again() -> list[dict[str, Any]]:
+        return [p for p in await proposals(firm) if p["status"] == "proposed"]
+
+    (second,) = await eventually(proposed_again, message="the periodic check proposes")
     assert (second["from_account_id"], second["to_account_id"], second["amount"]) == (director, company, "300")
     request = await open_request(firm, director, second["proposal_id"])
     rejection = {"payload_hash": request["payload_hash"], "reason": "not this quarter"}
