@@ -169,7 +169,6 @@ class CapitalAllocator:
         Returns the open proposal (new or earlier), or None when every share is inside its band."""
         targets = await self.targets()
         now = self.clock()
-        navs = {t.account_id: await self.queries.nav_at(t.account_id, now) for t in targets}
         async with UnitOfWork(self.sessionmaker) as uow:
             uow.after_commit(self.on_commit)
             session = uow.session
@@ -183,6 +182,8 @@ class CapitalAllocator:
             unsettled = (await session.execute(_unsettled(now - self.settle))).mappings().first()
             if unsettled is not None:
                 return _proposal(unsettled)  # approved, its move not in the read model yet: the NAVs are stale
+            # Valued only now, after the read model was seen to hold every approved move (never before it).
+            navs = {t.account_id: await self.queries.nav_at(t.account_id, self.clock()) for t in targets}
             planned = rebalance(targets, navs)
             if planned is None:
                 return None
