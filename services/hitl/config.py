@@ -12,6 +12,7 @@ from shared.events.topics import (
     HITL_CONTROLS,
     HITL_DECISIONS,
     OMS_ORDER_EVENTS,
+    REPORTS_ALLOCATION_EVENTS,
     RISK_TRADING_STATE_EVENTS,
 )
 
@@ -31,6 +32,9 @@ class HitlSettings(AetherSettings):
     )
     hedge_events_topic: str = Field(
         default=HEDGE_TARGET_EVENTS, description="where the hedge service's ApprovalRequested (overrides) is consumed"
+    )
+    allocation_events_topic: str = Field(
+        default=REPORTS_ALLOCATION_EVENTS, description="where the capital allocator's ApprovalRequested is consumed"
     )
     requests_consumer_group: str = Field(default="hitl.approval-requests", min_length=1)
     expiry_interval_s: float = Field(default=1.0, gt=0, le=300, description="how often due requests are expired")

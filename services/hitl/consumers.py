@@ -19,6 +19,7 @@ from services.hitl.requests import OpenRequest
 from services.hitl.service import NewRequest
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.contracts.approvals import (
+    CapitalTransferApprovalRequested,
     HedgeOverrideApprovalRequested,
     LimitRaiseApprovalRequested,
     OrderApprovalRequested,
@@ -47,6 +48,7 @@ def request_from_event(envelope: Envelope) -> NewRequest | None:
             | HedgeOverrideApprovalRequested()
             | LimitRaiseApprovalRequested()
             | TradingResumeApprovalRequested()
+            | CapitalTransferApprovalRequested()
         ) as message:
             return NewRequest(
                 subject_type=message.subject_type.value,
@@ -85,7 +87,12 @@ def _requests_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
             runtime,
             name="hitl.approval-requests",
             group_id=settings.requests_consumer_group,
-            topics=[settings.order_events_topic, settings.hedge_events_topic, settings.risk_events_topic],
+            topics=[
+                settings.order_events_topic,
+                settings.hedge_events_topic,
+                settings.risk_events_topic,
+                settings.allocation_events_topic,
+            ],
             handler=handler,
         )
 

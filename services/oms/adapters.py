@@ -20,6 +20,7 @@ from services.oms.use_cases import (
     ReconcileAccounts,
     ReconcileReport,
     ResolveOrder,
+    TransferBetweenAccounts,
 )
 from shared.app_factory import ServiceRuntime, adapters_of
 from shared.venues.base import LatestBook, VenueAdapter
@@ -74,6 +75,10 @@ class OmsAdapters:
     @property
     def funding(self) -> FundPaperAccount:
         return self.orders.funding
+
+    @property
+    def transfers(self) -> TransferBetweenAccounts:
+        return self.orders.transfers
 
     @property
     def queries(self) -> OrderQueries:

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
-from shared.events.topics import HITL_CONTROLS, RISK_CONTROLS
+from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
 from shared.venues.kraken.adapter import KRAKEN_URL
 from shared.venues.kraken.rate_limit import Tier
 from shared.venues.paper_config import FeeTierConfig, InstrumentConfig, PaperMarketSettings, default_instruments
@@ -130,6 +130,9 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     # The compacted topics of what the OMS enforces (services/oms/controls.py); tests point them at their own.
     risk_controls_topic: str = RISK_CONTROLS
     hitl_controls_topic: str = HITL_CONTROLS
+    allocation_events_topic: str = Field(
+        default=REPORTS_ALLOCATION_EVENTS, description="the capital allocator's proposals (transfers held for approval)"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -29,7 +29,7 @@ from services.oms.service import OrderService
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.audit import append as audit_append
 from shared.auth.tokens import Principal, RevocationUnavailable
-from shared.contracts.approvals import ApprovalDecided, SubjectType
+from shared.contracts.approvals import ApprovalDecided, CapitalTransferApprovalRequested, SubjectType
 from shared.contracts.base import ContractViolation
 from shared.contracts.orders import CancelOrder, CommandRejected, SubmitOrder
 from shared.contracts.registry import follow_up_envelope, parse_as, parse_message
@@ -117,6 +117,9 @@ async def handle_decision(orders: OrderService, session: AsyncSession, envelope:
         return
     # A payload that breaks the contract (an unknown decision included) raises and is dead-lettered: never guessed.
     decided = parse_as(ApprovalDecided, envelope)
+    if decided.subject_type == SubjectType.CAPITAL_TRANSFER:
+        await orders.transfers.decide(decided, actor=f"service:{envelope.producer}")
+        return
     if decided.subject_type != SubjectType.ORDER:
         return
     try:
@@ -160,6 +163,25 @@ def _commands_consumer(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
             await handle_command(orders, session, envelope, credentials)
 
         await run_consumer(runtime, name="oms.commands", topics=[OMS_COMMANDS], handler=handle)
+
+    return run
+
+
+async def handle_allocation_request(orders: OrderService, session: AsyncSession, envelope: Envelope) -> None:
+    """The capital allocator's `ApprovalRequested`: the transfer it proposes waits here for the decision."""
+    request = parse_as(CapitalTransferApprovalRequested, envelope)
+    await orders.transfers.hold_request(session, request)
+
+
+def _allocation_requests(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        orders = order_service(runtime)
+        await run_consumer(
+            runtime,
+            name="oms.allocation-requests",
+            topics=[orders.settings.allocation_events_topic],
+            handler=lambda session, envelope: handle_allocation_request(orders, session, envelope),
+        )
 
     return run
 
@@ -246,4 +268,5 @@ WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("resolver", _resolver),
     ("commands", _commands_consumer),
     ("approvals", _consumer("approvals", HITL_DECISIONS, handle_decision)),
+    ("allocation-requests", _allocation_requests),
 )

@@ -113,6 +113,24 @@ class DepositRejected(OmsError):
         self.code = code  # type: ignore[misc]  # the venue's own code, e.g. "invalid_amount"
 
 
+class TransferReferenceConflict(OmsError):
+    """The transfer reference was used before for other accounts, asset or amount."""
+
+    status_code = 409
+    code = "transfer_reference_conflict"
+
+
+class TransferRejected(OmsError):
+    """The transfer cannot be made (the venue or the ledger refused it); nothing moved."""
+
+    status_code = 422
+    code = "transfer_rejected"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # the refusing side's code, e.g. "insufficient_balance"
+
+
 class VenueUnavailable(OmsError):
     """The venue did not answer (or its answer was lost): the operation is recorded and completes on a repeat."""
 

@@ -39,6 +39,7 @@ from services.oms.use_cases import (
     ReconcileReport,
     ResolveOrder,
     ResolveOutcome,
+    TransferBetweenAccounts,
     exits_problem,
     order_payload,
     request_hash,
@@ -93,6 +94,7 @@ class OrderService:
             self.ctx, self.execution, self.cancellation, send=self.send, release_check=self.pre_trade.release_check
         )
         self.funding = FundPaperAccount(self.ctx)
+        self.transfers = TransferBetweenAccounts(self.ctx)
         self.reconciliation = ReconcileAccounts(self.ctx, self.execution, self.funding, resolve=self.resolve)
         self.approvals = DecideApproval(self.ctx, self.pre_trade)
         self.queries = OrderQueries(self.ctx)

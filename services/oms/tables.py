@@ -160,6 +160,20 @@ deposits = sa.Table(
     sa.Column("balance_total", Money),
     sa.Column("balance_reserved", Money),
 )
+transfers = sa.Table(
+    "transfers",
+    metadata,
+    sa.Column("reference", sa.Text, primary_key=True),
+    sa.Column("from_account_id", sa.Text),
+    sa.Column("to_account_id", sa.Text),
+    sa.Column("asset", sa.Text),
+    sa.Column("amount", Money),
+    sa.Column("status", sa.Text),
+    sa.Column("requested_by", sa.Text),
+    sa.Column("requested_at", TS),
+    sa.Column("applied_at", TS),
+    sa.Column("approval_payload", JSONB),
+)
 quarantined_fills = sa.Table(
     "quarantined_fills",
     metadata,

@@ -40,6 +40,8 @@ from shared.venues.paper_wire import (
     OrderRequestWire,
     OrderWire,
     StreamMessage,
+    TransferredWire,
+    TransferWire,
     Update,
     update_wire,
 )
@@ -168,6 +170,23 @@ async def deposit(account_id: AccountIdPath, body: DepositWire, principal: Venue
         adapters.venue.deposit(_account(principal, account_id), Asset(body.asset), body.amount, body.reference),
     )
     return BalanceWire.of(balance)
+
+
+@venue_router.post(
+    "/accounts/{account_id}/transfers",
+    response_model=TransferredWire,
+    summary="Move paper money to another account (once per reference)",
+)
+async def transfer(
+    account_id: AccountIdPath, body: TransferWire, principal: Venue, adapters: Adapters
+) -> TransferredWire:
+    """Debit the path's account and credit `to_account_id` in one transaction; a repeat of the reference moves
+    nothing; 400 `insufficient_balance` when the free balance does not cover it, `reference_reused` for other terms."""
+    source, destination = _account(principal, account_id), _account(principal, body.to_account_id)
+    debited, credited = await _ready(
+        adapters, adapters.venue.transfer(source, destination, Asset(body.asset), body.amount, body.reference)
+    )
+    return TransferredWire(source=BalanceWire.of(debited), destination=BalanceWire.of(credited))
 
 
 router.include_router(venue_router)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from services.reports.allocation import CapitalAllocator
 from services.reports.config import ReportsSettings
 from services.reports.service import ReadModelWriter, ReportQueries
 from shared.app_factory import ServiceRuntime, adapters_of
@@ -15,6 +17,7 @@ class ReportsAdapters:
     settings: ReportsSettings
     writer: ReadModelWriter
     queries: ReportQueries
+    allocator: CapitalAllocator
 
 
 async def build_adapters(runtime: ServiceRuntime) -> None:
@@ -23,7 +26,15 @@ async def build_adapters(runtime: ServiceRuntime) -> None:
     if not isinstance(settings, ReportsSettings):
         raise ConfigurationError("the reports service needs ReportsSettings")
     queries = ReportQueries(runtime.sessionmaker, settings.quote_asset, settings.max_range_days)
-    runtime.adapters = ReportsAdapters(settings, ReadModelWriter(), queries)
+    allocator = CapitalAllocator(
+        runtime.sessionmaker,
+        runtime.tables,
+        queries,
+        settings.allocation_events_topic,
+        clock=lambda: datetime.now(UTC),
+        on_commit=runtime.relay.wake,
+    )
+    runtime.adapters = ReportsAdapters(settings, ReadModelWriter(), queries, allocator)
 
 
 def reports_adapters(runtime: ServiceRuntime) -> ReportsAdapters:

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -19,8 +19,10 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from services.reports.adapters import reports_adapters
+from services.reports.allocation import CapitalAllocator, Proposal, Target
 from services.reports.errors import FirmViewForbidden
 from services.reports.schemas import (
+    AllocationRead,
     DailyReturnReport,
     DailyReturnRow,
     FeeRow,
@@ -30,7 +32,10 @@ from services.reports.schemas import (
     NavReport,
     PnlReport,
     PnlRow,
+    ProposalRead,
     ReportHeader,
+    TargetRead,
+    TargetsWrite,
 )
 from services.reports.service import BOOK_MID, LAST_TRADE, ReportQueries, Scope, parse_zone
 from shared.audit.api import router as audit_router
@@ -281,3 +286,45 @@ def polyline(values: list[Decimal]) -> str:
         y = Decimal(CHART_HEIGHT) - (value - low) / span * CHART_HEIGHT
         points.append(f"{float(step * index):.1f},{float(y):.1f}")
     return " ".join(points)
+
+
+AllocationWriter = Annotated[Principal, Depends(authorize((Role.DIRECTOR,), AuthScope.APPROVAL_POLICIES_WRITE))]
+
+
+def _allocator(request: Request) -> CapitalAllocator:
+    return reports_adapters(request.app.state.runtime).allocator
+
+
+def _proposal_read(proposal: Proposal) -> ProposalRead:
+    return ProposalRead(**asdict(proposal))
+
+
+@router.get("/reports/allocation", response_model=AllocationRead, tags=["allocation"])
+async def allocation(request: Request, principal: DirectorReader) -> AllocationRead:
+    """The target share of firm NAV and band of each account, and the rebalancing proposals, newest first."""
+    allocator = _allocator(request)
+    targets = [TargetRead(**asdict(t)) for t in await allocator.targets()]
+    return AllocationRead(targets=targets, proposals=[_proposal_read(p) for p in await allocator.proposals()])
+
+
+@router.put(
+    "/reports/allocation/targets", response_model=list[TargetRead], responses=error_responses(422), tags=["allocation"]
+)
+async def set_targets(request: Request, body: TargetsWrite, principal: AllocationWriter) -> list[TargetRead]:
+    """Replace every account's target share (adding up to 1) and band; audited."""
+    wanted = [Target(t.account_id, t.target_share, t.band) for t in body.targets]
+    stored = await _allocator(request).set_targets(wanted, f"user:{principal.subject}")
+    return [TargetRead(**asdict(t)) for t in stored]
+
+
+@router.post(
+    "/reports/allocation/check",
+    response_model=ProposalRead | None,
+    responses=error_responses(409),
+    tags=["allocation"],
+)
+async def check_allocation(request: Request, principal: AllocationWriter) -> ProposalRead | None:
+    """Value the targeted accounts now: the open proposal (a new one when a share left its band and none was
+    open), or null when every share is inside its band."""
+    proposal = await _allocator(request).check()
+    return None if proposal is None else _proposal_read(proposal)

@@ -10,7 +10,13 @@ from pydantic import Field, model_validator
 
 from shared.audit.anchors import AnchorSettings
 from shared.config import load_settings
-from shared.events.topics import OMS_BALANCE_EVENTS, OMS_CASHFLOW_EVENTS, OMS_ORDER_EVENTS
+from shared.events.topics import (
+    HITL_DECISIONS,
+    OMS_BALANCE_EVENTS,
+    OMS_CASHFLOW_EVENTS,
+    OMS_ORDER_EVENTS,
+    REPORTS_ALLOCATION_EVENTS,
+)
 from shared.marketdata import BOOK_TOPIC, TRADE_TOPIC
 
 
@@ -30,6 +36,13 @@ class ReportsSettings(AnchorSettings):
     cashflow_events_topic: str = Field(default=OMS_CASHFLOW_EVENTS, description="where CashFlowRecorded is consumed")
     marketdata_book_topic: str = Field(default=BOOK_TOPIC, description="book snapshots and deltas (mid prices)")
     marketdata_trade_topic: str = Field(default=TRADE_TOPIC, description="trades (price when no book is known)")
+    allocation_events_topic: str = Field(
+        default=REPORTS_ALLOCATION_EVENTS, description="where the allocator's proposals (ApprovalRequested) go"
+    )
+    decisions_topic: str = Field(default=HITL_DECISIONS, description="where ApprovalDecided closes a proposal")
+    allocation_check_interval_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="seconds between the allocator's drift checks (0: only on request)"
+    )
 
     @model_validator(mode="after")
     def _known_zones(self) -> Self:

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.reports.adapters import ReportsAdapters, reports_adapters
 from services.reports.config import ReportsSettings
+from services.reports.errors import PriceMissing
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.audit.anchors import AnchorPolicy, AnchorSettings, anchor_due_chains, load_signer
 from shared.config import ConfigurationError
+from shared.contracts.approvals import ApprovalDecided
 from shared.contracts.balances import BalanceChanged
 from shared.contracts.cashflows import CashFlowRecorded
 from shared.contracts.orders import OrderFilled
@@ -48,6 +50,30 @@ def anchoring_worker(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     return run
 
 
+def allocation_worker(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    """Every `allocation_check_interval_s`, the allocator's drift check (a proposal when a share left its band)."""
+
+    async def run() -> None:
+        reports = reports_adapters(runtime)
+        interval_s = reports.settings.allocation_check_interval_s
+        if interval_s <= 0:
+            return
+        while not runtime.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.stop_event.wait(), timeout=interval_s)
+            if runtime.stop_event.is_set():
+                return
+            try:
+                proposal = await reports.allocator.check()
+            except PriceMissing as exc:  # no NAV is guessed: the next check tries again
+                log.warning("allocation_check_unpriced", error=exc.message)
+                continue
+            if proposal is not None:
+                log.info("allocation_proposal_open", proposal_id=proposal.proposal_id, status=proposal.status)
+
+    return run
+
+
 async def handle_order_event(reports: ReportsAdapters, session: AsyncSession, envelope: Envelope) -> None:
     """`OrderFilled` becomes a row of `reports.fills`; the other order events carry nothing a report needs."""
     message = parse_message(envelope)
@@ -63,6 +89,12 @@ async def handle_balance_event(reports: ReportsAdapters, session: AsyncSession, 
 async def handle_cash_flow(reports: ReportsAdapters, session: AsyncSession, envelope: Envelope) -> None:
     """`CashFlowRecorded`: a deposit, withdrawal or transfer in `reports.cash_flows`."""
     await reports.writer.on_cash_flow(session, parse_as(CashFlowRecorded, envelope))
+
+
+async def handle_decision(reports: ReportsAdapters, session: AsyncSession, envelope: Envelope) -> None:
+    """`ApprovalDecided` of a capital transfer closes its allocation proposal; other decisions are not ours."""
+    if envelope.type == ApprovalDecided.TYPE:
+        await reports.allocator.on_decision(session, parse_as(ApprovalDecided, envelope))
 
 
 async def handle_marketdata(reports: ReportsAdapters, session: AsyncSession, envelope: Envelope) -> None:
@@ -98,9 +130,11 @@ def _consumer(
 # (name, worker factory) pairs started by the app's lifespan.
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("audit-anchoring", anchoring_worker),
+    ("allocation-check", allocation_worker),
     ("order-events", _consumer("order-events", lambda s: [s.order_events_topic], handle_order_event)),
     ("balance-events", _consumer("balance-events", lambda s: [s.balance_events_topic], handle_balance_event)),
     ("cash-flows", _consumer("cash-flows", lambda s: [s.cashflow_events_topic], handle_cash_flow)),
+    ("approval-decisions", _consumer("approval-decisions", lambda s: [s.decisions_topic], handle_decision)),
     (
         "marketdata",
         _consumer("marketdata", lambda s: [s.marketdata_book_topic, s.marketdata_trade_topic], handle_marketdata),

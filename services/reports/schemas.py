@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.contracts.base import DecimalText
+from shared.contracts.base import DecimalText, Identifier
+from shared.domain.money import BelowOneFraction, Fraction
+from shared.errors import rule_violation
 
 
 class ReportModel(BaseModel):
@@ -105,3 +109,51 @@ class FeesReport(ReportHeader):
     fees: DecimalText
     turnover: DecimalText
     refreshed_at: datetime | None = Field(description="when the rollup was last refreshed (null: never)")
+
+
+class TargetWrite(ReportModel):
+    """One account's target share of firm NAV and how far it may drift before a rebalancing is proposed."""
+
+    account_id: Identifier
+    target_share: Fraction = Field(description="0..1 of the firm's NAV (the accounts with a target)")
+    band: BelowOneFraction = Field(description="a share further than this from the target is drifted")
+
+
+class TargetsWrite(ReportModel):
+    """Every target at once (the ones not named are dropped); the shares add up to exactly 1."""
+
+    targets: list[TargetWrite] = Field(min_length=2, max_length=100)
+
+    @model_validator(mode="after")
+    def _whole_firm(self) -> Self:
+        ids = [t.account_id for t in self.targets]
+        if len(set(ids)) != len(ids):
+            raise rule_violation("targets: an account is named twice")
+        if sum((t.target_share for t in self.targets), Decimal(0)) != 1:
+            raise rule_violation("targets: the target shares must add up to 1")
+        return self
+
+
+class TargetRead(ReportModel):
+    account_id: str
+    target_share: DecimalText
+    band: DecimalText
+
+
+class ProposalRead(ReportModel):
+    """A rebalancing proposal: the transfer asked of the directors and why (the most drifted account)."""
+
+    proposal_id: str
+    from_account_id: str
+    to_account_id: str
+    asset: str
+    amount: DecimalText
+    drifted_account_id: str
+    share: DecimalText
+    target_share: DecimalText
+    status: str = Field(description="proposed, approved, rejected or expired")
+
+
+class AllocationRead(ReportModel):
+    targets: list[TargetRead]
+    proposals: list[ProposalRead]

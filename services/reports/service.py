@@ -8,7 +8,7 @@ kept in memory) or, for a symbol whose book has not been seen since start, the l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -232,6 +232,12 @@ class ReportQueries:
         async with UnitOfWork(self.sessionmaker) as uow:
             repo = ReportsRepository(uow.session)
             return await repo.daily_fees(scope.account_ids, start, end), await repo.last_refresh(FILLS_DAILY.view)
+
+    async def nav_at(self, account_id: str, at: datetime) -> Decimal:
+        """One account's NAV at an instant (PriceMissing when a held asset has no mark by then)."""
+        start = at - timedelta(minutes=1)
+        portfolio = await self._portfolio(Scope(account_id, (account_id,)), start, at)
+        return _period(portfolio, start, at).end.nav
 
     async def _portfolio(self, scope: Scope, start: datetime, end: datetime) -> Portfolio:
         portfolio = Portfolio(quote=self.quote)

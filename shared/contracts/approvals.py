@@ -17,12 +17,14 @@ from typing import Annotated, Any, Literal, Self
 import rfc8785
 from pydantic import Field, StrictBool, model_validator
 
+from shared.contracts.balances import AssetText
 from shared.contracts.base import (
     Contract,
     DecimalText,
     Identifier,
     Message,
     MirrorValue,
+    PositiveDecimal,
     PrincipalId,
     Text,
     Timestamp,
@@ -54,6 +56,7 @@ class SubjectType(StrEnum):
     POLICY_CHANGE = "policy_change"  # weakening an approval policy whose quorum is above 1 (hitl's own)
     LIMIT_RAISE = "limit_raise"  # the risk service: raising an account's limits
     TRADING_RESUME = "trading_resume"  # the risk service: an account leaving HALTED
+    CAPITAL_TRANSFER = "capital_transfer"  # the reports service's allocator: a rebalancing transfer
 
 
 class ApprovalDecision(StrEnum):
@@ -184,11 +187,33 @@ class TradingResumeApprovalRequested(Message):
     reason: Text
 
 
+class CapitalTransferApprovalRequested(Message):
+    """The capital allocator proposes moving money between two of the firm's accounts because an account's
+    share of firm NAV left its band (`reports.allocation-events.v1`, aggregate = proposal id). The OMS holds
+    the terms and moves the money, once, only on an `ApprovalDecided` approving exactly this payload's hash."""
+
+    TYPE = "ApprovalRequested"
+
+    subject_type: Literal[SubjectType.CAPITAL_TRANSFER]
+    subject_id: Identifier  # the proposal id, the transfer's reference
+    account_id: Identifier  # the source account: its approval policy (quorum, directors, expiry) applies
+    requested_by: Actor
+    to_account_id: Identifier
+    asset: AssetText
+    amount: PositiveDecimal
+    drifted_account_id: Identifier
+    share: DecimalText
+    target_share: DecimalText
+    band: DecimalText
+    proposed_at: Timestamp
+
+
 ApprovalRequested = Annotated[
     OrderApprovalRequested
     | HedgeOverrideApprovalRequested
     | LimitRaiseApprovalRequested
-    | TradingResumeApprovalRequested,
+    | TradingResumeApprovalRequested
+    | CapitalTransferApprovalRequested,
     Field(discriminator="subject_type"),
 ]
 RiskApprovalRequested = LimitRaiseApprovalRequested | TradingResumeApprovalRequested

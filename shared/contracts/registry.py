@@ -46,6 +46,7 @@ from shared.events.topics import (
     OMS_CASHFLOW_EVENTS,
     OMS_COMMANDS,
     OMS_ORDER_EVENTS,
+    REPORTS_ALLOCATION_EVENTS,
     RISK_CONTROLS,
     RISK_EXIT_EVENTS,
     RISK_TRADING_STATE_EVENTS,
@@ -98,6 +99,7 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
             (HEDGE_TARGET_EVENTS, t): m
             for t, m in _by_type(hedge.HedgeRebalanceRequested, approvals.HedgeOverrideApprovalRequested).items()
         },
+        (REPORTS_ALLOCATION_EVENTS, "ApprovalRequested"): approvals.CapitalTransferApprovalRequested,
         (HITL_REQUEST_EVENTS, approvals.ApprovalRequestOpened.TYPE): approvals.ApprovalRequestOpened,
         (HITL_DECISIONS, approvals.ApprovalDecided.TYPE): approvals.ApprovalDecided,
         **{(ACCOUNT_EVENTS, t): m for t, m in _by_type(*accounts.ACCOUNT_EVENTS).items()},
@@ -115,6 +117,7 @@ _APPROVAL_REQUESTED: TypeAdapter[
     | approvals.HedgeOverrideApprovalRequested
     | approvals.LimitRaiseApprovalRequested
     | approvals.TradingResumeApprovalRequested
+    | approvals.CapitalTransferApprovalRequested
 ] = TypeAdapter(approvals.ApprovalRequested)
 _BY_TYPE: Mapping[str, MessageModel] = MappingProxyType(
     {message_type: model for (_, message_type), model in CONTRACTS.items() if message_type != "ApprovalRequested"}

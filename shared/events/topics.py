@@ -88,6 +88,7 @@ RISK_COMMANDS = commands("risk")
 HEDGE_RECOMMENDATION_EVENTS = entity_events("hedge", "recommendation")
 HEDGE_TARGET_EVENTS = entity_events("hedge", "target")
 HITL_REQUEST_EVENTS = entity_events("hitl", "request")
+REPORTS_ALLOCATION_EVENTS = entity_events("reports", "allocation")  # allocator proposals, keyed by proposal id
 # Issue 14: market-data anomalies (shared/contracts/analytics.py), keyed by symbol.
 ANALYTICS_ANOMALY_EVENTS = entity_events("analytics", "anomaly")
 # Issue 14: microstructure features of each closed bar (docs/features.md), keyed by symbol.

@@ -178,6 +178,18 @@ class Funding(Protocol):
         ...
 
 
+@runtime_checkable
+class Transfers(Protocol):
+    """A venue where we move money between two of our own accounts (the paper venue)."""
+
+    async def transfer(
+        self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str
+    ) -> tuple[VenueBalance, VenueBalance]:
+        """Move `amount` of `asset` from `source`'s free balance to `destination`, once per `reference`; the two
+        balances after."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class BookLevel:
     price: Decimal

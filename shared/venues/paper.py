@@ -63,7 +63,14 @@ from shared.venues.base import (
 )
 from shared.venues.paper_market import STORAGE_ERRORS, MarketContext, SymbolMarket, Ticket
 from shared.venues.paper_settlement import validate_request
-from shared.venues.paper_store import DepositReferenceReused, HoldingKey, PaperOrder, PaperStore
+from shared.venues.paper_store import (
+    DepositReferenceReused,
+    HoldingKey,
+    PaperOrder,
+    PaperStore,
+    TransferExceedsFree,
+    TransferReferenceReused,
+)
 
 log = get_logger(__name__)
 
@@ -205,6 +212,38 @@ class PaperVenue:
         except STORAGE_ERRORS as exc:
             raise AmbiguousOutcome(f"paper venue storage failed during a deposit: {exc}") from exc
         return VenueBalance(account_id, asset, holding.total, holding.free)
+
+    async def transfer(
+        self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str
+    ) -> tuple[VenueBalance, VenueBalance]:
+        """Move `amount` of `asset` from `source`'s free balance to `destination` in one transaction, once per
+        `reference`; a repeat moves nothing, with other terms it is `reference_reused`."""
+        try:
+            amount = to_decimal(amount)
+        except MoneyError as exc:
+            raise VenueRejected("invalid_amount", str(exc)) from None
+        if amount <= 0:
+            raise VenueRejected("invalid_amount", f"a transfer must be positive: {format_decimal(amount)}")
+        if source == destination:
+            raise VenueRejected("same_account", "a transfer needs two different accounts")
+        try:
+            async with UnitOfWork(self._sessionmaker) as uow:
+                store = PaperStore(uow.session)
+                now = self._clock()
+                await store.ensure_accounts([source, destination], now)
+                debited, credited = await store.record_transfer(source, destination, asset, amount, reference, now)
+        except TransferReferenceReused as exc:
+            raise VenueRejected("reference_reused", str(exc)) from None
+        except TransferExceedsFree as exc:
+            raise VenueRejected("insufficient_balance", str(exc)) from None
+        except IntegrityError as exc:
+            raise VenueOperationalError(f"paper venue storage refused a transfer: {exc.orig}") from exc
+        except STORAGE_ERRORS as exc:
+            raise AmbiguousOutcome(f"paper venue storage failed during a transfer: {exc}") from exc
+        return (
+            VenueBalance(source, asset, debited.total, debited.free),
+            VenueBalance(destination, asset, credited.total, credited.free),
+        )
 
     async def restore(self) -> int:
         """Rebuild every engine's resting orders from `paper.orders` (at startup); returns how many."""

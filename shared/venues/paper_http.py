@@ -58,6 +58,8 @@ from shared.venues.paper_wire import (
     OrderRequestWire,
     OrderWire,
     StreamMessage,
+    TransferredWire,
+    TransferWire,
 )
 
 log = get_logger(__name__)
@@ -141,6 +143,14 @@ class PaperHttpVenue:
         body = _json(DepositWire(asset=asset, amount=amount, reference=reference))
         response = await self._write("POST", f"{_account_path(account_id)}/deposits", json=body)
         return BalanceWire.model_validate_json(response.content).to_venue()
+
+    async def transfer(
+        self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str
+    ) -> tuple[VenueBalance, VenueBalance]:
+        body = _json(TransferWire(to_account_id=destination, asset=asset, amount=amount, reference=reference))
+        response = await self._write("POST", f"{_account_path(source)}/transfers", json=body)
+        moved = TransferredWire.model_validate_json(response.content)
+        return moved.source.to_venue(), moved.destination.to_venue()
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -286,7 +296,7 @@ def _message(response: httpx.Response) -> str:
     return str(_error(response).get("message") or response.reason_phrase)
 
 
-def _json(model: OrderRequestWire | DepositWire) -> Any:
+def _json(model: OrderRequestWire | DepositWire | TransferWire) -> Any:
     return model.model_dump(mode="json")
 
 

@@ -101,10 +101,29 @@ deposits = sa.Table(
     sa.Column("reference", sa.Text),
     sa.Column("created_at", TS),
 )
+transfers = sa.Table(
+    "transfers",
+    metadata,
+    sa.Column("transfer_id", sa.BigInteger, primary_key=True),
+    sa.Column("reference", sa.Text),
+    sa.Column("from_account_id", sa.Text),
+    sa.Column("to_account_id", sa.Text),
+    sa.Column("asset", sa.Text),
+    sa.Column("amount", Money),
+    sa.Column("created_at", TS),
+)
 
 
 class DepositReferenceReused(ValueError):
     """A deposit reference came back with another asset or amount than the first time."""
+
+
+class TransferReferenceReused(ValueError):
+    """A transfer reference came back with other accounts, asset or amount than the first time."""
+
+
+class TransferExceedsFree(ValueError):
+    """The source account's free balance does not cover the transfer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +271,50 @@ class PaperStore:
             )
         ).one()
         return Holding(row.total, row.reserved)
+
+    async def record_transfer(
+        self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str, now: datetime
+    ) -> tuple[Holding, Holding]:
+        """Debit `source`'s free balance and credit `destination`, once per reference; the two balances after.
+        A reference seen before moves nothing (TransferReferenceReused when its terms differ)."""
+        recorded = await self.session.execute(
+            pg_insert(transfers)
+            .values(
+                reference=reference,
+                from_account_id=source,
+                to_account_id=destination,
+                asset=asset,
+                amount=amount,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[transfers.c.reference])
+            .returning(transfers.c.transfer_id)
+        )
+        keys = [(source, asset), (destination, asset)]
+        if recorded.first() is None:
+            first = (
+                await self.session.execute(
+                    sa.select(
+                        transfers.c.from_account_id, transfers.c.to_account_id, transfers.c.asset, transfers.c.amount
+                    ).where(transfers.c.reference == reference)
+                )
+            ).one()
+            if tuple(first) != (source, destination, asset, amount):
+                raise TransferReferenceReused(f"transfer {reference!r} was for other accounts, asset or amount")
+            locked = (await self.lock_holdings(keys, now, volume_since=now)).holdings
+            return locked[(source, asset)], locked[(destination, asset)]
+        locked = (await self.lock_holdings(keys, now, volume_since=now)).holdings
+        debited, credited = locked[(source, asset)], locked[(destination, asset)]
+        if debited.free < amount:
+            raise TransferExceedsFree(
+                f"{source} has {format_decimal(debited.free)} {asset} free, the transfer needs {format_decimal(amount)}"
+            )
+        after = {
+            (source, asset): replace(debited, total=debited.total - amount),
+            (destination, asset): replace(credited, total=credited.total + amount),
+        }
+        await self.set_holdings(after, now)
+        return after[(source, asset)], after[(destination, asset)]
 
     async def lock_holdings(
         self, keys: Iterable[HoldingKey], now: datetime, *, volume_since: datetime, known: Collection[HoldingKey] = ()

@@ -213,6 +213,26 @@ class DepositWire(BaseModel):
     reference: str = Field(min_length=1, max_length=200)
 
 
+class TransferWire(BaseModel):
+    """A transfer out of the account in the path to `to_account_id`, once per reference."""
+
+    model_config = _WIRE
+
+    to_account_id: AccountId = Field(min_length=1, max_length=128)
+    asset: Asset = Field(min_length=1, max_length=16)
+    amount: Decimal
+    reference: str = Field(min_length=1, max_length=200)
+
+
+class TransferredWire(BaseModel):
+    """The two balances after a transfer: the source's and the destination's."""
+
+    model_config = _WIRE
+
+    source: BalanceWire
+    destination: BalanceWire
+
+
 class Hello(BaseModel):
     """First message on a stream: the stream position and the venue's last fill sequence at subscription."""
 

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from shared.domain.types import AccountId, Asset, ClientOrderId
 from shared.venues.base import (
     Funding,
+    Transfers,
     UpdateListener,
     VenueAdapter,
     VenueBalance,
@@ -121,6 +122,17 @@ class VenueRouter:
         if not isinstance(venue, Funding):
             raise VenueRejected("funding_not_supported", f"{self.venue_name(account_id)} accounts are funded outside")
         return await venue.deposit(account_id, asset, amount, reference)
+
+    async def transfer(
+        self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str
+    ) -> tuple[VenueBalance, VenueBalance]:
+        """Move money between two accounts of one venue that we fund (paper); never across venues."""
+        venue = self.venue_of(source)
+        if self.venue_name(destination) != self.venue_name(source):
+            raise VenueRejected("cross_venue_transfer", "both accounts of a transfer must be on the same venue")
+        if not isinstance(venue, Transfers):
+            raise VenueRejected("transfers_not_supported", f"{self.venue_name(source)} accounts are funded outside")
+        return await venue.transfer(source, destination, asset, amount, reference)
 
 
 def account_venue_name(venue: VenueAdapter, account_id: str) -> str:

@@ -16,6 +16,7 @@ from services.oms.use_cases.reconciliation import (
     ResolveOrder,
     ResolveOutcome,
 )
+from services.oms.use_cases.transfers import TransferBetweenAccounts
 from shared.contracts.approvals import ApprovalDecision
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Reserve",
     "ResolveOrder",
     "ResolveOutcome",
+    "TransferBetweenAccounts",
     "exits_problem",
     "order_payload",
     "publish_order_events",
