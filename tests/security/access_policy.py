@@ -78,6 +78,12 @@ OMS: dict[tuple[str, str], Rule] = {
         account="path",
         body=lambda account: {"asset": "USD", "amount": "10", "reference": uuid.uuid4().hex},
     ),
+    ("POST", "/accounts/{account_id}/paper/withdrawals"): Rule(
+        frozenset({Role.OPERATOR, Role.ADMIN}),
+        scope="funds:write",
+        account="path",
+        body=lambda account: {"asset": "USD", "amount": "10", "reference": uuid.uuid4().hex},
+    ),
 }
 
 HEDGE_STEWARDS = frozenset({Role.RISK, Role.DIRECTOR})
@@ -262,6 +268,12 @@ PAPER: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/accounts/{account_id}/fills"): Rule(VENUE, scope="venue:trade", account="path"),
     ("GET", "/v1/accounts/{account_id}/balances"): Rule(VENUE, scope="venue:trade", account="path"),
     ("POST", "/v1/accounts/{account_id}/deposits"): Rule(
+        VENUE,
+        scope="venue:trade",
+        account="path",
+        body=lambda account: {"asset": "USD", "amount": "10", "reference": f"s2-{uuid.uuid4().hex}"},
+    ),
+    ("POST", "/v1/accounts/{account_id}/withdrawals"): Rule(
         VENUE,
         scope="venue:trade",
         account="path",
