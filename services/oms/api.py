@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from services.oms.adapters import Adapters
 from services.oms.errors import OrderNotFound
+from services.oms.ledger_repository import DepositRecord
 from services.oms.repository import OrderFilter, StoredOrder
 from services.oms.schemas import (
     BalancePage,
@@ -24,6 +25,8 @@ from services.oms.schemas import (
     OrderRead,
     PositionPage,
     PositionRead,
+    WithdrawalCreate,
+    WithdrawalRead,
 )
 from shared.auth.dependencies import ensure_account_access
 from shared.auth.tokens import ALL_ACCOUNTS, Principal
@@ -254,19 +257,45 @@ async def paper_deposit(
     deposit = await oms.funding.deposit(
         account_id, body.asset, body.amount, principal.subject, reference=body.reference
     )
-    balance = deposit.balance
-    if balance is None:  # an applied deposit always carries its balance
-        raise RuntimeError(f"deposit {body.reference!r} answered without its balance")
-    return DepositRead(
-        account_id=account_id,
-        reference=deposit.reference,
-        asset=deposit.asset,
-        amount=deposit.amount,
-        balance=BalanceRead(
+    return DepositRead.model_validate(_flow_read(account_id, deposit))
+
+
+@router.post(
+    "/accounts/{account_id}/paper/withdrawals",
+    response_model=WithdrawalRead,
+    status_code=status.HTTP_201_CREATED,
+    tags=["paper"],
+    responses=error_responses(404, 409, 422, 503),
+)
+async def paper_withdrawal(
+    account_id: AccountIdPath, body: WithdrawalCreate, principal: Funder, oms: Adapters
+) -> WithdrawalRead:
+    """Debit a paper account's free balance at the paper venue and in the ledger, once per reference; 422
+    `insufficient_balance` when the free balance does not cover it (nothing moves)."""
+    ensure_account_access(principal, account_id)
+    if body.amount <= 0:
+        raise Unprocessable("amount must be positive", details={"field": "amount"})
+    withdrawal = await oms.funding.withdraw(
+        account_id, body.asset, body.amount, principal.subject, reference=body.reference
+    )
+    return WithdrawalRead.model_validate(_flow_read(account_id, withdrawal))
+
+
+def _flow_read(account_id: str, flow: DepositRecord) -> dict[str, object]:
+    """A deposit's or withdrawal's answer: its terms and the balance it left."""
+    balance = flow.balance
+    if balance is None:  # an applied deposit or withdrawal always carries its balance
+        raise RuntimeError(f"{flow.reference!r} answered without its balance")
+    return {
+        "account_id": account_id,
+        "reference": flow.reference,
+        "asset": flow.asset,
+        "amount": flow.amount,
+        "balance": BalanceRead(
             account_id=account_id,
             asset=balance.asset,
             total=balance.total,
             reserved=balance.reserved,
             free=balance.free,
         ),
-    )
+    }

@@ -131,6 +131,24 @@ class TransferRejected(OmsError):
         self.code = code  # type: ignore[misc]  # the refusing side's code, e.g. "insufficient_balance"
 
 
+class WithdrawalReferenceConflict(OmsError):
+    """The withdrawal reference was used before for another asset or amount."""
+
+    status_code = 409
+    code = "withdrawal_reference_conflict"
+
+
+class WithdrawalRejected(OmsError):
+    """The withdrawal cannot be made (the ledger or the venue refused it); nothing moved."""
+
+    status_code = 422
+    code = "withdrawal_rejected"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # the refusing side's code, e.g. "insufficient_balance"
+
+
 class VenueUnavailable(OmsError):
     """The venue did not answer (or its answer was lost): the operation is recorded and completes on a repeat."""
 

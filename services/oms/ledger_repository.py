@@ -173,14 +173,22 @@ class LedgerRepository:
             query = query.where(positions.c.account_id.in_(account_ids))
         return [dict(row) for row in (await self.session.execute(query)).mappings().all()]
 
-    # --- deposits ----------------------------------------------------------------------------------------
+    # --- deposits (and withdrawals: `table=withdrawals`, the same columns) ----------------------------
 
     async def record_deposit(
-        self, account_id: str, reference: str, asset: str, amount: Decimal, actor: str, now: datetime
+        self,
+        account_id: str,
+        reference: str,
+        asset: str,
+        amount: Decimal,
+        actor: str,
+        now: datetime,
+        *,
+        table: sa.Table = deposits,
     ) -> DepositRecord:
         """The deposit under (account, reference): recorded `pending` now, or the one recorded before."""
         statement = (
-            pg_insert(deposits)
+            pg_insert(table)
             .values(
                 account_id=account_id,
                 reference=reference,
@@ -193,28 +201,32 @@ class LedgerRepository:
             .on_conflict_do_nothing(index_elements=["account_id", "reference"])
         )
         await self.session.execute(statement)
-        recorded = await self.find_deposit(account_id, reference)
+        recorded = await self.find_deposit(account_id, reference, table=table)
         if recorded is None:  # inserted or already there, in this transaction: never absent
             raise RuntimeError(f"deposit {account_id}/{reference} vanished")
         return recorded
 
-    async def find_deposit(self, account_id: str, reference: str) -> DepositRecord | None:
-        query = sa.select(deposits).where(deposits.c.account_id == account_id, deposits.c.reference == reference)
+    async def find_deposit(
+        self, account_id: str, reference: str, *, table: sa.Table = deposits
+    ) -> DepositRecord | None:
+        query = sa.select(table).where(table.c.account_id == account_id, table.c.reference == reference)
         row = (await self.session.execute(query)).mappings().first()
         return None if row is None else _deposit(row)
 
-    async def pending_deposits(self, account_id: str) -> list[DepositRecord]:
+    async def pending_deposits(self, account_id: str, *, table: sa.Table = deposits) -> list[DepositRecord]:
         query = (
-            sa.select(deposits)
-            .where(deposits.c.account_id == account_id, deposits.c.status == DepositStatus.PENDING.value)
-            .order_by(deposits.c.requested_at)
+            sa.select(table)
+            .where(table.c.account_id == account_id, table.c.status == DepositStatus.PENDING.value)
+            .order_by(table.c.requested_at)
         )
         return [_deposit(row) for row in (await self.session.execute(query)).mappings().all()]
 
-    async def mark_deposit_applied(self, account_id: str, reference: str, balance: Balance, now: datetime) -> None:
+    async def mark_deposit_applied(
+        self, account_id: str, reference: str, balance: Balance, now: datetime, *, table: sa.Table = deposits
+    ) -> None:
         await self.session.execute(
-            sa.update(deposits)
-            .where(deposits.c.account_id == account_id, deposits.c.reference == reference)
+            sa.update(table)
+            .where(table.c.account_id == account_id, table.c.reference == reference)
             .values(
                 status=DepositStatus.APPLIED.value,
                 applied_at=now,
@@ -223,13 +235,13 @@ class LedgerRepository:
             )
         )
 
-    async def forget_pending_deposit(self, account_id: str, reference: str) -> None:
+    async def forget_pending_deposit(self, account_id: str, reference: str, *, table: sa.Table = deposits) -> None:
         """Drop a deposit the venue refused (nothing was credited anywhere)."""
         await self.session.execute(
-            sa.delete(deposits).where(
-                deposits.c.account_id == account_id,
-                deposits.c.reference == reference,
-                deposits.c.status == DepositStatus.PENDING.value,
+            sa.delete(table).where(
+                table.c.account_id == account_id,
+                table.c.reference == reference,
+                table.c.status == DepositStatus.PENDING.value,
             )
         )
 

@@ -123,3 +123,12 @@ class DepositRead(BaseModel):
     asset: str
     amount: DecimalString
     balance: BalanceRead
+
+
+class WithdrawalCreate(DepositCreate):
+    """Debit a paper account's free balance (reserved money stays), once per `reference`: a repeat answers the first
+    withdrawal, the same reference for another asset or amount is a 409 `withdrawal_reference_conflict`."""
+
+
+class WithdrawalRead(DepositRead):
+    """The withdrawal, with the balance it left (a repeat of the reference answers the same)."""

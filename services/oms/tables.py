@@ -160,6 +160,20 @@ deposits = sa.Table(
     sa.Column("balance_total", Money),
     sa.Column("balance_reserved", Money),
 )
+withdrawals = sa.Table(
+    "withdrawals",
+    metadata,
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("reference", sa.Text, primary_key=True),
+    sa.Column("asset", sa.Text),
+    sa.Column("amount", Money),
+    sa.Column("status", sa.Text),
+    sa.Column("requested_by", sa.Text),
+    sa.Column("requested_at", TS),
+    sa.Column("applied_at", TS),
+    sa.Column("balance_total", Money),
+    sa.Column("balance_reserved", Money),
+)
 transfers = sa.Table(
     "transfers",
     metadata,

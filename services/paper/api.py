@@ -173,6 +173,19 @@ async def deposit(account_id: AccountIdPath, body: DepositWire, principal: Venue
 
 
 @venue_router.post(
+    "/accounts/{account_id}/withdrawals", response_model=BalanceWire, summary="Debit paper money (once per reference)"
+)
+async def withdraw(account_id: AccountIdPath, body: DepositWire, principal: Venue, adapters: Adapters) -> BalanceWire:
+    """A repeat of the reference debits nothing; 400 `insufficient_balance` when the free balance does not cover it,
+    `reference_reused` for another asset or amount."""
+    balance = await _ready(
+        adapters,
+        adapters.venue.withdraw(_account(principal, account_id), Asset(body.asset), body.amount, body.reference),
+    )
+    return BalanceWire.of(balance)
+
+
+@venue_router.post(
     "/accounts/{account_id}/transfers",
     response_model=TransferredWire,
     summary="Move paper money to another account (once per reference)",

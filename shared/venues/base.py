@@ -179,6 +179,15 @@ class Funding(Protocol):
 
 
 @runtime_checkable
+class Withdrawals(Protocol):
+    """A venue where we take money out of our own account (the paper venue)."""
+
+    async def withdraw(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        """Debit `amount` of `asset` from the account's free balance, once per `reference` (a repeat debits nothing)."""
+        ...
+
+
+@runtime_checkable
 class Transfers(Protocol):
     """A venue where we move money between two of our own accounts (the paper venue)."""
 

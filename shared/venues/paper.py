@@ -70,6 +70,7 @@ from shared.venues.paper_store import (
     PaperStore,
     TransferExceedsFree,
     TransferReferenceReused,
+    WithdrawalReferenceReused,
 )
 
 log = get_logger(__name__)
@@ -244,6 +245,31 @@ class PaperVenue:
             VenueBalance(source, asset, debited.total, debited.free),
             VenueBalance(destination, asset, credited.total, credited.free),
         )
+
+    async def withdraw(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        """Debit `amount` of `asset` from the account's free balance once per `reference`; returns the balance.
+        A repeat debits nothing; with another asset or amount it is `reference_reused`; reserved money stays."""
+        try:
+            amount = to_decimal(amount)
+        except MoneyError as exc:
+            raise VenueRejected("invalid_amount", str(exc)) from None
+        if amount <= 0:
+            raise VenueRejected("invalid_amount", f"a withdrawal must be positive: {format_decimal(amount)}")
+        try:
+            async with UnitOfWork(self._sessionmaker) as uow:
+                store = PaperStore(uow.session)
+                now = self._clock()
+                await store.ensure_accounts([account_id], now)
+                holding = await store.record_withdrawal(account_id, asset, amount, reference, now)
+        except WithdrawalReferenceReused as exc:
+            raise VenueRejected("reference_reused", str(exc)) from None
+        except TransferExceedsFree as exc:
+            raise VenueRejected("insufficient_balance", str(exc)) from None
+        except IntegrityError as exc:
+            raise VenueOperationalError(f"paper venue storage refused a withdrawal: {exc.orig}") from exc
+        except STORAGE_ERRORS as exc:
+            raise AmbiguousOutcome(f"paper venue storage failed during a withdrawal: {exc}") from exc
+        return VenueBalance(account_id, asset, holding.total, holding.free)
 
     async def restore(self) -> int:
         """Rebuild every engine's resting orders from `paper.orders` (at startup); returns how many."""

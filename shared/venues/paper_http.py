@@ -144,6 +144,11 @@ class PaperHttpVenue:
         response = await self._write("POST", f"{_account_path(account_id)}/deposits", json=body)
         return BalanceWire.model_validate_json(response.content).to_venue()
 
+    async def withdraw(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        body = _json(DepositWire(asset=asset, amount=amount, reference=reference))
+        response = await self._write("POST", f"{_account_path(account_id)}/withdrawals", json=body)
+        return BalanceWire.model_validate_json(response.content).to_venue()
+
     async def transfer(
         self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str
     ) -> tuple[VenueBalance, VenueBalance]:

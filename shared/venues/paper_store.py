@@ -101,6 +101,16 @@ deposits = sa.Table(
     sa.Column("reference", sa.Text),
     sa.Column("created_at", TS),
 )
+withdrawals = sa.Table(
+    "withdrawals",
+    metadata,
+    sa.Column("withdrawal_id", sa.BigInteger, primary_key=True),
+    sa.Column("account_id", sa.Text),
+    sa.Column("asset", sa.Text),
+    sa.Column("amount", Money),
+    sa.Column("reference", sa.Text),
+    sa.Column("created_at", TS),
+)
 transfers = sa.Table(
     "transfers",
     metadata,
@@ -122,8 +132,12 @@ class TransferReferenceReused(ValueError):
     """A transfer reference came back with other accounts, asset or amount than the first time."""
 
 
+class WithdrawalReferenceReused(ValueError):
+    """A withdrawal reference came back with another asset or amount than the first time."""
+
+
 class TransferExceedsFree(ValueError):
-    """The source account's free balance does not cover the transfer."""
+    """The source account's free balance does not cover the transfer (or the withdrawal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +329,41 @@ class PaperStore:
         }
         await self.set_holdings(after, now)
         return after[(source, asset)], after[(destination, asset)]
+
+    async def record_withdrawal(
+        self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str, now: datetime
+    ) -> Holding:
+        """Debit the account's free balance once per (account, reference); returns the balance after. A reference
+        seen before debits nothing (WithdrawalReferenceReused when its asset or amount differ)."""
+        recorded = await self.session.execute(
+            pg_insert(withdrawals)
+            .values(account_id=account_id, asset=asset, amount=amount, reference=reference, created_at=now)
+            .on_conflict_do_nothing(index_elements=[withdrawals.c.account_id, withdrawals.c.reference])
+            .returning(withdrawals.c.withdrawal_id)
+        )
+        key = (account_id, asset)
+        if recorded.first() is None:
+            first = (
+                await self.session.execute(
+                    sa.select(withdrawals.c.asset, withdrawals.c.amount).where(
+                        withdrawals.c.account_id == account_id, withdrawals.c.reference == reference
+                    )
+                )
+            ).one()
+            if (first.asset, first.amount) != (asset, amount):
+                raise WithdrawalReferenceReused(
+                    f"withdrawal {reference!r} of {account_id} was {format_decimal(first.amount)} {first.asset}"
+                )
+            return (await self.lock_holdings([key], now, volume_since=now)).holdings[key]
+        holding = (await self.lock_holdings([key], now, volume_since=now)).holdings[key]
+        if holding.free < amount:
+            raise TransferExceedsFree(
+                f"{account_id} has {format_decimal(holding.free)} {asset} free, the withdrawal needs"
+                f" {format_decimal(amount)}"
+            )
+        after = replace(holding, total=holding.total - amount)
+        await self.set_holdings({key: after}, now)
+        return after
 
     async def lock_holdings(
         self, keys: Iterable[HoldingKey], now: datetime, *, volume_since: datetime, known: Collection[HoldingKey] = ()

@@ -25,6 +25,7 @@ from shared.venues.base import (
     VenueOrder,
     VenueOrderRequest,
     VenueRejected,
+    Withdrawals,
 )
 
 
@@ -122,6 +123,13 @@ class VenueRouter:
         if not isinstance(venue, Funding):
             raise VenueRejected("funding_not_supported", f"{self.venue_name(account_id)} accounts are funded outside")
         return await venue.deposit(account_id, asset, amount, reference)
+
+    async def withdraw(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
+        """Debit the account where the venue is one we fund (paper); real exchanges are withdrawn from outside."""
+        venue = self.venue_of(account_id)
+        if not isinstance(venue, Withdrawals):
+            raise VenueRejected("funding_not_supported", f"{self.venue_name(account_id)} accounts are funded outside")
+        return await venue.withdraw(account_id, asset, amount, reference)
 
     async def transfer(
         self, source: AccountId, destination: AccountId, asset: Asset, amount: Decimal, reference: str

@@ -78,6 +78,12 @@ OMS: dict[tuple[str, str], Rule] = {
         account="path",
         body=lambda account: {"asset": "USD", "amount": "10", "reference": uuid.uuid4().hex},
     ),
+    ("POST", "/accounts/{account_id}/paper/withdrawals"): Rule(
+        frozenset({Role.OPERATOR, Role.ADMIN}),
+        scope="funds:write",
+        account="path",
+        body=lambda account: {"asset": "USD", "amount": "10", "reference": uuid.uuid4().hex},
+    ),
 }
 
 HEDGE_STEWARDS = frozenset({Role.RISK, Role.DIRECTOR})
@@ -267,6 +273,25 @@ PAPER: dict[tuple[str, str], Rule] = {
         account="path",
         body=lambda account: {"asset": "USD", "amount": "10", "reference": f"s2-{uuid.uuid4().hex}"},
     ),
+    ("POST", "/v1/accounts/{account_id}/withdrawals"): Rule(
+        VENUE,
+        scope="venue:trade",
+        account="path",
+        body=lambda account: {"asset": "USD", "amount": "10", "reference": f"s2-{uuid.uuid4().hex}"},
+    ),
+    # Both ends must be granted to the token; the destination here is the path's account (refused by the venue
+    # as a transfer to itself, after the access check this matrix is about).
+    ("POST", "/v1/accounts/{account_id}/transfers"): Rule(
+        VENUE,
+        scope="venue:trade",
+        account="path",
+        body=lambda account: {
+            "to_account_id": account,
+            "asset": "USD",
+            "amount": "10",
+            "reference": f"s2-{uuid.uuid4().hex}",
+        },
+    ),
 }
 
 REPORT_DAYS = {"from": "2026-01-04", "to": "2026-01-05"}
@@ -290,6 +315,20 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
         ("GET", "/reports/ui/nav"): Rule(
             frozenset({Role.DIRECTOR}), scope="reports:read", account="query", query=REPORT_DAYS
         ),
+        # Capital allocation (docs/reports.md): directors read it; setting targets and asking for a check also
+        # needs the approval-policy scope, like the other settings that decide what directors must approve.
+        ("GET", "/reports/allocation"): Rule(frozenset({Role.DIRECTOR}), scope="reports:read"),
+        ("PUT", "/reports/allocation/targets"): Rule(
+            frozenset({Role.DIRECTOR}),
+            scope="approval_policies:write",
+            body=lambda account: {
+                "targets": [
+                    {"account_id": account, "target_share": "0.5", "band": "0.05"},
+                    {"account_id": f"{account}-other", "target_share": "0.5", "band": "0.05"},
+                ]
+            },
+        ),
+        ("POST", "/reports/allocation/check"): Rule(frozenset({Role.DIRECTOR}), scope="approval_policies:write"),
     },
     "analytics": {
         **info("analytics"),

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import VENUE_ERRORS
 from services.oms.repository import OmsRepository, StoredOrder, TradingAccount
+from services.oms.tables import withdrawals
 from services.oms.use_cases.cancellation import CancelOrder
 from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.execution import ExecuteOrders
@@ -325,8 +326,12 @@ class ReconcileAccounts:
     ) -> int:
         ledger_repo = LedgerRepository(session)
         ledger = await ledger_repo.load_ledger(account_id)
-        # A deposit on its way (venue credited, ledger not yet) completes on its own: not drift.
-        in_flight = {deposit.asset for deposit in await ledger_repo.pending_deposits(account_id)}
+        # A deposit or withdrawal on its way (venue moved, ledger not yet) completes on its own: not drift.
+        pending = [
+            *await ledger_repo.pending_deposits(account_id),
+            *await ledger_repo.pending_deposits(account_id, table=withdrawals),
+        ]
+        in_flight = {flow.asset for flow in pending}
         adjustments = 0
         for asset in sorted((set(venue_totals) | set(ledger.balances)) - in_flight):
             drift = venue_totals.get(asset, Decimal(0)) - ledger.balance(asset).total
