@@ -36,6 +36,8 @@ from tests.kit.paper import PaperMarket
 
 OPERATOR = token(Role.OPERATOR)
 DIRECTOR = bearer("dora", [Role.DIRECTOR])
+# Three services and their Kafka consumer groups on a busy CI machine: joining a group alone can take seconds.
+TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,8 @@ async def firm(
     paper_market: PaperMarket,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Firm]:
-    allocation_topic = f"test.allocation.{uuid.uuid4().hex[:10]}.v1"
+    suffix = uuid.uuid4().hex[:10]
+    allocation_topic = f"test.allocation.{suffix}.v1"
     keys = write_key_pair(tmp_path_factory.mktemp("anchor"))
     reports_settings = ReportsSettings(
         **settings.model_dump(exclude={"jwt_public_key", "service_name", "log_level", "database_url"}),
@@ -75,6 +78,10 @@ async def firm(
         audit_anchor_public_key_file=Path(keys.public_path),
         allocation_events_topic=allocation_topic,
         allocation_check_interval_s=0.3,
+        # Only USD moves here: no marks or orders needed, so none of the earlier tests' backlog on those topics.
+        order_events_topic=f"test.alloc-orders.{suffix}.v1",
+        marketdata_book_topic=f"test.alloc-books.{suffix}.v1",
+        marketdata_trade_topic=f"test.alloc-trades.{suffix}.v1",
     )
     hitl_app = create_hitl_app(
         hitl_settings(
@@ -121,7 +128,7 @@ async def wait_for_navs(firm: Firm, expected: dict[str, str]) -> None:
     async def seen() -> bool:
         return all([await reported_nav(firm, a) == nav for a, nav in expected.items()])
 
-    await eventually(seen, timeout_s=30, message=f"reports NAVs {expected}")
+    await eventually(seen, timeout_s=TIMEOUT_S, message=f"reports NAVs {expected}")
 
 
 async def open_request(firm: Firm, account: str, proposal_id: str) -> dict[str, Any]:
@@ -129,7 +136,7 @@ async def open_request(firm: Firm, account: str, proposal_id: str) -> dict[str, 
         page = await firm.hitl.get("/hitl/requests", params={"account_id": account}, headers=DIRECTOR)
         return [r for r in page.json()["items"] if r["subject_id"] == proposal_id and r["status"] == "pending"]
 
-    (request,) = await eventually(opened, timeout_s=30, message="hitl request opened from the allocator's event")
+    (request,) = await eventually(opened, timeout_s=TIMEOUT_S, message="hitl request opened from the allocator's event")
     return request
 
 
@@ -184,7 +191,7 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
     async def moved() -> bool:
         return await usd(firm, director) == ("500", "500")
 
-    await eventually(moved, timeout_s=30, message="approved transfer applied")
+    await eventually(moved, timeout_s=TIMEOUT_S, message="approved transfer applied")
     assert await usd(firm, company) == ("500", "500")
     await wait_for_navs(firm, {company: "500", director: "500"})
     reference = proposal["proposal_id"]
@@ -196,7 +203,7 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
         newest = (await proposals(firm))[0]
         return bool(newest["status"] == status)
 
-    await eventually(lambda: closed("approved"), message="proposal closed as approved")
+    await eventually(lambda: closed("approved"), timeout_s=TIMEOUT_S, message="proposal closed as approved")
     balanced = await firm.reports.post("/reports/allocation/check", headers=DIRECTOR)
     assert balanced.json() is None  # 0.5 / 0.5 now: inside the band
 
@@ -206,13 +213,13 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
     async def proposed_again() -> list[dict[str, Any]]:
         return [p for p in await proposals(firm) if p["status"] == "proposed"]
 
-    (second,) = await eventually(proposed_again, message="the periodic check proposes")
+    (second,) = await eventually(proposed_again, timeout_s=TIMEOUT_S, message="the periodic check proposes")
     assert (second["from_account_id"], second["to_account_id"], second["amount"]) == (director, company, "300")
     request = await open_request(firm, director, second["proposal_id"])
     rejection = {"payload_hash": request["payload_hash"], "reason": "not this quarter"}
     rejected = await firm.hitl.post(f"/hitl/requests/{request['request_id']}/reject", json=rejection, headers=DIRECTOR)
     assert rejected.status_code == 200, rejected.text
-    await eventually(lambda: closed("rejected"), message="proposal closed as rejected")
+    await eventually(lambda: closed("rejected"), timeout_s=TIMEOUT_S, message="proposal closed as rejected")
 
     async def refused_in_oms() -> bool:
         engine = create_async_engine(firm.oms_database)
@@ -225,7 +232,7 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
             await engine.dispose()
         return bool(status == "rejected")
 
-    await eventually(refused_in_oms, message="the OMS dropped the rejected transfer")
+    await eventually(refused_in_oms, timeout_s=TIMEOUT_S, message="the OMS dropped the rejected transfer")
     assert await usd(firm, company) == ("500", "500")
     assert await usd(firm, director) == ("500", "500")
     assert await cash_flows(databases["reports"], second["proposal_id"]) == []
