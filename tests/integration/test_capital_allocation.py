@@ -35,7 +35,13 @@ from tests.kit.oms import paper_oms, serving
 from tests.kit.paper import PaperMarket
 
 OPERATOR = token(Role.OPERATOR)
-DIRECTOR = bearer("dora", [Role.DIRECTOR])
+
+
+def director_headers() -> dict[str, str]:
+    """A director's headers with a TOTP proof made now (approving needs one under 120 s old)."""
+    return bearer("dora", [Role.DIRECTOR])
+
+
 # Three services and their Kafka consumer groups on a busy CI machine: joining a group alone can take seconds.
 TIMEOUT_S = 60
 
@@ -118,7 +124,7 @@ async def usd(firm: Firm, account: str) -> tuple[str, str]:
 async def reported_nav(firm: Firm, account: str) -> str | None:
     today = datetime.now(UTC).date().isoformat()
     params = {"account_id": account, "from": today, "to": today}
-    response = await firm.reports.get("/reports/nav", params=params, headers=DIRECTOR)
+    response = await firm.reports.get("/reports/nav", params=params, headers=director_headers())
     if response.status_code != 200:
         return None
     return str(response.json()["rows"][-1]["nav"])
@@ -133,7 +139,7 @@ async def wait_for_navs(firm: Firm, expected: dict[str, str]) -> None:
 
 async def open_request(firm: Firm, account: str, proposal_id: str) -> dict[str, Any]:
     async def opened() -> list[dict[str, Any]]:
-        page = await firm.hitl.get("/hitl/requests", params={"account_id": account}, headers=DIRECTOR)
+        page = await firm.hitl.get("/hitl/requests", params={"account_id": account}, headers=director_headers())
         return [r for r in page.json()["items"] if r["subject_id"] == proposal_id and r["status"] == "pending"]
 
     (request,) = await eventually(opened, timeout_s=TIMEOUT_S, message="hitl request opened from the allocator's event")
@@ -141,7 +147,7 @@ async def open_request(firm: Firm, account: str, proposal_id: str) -> dict[str, 
 
 
 async def proposals(firm: Firm) -> list[dict[str, Any]]:
-    response = await firm.reports.get("/reports/allocation", headers=DIRECTOR)
+    response = await firm.reports.get("/reports/allocation", headers=director_headers())
     assert response.status_code == 200, response.text
     return list(response.json()["proposals"])
 
@@ -161,7 +167,7 @@ async def cash_flows(database_url: str, reference: str) -> list[tuple[str, str, 
 
 async def set_targets(firm: Firm, shares: dict[str, str], band: str = "0.05") -> None:
     body = {"targets": [{"account_id": a, "target_share": s, "band": band} for a, s in shares.items()]}
-    response = await firm.reports.put("/reports/allocation/targets", json=body, headers=DIRECTOR)
+    response = await firm.reports.put("/reports/allocation/targets", json=body, headers=director_headers())
     assert response.status_code == 200, response.text
 
 
@@ -172,12 +178,12 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
     await wait_for_navs(firm, {company: "900", director: "100"})
     await set_targets(firm, {company: "0.5", director: "0.5"})
 
-    first = await firm.reports.post("/reports/allocation/check", headers=DIRECTOR)
+    first = await firm.reports.post("/reports/allocation/check", headers=director_headers())
     assert first.status_code == 200, first.text
     proposal = first.json()
     assert (proposal["from_account_id"], proposal["to_account_id"], proposal["amount"]) == (company, director, "400")
     assert (proposal["drifted_account_id"], proposal["status"]) == (company, "proposed")
-    again = await firm.reports.post("/reports/allocation/check", headers=DIRECTOR)
+    again = await firm.reports.post("/reports/allocation/check", headers=director_headers())
     assert again.json()["proposal_id"] == proposal["proposal_id"]  # the drift persists: still exactly one
     assert [p["proposal_id"] for p in await proposals(firm)] == [proposal["proposal_id"]]
 
@@ -185,7 +191,9 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
     assert (request["subject_type"], request["requested_by"]) == ("capital_transfer", "service:reports-allocator")
     assert await usd(firm, company) == ("900", "900")  # nothing moves before the approval
     vote = {"payload_hash": request["payload_hash"]}
-    approved = await firm.hitl.post(f"/hitl/requests/{request['request_id']}/approve", json=vote, headers=DIRECTOR)
+    approved = await firm.hitl.post(
+        f"/hitl/requests/{request['request_id']}/approve", json=vote, headers=director_headers()
+    )
     assert approved.status_code == 200, approved.text
 
     async def moved() -> bool:
@@ -204,7 +212,7 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
         return bool(newest["status"] == status)
 
     await eventually(lambda: closed("approved"), timeout_s=TIMEOUT_S, message="proposal closed as approved")
-    balanced = await firm.reports.post("/reports/allocation/check", headers=DIRECTOR)
+    balanced = await firm.reports.post("/reports/allocation/check", headers=director_headers())
     assert balanced.json() is None  # 0.5 / 0.5 now: inside the band
 
     # New targets drift the other way: the periodic check proposes on its own; the directors reject it.
@@ -217,7 +225,9 @@ async def test_a_drift_yields_one_proposal_approved_moves_rejected_does_not(
     assert (second["from_account_id"], second["to_account_id"], second["amount"]) == (director, company, "300")
     request = await open_request(firm, director, second["proposal_id"])
     rejection = {"payload_hash": request["payload_hash"], "reason": "not this quarter"}
-    rejected = await firm.hitl.post(f"/hitl/requests/{request['request_id']}/reject", json=rejection, headers=DIRECTOR)
+    rejected = await firm.hitl.post(
+        f"/hitl/requests/{request['request_id']}/reject", json=rejection, headers=director_headers()
+    )
     assert rejected.status_code == 200, rejected.text
     await eventually(lambda: closed("rejected"), timeout_s=TIMEOUT_S, message="proposal closed as rejected")
 

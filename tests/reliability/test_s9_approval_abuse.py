@@ -79,6 +79,7 @@ from tests.integration.test_risk_api import RISK as RISK_OFFICER
 from tests.integration.test_risk_api import account as risk_account
 from tests.integration.test_risk_api import policy as risk_policy
 from tests.kit.auth import KEY as TOKEN_KEY
+from tests.kit.auth import token
 from tests.kit.factories import account_id
 from tests.kit.factories import order as order_body
 from tests.kit.oms import paper_oms
@@ -86,7 +87,8 @@ from tests.kit.paper import PaperMarket
 from tests.reliability.conftest import RecordWriter
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-OPERATOR = bearer("op-s9", [Role.OPERATOR])
+# No TOTP proof: a proof-carrying token lives 15 minutes, shorter than the suite before this module runs.
+OPERATOR = token(Role.OPERATOR, subject="op-s9")
 EXITS = {"stop_loss": "80", "take_profit": "120", "trailing": None, "time_limit_s": 3600}
 # One changed value per venue field: what a director did not see.
 VARIANTS: dict[str, Any] = {
