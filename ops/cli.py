@@ -100,7 +100,7 @@ def restore(
 ) -> None:
     """Verify, decrypt and restore a backup into a fresh database; then audit anchors and row counts are checked."""
     from ops.backup.restore import run_restore
-    from shared.audit.cli import _public_key_path
+    from shared.audit.cli import public_key_path
 
     with _job() as (settings, store, provider):
         if backup_id == "latest":
@@ -109,7 +109,7 @@ def restore(
             backup_id = latest_good(store, provider)
             console.print(f"latest complete backup: {backup_id}", highlight=False)
         with _progress("download") as advance:
-            result = run_restore(store, provider, backup_id, target_url, _public_key_path(public_key), on_bytes=advance)
+            result = run_restore(store, provider, backup_id, target_url, public_key_path(public_key), on_bytes=advance)
         console.print(
             f"restored {result.backup_id} into {result.database!r}: {result.rows} rows in {result.tables} tables match"
             f" the manifest; {result.chains} audit chains intact, {result.anchored_chains} checked against"

@@ -166,7 +166,7 @@ def verify(
 ) -> None:
     """Recompute every hash and link of the audit chains (and check the anchors); exit 1 at the first broken link."""
     settings = _settings(database_url)
-    key = _public_key(_public_key_path(public_key)) if anchors else None
+    key = _public_key(public_key_path(public_key)) if anchors else None
     try:
         reports: list[VerificationReport] | list[AnchoredReport]
         if key is not None:
@@ -216,7 +216,8 @@ def harden(
     console.print(f"audit and anchor tables owned by {AUDIT_OWNER_ROLE}; {app_url.username} may only append")
 
 
-def _public_key_path(option: Path | None) -> Path:
+def public_key_path(option: Path | None) -> Path:
+    """The anchor public key to verify with: the option, else AETHER_AUDIT_ANCHOR_PUBLIC_KEY_FILE, else the dev key."""
     if option is not None:
         return option
     configured = os.environ.get("AETHER_AUDIT_ANCHOR_PUBLIC_KEY_FILE")
