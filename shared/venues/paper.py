@@ -34,7 +34,8 @@ listeners); each symbol's engine and the operations run under its lock are `Symb
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 
@@ -74,6 +75,32 @@ from shared.venues.paper_store import (
 )
 
 log = get_logger(__name__)
+
+
+def _positive(amount: Decimal, what: str) -> Decimal:
+    """The amount of a money movement as a money Decimal; `invalid_amount` when it is not one or not positive."""
+    try:
+        amount = to_decimal(amount)
+    except MoneyError as exc:
+        raise VenueRejected("invalid_amount", str(exc)) from None
+    if amount <= 0:
+        raise VenueRejected("invalid_amount", f"a {what} must be positive: {format_decimal(amount)}")
+    return amount
+
+
+@asynccontextmanager
+async def _moving_money(what: str) -> AsyncIterator[None]:
+    """The venue's answer to a refused or failed deposit, transfer or withdrawal (storage errors typed)."""
+    try:
+        yield
+    except (DepositReferenceReused, TransferReferenceReused, WithdrawalReferenceReused) as exc:
+        raise VenueRejected("reference_reused", str(exc)) from None
+    except TransferExceedsFree as exc:
+        raise VenueRejected("insufficient_balance", str(exc)) from None
+    except IntegrityError as exc:
+        raise VenueOperationalError(f"paper venue storage refused a {what}: {exc.orig}") from exc
+    except STORAGE_ERRORS as exc:
+        raise AmbiguousOutcome(f"paper venue storage failed during a {what}: {exc}") from exc
 
 
 class PaperVenue:
@@ -194,24 +221,12 @@ class PaperVenue:
     async def deposit(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
         """Credit `amount` of `asset` once per `reference` (creating the account on first use); returns the balance.
         A reference credited before changes nothing; with another asset or amount it is `reference_reused`."""
-        try:
-            amount = to_decimal(amount)
-        except MoneyError as exc:
-            raise VenueRejected("invalid_amount", str(exc)) from None
-        if amount <= 0:
-            raise VenueRejected("invalid_amount", f"a deposit must be positive: {format_decimal(amount)}")
-        try:
-            async with UnitOfWork(self._sessionmaker) as uow:
-                store = PaperStore(uow.session)
-                now = self._clock()
-                await store.ensure_accounts([account_id], now)
-                holding = await store.record_deposit(account_id, asset, amount, reference, now)
-        except DepositReferenceReused as exc:
-            raise VenueRejected("reference_reused", str(exc)) from None
-        except IntegrityError as exc:
-            raise VenueOperationalError(f"paper venue storage refused a deposit: {exc.orig}") from exc
-        except STORAGE_ERRORS as exc:
-            raise AmbiguousOutcome(f"paper venue storage failed during a deposit: {exc}") from exc
+        amount = _positive(amount, "deposit")
+        async with _moving_money("deposit"), UnitOfWork(self._sessionmaker) as uow:
+            store = PaperStore(uow.session)
+            now = self._clock()
+            await store.ensure_accounts([account_id], now)
+            holding = await store.record_deposit(account_id, asset, amount, reference, now)
         return VenueBalance(account_id, asset, holding.total, holding.free)
 
     async def transfer(
@@ -219,28 +234,14 @@ class PaperVenue:
     ) -> tuple[VenueBalance, VenueBalance]:
         """Move `amount` of `asset` from `source`'s free balance to `destination` in one transaction, once per
         `reference`; a repeat moves nothing, with other terms it is `reference_reused`."""
-        try:
-            amount = to_decimal(amount)
-        except MoneyError as exc:
-            raise VenueRejected("invalid_amount", str(exc)) from None
-        if amount <= 0:
-            raise VenueRejected("invalid_amount", f"a transfer must be positive: {format_decimal(amount)}")
+        amount = _positive(amount, "transfer")
         if source == destination:
             raise VenueRejected("same_account", "a transfer needs two different accounts")
-        try:
-            async with UnitOfWork(self._sessionmaker) as uow:
-                store = PaperStore(uow.session)
-                now = self._clock()
-                await store.ensure_accounts([source, destination], now)
-                debited, credited = await store.record_transfer(source, destination, asset, amount, reference, now)
-        except TransferReferenceReused as exc:
-            raise VenueRejected("reference_reused", str(exc)) from None
-        except TransferExceedsFree as exc:
-            raise VenueRejected("insufficient_balance", str(exc)) from None
-        except IntegrityError as exc:
-            raise VenueOperationalError(f"paper venue storage refused a transfer: {exc.orig}") from exc
-        except STORAGE_ERRORS as exc:
-            raise AmbiguousOutcome(f"paper venue storage failed during a transfer: {exc}") from exc
+        async with _moving_money("transfer"), UnitOfWork(self._sessionmaker) as uow:
+            store = PaperStore(uow.session)
+            now = self._clock()
+            await store.ensure_accounts([source, destination], now)
+            debited, credited = await store.record_transfer(source, destination, asset, amount, reference, now)
         return (
             VenueBalance(source, asset, debited.total, debited.free),
             VenueBalance(destination, asset, credited.total, credited.free),
@@ -249,26 +250,12 @@ class PaperVenue:
     async def withdraw(self, account_id: AccountId, asset: Asset, amount: Decimal, reference: str) -> VenueBalance:
         """Debit `amount` of `asset` from the account's free balance once per `reference`; returns the balance.
         A repeat debits nothing; with another asset or amount it is `reference_reused`; reserved money stays."""
-        try:
-            amount = to_decimal(amount)
-        except MoneyError as exc:
-            raise VenueRejected("invalid_amount", str(exc)) from None
-        if amount <= 0:
-            raise VenueRejected("invalid_amount", f"a withdrawal must be positive: {format_decimal(amount)}")
-        try:
-            async with UnitOfWork(self._sessionmaker) as uow:
-                store = PaperStore(uow.session)
-                now = self._clock()
-                await store.ensure_accounts([account_id], now)
-                holding = await store.record_withdrawal(account_id, asset, amount, reference, now)
-        except WithdrawalReferenceReused as exc:
-            raise VenueRejected("reference_reused", str(exc)) from None
-        except TransferExceedsFree as exc:
-            raise VenueRejected("insufficient_balance", str(exc)) from None
-        except IntegrityError as exc:
-            raise VenueOperationalError(f"paper venue storage refused a withdrawal: {exc.orig}") from exc
-        except STORAGE_ERRORS as exc:
-            raise AmbiguousOutcome(f"paper venue storage failed during a withdrawal: {exc}") from exc
+        amount = _positive(amount, "withdrawal")
+        async with _moving_money("withdrawal"), UnitOfWork(self._sessionmaker) as uow:
+            store = PaperStore(uow.session)
+            now = self._clock()
+            await store.ensure_accounts([account_id], now)
+            holding = await store.record_withdrawal(account_id, asset, amount, reference, now)
         return VenueBalance(account_id, asset, holding.total, holding.free)
 
     async def restore(self) -> int:
