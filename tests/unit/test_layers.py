@@ -24,7 +24,7 @@ import shared
 from shared.service_catalog import SERVICES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("aether", "shared", "services", "data", "ops")
+PACKAGES = ("aether", "shared", "services", "data", "ml", "ops")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 DOMAIN_THIRD_PARTY = {"pydantic", "sortedcontainers"}  # money's annotated types; the book's sorted levels
 

@@ -1,0 +1,1 @@
+"""Trainers behind one interface (`ml.trainers.base.Trainer`): LightGBM, XGBoost and a PyTorch sequence model."""
