@@ -110,6 +110,7 @@ class Answers:
     latencies_ms: list[float] = field(default_factory=list)
     server_errors: list[str] = field(default_factory=list)
     retried_503: Counter[str] = field(default_factory=Counter)
+    retried_intents: set[str] = field(default_factory=set)
 
     def add(self, client_order_id: str, response: httpx.Response, latency_s: float) -> None:
         self.latencies_ms.append(latency_s * 1000)
@@ -135,6 +136,7 @@ async def post_as_client(client: httpx.AsyncClient, body: dict[str, Any], answer
         if response.status_code != 503 or attempt == BUSY_RETRIES:
             return response
         answers.retried_503[error_code(response)] += 1
+        answers.retried_intents.add(body["client_order_id"])
         await asyncio.sleep(BUSY_BACKOFF_S * (attempt + 1))
     raise AssertionError("unreachable: the last attempt returns")
 
@@ -245,10 +247,13 @@ async def test_r1_an_order_is_placed_once(
     finally:
         await engine.dispose()
     keys = [(body["account_id"], body["client_order_id"]) for body in intents]
+    # One 201, four 200s; an intent with a copy answered 503 and retried may see only 200s (the 503 came after the
+    # order was recorded, and the retry found it): the same order id throughout is still checked below.
     not_201_once = [
         f"{cid}: {sorted(codes)}"
         for cid, codes in answers.codes.items()
         if sorted(codes) != [200] * (COPIES - 1) + [201]
+        and not (cid in answers.retried_intents and sorted(codes) == [200] * COPIES)
     ]
     several_order_ids = [cid for cid, ids in answers.order_ids.items() if len(ids) != 1]
     duplicate_oms_orders = sum(max(0, rows.oms.get(key, 0) - 1) for key in keys)
