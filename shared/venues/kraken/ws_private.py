@@ -83,8 +83,8 @@ _ORDER_TYPES = {
 }
 
 
-class _Reconnect(Exception):
-    """End this session and connect again."""
+class SubscriptionRefused(Exception):
+    """Kraken refused the subscription (an expired or unknown token): end this session, connect with a new token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,7 @@ class KrakenExecutions:
                     },
                 )
                 subscribed_once = await self._session(ws, stop)
-        except _Reconnect:
+        except SubscriptionRefused:
             pass  # refused: counted where it was seen; not a healthy session
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
             self.stats.count("disconnect")
@@ -235,7 +235,7 @@ class KrakenExecutions:
             else:  # an expired or unknown token: a new token on the next connection
                 self.stats.count("subscribe_refused")
                 log.error("kraken_executions_refused", account_id=self.account_id, error=message.error)
-                raise _Reconnect
+                raise SubscriptionRefused
         elif isinstance(message, Unknown):
             self.stats.count("unknown")
 
