@@ -220,7 +220,7 @@ def _maintain_kraken(settings: OmsSettings) -> BackgroundWorker:
             kraken = _venue(runtime, KrakenVenue)
             streams = (
                 None
-                if settings.kraken_ws_auth_url is None
+                if not settings.kraken_ws_auth_url  # unset or empty: REST sync only
                 else KrakenExecutionStreams(kraken, StreamOptions(url=settings.kraken_ws_auth_url))
             )
             # Waits for start-up reconciliation: the switch is armed only once the accounts are known to agree.
