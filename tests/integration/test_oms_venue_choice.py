@@ -12,7 +12,9 @@ the REST backstop catches the fill, and the stream's snapshot of it on reconnect
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +37,8 @@ from services.oms.tables import fills
 from shared.auth.roles import Role
 from shared.clock import utc_now
 from shared.config import AetherSettings
+from shared.crypto import LocalFileKeyProvider, encrypt_secret
+from shared.crypto.store import credential_row_id
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.types import AccountId, Asset
 from shared.venues.kraken.adapter import KrakenVenue
@@ -339,10 +343,12 @@ async def streamed_oms(
     kraken: Exchange,
     private: KrakenPrivateWsFake,
     account: AccountId,
+    *also_routed: AccountId,
     **overrides: Any,
-) -> AsyncIterator[tuple[Any, KrakenVenue, KrakenExecutions]]:
-    """The OMS with `account` on Kraken, once its executions stream is subscribed."""
-    config: OmsSettings = venue_settings(settings, database_url, market, kraken, {account: "kraken"})
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any, KrakenVenue, KrakenExecutions]]:
+    """The OMS with `account` (and `also_routed`) on Kraken, once `account`'s executions stream is subscribed."""
+    routes = dict.fromkeys((account, *also_routed), "kraken")
+    config: OmsSettings = venue_settings(settings, database_url, market, kraken, routes)
     config = config.model_copy(update={"kraken_ws_auth_url": private.url, **overrides})
     async with oms(config, market) as (client, adapters):
         router = adapters.venue
@@ -358,10 +364,10 @@ async def streamed_oms(
             return stream if stream is not None and stream.up() else None
 
         stream = await eventually(subscribed, timeout_s=30, message="the executions stream subscribed")
-        yield client, adapter, stream
+        yield client, adapters, adapter, stream
 
 
-async def order_status(client: Any, placed: dict[str, Any]) -> str:
+async def order_status(client: httpx.AsyncClient, placed: dict[str, Any]) -> str:
     got = await client.get(f"/orders/{placed['order_id']}", headers=OPERATOR)
     return str(got.json()["status"])
 
@@ -381,7 +387,7 @@ async def test_a_fill_reaches_the_oms_through_the_stream_once_and_faults_are_rec
             account,
             kraken_maintain_interval_s=_HELD_OFF_S,
             kraken_backstop_interval_s=_HELD_OFF_S,
-        ) as (client, adapter, stream):
+        ) as (client, _adapters, adapter, stream):
             placed = (await order(client, account, side="buy", type="limit", quantity="1", limit_price="95")).json()
             assert placed["status"] == "accepted", placed
             history_calls = kraken.fake.seen.calls.get("TradesHistory", 0)
@@ -422,12 +428,51 @@ async def test_a_fill_reaches_the_oms_through_the_stream_once_and_faults_are_rec
             assert kraken.fake.seen.calls.get("TradesHistory", 0) == history_calls
 
 
+async def sealed_credentials(config: OmsSettings, folder: Path) -> AccountId:
+    """A Kraken account whose keys are in the accounts store, sealed with a key the OMS does not have."""
+    account = AccountId(f"kr-sealed-{uuid.uuid4().hex[:8]}")
+    other = LocalFileKeyProvider(folder / "another-kek.json")
+    key_id = f"key-{uuid.uuid4().hex[:8]}"
+    secret = base64.b64encode(os.urandom(64)).decode()
+    engine = create_engine(config)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO accounts.trading_accounts (account_id, name, kind, venue)"
+                    " VALUES (:a, :a, 'company', 'kraken')"
+                ),
+                {"a": account},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO accounts.exchange_credentials"
+                    " (account_id, key_id, api_key, api_secret, fingerprint, kek_id) VALUES (:a, :k, :pk, :sk, 'fp', :kek)"
+                ),
+                {
+                    "a": account,
+                    "k": key_id,
+                    "pk": encrypt_secret(other, b"K-sealed", credential_row_id(account, key_id, "api_key")),
+                    "sk": encrypt_secret(other, secret.encode(), credential_row_id(account, key_id, "api_secret")),
+                    "kek": other.current_key_id(),
+                },
+            )
+    finally:
+        await engine.dispose()
+    return account
+
+
 async def test_with_the_stream_down_the_rest_backstop_catches_the_fill_and_the_snapshot_is_not_applied_again(
-    settings: AetherSettings, module_database_url: str, exchange_database_url: str, paper_market: PaperMarket
+    settings: AetherSettings,
+    module_database_url: str,
+    exchange_database_url: str,
+    paper_market: PaperMarket,
+    tmp_path: Path,
 ) -> None:
     base = oms_settings(settings, module_database_url, paper_market)
     async with exchange(base, exchange_database_url) as kraken, KrakenPrivateWsFake(kraken.fake) as private:
         account = await kraken.funded_account()
+        sealed = await sealed_credentials(base, tmp_path)
         async with streamed_oms(
             settings,
             module_database_url,
@@ -435,9 +480,22 @@ async def test_with_the_stream_down_the_rest_backstop_catches_the_fill_and_the_s
             kraken,
             private,
             account,
+            sealed,
             kraken_maintain_interval_s=_HELD_OFF_S,
             kraken_backstop_interval_s=0.2,
-        ) as (client, adapter, stream):
+        ) as (client, adapters, adapter, stream):
+            # Item 5: keys that cannot be decrypted keep that account's venue not ready with the reason; no token,
+            # no stream, no order anywhere (never paper).
+            not_ready = adapters.reconciliation_status.report.not_ready
+            assert not_ready[sealed].startswith("credentials cannot be decrypted"), not_ready
+            refused = await order(client, sealed, side="buy", type="market", quantity="0.5")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "venue_not_ready"
+            assert "credentials cannot be decrypted" in refused.json()["error"]["message"]
+            assert sealed not in adapter.accounts()
+            assert sealed not in adapter.executions.streams
+            assert kraken.fake.seen.add_orders == []
+
             placed = (await order(client, account, side="buy", type="limit", quantity="1", limit_price="95")).json()
             assert placed["status"] == "accepted", placed
 
