@@ -138,3 +138,11 @@ async def test_fees_in_several_assets_are_counted_invalid_and_a_refused_subscrip
     assert not stream.up()
     await stream._frame('{"method":"subscribe","success":true,"result":{"channel":"executions","snapshot":true}}')
     assert stream.up()
+
+
+def test_reconnect_backoff_is_full_jitter_doubling_to_its_ceiling() -> None:
+    stream = KrakenExecutions(_Venue(), AccountId("acct-1"))  # type: ignore[arg-type]
+    for failures, ceiling in [(1, 0.5), (2, 1.0), (4, 4.0), (20, 30.0)]:
+        delays = [stream.backoff_s(failures) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2  # spread over the whole range, not a fixed delay

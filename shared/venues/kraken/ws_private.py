@@ -130,6 +130,7 @@ class KrakenExecutions:
         self.rng = rng or random.Random()  # noqa: S311  # reconnect jitter, not a secret
         self.stats = StreamStats()
         self._subscribed = False
+        self._session_subscribed = False
         self._orders: dict[str, ExecutionRecord] = {}  # order id -> the last event that described the order fully
         self._req_id = 0
 
@@ -157,8 +158,7 @@ class KrakenExecutions:
 
     async def _connection(self, stop: asyncio.Event) -> bool:
         """One connection with a fresh token; True when it got subscribed."""
-        self._subscribed = False
-        subscribed_once = False
+        self._subscribed = self._session_subscribed = False
         try:
             token, _expires_s = await self.venue.websockets_token(self.account_id)
         except (TemporaryError, AmbiguousOutcome, VenueRejected, VenueOperationalError) as exc:
@@ -178,7 +178,7 @@ class KrakenExecutions:
                         "params": {"channel": CHANNEL, "token": token, "snap_orders": True, "snap_trades": True},
                     },
                 )
-                subscribed_once = await self._session(ws, stop)
+                await self._session(ws, stop)
         except SubscriptionRefused:
             pass  # refused: counted where it was seen; not a healthy session
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
@@ -186,11 +186,10 @@ class KrakenExecutions:
             log.warning("kraken_executions_disconnected", account_id=self.account_id, error_type=type(exc).__name__)
         finally:
             self._subscribed = False
-        return subscribed_once
+        return self._session_subscribed  # a session that got subscribed resets the backoff, however it ended
 
-    async def _session(self, ws: ClientConnection, stop: asyncio.Event) -> bool:
+    async def _session(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
-        subscribed_once = False
         try:
             while not stop.is_set():
                 receiver = asyncio.ensure_future(ws.recv())
@@ -207,10 +206,8 @@ class KrakenExecutions:
                     log.warning("kraken_executions_idle_timeout", account_id=self.account_id)
                     break
                 await self._frame(receiver.result())
-                subscribed_once = subscribed_once or self._subscribed
         finally:
             stopper.cancel()
-        return subscribed_once
 
     async def _send(self, ws: ClientConnection, request: dict[str, Any]) -> None:
         self._req_id += 1
@@ -230,7 +227,7 @@ class KrakenExecutions:
             if message.method != "subscribe" or message.channel not in (CHANNEL, None):
                 return
             if message.success:
-                self._subscribed = True
+                self._subscribed = self._session_subscribed = True
                 log.info("kraken_executions_subscribed", account_id=self.account_id)
             else:  # an expired or unknown token: a new token on the next connection
                 self.stats.count("subscribe_refused")
