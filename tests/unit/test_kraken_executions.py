@@ -146,3 +146,17 @@ def test_reconnect_backoff_is_full_jitter_doubling_to_its_ceiling() -> None:
         delays = [stream.backoff_s(failures) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling / 2  # spread over the whole range, not a fixed delay
+
+
+async def test_an_amended_quantity_is_the_one_the_final_state_reports() -> None:
+    venue = _Venue()
+    stream = KrakenExecutions(venue, AccountId("acct-1"))  # type: ignore[arg-type]
+    await stream._frame(NEW_ORDER)
+    await stream._frame(
+        '{"channel":"executions","type":"update","data":[{"order_id":"OK4GJX-KSTLS-7DZZO5","exec_type":"amended",'
+        '"order_qty":0.3,"timestamp":"2023-09-22T10:35:00Z"}]}'
+    )
+    await stream._frame(CANCELED)
+    (order,) = venue.told
+    assert isinstance(order, VenueOrder)
+    assert (order.side, order.symbol, order.quantity) == ("sell", "BTC/USD", Decimal("0.3"))

@@ -20,7 +20,7 @@ import contextlib
 import json
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +83,9 @@ _ORDER_TYPES = {
 }
 
 
+_ORDER_FIELDS = ("cl_ord_id", "order_userref", "symbol", "side", "order_type", "order_qty", "cum_qty", "order_status")
+
+
 class SubscriptionRefused(Exception):
     """Kraken refused the subscription (an expired or unknown token): end this session, connect with a new token."""
 
@@ -131,7 +134,7 @@ class KrakenExecutions:
         self.stats = StreamStats()
         self._subscribed = False
         self._session_subscribed = False
-        self._orders: dict[str, ExecutionRecord] = {}  # order id -> the last event that described the order fully
+        self._orders: dict[str, ExecutionRecord] = {}  # order id -> what its events said, merged
         self._req_id = 0
 
     def up(self) -> bool:
@@ -159,6 +162,7 @@ class KrakenExecutions:
     async def _connection(self, stop: asyncio.Event) -> bool:
         """One connection with a fresh token; True when it got subscribed."""
         self._subscribed = self._session_subscribed = False
+        self._orders.clear()  # the snapshot lists the open orders again
         try:
             token, _expires_s = await self.venue.websockets_token(self.account_id)
         except (TemporaryError, AmbiguousOutcome, VenueRejected, VenueOperationalError) as exc:
@@ -237,8 +241,7 @@ class KrakenExecutions:
             self.stats.count("unknown")
 
     async def _execution(self, record: ExecutionRecord) -> None:
-        if record.order_qty is not None and record.symbol is not None and record.side is not None:
-            self._orders[record.order_id] = record
+        self._remember(record)
         try:
             if record.exec_type == "trade":
                 fill = self._fill(record)
@@ -257,6 +260,15 @@ class KrakenExecutions:
         except (ValueError, ArithmeticError) as exc:
             self.stats.count("invalid_execution")
             log.warning("kraken_executions_invalid", account_id=self.account_id, error=str(exc)[:200])
+
+    def _remember(self, record: ExecutionRecord) -> None:
+        """Keep what the events of an open order said about it (Kraken sends only what changed, e.g. `amended`)."""
+        known = self._orders.get(record.order_id)
+        if known is None:
+            self._orders[record.order_id] = record
+            return
+        changed = {name: getattr(record, name) for name in _ORDER_FIELDS if getattr(record, name) is not None}
+        self._orders[record.order_id] = replace(known, **changed)
 
     def _client_id(self, record: ExecutionRecord) -> str | None:
         known = self._orders.get(record.order_id)
@@ -296,7 +308,7 @@ class KrakenExecutions:
 
     async def _final(self, record: ExecutionRecord) -> VenueOrder | None:
         """The order's final state; fields the event leaves out come from earlier events, else a REST query."""
-        known = self._orders.get(record.order_id)
+        known = self._orders.get(record.order_id)  # this event merged in already
         client_id = self._client_id(record)
         if client_id is None:
             return None
