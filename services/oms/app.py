@@ -31,6 +31,7 @@ from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
 from shared.venues.kraken.adapter import KrakenVenue
 from shared.venues.kraken.credentials import StoredCredentials
+from shared.venues.kraken.ws_private import KrakenExecutionStreams, StreamOptions
 from shared.venues.latest_book import RedisLatestBook
 from shared.venues.paper import PaperVenue
 from shared.venues.paper_http import PaperHttpVenue, TokenProvider
@@ -216,10 +217,25 @@ def _maintain_kraken(settings: OmsSettings) -> BackgroundWorker:
             def healthy() -> bool:
                 return adapters.reconciliation_status.done and not runtime.stop_event.is_set()
 
-            # Waits for start-up reconciliation: the switch is armed only once the accounts are known to agree.
-            await _venue(runtime, KrakenVenue).maintain(
-                healthy, runtime.stop_event, interval_s=settings.kraken_maintain_interval_s
+            kraken = _venue(runtime, KrakenVenue)
+            streams = (
+                None
+                if not settings.kraken_ws_auth_url  # unset or empty: REST sync only
+                else KrakenExecutionStreams(kraken, StreamOptions(url=settings.kraken_ws_auth_url))
             )
+            # Waits for start-up reconciliation: the switch is armed only once the accounts are known to agree.
+            maintain = kraken.maintain(
+                healthy,
+                runtime.stop_event,
+                interval_s=settings.kraken_maintain_interval_s,
+                stream_up=None if streams is None else streams.up,
+                backstop_interval_s=settings.kraken_backstop_interval_s,
+            )
+            if streams is None:
+                await maintain
+            else:  # fills as they happen; the REST sync above is the backstop, more often while a stream is down
+                kraken.executions = streams
+                await asyncio.gather(maintain, streams.run(runtime.stop_event))
 
         return run
 
@@ -228,7 +244,7 @@ def _maintain_kraken(settings: OmsSettings) -> BackgroundWorker:
 
 def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tuple[str, BackgroundWorker]]:
     """The in-process paper venue's market-data feed or the paper venue process's update stream; Kraken's
-    dead-man switch and REST sync."""
+    dead-man switch, REST sync and executions streams."""
     if venue is not None:
         return [("venue-updates", _follow_venue)] if isinstance(venue, PaperHttpVenue) else []
     used = settings.venues_used()

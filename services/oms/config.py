@@ -13,6 +13,7 @@ from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
 from shared.venues.kraken.adapter import KRAKEN_URL
 from shared.venues.kraken.rate_limit import Tier
+from shared.venues.kraken.ws_private import AUTH_URL
 from shared.venues.paper_config import FeeTierConfig, InstrumentConfig, PaperMarketSettings, default_instruments
 
 __all__ = [
@@ -65,6 +66,13 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     )
     kraken_maintain_interval_s: float = Field(
         default=15.0, gt=0, description="how often the dead-man switch is refreshed and Kraken fills are synced"
+    )
+    kraken_ws_auth_url: str | None = Field(
+        default=AUTH_URL,
+        description="Kraken's private WebSocket v2 (`executions`: fills as they happen); unset: REST sync only",
+    )
+    kraken_backstop_interval_s: float = Field(
+        default=2.0, gt=0, description="how often Kraken fills are synced over REST while the executions stream is down"
     )
     venue_retry_s: float = Field(
         default=30.0, gt=0, description="how often accounts whose venue was not ready are reconciled again"

@@ -139,6 +139,8 @@ class KrakenRestFake:
         self.placed: dict[str, _Placed] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.seen = Seen()
+        self.ws_tokens: dict[str, tuple[AccountId, float]] = {}  # GetWebSocketsToken: token -> (account, expiry)
+        self.ws_token_lifetime_s = 900
         self.app = self._build()
         self.url = ""
 
@@ -390,7 +392,20 @@ class KrakenRestFake:
         return _ok({"currentTime": current.isoformat(), "triggerTime": trigger})
 
     async def _m_GetWebSocketsToken(self, key: _Key, fields: dict[str, str], fault: Fault | None) -> Response:
-        return _ok({"token": secrets.token_urlsafe(32), "expires": 900})
+        token = secrets.token_urlsafe(32)
+        self.ws_tokens[token] = (key.account_id, self.now() + self.ws_token_lifetime_s)
+        return _ok({"token": token, "expires": self.ws_token_lifetime_s})
+
+    def ws_token_account(self, token: str) -> AccountId | None:
+        """The account a WebSocket token was issued to, or None when unknown or expired (the private WS checks)."""
+        issued = self.ws_tokens.get(token)
+        if issued is None or self.now() >= issued[1]:
+            return None
+        return issued[0]
+
+    def expire_ws_tokens(self) -> None:
+        """Every WebSocket token issued so far is expired."""
+        self.ws_tokens = {token: (account, 0.0) for token, (account, _) in self.ws_tokens.items()}
 
     async def _find(self, key: _Key, txid: str | None, cl_ord_id: str | None) -> VenueOrder | None:
         if cl_ord_id:

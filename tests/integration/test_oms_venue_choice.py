@@ -1,12 +1,20 @@
 """One OMS, two venues: a paper account on the in-process paper venue and Kraken accounts (`AETHER_ACCOUNT_VENUES`)
 on the Kraken protocol fake (a real HTTP server on loopback, its own database), against real PostgreSQL, Redis and
 Kafka. Each account's orders reach its own venue, fills are recorded under it, start-up reconciliation runs against
-both, and a Kraken account without keys is refused with the reason, never traded on paper."""
+both, and a Kraken account without keys is refused with the reason, never traded on paper.
+
+Kraken's private `executions` stream feeding the OMS (its fake: the private WebSocket v2, tokens checked against the
+REST fake's GetWebSocketsToken; the tests share this module's databases, each costs a migration): a resting order
+filled at the exchange reaches the OMS through the stream (the REST sync held off, TradesHistory never called); a
+duplicated execution is applied once; a malformed frame and expired tokens are recovered from; with the stream down
+the REST backstop catches the fill, and the stream's snapshot of it on reconnecting is not applied again."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,12 +37,17 @@ from services.oms.tables import fills
 from shared.auth.roles import Role
 from shared.clock import utc_now
 from shared.config import AetherSettings
+from shared.crypto import LocalFileKeyProvider, encrypt_secret
+from shared.crypto.store import credential_row_id
 from shared.db import create_engine, sessionmaker_for
 from shared.domain.types import AccountId, Asset
+from shared.venues.kraken.adapter import KrakenVenue
 from shared.venues.kraken.rate_limit import Tier
+from shared.venues.kraken.ws_private import KrakenExecutions, KrakenExecutionStreams
 from shared.venues.paper import PaperVenue
 from shared.venues.router import VenueRouter
 from tests.fakes.kraken_rest import KrakenRestFake
+from tests.fakes.kraken_ws_private import INVALID_TOKEN, KrakenPrivateWsFake
 from tests.helpers import eventually, own_database
 from tests.kit.auth import token
 from tests.kit.factories import book_snapshot, trade
@@ -44,6 +57,7 @@ from tests.kit.paper_process import free_port
 
 OPERATOR = token(Role.OPERATOR)
 USD = Asset("USD")
+_HELD_OFF_S = 3_600.0  # a REST sync interval no test waits for
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +125,7 @@ def venue_settings(
         kraken_tier=Tier.PRO,
         kraken_timeout_s=5.0,
         kraken_maintain_interval_s=0.2,
+        kraken_ws_auth_url=None,  # REST sync only here (test_kraken_executions.py runs the private stream)
         venue_retry_s=0.2,
         account_secrets_dir=kraken.secrets_dir,
     )
@@ -318,3 +333,195 @@ async def test_an_unreachable_kraken_keeps_readiness_red_until_it_answers(
             finally:
                 server.should_exit = True
                 await serving_task
+
+
+@contextlib.asynccontextmanager
+async def streamed_oms(
+    settings: AetherSettings,
+    database_url: str,
+    market: PaperMarket,
+    kraken: Exchange,
+    private: KrakenPrivateWsFake,
+    account: AccountId,
+    *also_routed: AccountId,
+    **overrides: Any,
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any, KrakenVenue, KrakenExecutions]]:
+    """The OMS with `account` (and `also_routed`) on Kraken, once `account`'s executions stream is subscribed."""
+    routes = dict.fromkeys((account, *also_routed), "kraken")
+    config: OmsSettings = venue_settings(settings, database_url, market, kraken, routes)
+    config = config.model_copy(update={"kraken_ws_auth_url": private.url, **overrides})
+    async with oms(config, market) as (client, adapters):
+        router = adapters.venue
+        assert isinstance(router, VenueRouter)
+        adapter = router.venues["kraken"]
+        assert isinstance(adapter, KrakenVenue)
+
+        async def subscribed() -> KrakenExecutions | None:
+            streams = adapter.executions
+            if not isinstance(streams, KrakenExecutionStreams):
+                return None
+            stream = streams.streams.get(account)
+            return stream if stream is not None and stream.up() else None
+
+        stream = await eventually(subscribed, timeout_s=30, message="the executions stream subscribed")
+        yield client, adapters, adapter, stream
+
+
+async def order_status(client: httpx.AsyncClient, placed: dict[str, Any]) -> str:
+    got = await client.get(f"/orders/{placed['order_id']}", headers=OPERATOR)
+    return str(got.json()["status"])
+
+
+async def test_a_fill_reaches_the_oms_through_the_stream_once_and_faults_are_recovered_from(
+    settings: AetherSettings, module_database_url: str, exchange_database_url: str, paper_market: PaperMarket
+) -> None:
+    base = oms_settings(settings, module_database_url, paper_market)
+    async with exchange(base, exchange_database_url) as kraken, KrakenPrivateWsFake(kraken.fake) as private:
+        account = await kraken.funded_account()
+        async with streamed_oms(
+            settings,
+            module_database_url,
+            paper_market,
+            kraken,
+            private,
+            account,
+            kraken_maintain_interval_s=_HELD_OFF_S,
+            kraken_backstop_interval_s=_HELD_OFF_S,
+        ) as (client, _adapters, adapter, stream):
+            placed = (await order(client, account, side="buy", type="limit", quantity="1", limit_price="95")).json()
+            assert placed["status"] == "accepted", placed
+            history_calls = kraken.fake.seen.calls.get("TradesHistory", 0)
+
+            private.duplicate_next()  # the fill's execution is sent twice
+            await kraken.fake.venue.on_trade(trade("94.9", "1"))
+
+            await eventually(lambda: _is(order_status(client, placed), "filled"), message="the fill reached the OMS")
+            assert adapter.delivered_by == {"stream": 1}  # told by the stream, never by the REST sync
+            assert kraken.fake.seen.calls.get("TradesHistory", 0) == history_calls
+            await eventually(lambda: _true(stream.stats.faults.get("duplicate") == 1), message="duplicate seen")
+            assert await fill_venues(base, account) == {account: ["kraken"]}  # applied once
+            assert (await balances(client, account))["BTC"]["total"] == "1"
+
+            await private.send_malformed()
+            await eventually(lambda: _true(stream.stats.faults.get("malformed") == 1), message="malformed counted")
+            assert stream.up()
+
+            # Tokens expire and the next ones are refused: the stream fetches a new token for every connection
+            # until one is accepted.
+            tokens = stream.stats.tokens
+            kraken.fake.ws_token_lifetime_s = 0
+            await private.expire_tokens()
+            await eventually(
+                lambda: _true(stream.stats.faults.get("subscribe_refused", 0) >= 1), message="expired token refused"
+            )
+            kraken.fake.ws_token_lifetime_s = 900
+            await eventually(lambda: _true(stream.up()), timeout_s=30, message="subscribed with a fresh token")
+            assert stream.stats.tokens >= tokens + 2
+            assert private.refused
+            assert set(private.refused) == {INVALID_TOKEN}
+
+            # Still live after all that: the next fill arrives by the stream too.
+            second = (await order(client, account, side="sell", type="limit", quantity="0.4", limit_price="101")).json()
+            await kraken.fake.venue.on_trade(trade("101.5", "1"))
+            await eventually(lambda: _is(order_status(client, second), "filled"), message="second fill")
+            assert adapter.delivered_by == {"stream": 2}
+            assert kraken.fake.seen.calls.get("TradesHistory", 0) == history_calls
+
+
+async def sealed_credentials(config: OmsSettings, folder: Path) -> AccountId:
+    """A Kraken account whose keys are in the accounts store, sealed with a key the OMS does not have."""
+    account = AccountId(f"kr-sealed-{uuid.uuid4().hex[:8]}")
+    other = LocalFileKeyProvider(folder / "another-kek.json")
+    key_id = f"key-{uuid.uuid4().hex[:8]}"
+    secret = base64.b64encode(os.urandom(64)).decode()
+    engine = create_engine(config)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO accounts.trading_accounts (account_id, name, kind, venue)"
+                    " VALUES (:a, :a, 'company', 'kraken')"
+                ),
+                {"a": account},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO accounts.exchange_credentials"
+                    " (account_id, key_id, api_key, api_secret, fingerprint, kek_id) VALUES (:a, :k, :pk, :sk, 'fp', :kek)"
+                ),
+                {
+                    "a": account,
+                    "k": key_id,
+                    "pk": encrypt_secret(other, b"K-sealed", credential_row_id(account, key_id, "api_key")),
+                    "sk": encrypt_secret(other, secret.encode(), credential_row_id(account, key_id, "api_secret")),
+                    "kek": other.current_key_id(),
+                },
+            )
+    finally:
+        await engine.dispose()
+    return account
+
+
+async def test_with_the_stream_down_the_rest_backstop_catches_the_fill_and_the_snapshot_is_not_applied_again(
+    settings: AetherSettings,
+    module_database_url: str,
+    exchange_database_url: str,
+    paper_market: PaperMarket,
+    tmp_path: Path,
+) -> None:
+    base = oms_settings(settings, module_database_url, paper_market)
+    async with exchange(base, exchange_database_url) as kraken, KrakenPrivateWsFake(kraken.fake) as private:
+        account = await kraken.funded_account()
+        sealed = await sealed_credentials(base, tmp_path)
+        async with streamed_oms(
+            settings,
+            module_database_url,
+            paper_market,
+            kraken,
+            private,
+            account,
+            sealed,
+            kraken_maintain_interval_s=_HELD_OFF_S,
+            kraken_backstop_interval_s=0.2,
+        ) as (client, adapters, adapter, stream):
+            # Item 5: keys that cannot be decrypted keep that account's venue not ready with the reason; no token,
+            # no stream, no order anywhere (never paper).
+            not_ready = adapters.reconciliation_status.report.not_ready
+            assert not_ready[sealed].startswith("credentials cannot be decrypted"), not_ready
+            refused = await order(client, sealed, side="buy", type="market", quantity="0.5")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "venue_not_ready"
+            assert "credentials cannot be decrypted" in refused.json()["error"]["message"]
+            assert sealed not in adapter.accounts()
+            assert sealed not in adapter.executions.streams
+            assert kraken.fake.seen.add_orders == []
+
+            placed = (await order(client, account, side="buy", type="limit", quantity="1", limit_price="95")).json()
+            assert placed["status"] == "accepted", placed
+
+            await private.set_down(True)
+            await eventually(lambda: _true(not stream.up()), message="the stream is down")
+            await kraken.fake.venue.on_trade(trade("94.9", "1"))
+
+            await eventually(
+                lambda: _is(order_status(client, placed), "filled"), message="the backstop caught the fill"
+            )
+            assert adapter.delivered_by == {"rest": 1}
+            assert private.sent_executions == 0  # nothing could reach the OMS by the stream
+            assert stream.stats.faults.get("disconnect", 0) >= 1
+
+            await private.set_down(False)
+            await eventually(lambda: _true(stream.up()), timeout_s=30, message="the stream is back")
+            # Its snapshot lists the same trade (snap_trades): told already, so not told again.
+            await eventually(lambda: _true(stream.stats.faults.get("duplicate") == 1), message="snapshot deduplicated")
+            assert adapter.delivered_by == {"rest": 1}
+            assert await fill_venues(base, account) == {account: ["kraken"]}
+            assert (await balances(client, account))["BTC"]["total"] == "1"
+
+
+async def _is(value: Any, expected: str) -> bool:
+    return bool(await value == expected)
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -8,7 +8,9 @@ Rules worth knowing (docs/venues.md, "Kraken"):
   was created; the OMS may retry under the SAME client id); a timeout or `EService:*` after sending is resolved by
   querying the client id (found: that order is the answer; not found: `AmbiguousOutcome`).
 - Reads and cancels that meet `EGeneral:Too many requests` / rate limits wait out the counter's decay and retry.
-- Fills reach listeners from `sync()` (the REST reconciliation; `maintain()` runs it with the dead-man switch).
+- Fills reach listeners from the private `executions` stream (ws_private.py, through `deliver`) and from `sync()`
+  (the REST reconciliation; `maintain()` runs it with the dead-man switch, more often while the stream is down);
+  each trade id is told once, whichever path saw it first.
 """
 
 from __future__ import annotations
@@ -106,7 +108,12 @@ class PairInfo:
 
 def fill_sequence(trade: wire.KrakenTrade) -> int:
     """An increasing number for a trade: its time in ms, then its per-pair trade id (fits PostgreSQL BIGINT)."""
-    return int(trade.time * 1000) * 1_000_000 + trade.trade_id % 1_000_000
+    return sequence_at(trade.time, trade.trade_id)
+
+
+def sequence_at(time_s: Decimal, trade_id: int) -> int:
+    """The fill sequence of a trade at `time_s` (epoch seconds) with Kraken's per-pair `trade_id`."""
+    return int(time_s * 1000) * 1_000_000 + trade_id % 1_000_000
 
 
 class _Call:
@@ -150,6 +157,8 @@ class KrakenVenue:
         self._assets: dict[str, str] = {}
         self._accounts: set[AccountId] = set()
         self._delivered: set[str] = set()
+        self.delivered_by: dict[str, int] = {}  # fills told to listeners, by path ("stream", "rest")
+        self.executions: Any = None  # the executions streams (ws_private) following these accounts, when run
         self._cursors: dict[AccountId, int] = {}
         self.retries: dict[str, int] = {}
 
@@ -280,6 +289,22 @@ class KrakenVenue:
             told += await self._deliver_fills(account_id, None)
         return told
 
+    def accounts(self) -> frozenset[AccountId]:
+        """The accounts this adapter acts for (the dead-man switch, `sync` and the executions streams cover them)."""
+        return frozenset(self._accounts)
+
+    def pair_quote(self, symbol: Symbol) -> Asset | None:
+        """The quote asset of a Kraken pair known from AssetPairs, or None."""
+        info = self._pairs.get(symbol)
+        return None if info is None else Asset(info.spec.quote)
+
+    async def deliver(self, update: VenueUpdate, source: str) -> bool:
+        """Tell listeners of an update seen on `source`; a fill already told (by trade id) is not told again."""
+        if isinstance(update, VenueFill):
+            return await self._tell_fill(update, source)
+        await self._notify(update)
+        return True
+
     async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
         """Accounts whose keys are unusable, with the reason (for readiness: these accounts cannot trade here)."""
         reasons: dict[AccountId, str] = {}
@@ -302,15 +327,23 @@ class KrakenVenue:
                 await self.refresh_dead_man(account_id)
         await self.sync()
 
-    async def maintain(self, healthy: Callable[[], bool], stop: asyncio.Event, interval_s: float = 15.0) -> None:
-        """Refresh the dead-man switch while `healthy()` and reconcile, every `interval_s`, until `stop`."""
+    async def maintain(
+        self,
+        healthy: Callable[[], bool],
+        stop: asyncio.Event,
+        interval_s: float = 15.0,
+        *,
+        stream_up: Callable[[], bool] | None = None,
+        backstop_interval_s: float | None = None,
+    ) -> None:
+        """Refresh the dead-man switch while `healthy()` and reconcile, every `interval_s` (every
+        `backstop_interval_s` while `stream_up()` says the executions stream is down), until `stop`."""
         while not stop.is_set():
             try:
                 await self.tick(healthy)
             except (TemporaryError, AmbiguousOutcome, VenueRejected) as exc:
                 log.warning("kraken_maintain_failed", error=type(exc).__name__, detail=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            await _pause(stop, interval_s, stream_up, backstop_interval_s)
 
     async def websockets_token(self, account_id: AccountId) -> tuple[str, int]:
         """A token for the private WebSocket v2 (`executions`), with its lifetime in seconds."""
@@ -410,8 +443,7 @@ class KrakenVenue:
         if not fills:
             return 0
         for fill in fills:
-            self._delivered.add(fill.trade_id)
-            await self._notify(fill)
+            await self._tell_fill(fill, "rest")
         if orders is None:
             self._cursors[account_id] = max(self._cursors.get(account_id, 0), max(f.sequence for f in fills))
             touched = sorted({f.venue_order_id for f in fills})
@@ -419,6 +451,15 @@ class KrakenVenue:
                 if order.status is not VenueOrderStatus.OPEN:
                     await self._notify(order)
         return len(fills)
+
+    async def _tell_fill(self, fill: VenueFill, source: str) -> bool:
+        """Tell listeners of `fill` unless its trade id was told already (checked and marked without awaiting)."""
+        if fill.trade_id in self._delivered:
+            return False
+        self._delivered.add(fill.trade_id)
+        self.delivered_by[source] = self.delivered_by.get(source, 0) + 1
+        await self._notify(fill)
+        return True
 
     async def _notify(self, update: VenueUpdate) -> None:
         for listener in list(self._listeners):
@@ -600,6 +641,23 @@ def _answer(response: httpx.Response, method: str, call: str) -> tuple[list[str]
 
 class _Duplicate(Exception):
     """AddOrder refused: an open order already has this client id."""
+
+
+async def _pause(
+    stop: asyncio.Event, interval_s: float, stream_up: Callable[[], bool] | None, backstop_s: float | None
+) -> None:
+    """Wait `interval_s`, or only until a `backstop_s` step finds the stream down (then the sync runs at once)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + interval_s
+    step = interval_s if stream_up is None or backstop_s is None else min(interval_s, backstop_s)
+    while not stop.is_set():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=min(step, remaining))
+        if stream_up is not None and not stream_up():
+            return
 
 
 def _opened(order: wire.KrakenOrder) -> Decimal:

@@ -1,5 +1,6 @@
-"""Decoding of Kraken WebSocket v2 public frames (https://docs.kraken.com/api/docs/websocket-v2/book, .../trade,
-.../instrument, .../heartbeat, .../status, .../ping): a text frame in, one typed message out, or `WireError`.
+"""Decoding of Kraken WebSocket v2 frames, public (https://docs.kraken.com/api/docs/websocket-v2/book, .../trade,
+.../instrument, .../heartbeat, .../status, .../ping) and private (.../executions): a text frame in, one typed
+message out, or `WireError`.
 
 Numbers are parsed as `Decimal` from the frame's own digits (prices and quantities must stay exact for the book
 checksum); a quoted decimal string is accepted too. Anything else that is not one of the documented shapes is a
@@ -18,6 +19,8 @@ from shared.venues.kraken.book import PairPrecision, WireLevel
 
 __all__ = [
     "BookMessage",
+    "ExecutionRecord",
+    "ExecutionsMessage",
     "Heartbeat",
     "InstrumentMessage",
     "KrakenMessage",
@@ -102,7 +105,41 @@ class Unknown:
     what: str
 
 
-KrakenMessage = BookMessage | TradeMessage | InstrumentMessage | MethodResponse | Heartbeat | Status | Unknown
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """One event of the private `executions` channel; a `trade` always carries its execution fields."""
+
+    exec_type: str
+    order_id: str
+    cl_ord_id: str | None
+    order_userref: int | None
+    symbol: str | None
+    side: str | None
+    order_type: str | None
+    order_qty: Decimal | None
+    cum_qty: Decimal | None
+    order_status: str | None
+    exec_id: str | None
+    trade_id: int | None
+    last_qty: Decimal | None
+    last_price: Decimal | None
+    liquidity_ind: str | None
+    fees: tuple[tuple[str, Decimal], ...]
+    reason: str | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionsMessage:
+    """An `executions` snapshot (open orders, the last trades) or update."""
+
+    snapshot: bool
+    executions: list[ExecutionRecord]
+
+
+KrakenMessage = (
+    BookMessage | TradeMessage | InstrumentMessage | ExecutionsMessage | MethodResponse | Heartbeat | Status | Unknown
+)
 
 
 def decode_frame(frame: str | bytes) -> KrakenMessage:
@@ -140,6 +177,10 @@ def _channel_message(raw: dict[str, Any]) -> KrakenMessage:
     if channel == "instrument":
         _kind(kind)
         return _instrument(_dict(raw.get("data"), "data"))
+    if channel == "executions":
+        snapshot = _kind(kind)
+        items = _list(raw.get("data"), "data")
+        return ExecutionsMessage(snapshot, [_execution(_dict(item, f"data[{i}]"), i) for i, item in enumerate(items)])
     if channel == "status":
         data = _list(raw.get("data"), "data")
         system = _dict(data[0], "data[0]").get("system") if data else None
@@ -286,3 +327,97 @@ def _instrument(data: dict[str, Any]) -> InstrumentMessage:
             qty=_precision(pair.get("qty_precision"), f"data.pairs[{i}].qty_precision"),
         )
     return InstrumentMessage(pairs)
+
+
+_SIDES = ("buy", "sell")
+_LIQUIDITY = ("m", "t")
+
+
+def _optional_text(item: dict[str, Any], name: str, where: str, limit: int = 64) -> str | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise WireError(f"{where}.{name}: not a string of at most {limit} characters")
+    return value
+
+
+def _optional_decimal(item: dict[str, Any], name: str, where: str) -> Decimal | None:
+    value = item.get(name)
+    return None if value is None else _decimal(value, f"{where}.{name}")
+
+
+def _optional_int(item: dict[str, Any], name: str, where: str) -> int | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise WireError(f"{where}.{name}: not a non-negative 64-bit integer")
+    return value
+
+
+def _fees(value: object, where: str) -> tuple[tuple[str, Decimal], ...]:
+    if value is None:
+        return ()
+    fees = []
+    for i, item in enumerate(_list(value, where)):
+        fee = _dict(item, f"{where}[{i}]")
+        asset = _optional_text(fee, "asset", f"{where}[{i}]", 16)
+        if not asset:
+            raise WireError(f"{where}[{i}].asset: missing")
+        qty = _decimal(fee.get("qty"), f"{where}[{i}].qty")
+        if qty < 0:
+            raise WireError(f"{where}[{i}].qty: negative")
+        fees.append((asset, qty))
+    return tuple(fees)
+
+
+def _execution(item: dict[str, Any], i: int) -> ExecutionRecord:
+    where = f"data[{i}]"
+    exec_type = _optional_text(item, "exec_type", where, 32)
+    order_id = _optional_text(item, "order_id", where)
+    if not exec_type:
+        raise WireError(f"{where}.exec_type: missing")
+    if not order_id:
+        raise WireError(f"{where}.order_id: missing")
+    side = item.get("side")
+    if side is not None and side not in _SIDES:
+        raise WireError(f"{where}.side: not buy or sell")
+    liquidity = item.get("liquidity_ind")
+    if liquidity is not None and liquidity not in _LIQUIDITY:
+        raise WireError(f"{where}.liquidity_ind: not m or t")
+    symbol = item.get("symbol")
+    record = ExecutionRecord(
+        exec_type=exec_type,
+        order_id=order_id,
+        cl_ord_id=_optional_text(item, "cl_ord_id", where),
+        order_userref=_optional_int(item, "order_userref", where),
+        symbol=None if symbol is None else _symbol(symbol, f"{where}.symbol"),
+        side=side,
+        order_type=_optional_text(item, "order_type", where, 32),
+        order_qty=_optional_decimal(item, "order_qty", where),
+        cum_qty=_optional_decimal(item, "cum_qty", where),
+        order_status=_optional_text(item, "order_status", where, 32),
+        exec_id=_optional_text(item, "exec_id", where),
+        trade_id=_optional_int(item, "trade_id", where),
+        last_qty=_optional_decimal(item, "last_qty", where),
+        last_price=_optional_decimal(item, "last_price", where),
+        liquidity_ind=liquidity,
+        fees=_fees(item.get("fees"), f"{where}.fees"),
+        reason=_optional_text(item, "reason", where, 200),
+        timestamp=_timestamp(item.get("timestamp"), f"{where}.timestamp"),
+    )
+    if exec_type == "trade":
+        _check_trade(record, where)
+    return record
+
+
+def _check_trade(record: ExecutionRecord, where: str) -> None:
+    """A trade event must say what was executed: its id, quantity, price, pair, side and liquidity."""
+    for name in ("exec_id", "trade_id", "symbol", "side", "liquidity_ind"):
+        if getattr(record, name) is None:
+            raise WireError(f"{where}.{name}: missing on a trade")
+    if record.last_qty is None or record.last_qty <= 0:
+        raise WireError(f"{where}.last_qty: not a positive quantity")
+    if record.last_price is None or record.last_price <= 0:
+        raise WireError(f"{where}.last_price: not a positive price")
