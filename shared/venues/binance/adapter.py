@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -142,8 +142,10 @@ class BinanceVenue:
         weight_limit: int = WEIGHT_LIMIT,
         max_wait_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._credentials = credentials
+        self._sleep = sleep
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers={"User-Agent": "aether-binance/1"})
         self._wanted = None if symbols is None else set(symbols)
         self._recv_window_ms = recv_window_ms
@@ -483,7 +485,7 @@ class BinanceVenue:
         if wait_s > self._max_wait_s:
             raise TemporaryError(f"binance request weight exhausted for {wait_s:.1f}s")
         self.retries["weight_wait"] = self.retries.get("weight_wait", 0) + 1
-        await asyncio.sleep(wait_s)
+        await self._sleep(wait_s)
         self._weight_minute, self._used_weight = self._now_ms() // 60_000, weight
 
     def _observe(self, response: httpx.Response) -> None:
@@ -565,7 +567,7 @@ class BinanceVenue:
         if not retry or wait_s > self._max_wait_s:
             raise TemporaryError(f"binance {what}: HTTP {response.status_code}, retry after {wait_s:.0f}s")
         log.warning("binance_rate_limited", status=response.status_code, retry_after_s=wait_s)
-        await asyncio.sleep(wait_s)
+        await self._sleep(wait_s)
 
     async def _refusal(
         self, account_id: AccountId, method: str, path: str, response: httpx.Response, call: str, *, retry: bool
@@ -598,7 +600,7 @@ class BinanceVenue:
             return True
         if kind is berr.ErrorKind.RATE_LIMITED and retry:
             self.retries["rate_limited"] = self.retries.get("rate_limited", 0) + 1
-            await asyncio.sleep(min(1.0, self._max_wait_s))
+            await self._sleep(min(1.0, self._max_wait_s))
             return True
         raise VenueRejected(berr.rejection_code(refusal.code, refusal.msg), message)
 
