@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,9 +31,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from shared.domain.types import AccountId, ClientOrderId, OrderSide, OrderType, Symbol, TimeInForce
-from shared.venues.base import VenueFill, VenueOrder, VenueOrderRequest, VenueOrderStatus, VenueRejected
+from shared.venues.base import (
+    VenueFill,
+    VenueOrder,
+    VenueOrderRequest,
+    VenueOrderStatus,
+    VenueRejected,
+    VenueUpdate,
+)
 from shared.venues.binance import errors as berr
 from shared.venues.binance.adapter import API_KEY_HEADER, WEIGHT_HEADER, WEIGHTS
 from shared.venues.binance.signing import verify_ed25519, verify_hmac
@@ -120,6 +130,11 @@ class BinanceFake:
         self._weight_minute = 0
         self.app = self._build()
         self.url = ""
+        self.ws_url = ""
+        self.listen_keys: dict[str, AccountId] = {}
+        self.streams: dict[ServerConnection, AccountId] = {}
+        self.duplicate_reports = 0  # the next N trade reports are sent twice
+        venue.subscribe(self._on_paper_update)
 
     # --- test controls ---------------------------------------------------------------------------------
 
@@ -150,9 +165,74 @@ class BinanceFake:
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[BinanceFake]:
         """Serve on a free loopback port until the block ends."""
-        async with serve_in_loop(self.app) as url:
+        async with serve_in_loop(self.app) as url, serve(self._user_stream, "127.0.0.1", 0) as server:
             self.url = url
+            self.ws_url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}"
             yield self
+
+    async def drop_user_streams(self) -> None:
+        """Close every user data stream connection."""
+        for ws in list(self.streams):
+            await ws.close()
+
+    async def _user_stream(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        account = self.listen_keys.get(path.removeprefix("/ws/"))
+        if account is None:
+            await ws.close(code=1008, reason="invalid listenKey")
+            return
+        self.streams[ws] = account
+        try:
+            await ws.wait_closed()
+        finally:
+            self.streams.pop(ws, None)
+
+    async def _on_paper_update(self, update: VenueUpdate) -> None:
+        """The paper engine's fills and final states as `executionReport` events on the account's streams."""
+        targets = [ws for ws, account in self.streams.items() if account == update.account_id]
+        if not targets or update.venue_order_id not in self._by_paper:
+            return
+        placed = self.placed[self._by_paper[update.venue_order_id]]
+        order = await self.venue.query(update.account_id, update.client_order_id)
+        if order is None:
+            return
+        status = self._status(placed, order)
+        if not isinstance(update, VenueFill) and status not in ("CANCELED", "EXPIRED", "REJECTED"):
+            return  # a fill's own TRADE report already carried the order's new status
+        report = {
+            "e": "executionReport",
+            "E": self.now_ms(),
+            "s": self.venue_symbol(order.symbol),
+            "c": order.client_order_id,
+            "S": order.side.value.upper(),
+            "o": placed.type,
+            "f": "GTC",
+            "q": _fixed(order.quantity),
+            "p": _fixed(placed.request.limit_price or Decimal(0)),
+            "x": "TRADE" if isinstance(update, VenueFill) else status,
+            "X": status,
+            "r": "NONE",
+            "i": placed.order_id,
+            "l": _fixed(update.quantity) if isinstance(update, VenueFill) else "0.00000000",
+            "z": _fixed(order.filled_quantity),
+            "L": _fixed(update.price) if isinstance(update, VenueFill) else "0.00000000",
+            "n": _fixed(update.fee) if isinstance(update, VenueFill) else "0",
+            "N": update.fee_asset if isinstance(update, VenueFill) else None,
+            "T": _ms(update.filled_at) if isinstance(update, VenueFill) else _ms(order.updated_at),
+            "t": update.sequence if isinstance(update, VenueFill) else -1,
+            "w": order.status is VenueOrderStatus.OPEN,
+            "m": isinstance(update, VenueFill) and update.liquidity.value == "maker",
+            "O": placed.time_ms,
+            "C": "",
+        }
+        frames = [json.dumps(report)]
+        if isinstance(update, VenueFill) and self.duplicate_reports > 0:
+            self.duplicate_reports -= 1
+            frames.append(frames[0])
+        for ws in targets:
+            for frame in frames:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(frame)
 
     # --- the wire ----------------------------------------------------------------------------------------
 
@@ -173,6 +253,21 @@ class BinanceFake:
                 "symbols": symbols,
             }
             return self._answer(WEIGHTS["exchangeInfo"], body)
+
+        @app.api_route("/api/v3/userDataStream", methods=["POST", "PUT"])
+        async def user_data_stream(request: Request) -> Response:
+            key = self.keys.get(request.headers.get(API_KEY_HEADER, ""))
+            if key is None:
+                return self._error(berr.REJECTED_MBX_KEY, berr.MSG_API_KEY, 401)
+            if request.method == "PUT":
+                known = self.listen_keys.get(request.query_params.get("listenKey", ""))
+                if known != key.account_id:
+                    return self._error(-1125, "This listenKey does not exist.")
+                return self._answer(2, {})
+            listen_key = next((k for k, a in self.listen_keys.items() if a == key.account_id), None)
+            listen_key = listen_key or secrets.token_urlsafe(45)
+            self.listen_keys[listen_key] = key.account_id
+            return self._answer(2, {"listenKey": listen_key})
 
         @app.api_route("/api/v3/{endpoint}", methods=["GET", "POST", "DELETE"])
         async def signed(endpoint: str, request: Request) -> Response:
@@ -387,6 +482,7 @@ class BinanceFake:
         if order is None or order.status is not VenueOrderStatus.OPEN:
             return self._error(berr.CANCEL_REJECTED, berr.MSG_UNKNOWN_ORDER)
         canceled = await self.venue.cancel(key.account_id, order.client_order_id)
+        await self._on_paper_update(canceled)  # paper tells the canceller only; Binance streams it too
         wire = await self._order_wire(key, canceled)
         wire["origClientOrderId"] = wire["clientOrderId"]
         wire["clientOrderId"] = fields.get("newClientOrderId") or secrets.token_urlsafe(16)

@@ -327,6 +327,72 @@ class BinanceVenue:
             except TimeoutError:
                 continue
 
+    # --- the user data stream (shared/venues/binance/user_stream.py) ----------------------------------------
+
+    async def listen_key(self, account_id: AccountId, *, keepalive: str | None = None) -> str:
+        """POST /api/v3/userDataStream (a new or the active listenKey), or PUT to keep `keepalive` alive 60 min."""
+        creds = await self._credentials.get(account_id)
+        await self._reserve(2)
+        method = "PUT" if keepalive is not None else "POST"
+        params = {"listenKey": keepalive} if keepalive is not None else None
+        try:
+            response = await self._http.request(
+                method, "/api/v3/userDataStream", params=params, headers={API_KEY_HEADER: creds.api_key}
+            )
+        except httpx.HTTPError as exc:
+            raise TemporaryError(f"binance userDataStream: {type(exc).__name__}") from exc
+        self._observe(response)
+        if response.status_code != 200:
+            raise TemporaryError(f"binance userDataStream: HTTP {response.status_code}")
+        if keepalive is not None:
+            return keepalive
+        try:
+            return wire.listen_key(wire.decode(response.content))
+        except wire.BinanceWireError as exc:
+            raise TemporaryError(f"binance userDataStream: {exc}") from exc
+
+    async def on_execution(self, account_id: AccountId, report: wire.ExecutionReport) -> None:
+        """An `executionReport` from the stream: its fill (once, whichever of stream and `sync` saw it first) and
+        the order's final state to the listeners."""
+        rules = self._by_venue.get(report.symbol)
+        if rules is None:
+            return
+        symbol = rules.symbol
+        self._placed[(account_id, ClientOrderId(report.client_order_id))] = report.symbol
+        if report.execution_type == "TRADE" and report.last_qty > 0:
+            key = (symbol, str(report.trade_id))
+            if key not in self._delivered:
+                self._delivered.add(key)
+                trade = wire.BinanceTrade(
+                    symbol=report.symbol,
+                    trade_id=report.trade_id,
+                    order_id=report.order_id,
+                    price=report.last_price,
+                    qty=report.last_qty,
+                    commission=report.commission,
+                    commission_asset=report.commission_asset or rules.spec.quote,
+                    time=report.time,
+                    is_buyer=report.side == "BUY",
+                    is_maker=report.maker,
+                )
+                await self._notify(self._fill(account_id, self._report_order(report), trade))
+        if _STATUSES[report.status] is not VenueOrderStatus.OPEN:
+            await self._notify(self._order(account_id, self._report_order(report)))
+
+    @staticmethod
+    def _report_order(report: wire.ExecutionReport) -> wire.BinanceOrder:
+        return wire.BinanceOrder(
+            symbol=report.symbol,
+            order_id=report.order_id,
+            client_order_id=report.client_order_id,
+            side=report.side,
+            type=report.order_type,
+            status=report.status,
+            orig_qty=report.quantity,
+            executed_qty=report.filled,
+            update_time=report.time,
+        )
+
     # --- internals -----------------------------------------------------------------------------------------
 
     def _symbol(self, symbol: Symbol) -> SymbolRules:

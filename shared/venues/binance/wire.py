@@ -253,3 +253,67 @@ def balances(body: Any) -> dict[str, tuple[Decimal, Decimal]]:
             _dec(obj, "locked", f"balances[{i}]"),
         )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """A user data stream `executionReport`: one order's new state and, for x=TRADE, the fill."""
+
+    symbol: str
+    client_order_id: str
+    side: str
+    order_type: str
+    execution_type: str
+    status: str
+    order_id: int
+    quantity: Decimal
+    filled: Decimal
+    last_qty: Decimal
+    last_price: Decimal
+    commission: Decimal
+    commission_asset: str | None
+    time: int
+    trade_id: int
+    maker: bool
+
+
+def execution_report(event: Any) -> ExecutionReport:
+    """An `executionReport` event; a cancel's own id is `c`, the order's is `C` then."""
+    obj = _obj(event, "executionReport")
+    if obj.get("e") != "executionReport":
+        raise BinanceWireError("executionReport.e: expected executionReport")
+    status = _str(obj, "X", "executionReport")
+    if status not in ORDER_STATUSES:
+        raise BinanceWireError(f"executionReport.X: unknown status {status[:40]!r}")
+    side = _str(obj, "S", "executionReport")
+    if side not in ("BUY", "SELL"):
+        raise BinanceWireError("executionReport.S: expected BUY or SELL")
+    original = obj.get("C")
+    client = original if isinstance(original, str) and original else _str(obj, "c", "executionReport")
+    asset = obj.get("N")
+    maker = obj.get("m")
+    if not isinstance(maker, bool):
+        raise BinanceWireError("executionReport.m: expected a boolean")
+    return ExecutionReport(
+        symbol=_str(obj, "s", "executionReport"),
+        client_order_id=client,
+        side=side,
+        order_type=_str(obj, "o", "executionReport"),
+        execution_type=_str(obj, "x", "executionReport"),
+        status=status,
+        order_id=_int(obj, "i", "executionReport"),
+        quantity=_dec(obj, "q", "executionReport"),
+        filled=_dec(obj, "z", "executionReport"),
+        last_qty=_dec(obj, "l", "executionReport"),
+        last_price=_dec(obj, "L", "executionReport"),
+        commission=_dec(obj, "n", "executionReport"),
+        commission_asset=asset if isinstance(asset, str) and asset else None,
+        time=_int(obj, "T", "executionReport"),
+        trade_id=_int(obj, "t", "executionReport"),
+        maker=maker,
+    )
+
+
+def listen_key(body: Any) -> str:
+    """POST /api/v3/userDataStream: `{"listenKey": "..."}`."""
+    return _str(_obj(body, "userDataStream"), "listenKey", "userDataStream")
