@@ -27,11 +27,12 @@ from shared.config import AetherSettings, ConfigurationError, env_name, service_
 from shared.contracts.controls import ControlOwner
 from shared.crypto import key_provider_from_settings
 from shared.db import UnitOfWork, create_engine, sessionmaker_for
-from shared.domain.types import Symbol
+from shared.domain.types import AccountId, Symbol
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
 from shared.venues.binance.adapter import BinanceVenue
 from shared.venues.binance.credentials import check_credentials as check_binance_credentials
+from shared.venues.binance.user_stream import BinanceUserStream
 from shared.venues.kraken.adapter import KrakenVenue
 from shared.venues.kraken.credentials import StoredCredentials
 from shared.venues.latest_book import RedisLatestBook
@@ -254,10 +255,18 @@ def _maintain_kraken(settings: OmsSettings) -> BackgroundWorker:
 
 
 def _maintain_binance(settings: OmsSettings) -> BackgroundWorker:
+    """REST reconciliation of every Binance account, and the user data stream of each account routed there."""
+
     def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            await _venue(runtime, BinanceVenue).maintain(
-                runtime.stop_event, interval_s=settings.binance_maintain_interval_s
+            venue = _venue(runtime, BinanceVenue)
+            routed = sorted(a for a, v in settings.venue_routes().items() if v == "binance")
+            streams = [
+                BinanceUserStream(venue, AccountId(a), url=settings.binance_stream_url).run(runtime.stop_event)
+                for a in routed
+            ]
+            await asyncio.gather(
+                venue.maintain(runtime.stop_event, interval_s=settings.binance_maintain_interval_s), *streams
             )
 
         return run

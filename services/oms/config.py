@@ -12,6 +12,7 @@ from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
 from shared.venues.binance.adapter import BINANCE_URL
+from shared.venues.binance.ws_public import STREAM_URL
 from shared.venues.kraken.adapter import KRAKEN_URL
 from shared.venues.kraken.rate_limit import Tier
 from shared.venues.paper_config import FeeTierConfig, InstrumentConfig, PaperMarketSettings, default_instruments
@@ -68,6 +69,9 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
         default=15.0, gt=0, description="how often the dead-man switch is refreshed and Kraken fills are synced"
     )
     binance_url: str = Field(default=BINANCE_URL, description="Binance spot REST base URL")
+    binance_stream_url: str = Field(
+        default=STREAM_URL, description="Binance WebSocket streams base URL (user data streams of routed accounts)"
+    )
     binance_symbols: str = Field(
         default="", description="symbols reconciled at Binance, `BTC/USDT,...` (empty: every TRADING symbol)"
     )
