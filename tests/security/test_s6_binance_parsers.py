@@ -172,7 +172,7 @@ levels = st.lists(st.tuples(st.integers(1, 30), st.integers(0, 5)).map(lambda pq
 events = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), levels, levels), min_size=1, max_size=15)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=EXAMPLES // 2)
 @given(snapshot_id=st.integers(0, 20), moves=events)
 def test_s6_the_local_book_only_raises_gaps_and_never_keeps_a_crossed_id(snapshot_id: int, moves: Any) -> None:
     book = LocalBook("BNBBTC")
