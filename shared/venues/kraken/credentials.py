@@ -25,11 +25,8 @@ from shared.venues.kraken.signing import InvalidSecret, api_sign
 
 
 class AccountNotReady(VenueNotReady):
-    """The account's Kraken keys are missing or unusable: its venue is not ready (`reason` says why)."""
-
-    def __init__(self, account_id: str, reason: str) -> None:
-        super().__init__(account_id, reason)
-        self.args = (f"kraken venue of account {account_id} not ready: {reason}",)
+    """The account's venue keys (Kraken's, or Binance's from the same stores) are missing or unusable: its venue is
+    not ready (`reason` says why)."""
 
 
 class CredentialSource(Protocol):
