@@ -10,18 +10,18 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from data.replay.live import LiveReport, run_kraken
+from data.replay.live import LiveReport, run_binance, run_kraken
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
 from data.replay.source import (
     CROSS_ASSET_MARKETS,
@@ -36,6 +36,8 @@ from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.domain.money import MoneyError, to_decimal
 from shared.events.producer import BROKER_UNAVAILABLE_ERRORS, EventProducer
 from shared.events.retry import RetryStopped, attempts_until_stopped
+from shared.venues.binance import ws_public as binance_ws
+from shared.venues.binance.adapter import BINANCE_URL
 from shared.venues.kraken.book import DEPTHS
 from shared.venues.kraken.ws_public import PUBLIC_URL, FeedOptions, FeedStats
 
@@ -139,6 +141,7 @@ def replay_command(
 
 
 _SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+$")
+_Stats = TypeVar("_Stats")
 
 
 @app.command("kraken")
@@ -184,20 +187,84 @@ def kraken_command(
 async def _run_live(
     symbols: list[str], bootstrap: str, protocol: str, topics: ReplayTopics, options: FeedOptions
 ) -> tuple[LiveReport, FeedStats]:
+    async def start(producer: EventProducer, stop: asyncio.Event) -> tuple[LiveReport, FeedStats]:
+        report, feed = await run_kraken(symbols, producer, topics, options, stop)
+        return report, feed.stats
+
+    return await _run_venue_feed("aether-feed-kraken", bootstrap, protocol, start, FeedStats())
+
+
+async def _run_venue_feed(
+    client_id: str,
+    bootstrap: str,
+    protocol: str,
+    start: Callable[[EventProducer, asyncio.Event], Awaitable[tuple[LiveReport, _Stats]]],
+    no_stats: _Stats,
+) -> tuple[LiveReport, _Stats]:
+    """Connect a producer, run a venue feed until SIGINT / SIGTERM, stop the producer."""
     stop = asyncio.Event()
     event_loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         event_loop.add_signal_handler(signum, stop.set)
-    producer = EventProducer(bootstrap, client_id="aether-feed-kraken", security_protocol=protocol)
+    producer = EventProducer(bootstrap, client_id=client_id, security_protocol=protocol)
     try:
         if not await _connect(producer, bootstrap, stop):
-            return LiveReport(), FeedStats()
-        report, feed = await run_kraken(symbols, producer, topics, options, stop)
-        return report, feed.stats
+            return LiveReport(), no_stats
+        return await start(producer, stop)
     finally:
         await producer.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             event_loop.remove_signal_handler(signum)
+
+
+@app.command("binance")
+def binance_command(
+    symbols: Annotated[str, typer.Option(help="comma-separated symbols, e.g. BTC/USDT,ETH/USDT")],
+    url: Annotated[str, typer.Option(help="the WebSocket streams endpoint (a protocol fake in tests)")] = (
+        binance_ws.STREAM_URL
+    ),
+    rest_url: Annotated[str, typer.Option(help="the REST endpoint of the depth snapshots")] = BINANCE_URL,
+    depth: Annotated[int, typer.Option(min=1, max=1000, help="book levels per side published")] = 10,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="seconds without a frame before reconnecting")] = 10.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (default: AETHER_KAFKA_BOOTSTRAP)")
+    ] = None,
+    topic_prefix: Annotated[str, typer.Option(help="prefix for both topic names (tests, experiments)")] = "",
+) -> None:
+    """Publish Binance's live books (snapshot + diff stream, gaps resynced) and trades; Ctrl-C or SIGTERM stops."""
+    try:
+        wanted = [part.strip() for part in symbols.split(",") if part.strip()]
+        bad = [symbol for symbol in wanted if not _SYMBOL.match(symbol) or len(symbol) > 32]
+        if not wanted or bad:
+            raise CommandError(f"--symbols: {', '.join(bad) or 'none given'}: expected symbols like BTC/USDT,ETH/USDT")
+        if not url.startswith(("wss://", "ws://")):
+            raise CommandError(f"--url: {url!r} is not a ws:// or wss:// URL")
+        if not rest_url.startswith(("https://", "http://")):
+            raise CommandError(f"--rest-url: {rest_url!r} is not an http:// or https:// URL")
+        servers, protocol = _kafka(bootstrap)
+        topics = ReplayTopics.with_prefix(topic_prefix)
+        options = binance_ws.FeedOptions(url=url, rest_url=rest_url, depth=depth, idle_timeout_s=idle_timeout)
+
+        async def start(producer: EventProducer, stop: asyncio.Event) -> tuple[LiveReport, binance_ws.FeedStats]:
+            report, feed = await run_binance(wanted, producer, topics, options, stop)
+            return report, feed.stats
+
+        console.print(
+            f"streaming Binance {', '.join(wanted)} from {url} to {topics.book} and {topics.trade}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        report, stats = asyncio.run(
+            _run_venue_feed("aether-feed-binance", servers, protocol, start, binance_ws.FeedStats())
+        )
+    except CommandError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    console.print(
+        f"stopped: published {report.published} messages ({report.books} book, {report.trades} trade); "
+        f"connections {stats.connections}, faults {stats.faults or 'none'}",
+        highlight=False,
+    )
 
 
 def _file_plan(path: Path, venue: str, *, loop: bool, start_at: datetime | None) -> _Plan:

@@ -27,8 +27,12 @@ from shared.config import AetherSettings, ConfigurationError, env_name, service_
 from shared.contracts.controls import ControlOwner
 from shared.crypto import key_provider_from_settings
 from shared.db import UnitOfWork, create_engine, sessionmaker_for
+from shared.domain.types import AccountId, Symbol
 from shared.readiness import DependencyCheck
 from shared.venues.base import VenueAdapter
+from shared.venues.binance.adapter import BinanceVenue
+from shared.venues.binance.credentials import check_credentials as check_binance_credentials
+from shared.venues.binance.user_stream import BinanceUserStream
 from shared.venues.kraken.adapter import KrakenVenue
 from shared.venues.kraken.credentials import StoredCredentials
 from shared.venues.kraken.ws_private import KrakenExecutionStreams, StreamOptions
@@ -96,6 +100,26 @@ def kraken_venue(runtime: ServiceRuntime, settings: OmsSettings) -> KrakenVenue:
     return venue
 
 
+def binance_venue(runtime: ServiceRuntime, settings: OmsSettings) -> BinanceVenue:
+    """Binance for the accounts routed to it: keys (HMAC or Ed25519) from the same stores, decrypted here."""
+    credentials = StoredCredentials(
+        runtime.sessionmaker,
+        key_provider_from_settings(settings),
+        settings.account_secrets_dir,
+        check=check_binance_credentials,
+    )
+    symbols = [Symbol(s.strip()) for s in settings.binance_symbols.split(",") if s.strip()] or None
+    venue = BinanceVenue(
+        credentials,
+        base_url=settings.binance_url,
+        symbols=symbols,
+        timeout_s=settings.binance_timeout_s,
+        recv_window_ms=settings.binance_recv_window_ms,
+    )
+    runtime.closers.append(venue.close)
+    return venue
+
+
 def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueAdapter | None) -> OmsAdapters:
     """Wire the venue (the paper venue process when configured, else the in-process paper venue, unless one is
     given; Kraken and a router by account when accounts trade there) to the use cases."""
@@ -117,6 +141,10 @@ def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueA
         kraken = kraken_venue(runtime, settings)
         restores.append(kraken.start)  # AssetPairs: an unreachable Kraken keeps readiness red, retried
         venues["kraken"] = kraken
+    if "binance" in used:
+        binance = binance_venue(runtime, settings)
+        restores.append(binance.start)  # server time and exchangeInfo: unreachable keeps readiness red, retried
+        venues["binance"] = binance
     chosen: VenueAdapter = (
         VenueRouter(venues, settings.venue_routes(), settings.default_venue()) if settings.routed() else venues["paper"]
     )
@@ -242,6 +270,26 @@ def _maintain_kraken(settings: OmsSettings) -> BackgroundWorker:
     return build
 
 
+def _maintain_binance(settings: OmsSettings) -> BackgroundWorker:
+    """REST reconciliation of every Binance account, and the user data stream of each account routed there."""
+
+    def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            venue = _venue(runtime, BinanceVenue)
+            routed = sorted(a for a, v in settings.venue_routes().items() if v == "binance")
+            streams = [
+                BinanceUserStream(venue, AccountId(a), url=settings.binance_stream_url).run(runtime.stop_event)
+                for a in routed
+            ]
+            await asyncio.gather(
+                venue.maintain(runtime.stop_event, interval_s=settings.binance_maintain_interval_s), *streams
+            )
+
+        return run
+
+    return build
+
+
 def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tuple[str, BackgroundWorker]]:
     """The in-process paper venue's market-data feed or the paper venue process's update stream; Kraken's
     dead-man switch, REST sync and executions streams."""
@@ -257,6 +305,8 @@ def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tu
         )
     if "kraken" in used:
         workers.append(("kraken-maintain", _maintain_kraken(settings)))
+    if "binance" in used:
+        workers.append(("binance-maintain", _maintain_binance(settings)))
     if settings.routed():
         workers.append(("venue-retry", _retry_not_ready(settings)))
     return workers

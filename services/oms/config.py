@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr, field_validator
 from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
+from shared.venues.binance.adapter import BINANCE_URL
+from shared.venues.binance.ws_public import STREAM_URL
 from shared.venues.kraken.adapter import KRAKEN_URL
 from shared.venues.kraken.rate_limit import Tier
 from shared.venues.kraken.ws_private import AUTH_URL
@@ -26,7 +28,7 @@ __all__ = [
     "parse_account_venues",
 ]
 
-VENUES = ("paper", "kraken")  # the venues the OMS can trade on (binance, coinbase: not built yet)
+VENUES = ("paper", "kraken", "binance")  # the venues the OMS can trade on (coinbase: not built yet)
 NO_DEFAULT_VENUE = "none"
 
 
@@ -51,12 +53,12 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     service_name: str = "oms"
     venue: str = Field(
         default="paper",
-        pattern=r"^(paper|kraken|none)$",
+        pattern=r"^(paper|kraken|binance|none)$",
         description="the venue of accounts without a route in account_venues; `none`: such accounts are refused",
     )
     account_venues: str = Field(
         default="",
-        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken); checked at start-up",
+        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken, binance); checked at start-up",
     )
     kraken_url: str = Field(default=KRAKEN_URL, description="Kraken's REST base URL")
     kraken_tier: Tier = Field(default=Tier.STARTER, description="the Kraken account tier (rate-limit counters)")
@@ -73,6 +75,18 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     )
     kraken_backstop_interval_s: float = Field(
         default=2.0, gt=0, description="how often Kraken fills are synced over REST while the executions stream is down"
+    )
+    binance_url: str = Field(default=BINANCE_URL, description="Binance spot REST base URL")
+    binance_stream_url: str = Field(
+        default=STREAM_URL, description="Binance WebSocket streams base URL (user data streams of routed accounts)"
+    )
+    binance_symbols: str = Field(
+        default="", description="symbols reconciled at Binance, `BTC/USDT,...` (empty: every TRADING symbol)"
+    )
+    binance_timeout_s: float = Field(default=10.0, gt=0, le=60, description="how long one Binance call may take")
+    binance_recv_window_ms: int = Field(default=5000, gt=0, le=60_000, description="recvWindow of SIGNED calls")
+    binance_maintain_interval_s: float = Field(
+        default=15.0, gt=0, description="how often Binance fills are synced and the server time offset measured"
     )
     venue_retry_s: float = Field(
         default=30.0, gt=0, description="how often accounts whose venue was not ready are reconciled again"

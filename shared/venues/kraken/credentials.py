@@ -9,6 +9,7 @@ another venue, never the secret in a message.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,11 +25,8 @@ from shared.venues.kraken.signing import InvalidSecret, api_sign
 
 
 class AccountNotReady(VenueNotReady):
-    """The account's Kraken keys are missing or unusable: its venue is not ready (`reason` says why)."""
-
-    def __init__(self, account_id: str, reason: str) -> None:
-        super().__init__(account_id, reason)
-        self.args = (f"kraken venue of account {account_id} not ready: {reason}",)
+    """The account's venue keys (Kraken's, or Binance's from the same stores) are missing or unusable: its venue is
+    not ready (`reason` says why)."""
 
 
 class CredentialSource(Protocol):
@@ -47,15 +45,19 @@ def check_credentials(credentials: VenueCredentials) -> VenueCredentials:
 
 
 class StoredCredentials:
-    """Mounted files first, else the encrypted accounts store; decrypted once per account and kept in memory."""
+    """Mounted files first, else the encrypted accounts store; decrypted once per account and kept in memory.
+
+    `check` proves the pair usable by the venue's signer (Kraken's by default; Binance passes its own)."""
 
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession] | None,
         keys: KeyProvider | None,
         secrets_dir: Path | None,
+        check: Callable[[VenueCredentials], VenueCredentials] = check_credentials,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._check = check
         self._keys = keys
         self._secrets_dir = secrets_dir
         self._cache: dict[str, VenueCredentials] = {}
@@ -68,7 +70,7 @@ class StoredCredentials:
             return cached
         async with self._lock:
             if account_id not in self._cache:
-                self._cache[account_id] = check_credentials(await self._load(account_id))
+                self._cache[account_id] = self._check(await self._load(account_id))
             return self._cache[account_id]
 
     def forget(self, account_id: str) -> None:
