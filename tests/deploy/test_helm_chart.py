@@ -177,6 +177,13 @@ def test_checkov_finds_no_failed_check(rendered: dict[str, list[Doc]], tmp_path:
     assert report["summary"]["skipped"] == len(annotated) == 8
 
 
+def test_helm_lint_is_clean_in_strict_mode() -> None:
+    sets = [f"--set-string={key}={value}" for key, value in REQUIRED.items()]
+    result = subprocess.run([str(_tool("helm")), "lint", "--strict", str(CHART), *sets], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
 def test_every_ingress_is_tls_only_with_hsts_and_hardened_headers(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["blue"]
     ingresses = _kind(docs, "Ingress")
