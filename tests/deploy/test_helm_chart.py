@@ -8,6 +8,7 @@ no Go toolchain to build the tools with.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -30,6 +31,7 @@ from referencing import Registry, Resource
 from aether.runner import STORE_COMMANDS
 from aether.smoke import READY_PATH, check, main
 from ops.cli import app as ops_app
+from shared.crypto.secrets_dir import read_mounted_credentials
 from shared.service_catalog import SERVICE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -253,6 +255,24 @@ def test_each_account_secret_is_mounted_only_in_the_oms(rendered: dict[str, list
         env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
         mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "exchange-accounts")
         assert env["AETHER_ACCOUNT_SECRETS_DIR"] == mount["mountPath"]
+
+
+def test_the_oms_reads_each_projected_account_key_pair(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+    docs = rendered["blue"]
+    secrets = {s["metadata"]["name"]: s["data"] for s in _kind(docs, "Secret")}
+    oms = _pod_spec(_named(docs, "Deployment", "prod-oms-blue"))
+    volume = next(v for v in oms["volumes"] if v["name"] == "exchange-accounts")
+    # Lay the files out as the kubelet projects them, then read them with the OMS's own reader.
+    for source in volume["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            path = tmp_path / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(base64.b64decode(secrets[source["secret"]["name"]][item["key"]]))
+    for account in ACCOUNTS:
+        credentials = read_mounted_credentials(tmp_path, account)
+        assert credentials is not None
+        assert credentials.api_key == f"key-{account}"
+        assert credentials.api_secret == f"secret-{account}"
 
 
 def test_token_signing_key_is_mounted_only_in_accounts(rendered: dict[str, list[Doc]]) -> None:
