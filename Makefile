@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: up test install lint typecheck format stack-up stack-down stack-status reliability clean
+.PHONY: rollback up test install lint typecheck format stack-up stack-down stack-status reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ reliability: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports
+
+# Blue/green: live traffic back to the other colour, one command (docs/deployment/blue_green_rollout.md).
+rollback:
+	bash deploy/helm/bluegreen.sh rollback $(RELEASE) $(NAMESPACE)

@@ -11,6 +11,9 @@ $PY -m ruff format --check .
 $PY -m mypy
 .venv/bin/lint-imports --no-cache --no-logo
 
+echo "== deployment tools (helm, actionlint, checkov: built once into .aether/bin)"
+bash ops/tools.sh
+
 started_here=0
 if ! $PY -m ops.stack_cli status >/dev/null 2>&1; then
   started_here=1
