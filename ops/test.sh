@@ -11,7 +11,7 @@ $PY -m ruff format --check .
 $PY -m mypy
 .venv/bin/lint-imports --no-cache --no-logo
 
-echo "== deployment tools (helm, actionlint, checkov: built once into .aether/bin)"
+echo "== deployment tools (helm, actionlint, checkov: built once per machine, linked into .aether/bin)"
 bash ops/tools.sh
 
 started_here=0
