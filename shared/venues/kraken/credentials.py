@@ -1,6 +1,6 @@
 """Where the Kraken adapter gets an account's API key pair: decrypted in the signing process only.
 
-`StoredCredentials` reads `AETHER_ACCOUNT_SECRETS_DIR/<account>/api_key|api_secret` first, then the accounts
+`StoredCredentials` (venue-neutral: each venue passes its own `check`, Coinbase included) reads `AETHER_ACCOUNT_SECRETS_DIR/<account>/api_key|api_secret` first, then the accounts
 service's encrypted row (`shared.crypto.store.load_venue_credentials`, envelope encryption). A missing or
 undecryptable key makes that account's venue NOT READY with the reason (`AccountNotReady`): never a fallback to
 another venue, never the secret in a message.
@@ -9,6 +9,7 @@ another venue, never the secret in a message.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -26,9 +27,9 @@ from shared.venues.kraken.signing import InvalidSecret, api_sign
 class AccountNotReady(VenueNotReady):
     """The account's Kraken keys are missing or unusable: its venue is not ready (`reason` says why)."""
 
-    def __init__(self, account_id: str, reason: str) -> None:
+    def __init__(self, account_id: str, reason: str, venue: str = "kraken") -> None:
         super().__init__(account_id, reason)
-        self.args = (f"kraken venue of account {account_id} not ready: {reason}",)
+        self.args = (f"{venue} venue of account {account_id} not ready: {reason}",)
 
 
 class CredentialSource(Protocol):
@@ -54,7 +55,10 @@ class StoredCredentials:
         sessionmaker: async_sessionmaker[AsyncSession] | None,
         keys: KeyProvider | None,
         secrets_dir: Path | None,
+        *,
+        check: Callable[[VenueCredentials], VenueCredentials] = check_credentials,
     ) -> None:
+        self._check = check
         self._sessionmaker = sessionmaker
         self._keys = keys
         self._secrets_dir = secrets_dir
@@ -68,7 +72,7 @@ class StoredCredentials:
             return cached
         async with self._lock:
             if account_id not in self._cache:
-                self._cache[account_id] = check_credentials(await self._load(account_id))
+                self._cache[account_id] = self._check(await self._load(account_id))
             return self._cache[account_id]
 
     def forget(self, account_id: str) -> None:
