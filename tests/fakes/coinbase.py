@@ -105,14 +105,14 @@ class CoinbaseFake:
 
     def __init__(
         self,
-        venue: PaperVenue,
+        venue: PaperVenue | None,
         *,
         requests_per_s: int = 30,
         retry_after_s: float | None = None,
         late_answer_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.venue = venue
+        self._engine = venue
         self.requests_per_s = requests_per_s
         self.retry_after_s = retry_after_s
         self.late_answer_s = late_answer_s
@@ -129,6 +129,13 @@ class CoinbaseFake:
         self._gap_next = False
         self.app = self._build()
         self.url = ""
+
+    @property
+    def venue(self) -> PaperVenue:
+        """The paper engine behind REST (a WebSocket-only fake has none)."""
+        if self._engine is None:
+            raise RuntimeError("this Coinbase fake serves market data only (no paper engine)")
+        return self._engine
 
     # --- test controls ---------------------------------------------------------------------------------
 
@@ -213,7 +220,8 @@ class CoinbaseFake:
 
         @app.get(f"{API}/market/products")
         async def products() -> Response:
-            return JSONResponse({"products": [self._product(s) for s in sorted(self.venue._instruments)]})
+            symbols = sorted(self.venue._instruments) if self._engine is not None else []
+            return JSONResponse({"products": [self._product(s) for s in symbols]})
 
         @app.post(f"{API}/orders")
         async def create(request: Request) -> Response:
