@@ -35,7 +35,9 @@ def test_a_rest_jwt_carries_the_documented_header_and_claims(signer: JwtSigner) 
     header = jwt.get_unverified_header(token)
     claims = verify_jwt(token, signer.private_key.public_key(), uri=f"POST {HOST}{PATH}", now=NOW + 1)
 
-    assert header["kid"] == KEY and header["typ"] == "JWT" and len(header["nonce"]) == 32
+    assert header["kid"] == KEY
+    assert header["typ"] == "JWT"
+    assert len(header["nonce"]) == 32
     assert header["alg"] in ("ES256", "EdDSA")
     assert claims == {"iss": "cdp", "sub": KEY, "nbf": int(NOW), "exp": int(NOW) + JWT_LIFETIME_S, "uri": claims["uri"]}
     assert claims["uri"] == "POST api.coinbase.com/api/v3/brokerage/orders"
@@ -66,7 +68,7 @@ def test_a_token_signed_by_another_key_is_refused(signer: JwtSigner) -> None:
 
 
 def test_a_tampered_token_is_refused(signer: JwtSigner) -> None:
-    head, body, signature = signer.rest("GET", HOST, PATH).split(".")
+    head, _body, signature = signer.rest("GET", HOST, PATH).split(".")
     forged = jwt.api_jws.base64url_encode(b'{"iss":"cdp","sub":"x","nbf":1,"exp":9999999999}').decode()
     with pytest.raises(JwtRefused):
         verify_jwt(f"{head}.{forged}.{signature}", signer.private_key.public_key(), uri=None, now=NOW)
@@ -85,7 +87,8 @@ def test_the_uri_claim_drops_the_query_string() -> None:
 
 def test_the_secret_never_shows_in_the_signer_repr() -> None:
     secret = new_ec_secret()
-    assert "PRIVATE" not in repr(JwtSigner.of(KEY, secret)) and KEY in repr(JwtSigner.of(KEY, secret))
+    assert "PRIVATE" not in repr(JwtSigner.of(KEY, secret))
+    assert KEY in repr(JwtSigner.of(KEY, secret))
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ def _levels(*pairs: tuple[str, str]) -> dict[Decimal, Decimal]:
 
 
 async def test_snapshot_then_updates_rebuild_the_venue_book_in_aether_symbols() -> None:
-    async with running() as (fake, feed, collected):
+    async with running() as (fake, _feed, collected):
         await collected.until(lambda: collected.count(BookSnapshot) == 1)
         await fake.publish_book(BTC, [("100", "1.5"), ("98", "4")], [("101", "1"), ("102", "3")])
         await collected.until(lambda: collected.count(BookDelta) == 1)
@@ -109,7 +109,7 @@ async def test_snapshot_then_updates_rebuild_the_venue_book_in_aether_symbols() 
 
 
 async def test_a_level_falling_out_of_the_depth_is_removed_from_what_is_published() -> None:
-    async with running() as (fake, feed, collected):
+    async with running() as (fake, _feed, collected):
         await collected.until(lambda: collected.count(BookSnapshot) == 1)
         await fake.publish_book(BTC, [("100", "1"), ("99", "2")], [("100.5", "1"), ("101", "1"), ("102", "3")])
         await collected.until(lambda: collected.count(BookDelta) == 1)
@@ -124,14 +124,15 @@ async def test_a_sequence_gap_is_counted_and_the_book_resynced_from_a_fresh_snap
 
         await collected.until(lambda: collected.count(BookSnapshot) == 2)
 
-        assert feed.stats.faults.get("sequence_gap") == 1 and feed.stats.resyncs == 1
+        assert feed.stats.faults.get("sequence_gap") == 1
+        assert feed.stats.resyncs == 1
         assert feed.stats.connections == 2
         assert collected.book == (_levels(("100", "7")), _levels(("101", "1")))  # the venue's book, not a guess
         assert collected.count(BookDelta) == 0  # the gapped update was never applied
 
 
 async def test_trades_are_published_with_the_aggressor_side() -> None:
-    async with running() as (fake, feed, collected):
+    async with running() as (fake, _feed, collected):
         await collected.until(lambda: collected.count(BookSnapshot) == 1)
         await fake.publish_trade(BTC, "101", "0.25", OrderSide.BUY)
         await collected.until(lambda: collected.count(Trade) == 1)
