@@ -127,6 +127,8 @@ class CoinbaseFake:
         self.books: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
         self._sockets: list[_Subscriber] = []
         self._gap_next = False
+        self._told: dict[str, tuple[VenueOrderStatus, Decimal]] = {}
+        self.user_subscribed = asyncio.Event()
         self.app = self._build()
         self.url = ""
 
@@ -182,6 +184,17 @@ class CoinbaseFake:
             "time": _rfc3339(datetime.now(UTC)),
         }
         await self._broadcast("market_trades", product, "update", [trade])
+
+    async def tell_users(self) -> int:
+        """Send a `user` update for every order whose state changed since last told (after the market moved);
+        answers how many were sent."""
+        sent = 0
+        for order_id, placed in list(self.placed.items()):
+            order = await self.venue.query(placed.account_id, placed.request.client_order_id)
+            if order is not None and self._told.get(order_id) != (order.status, order.filled_quantity):
+                await self._tell_user(placed.account_id, order)
+                sent += 1
+        return sent
 
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[CoinbaseFake]:
@@ -279,7 +292,8 @@ class CoinbaseFake:
         if isinstance(key, str):
             return self._error(401, "UNAUTHENTICATED", key)
         if not self._within_budget(key):
-            headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else {}
+            wait = max(0.0, key.window_start + 1.0 - self._clock())  # until the budget's second is over
+            headers = {"Retry-After": f"{wait:.3f}"} if self.retry_after_s is not None else {}
             return self._error(429, cberr.RATE_LIMITED, "Too many requests", headers)
         fault = self.faults[endpoint].pop(0) if self.faults.get(endpoint) else None
         if fault in (Fault.HTTP_500, Fault.HTTP_503):
@@ -537,6 +551,7 @@ class CoinbaseFake:
                 await subscriber.send({"type": "error", "message": f"authentication failure: {exc}"})
                 return
             subscriber.user = key.account_id
+            self.user_subscribed.set()
         subscriber.channels.setdefault(channel, set()).update(p for p in products if isinstance(p, str))
         await subscriber.send(
             {"channel": "subscriptions", "events": [{"subscriptions": {channel: sorted(subscriber.channels[channel])}}]}
@@ -561,6 +576,7 @@ class CoinbaseFake:
                 await subscriber.send_channel(channel, {"type": kind, "trades": items})
 
     async def _tell_user(self, account_id: AccountId, order: VenueOrder) -> None:
+        self._told[order.venue_order_id] = (order.status, order.filled_quantity)
         for subscriber in list(self._sockets):
             if subscriber.user != account_id or "user" not in subscriber.channels:
                 continue

@@ -332,26 +332,36 @@ class CoinbaseUserStream:
 
     async def _stream(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         tracker = SequenceTracker()
-        async for text in ws:
-            if stop.is_set():
-                return
-            try:
-                frame = decode_frame(text)
-                if isinstance(frame, ErrorFrame):
-                    self.stats.count("venue_error")
-                    log.error("coinbase_user_ws_error", message=frame.message[:200])
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                receiver = asyncio.ensure_future(ws.recv())
+                await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiver.done():
+                    receiver.cancel()
+                    with contextlib.suppress(BaseException):
+                        await receiver
                     return
-                tracker.expect(frame.sequence)
-            except WsWireError:
-                self.stats.count("malformed")
-                continue
-            except SequenceGap:
-                self.stats.count("sequence_gap")  # nothing to rebuild: the updates' orders are re-read by REST
-                tracker.reset()
+                await self._frame(tracker, receiver.result())
+        finally:
+            stopper.cancel()
+
+    async def _frame(self, tracker: SequenceTracker, text: str | bytes) -> None:
+        try:
+            frame = decode_frame(text)
             if isinstance(frame, ErrorFrame):
-                continue
-            for order in frame.orders:
-                try:
-                    await self.on_update(self.account_id, order.order_id)
-                except Exception:  # the REST backstop catches up on what this update would have told
-                    log.exception("coinbase_user_update_failed", order_id=order.order_id)
+                self.stats.count("venue_error")
+                log.error("coinbase_user_ws_error", message=frame.message[:200])
+                return
+            tracker.expect(frame.sequence)
+        except WsWireError:
+            self.stats.count("malformed")
+            return
+        except SequenceGap:
+            self.stats.count("sequence_gap")  # nothing to rebuild: each update's order is re-read over REST
+            tracker.reset()
+        for order in frame.orders:
+            try:
+                await self.on_update(self.account_id, order.order_id)
+            except Exception:  # the REST backstop catches up on what this update would have told
+                log.exception("coinbase_user_update_failed", order_id=order.order_id)
