@@ -360,6 +360,8 @@ class CoinbaseUserStream:
         except SequenceGap:
             self.stats.count("sequence_gap")  # nothing to rebuild: each update's order is re-read over REST
             tracker.reset()
+        if isinstance(frame, ErrorFrame):
+            return
         for order in frame.orders:
             try:
                 await self.on_update(self.account_id, order.order_id)
