@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from shared.auth.service_tokens import ServiceIdentitySettings
 from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
+from shared.venues.coinbase.adapter import COINBASE_URL
 from shared.venues.kraken.adapter import KRAKEN_URL
 from shared.venues.kraken.rate_limit import Tier
 from shared.venues.paper_config import FeeTierConfig, InstrumentConfig, PaperMarketSettings, default_instruments
@@ -25,7 +26,7 @@ __all__ = [
     "parse_account_venues",
 ]
 
-VENUES = ("paper", "kraken")  # the venues the OMS can trade on (binance, coinbase: not built yet)
+VENUES = ("paper", "kraken", "coinbase")  # the venues the OMS can trade on (binance: not built yet)
 NO_DEFAULT_VENUE = "none"
 
 
@@ -50,12 +51,12 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     service_name: str = "oms"
     venue: str = Field(
         default="paper",
-        pattern=r"^(paper|kraken|none)$",
+        pattern=r"^(paper|kraken|coinbase|none)$",
         description="the venue of accounts without a route in account_venues; `none`: such accounts are refused",
     )
     account_venues: str = Field(
         default="",
-        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken); checked at start-up",
+        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken, coinbase); checked at start-up",
     )
     kraken_url: str = Field(default=KRAKEN_URL, description="Kraken's REST base URL")
     kraken_tier: Tier = Field(default=Tier.STARTER, description="the Kraken account tier (rate-limit counters)")
@@ -65,6 +66,11 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     )
     kraken_maintain_interval_s: float = Field(
         default=15.0, gt=0, description="how often the dead-man switch is refreshed and Kraken fills are synced"
+    )
+    coinbase_url: str = Field(default=COINBASE_URL, description="Coinbase Advanced Trade's REST base URL")
+    coinbase_timeout_s: float = Field(default=10.0, gt=0, le=60, description="how long one Coinbase call may take")
+    coinbase_sync_interval_s: float = Field(
+        default=15.0, gt=0, description="how often Coinbase fills are reconciled over REST"
     )
     venue_retry_s: float = Field(
         default=30.0, gt=0, description="how often accounts whose venue was not ready are reconciled again"
