@@ -1,4 +1,4 @@
-"""Live market data onto the `marketdata.*` topics: a venue's public feed (Kraken WebSocket v2), published with the
+"""Live market data onto the `marketdata.*` topics: a venue's public feed (Kraken WebSocket v2, Coinbase level2), published with the
 replay's records (same envelope, key = symbol, same topics) and the replay's retry-until-acknowledged batches.
 
 The venue client hands each validated message to `LivePublisher.sink` (a bounded queue: when Kafka is down the
@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from data.replay.publisher import BatchPublisher, ReplayTopics, outgoing_record, publish_until_acknowledged
 from shared.marketdata import MarketData, Trade
 from shared.observability.correlation import new_correlation_id
+from shared.venues.coinbase.ws_public import CoinbasePublicFeed
+from shared.venues.coinbase.ws_public import FeedOptions as CoinbaseFeedOptions
 from shared.venues.kraken.ws_public import FeedOptions, KrakenPublicFeed
 
 KRAKEN_PRODUCER_NAME = "feed-kraken"
+COINBASE_PRODUCER_NAME = "feed-coinbase"
 QUEUE_SIZE = 10_000
 
 
@@ -110,5 +113,19 @@ async def run_kraken(
     """Kraken's public feed of `symbols` onto the topics until `stop` is set."""
     publisher = LivePublisher(producer, topics, producer_name=KRAKEN_PRODUCER_NAME, stop=stop)
     feed = KrakenPublicFeed(symbols, publisher.sink, options)
+    await asyncio.gather(feed.run(stop), publisher.run())
+    return publisher.report, feed
+
+
+async def run_coinbase(
+    symbols: Sequence[str],
+    producer: BatchPublisher,
+    topics: ReplayTopics,
+    options: CoinbaseFeedOptions,
+    stop: asyncio.Event,
+) -> tuple[LiveReport, CoinbasePublicFeed]:
+    """Coinbase's public feed of `symbols` (Aether's BTC/USD form) onto the topics until `stop` is set."""
+    publisher = LivePublisher(producer, topics, producer_name=COINBASE_PRODUCER_NAME, stop=stop)
+    feed = CoinbasePublicFeed(symbols, publisher.sink, options)
     await asyncio.gather(feed.run(stop), publisher.run())
     return publisher.report, feed

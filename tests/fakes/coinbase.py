@@ -553,9 +553,8 @@ class CoinbaseFake:
             subscriber.user = key.account_id
             self.user_subscribed.set()
         subscriber.channels.setdefault(channel, set()).update(p for p in products if isinstance(p, str))
-        await subscriber.send(
-            {"channel": "subscriptions", "events": [{"subscriptions": {channel: sorted(subscriber.channels[channel])}}]}
-        )
+        subscribed = {name: sorted(products) for name, products in subscriber.channels.items()}
+        await subscriber.send_channel("subscriptions", {"subscriptions": subscribed})
         if channel == "level2":
             for product in products:
                 bids, asks = self.books.get(product, ({}, {}))

@@ -98,7 +98,7 @@ def _levels(*pairs: tuple[str, str]) -> dict[Decimal, Decimal]:
 
 
 async def test_snapshot_then_updates_rebuild_the_venue_book_in_aether_symbols() -> None:
-    async with running() as (fake, _feed, collected):
+    async with running() as (fake, feed, collected):
         await collected.until(lambda: collected.count(BookSnapshot) == 1)
         await fake.publish_book(BTC, [("100", "1.5"), ("98", "4")], [("101", "1"), ("102", "3")])
         await collected.until(lambda: collected.count(BookDelta) == 1)
@@ -106,6 +106,7 @@ async def test_snapshot_then_updates_rebuild_the_venue_book_in_aether_symbols() 
         assert collected.book == (_levels(("100", "1.5"), ("98", "4")), _levels(("101", "1"), ("102", "3")))
         assert {m.symbol for m in collected.messages} == {"BTC/USD"}
         assert [m.sequence for m in collected.messages if not isinstance(m, Trade)] == [0, 1]
+        assert feed.stats.faults == {}  # every frame (subscriptions included) decoded and in sequence
 
 
 async def test_a_level_falling_out_of_the_depth_is_removed_from_what_is_published() -> None:
