@@ -7,7 +7,7 @@ matched by the paper venue's engine (`PaperVenue` on the test database) so that 
 hold; a repeated `client_order_id` answers the existing order, as Coinbase documents.
 
 WebSocket (`/ws`): `level2` (snapshot then updates, `sequence_num` per connection), `market_trades`, `heartbeats`
-and `user` (JWT required) channels. Faults on demand: `fail(endpoint, Fault...)` (timeout after acting, 5xx,
+and `user` (JWT required) channels. Faults on demand: `fail(endpoint, Fault...)` (timeout after acting, 5xx before or after acting,
 rate limited, malformed answer, a fill reported twice), `gap_next()` (the next level2 message skips a sequence
 number), `drop_connections()` (every WebSocket closed).
 
@@ -70,6 +70,7 @@ class Fault(StrEnum):
     TIMEOUT_AFTER = "timeout_after"  # act, then answer too late (the client times out)
     HTTP_500 = "http_500"  # answer 500 before acting
     HTTP_503 = "http_503"  # answer 503 before acting
+    HTTP_502_AFTER = "http_502_after"  # act, then answer 502 (a gateway lost the answer)
     RATE_LIMITED = "rate_limited"  # 429 before acting
     MALFORMED = "malformed"  # an answer of the wrong shape, before acting
     DUPLICATE_FILL = "duplicate_fill"  # List Fills reports its newest fill again on a second page
@@ -309,6 +310,8 @@ class CoinbaseFake:
             return self._error(400, cberr.INVALID_ARGUMENT, str(exc))
         if fault is Fault.TIMEOUT_AFTER:
             await asyncio.sleep(self.late_answer_s)
+        if fault is Fault.HTTP_502_AFTER:
+            return Response(status_code=502, content=b"bad gateway")
         return answer
 
     def _authenticate(self, request: Request) -> _Key | str:

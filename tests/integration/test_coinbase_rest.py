@@ -94,7 +94,7 @@ def _buy(kit: CoinbaseKit, account: AccountId, price: str | None = "99.0") -> Ve
     )
 
 
-@pytest.mark.parametrize("fault", [Fault.TIMEOUT_AFTER, Fault.HTTP_503])
+@pytest.mark.parametrize("fault", [Fault.TIMEOUT_AFTER, Fault.HTTP_502_AFTER, Fault.HTTP_503])
 async def test_an_ambiguous_submit_is_resolved_by_query_and_never_resubmitted(kit: CoinbaseKit, fault: Fault) -> None:
     account = await _funded_market(kit)
     adapter = await kit.new_adapter(timeout_s=0.3)  # the fake answers after 1 s: the client gives up first
@@ -115,6 +115,18 @@ async def test_an_ambiguous_submit_is_resolved_by_query_and_never_resubmitted(ki
     assert kit.fake.seen.calls["create"] == 1  # one Create Order, no resubmission under any id
     assert kit.fake.seen.creates == [request.client_order_id]
     assert adapter.retries["resolve"] == 1
+
+
+async def test_an_ambiguous_cancel_is_resolved_by_query(kit: CoinbaseKit) -> None:
+    account = await _funded_market(kit)
+    order = await kit.adapter.submit(_buy(kit, account))
+    kit.fake.fail("cancel", Fault.HTTP_502_AFTER)
+
+    canceled = await kit.adapter.cancel(account, order.client_order_id)
+
+    assert canceled.status is VenueOrderStatus.CANCELED
+    assert kit.fake.seen.calls["cancel"] == 1
+    assert await kit.adapter.open_orders(account) == []
 
 
 async def test_a_rate_limited_request_is_retried_after_the_wait(kit: CoinbaseKit) -> None:
