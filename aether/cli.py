@@ -27,7 +27,9 @@ app.add_typer(audit_app, name="audit", help="Tamper-evident audit log")
 app.add_typer(auth_app, name="auth", help="Signing keys and tokens")
 app.add_typer(keys_app, name="keys", help="Key-encryption keys for stored exchange secrets")
 app.add_typer(
-    feed_app, name="feed", help="Market data onto the marketdata.* topics: replay (file or synthetic) or live (kraken)"
+    feed_app,
+    name="feed",
+    help="Market data onto the marketdata.* topics: replay (file or synthetic) or live (kraken, coinbase)",
 )
 app.add_typer(ops_app, name="ops", help="Operations jobs: backup, restore, retention archiver, rollup refresh")
 app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality, backfills, sentiment")

@@ -1,5 +1,6 @@
 """`aether feed replay`: market data onto the `marketdata.*` topics, from a file or a SYNTHETIC market;
-`aether feed kraken`: the same topics and messages from Kraken's live public WebSocket v2 feed.
+`aether feed kraken`: the same topics and messages from Kraken's live public WebSocket v2 feed;
+`aether feed coinbase`: the same from Coinbase Advanced Trade's `level2` and `market_trades` channels.
 
 Also runnable on its own: `python -m data.replay.cli replay --synthetic --speed 1`.
 """
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from data.replay.live import LiveReport, run_binance, run_kraken
+from data.replay.live import LiveReport, run_binance, run_coinbase, run_kraken
 from data.replay.publisher import ReplayReport, ReplayTopics, replay
 from data.replay.source import (
     CROSS_ASSET_MARKETS,
@@ -38,6 +39,7 @@ from shared.events.producer import BROKER_UNAVAILABLE_ERRORS, EventProducer
 from shared.events.retry import RetryStopped, attempts_until_stopped
 from shared.venues.binance import ws_public as binance_ws
 from shared.venues.binance.adapter import BINANCE_URL
+from shared.venues.coinbase import ws_public as coinbase_ws
 from shared.venues.kraken.book import DEPTHS
 from shared.venues.kraken.ws_public import PUBLIC_URL, FeedOptions, FeedStats
 
@@ -263,6 +265,53 @@ def binance_command(
     console.print(
         f"stopped: published {report.published} messages ({report.books} book, {report.trades} trade); "
         f"connections {stats.connections}, faults {stats.faults or 'none'}",
+        highlight=False,
+    )
+
+
+@app.command("coinbase")
+def coinbase_command(
+    symbols: Annotated[str, typer.Option(help="comma-separated products, BTC-USD,ETH-USD (or BTC/USD,ETH/USD)")],
+    url: Annotated[str, typer.Option(help="the Advanced Trade WebSocket (a protocol fake in tests)")] = (
+        coinbase_ws.PUBLIC_URL
+    ),
+    depth: Annotated[int, typer.Option(min=1, max=1000, help="levels per side published")] = 10,
+    idle_timeout: Annotated[float, typer.Option(min=0.1, help="seconds without a frame before reconnecting")] = 10.0,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (default: AETHER_KAFKA_BOOTSTRAP)")
+    ] = None,
+    topic_prefix: Annotated[str, typer.Option(help="prefix for both topic names (tests, experiments)")] = "",
+) -> None:
+    """Publish Coinbase's live books (sequence-checked level2) and trades as BTC/USD...; Ctrl-C stops cleanly."""
+    try:
+        wanted = [part.strip().replace("-", "/") for part in symbols.split(",") if part.strip()]
+        bad = [symbol for symbol in wanted if not _SYMBOL.match(symbol) or len(symbol) > 32]
+        if not wanted or bad:
+            raise CommandError(f"--symbols: {', '.join(bad) or 'none given'}: expected products like BTC-USD,ETH-USD")
+        if not url.startswith(("wss://", "ws://")):
+            raise CommandError(f"--url: {url!r} is not a ws:// or wss:// URL")
+        servers, protocol = _kafka(bootstrap)
+        topics = ReplayTopics.with_prefix(topic_prefix)
+        options = coinbase_ws.FeedOptions(url=url, depth=depth, idle_timeout_s=idle_timeout)
+        console.print(
+            f"streaming Coinbase {', '.join(wanted)} (depth {depth}) from {url} to {topics.book} and {topics.trade}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+        async def start(producer: EventProducer, stop: asyncio.Event) -> tuple[LiveReport, coinbase_ws.FeedStats]:
+            report, feed = await run_coinbase(wanted, producer, topics, options, stop)
+            return report, feed.stats
+
+        report, stats = asyncio.run(
+            _run_venue_feed("aether-feed-coinbase", servers, protocol, start, coinbase_ws.FeedStats())
+        )
+    except CommandError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    console.print(
+        f"stopped: published {report.published} messages ({report.books} book, {report.trades} trade); "
+        f"connections {stats.connections}, resyncs {stats.resyncs}, faults {stats.faults or 'none'}",
         highlight=False,
     )
 

@@ -1,5 +1,5 @@
-"""Live market data onto the `marketdata.*` topics: a venue's public feed (Kraken WebSocket v2, Binance streams), published with the
-replay's records (same envelope, key = symbol, same topics) and the replay's retry-until-acknowledged batches.
+"""Live market data onto the `marketdata.*` topics: a venue's public feed (Kraken WebSocket v2, Binance streams,
+Coinbase level2), published with the replay's records (same envelope, key = symbol, same topics) and the replay's retry-until-acknowledged batches.
 
 The venue client hands each validated message to `LivePublisher.sink` (a bounded queue: when Kafka is down the
 client waits instead of piling up memory); the publisher sends whatever is queued as one batch, in order.
@@ -17,10 +17,13 @@ from shared.marketdata import MarketData, Trade
 from shared.observability.correlation import new_correlation_id
 from shared.venues.binance.ws_public import BinancePublicFeed
 from shared.venues.binance.ws_public import FeedOptions as BinanceFeedOptions
+from shared.venues.coinbase.ws_public import CoinbasePublicFeed
+from shared.venues.coinbase.ws_public import FeedOptions as CoinbaseFeedOptions
 from shared.venues.kraken.ws_public import FeedOptions, KrakenPublicFeed
 
 KRAKEN_PRODUCER_NAME = "feed-kraken"
 BINANCE_PRODUCER_NAME = "feed-binance"
+COINBASE_PRODUCER_NAME = "feed-coinbase"
 QUEUE_SIZE = 10_000
 
 
@@ -127,5 +130,19 @@ async def run_binance(
     """Binance's public feed of `symbols` (local books kept by the snapshot + diff procedure) until `stop` is set."""
     publisher = LivePublisher(producer, topics, producer_name=BINANCE_PRODUCER_NAME, stop=stop)
     feed = BinancePublicFeed(symbols, publisher.sink, options)
+    await asyncio.gather(feed.run(stop), publisher.run())
+    return publisher.report, feed
+
+
+async def run_coinbase(
+    symbols: Sequence[str],
+    producer: BatchPublisher,
+    topics: ReplayTopics,
+    options: CoinbaseFeedOptions,
+    stop: asyncio.Event,
+) -> tuple[LiveReport, CoinbasePublicFeed]:
+    """Coinbase's public feed of `symbols` (Aether's BTC/USD form) onto the topics until `stop` is set."""
+    publisher = LivePublisher(producer, topics, producer_name=COINBASE_PRODUCER_NAME, stop=stop)
+    feed = CoinbasePublicFeed(symbols, publisher.sink, options)
     await asyncio.gather(feed.run(stop), publisher.run())
     return publisher.report, feed

@@ -3,7 +3,7 @@
 The paper venue is the paper venue process when `AETHER_PAPER_VENUE_URL` is set (`aether up` sets it): the OMS calls
 it over HTTP and follows its update stream. Unset, the paper venue and its market-data feed run inside this process.
 Accounts routed to Kraken (`AETHER_ACCOUNT_VENUES`, or `AETHER_VENUE=kraken` for every account) trade through
-`KrakenVenue`; with more than the paper venue in use, the use cases see a `VenueRouter` that picks each account's.
+`KrakenVenue`, to Coinbase through `CoinbaseVenue` (REST sync as its worker); with more than the paper venue in use, the use cases see a `VenueRouter` that picks each account's.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from shared.venues.base import VenueAdapter
 from shared.venues.binance.adapter import BinanceVenue
 from shared.venues.binance.credentials import check_credentials as check_binance_credentials
 from shared.venues.binance.user_stream import BinanceUserStream
+from shared.venues.coinbase.adapter import CoinbaseVenue
+from shared.venues.coinbase.adapter import check_credentials as coinbase_check_credentials
 from shared.venues.kraken.adapter import KrakenVenue
 from shared.venues.kraken.credentials import StoredCredentials
 from shared.venues.kraken.ws_private import KrakenExecutionStreams, StreamOptions
@@ -120,6 +122,19 @@ def binance_venue(runtime: ServiceRuntime, settings: OmsSettings) -> BinanceVenu
     return venue
 
 
+def coinbase_venue(runtime: ServiceRuntime, settings: OmsSettings) -> CoinbaseVenue:
+    """Coinbase Advanced Trade for the accounts routed to it: CDP keys decrypted here, checked as signing keys."""
+    credentials = StoredCredentials(
+        runtime.sessionmaker,
+        key_provider_from_settings(settings),
+        settings.account_secrets_dir,
+        check=coinbase_check_credentials,
+    )
+    venue = CoinbaseVenue(credentials, base_url=settings.coinbase_url, timeout_s=settings.coinbase_timeout_s)
+    runtime.closers.append(venue.close)
+    return venue
+
+
 def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueAdapter | None) -> OmsAdapters:
     """Wire the venue (the paper venue process when configured, else the in-process paper venue, unless one is
     given; Kraken and a router by account when accounts trade there) to the use cases."""
@@ -145,6 +160,10 @@ def build_adapters(runtime: ServiceRuntime, settings: OmsSettings, venue: VenueA
         binance = binance_venue(runtime, settings)
         restores.append(binance.start)  # server time and exchangeInfo: unreachable keeps readiness red, retried
         venues["binance"] = binance
+    if "coinbase" in used:
+        coinbase = coinbase_venue(runtime, settings)
+        restores.append(coinbase.start)  # products: an unreachable Coinbase keeps readiness red, retried
+        venues["coinbase"] = coinbase
     chosen: VenueAdapter = (
         VenueRouter(venues, settings.venue_routes(), settings.default_venue()) if settings.routed() else venues["paper"]
     )
@@ -290,6 +309,18 @@ def _maintain_binance(settings: OmsSettings) -> BackgroundWorker:
     return build
 
 
+def _sync_coinbase(settings: OmsSettings) -> BackgroundWorker:
+    def build(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            await _venue(runtime, CoinbaseVenue).maintain(
+                runtime.stop_event, interval_s=settings.coinbase_sync_interval_s
+            )
+
+        return run
+
+    return build
+
+
 def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tuple[str, BackgroundWorker]]:
     """The in-process paper venue's market-data feed or the paper venue process's update stream; Kraken's
     dead-man switch, REST sync and executions streams."""
@@ -307,6 +338,8 @@ def _venue_workers(settings: OmsSettings, venue: VenueAdapter | None) -> list[tu
         workers.append(("kraken-maintain", _maintain_kraken(settings)))
     if "binance" in used:
         workers.append(("binance-maintain", _maintain_binance(settings)))
+    if "coinbase" in used:
+        workers.append(("coinbase-sync", _sync_coinbase(settings)))
     if settings.routed():
         workers.append(("venue-retry", _retry_not_ready(settings)))
     return workers

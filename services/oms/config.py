@@ -13,6 +13,7 @@ from shared.config import AetherSettings, load_settings
 from shared.events.topics import HITL_CONTROLS, REPORTS_ALLOCATION_EVENTS, RISK_CONTROLS
 from shared.venues.binance.adapter import BINANCE_URL
 from shared.venues.binance.ws_public import STREAM_URL
+from shared.venues.coinbase.adapter import COINBASE_URL
 from shared.venues.kraken.adapter import KRAKEN_URL
 from shared.venues.kraken.rate_limit import Tier
 from shared.venues.kraken.ws_private import AUTH_URL
@@ -28,7 +29,7 @@ __all__ = [
     "parse_account_venues",
 ]
 
-VENUES = ("paper", "kraken", "binance")  # the venues the OMS can trade on (coinbase: not built yet)
+VENUES = ("paper", "kraken", "binance", "coinbase")  # the venues the OMS can trade on
 NO_DEFAULT_VENUE = "none"
 
 
@@ -53,12 +54,12 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     service_name: str = "oms"
     venue: str = Field(
         default="paper",
-        pattern=r"^(paper|kraken|binance|none)$",
+        pattern=r"^(paper|kraken|binance|coinbase|none)$",
         description="the venue of accounts without a route in account_venues; `none`: such accounts are refused",
     )
     account_venues: str = Field(
         default="",
-        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken, binance); checked at start-up",
+        description="per-account venues, `ACCOUNT=VENUE,...` (paper, kraken, binance, coinbase); checked at start-up",
     )
     kraken_url: str = Field(default=KRAKEN_URL, description="Kraken's REST base URL")
     kraken_tier: Tier = Field(default=Tier.STARTER, description="the Kraken account tier (rate-limit counters)")
@@ -87,6 +88,11 @@ class OmsSettings(AetherSettings, PaperMarketSettings, ServiceIdentitySettings):
     binance_recv_window_ms: int = Field(default=5000, gt=0, le=60_000, description="recvWindow of SIGNED calls")
     binance_maintain_interval_s: float = Field(
         default=15.0, gt=0, description="how often Binance fills are synced and the server time offset measured"
+    )
+    coinbase_url: str = Field(default=COINBASE_URL, description="Coinbase Advanced Trade's REST base URL")
+    coinbase_timeout_s: float = Field(default=10.0, gt=0, le=60, description="how long one Coinbase call may take")
+    coinbase_sync_interval_s: float = Field(
+        default=15.0, gt=0, description="how often Coinbase fills are reconciled over REST"
     )
     venue_retry_s: float = Field(
         default=30.0, gt=0, description="how often accounts whose venue was not ready are reconciled again"

@@ -29,8 +29,10 @@ from shared.venues.paper import PaperVenue
 from shared.venues.paper_config import InstrumentConfig
 from shared.venues.paper_http import PaperHttpVenue
 from tests.fakes.binance import BinanceFake
+from tests.fakes.coinbase import CoinbaseFake
 from tests.fakes.kraken_rest import KrakenRestFake
 from tests.kit.binance import BinanceKit, binance_kit
+from tests.kit.coinbase import CoinbaseKit, coinbase_kit
 from tests.kit.kraken import KrakenKit, kraken_kit
 from tests.kit.paper_process import (
     PaperProcess,
@@ -355,11 +357,65 @@ async def binance_case(engine: AsyncEngine, settings: AetherSettings) -> AsyncIt
 
 
 # One line per adapter: name -> factory of its case.
+class CoinbaseMarket(PaperMarket):
+    """Sets the market inside the Coinbase protocol fake (its paper engine), then lets the adapter reconcile over
+    REST (`sync`); funding registers an API key for the account and mounts it."""
+
+    def __init__(self, fake: CoinbaseFake, kit: CoinbaseKit) -> None:
+        super().__init__(fake.venue, lambda: fake.venue)
+        self.fake = fake
+        self.kit = kit
+
+    async def book(self, symbol: Symbol, bids: Sequence[tuple[str, str]], asks: Sequence[tuple[str, str]]) -> None:
+        await super().book(symbol, bids, asks)
+        await self.kit.adapter.sync()
+
+    async def trade(self, symbol: Symbol, price: str, qty: str, aggressor: OrderSide) -> None:
+        await super().trade(symbol, price, qty, aggressor)
+        await self.kit.adapter.sync()
+
+    async def fund(self, account_id: AccountId, asset: Asset, amount: str) -> None:
+        self.kit.ensure_account(account_id)
+        await super().fund(account_id, asset, amount)
+
+    async def restart(self) -> VenueAdapter:
+        return await self.kit.new_adapter()
+
+
+@asynccontextmanager
+async def coinbase_case(engine: AsyncEngine, settings: AetherSettings) -> AsyncIterator[VenueCase]:
+    """The Coinbase Advanced Trade adapter against the Coinbase protocol fake on loopback (paper matching behind)."""
+    clock = FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    symbol = unique_symbol()
+    venue = PaperVenue(
+        sessionmaker_for(engine),
+        instruments={symbol: instrument(symbol)},
+        fee_schedules=AccountFeeSchedules(),
+        clock=clock,
+        name="coinbase-fake",
+    )
+    await venue.restore()
+    async with coinbase_kit(venue) as kit:
+        account = AccountId(f"acct-{uuid.uuid4().hex[:12]}")
+        kit.ensure_account(account)
+        case = VenueCase("coinbase", kit.adapter, CoinbaseMarket(kit.fake, kit), account, symbol)
+
+        async def listen(update: VenueUpdate) -> None:
+            case.heard.append(update)
+
+        kit.adapter.subscribe(listen)
+        yield case
+
+
+# One line per adapter: name -> factory of its case.
+
+
 VENUES: dict[str, Callable[[AsyncEngine, AetherSettings], AbstractAsyncContextManager[VenueCase]]] = {
     "paper": paper_case,
     "paper-process": paper_process_case,
     "kraken": kraken_case,
     "binance": binance_case,
+    "coinbase": coinbase_case,
 }
 
 

@@ -21,7 +21,7 @@ def test_routes_are_parsed_from_account_equals_venue_pairs() -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("acct-1=binance", "account acct-1: unknown venue 'binance'"),
+        ("acct-1=bitstamp", "account acct-1: unknown venue 'bitstamp'"),
         ("acct-1", "'acct-1' is not ACCOUNT=VENUE"),
         ("=kraken", "'=kraken' is not ACCOUNT=VENUE"),
         ("acct-1=kraken,acct-1=paper", "account acct-1 is routed to two venues"),
@@ -43,7 +43,7 @@ def test_the_default_venue_may_be_none_so_every_account_needs_a_route() -> None:
     assert settings.venues_used() == {"kraken"}
     assert OmsSettings().venues_used() == {"paper"}  # the default: every account on paper, as before
     with pytest.raises(ValueError, match="venue"):
-        OmsSettings(venue="binance")
+        OmsSettings(venue="bitstamp")
 
 
 async def test_use_cases_see_the_accounts_venue_behind_a_router_and_the_one_venue_without() -> None:

@@ -1,6 +1,6 @@
 """Where the Kraken adapter gets an account's API key pair: decrypted in the signing process only.
 
-`StoredCredentials` reads `AETHER_ACCOUNT_SECRETS_DIR/<account>/api_key|api_secret` first, then the accounts
+`StoredCredentials` (venue-neutral: each venue passes its own `check`, Coinbase included) reads `AETHER_ACCOUNT_SECRETS_DIR/<account>/api_key|api_secret` first, then the accounts
 service's encrypted row (`shared.crypto.store.load_venue_credentials`, envelope encryption). A missing or
 undecryptable key makes that account's venue NOT READY with the reason (`AccountNotReady`): never a fallback to
 another venue, never the secret in a message.
@@ -25,8 +25,13 @@ from shared.venues.kraken.signing import InvalidSecret, api_sign
 
 
 class AccountNotReady(VenueNotReady):
-    """The account's venue keys (Kraken's, or Binance's from the same stores) are missing or unusable: its venue is
-    not ready (`reason` says why)."""
+    """The account's venue keys (Kraken's, Binance's or Coinbase's, from the same stores) are missing or unusable:
+    its venue is not ready (`reason` says why)."""
+
+    def __init__(self, account_id: str, reason: str, venue: str | None = None) -> None:
+        super().__init__(account_id, reason)
+        if venue is not None:
+            self.args = (f"the {venue} venue of account {account_id} is not ready: {reason}",)
 
 
 class CredentialSource(Protocol):
@@ -54,6 +59,7 @@ class StoredCredentials:
         sessionmaker: async_sessionmaker[AsyncSession] | None,
         keys: KeyProvider | None,
         secrets_dir: Path | None,
+        *,
         check: Callable[[VenueCredentials], VenueCredentials] = check_credentials,
     ) -> None:
         self._sessionmaker = sessionmaker
