@@ -8,7 +8,6 @@ a refill so slow that none arrives during the test), so the expected count is ex
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,8 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from shared.auth.roles import Role
@@ -25,6 +22,7 @@ from shared.config import AetherSettings, Environment
 from shared.rate_limit import RATE_LIMITED, RouteClass, TokenBucketLimiter, limits_from, route_class
 from tests.helpers import own_database
 from tests.kit.auth import token
+from tests.kit.loopback import on_loopback
 from tests.kit.oms import paper_oms
 from tests.kit.paper import PaperMarket
 from tests.kit.toxiproxy import free_port
@@ -44,26 +42,6 @@ def module_database_url(database_url: str) -> Iterator[str]:
     """The OMS reconciles every account of its database at start-up: this module keeps its own."""
     with own_database(database_url, "s8_rate_limits") as url:
         yield url
-
-
-@asynccontextmanager
-async def on_loopback(app: FastAPI) -> AsyncIterator[str]:
-    """Serve an app whose lifespan already runs on a free loopback port; yields its URL."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", free_port()))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @asynccontextmanager
