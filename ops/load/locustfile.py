@@ -6,7 +6,8 @@
 Tokens are minted with the local signing key (`$AETHER_HOME/keys/private.pem`, which `aether up` creates): an
 operator for orders and reads, a director with a fresh TOTP proof for approvals. Each route is named by its
 template, so Locust's table and the summary printed at the end (RPS, p50, p99 per route) group them.
-`AETHER_LOAD_ACCOUNT` picks the trading account (default desk-1, as in the README walkthrough). Every user is
+`AETHER_LOAD_ACCOUNT` picks the paper account (default desk-1, as in the README walkthrough), funded once
+with the bootstrap admin token (`$AETHER_HOME/admin.token`). Every user is
 one principal: keep the users within the rate limits (`AETHER_RATE_LIMIT_*`) or expect 429s, which are reported
 as failures.
 """
@@ -61,6 +62,12 @@ class Trader(HttpUser):
     def on_start(self) -> None:
         self.headers = _bearer(f"load-trader-{uuid.uuid4().hex[:8]}", Role.OPERATOR)
         self.open_orders: list[str] = []
+        # The paper account exists from its first deposit; one reference, so every user's call deposits once.
+        admin = {"Authorization": f"Bearer {(_home() / 'admin.token').read_text().strip()}"}
+        deposit = {"asset": "USD", "amount": "100000000", "reference": "load-seed"}
+        self.client.post(
+            f"/accounts/{ACCOUNT}/paper/deposits", json=deposit, headers=admin, name="POST paper deposit (setup)"
+        )
 
     @task(4)
     def place(self) -> None:
