@@ -55,6 +55,17 @@ def _entry(name: str) -> ServiceEntry:
 
 
 @app.command()
+def openapi() -> None:
+    """Write every service's OpenAPI document to docs/api/<service>.json (sorted keys; unchanged files kept)."""
+    from aether.openapi import SNAPSHOT_DIR, write_snapshots
+
+    changed = write_snapshots()
+    for path in changed:
+        console.print(f"wrote {path.relative_to(SNAPSHOT_DIR.parent.parent)}")
+    console.print(f"{len(changed)} snapshot(s) changed in {SNAPSHOT_DIR}")
+
+
+@app.command()
 def migrate(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
     """Apply the database migrations (every schema, one Alembic tree)."""
     from shared.db.migrate import upgrade

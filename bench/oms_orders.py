@@ -76,7 +76,7 @@ def start_profiler(pid: int, path: str | None) -> subprocess.Popen[bytes] | None
         print("py-spy is not installed: no profile", file=sys.stderr)
         return None
     args = [py_spy, "record", "-p", str(pid), "-r", "100", "-f", "raw", "-o", path, "--nonblocking"]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603 - fixed argument list
 
 
 def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
@@ -95,7 +95,7 @@ def pgbench_insert_rate(database_url: str, seconds: int) -> float:
     args = [str(pgbench), "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", str(script)]
     args += ["-h", str(url.host), "-p", str(url.port), "-U", str(url.username), str(url.database)]
     env = {**os.environ, "PGPASSWORD": str(url.password)}
-    output = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603
+    output = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603 - fixed argument list
     line = next(line for line in output.splitlines() if line.startswith("tps"))
     return float(line.split("=")[1].split()[0])
 

@@ -35,6 +35,7 @@ from shared.observability.correlation import CorrelationIdMiddleware
 from shared.observability.logging import configure_logging, get_logger
 from shared.observability.metrics import MetricsMiddleware, mount_metrics
 from shared.observability.tracing import configure_tracing, shutdown_tracing
+from shared.rate_limit import RateLimitMiddleware, TokenBucketLimiter, limits_from
 from shared.readiness import DependencyCheck, KafkaProbe, kafka_check, postgres_check, redis_check, run_checks
 
 log = get_logger(__name__)
@@ -221,6 +222,7 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await _start_runtime(spec, settings)
         app.state.runtime = runtime
+        app.state.rate_limiter = TokenBucketLimiter(runtime.redis, limits_from(settings))
         # Revoked access tokens (logout, refresh-token reuse) are refused by every service: Redis `auth:revoked:<jti>`.
         app.state.token_verifier = verifier.with_revocation(redis_revocation_check(runtime.redis))
         log.info("service_started", service=spec.name, version=VERSION, env=settings.env.value)
@@ -246,6 +248,9 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, service=spec.name)
     app.add_middleware(CorrelationIdMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, default_bytes=settings.max_body_bytes, limits=spec.body_limits)
+    if settings.rate_limit_enabled:
+        # Outside the body limit: a flood is refused before its bodies are read.
+        app.add_middleware(RateLimitMiddleware, service=spec.name, verifier=verifier, limiter=lambda: _limiter_of(app))
     if settings.trusted_proxies:
         # X-Forwarded-For / -Proto are believed only from these peers (uvicorn's own handling is off, see cli serve).
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
@@ -254,6 +259,11 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     for router in spec.routers:
         app.include_router(router)
     return app
+
+
+def _limiter_of(app: FastAPI) -> TokenBucketLimiter | None:
+    limiter: TokenBucketLimiter | None = getattr(app.state, "rate_limiter", None)
+    return limiter
 
 
 def _mount_probes(app: FastAPI, settings: AetherSettings) -> None:

@@ -103,6 +103,17 @@ class AetherSettings(BaseSettings):
     trusted_proxies: list[str] = Field(default_factory=list, max_length=100)
     # Request bodies over this are refused with 413 (a route may set a smaller limit, ServiceSpec.body_limits).
     max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=64 * 1_048_576)
+    # Token buckets per principal and route class (shared.rate_limit, RELIABILITY S8): tokens per second and burst.
+    # High enough for a busy strategy; a deployment tightens them. Off only where no Redis is shared (never prod).
+    rate_limit_enabled: bool = True
+    rate_limit_orders_per_s: float = Field(default=200.0, gt=0, le=100_000)
+    rate_limit_orders_burst: int = Field(default=4_000, ge=1, le=1_000_000)
+    rate_limit_reports_per_s: float = Field(default=50.0, gt=0, le=100_000)
+    rate_limit_reports_burst: int = Field(default=500, ge=1, le=1_000_000)
+    rate_limit_login_per_s: float = Field(default=20.0, gt=0, le=100_000)
+    rate_limit_login_burst: int = Field(default=200, ge=1, le=1_000_000)
+    rate_limit_default_per_s: float = Field(default=500.0, gt=0, le=100_000)
+    rate_limit_default_burst: int = Field(default=5_000, ge=1, le=1_000_000)
 
     # Fields whose values are secrets and must never be development placeholders in production.
     secret_fields: ClassVar[tuple[str, ...]] = (
@@ -132,6 +143,8 @@ class AetherSettings(BaseSettings):
     def _production_guards(self) -> Self:
         if self.env is not Environment.PRODUCTION:
             return self
+        if not self.rate_limit_enabled:
+            raise ValueError(f"{env_name('rate_limit_enabled')}: rate limits cannot be turned off in production")
         for name in self.secret_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):

@@ -97,6 +97,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The token lacks the role or scope"},
     413: {"model": ErrorResponse, "description": "The request body is over the route's size limit"},
     422: {"model": ErrorResponse, "description": "The request does not satisfy the schema"},
+    429: {"model": ErrorResponse, "description": "Over the caller's rate limit for this route class (Retry-After)"},
 }
 
 

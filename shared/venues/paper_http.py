@@ -174,7 +174,7 @@ class PaperHttpVenue:
             finally:
                 self.connected.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop_event.wait(), timeout=delay_s * (0.5 + random.random()))  # noqa: S311
+                await asyncio.wait_for(stop_event.wait(), timeout=delay_s * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
             delay_s = min(delay_s * 2, RECONNECT_MAX_DELAY_S)
 
     async def _follow_once(self, stop_event: asyncio.Event) -> None:

@@ -29,6 +29,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(f"DELETE FROM {SCHEMA}.override_history WHERE NOT ({_known(ACTIONS[:2])})")  # noqa: S608
+    op.execute(f"DELETE FROM {SCHEMA}.override_history WHERE NOT ({_known(ACTIONS[:2])})")  # noqa: S608 - constant schema and action names, no input
     op.drop_constraint("action_known", "override_history", schema=SCHEMA, type_="check")
     op.create_check_constraint("action_known", "override_history", _known(ACTIONS[:2]), schema=SCHEMA)
