@@ -282,7 +282,9 @@ async def test_startup_reconciliation_runs_against_both_venues(
                 assert (got["status"], got["filled_quantity"]) == ("filled", "1"), got
             assert report.accounts_by_venue.get("kraken") == 1
             assert report.accounts_by_venue.get("paper", 0) >= 1
-            assert report.fills_applied >= 2
+            # The paper fill is applied by the start-up reconciliation; Kraken's by it or by the REST sync worker,
+            # which starts alongside it: each exactly once either way (fill_venues below).
+            assert report.fills_applied >= 1
             assert not report.not_ready.keys() & {on_paper, on_kraken}
             venues = await fill_venues(base, on_paper, on_kraken)
             assert venues == {on_paper: ["paper"], on_kraken: ["kraken"]}
