@@ -36,6 +36,9 @@ MODEL_ARTIFACT = "model"
 TAG_TRAINER = "aether.trainer"
 TAG_DATASET = "aether.dataset_version"
 TAG_CODE = "aether.code_version"
+TAG_FEATURES = "aether.features"  # the feature names, in the model's column order, comma-separated
+TAG_CLASSES = "aether.classes"  # the class names, in predict_proba's column order
+MODEL_TAGS = (TAG_TRAINER, TAG_DATASET, TAG_CODE, TAG_FEATURES, TAG_CLASSES)
 
 TrainerResolver = Callable[[str], type[Trainer]]
 
@@ -110,6 +113,8 @@ class LoadedModel:
     version: int
     run_id: str
     dataset_version: str
+    feature_names: tuple[str, ...]
+    classes: tuple[str, ...]
     trainer: Trainer
 
 
@@ -146,7 +151,14 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
     ) -> str:
         """Log one trained model as a run (params, metrics, dataset and code version, the saved model); its id."""
-        all_tags = {TAG_TRAINER: trainer.name, TAG_DATASET: dataset.version, TAG_CODE: code_version(), **(tags or {})}
+        all_tags = {
+            TAG_TRAINER: trainer.name,
+            TAG_DATASET: dataset.version,
+            TAG_CODE: code_version(),
+            TAG_FEATURES: ",".join(dataset.feature_names),
+            TAG_CLASSES: ",".join(dataset.classes),
+            **(tags or {}),
+        }
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         run_id = run.info.run_id
         try:
@@ -156,7 +168,6 @@ class Tracker:
                 "seed": trainer.seed,
                 "format_version": trainer.format_version,
                 "dataset.rows": len(dataset),
-                "dataset.features": ",".join(dataset.feature_names),
             }
             self.client.log_batch(
                 run_id,
@@ -183,7 +194,7 @@ class Tracker:
                 self.client.create_registered_model(name)
             except MlflowException:  # registered by another process meanwhile
                 self.client.get_registered_model(name)
-        tags = {key: run.data.tags[key] for key in (TAG_TRAINER, TAG_DATASET, TAG_CODE) if key in run.data.tags}
+        tags = {key: run.data.tags[key] for key in MODEL_TAGS if key in run.data.tags}
         version = self.client.create_model_version(
             name, source=f"{run.info.artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags
         )
@@ -226,6 +237,8 @@ class Tracker:
             version=int(version.version),
             run_id=str(version.run_id),
             dataset_version=version.tags.get(TAG_DATASET, ""),
+            feature_names=tuple(filter(None, version.tags.get(TAG_FEATURES, "").split(","))),
+            classes=tuple(filter(None, version.tags.get(TAG_CLASSES, "").split(","))),
             trainer=trainer,
         )
 

@@ -110,10 +110,12 @@ def kit_trainers(name: str) -> type[Trainer]:
     return TEST_TRAINERS[name]
 
 
-def synthetic_dataset(n: int = 600, *, seed: int = 1, shift: float = 0.0) -> Dataset:
+def synthetic_dataset(
+    n: int = 600, *, seed: int = 1, shift: float = 0.0, feature_names: tuple[str, ...] = FEATURES
+) -> Dataset:
     """Hourly rows; label "up" when 1.5*f0 - f1 (+ noise) > shift; each label window lasts 3 hours."""
     rng = np.random.default_rng(seed)
-    features = rng.normal(size=(n, len(FEATURES)))
+    features = rng.normal(size=(n, len(feature_names)))
     labels = (1.5 * features[:, 0] - features[:, 1] + rng.normal(scale=0.8, size=n) > shift).astype(np.int64)
     start = np.datetime64("2026-01-01T00:00:00", "us") + np.arange(n) * np.timedelta64(3600, "s")
     spec = DatasetSpec(
@@ -121,14 +123,14 @@ def synthetic_dataset(n: int = 600, *, seed: int = 1, shift: float = 0.0) -> Dat
         symbol="BTC/USD",
         start=datetime(2026, 1, 1, tzinfo=UTC),
         end=datetime(2026, 1, 1, tzinfo=UTC),
-        feature_set=FEATURES,
+        feature_set=feature_names,
         label={"method": "synthetic", "seed": seed, "n": n, "shift": shift},
     )
     return Dataset(
         spec=spec,
         version=f"synthetic-{seed}-{n}-{shift}",
         features=features,
-        feature_names=FEATURES,
+        feature_names=feature_names,
         labels=labels,
         classes=CLASSES,
         event_start=start.astype("datetime64[us]"),

@@ -10,6 +10,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +25,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ml.retrain import KEPT, PROMOTED, PromotionRule, retrain
 from ml.search import SearchError, check_search_space, open_study, purged_walk_forward, storage
+from ml.signals.strategy import FollowerConfig, SignalFollower
+from ml.signals.worker import SCHEMA, ModelMismatch, SignalWorker
 from ml.tracking import CHALLENGER, CHAMPION, Tracker, TrackingError, ensure_tracking_database, tracking_url_for
+from services.hitl.policy import ApprovalFacts, PolicyRules, RequestKind, needs_approval
 from shared.audit.log import audit_log
-from shared.db import sessionmaker_for
+from shared.contracts.approvals import ApprovalReason
+from shared.contracts.features import FeaturesComputed
+from shared.contracts.orders import SubmitOrder
+from shared.contracts.registry import new_envelope, parse_as
+from shared.contracts.signals import SignalPublished
+from shared.db import UnitOfWork, sessionmaker_for
+from shared.domain.types import OrderSide
+from shared.events import Envelope, EventTables
+from shared.events.topics import ML_SIGNALS, OMS_COMMANDS
 from tests.helpers import _drop_database
 from tests.ml_kit import (
     FIT_LOG_ENV,
@@ -211,3 +224,77 @@ def test_hpo_two_workers_one_killed_mid_trial_and_restarted(optuna_url: str, tmp
     for trial in finished:
         expected[str(trial.params["C"])] += len(trial.intermediate_values)
     assert fits == expected
+
+
+SIGNAL_FEATURES = ("ofi", "depth_imbalance", "spread_bps", "rv_5")
+
+
+def _features(**values: float | None) -> FeaturesComputed:
+    fields: dict[str, object] = dict.fromkeys(FeaturesComputed.model_fields)
+    fields.update(venue="paper", symbol="BTC/USD", bar_start=datetime(2026, 3, 1, tzinfo=UTC), bar_seconds=60)
+    fields.update(values)
+    return FeaturesComputed.model_validate(fields)
+
+
+async def _outbox(engine: AsyncEngine, topic: str) -> list[Envelope]:
+    tables = EventTables(SCHEMA)
+    async with engine.connect() as conn:
+        rows = await conn.execute(sa.select(tables.outbox.c.payload).where(tables.outbox.c.topic == topic))
+        return [Envelope.model_validate(row.payload) for row in rows]
+
+
+async def test_signals_from_features_and_a_low_confidence_order_goes_to_approval(
+    tracker: Tracker, engine: AsyncEngine
+) -> None:
+    dataset = synthetic_dataset(300, feature_names=SIGNAL_FEATURES)
+    trainer = LogisticTestTrainer({"C": 1.0})
+    trainer.fit(dataset.features, dataset.labels, dataset.weights)
+    version = tracker.register(tracker.log_training(trainer, dataset, {}), "signals-test")
+    tracker.set_alias("signals-test", CHAMPION, version)
+    champion = tracker.load("signals-test", CHAMPION, kit_trainers)
+    assert champion.feature_names == SIGNAL_FEATURES
+    assert champion.classes == ("down", "up")
+
+    sessions, tables = sessionmaker_for(engine), EventTables(SCHEMA)
+    worker = SignalWorker(tables, champion, horizon_s=3600)
+    strong = _features(ofi=3.0, depth_imbalance=-2.0, spread_bps=0.1, rv_5=0.2)  # clearly "up" (1.5*f0 - f1)
+    weak = _features(ofi=0.05, depth_imbalance=0.0, spread_bps=0.1, rv_5=0.2)  # close to a coin toss
+    incomplete = _features(ofi=1.0, depth_imbalance=None, spread_bps=0.1, rv_5=0.2)
+    async with UnitOfWork(sessions) as uow:
+        for message in (strong, weak, incomplete):
+            await worker.handle(uow.session, new_envelope(message, producer="analytics", aggregate_id="BTC/USD"))
+    assert worker.skipped_incomplete == 1
+    published = await _outbox(engine, ML_SIGNALS)
+    signals = [parse_as(SignalPublished, envelope) for envelope in published]
+    assert [s.label for s in signals] == ["up", "up"]
+    assert signals[0].probability > Decimal("0.9")
+    assert Decimal("0.5") <= signals[1].probability < Decimal("0.7")
+    assert {(s.model_name, s.model_version, s.horizon_s) for s in signals} == {("signals-test", version, 3600)}
+    expected = trainer.predict_proba(np.asarray([[3.0, -2.0, 0.1, 0.2]]))[0, 1]
+    assert signals[0].probability == Decimal(str(float(expected))).quantize(Decimal("0.000001"))
+
+    follower = SignalFollower(tables, FollowerConfig(account_id="acct-ml", quantity=Decimal("0.01")))
+    async with UnitOfWork(sessions) as uow:
+        for envelope in published:
+            await follower.handle(uow.session, envelope)
+    commands = [parse_as(SubmitOrder, envelope) for envelope in await _outbox(engine, OMS_COMMANDS)]
+    assert [c.order.side for c in commands] == [OrderSide.BUY, OrderSide.BUY]
+    assert [c.model_confidence for c in commands] == [s.probability for s in signals]
+    assert len({c.order.client_order_id for c in commands}) == 2
+
+    rules = PolicyRules(model_confidence_min=Decimal("0.7"))
+    decisions = [
+        needs_approval(rules, ApprovalFacts(kind=RequestKind.ORDER, model_confidence=c.model_confidence))
+        for c in commands
+    ]
+    assert decisions == [[], [ApprovalReason.LOW_MODEL_CONFIDENCE]]
+
+
+def test_a_model_whose_features_are_not_streamed_is_refused(tracker: Tracker) -> None:
+    dataset = synthetic_dataset(200)  # features f0..f3: not on the features topic
+    trainer = LogisticTestTrainer()
+    trainer.fit(dataset.features, dataset.labels, dataset.weights)
+    version = tracker.register(tracker.log_training(trainer, dataset, {}), "mismatch-test")
+    tracker.set_alias("mismatch-test", CHAMPION, version)
+    with pytest.raises(ModelMismatch, match="f0"):
+        SignalWorker(EventTables(SCHEMA), tracker.load("mismatch-test", CHAMPION, kit_trainers), horizon_s=60)
