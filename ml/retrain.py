@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ml.datasets import Dataset
-from ml.search import Fold, new_trainer, purged_walk_forward
+from ml.search import Fold, log_loss, new_trainer, purged_walk_forward
 from ml.tracking import CHALLENGER, CHAMPION, Tracker, TrainerResolver, code_version
 from ml.trainers.base import Trainer
 from shared import audit
@@ -71,7 +71,7 @@ class RetrainDecision:
 def score(proba: npt.NDArray[np.float64], labels: npt.NDArray[np.int64], n_classes: int) -> Score:
     """Log loss and AUC (one-vs-rest when more than two classes) of `proba` on `labels`."""
     classes = list(range(n_classes))
-    loss = float(log_loss(labels, proba, labels=classes))
+    loss = log_loss(labels, proba)
     if n_classes == 2:
         auc = float(roc_auc_score(labels, proba[:, 1]))
     else:

@@ -19,7 +19,6 @@ import optuna
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from sklearn.metrics import log_loss
 
 from ml.datasets import Dataset
 from ml.trainers.base import Trainer
@@ -64,6 +63,12 @@ def purged_walk_forward(dataset: Dataset, n_folds: int, *, min_train: int = 20) 
     return folds
 
 
+def log_loss(labels: npt.NDArray[np.int64], proba: npt.NDArray[np.float64]) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities clipped to [1e-15, 1])."""
+    picked = proba[np.arange(labels.shape[0]), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))
+
+
 def new_trainer(trainer_cls: type[Trainer], params: dict[str, Any], seed: int) -> Trainer:
     """A fresh, unfitted trainer (every trainer takes its parameters and seed)."""
     return trainer_cls(params, seed)  # type: ignore[call-arg]  # the protocol declares no constructor
@@ -73,7 +78,7 @@ def fold_log_loss(trainer: Trainer, dataset: Dataset, fold: Fold) -> float:
     """Train `trainer` on the fold's training rows and return its log loss on the test rows."""
     trainer.fit(dataset.features[fold.train], dataset.labels[fold.train], dataset.weights[fold.train])
     proba = trainer.predict_proba(dataset.features[fold.test])
-    return float(log_loss(dataset.labels[fold.test], proba, labels=list(range(len(dataset.classes)))))
+    return log_loss(dataset.labels[fold.test], proba)
 
 
 class _ProbeTrial:

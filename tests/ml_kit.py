@@ -1,5 +1,6 @@
-"""Test-only ML pieces: a small real trainer (scikit-learn's LogisticRegression behind the Trainer protocol) and a
-synthetic dataset whose label depends on its features, so that a trained model beats a planted bad one."""
+"""Test-only ML pieces: a small real trainer (L2 logistic regression fitted by Newton steps in numpy, behind the
+Trainer protocol; numpy only, so search worker processes start fast) and a synthetic dataset whose label depends on
+its features, so that a trained model beats a planted bad one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 
 from ml.datasets import Dataset, DatasetSpec
 from ml.trainers.base import SearchTrial, Trainer
@@ -34,7 +34,7 @@ class LogisticTestTrainer:
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 7) -> None:
         self.params = dict(params or {})
         self.seed = seed
-        self.model: LogisticRegression | None = None
+        self.weights: npt.NDArray[np.float64] | None = None  # one per feature, then the intercept
 
     def fit(
         self,
@@ -48,29 +48,36 @@ class LogisticTestTrainer:
             threading.Event().wait()  # hangs until the test kills the process
         if self.params.get("planted_noise"):
             labels = np.random.default_rng(self.seed).permutation(labels)
-        model = LogisticRegression(C=float(self.params.get("C", 1.0)), random_state=self.seed, max_iter=500)
-        model.fit(features, labels, sample_weight=weights)
-        self.model = model
+        x = np.hstack([features, np.ones((features.shape[0], 1))])
+        sample = np.ones(x.shape[0]) if weights is None else weights
+        penalty = np.eye(x.shape[1]) / float(self.params.get("C", 1.0))
+        penalty[-1, -1] = 0.0  # the intercept is not shrunk
+        w = np.zeros(x.shape[1])
+        for _ in range(25):
+            p = 1.0 / (1.0 + np.exp(-(x @ w)))
+            gradient = x.T @ (sample * (p - labels)) + penalty @ w
+            hessian = (x * (sample * p * (1 - p))[:, None]).T @ x + penalty
+            w = w - np.linalg.solve(hessian, gradient)
+        self.weights = w
         log = os.environ.get(FIT_LOG_ENV)
         if log:
             with open(log, "a") as out:
                 out.write(f"{os.getpid()} {self.params.get('C')}\n")
 
     def predict_proba(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        assert self.model is not None, "not fitted"
-        return np.asarray(self.model.predict_proba(features), dtype=np.float64)
+        assert self.weights is not None, "not fitted"
+        up = 1.0 / (1.0 + np.exp(-(features @ self.weights[:-1] + self.weights[-1])))
+        return np.column_stack([1.0 - up, up])
 
     def save(self, directory: Path) -> None:
-        assert self.model is not None, "not fitted"
+        assert self.weights is not None, "not fitted"
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "trainer": self.name,
             "format_version": self.format_version,
             "params": self.params,
             "seed": self.seed,
-            "coef": self.model.coef_.tolist(),
-            "intercept": self.model.intercept_.tolist(),
-            "classes": self.model.classes_.tolist(),
+            "weights": self.weights.tolist(),
         }
         (directory / "model.json").write_text(json.dumps(meta))
 
@@ -80,11 +87,7 @@ class LogisticTestTrainer:
         if meta.get("trainer") != cls.name or meta.get("format_version") != cls.format_version:
             raise ValueError(f"{directory}: not a {cls.name} v{cls.format_version} model")
         trainer = cls(meta["params"], meta["seed"])
-        model = LogisticRegression()
-        model.coef_ = np.asarray(meta["coef"], dtype=np.float64)
-        model.intercept_ = np.asarray(meta["intercept"], dtype=np.float64)
-        model.classes_ = np.asarray(meta["classes"])
-        trainer.model = model
+        trainer.weights = np.asarray(meta["weights"], dtype=np.float64)
         return trainer
 
     @classmethod

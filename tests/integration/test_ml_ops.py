@@ -185,7 +185,7 @@ def _worker(url: str, n_trials: int, env: dict[str, str]) -> subprocess.Popen[st
 
 
 def test_hpo_two_workers_one_killed_mid_trial_and_restarted(optuna_url: str, tmp_path: Path) -> None:
-    n_trials = 8
+    n_trials = 6
     hang, fit_log = tmp_path / "hang", tmp_path / "fits.log"
     victim = _worker(optuna_url, n_trials, {HANG_FILE_ENV: str(hang), FIT_LOG_ENV: str(fit_log)})
     deadline = time.monotonic() + 60
