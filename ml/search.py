@@ -3,7 +3,7 @@
 The study lives in its own database (`aether_optuna`: Optuna, like MLflow, keeps an `alembic_version` table of its
 own, which would collide with the platform's). Workers send a heartbeat; a trial whose worker died (killed, OOM,
 node lost) is marked failed by the next worker after the grace period and retried once with the same parameters
-(`RetryFailedTrialCallback`), so a study killed half-way resumes where it stood: no trial lost, none run twice.
+(`RetryHeartbeatStaleTrialCallback`), so a study killed half-way resumes where it stood: no trial lost, none run twice.
 Each trial scores the trainer's parameters on purged walk-forward folds and is pruned on the median of its peers.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -109,7 +109,7 @@ def storage(url: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S)
         engine_kwargs={"pool_pre_ping": True},
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
-        heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
 
 

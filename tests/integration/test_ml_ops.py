@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy as sa
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -212,7 +212,7 @@ def test_hpo_two_workers_one_killed_mid_trial_and_restarted(optuna_url: str, tmp
     trials = study.get_trials()
     failed = [t for t in trials if t.state is TrialState.FAIL]
     assert [t.number for t in failed] == [dead.number]
-    (retry,) = [t for t in trials if RetryFailedTrialCallback.retried_trial_number(t) == dead.number]
+    (retry,) = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
     assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retry.params == dead.params
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
