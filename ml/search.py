@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import optuna
+import psycopg
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from ml.datasets import Dataset
 from ml.trainers.base import Trainer
@@ -27,6 +29,7 @@ OPTUNA_DATABASE = "aether_optuna"
 HEARTBEAT_S = 5
 GRACE_S = 20
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_SCHEMA_LOCK = 0x0AE7_0715  # pg_advisory_lock key: Optuna's table creation
 
 
 class SearchError(ValueError):
@@ -103,14 +106,22 @@ def check_search_space(trainer_cls: type[Trainer]) -> None:
 
 
 def storage(url: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> RDBStorage:
-    """The shared study storage, with heartbeats and one retry of a dead worker's trial."""
-    return RDBStorage(
-        url,
-        engine_kwargs={"pool_pre_ping": True},
-        heartbeat_interval=heartbeat_s,
-        grace_period=grace_s,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-    )
+    """The shared study storage (PostgreSQL), with heartbeats and one retry of a dead worker's trial."""
+    # Optuna creates its tables on first use; workers starting together on a fresh database would race on
+    # CREATE TYPE/TABLE (a unique violation in pg_type), so that first use is serialized on an advisory lock.
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
 
 
 def open_study(rdb: RDBStorage, name: str) -> optuna.Study:
@@ -164,9 +175,12 @@ def run_search(
     ]
     if on_trial is not None:
         callbacks.append(on_trial)
+    optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING) with its parameters
     if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
-        optuna.storages.fail_stale_trials(study)
         study.optimize(objective, callbacks=callbacks, catch=())
+    # Retries queued after the count was reached still run: a killed trial is never dropped.
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.optimize(objective, n_trials=1, callbacks=callbacks[1:], catch=())
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = min(complete, key=lambda t: t.value if t.value is not None else np.inf) if complete else None
     return SearchResult(
