@@ -20,9 +20,14 @@ from shared.events.topics import ANALYTICS_FEATURE_EVENTS, ML_SIGNALS
 
 
 async def run_signals(
-    settings: AetherSettings, model: LoadedModel, *, horizon_s: int, follower: FollowerConfig | None
+    settings: AetherSettings,
+    model: LoadedModel,
+    *,
+    horizon_s: int,
+    follower: FollowerConfig | None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Score features into signals (and, with `follower`, turn signals into orders) until stopped."""
+    """Score features into signals (and, with `follower`, turn signals into orders) until `stop` (default: a signal)."""
     engine = create_engine(settings, application_name="aether-ml-signals")
     sessions = sessionmaker_for(engine)
     tables = event_tables(SCHEMA)
@@ -30,10 +35,10 @@ async def run_signals(
         bootstrap=settings.kafka_bootstrap, client_id="aether-ml", security_protocol=settings.kafka_security_protocol
     )
     relay = OutboxRelay(sessions, tables, producer)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     handlers: list[tuple[str, str, Handler]] = [
         ("ml.signals", ANALYTICS_FEATURE_EVENTS, SignalWorker(tables, model, horizon_s=horizon_s).handle)
     ]

@@ -3,11 +3,13 @@ entries, and the Optuna search shared by two worker processes, one of them SIGKI
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,11 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ml.retrain import KEPT, PROMOTED, PromotionRule, retrain
 from ml.search import SearchError, check_search_space, open_study, purged_walk_forward, storage
+from ml.signals.process import run_signals
 from ml.signals.strategy import FollowerConfig, SignalFollower
 from ml.signals.worker import SCHEMA, ModelMismatch, SignalWorker
 from ml.tracking import CHALLENGER, CHAMPION, Tracker, TrackingError, ensure_tracking_database, tracking_url_for
 from services.hitl.policy import ApprovalFacts, PolicyRules, RequestKind, needs_approval
 from shared.audit.log import audit_log
+from shared.config import AetherSettings
 from shared.contracts.approvals import ApprovalReason
 from shared.contracts.features import FeaturesComputed
 from shared.contracts.orders import SubmitOrder
@@ -37,9 +41,10 @@ from shared.contracts.registry import new_envelope, parse_as
 from shared.contracts.signals import SignalPublished
 from shared.db import UnitOfWork, sessionmaker_for
 from shared.domain.types import OrderSide
-from shared.events import Envelope, EventTables
-from shared.events.topics import ML_SIGNALS, OMS_COMMANDS
-from tests.helpers import _drop_database
+from shared.events import Envelope, EventProducer, EventTables
+from shared.events.topics import ANALYTICS_FEATURE_EVENTS, ML_SIGNALS, OMS_COMMANDS
+from tests.helpers import _drop_database, eventually
+from tests.kit.events import TopicReader
 from tests.ml_kit import (
     FIT_LOG_ENV,
     HANG_FILE_ENV,
@@ -299,3 +304,53 @@ def test_a_model_whose_features_are_not_streamed_is_refused(tracker: Tracker) ->
     tracker.set_alias("mismatch-test", CHAMPION, version)
     with pytest.raises(ModelMismatch, match="f0"):
         SignalWorker(EventTables(SCHEMA), tracker.load("mismatch-test", CHAMPION, kit_trainers), horizon_s=60)
+
+
+async def test_signals_process_over_kafka(tracker: Tracker, settings: AetherSettings) -> None:
+    dataset = synthetic_dataset(300, feature_names=SIGNAL_FEATURES)
+    trainer = LogisticTestTrainer({"C": 1.0})
+    trainer.fit(dataset.features, dataset.labels, dataset.weights)
+    version = tracker.register(tracker.log_training(trainer, dataset, {}), "process-test")
+    tracker.set_alias("process-test", CHAMPION, version)
+    champion = tracker.load("process-test", CHAMPION, kit_trainers)
+    symbol = f"ML{uuid.uuid4().hex[:6].upper()}/USD"  # this test's own: other tests publish features too
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    stop = asyncio.Event()
+    process = asyncio.create_task(
+        run_signals(
+            settings,
+            champion,
+            horizon_s=60,
+            follower=FollowerConfig(account_id=account, quantity=Decimal("0.5")),
+            stop=stop,
+        )
+    )
+    producer = EventProducer(bootstrap=settings.kafka_bootstrap, client_id="ml-test")
+    await producer.start()
+    try:
+        async with TopicReader(settings.kafka_bootstrap, OMS_COMMANDS) as commands:
+            features = _features(ofi=-3.0, depth_imbalance=2.0, spread_bps=0.1, rv_5=0.2).model_copy(
+                update={"symbol": symbol}
+            )
+            await producer.send(
+                ANALYTICS_FEATURE_EVENTS, new_envelope(features, producer="analytics", aggregate_id=symbol)
+            )
+
+            async def ours() -> list[SubmitOrder]:
+                parsed = [parse_as(SubmitOrder, e) for e in commands.seen if e.type == SubmitOrder.TYPE]
+                return [c for c in parsed if c.order.account_id == account]
+
+            async def arrived() -> bool:
+                commands._take(await commands.consumer.getmany(timeout_ms=200))
+                return bool(await ours())
+
+            await eventually(arrived, timeout_s=60, message="the follower's order")
+            (command,) = await ours()
+            assert command.order.symbol == symbol
+            assert command.order.side is OrderSide.SELL
+            assert command.model_confidence is not None
+            assert command.model_confidence > Decimal("0.9")
+    finally:
+        stop.set()
+        await asyncio.wait_for(process, timeout=30)
+        await producer.stop()
