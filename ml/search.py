@@ -9,6 +9,7 @@ Each trial scores the trainer's parameters on purged walk-forward folds and is p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,9 @@ def storage(url: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S)
     # Optuna creates its tables on first use; workers starting together on a fresh database would race on
     # CREATE TYPE/TABLE (a unique violation in pg_type), so that first use is serialized on an advisory lock.
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq, autocommit=True) as conn:
+    with psycopg.connect(libpq, autocommit=True) as conn, warnings.catch_warnings():
+        # Heartbeats and the retry callback are "experimental" in Optuna's terms (since 2.8); we rely on them knowingly.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
         try:
             return RDBStorage(
@@ -175,7 +178,9 @@ def run_search(
     ]
     if on_trial is not None:
         callbacks.append(on_trial)
-    optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING) with its parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial is queued again (WAITING) with its parameters
     if len(study.get_trials(deepcopy=False, states=FINISHED)) < n_trials:
         study.optimize(objective, callbacks=callbacks, catch=())
     # Retries queued after the count was reached still run: a killed trial is never dropped.
