@@ -12,6 +12,7 @@ from rich.console import Console
 
 from data.cli import app as data_app
 from data.replay.cli import app as feed_app
+from ml.cli import app as ml_app
 from ops.cli import app as ops_app
 from ops.stack_cli import app as stack_app
 from shared.audit.cli import app as audit_app
@@ -33,6 +34,7 @@ app.add_typer(
 )
 app.add_typer(ops_app, name="ops", help="Operations jobs: backup, restore, retention archiver, rollup refresh")
 app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality, backfills, sentiment")
+app.add_typer(ml_app, name="ml", help="Models: hyperparameter search, retraining, signals, MLflow UI")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

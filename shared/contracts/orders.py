@@ -16,7 +16,7 @@ from pydantic import Field, StrictBool, model_validator
 
 from shared.contracts.base import Contract, DecimalText, Identifier, Message, Text, Timestamp
 from shared.contracts.exits import ExitInstructions
-from shared.domain.money import PositiveDecimal
+from shared.domain.money import Fraction, PositiveDecimal
 from shared.domain.order_requests import OrderRequest
 from shared.domain.types import (
     AccountId,
@@ -75,6 +75,9 @@ class SubmitOrder(Message):
     TYPE = "SubmitOrder"
 
     order: OrderCreate
+    model_confidence: Fraction | None = Field(
+        default=None, description="a model-driven order's confidence (the approval policy's model_confidence_min)"
+    )
 
 
 class CancelOrder(Message):

@@ -29,6 +29,7 @@ from shared.contracts import (
     hedge,
     orders,
     risk,
+    signals,
 )
 from shared.contracts.base import ContractViolation, Message, outbox_payload
 from shared.contracts.marketdata import BookDelta, BookSnapshot, Trade
@@ -42,6 +43,7 @@ from shared.events.topics import (
     HITL_CONTROLS,
     HITL_DECISIONS,
     HITL_REQUEST_EVENTS,
+    ML_SIGNALS,
     OMS_BALANCE_EVENTS,
     OMS_CASHFLOW_EVENTS,
     OMS_COMMANDS,
@@ -108,6 +110,7 @@ CONTRACTS: Mapping[tuple[str, str], MessageModel] = MappingProxyType(
         (TRADE_EVENTS, Trade.TYPE): Trade,
         (ANALYTICS_ANOMALY_EVENTS, analytics.AnomalyDetected.TYPE): analytics.AnomalyDetected,
         (ANALYTICS_FEATURE_EVENTS, features.FeaturesComputed.TYPE): features.FeaturesComputed,
+        (ML_SIGNALS, signals.SignalPublished.TYPE): signals.SignalPublished,
     }
 )
 

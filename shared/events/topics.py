@@ -93,6 +93,8 @@ REPORTS_ALLOCATION_EVENTS = entity_events("reports", "allocation")  # allocator 
 ANALYTICS_ANOMALY_EVENTS = entity_events("analytics", "anomaly")
 # Issue 14: microstructure features of each closed bar (docs/features.md), keyed by symbol.
 ANALYTICS_FEATURE_EVENTS = entity_events("analytics", "feature")
+# Issue 16: the champion model's signals (shared/contracts/signals.py, docs/ml.md), keyed by symbol.
+ML_SIGNALS = validate_topic("ml.signals.v1")
 # Compacted (cleanup.policy=compact): the latest value of every control the OMS enforces, keyed by control
 # (shared/contracts/controls.py); created compacted by `ensure_compacted_topic` before anyone writes to them.
 RISK_CONTROLS = validate_topic("risk.controls.v1")

@@ -1,0 +1,245 @@
+"""`aether ml`: hyperparameter search, retraining, the signal worker and the MLflow UI (docs/ml.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ml.datasets import Dataset, DatasetSpec
+from shared.config import ConfigurationError, load_settings
+
+if TYPE_CHECKING:  # MLflow and Optuna are imported by the commands that use them (the `ml` extra)
+    from ml.tracking import MLSettings, Tracker
+    from ml.trainers.base import Trainer
+
+console = Console(stderr=True)
+app = typer.Typer(help="Models: search, retraining, signals, MLflow UI", no_args_is_help=True)
+
+TrainerOpt = Annotated[str, typer.Option(help="trainer name: lightgbm, xgboost, torch")]
+VenueOpt = Annotated[str, typer.Option(help="venue of the training data")]
+SymbolOpt = Annotated[str, typer.Option(help="symbol of the training data, e.g. BTC/USD")]
+StartOpt = Annotated[datetime, typer.Option(help="first bar (UTC, ISO 8601)")]
+EndOpt = Annotated[datetime, typer.Option(help="end of the range (UTC, ISO 8601, exclusive)")]
+FeaturesOpt = Annotated[str, typer.Option(help="comma-separated feature names (docs/features.md)")]
+LabelOpt = Annotated[str, typer.Option(help='labelling method and parameters as JSON, e.g. {"method": "forward"}')]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _settings() -> MLSettings:
+    from ml.tracking import MLSettings
+
+    try:
+        return load_settings(MLSettings)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _trainer(name: str) -> type[Trainer]:
+    from ml.tracking import TrackingError, platform_trainers
+
+    try:
+        return platform_trainers(name)
+    except (KeyError, ValueError, TrackingError) as exc:
+        raise _fail(f"--trainer: {exc}") from None
+
+
+def _spec(venue: str, symbol: str, start: datetime, end: datetime, features: str, label: str) -> DatasetSpec:
+    names = tuple(name.strip() for name in features.split(",") if name.strip())
+    if not names:
+        raise _fail("--features: name at least one feature")
+    try:
+        label_params = json.loads(label)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--label: not JSON ({exc.msg})") from None
+    if not isinstance(label_params, dict):
+        raise _fail("--label: a JSON object is expected")
+    return DatasetSpec(venue, symbol, start, end, names, label_params)
+
+
+def _dataset(settings: MLSettings, spec: DatasetSpec) -> Dataset:
+    """The dataset the platform's builder (`ml.datasets.build`) makes from the store for `spec`."""
+    build: Any = getattr(importlib.import_module("ml.datasets"), "build", None)
+    if build is None:
+        raise _fail("ml.datasets has no dataset builder (`build(settings, spec)`) in this build")
+    try:
+        result = build(settings, spec)
+        dataset: Dataset = asyncio.run(result) if asyncio.iscoroutine(result) else result
+    except ValueError as exc:
+        raise _fail(f"dataset: {exc}") from None
+    return dataset
+
+
+def _tracker(settings: MLSettings) -> Tracker:
+    from ml.tracking import Tracker, ensure_tracking_database
+
+    url = settings.tracking_url()
+    if settings.ml_tracking_url is None:
+        ensure_tracking_database(settings.database_url.get_secret_value(), url)
+    return Tracker(url, settings.ml_artifact_root, settings.ml_experiment)
+
+
+@app.command()
+def hpo(
+    trainer: TrainerOpt,
+    venue: VenueOpt,
+    symbol: SymbolOpt,
+    start: StartOpt,
+    end: EndOpt,
+    features: FeaturesOpt,
+    label: LabelOpt = '{"method": "forward"}',
+    study: Annotated[str, typer.Option(help="study name (workers on the same name share it)")] = "aether",
+    trials: Annotated[int, typer.Option(min=1, help="finished trials the study should hold")] = 50,
+    folds: Annotated[int, typer.Option(min=1, max=20, help="purged walk-forward folds")] = 3,
+) -> None:
+    """Work on a shared Optuna study (run it in as many processes as you like; a killed one can be restarted)."""
+    from ml.search import FINISHED, OPTUNA_DATABASE, SearchError, check_search_space, run_search, storage
+    from ml.tracking import ensure_tracking_database, tracking_url_for
+
+    spec = _spec(venue, symbol, start, end, features, label)
+    settings = _settings()
+    trainer_cls = _trainer(trainer)
+    try:
+        check_search_space(trainer_cls)
+    except SearchError as exc:
+        raise _fail(str(exc)) from None
+    dataset = _dataset(settings, spec)
+    url = tracking_url_for(settings.database_url.get_secret_value(), OPTUNA_DATABASE)
+    ensure_tracking_database(settings.database_url.get_secret_value(), url)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"study {study}", total=trials)
+
+        def advanced(study_: Any, _trial: Any) -> None:
+            progress.update(task, completed=min(trials, len(study_.get_trials(deepcopy=False, states=FINISHED))))
+
+        try:
+            result = run_search(
+                storage(url), study, trainer_cls, dataset, n_trials=trials, n_folds=folds, on_trial=advanced
+            )
+        except SearchError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"study {study}: {result.finished} trials finished; best {result.best_value} {result.best_params}")
+
+
+@app.command()
+def retrain(
+    trainer: TrainerOpt,
+    venue: VenueOpt,
+    symbol: SymbolOpt,
+    start: StartOpt,
+    end: EndOpt,
+    features: FeaturesOpt,
+    label: LabelOpt = '{"method": "forward"}',
+    params: Annotated[str, typer.Option(help="trainer parameters as JSON (e.g. a study's best)")] = "{}",
+    model: Annotated[str | None, typer.Option(help="registered model name (default AETHER_ML_MODEL_NAME)")] = None,
+    min_log_loss_gain: Annotated[
+        float, typer.Option(min=0, help="promote only if log loss improves this much")
+    ] = 0.002,
+    max_auc_drop: Annotated[float, typer.Option(min=0, help="and AUC drops no more than this")] = 0.0,
+) -> None:
+    """Train a challenger on new data; promote it to champion only if it beats the champion (audited)."""
+    from ml.retrain import PromotionRule
+    from ml.retrain import retrain as run_retrain
+    from ml.search import SearchError
+    from ml.tracking import TrackingError, platform_trainers
+    from shared.db import create_engine, sessionmaker_for
+
+    try:
+        trainer_params = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--params: not JSON ({exc.msg})") from None
+    if not isinstance(trainer_params, dict):
+        raise _fail("--params: a JSON object is expected")
+    spec = _spec(venue, symbol, start, end, features, label)
+    settings = _settings()
+    trainer_cls = _trainer(trainer)
+    dataset = _dataset(settings, spec)
+    tracker = _tracker(settings)
+
+    async def run() -> Any:
+        engine = create_engine(settings, application_name="aether-ml-retrain")
+        try:
+            return await run_retrain(
+                tracker,
+                sessionmaker_for(engine),
+                model_name=model or settings.ml_model_name,
+                trainer_cls=trainer_cls,
+                params=trainer_params,
+                dataset=dataset,
+                trainers=platform_trainers,
+                rule=PromotionRule(min_log_loss_gain=min_log_loss_gain, max_auc_drop=max_auc_drop),
+            )
+        finally:
+            await engine.dispose()
+
+    with console.status("training the challenger"):
+        try:
+            decision = asyncio.run(run())
+        except (SearchError, TrackingError) as exc:
+            raise _fail(str(exc)) from None
+    verdict = "[green]promoted[/green]" if decision.promoted else "[yellow]kept the champion[/yellow]"
+    console.print(f"{decision.model_name} v{decision.challenger_version}: {verdict} ({decision.reason})")
+
+
+@app.command()
+def signals(
+    model: Annotated[str | None, typer.Option(help="registered model name (default AETHER_ML_MODEL_NAME)")] = None,
+    horizon_s: Annotated[int, typer.Option(min=1, help="the model's label horizon in seconds")] = 3600,
+    account: Annotated[str | None, typer.Option(help="follow the signals with orders for this account")] = None,
+    quantity: Annotated[str, typer.Option(help="order quantity per signal (decimal)")] = "0.001",
+) -> None:
+    """Score streamed features with the champion into ml.signals.v1 (and, with --account, orders)."""
+    from ml.signals.process import run_signals
+    from ml.signals.strategy import FollowerConfig
+    from ml.signals.worker import ModelMismatch
+    from ml.tracking import CHAMPION, TrackingError, platform_trainers
+
+    settings = _settings()
+    follower = None
+    if account is not None:
+        try:
+            amount = Decimal(quantity)
+        except InvalidOperation:
+            raise _fail(f"--quantity: {quantity!r} is not a decimal number") from None
+        if not amount.is_finite() or amount <= 0:
+            raise _fail("--quantity: must be a positive decimal")
+        follower = FollowerConfig(account_id=account, quantity=amount)
+    name = model or settings.ml_model_name
+    try:
+        champion = _tracker(settings).load(name, CHAMPION, platform_trainers)
+        console.print(f"scoring with {name} v{champion.version} (champion)")
+        asyncio.run(run_signals(settings, champion, horizon_s=horizon_s, follower=follower))
+    except (TrackingError, ModelMismatch) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="listen port")] = 5000,
+) -> None:
+    """Open the MLflow UI on the platform's tracking database and artifact store."""
+    settings = _settings()
+    env = {
+        **os.environ,
+        # Through the environment, never the command line (the URL carries the database password).
+        "MLFLOW_BACKEND_STORE_URI": settings.tracking_url(),
+        "MLFLOW_DEFAULT_ARTIFACT_ROOT": settings.ml_artifact_root,
+    }
+    console.print(f"MLflow UI on http://{host}:{port}")
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port)]
+    os.execve(sys.executable, argv, env)  # noqa: S606 - fixed argument list, this interpreter
