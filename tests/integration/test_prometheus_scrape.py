@@ -1,5 +1,5 @@
 """Debian's Prometheus scrapes every service of the catalog on loopback and finds each target up; the rule files
-in deploy/prometheus/rules pass `promtool check rules`; the Grafana dashboard queries metrics the code exports.
+in the chart's files/prometheus-rules.yaml pass `promtool check rules`; the Grafana dashboard queries metrics the code exports.
 
 The services are the apps `create_app` builds, served by uvicorn; /metrics needs no backend, so their lifespans
 stay off here (the order path's own tests run them with PostgreSQL, Redis and Kafka). Prometheus comes from apt
@@ -30,7 +30,7 @@ from tests.helpers import eventually
 from tests.kit.loopback import on_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yaml"))
+RULES = [ROOT / "deploy" / "helm" / "aether-platform" / "files" / "prometheus-rules.yaml"]  # the chart includes it
 DASHBOARD = ROOT / "deploy" / "grafana" / "aether.json"
 
 
@@ -60,7 +60,7 @@ async def service_urls() -> AsyncIterator[dict[str, str]]:
 
 def test_rule_files_pass_promtool() -> None:
     promtool = _binary("promtool")
-    assert RULES, "no rule files in deploy/prometheus/rules"
+    assert all(path.exists() for path in RULES), RULES
     done = subprocess.run([promtool, "check", "rules", *map(str, RULES)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
