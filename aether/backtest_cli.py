@@ -27,6 +27,11 @@ console = Console(stderr=True)
 app = typer.Typer(help="Backtests on the paper venue's matching, fees, ledger and limits", no_args_is_help=True)
 
 
+@app.callback()
+def main() -> None:
+    """Backtests on the paper venue's matching, fees, ledger and limits."""
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)

@@ -76,7 +76,10 @@ def metrics(run: BacktestRun) -> dict[str, Any]:
     total_return = float(final / run.initial_equity - 1) if run.initial_equity > 0 else 0.0
     annual = None
     if duration > 0 and total_return > -1:
-        annual = (1 + total_return) ** (YEAR.total_seconds() / duration) - 1
+        try:
+            annual = (1 + total_return) ** (YEAR.total_seconds() / duration) - 1
+        except OverflowError:  # a few seconds of data compounded over a year: not a meaningful figure
+            annual = None
     calmar = annual / float(drawdown.fraction) if annual is not None and drawdown.fraction > 0 else None
     exposed = 0
     gross: list[float] = []
