@@ -44,8 +44,20 @@ from shared.domain.money import InstrumentSpec
 from shared.domain.order_requests import LIMIT_PRICED_TYPES
 from shared.domain.risk_limits import Exposure, OrderToCheck, RiskLimits, check_order
 from shared.domain.sim_orders import SimOrder
-from shared.domain.types import AccountId, Asset, Liquidity, OrderId, OrderSide, OrderType, Symbol, TimeInForce
+from shared.domain.types import (
+    AccountId,
+    Asset,
+    ClientOrderId,
+    Liquidity,
+    OrderId,
+    OrderSide,
+    OrderType,
+    Symbol,
+    TimeInForce,
+)
 from shared.marketdata import BookDelta, BookSnapshot, MarketData, Trade
+from shared.venues.base import VenueOrderRequest, VenueRejected
+from shared.venues.paper_settlement import validate_request
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -602,6 +614,23 @@ class BacktestEngine:
         self._flush_book(symbol, market)
         now = from_us(self.now_us)
         spec = self.spec(symbol)
+        request = VenueOrderRequest(
+            self.account,
+            ClientOrderId(order_id),
+            Symbol(symbol),
+            order.side,
+            order.type,
+            order.quantity,
+            order.limit_price,
+            order.trigger_price,
+            order.time_in_force,
+            order.post_only,
+        )
+        try:
+            validate_request(request, spec)  # the paper venue's own checks: lot, tick, minimums, price fields
+        except VenueRejected as exc:
+            self._close(record, "rejected", exc.code)
+            return
         try:
             asset, amount = self._reservation(market, spec, order)
             self.ledger = self.ledger.reserve(OrderId(order_id), asset, amount).ledger

@@ -283,3 +283,21 @@ def test_ema_cross_on_the_sample_end_to_end(tmp_path: Path) -> None:
     assert report.count("<svg") == 4
     assert "Fills on price BTC/USD" in report
     assert "ema_cross-1" in report
+
+
+def test_orders_the_paper_venue_would_refuse_are_refused() -> None:
+    class Sloppy(Strategy):
+        name = "sloppy"
+
+        def on_book(self, ctx: StrategyContext, book: OrderBook) -> None:
+            ctx.submit(SYMBOL, OrderSide.BUY, Decimal("0.000000001"))  # below Kraken's BTC/USD lot
+            ctx.submit(SYMBOL, OrderSide.BUY, Decimal("0.01"), type=OrderType.LIMIT, limit_price=Decimal("999.95"))
+            ctx.submit(SYMBOL, OrderSide.BUY, Decimal("100"))  # costs more than the account holds
+
+    run = BacktestEngine(_config(), Sloppy()).run([[_book(0, "1000.0", "1001.0")]])
+    assert [(o.status, o.reason) for o in run.orders] == [
+        ("rejected", "invalid_quantity"),
+        ("rejected", "invalid_price"),
+        ("rejected", "insufficient_funds"),
+    ]
+    assert run.fills == ()
