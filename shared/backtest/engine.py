@@ -658,6 +658,10 @@ class BacktestEngine:
 
     def _arrive_cancel(self, order_id: str) -> None:
         record = self._orders.get(order_id)
+        if record is not None and record.status == "submitted":
+            # The cancel overtook its order (latency jitter): the venue does not know the order yet.
+            self._tell(record, "cancel_rejected", None, "unknown_order")
+            return
         if record is None or record.status not in ("accepted", "triggered"):
             return
         market = self.markets[record.symbol]

@@ -22,7 +22,8 @@ from shared.marketdata import Trade
 
 @dataclass(frozen=True, slots=True)
 class OrderUpdate:
-    """A change of one of the strategy's orders: accepted, rejected, canceled, triggered or filled."""
+    """A change of one of the strategy's orders: accepted, rejected, denied (limits), canceled, triggered, filled, or
+    cancel_rejected (a cancel that reached the venue before its order: the order stays open)."""
 
     order_id: str
     symbol: str

@@ -61,5 +61,7 @@ class PassiveMarketMaker(Strategy):
         return order_id
 
     def on_order(self, ctx: StrategyContext, update: OrderUpdate) -> None:
-        if update.status not in OPEN:
+        if update.status == "cancel_rejected":  # the cancel overtook the quote: cancel again
+            ctx.cancel(update.order_id)
+        elif update.status not in OPEN:
             self._open.discard(update.order_id)
