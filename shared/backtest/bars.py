@@ -54,7 +54,7 @@ def _decimal(where: str, name: str, text: str) -> Decimal:
 
 def _timestamp(where: str, text: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text)  # Python 3.11 reads "Z" too
     except ValueError:
         raise BacktestInputError(f"{where}: start is not an ISO 8601 time: {text!r}") from None
     if value.tzinfo is None:

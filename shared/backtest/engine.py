@@ -469,12 +469,15 @@ class BacktestEngine:
     @staticmethod
     def _bar_events(stream: int, bars: Sequence[Bar]) -> Iterator[Event]:
         for number, bar in enumerate(bars):
-            yield (to_us(bar.start), _MARKET, stream, 2 * number, _BAR_BODY, bar)
-            yield (to_us(bar.end), _BAR_END, stream, 2 * number + 1, _BAR_DELIVER, bar)
+            start = to_us(bar.start)
+            end = start + (bar.end - bar.start) // MICROSECOND
+            yield (start, _MARKET, stream, 2 * number, _BAR_BODY, (bar, end))
+            yield (end, _BAR_END, stream, 2 * number + 1, _BAR_DELIVER, bar)
 
-    def _bar_body(self, bar: Bar) -> None:
+    def _bar_body(self, payload: tuple[Bar, int]) -> None:
         """A bar's synthetic book and prints; at once (only the closing book kept) when nothing can happen inside."""
-        start, end = self.now_us, to_us(bar.end)
+        bar, end = payload
+        start = self.now_us
         step = (end - start) // 4
         depth = max(bar.volume, self.config.bar_book.min_depth)
         market = self.markets[bar.symbol]
@@ -484,20 +487,25 @@ class BacktestEngine:
             return
         first, second = (bar.low, bar.high) if bar.close >= bar.open else (bar.high, bar.low)
         self._handle(_BAR_BOOK, (bar.symbol, bar.open, depth))
-        for offset, kind, payload in (
+        inside: tuple[tuple[int, int, tuple[object, ...]], ...] = (
             (step, _BAR_PRINT, (bar.symbol, first, depth, bar.open)),
             (2 * step, _BAR_PRINT, (bar.symbol, second, depth, first)),
             (3 * step, _BAR_PRINT, (bar.symbol, bar.close, depth, second)),
             (3 * step, _BAR_BOOK, (bar.symbol, bar.close, depth)),
-        ):
+        )
+        for offset, kind, event in inside:
             self._arrivals += 1
-            heapq.heappush(self._heap, (start + offset, _MARKET, -1, self._arrivals, kind, payload))
+            heapq.heappush(self._heap, (start + offset, _MARKET, -1, self._arrivals, kind, event))
 
     # --- event handling -------------------------------------------------------------------------------------
 
     def _handle(self, kind: int, payload: Any) -> None:  # noqa: C901  # one flat dispatch: the hot loop
         if kind == _BAR_BODY:
             self._bar_body(payload)
+        elif kind == _BAR_DELIVER:
+            bar: Bar = payload
+            self._prices[bar.symbol] = bar.close
+            self.strategy.on_bar(self.ctx, bar)
         elif kind == _BAR_PRINT:
             symbol, price, depth, previous = payload
             market = self.markets[symbol]
@@ -511,10 +519,6 @@ class BacktestEngine:
             market = self.markets[symbol]
             if market.has_orders or market.has_consumption:
                 self._flush_book(symbol, market)
-        elif kind == _BAR_DELIVER:
-            bar: Bar = payload
-            self._prices[bar.symbol] = bar.close
-            self.strategy.on_bar(self.ctx, bar)
         elif kind == _TRADE:
             self._on_trade(payload)
         elif kind in (_SNAPSHOT, _DELTA):
