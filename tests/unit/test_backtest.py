@@ -20,6 +20,7 @@ from shared.backtest.strategies import make_strategy
 from shared.backtest.strategies.ema_cross import EmaCross
 from shared.backtest.strategy import Fill, Strategy, StrategyContext
 from shared.domain.book import OrderBook
+from shared.domain.risk_limits import RiskLimits
 from shared.domain.types import OrderSide, OrderType
 from shared.marketdata import BookSnapshot, Level, MarketData, Trade
 from shared.venues.instruments import venue_precision
@@ -301,3 +302,15 @@ def test_orders_the_paper_venue_would_refuse_are_refused() -> None:
         ("rejected", "insufficient_funds"),
     ]
     assert run.fills == ()
+
+
+def test_pre_trade_limits_deny_before_the_order_leaves() -> None:
+    data: list[MarketData] = [_book(0, "1000.0", "1001.0"), _book(1, "1100.0", "1101.0"), _book(2, "1049.9", "1050.1")]
+    strategy = Scripted({0: (OrderSide.BUY, "1"), 1: (OrderSide.SELL, "1"), 2: (OrderSide.BUY, "2")})
+    run = BacktestEngine(_config(limits=RiskLimits(max_order_notional=Decimal(1500))), strategy).run([data])
+    assert [(o.status, o.reason) for o in run.orders] == [
+        ("filled", None),
+        ("filled", None),
+        ("denied", "max_order_notional"),  # 2 x mid 1050.0 = 2100 > 1500
+    ]
+    assert len(run.fills) == 2
