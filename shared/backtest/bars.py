@@ -64,6 +64,25 @@ def _timestamp(where: str, text: str) -> datetime:
 
 def parse_bar(where: str, row: Sequence[str], interval: timedelta) -> Bar:
     """One CSV row as a Bar; `BacktestInputError` naming `where` and the field when it is malformed."""
+    try:  # the common, well-formed row in one go; anything odd takes the field-by-field path for its message
+        if len(row) == len(BAR_COLUMNS) and row[1]:
+            start = datetime.fromisoformat(row[0])
+            open_, high, low, close, volume = (Decimal(text) for text in row[2:])
+            if (
+                start.tzinfo is not None
+                and 0 < low <= min(open_, close)
+                and max(open_, close) <= high
+                and high.is_finite()
+                and volume.is_finite()
+                and volume >= 0
+            ):
+                return Bar(row[1], start, start + interval, open_, high, low, close, volume)
+    except (ValueError, ArithmeticError):
+        pass
+    return _parse_bar_slowly(where, row, interval)
+
+
+def _parse_bar_slowly(where: str, row: Sequence[str], interval: timedelta) -> Bar:
     if len(row) != len(BAR_COLUMNS):
         raise BacktestInputError(f"{where}: expected {len(BAR_COLUMNS)} fields, got {len(row)}")
     start = _timestamp(where, row[0])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from aether.backtest_cli import app
 from data.replay.source import load_file
-from shared.backtest.bars import BacktestInputError, Bar, write_bars
+from shared.backtest.bars import BacktestInputError, Bar, parse_bar, write_bars
 from shared.backtest.engine import BacktestConfig, BacktestEngine, BacktestRun, Latency
 from shared.backtest.results import max_drawdown, metrics, to_json
 from shared.backtest.strategies import make_strategy
@@ -314,3 +314,18 @@ def test_pre_trade_limits_deny_before_the_order_leaves() -> None:
         ("denied", "max_order_notional"),  # 2 x mid 1050.0 = 2100 > 1500
     ]
     assert len(run.fills) == 2
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (["2026-01-01T00:00:00", SYMBOL, "10", "12", "9", "11", "1"], "start needs a UTC offset"),
+        (["2026-01-01T00:00:00Z", SYMBOL, "10", "12", "9", "11", "x"], "volume is not a decimal: 'x'"),
+        (["2026-01-01T00:00:00Z", SYMBOL, "10", "Infinity", "9", "11", "1"], "high must be a finite"),
+        (["2026-01-01T00:00:00Z", SYMBOL, "10", "12", "9", "13", "1"], "need low <= open, close <= high"),
+        (["2026-01-01T00:00:00Z", "", "10", "12", "9", "11", "1"], "symbol is empty"),
+    ],
+)
+def test_a_bad_bar_row_is_named(row: list[str], message: str) -> None:
+    with pytest.raises(BacktestInputError, match=f"bars.csv:7: {message}"):
+        parse_bar("bars.csv:7", row, timedelta(minutes=1))
