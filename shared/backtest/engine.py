@@ -166,6 +166,10 @@ class BacktestRun:
     ended_at: datetime | None
 
 
+class _Refused(Exception):
+    """An order the venue refuses before it reaches the book; the message is the reason code."""
+
+
 @dataclass(slots=True)
 class _Order:
     order: SimOrder
@@ -641,6 +645,9 @@ class BacktestEngine:
         except InsufficientBalance:
             self._close(record, "rejected", "insufficient_funds")
             return
+        except _Refused as exc:
+            self._close(record, "rejected", str(exc))
+            return
         except (LedgerError, ValueError) as exc:
             self._close(record, "rejected", getattr(exc, "code", None) or "invalid_order")
             return
@@ -652,12 +659,14 @@ class BacktestEngine:
         rate = self.schedule.rate(Liquidity.TAKER, self._volume_30d())
         if order.type is OrderType.MARKET:
             if market.book.updated_at is None:
-                raise LedgerError("no_market_data")
+                raise _Refused("no_market_data")
             levels = market.free_levels(OrderSide.BUY)
+            if not levels:
+                raise _Refused("no_liquidity")
             return Asset(spec.quote), walked_reservation(levels, order.quantity, rate, spec).amount
         price = order.limit_price if order.type in LIMIT_PRICED_TYPES else order.trigger_price
         if price is None:
-            raise LedgerError("invalid_price")
+            raise _Refused("invalid_price")
         return Asset(spec.quote), required_reservation(OrderSide.BUY, order.quantity, price, rate, spec).amount
 
     def _arrive_cancel(self, order_id: str) -> None:

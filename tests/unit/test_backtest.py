@@ -291,15 +291,21 @@ def test_orders_the_paper_venue_would_refuse_are_refused() -> None:
         name = "sloppy"
 
         def on_book(self, ctx: StrategyContext, book: OrderBook) -> None:
+            if book.symbol != SYMBOL:
+                return
             ctx.submit(SYMBOL, OrderSide.BUY, Decimal("0.000000001"))  # below Kraken's BTC/USD lot
             ctx.submit(SYMBOL, OrderSide.BUY, Decimal("0.01"), type=OrderType.LIMIT, limit_price=Decimal("999.95"))
             ctx.submit(SYMBOL, OrderSide.BUY, Decimal("100"))  # costs more than the account holds
+            ctx.submit("ETH/USD", OrderSide.BUY, Decimal("1"))  # no ETH/USD book yet
 
-    run = BacktestEngine(_config(), Sloppy()).run([[_book(0, "1000.0", "1001.0")]])
+    streams: list[list[MarketData]] = [[_book(0, "1000.0", "1001.0")]]
+    streams.append([_book(5, "3000.00", "3001.00").model_copy(update={"symbol": "ETH/USD"})])
+    run = BacktestEngine(_config(), Sloppy()).run(streams)
     assert [(o.status, o.reason) for o in run.orders] == [
         ("rejected", "invalid_quantity"),
         ("rejected", "invalid_price"),
         ("rejected", "insufficient_funds"),
+        ("rejected", "no_market_data"),
     ]
     assert run.fills == ()
 
