@@ -9,7 +9,8 @@ same strategy: EMA(12) / EMA(26) cross on closes, long 0.01 BTC on a golden cros
 - backtrader (the peer): `GenericCSVData` of the same file -> `Cerebro` with `bt.ind.EMA` and `bt.ind.CrossOver`,
   market orders, default broker (fills at the next bar's open), `preload` and `runonce` on (its fastest mode).
 
-Events/s = bars / wall time of load + run, best of `--repeat`. Target: Aether >= 5x backtrader.
+Events/s = bars / wall time of load + run, best of `--repeat`; events per CPU second too (both sides are single
+threaded: on a shared, loaded machine the CPU figures are the stable ones). Target: Aether >= 5x backtrader.
 
 backtrader is a bench-only dependency, installed outside the platform's venv on first use with
 `pip install --target .aether/bench/backtrader backtrader==1.9.78.123` (pure Python, no dependencies needed for a
@@ -64,14 +65,14 @@ def generate(path: Path, days: int, seed: int) -> int:
     return write_bars(bars(), path)
 
 
-def run_aether(path: Path) -> tuple[float, int, int]:
-    """(seconds, bars, fills) of load + run."""
-    began = time.perf_counter()
+def run_aether(path: Path) -> tuple[float, float, int, int]:
+    """(wall seconds, CPU seconds, bars, fills) of load + run."""
+    began, cpu = time.perf_counter(), time.process_time()
     bars = read_bars(path, MINUTE)
     config = BacktestConfig(specs=venue_precision("kraken").specs(), initial_balances={"USD": Decimal(1_000_000)})
     strategy = EmaCross(fast=Decimal(FAST), slow=Decimal(SLOW), quantity=QUANTITY)
     run = BacktestEngine(config, strategy).run([bars], bar_interval=MINUTE)
-    return time.perf_counter() - began, len(bars), len(run.fills)
+    return time.perf_counter() - began, time.process_time() - cpu, len(bars), len(run.fills)
 
 
 def ensure_backtrader() -> None:
@@ -82,8 +83,8 @@ def ensure_backtrader() -> None:
     sys.path.insert(0, str(PEER_DIR))
 
 
-def run_backtrader(path: Path) -> tuple[float, int, int]:
-    """(seconds, bars, orders) of load + run in backtrader."""
+def run_backtrader(path: Path) -> tuple[float, float, int, int]:
+    """(wall seconds, CPU seconds, bars, orders) of load + run in backtrader."""
     import backtrader as bt  # type: ignore[import-not-found]  # bench-only, installed by ensure_backtrader
 
     class EmaCrossBt(bt.Strategy):  # type: ignore[misc]
@@ -99,7 +100,7 @@ def run_backtrader(path: Path) -> tuple[float, int, int]:
                 self.close()
                 self.orders += 1
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     cerebro = bt.Cerebro(stdstats=False)
     data = bt.feeds.GenericCSVData(
         dataname=str(path),
@@ -117,7 +118,7 @@ def run_backtrader(path: Path) -> tuple[float, int, int]:
     cerebro.addstrategy(EmaCrossBt)
     cerebro.broker.setcash(1_000_000.0)
     strategy = cerebro.run(preload=True, runonce=True)[0]
-    return time.perf_counter() - began, len(data), strategy.orders
+    return time.perf_counter() - began, time.process_time() - cpu, len(data), strategy.orders
 
 
 def main() -> None:
@@ -134,20 +135,24 @@ def main() -> None:
         generate(path, args.days, args.seed)
     ours = min((run_aether(path) for _ in range(args.repeat)), key=lambda r: r[0])
     peer = min((run_backtrader(path) for _ in range(args.repeat)), key=lambda r: r[0])
-    aether_rate, peer_rate = ours[1] / ours[0], peer[1] / peer[0]
+    aether_rate, peer_rate = ours[2] / ours[0], peer[2] / peer[0]
+    aether_cpu_rate, peer_cpu_rate = ours[2] / ours[1], peer[2] / peer[1]
     print(
         json.dumps(
             {
                 "bench": "backtest_ema_cross_1m_bars",
-                "bars": ours[1],
+                "bars": ours[2],
                 "aether_events_per_s": round(aether_rate),
+                "aether_events_per_cpu_s": round(aether_cpu_rate),
                 "aether_seconds": round(ours[0], 2),
-                "aether_fills": ours[2],
+                "aether_fills": ours[3],
                 "backtrader_events_per_s": round(peer_rate),
+                "backtrader_events_per_cpu_s": round(peer_cpu_rate),
                 "backtrader_seconds": round(peer[0], 2),
-                "backtrader_bars": peer[1],
-                "backtrader_orders": peer[2],
+                "backtrader_bars": peer[2],
+                "backtrader_orders": peer[3],
                 "ratio": round(aether_rate / peer_rate, 2),
+                "cpu_ratio": round(aether_cpu_rate / peer_cpu_rate, 2),
                 "target_ratio": 5,
                 "met": aether_rate >= 5 * peer_rate,
             }
