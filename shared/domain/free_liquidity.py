@@ -41,6 +41,10 @@ class FreeLiquidity:
         """Forget all consumption (the engine was rebuilt)."""
         self._consumed.clear()
 
+    def __bool__(self) -> bool:
+        """Whether our orders took anything the book still shows."""
+        return bool(self._consumed)
+
     def consumed(self) -> list[tuple[OrderSide, Decimal, Decimal]]:
         """(book side, price, quantity we took) per level, in a stable order (for the engine's saved state)."""
         return [(side, price, quantity) for (side, price), quantity in sorted(self._consumed.items())]

@@ -261,6 +261,16 @@ class MatchingEngine:
             return []
         return takes
 
+    @property
+    def has_orders(self) -> bool:
+        """Whether an order rests, waits for its trigger or is delayed (else a trade print changes nothing)."""
+        return bool(self._pending) or len(self._resting) > 0 or len(self._stops) > 0
+
+    @property
+    def has_consumption(self) -> bool:
+        """Whether our orders took liquidity the book still shows (else a snapshot only replaces the book)."""
+        return bool(self._liquidity)
+
     # --- market data ---------------------------------------------------------------------------------------
 
     def on_book_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], now: datetime) -> list[ExecutionReport]:

@@ -60,6 +60,9 @@ class RestingOrders:
     def __contains__(self, order_id: str) -> bool:
         return order_id in self._by_id
 
+    def __len__(self) -> int:
+        return len(self._by_id)
+
     def __iter__(self) -> Iterator[RestingOrder]:
         return iter(self._by_id.values())
 
@@ -108,6 +111,9 @@ class StopTriggers:
 
     def __contains__(self, order_id: str) -> bool:
         return order_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
     def __iter__(self) -> Iterator[WaitingStop]:
         return iter(self._by_id.values())
