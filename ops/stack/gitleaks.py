@@ -54,7 +54,7 @@ def _tracked_copy(root: Path, into: Path) -> None:
     # The files git tracks or would track (caches, virtual environments and the stack's home are ignored), as
     # they are in the working tree: what a commit would publish.
     listed = subprocess.run(  # noqa: S603 - fixed argument list
-        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
+        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607 - git from PATH, as every developer runs it
         capture_output=True,
         check=True,
     )
