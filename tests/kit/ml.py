@@ -3,6 +3,7 @@ engine), and the dataset the ML tests build from them."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -21,8 +22,10 @@ FEATURE_SET = ("spread_bps", "depth_imbalance", "ofi", "signed_volume", "trade_i
 LABEL = {"method": "triple_barrier", "horizon": 10, "profit_take": 1.5, "stop_loss": 1.5, "vol_window": 20}
 
 
-def replayed_bars(symbol: str, bars: int, *, seed: int = 11) -> list[FeatureBar]:
-    """About `bars` closed one-minute feature bars of a seeded synthetic market (one market step per 20 s)."""
+@functools.cache
+def replayed_bars(symbol: str, bars: int, *, seed: int = 11) -> tuple[FeatureBar, ...]:
+    """About `bars` closed one-minute feature bars of a seeded synthetic market (one market step per 20 s; cached:
+    the same arguments give the same bars)."""
     market = SyntheticMarket(symbol=symbol, seed=seed, start_at=START, step_s=20.0, volatility=0.0008)
     stream = FeatureStream()
     closed: list[FeatureBar] = []
@@ -31,7 +34,7 @@ def replayed_bars(symbol: str, bars: int, *, seed: int = 11) -> list[FeatureBar]
         if message.timestamp >= end:
             break
         closed.extend(stream.on_message(message))
-    return closed + stream.flush()
+    return (*closed, *stream.flush())
 
 
 def spec(symbol: str, bars: int, label: dict[str, object] | None = None) -> DatasetSpec:
