@@ -38,6 +38,13 @@ def spec_json(spec: DatasetSpec) -> str:
     for name, value in (("start", spec.start), ("end", spec.end)):
         if value.tzinfo is None:
             raise DatasetError(f"spec.{name} must be timezone-aware, got {value.isoformat()}")
+    try:
+        return _canonical(spec)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"spec.label must be JSON (strings, numbers, booleans): {exc}") from None
+
+
+def _canonical(spec: DatasetSpec) -> str:
     return json.dumps(
         {
             "venue": spec.venue,
@@ -50,6 +57,7 @@ def spec_json(spec: DatasetSpec) -> str:
         },
         sort_keys=True,
         separators=(",", ":"),
+        allow_nan=False,
     )
 
 

@@ -116,5 +116,7 @@ def test_bad_specs_name_what_is_wrong() -> None:
         from_bars(_spec(), bars, price, features, min_samples=100)
     with pytest.raises(DatasetError, match=r"label\.horizon"):
         from_bars(_spec(label={"method": "forward_return", "horizon": -2}), bars, price, features)
+    with pytest.raises(DatasetError, match=r"spec\.label must be JSON"):
+        from_bars(_spec(label={"method": "forward_return", "threshold": float("nan")}), bars, price, features)
     with pytest.raises(DatasetError, match="time order"):
         from_bars(_spec(), bars[::-1], price, features)
