@@ -4,11 +4,12 @@ Workload: a seeded SYNTHETIC matrix (numpy, not market data) of `--rows` rows (d
 overrides, e.g. 50000 for a quick run) x `--features` (default 40) float64 features, binary labels from a noisy
 linear signal, uniform sample weights. For each library, in the same run and on the same matrix:
 
-- ours: `trainer(name)(params, seed).fit(X, y, w)` (input checks, the library's data structure, the library's train);
+- ours: `create(name, params).fit(X, y, w)` (input checks, the library's data structure, the library's train);
 - peer: `lgb.train(p, lgb.Dataset(X, y, weight=w), rounds)` / `xgb.train(p, xgb.DMatrix(X, y, weight=w), rounds)`
   with `p` the very parameters our trainer hands the library (`library_params`), so both train the same model.
 
-Each side runs `--repeat` times, alternating ours/peer; the line reports each side's best wall time and the
+A small untimed warm-up fit of each side comes first (library initialisation, thread pools); then each side runs
+`--repeat` times, alternating which goes first; the line reports each side's best wall time and the
 overhead ours / peer - 1 (target <= 10 %), and whether both models predict bit for bit the same probabilities.
 Prints one JSON line. Needs no stack; needs the `ml` extra (lightgbm, xgboost).
 """
@@ -27,7 +28,9 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-from ml.trainers import trainer
+from ml.trainers import create
+from ml.trainers.lightgbm import LightGBMTrainer
+from ml.trainers.xgboost import XGBoostTrainer
 
 TARGET_OVERHEAD = 0.10
 
@@ -43,16 +46,23 @@ def _best(runs: list[float]) -> float:
     return min(runs)
 
 
+Fit = Callable[[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.float64]], Any]
+
+
 def _compare(
-    name: str, ours: Callable[[], Any], peer: Callable[[], Any], repeat: int
-) -> tuple[dict[str, float], Any, Any]:
-    """Best wall seconds of each side over `repeat` alternating runs, and each side's last model."""
+    name: str, ours: Fit, peer: Fit, data: tuple[Any, Any, Any], repeat: int
+) -> tuple[dict[str, Any], Any, Any]:
+    """Best wall seconds of each side over `repeat` alternating runs after a warm-up, and each side's last model."""
+    warm = tuple(part[:10_000] for part in data)
+    ours(*warm)
+    peer(*warm)
     times: dict[str, list[float]] = {"ours": [], "peer": []}
     models: dict[str, Any] = {}
-    for _ in range(repeat):
-        for side, run in (("ours", ours), ("peer", peer)):
+    sides = [("ours", ours), ("peer", peer)]
+    for index in range(repeat):
+        for side, run in sides if index % 2 == 0 else sides[::-1]:  # alternate who goes first
             started = time.perf_counter()
-            models[side] = run()
+            models[side] = run(*data)
             times[side].append(time.perf_counter() - started)
     best = {side: _best(values) for side, values in times.items()}
     return {f"{name}_ours_s": round(best["ours"], 3), f"{name}_peer_s": round(best["peer"], 3),
@@ -76,35 +86,34 @@ def main() -> None:
                             "features": args.features, "rounds": args.rounds}  # fmt: skip
 
     lgb_params = {"num_boost_round": args.rounds, "num_threads": args.threads}
-    lgb_model = trainer("lightgbm")(lgb_params, 0)  # type: ignore[call-arg]
-    lgb_peer_params = lgb_model.library_params(2)  # type: ignore[attr-defined]
+    lgb_peer_params = LightGBMTrainer(lgb_params).library_params(2)
 
-    def lgb_ours() -> Any:
-        model = trainer("lightgbm")(lgb_params, 0)  # type: ignore[call-arg]
+    def lgb_ours(x: Any, y: Any, w: Any) -> Any:
+        model = create("lightgbm", lgb_params)
         model.fit(x, y, w)
         return model
 
-    def lgb_peer() -> Any:
+    def lgb_peer(x: Any, y: Any, w: Any) -> Any:
         data = lgb.Dataset(x, label=y, weight=w, params={"verbosity": -1}, free_raw_data=True)
         return lgb.train(lgb_peer_params, data, num_boost_round=args.rounds)
 
-    figures, ours, peer = _compare("lightgbm", lgb_ours, lgb_peer, args.repeat)
+    figures, ours, peer = _compare("lightgbm", lgb_ours, lgb_peer, (x, y, w), args.repeat)
     line.update(figures)
     line["lightgbm_identical_predictions"] = bool(np.array_equal(ours.predict_proba(probe)[:, 1], peer.predict(probe)))
 
     xgb_params = {"num_boost_round": args.rounds, "nthread": args.threads}
-    xgb_peer_params = trainer("xgboost")(xgb_params, 0).library_params(2)  # type: ignore[call-arg, attr-defined]
+    xgb_peer_params = XGBoostTrainer(xgb_params).library_params(2)
 
-    def xgb_ours() -> Any:
-        model = trainer("xgboost")(xgb_params, 0)  # type: ignore[call-arg]
+    def xgb_ours(x: Any, y: Any, w: Any) -> Any:
+        model = create("xgboost", xgb_params)
         model.fit(x, y, w)
         return model
 
-    def xgb_peer() -> Any:
+    def xgb_peer(x: Any, y: Any, w: Any) -> Any:
         data = xgb.DMatrix(x, label=y, weight=w, nthread=args.threads or -1)
         return xgb.train(xgb_peer_params, data, num_boost_round=args.rounds)
 
-    figures, ours, peer = _compare("xgboost", xgb_ours, xgb_peer, args.repeat)
+    figures, ours, peer = _compare("xgboost", xgb_ours, xgb_peer, (x, y, w), args.repeat)
     line.update(figures)
     peer_proba = np.asarray(peer.predict(xgb.DMatrix(probe)), dtype=np.float64)
     line["xgboost_identical_predictions"] = bool(np.array_equal(ours.predict_proba(probe)[:, 1], peer_proba))

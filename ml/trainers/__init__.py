@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ml.trainers.base import Trainer
 
@@ -26,3 +27,17 @@ def trainer(name: str) -> type[Trainer]:
     module, attribute = _REGISTRY[name]
     found: type[Trainer] = getattr(importlib.import_module(module), attribute)
     return found
+
+
+def create(
+    name: str,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    *,
+    classes: tuple[str, ...] | None = None,
+    feature_names: tuple[str, ...] = (),
+) -> Trainer:
+    """A new, unfitted trainer `name` (every registered trainer takes these arguments)."""
+    cls: Any = trainer(name)
+    created: Trainer = cls(params, seed, classes=classes, feature_names=feature_names)
+    return created

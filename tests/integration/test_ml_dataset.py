@@ -8,13 +8,14 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from data.features import store
 from ml.datasets import Dataset, DatasetSpec
 from ml.datasets.build import DatasetError, build
-from ml.trainers import UnknownTrainerError, trainer
+from ml.trainers import UnknownTrainerError, create, trainer
 from ml.trainers.common import METADATA, ModelFormatError, TrainerError
 from ml.validation import cross_validate, purged_walk_forward
 from tests.kit import ml as kit
@@ -66,7 +67,7 @@ async def test_missing_features_and_empty_ranges_are_clear_errors(engine: AsyncE
 async def test_tree_trainers_fit_save_load_and_predict_bit_for_bit(stored: Dataset, name: str, tmp_path: Path) -> None:
     cls = trainer(name)
     rounds = {"lightgbm": {"num_boost_round": 30, "num_threads": 1}, "xgboost": {"num_boost_round": 30, "nthread": 1}}
-    model = cls(rounds[name], 7, classes=stored.classes, feature_names=stored.feature_names)  # type: ignore[call-arg]
+    model = create(name, rounds[name], 7, classes=stored.classes, feature_names=stored.feature_names)
     model.fit(stored.features, stored.labels, stored.weights)
     proba = model.predict_proba(stored.features)
     assert proba.shape == (len(stored), 3)
@@ -79,13 +80,18 @@ async def test_tree_trainers_fit_save_load_and_predict_bit_for_bit(stored: Datas
     assert metadata["classes"] == ["down", "flat", "up"]
     assert metadata["feature_names"] == list(kit.FEATURE_SET)
     assert metadata["seed"] == 7
-    again = cls(rounds[name], 7, classes=stored.classes)  # type: ignore[call-arg]
+    again = create(name, rounds[name], 7, classes=stored.classes)
     again.fit(stored.features, stored.labels, stored.weights)
     assert np.array_equal(again.predict_proba(stored.features), proba)  # deterministic for a seed
 
     folds = purged_walk_forward(stored.event_start, stored.event_end, 3)
-    scores = cross_validate(lambda: cls(rounds[name], 7, classes=stored.classes), stored.features, stored.labels,  # type: ignore[call-arg]
-                            folds, stored.weights)  # fmt: skip
+    scores = cross_validate(
+        lambda: create(name, rounds[name], 7, classes=stored.classes),
+        stored.features,
+        stored.labels,
+        folds,
+        stored.weights,
+    )
     assert all(0.0 <= score["hit_rate"] <= 1.0 and score["log_loss"] > 0 for score in scores)
 
     other = "xgboost" if name == "lightgbm" else "lightgbm"
@@ -117,3 +123,12 @@ def test_tree_trainers_refuse_bad_input_naming_it(name: str) -> None:
         cls({"depth_of_field": 3})
     with pytest.raises(UnknownTrainerError, match="unknown trainer 'catboost'"):
         trainer("catboost")
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "xgboost"])
+def test_search_spaces_give_parameters_the_trainer_accepts(name: str) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(3):
+        params = trainer(name).search_space(study.ask())
+        assert params
+        assert create(name, params).params == {**create(name).params, **params}

@@ -3,6 +3,7 @@ engine), and the dataset the ML tests build from them."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from datetime import UTC, datetime, timedelta
 
@@ -22,11 +23,15 @@ FEATURE_SET = ("spread_bps", "depth_imbalance", "ofi", "signed_volume", "trade_i
 LABEL = {"method": "triple_barrier", "horizon": 10, "profit_take": 1.5, "stop_loss": 1.5, "vol_window": 20}
 
 
-@functools.cache
 def replayed_bars(symbol: str, bars: int, *, seed: int = 11) -> tuple[FeatureBar, ...]:
-    """About `bars` closed one-minute feature bars of a seeded synthetic market (one market step per 20 s; cached:
-    the same arguments give the same bars)."""
-    market = SyntheticMarket(symbol=symbol, seed=seed, start_at=START, step_s=20.0, volatility=0.0008)
+    """About `bars` closed one-minute feature bars of a seeded synthetic market (one market step per 20 s), named
+    `symbol` (the same bars for every symbol: the replay runs once per process)."""
+    return tuple(dataclasses.replace(bar, symbol=symbol) for bar in _replay(bars, seed))
+
+
+@functools.cache
+def _replay(bars: int, seed: int) -> tuple[FeatureBar, ...]:
+    market = SyntheticMarket(symbol="SYN/USD", seed=seed, start_at=START, step_s=20.0, volatility=0.0008)
     stream = FeatureStream()
     closed: list[FeatureBar] = []
     end = START + timedelta(seconds=BAR_SECONDS * bars)

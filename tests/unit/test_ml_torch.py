@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 
-from ml.trainers import trainer
+from ml.trainers import create, trainer
 from ml.trainers.common import METADATA, ModelFormatError, TrainerError
 from tests.kit import ml as kit
 
@@ -17,9 +18,9 @@ PARAMS = {"window": 8, "hidden": 8, "epochs": 2, "batch_size": 64}
 
 
 def test_torch_fits_saves_loads_and_predicts_the_same(tmp_path: Path) -> None:
-    data = kit.dataset("TORCH/USD", 300)
+    data = kit.dataset("TORCH/USD", 400)
     cls = trainer("torch")
-    model = cls(PARAMS, 3, classes=data.classes, feature_names=data.feature_names)  # type: ignore[call-arg]
+    model = create("torch", PARAMS, 3, classes=data.classes, feature_names=data.feature_names)
     model.fit(data.features, data.labels, data.weights)
     proba = model.predict_proba(data.features)
     assert proba.shape == (len(data), 3)
@@ -32,7 +33,7 @@ def test_torch_fits_saves_loads_and_predicts_the_same(tmp_path: Path) -> None:
     assert metadata["params"]["window"] == 8
 
     if model.device.type == "cpu":  # deterministic algorithms on the CPU: the same seed, the same weights
-        again = cls(PARAMS, 3, classes=data.classes)  # type: ignore[call-arg]
+        again = create("torch", PARAMS, 3, classes=data.classes)
         again.fit(data.features, data.labels, data.weights)
         assert np.array_equal(again.predict_proba(data.features), proba)
 
@@ -51,6 +52,8 @@ def test_torch_fits_saves_loads_and_predicts_the_same(tmp_path: Path) -> None:
 
 def test_torch_refuses_bad_input_naming_it() -> None:
     cls = trainer("torch")
+    params = cls.search_space(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask())
+    assert create("torch", params).params == {**create("torch").params, **params}
     with pytest.raises(TrainerError, match="torch parameter 'window' must be a positive integer"):
         cls({"window": 0})
     with pytest.raises(TrainerError, match="parameter 'kernel'"):

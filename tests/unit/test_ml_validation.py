@@ -11,7 +11,7 @@ import pytest
 from ml import metrics
 from ml.datasets import DatasetSpec
 from ml.datasets.build import from_bars
-from ml.trainers import trainer
+from ml.trainers import create
 from ml.trainers.base import Trainer
 from ml.validation import FoldError, cross_validate, naive_kfold, purged_walk_forward
 
@@ -96,8 +96,9 @@ def test_a_leaky_feature_scores_far_better_under_naive_kfold_than_under_the_purg
     data = from_bars(spec, T0 + np.arange(n) * MINUTE, price, leaky)
 
     def make() -> Trainer:
-        return trainer("lightgbm")({"num_boost_round": 50, "num_threads": 1, "min_data_in_leaf": 5}, 0,
-                                   classes=data.classes)  # type: ignore[call-arg]  # fmt: skip
+        return create(
+            "lightgbm", {"num_boost_round": 30, "num_threads": 1, "min_data_in_leaf": 5}, classes=data.classes
+        )
 
     naive = cross_validate(make, data.features, data.labels, naive_kfold(len(data), 5))
     purged_folds = purged_walk_forward(data.event_start, data.event_end, 5, timedelta(minutes=horizon))
