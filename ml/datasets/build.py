@@ -89,7 +89,14 @@ def from_bars(
     check_spec(spec)
     bar_start = bar_start.astype("datetime64[us]")
     price = np.asarray(price, dtype=np.float64)
-    features = np.asarray(features, dtype=np.float64).reshape(len(price), len(spec.feature_set))
+    features = np.asarray(features, dtype=np.float64)
+    if len(price) == 0:
+        features = features.reshape(0, len(spec.feature_set))
+    if bar_start.shape != price.shape or features.shape != (len(price), len(spec.feature_set)):
+        raise DatasetError(
+            f"bars do not line up: {bar_start.shape[0]} times, {price.shape[0]} prices, features {features.shape} "
+            f"(expected ({len(price)}, {len(spec.feature_set)}))"
+        )
     if bar_start.shape[0] > 1 and not bool(np.all(np.diff(bar_start.astype(np.int64)) > 0)):
         raise DatasetError("bars must be in strictly increasing time order")
     valid_price = np.isfinite(price) & (price > 0)

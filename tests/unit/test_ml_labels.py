@@ -118,5 +118,7 @@ def test_bad_specs_name_what_is_wrong() -> None:
         from_bars(_spec(label={"method": "forward_return", "horizon": -2}), bars, price, features)
     with pytest.raises(DatasetError, match=r"spec\.label must be JSON"):
         from_bars(_spec(label={"method": "forward_return", "threshold": float("nan")}), bars, price, features)
+    with pytest.raises(DatasetError, match="bars do not line up"):
+        from_bars(_spec(), bars, price, features[:, :1])
     with pytest.raises(DatasetError, match="time order"):
         from_bars(_spec(), bars[::-1], price, features)
