@@ -50,6 +50,18 @@ def check_fit(
     return result
 
 
+def mean_one(weights: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64] | None:
+    """Weights rescaled to average 1 (uniqueness weights average well below 1; the libraries' leaf-size limits such
+    as XGBoost's `min_child_weight` count weight, so they keep their meaning); TrainerError when they sum to 0."""
+    if weights is None:
+        return None
+    total = float(weights.sum())
+    if total <= 0:
+        raise TrainerError("weights sum to 0: no row would count")
+    scaled: npt.NDArray[np.float64] = weights * (weights.shape[0] / total)
+    return scaled
+
+
 def check_predict(features: npt.NDArray[np.float64], n_features: int | None) -> None:
     """TrainerError when predicting before fit or on a matrix of another width."""
     if n_features is None:

@@ -10,7 +10,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ml.trainers.base import SearchTrial
-from ml.trainers.common import ModelFormatError, TrainerError, check_fit, check_predict, read_metadata, write_metadata
+from ml.trainers.common import (
+    ModelFormatError,
+    TrainerError,
+    check_fit,
+    check_predict,
+    mean_one,
+    read_metadata,
+    write_metadata,
+)
 
 MODEL = "model.txt"
 DEFAULTS: dict[str, Any] = {
@@ -65,7 +73,9 @@ class LightGBMTrainer:
         """Train `num_boost_round` trees on the rows."""
         self.classes = check_fit(features, labels, weights, self.classes)
         params = self.library_params(len(self.classes))
-        data = lgb.Dataset(features, label=labels, weight=weights, params={"verbosity": -1}, free_raw_data=True)
+        data = lgb.Dataset(
+            features, label=labels, weight=mean_one(weights), params={"verbosity": -1}, free_raw_data=True
+        )
         self.booster = lgb.train(params, data, num_boost_round=int(self.params["num_boost_round"]))
 
     def predict_proba(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

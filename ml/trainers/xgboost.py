@@ -10,7 +10,15 @@ import numpy.typing as npt
 import xgboost as xgb
 
 from ml.trainers.base import SearchTrial
-from ml.trainers.common import ModelFormatError, TrainerError, check_fit, check_predict, read_metadata, write_metadata
+from ml.trainers.common import (
+    ModelFormatError,
+    TrainerError,
+    check_fit,
+    check_predict,
+    mean_one,
+    read_metadata,
+    write_metadata,
+)
 
 MODEL = "model.ubj"
 DEFAULTS: dict[str, Any] = {
@@ -68,7 +76,7 @@ class XGBoostTrainer:
         """Train `num_boost_round` trees on the rows."""
         self.classes = check_fit(features, labels, weights, self.classes)
         params = self.library_params(len(self.classes))
-        data = xgb.DMatrix(features, label=labels, weight=weights, nthread=int(self.params["nthread"]) or -1)
+        data = xgb.DMatrix(features, label=labels, weight=mean_one(weights), nthread=int(self.params["nthread"]) or -1)
         self.booster = xgb.train(params, data, num_boost_round=int(self.params["num_boost_round"]))
 
     def predict_proba(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -115,6 +115,8 @@ def test_tree_trainers_refuse_bad_input_naming_it(name: str) -> None:
         cls().fit(features, np.zeros(10, dtype=np.int64))
     with pytest.raises(TrainerError, match="weights must be 10 finite values"):
         cls().fit(features, np.arange(10) % 2, np.full(10, -1.0))
+    with pytest.raises(TrainerError, match="weights sum to 0"):
+        cls().fit(features, np.arange(10) % 2, np.zeros(10))
     with pytest.raises(TrainerError, match="infinite"):
         cls().fit(np.full((10, 3), np.inf), np.arange(10) % 2)
     with pytest.raises(TrainerError, match="not fitted"):
