@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ml]'
+	$(PY) -m pip install --quiet -e '.[dev,ml,torch]'  # ml, torch: the model tests train LightGBM, XGBoost, PyTorch
 	touch $@
 
 install: $(VENV)/.installed
