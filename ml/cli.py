@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import sys
@@ -71,16 +70,22 @@ def _spec(venue: str, symbol: str, start: datetime, end: datetime, features: str
 
 
 def _dataset(settings: MLSettings, spec: DatasetSpec) -> Dataset:
-    """The dataset the platform's builder (`ml.datasets.build`) makes from the store for `spec`."""
-    build: Any = getattr(importlib.import_module("ml.datasets"), "build", None)
-    if build is None:
-        raise _fail("ml.datasets has no dataset builder (`build(settings, spec)`) in this build")
+    """The dataset of `spec`, built from the platform's market-data store (`ml.datasets.build`)."""
+    from ml.datasets.build import build
+    from shared.db import UnitOfWork, create_engine, sessionmaker_for
+
+    async def built() -> Dataset:
+        engine = create_engine(settings, application_name="aether-ml")
+        try:
+            async with UnitOfWork(sessionmaker_for(engine)) as uow:
+                return await build(uow.session, spec)
+        finally:
+            await engine.dispose()
+
     try:
-        result = build(settings, spec)
-        dataset: Dataset = asyncio.run(result) if asyncio.iscoroutine(result) else result
+        return asyncio.run(built())
     except ValueError as exc:
         raise _fail(f"dataset: {exc}") from None
-    return dataset
 
 
 def _tracker(settings: MLSettings) -> Tracker:

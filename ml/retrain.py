@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_auc_score
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ml.datasets import Dataset
-from ml.search import Fold, log_loss, new_trainer, purged_walk_forward
+from ml.metrics import auc, log_loss
+from ml.search import new_trainer, purged_walk_forward
 from ml.tracking import CHALLENGER, CHAMPION, Tracker, TrainerResolver, code_version
 from ml.trainers.base import Trainer
+from ml.validation import Fold
 from shared import audit
 
 ACTOR = "ml-retrain"
@@ -69,14 +70,10 @@ class RetrainDecision:
 
 
 def score(proba: npt.NDArray[np.float64], labels: npt.NDArray[np.int64], n_classes: int) -> Score:
-    """Log loss and AUC (one-vs-rest when more than two classes) of `proba` on `labels`."""
-    classes = list(range(n_classes))
-    loss = log_loss(labels, proba)
-    if n_classes == 2:
-        auc = float(roc_auc_score(labels, proba[:, 1]))
-    else:
-        auc = float(roc_auc_score(labels, proba, multi_class="ovr", labels=classes))
-    return Score(log_loss=loss, auc=auc)
+    """Log loss and AUC (one-vs-rest over the classes present when more than two) of `proba` on `labels`."""
+    if proba.shape[1] != n_classes:
+        raise ValueError(f"{proba.shape[1]} probability columns for {n_classes} classes")
+    return Score(log_loss=log_loss(labels, proba), auc=auc(labels, proba))
 
 
 def _fit_and_score(trainer: Trainer, dataset: Dataset, fold: Fold) -> Score:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import optuna
 import psycopg
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -23,8 +22,11 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
+from ml import validation
 from ml.datasets import Dataset
+from ml.metrics import log_loss
 from ml.trainers.base import Trainer
+from ml.validation import Fold, FoldError
 
 OPTUNA_DATABASE = "aether_optuna"
 HEARTBEAT_S = 5
@@ -37,40 +39,22 @@ class SearchError(ValueError):
     """A search that cannot run: an empty search space, too few rows for the folds (the message names it)."""
 
 
-@dataclass(frozen=True)
-class Fold:
-    """Row indices of one purged split: every training row's label window ends before the test rows start."""
-
-    train: npt.NDArray[np.int64]
-    test: npt.NDArray[np.int64]
-
-
 def purged_walk_forward(dataset: Dataset, n_folds: int, *, min_train: int = 20) -> list[Fold]:
-    """`n_folds` walk-forward splits (test blocks at the end, in time order), purged of overlapping label windows."""
-    n = len(dataset)
+    """`n_folds` purged walk-forward splits of `dataset` (ml.validation), each keeping at least `min_train` training
+    rows; too few rows is a SearchError naming the dataset."""
     if n_folds < 1:
         raise SearchError(f"n_folds must be >= 1, got {n_folds}")
-    bounds = np.linspace(0, n, n_folds + 2, dtype=np.int64)
-    folds: list[Fold] = []
-    for k in range(1, n_folds + 1):
-        test = np.arange(bounds[k], bounds[k + 1], dtype=np.int64)
-        if test.size == 0:
-            raise SearchError(f"dataset {dataset.version}: {n} rows are too few for {n_folds} folds")
-        first_test_start = dataset.event_start[test[0]]
-        train = np.flatnonzero(dataset.event_end[: test[0]] < first_test_start).astype(np.int64)
-        if train.size < min_train:
+    try:
+        folds = validation.purged_walk_forward(dataset.event_start, dataset.event_end, n_folds)
+    except FoldError as exc:
+        raise SearchError(f"dataset {dataset.version}: {exc}") from None
+    for k, fold in enumerate(folds, start=1):
+        if fold.train.size < min_train:
             raise SearchError(
-                f"dataset {dataset.version}: fold {k} keeps {train.size} training rows after purging "
-                f"(at least {min_train} needed); {n} rows are too few for {n_folds} folds"
+                f"dataset {dataset.version}: fold {k} keeps {fold.train.size} training rows after purging "
+                f"(at least {min_train} needed); {len(dataset)} rows are too few for {n_folds} folds"
             )
-        folds.append(Fold(train=train, test=test))
     return folds
-
-
-def log_loss(labels: npt.NDArray[np.int64], proba: npt.NDArray[np.float64]) -> float:
-    """Mean negative log-likelihood of the true classes (probabilities clipped to [1e-15, 1])."""
-    picked = proba[np.arange(labels.shape[0]), labels]
-    return float(-np.mean(np.log(np.clip(picked, 1e-15, 1.0))))
 
 
 def new_trainer(trainer_cls: type[Trainer], params: dict[str, Any], seed: int) -> Trainer:
