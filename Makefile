@@ -5,9 +5,17 @@ PY := $(VENV)/bin/python
 
 .PHONY: rollback up test install lint typecheck format stack-up stack-down stack-status reliability clean
 
+# torch with its CUDA libraries (about 5.6 GB installed, 3 GB to download): fetched once per machine into the
+# wheelhouse, installed from there, so a fresh checkout (CI) does not download it again. The requirement is the
+# `torch` extra of pyproject.toml.
+WHEELHOUSE ?= $(HOME)/.cache/aether-wheels
+TORCH_REQUIREMENT = $(shell $(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['torch'])")
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip download --quiet --dest $(WHEELHOUSE) '$(TORCH_REQUIREMENT)'
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELHOUSE) '$(TORCH_REQUIREMENT)'
 	$(PY) -m pip install --quiet -e '.[dev,ml,torch]'  # ml, torch: the model tests train LightGBM, XGBoost, PyTorch
 	touch $@
 
