@@ -13,6 +13,7 @@ from shared.contracts.approvals import ApprovalReason
 
 NOTIONAL_ABOVE_THRESHOLD = ApprovalReason.NOTIONAL_ABOVE_THRESHOLD
 NEW_INSTRUMENT = ApprovalReason.NEW_INSTRUMENT
+LOW_MODEL_CONFIDENCE = ApprovalReason.LOW_MODEL_CONFIDENCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,7 @@ class ApprovalPolicy:
     version: int
     notional_threshold: Decimal | None
     new_instrument: bool
+    model_confidence_min: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class OrderFacts:
     notional: Decimal
     instrument_known: bool  # the account already has an order in the symbol that went to the venue
     reduces_held_position: bool  # a sell of at most the position held in the symbol
+    model_confidence: Decimal | None = None  # a model-driven order's confidence (SubmitOrder.model_confidence)
 
 
 def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[ApprovalReason]:
@@ -44,6 +47,9 @@ def approval_reasons(policy: ApprovalPolicy, facts: OrderFacts) -> list[Approval
         reasons.append(NOTIONAL_ABOVE_THRESHOLD)
     if policy.new_instrument and not facts.instrument_known and not facts.reduces_held_position:
         reasons.append(NEW_INSTRUMENT)
+    minimum = policy.model_confidence_min
+    if minimum is not None and facts.model_confidence is not None and facts.model_confidence < minimum:
+        reasons.append(LOW_MODEL_CONFIDENCE)
     return reasons
 
 

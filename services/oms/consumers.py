@@ -59,7 +59,10 @@ async def handle_command(
         command = parse_message(envelope)  # ContractViolation: answered with CommandRejected below
         if isinstance(command, SubmitOrder):
             authorize_account(principal, command.order.account_id)
-            await orders.record(session, command.order, service_actor(principal), origin="command")
+            actor = service_actor(principal)
+            await orders.record(
+                session, command.order, actor, origin="command", model_confidence=command.model_confidence
+            )
         elif isinstance(command, CancelOrder):
             await _cancel_by_command(orders, session, command, principal)
         else:

@@ -256,7 +256,9 @@ def _account_controls(account_id: str, rows: Sequence[Any]) -> AccountControls:
                 explicit_exits = ExitPolicySet.model_validate(value).policy.require_explicit_exits
             case ControlKind.APPROVAL_POLICY:
                 policy = ApprovalPolicySet.model_validate(value).policy
-                approval = ApprovalPolicy(policy.version, policy.notional_threshold, policy.new_instrument)
+                approval = ApprovalPolicy(
+                    policy.version, policy.notional_threshold, policy.new_instrument, policy.model_confidence_min
+                )
     return AccountControls(
         account_id=account_id,
         snapshots=frozenset(snapshots),

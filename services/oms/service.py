@@ -123,9 +123,17 @@ class OrderService:
         """Record the order (SUBMITTED, PENDING_APPROVAL or DENIED), then send it to the venue."""
         return await self.placement.place(body, actor, origin)
 
-    async def record(self, session: AsyncSession, body: OrderCreate, actor: str, origin: str) -> PlaceResult:
+    async def record(
+        self,
+        session: AsyncSession,
+        body: OrderCreate,
+        actor: str,
+        origin: str,
+        *,
+        model_confidence: Decimal | None = None,
+    ) -> PlaceResult:
         """Inside the caller's transaction: validate, run the pre-trade checks and persist the order."""
-        return await self.placement.record(session, body, actor, origin)
+        return await self.placement.record(session, body, actor, origin, model_confidence=model_confidence)
 
     async def send(self, order_id: OrderId) -> None:
         """Send a SUBMITTED order to the venue and apply the answer."""

@@ -22,6 +22,7 @@ from shared.auth.roles import Role
 from shared.config import AetherSettings
 from shared.contracts.approvals import approval_payload_hash
 from shared.contracts.controls import ControlKind, ControlOwner, control_key
+from shared.contracts.orders import OrderCreate
 from shared.db import UnitOfWork
 from shared.domain.types import OrderId
 from tests.helpers import eventually, own_database
@@ -179,3 +180,25 @@ async def test_an_unreadable_policy_record_is_503_and_nothing_is_recorded(oms: O
 
 async def _filled(oms: Oms, order_id: str) -> bool:
     return await oms.status(order_id) == "filled"
+
+
+async def test_a_model_driven_command_below_the_policys_confidence_waits_for_a_director(oms: Oms) -> None:
+    """`SubmitOrder.model_confidence` (the signal follower's orders, ml/signals/strategy.py) against the policy's
+    `model_confidence_min`, on the path the commands consumer takes (`OrderService.record`, origin "command")."""
+    account = await oms.funded()
+    await oms.policy(account, notional_threshold=None, new_instrument=False, model_confidence_min="0.7")
+
+    async def command(confidence: str) -> tuple[str, str]:
+        body = OrderCreate.model_validate(order_body(account, quantity="1", type="limit", limit_price="100"))
+        async with UnitOfWork(oms.orders.sessionmaker) as uow:
+            placed = await oms.orders.record(
+                uow.session, body, "service:ml-signals", "command", model_confidence=Decimal(confidence)
+            )
+        order = placed.stored.order
+        return order.id, order.status.value
+
+    unsure_id, unsure_status = await command("0.55")
+    assert unsure_status == "pending_approval"
+    assert (await oms.approval_request(unsure_id))["reasons"] == ["low_model_confidence"]
+    _, confident_status = await command("0.9")
+    assert confident_status == "submitted"  # recorded for the venue: nothing held it

@@ -83,3 +83,18 @@ BASE = {"account_id": "acct-1", "version": 1, "created_at": "2026-12-07T10:00:00
 def test_values_that_break_the_contract_are_refused(value: dict[str, Any]) -> None:
     with pytest.raises(ContractViolation):
         decode_mirror(ApprovalPolicyValue, json.dumps(value))
+
+
+def test_a_model_driven_order_below_the_policys_confidence_minimum_waits_for_a_director() -> None:
+    policy = ApprovalPolicy(3, notional_threshold=None, new_instrument=False, model_confidence_min=Decimal("0.7"))
+
+    def with_confidence(value: str | None) -> OrderFacts:
+        confidence = None if value is None else Decimal(value)
+        return OrderFacts(
+            Decimal("10"), instrument_known=True, reduces_held_position=False, model_confidence=confidence
+        )
+
+    assert approval_reasons(policy, with_confidence("0.69")) == ["low_model_confidence"]
+    assert approval_reasons(policy, with_confidence("0.7")) == []  # the minimum itself passes, as in the hitl policy
+    assert approval_reasons(policy, with_confidence(None)) == []  # not a model-driven order
+    assert approval_reasons(POLICY, with_confidence("0.01")) == []  # a policy without the rule

@@ -130,8 +130,17 @@ class PlaceOrder:
             raise RuntimeError("client order id conflict without an existing order")
         return _retry_of(existing, body)
 
-    async def record(self, session: AsyncSession, body: OrderCreate, actor: str, origin: str) -> PlaceResult:
-        """Inside the caller's transaction: validate, run the pre-trade checks and persist the order."""
+    async def record(
+        self,
+        session: AsyncSession,
+        body: OrderCreate,
+        actor: str,
+        origin: str,
+        *,
+        model_confidence: Decimal | None = None,
+    ) -> PlaceResult:
+        """Inside the caller's transaction: validate, run the pre-trade checks (a model-driven order's confidence
+        among them) and persist the order."""
         repo = OmsRepository(session)
         account = await repo.lock_account(body.account_id)
         if account is None:
@@ -145,7 +154,7 @@ class PlaceOrder:
         order, events = Order.create(OrderId(str(uuid.uuid4())), request, now)
         ledger = await LedgerRepository(session).load_ledger(AccountId(body.account_id))
         has_exits = body.exits is not None and not body.exits.is_empty()
-        terms = AccountTerms(account.approval_threshold, has_exits)
+        terms = AccountTerms(account.approval_threshold, has_exits, model_confidence)
         decision = await self.pre_trade.decide(repo, order, spec, ledger, terms)
         ledger_update: LedgerUpdate | None = None
         if isinstance(decision, Denial):

@@ -82,6 +82,7 @@ class AccountTerms:
 
     approval_threshold: Decimal | None
     has_exits: bool = False
+    model_confidence: Decimal | None = None  # a model-driven order's (the policy's model_confidence_min applies)
 
 
 class PreTradeChain:
@@ -114,7 +115,7 @@ class PreTradeChain:
                 f"insufficient {need.asset}: needs {format_decimal(need.amount)}, free {format_decimal(free)}",
             )
         notional = order.quantity * price
-        reasons = await self._approval_reasons(repo, order, ledger, notional, terms.approval_threshold, controls)
+        reasons = await self._approval_reasons(repo, order, ledger, notional, terms, controls)
         return Reserve(need.asset, need.amount, notional, tuple(reasons))
 
     async def release_check(self, repo: OmsRepository, stored: StoredOrder) -> Denial | None:
@@ -181,7 +182,7 @@ class PreTradeChain:
         order: Order,
         ledger: Ledger,
         notional: Decimal,
-        approval_threshold: Decimal | None,
+        terms: AccountTerms,
         controls: AccountControls,
     ) -> list[ApprovalReason]:
         """Why the order waits for a director: the account's hitl policy when the approval service has one, else
@@ -189,13 +190,14 @@ class PreTradeChain:
         controls.check_known()
         policy = controls.approval_policy
         if policy is None:
-            return threshold_reasons(approval_threshold, notional)
+            return threshold_reasons(terms.approval_threshold, notional)
         held = ledger.position(order.symbol).quantity
         reduces = order.side is OrderSide.SELL and order.quantity <= held
         known = True
         if policy.new_instrument and not reduces:
             known = await repo.has_submitted_in_symbol(order.account_id, order.symbol)
-        return approval_reasons(policy, OrderFacts(notional, instrument_known=known, reduces_held_position=reduces))
+        facts = OrderFacts(notional, known, reduces, model_confidence=terms.model_confidence)
+        return approval_reasons(policy, facts)
 
     async def _limit_violation(
         self,
