@@ -244,11 +244,7 @@ class Tracker:
 
 
 def platform_trainers(name: str) -> type[Trainer]:
-    """The platform's trainer registry (`ml.trainers.trainer`), looked up when first needed."""
-    import importlib
+    """The platform's trainer registry (`ml.trainers.trainer`: LightGBM, XGBoost, PyTorch)."""
+    from ml.trainers import trainer
 
-    registry: Any = getattr(importlib.import_module("ml.trainers"), "trainer", None)
-    if registry is None:
-        raise TrackingError("ml.trainers has no trainer registry (`trainer(name)`) in this build")
-    found: type[Trainer] = registry(name)
-    return found
+    return trainer(name)

@@ -354,3 +354,37 @@ async def test_signals_process_over_kafka(tracker: Tracker, settings: AetherSett
         stop.set()
         await asyncio.wait_for(process, timeout=30)
         await producer.stop()
+
+
+TRAINER_PARAMS = {
+    "lightgbm": {"num_boost_round": 20, "num_threads": 1},
+    "xgboost": {"num_boost_round": 20, "nthread": 1},
+    "torch": {"window": 8, "hidden": 8, "epochs": 2, "batch_size": 64},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINER_PARAMS))
+def test_each_platform_trainer_is_logged_registered_and_loaded_back_predicting_the_same(
+    tracker: Tracker, name: str
+) -> None:
+    """The three trainers, on a dataset the project builds from replayed market data (tests/kit/ml.py), through
+    MLflow: logged, registered, aliased champion, loaded back with the platform's registry, predicting the same
+    (bitwise for the tree models, within 1e-6 for torch on the CPU)."""
+    from ml.tracking import platform_trainers
+    from ml.trainers import create
+    from tests.kit import ml as kit
+
+    data = kit.dataset(f"{name.upper()}/USD", 400)
+    model = create(name, TRAINER_PARAMS[name], 5, classes=data.classes, feature_names=data.feature_names)
+    model.fit(data.features, data.labels, data.weights)
+    run_id = tracker.log_training(model, data, {"log_loss": 1.0}, run_name=f"trainer-{name}")
+    model_name = f"platform-{name}"
+    tracker.set_alias(model_name, CHAMPION, tracker.register(run_id, model_name))
+    loaded = tracker.load(model_name, CHAMPION, platform_trainers)
+    assert loaded.dataset_version == data.version
+    assert type(loaded.trainer).name == name
+    ours, theirs = model.predict_proba(data.features), loaded.trainer.predict_proba(data.features)
+    if name == "torch":
+        assert np.abs(ours - theirs).max() <= 1e-6
+    else:
+        assert np.array_equal(ours, theirs)
