@@ -97,7 +97,7 @@ class TorchTrainer:
     def _windows(self, features: npt.NDArray[np.float64]) -> torch.Tensor:
         """(n, window, n_features) standardized windows ending at each row, zero-padded before the first row."""
         assert self.mean is not None  # noqa: S101 (set by fit or load)
-        assert self.std is not None  # noqa: S101
+        assert self.std is not None  # noqa: S101 (set by fit or load)
         scaled = np.nan_to_num((features - self.mean) / self.std, nan=0.0)
         window = int(self.params["window"])
         padded = np.concatenate([np.zeros((window - 1, scaled.shape[1])), scaled]).astype(np.float32)

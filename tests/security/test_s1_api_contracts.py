@@ -53,6 +53,9 @@ CASES_PER_EXAMPLE = 1.6
 # aimed at the shortfall with the ratio the pass showed; a pass that gives next to nothing still moves on.
 MAX_PASSES = 4
 MIN_CASES_PER_EXAMPLE = 0.25
+# The first pass aims at this share of the target: the ratio varies by service, and a first pass aimed at all of it
+# overshot by 20 to 58 % (hitl 3,155 cases for 2,000: 12 minutes of the suite for S1); later passes top it up.
+FIRST_PASS_SHARE = 0.75
 SERVER_ERROR_CHECKS = frozenset({"not_a_server_error"})
 # What the API says it does and does not do; the rest (ignored_auth, unsupported_method...) are counted apart.
 SCHEMA_CHECKS = frozenset(
@@ -214,7 +217,8 @@ def _run_service(service: str, settings: AetherSettings, database_url: str, seed
             if attempt and (missing <= 0 or not result.open_operations):
                 break
             # Each pass aims at what is still missing with the ratio the last pass showed (a new seed: new cases).
-            max_examples = max(1, math.ceil(missing / max(1, result.open_operations) / ratio))
+            aim = missing * FIRST_PASS_SHARE if attempt == 0 else missing
+            max_examples = max(1, math.ceil(aim / max(1, result.open_operations) / ratio))
             before = result.cases
             schema = schemathesis.openapi.from_asgi(
                 "/openapi.json", app, config=_config(seed + attempt, max_examples, headers)
