@@ -62,6 +62,14 @@ def mean_one(weights: npt.NDArray[np.float64] | None) -> npt.NDArray[np.float64]
     return scaled
 
 
+def merged_params(trainer: str, defaults: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+    """The trainer's defaults overridden by `params`; TrainerError naming a parameter the trainer does not take."""
+    unknown = sorted(set(params or {}) - set(defaults))
+    if unknown:
+        raise TrainerError(f"{trainer} parameter {unknown[0]!r} is not one of {sorted(defaults)}")
+    return {**defaults, **(params or {})}
+
+
 def check_predict(features: npt.NDArray[np.float64], n_features: int | None) -> None:
     """TrainerError when predicting before fit or on a matrix of another width."""
     if n_features is None:

@@ -16,6 +16,7 @@ from ml.trainers.common import (
     check_fit,
     check_predict,
     mean_one,
+    merged_params,
     read_metadata,
     write_metadata,
 )
@@ -48,10 +49,7 @@ class LightGBMTrainer:
         classes: tuple[str, ...] | None = None,
         feature_names: tuple[str, ...] = (),
     ) -> None:
-        unknown = sorted(set(params or {}) - set(DEFAULTS))
-        if unknown:
-            raise TrainerError(f"lightgbm parameter {unknown[0]!r} is not one of {sorted(DEFAULTS)}")
-        self.params: dict[str, Any] = {**DEFAULTS, **(params or {})}
+        self.params: dict[str, Any] = merged_params(self.name, DEFAULTS, params)
         self.seed = seed
         self.classes = classes
         self.feature_names = feature_names

@@ -18,7 +18,15 @@ import torch
 from torch import nn
 
 from ml.trainers.base import SearchTrial
-from ml.trainers.common import ModelFormatError, TrainerError, check_fit, check_predict, read_metadata, write_metadata
+from ml.trainers.common import (
+    ModelFormatError,
+    TrainerError,
+    check_fit,
+    check_predict,
+    merged_params,
+    read_metadata,
+    write_metadata,
+)
 
 MODEL = "model.pt"
 DEFAULTS: dict[str, Any] = {
@@ -78,10 +86,7 @@ class TorchTrainer:
         classes: tuple[str, ...] | None = None,
         feature_names: tuple[str, ...] = (),
     ) -> None:
-        unknown = sorted(set(params or {}) - set(DEFAULTS))
-        if unknown:
-            raise TrainerError(f"torch parameter {unknown[0]!r} is not one of {sorted(DEFAULTS)}")
-        self.params: dict[str, Any] = {**DEFAULTS, **(params or {})}
+        self.params: dict[str, Any] = merged_params(self.name, DEFAULTS, params)
         for key in ("window", "hidden", "layers", "epochs", "batch_size"):
             value = self.params[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
