@@ -31,6 +31,7 @@ from shared.domain.types import OrderSide
 from shared.marketdata import BookSnapshot, Level, MarketData, Trade
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter
+from shared.venues.backoff import full_jitter_s
 from shared.venues.binance.adapter import BINANCE_URL
 from shared.venues.binance.book import BookGap, LocalBook, depth_snapshot, depth_update
 from shared.venues.binance.wire import BinanceWireError
@@ -111,9 +112,8 @@ class BinancePublicFeed:
         self._fetching: dict[str, asyncio.Task[None]] = {}
 
     def backoff_s(self, failures: int) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**(failures-1))]."""
-        ceiling = min(self.options.max_backoff_s, self.options.initial_backoff_s * 2 ** max(0, failures - 1))
-        return self.rng.uniform(0, ceiling)
+        """The delay before reconnect number `failures` (full jitter, shared.venues.backoff)."""
+        return full_jitter_s(self.rng, failures, self.options.initial_backoff_s, self.options.max_backoff_s)
 
     def stream_url(self) -> str:
         """The combined-stream URL of every symbol's diff depth and trade streams."""

@@ -30,6 +30,7 @@ from shared.domain.types import AccountId, OrderSide
 from shared.marketdata import BookDelta, BookSnapshot, Level, MarketData, Trade
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter
+from shared.venues.backoff import full_jitter_s
 from shared.venues.coinbase.book import CrossedBook, Level2Book, SequenceGap, SequenceTracker, WireLevel
 from shared.venues.coinbase.ws_wire import ErrorFrame, Frame, MarketTrade, WsWireError, decode_frame
 
@@ -117,9 +118,8 @@ class CoinbasePublicFeed:
         self._sequence: dict[str, int] = {}
 
     def backoff_s(self, failures: int) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**(failures-1))]."""
-        ceiling = min(self.options.max_backoff_s, self.options.initial_backoff_s * 2 ** max(0, failures - 1))
-        return self.rng.uniform(0, ceiling)
+        """The delay before reconnect number `failures` (full jitter, shared.venues.backoff)."""
+        return full_jitter_s(self.rng, failures, self.options.initial_backoff_s, self.options.max_backoff_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, stream, reconnect (at once after a gap, else with backoff), until `stop` is set."""

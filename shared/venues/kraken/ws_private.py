@@ -40,6 +40,7 @@ from shared.domain.types import (
 )
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter
+from shared.venues.backoff import full_jitter_s
 from shared.venues.base import (
     AmbiguousOutcome,
     TemporaryError,
@@ -142,9 +143,8 @@ class KrakenExecutions:
         return self._subscribed
 
     def backoff_s(self, failures: int) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**(failures-1))]."""
-        ceiling = min(self.options.max_backoff_s, self.options.initial_backoff_s * 2 ** max(0, failures - 1))
-        return self.rng.uniform(0, ceiling)
+        """The delay before reconnect number `failures` (full jitter, shared.venues.backoff)."""
+        return full_jitter_s(self.rng, failures, self.options.initial_backoff_s, self.options.max_backoff_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch a token, connect, stream, reconnect with backoff, until `stop` is set."""

@@ -32,6 +32,7 @@ from shared.clock import utc_now
 from shared.marketdata import BookDelta, BookSnapshot, Level, MarketData, Trade
 from shared.observability.logging import get_logger
 from shared.observability.metrics import counter
+from shared.venues.backoff import full_jitter_s
 from shared.venues.kraken.book import DEPTHS, BookLevelError, ChecksumMismatch, KrakenBook, PairPrecision
 from shared.venues.kraken.ws_wire import (
     BookMessage,
@@ -118,9 +119,8 @@ class KrakenPublicFeed:
         self._instruments_seen = False
 
     def backoff_s(self, failures: int) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**(failures-1))]."""
-        ceiling = min(self.options.max_backoff_s, self.options.initial_backoff_s * 2 ** max(0, failures - 1))
-        return self.rng.uniform(0, ceiling)
+        """The delay before reconnect number `failures` (full jitter, shared.venues.backoff)."""
+        return full_jitter_s(self.rng, failures, self.options.initial_backoff_s, self.options.max_backoff_s)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, stream, reconnect with backoff, until `stop` is set."""
