@@ -47,7 +47,6 @@ from shared.venues.base import (
     UpdateListener,
     VenueBalance,
     VenueFill,
-    VenueNotReady,
     VenueOperationalError,
     VenueOrder,
     VenueOrderRequest,
@@ -58,7 +57,7 @@ from shared.venues.base import (
 from shared.venues.binance import errors as berr
 from shared.venues.binance import wire
 from shared.venues.binance.signing import Signer, encode_params, signer_for
-from shared.venues.kraken.credentials import CredentialSource
+from shared.venues.kraken.credentials import CredentialSource, unusable_keys
 from shared.venues.paper_settlement import validate_request
 
 log = get_logger(__name__)
@@ -306,13 +305,7 @@ class BinanceVenue:
 
     async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
         """Accounts whose keys are unusable, with the reason (these accounts cannot trade here)."""
-        reasons: dict[AccountId, str] = {}
-        for account_id in account_ids:
-            try:
-                await self._credentials.get(account_id)
-            except VenueNotReady as exc:
-                reasons[account_id] = exc.reason
-        return reasons
+        return {AccountId(a): reason for a, reason in (await unusable_keys(self._credentials, account_ids)).items()}
 
     async def maintain(self, stop: asyncio.Event, interval_s: float = 15.0) -> None:
         """Reconcile every `interval_s` (and re-measure the clock offset) until `stop`."""

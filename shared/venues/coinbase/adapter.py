@@ -55,7 +55,7 @@ from shared.venues.base import (
 )
 from shared.venues.coinbase import errors, wire
 from shared.venues.coinbase.auth import InvalidKey, JwtSigner
-from shared.venues.kraken.credentials import AccountNotReady, CredentialSource
+from shared.venues.kraken.credentials import AccountNotReady, CredentialSource, unusable_keys
 from shared.venues.paper_settlement import validate_request
 
 log = get_logger(__name__)
@@ -303,13 +303,7 @@ class CoinbaseVenue:
 
     async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
         """Accounts whose keys are unusable, with the reason."""
-        reasons: dict[AccountId, str] = {}
-        for account_id in account_ids:
-            try:
-                await self._credentials.get(account_id)
-            except AccountNotReady as exc:
-                reasons[account_id] = exc.reason
-        return reasons
+        return {AccountId(a): reason for a, reason in (await unusable_keys(self._credentials, account_ids)).items()}
 
     async def maintain(self, stop: asyncio.Event, interval_s: float = 15.0) -> None:
         """Reconcile every `interval_s` until `stop` (the backstop of the user channel)."""

@@ -56,7 +56,7 @@ from shared.venues.base import (
     VenueUpdate,
 )
 from shared.venues.kraken import wire
-from shared.venues.kraken.credentials import AccountNotReady, CredentialSource
+from shared.venues.kraken.credentials import CredentialSource, unusable_keys
 from shared.venues.kraken.errors import TOO_MANY_REQUESTS, UNKNOWN_ORDER, ErrorKind, error_kind, rejection_code
 from shared.venues.kraken.nonce import RedisNonces
 from shared.venues.kraken.rate_limit import (
@@ -307,13 +307,7 @@ class KrakenVenue:
 
     async def not_ready(self, account_ids: Iterable[AccountId]) -> dict[AccountId, str]:
         """Accounts whose keys are unusable, with the reason (for readiness: these accounts cannot trade here)."""
-        reasons: dict[AccountId, str] = {}
-        for account_id in account_ids:
-            try:
-                await self._credentials.get(account_id)
-            except AccountNotReady as exc:
-                reasons[account_id] = exc.reason
-        return reasons
+        return {AccountId(a): reason for a, reason in (await unusable_keys(self._credentials, account_ids)).items()}
 
     async def refresh_dead_man(self, account_id: AccountId) -> str:
         """CancelAllOrdersAfter(dead_man_timeout_s): Kraken cancels every open order unless refreshed in time."""

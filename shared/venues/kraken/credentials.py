@@ -9,7 +9,7 @@ another venue, never the secret in a message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -38,6 +38,17 @@ class CredentialSource(Protocol):
     async def get(self, account_id: str) -> VenueCredentials:
         """The account's key pair; `AccountNotReady` when there is none usable."""
         ...
+
+
+async def unusable_keys(source: CredentialSource, account_ids: Iterable[str]) -> dict[str, str]:
+    """The accounts of `account_ids` whose keys `source` cannot give, with the reason (they cannot trade)."""
+    reasons: dict[str, str] = {}
+    for account_id in account_ids:
+        try:
+            await source.get(account_id)
+        except AccountNotReady as exc:
+            reasons[account_id] = exc.reason
+    return reasons
 
 
 def check_credentials(credentials: VenueCredentials) -> VenueCredentials:
