@@ -31,4 +31,4 @@ eval "$($PY -m ops.stack_cli env)"
 $PY -m ops.stack_cli browser
 
 echo "== tests"
-$PY -m pytest "$@"
+$PY -m pytest --durations=40 "$@"

@@ -10,6 +10,9 @@ A request the schema calls valid may still be refused by a business rule (an unk
 insufficient balance: 404/409/422 with a domain error code), but never by request validation: a 422
 `validation_error` for schema-valid data means the schema promises what the handler refuses.
 
+The services run side by side in `AETHER_S1_WORKERS` processes (default 2, the CI machine's cores): each app and
+schemathesis share one event loop and one core in-process, so one service at a time left the second core idle.
+
 `AETHER_S1_CASES` (default 2000) is the number of generated cases each service must reach. The target applies
 to a service with at least one operation that takes a parameter or a body ("open"): there the generated inputs
 are unbounded. A service whose every operation takes neither (analytics and backtest: only `GET /<name>/info`)
@@ -22,9 +25,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CASES_PER_SERVICE = int(os.environ.get("AETHER_S1_CASES", "2000"))
 # A comma-separated subset of services to run (for working on one service); every service by default.
 ONLY_SERVICES = frozenset(filter(None, os.environ.get("AETHER_S1_SERVICES", "").split(",")))
+WORKERS = int(os.environ.get("AETHER_S1_WORKERS", "2"))
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
 # Cases per unit of `max-examples` seen per open operation (positive and negative modes, the coverage phase):
 # 1.1 to 2.1 measured (risk 2.1, hedge 1.9, reports 1.1): the first pass counts 1.6, later passes the ratio seen.
@@ -249,6 +255,24 @@ SERVICES = discover_services()
 RESULTS: dict[str, ServiceResult] = {}
 
 
+@pytest.fixture(scope="module")
+def s1_runs(
+    settings: AetherSettings, s1_database_url: str, reliability_seed: int
+) -> Iterator[dict[str, Future[ServiceResult]]]:
+    """Every service's run, started at once on `WORKERS` fresh processes (spawned: no forked event loop or sockets)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
+        runs = {
+            service: pool.submit(_run_service, service, settings, s1_database_url, reliability_seed)
+            for service in SERVICES
+        }
+        try:
+            yield runs
+        finally:
+            for run in runs.values():
+                run.cancel()
+
+
 def test_s1_discovers_every_service() -> None:
     assert ONLY_SERVICES or {"oms", "risk", "hedge", "accounts", "hitl", "reports"} <= set(SERVICES), SERVICES
 
@@ -256,12 +280,11 @@ def test_s1_discovers_every_service() -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_s1_service_keeps_its_api_contract(
     service: str,
-    settings: AetherSettings,
-    s1_database_url: str,
+    s1_runs: dict[str, Future[ServiceResult]],
     reliability_seed: int,
     write_reliability_record: RecordWriter,
 ) -> None:
-    r = RESULTS[service] = _run_service(service, settings, s1_database_url, reliability_seed)
+    r = RESULTS[service] = s1_runs[service].result()
     results = [RESULTS[name] for name in SERVICES if name in RESULTS]
     write_reliability_record(
         {
