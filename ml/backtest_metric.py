@@ -84,15 +84,12 @@ class PredictionSignal:
     def __init__(self, symbol: str, by_end: dict[datetime, float]) -> None:
         self.symbol = symbol
         self.by_end = by_end
-        self.used = 0
 
     def signal(self, bar: Bar) -> float | None:
         """The signal known when `bar` closed."""
         if bar.symbol != self.symbol:
             return None
-        value = self.by_end.get(bar.end)
-        self.used += value is not None
-        return value
+        return self.by_end.get(bar.end)
 
 
 def _check_inputs(
