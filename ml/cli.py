@@ -6,8 +6,9 @@ import asyncio
 import json
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from ml.datasets import Dataset, DatasetSpec
 from shared.config import ConfigurationError, load_settings
 
 if TYPE_CHECKING:  # MLflow and Optuna are imported by the commands that use them (the `ml` extra)
+    from ml.backtest_metric import FoldBacktest
     from ml.tracking import MLSettings, Tracker
     from ml.trainers.base import Trainer
 
@@ -88,6 +90,39 @@ def _dataset(settings: MLSettings, spec: DatasetSpec) -> Dataset:
         raise _fail(f"dataset: {exc}") from None
 
 
+def _positive_decimal(option: str, text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise _fail(f"{option}: {text!r} is not a decimal number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise _fail(f"{option}: must be a positive decimal")
+    return amount
+
+
+def _fold_backtest(venue: str, symbol: str, bars_file: Path, quantity: str, quote: str) -> FoldBacktest:
+    """The after-fee PnL backtest of the fold: candles of the dataset's bars, the venue's instrument rules and fees."""
+    from data.features.definitions import BAR_SECONDS
+    from ml.backtest_metric import FoldBacktest, SignalBacktest
+    from shared.backtest.bars import BacktestInputError, read_bars
+    from shared.venues.instruments import UnknownInstrument, venue_precision
+
+    amount = _positive_decimal("--backtest-quantity", quantity)
+    initial = _positive_decimal("--backtest-quote", quote)
+    try:
+        spec = venue_precision(venue).spec(symbol)
+    except UnknownInstrument as exc:
+        raise _fail(f"--bars-file: no instrument rules for {exc} on {venue}") from None
+    interval = timedelta(seconds=BAR_SECONDS)
+    try:
+        bars = [bar for bar in read_bars(bars_file, interval) if bar.symbol == symbol]
+    except (OSError, BacktestInputError) as exc:
+        raise _fail(f"--bars-file: {exc}") from None
+    if not bars:
+        raise _fail(f"--bars-file: no {symbol} bars in {bars_file}")
+    return FoldBacktest(bars, SignalBacktest(spec, interval, amount, initial))
+
+
 def _tracker(settings: MLSettings) -> Tracker:
     from ml.tracking import Tracker, ensure_tracking_database
 
@@ -155,8 +190,14 @@ def retrain(
         float, typer.Option(min=0, help="promote only if log loss improves this much")
     ] = 0.002,
     max_auc_drop: Annotated[float, typer.Option(min=0, help="and AUC drops no more than this")] = 0.0,
+    bars_file: Annotated[
+        Path | None, typer.Option(help="candles of the range (CSV, docs/backtest.md): log the fold's after-fee PnL")
+    ] = None,
+    backtest_quantity: Annotated[str, typer.Option(help="order size of the fold backtest (decimal)")] = "0.001",
+    backtest_quote: Annotated[str, typer.Option(help="starting quote balance of the fold backtest")] = "100000",
 ) -> None:
     """Train a challenger on new data; promote it to champion only if it beats the champion (audited)."""
+    from ml.backtest_metric import SignalBacktestError
     from ml.retrain import PromotionRule
     from ml.retrain import retrain as run_retrain
     from ml.search import SearchError
@@ -170,6 +211,9 @@ def retrain(
     if not isinstance(trainer_params, dict):
         raise _fail("--params: a JSON object is expected")
     spec = _spec(venue, symbol, start, end, features, label)
+    backtest = None
+    if bars_file is not None:
+        backtest = _fold_backtest(venue, symbol, bars_file, backtest_quantity, backtest_quote)
     settings = _settings()
     trainer_cls = _trainer(trainer)
     dataset = _dataset(settings, spec)
@@ -187,6 +231,7 @@ def retrain(
                 dataset=dataset,
                 trainers=platform_trainers,
                 rule=PromotionRule(min_log_loss_gain=min_log_loss_gain, max_auc_drop=max_auc_drop),
+                backtest=backtest,
             )
         finally:
             await engine.dispose()
@@ -194,7 +239,7 @@ def retrain(
     with console.status("training the challenger"):
         try:
             decision = asyncio.run(run())
-        except (SearchError, TrackingError) as exc:
+        except (SearchError, TrackingError, SignalBacktestError) as exc:
             raise _fail(str(exc)) from None
     verdict = "[green]promoted[/green]" if decision.promoted else "[yellow]kept the champion[/yellow]"
     console.print(f"{decision.model_name} v{decision.challenger_version}: {verdict} ({decision.reason})")

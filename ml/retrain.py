@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ml.backtest_metric import FoldBacktest
 from ml.datasets import Dataset
 from ml.metrics import auc, log_loss
 from ml.search import new_trainer, purged_walk_forward
@@ -76,10 +77,10 @@ def score(proba: npt.NDArray[np.float64], labels: npt.NDArray[np.int64], n_class
     return Score(log_loss=log_loss(labels, proba), auc=auc(labels, proba))
 
 
-def _fit_and_score(trainer: Trainer, dataset: Dataset, fold: Fold) -> Score:
+def _fit_and_predict(trainer: Trainer, dataset: Dataset, fold: Fold) -> tuple[Score, npt.NDArray[np.float64]]:
     trainer.fit(dataset.features[fold.train], dataset.labels[fold.train], dataset.weights[fold.train])
     proba = trainer.predict_proba(dataset.features[fold.test])
-    return score(proba, dataset.labels[fold.test], len(dataset.classes))
+    return score(proba, dataset.labels[fold.test], len(dataset.classes)), proba
 
 
 async def retrain(
@@ -95,23 +96,30 @@ async def retrain(
     seed: int = 7,
     n_folds: int = 3,
     actor: str = ACTOR,
+    backtest: FoldBacktest | None = None,
 ) -> RetrainDecision:
-    """Train, register and judge a challenger; move `champion` to it only under `rule`, audited either way."""
+    """Train, register and judge a challenger; move `champion` to it only under `rule`, audited either way.
+
+    With `backtest`, the challenger's signal on the fold is also backtested: `fold_backtest_pnl` (after fees),
+    `fold_backtest_fees` and `fold_backtest_fills` join its logged metrics (they inform; the rule does not use them).
+    """
     rule = rule or PromotionRule()
     fold = purged_walk_forward(dataset, n_folds)[-1]
     challenger = new_trainer(trainer_cls, params, seed)
-    challenger_score = _fit_and_score(challenger, dataset, fold)
+    challenger_score, challenger_proba = _fit_and_predict(challenger, dataset, fold)
     champion_version: int | None = None
     champion_score: Score | None = None
     if tracker.alias_version(model_name, CHAMPION) is not None:
         champion = tracker.load(model_name, CHAMPION, trainers)
         champion_version = champion.version
         refit = new_trainer(type(champion.trainer), champion.trainer.params, champion.trainer.seed)
-        champion_score = _fit_and_score(refit, dataset, fold)
+        champion_score, _ = _fit_and_predict(refit, dataset, fold)
     promoted, reason = rule.decide(challenger_score, champion_score)
     metrics = {f"fold_{key}": value for key, value in asdict(challenger_score).items()}
     if champion_score is not None:
         metrics.update({f"champion_fold_{key}": value for key, value in asdict(champion_score).items()})
+    if backtest is not None:
+        metrics.update(backtest.metrics(challenger_proba, dataset, fold.test, "fold_backtest_"))
     run_id = tracker.log_training(challenger, dataset, metrics, run_name=f"retrain-{model_name}")
     version = tracker.register(run_id, model_name)
     tracker.set_alias(model_name, CHALLENGER, version)

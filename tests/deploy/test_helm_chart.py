@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,9 +27,11 @@ import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
+import typer
 import yaml
 from referencing import Registry, Resource
 
+from aether.cli import app as aether_app
 from aether.runner import STORE_COMMANDS
 from aether.smoke import READY_PATH, check, main
 from ops.cli import app as ops_app
@@ -48,6 +52,18 @@ REQUIRED = {
     "ingress.host": "aether.example.com",
     "ingress.tlsSecretName": "aether-tls",
     "secrets.existingSecret": "aether-platform",
+}
+# The ML workloads on (ml.enabled, the HPO Job too): what the ML tests and checkov render.
+ML = {
+    "ml.enabled": "true",
+    "ml.image.tag": "1.4.2-ml",
+    "ml.artifactRoot": "s3://aether-models/mlflow",
+    "ml.retrain.schedule": "0 3 * * 1",
+    "ml.hpo.enabled": "true",
+    "ml.hpo.study": "spring",
+    "ml.hpo.start": "2026-01-01T00:00:00",
+    "ml.hpo.end": "2026-04-01T00:00:00",
+    "ml.hpo.workers": "3",
 }
 POD_KINDS = ("Deployment", "Job", "CronJob", "Pod")
 Doc = dict[str, Any]
@@ -83,6 +99,11 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
     return {color: _render(tmp, activeColor=color) for color in ("blue", "green")}
 
 
+@pytest.fixture(scope="module")
+def rendered_ml(tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
+    return _render(tmp_path_factory.mktemp("helm-ml"), activeColor="blue", **ML)
+
+
 def _kind(docs: list[Doc], kind: str) -> list[Doc]:
     return [doc for doc in docs if doc["kind"] == kind]
 
@@ -97,6 +118,14 @@ def _pod_spec(doc: Doc) -> Doc:
     if doc["kind"] == "CronJob":
         return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])
     return dict(doc["spec"]["template"]["spec"])
+
+
+def _pod_labels(doc: Doc) -> dict[str, str]:
+    if doc["kind"] == "Pod":
+        return dict(doc["metadata"]["labels"])
+    if doc["kind"] == "CronJob":
+        return dict(doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"])
+    return dict(doc["spec"]["template"]["metadata"]["labels"])
 
 
 def _component(doc: Doc) -> str:
@@ -158,11 +187,12 @@ def test_kubernetes_validation_catches_a_bad_manifest(rendered: dict[str, list[D
         _validate(deployment)
 
 
-def test_checkov_finds_no_failed_check(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
+def test_checkov_finds_no_failed_check(rendered_ml: list[Doc], tmp_path: Path) -> None:
     checkov = _tool("checkov")
-    # One colour: the other renders the same templates, differing only in colour labels and selector values.
+    # One colour with the ML workloads on (one checkov run, the suite's slowest step): the other colour renders the
+    # same templates, differing only in colour labels and selector values.
     manifest = tmp_path / "blue.yaml"
-    manifest.write_text(yaml.safe_dump_all(rendered["blue"]))
+    manifest.write_text(yaml.safe_dump_all(rendered_ml))
     result = subprocess.run(
         [str(checkov), "--config-file", str(CHECKOV_CONFIG), "-f", str(manifest), "-o", "json", "--quiet"],
         capture_output=True, text=True, check=False,
@@ -174,9 +204,9 @@ def test_checkov_finds_no_failed_check(rendered: dict[str, list[Doc]], tmp_path:
     assert report["summary"]["passed"] > 1000
     # Skipped: only the resource-level skips the chart annotates, each with its reason (workers' and the test pod's probes).
     annotated = [
-        k for d in rendered["blue"] for k in d["metadata"].get("annotations", {}) if k.startswith("checkov.io/skip")
+        k for d in rendered_ml for k in d["metadata"].get("annotations", {}) if k.startswith("checkov.io/skip")
     ]
-    assert report["summary"]["skipped"] == len(annotated) == 8
+    assert report["summary"]["skipped"] == len(annotated) == 10
 
 
 def test_helm_lint_is_clean_in_strict_mode() -> None:
@@ -214,20 +244,137 @@ def test_every_container_is_non_root_read_only_and_drops_all(rendered: dict[str,
     pods = [doc for doc in rendered["blue"] if doc["kind"] in POD_KINDS]
     assert len(pods) > 20
     for doc in pods:
+        _assert_restricted(doc)
+
+
+def _assert_restricted(doc: Doc) -> None:
+    spec = _pod_spec(doc)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    tmp_volumes = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] != 0
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        tmp_mounts = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]  # noqa: S108 - an emptyDir
+        assert [m["name"] in tmp_volumes for m in tmp_mounts] == [True]
+
+
+def _ml_docs(docs: list[Doc]) -> list[Doc]:
+    return [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component", "").startswith("ml")]
+
+
+def _cli_params(args: list[str]) -> dict[str, Any]:
+    """The options the real `aether` CLI parses from `args` (nothing runs): a chart/CLI mismatch fails here."""
+    command: Any = typer.main.get_command(aether_app)
+    path, rest = ["aether"], list(args)
+    while hasattr(command, "list_commands"):  # a group (typer ships its own click)
+        sub = command.get_command(command.make_context("aether", [], resilient_parsing=True), rest[0])
+        assert sub is not None, rest[0]
+        command, rest = sub, rest[1:]
+        path.append(command.name or "")
+    ctx = command.make_context(" ".join(path), rest)
+    return {"command": ctx.info_name, **ctx.params}
+
+
+def test_ml_is_off_by_default_and_renders_nothing(rendered: dict[str, list[Doc]]) -> None:
+    for docs in rendered.values():
+        assert _ml_docs(docs) == []
+        assert not any(d["metadata"]["name"].startswith("prod-ml") for d in docs)
+        assert not any("aether.io/ml" in json.dumps(d) for d in docs)
+
+
+def test_ml_on_renders_the_signal_worker_retraining_cronjob_and_hpo_job(rendered_ml: list[Doc]) -> None:
+    ml = _ml_docs(rendered_ml)
+    assert {(d["kind"], d["metadata"]["name"]) for d in ml} == {
+        ("ServiceAccount", "prod-ml"),
+        ("Deployment", "prod-ml-signals"),
+        ("CronJob", "prod-ml-retrain"),
+        ("Job", "prod-ml-hpo-spring"),
+    }
+    for doc in ml:
+        _validate(doc)
+    pods = [d for d in ml if d["kind"] in POD_KINDS]
+    for doc in pods:
+        _assert_restricted(doc)
         spec = _pod_spec(doc)
-        assert spec["automountServiceAccountToken"] is False
-        assert spec["securityContext"]["runAsNonRoot"] is True
-        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        tmp_volumes = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
-        for container in spec["containers"]:
-            context = container["securityContext"]
-            assert context["runAsNonRoot"] is True
-            assert context["runAsUser"] != 0
-            assert context["readOnlyRootFilesystem"] is True
-            assert context["allowPrivilegeEscalation"] is False
-            assert context["capabilities"] == {"drop": ["ALL"]}
-            tmp_mounts = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]  # noqa: S108 - an emptyDir
-            assert [m["name"] in tmp_volumes for m in tmp_mounts] == [True]
+        (container,) = spec["containers"]
+        assert container["image"] == "registry.example/aether:1.4.2-ml"
+        assert spec["serviceAccountName"] == "prod-ml"
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["AETHER_ML_ARTIFACT_ROOT"] == "s3://aether-models/mlflow"
+        assert env["AETHER_DATABASE_URL_FILE"] == "/var/run/aether/secrets/database-url"
+        assert "AETHER_ACCOUNT_SECRETS_DIR" not in env
+        assert set(container["resources"]) == {"requests", "limits"}
+    retrain = _named(ml, "CronJob", "prod-ml-retrain")
+    assert retrain["spec"]["schedule"] == "0 3 * * 1"
+    assert retrain["spec"]["concurrencyPolicy"] == "Forbid"
+    hpo = _named(ml, "Job", "prod-ml-hpo-spring")["spec"]
+    assert hpo["completionMode"] == "Indexed"
+    assert hpo["parallelism"] == hpo["completions"] == 3
+    assert "helm.sh/hook" not in _named(ml, "Job", "prod-ml-hpo-spring")["metadata"].get("annotations", {})
+
+
+def test_ml_arguments_are_what_the_aether_cli_parses(rendered_ml: list[Doc], tmp_path: Path) -> None:
+    signals = _cli_params(_pod_spec(_named(rendered_ml, "Deployment", "prod-ml-signals"))["containers"][0]["args"])
+    assert signals["command"] == "aether ml signals"
+    assert (signals["model"], signals["horizon_s"], signals["account"]) == ("aether-direction", 3600, None)
+    hpo = _cli_params(_pod_spec(_named(rendered_ml, "Job", "prod-ml-hpo-spring"))["containers"][0]["args"])
+    assert (hpo["command"], hpo["study"], hpo["trials"]) == ("aether ml hpo", "spring", 50)
+    assert (hpo["start"].isoformat(), hpo["end"].isoformat()) == ("2026-01-01T00:00:00", "2026-04-01T00:00:00")
+    # The retraining window is computed by /bin/sh at run time: run that line with `aether` printing its argv.
+    container = _pod_spec(_named(rendered_ml, "CronJob", "prod-ml-retrain"))["containers"][0]
+    assert container["command"] == ["/bin/sh", "-c"]
+    stub = tmp_path / "aether"
+    stub.write_text("#!/bin/sh\nexec python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\"\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    argv = json.loads(
+        subprocess.run(
+            ["/bin/sh", "-c", container["args"][0]], env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    retrain = _cli_params(argv)
+    assert retrain["command"] == "aether ml retrain"
+    assert retrain["end"] - retrain["start"] == timedelta(days=30)
+    assert retrain["end"] == datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    assert json.loads(retrain["label"]) == {"method": "forward", "horizon": 60}
+    assert (retrain["trainer"], retrain["features"].split(",")[0], retrain["model"]) == (
+        "lightgbm",
+        "spread_bps",
+        "aether-direction",
+    )
+
+
+def test_ml_pods_reach_the_artifact_store_and_no_exchange(rendered_ml: list[Doc]) -> None:
+    s3 = _named(rendered_ml, "NetworkPolicy", "prod-ml-artifact-egress")
+    wanted = s3["spec"]["podSelector"]["matchLabels"].items()
+    selected = {_component(d) for d in rendered_ml if d["kind"] in POD_KINDS and wanted <= _pod_labels(d).items()}
+    assert selected == {"ml-signals", "ml-retrain", "ml-hpo"}
+    assert s3["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 443}]
+    venue = _named(rendered_ml, "NetworkPolicy", "prod-venue-egress")["spec"]["podSelector"]["matchLabels"].items()
+    assert not any(venue <= _pod_labels(d).items() for d in _ml_docs(rendered_ml) if d["kind"] in POD_KINDS)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"ml.artifactRoot": ""}, "ml.artifactRoot"),
+        ({"ml.artifactRoot": "file:///tmp/mlruns"}, "artifactRoot"),
+        ({"ml.image.tag": ""}, "ml.image.tag"),
+        ({"ml.hpo.start": ""}, "ml.hpo.start"),
+        ({"ml.hpo.study": "Spring_2026"}, "study"),
+        ({"ml.data.label": "{'method': 'forward'}"}, "label"),
+    ],
+)
+def test_an_ml_value_missing_or_bad_fails_the_render_naming_it(change: dict[str, str], named: str) -> None:
+    result = _helm(values={**ML, **change})
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
 
 
 def _secret_names(spec: Doc) -> set[str]:
@@ -439,6 +586,15 @@ def test_image_is_multi_stage_pinned_and_non_root() -> None:
     assert users[-1].split(":")[0].isdigit()
     assert users[-1].split(":")[0] != "0"
     assert dockerfile.rindex("USER ") > dockerfile.rindex("FROM ")
+    # The default build (the last stage) is the services' image; the ML image is the `ml` target.
+    assert stages[-1] == "runtime"
+    ml = dockerfile[dockerfile.index("AS ml\n") : dockerfile.index("AS runtime\n")]
+    assert re.search(r"^USER 10001:10001$", ml, re.M)
+    assert "COPY --from=build-ml /opt/aether /opt/aether" in ml
+    build_ml = dockerfile[dockerfile.index("AS build-ml\n") : dockerfile.index("AS runtime-base\n")]
+    assert '".[ml,torch]"' in build_ml
+    assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cpu$", dockerfile, re.M)
+    assert re.search(r"^ARG TORCH_VERSION=\d+\.\d+\.\d+$", dockerfile, re.M)
 
 
 class _Ready(BaseHTTPRequestHandler):

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ml.backtest_metric import FoldBacktest, SignalBacktest
 from ml.retrain import KEPT, PROMOTED, PromotionRule, retrain
 from ml.search import SearchError, check_search_space, open_study, purged_walk_forward, storage
 from ml.signals.process import run_signals
@@ -33,6 +34,7 @@ from ml.signals.worker import SCHEMA, ModelMismatch, SignalWorker
 from ml.tracking import CHALLENGER, CHAMPION, Tracker, TrackingError, ensure_tracking_database, tracking_url_for
 from services.hitl.policy import ApprovalFacts, PolicyRules, RequestKind, needs_approval
 from shared.audit.log import audit_log
+from shared.backtest.bars import Bar
 from shared.config import AetherSettings
 from shared.contracts.approvals import ApprovalReason
 from shared.contracts.features import FeaturesComputed
@@ -43,6 +45,7 @@ from shared.db import UnitOfWork, sessionmaker_for
 from shared.domain.types import OrderSide
 from shared.events import Envelope, EventProducer, EventTables
 from shared.events.topics import ANALYTICS_FEATURE_EVENTS, ML_SIGNALS, OMS_COMMANDS
+from shared.venues.instruments import venue_precision
 from tests.helpers import _drop_database, eventually
 from tests.kit.events import TopicReader
 from tests.ml_kit import (
@@ -153,6 +156,35 @@ async def test_retrain_promotes_a_better_challenger_never_a_worse_one(tracker: T
     assert [action for action, _ in entries] == [PROMOTED, PROMOTED, KEPT]
     assert entries[1][1]["challenger_version"] == better.challenger_version  # type: ignore[attr-defined]
     assert entries[2][1]["dataset_version"] == dataset.version
+
+
+async def test_retrain_logs_the_challengers_after_fee_backtest_pnl(tracker: Tracker, engine: AsyncEngine) -> None:
+    dataset = synthetic_dataset(400, seed=5)
+    hour = timedelta(hours=1)
+    # Hourly candles ending at each row's event_start; the price moves 3 % the way the row's label says.
+    closes = [Decimal(50_000)]
+    for label in dataset.labels[:-1]:
+        closes.append((closes[-1] * (Decimal("1.03") if label else Decimal("0.97"))).quantize(Decimal("0.1")))
+    ends = [datetime(2026, 1, 1, tzinfo=UTC) + i * hour for i in range(len(dataset))]
+    bars = [Bar("BTC/USD", end - hour, end, c, c, c, c, Decimal(5)) for end, c in zip(ends, closes, strict=True)]
+    spec = venue_precision("kraken").spec("BTC/USD")
+    backtest = FoldBacktest(bars, SignalBacktest(spec, hour, Decimal("0.01"), Decimal(100_000), threshold=Decimal(0)))
+    decision = await retrain(
+        tracker,
+        sessionmaker_for(engine),
+        model_name="retrain-backtest",
+        trainer_cls=LogisticTestTrainer,
+        params={"C": 1.0},
+        dataset=dataset,
+        trainers=kit_trainers,
+        backtest=backtest,
+    )
+    version = tracker.client.get_model_version("retrain-backtest", str(decision.challenger_version))
+    logged = tracker.client.get_run(str(version.run_id)).data.metrics
+    assert logged["fold_backtest_fills"] > 0
+    assert logged["fold_backtest_fees"] > 0
+    # A model that learnt the label earns on a price that follows it, after fees.
+    assert logged["fold_backtest_pnl"] > 0
 
 
 def test_bad_input_is_named() -> None:

@@ -1,7 +1,7 @@
 """Follows a model signal: long while the signal is above `threshold`, flat when it falls below `-threshold`.
 
-The real signal comes from the models issue when it lands; until then `StubSignalSource` stands in for it. It is
-a STUB, named as such: a seeded mix of the bar's momentum and noise, not a model.
+A caller passes its `SignalSource` (ml.backtest_metric replays a model's predictions); without one the
+`StubSignalSource` stands in. It is a STUB, named as such: a seeded mix of the bar's momentum and noise, not a model.
 """
 
 from __future__ import annotations
@@ -9,11 +9,19 @@ from __future__ import annotations
 import math
 import random
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from shared.backtest.bars import Bar
 from shared.backtest.strategy import Param, Strategy, StrategyContext
 from shared.domain.types import OrderSide
+
+
+class SignalSource(Protocol):
+    """Where the follower's signal in [-1, 1] comes from."""
+
+    def signal(self, bar: Bar) -> float | None:
+        """The signal known at the end of `bar` (None: no signal, hold)."""
+        ...
 
 
 class StubSignalSource:
@@ -36,7 +44,7 @@ class StubSignalSource:
 
 
 class SignalFollower(Strategy):
-    """Trades `quantity` on the signal of a signal source (today the `StubSignalSource`)."""
+    """Trades `quantity` on the signal of `source` (default: the `StubSignalSource`)."""
 
     name = "signal_follower"
     params: ClassVar = {
@@ -46,9 +54,11 @@ class SignalFollower(Strategy):
         "signal_seed": Param(Decimal(0), Decimal(0), Decimal(2**31), integer=True),
     }
 
-    def __init__(self, **values: Decimal) -> None:
+    def __init__(self, source: SignalSource | None = None, **values: Decimal) -> None:
         super().__init__(**values)
-        self.source = StubSignalSource(int(self.values["signal_seed"]), int(self.values["lookback"]))
+        self.source: SignalSource = source or StubSignalSource(
+            int(self.values["signal_seed"]), int(self.values["lookback"])
+        )
         self._threshold = float(self.values["threshold"])
 
     def on_bar(self, ctx: StrategyContext, bar: Bar) -> None:

@@ -71,3 +71,94 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $root := index . 0 -}}{{- $own := index . 1 -}}
 {{- toYaml (default $root.Values.defaultResources $own) -}}
 {{- end -}}
+
+{{/* The ML image (Dockerfile target `ml`): ml.image.repository (else image.repository) at ml.image.digest, else
+ml.image.tag (required: the ML image is built and tagged apart from the services' image). */}}
+{{- define "aether.mlImage" -}}
+{{- $image := .Values.ml.image -}}
+{{- $repository := $image.repository | default .Values.image.repository -}}
+{{- if $image.digest -}}{{ $repository }}@{{ $image.digest }}
+{{- else -}}{{ $repository }}:{{ required "ml.image.tag is required when ml.enabled (the tag of the Dockerfile's ml target)" $image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/* One ML pod spec (the signal worker, the retraining CronJob, the HPO Job): the ML image, MLflow's settings
+(tracking store: database aether_mlflow next to database-url; artifacts under ml.artifactRoot), the S3 credentials
+when given, and the chart's restricted security context. Arguments: root, component, args or shell, resources,
+restartPolicy, tmpSize. */}}
+{{- define "aether.mlPodSpec" -}}
+{{- $root := .root -}}
+{{- $ml := $root.Values.ml -}}
+serviceAccountName: {{ include "aether.name" $root }}-ml
+restartPolicy: {{ .restartPolicy }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+containers:
+  - name: {{ .component }}
+    image: {{ include "aether.mlImage" $root }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    {{- if .shell }}
+    command: [/bin/sh, -c]
+    args: [{{ .shell | quote }}]
+    {{- else }}
+    args: {{ toJson .args }}
+    {{- end }}
+    env:
+      {{- include "aether.commonEnv" $root | nindent 6 }}
+      {{- include "aether.secretEnv" .component | nindent 6 }}
+      - {name: AETHER_ML_ARTIFACT_ROOT, value: {{ required "ml.artifactRoot is required when ml.enabled (s3://bucket/prefix for MLflow's artifacts)" $ml.artifactRoot | quote }}}
+      - {name: AETHER_ML_EXPERIMENT, value: {{ $ml.experiment | quote }}}
+      - {name: AETHER_ML_MODEL_NAME, value: {{ $ml.modelName | quote }}}
+      {{- with $ml.s3.endpointUrl }}
+      - {name: MLFLOW_S3_ENDPOINT_URL, value: {{ . | quote }}}
+      {{- end }}
+      {{- with $ml.s3.region }}
+      - {name: AWS_DEFAULT_REGION, value: {{ . | quote }}}
+      {{- end }}
+      {{- if $ml.s3.existingSecret }}
+      - {name: AWS_SHARED_CREDENTIALS_FILE, value: /var/run/aether/ml-s3/credentials}
+      {{- end }}
+    resources:
+      {{- include "aether.resources" (list $root .resources) | nindent 6 }}
+    securityContext:
+      {{- toYaml $root.Values.containerSecurityContext | nindent 6 }}
+    volumeMounts:
+      - {name: tmp, mountPath: /tmp}
+      - {name: secrets, mountPath: /var/run/aether/secrets, readOnly: true}
+      {{- if $ml.s3.existingSecret }}
+      - {name: ml-s3, mountPath: /var/run/aether/ml-s3, readOnly: true}
+      {{- end }}
+volumes:
+  - name: tmp
+    emptyDir: {sizeLimit: {{ .tmpSize }}}
+  - name: secrets
+    secret:
+      secretName: {{ $root.Values.secrets.existingSecret }}
+      defaultMode: 0440
+      items:
+        {{- include "aether.secretItems" .component | nindent 8 }}
+  {{- if $ml.s3.existingSecret }}
+  - name: ml-s3
+    secret:
+      secretName: {{ $ml.s3.existingSecret }}
+      defaultMode: 0440
+      items:
+        - {key: credentials, path: credentials}
+  {{- end }}
+{{- end -}}
+
+{{/* Labels of an ML pod: its component, its kind, and aether.io/ml (the S3 egress policy selects it). */}}
+{{- define "aether.mlPodLabels" -}}
+{{- $root := index . 0 -}}
+{{ include "aether.labels" $root }}
+app.kubernetes.io/component: {{ index . 1 }}
+aether.io/kind: {{ index . 2 }}
+aether.io/ml: "true"
+{{- end -}}
+
+{{/* The training data options of `aether ml retrain|hpo` (ml.data). */}}
+{{- define "aether.mlDataArgs" -}}
+{{- $data := .Values.ml.data -}}
+{{- toJson (list "--trainer" $data.trainer "--venue" $data.venue "--symbol" $data.symbol "--features" $data.features "--label" $data.label) -}}
+{{- end -}}
