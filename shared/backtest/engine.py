@@ -594,7 +594,9 @@ class BacktestEngine:
                 self._flush_book(symbol, market)
                 aggressor = OrderSide.BUY if price >= previous else OrderSide.SELL
                 self._settle(symbol, market.on_trade(price, depth, aggressor, from_us(self.now_us)))
-            if self._watched:
+            if symbol in self._watched:
+                # An exit fired by this print meets a book around the print, not the bar's opening book.
+                self._lazy_books[symbol] = (self.now_us, price, depth)
                 self._tick(symbol, price)
         elif kind == _BAR_BOOK:
             symbol, price, depth = payload

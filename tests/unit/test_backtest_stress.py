@@ -14,7 +14,7 @@ from aether.backtest_cli import app
 from shared.backtest.bars import BacktestInputError, Bar, write_bars
 from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency
 from shared.backtest.results import metrics
-from shared.backtest.scenarios import SCENARIOS, VENUE_DOWN, parse_scenario
+from shared.backtest.scenarios import SCENARIOS, VENUE_DOWN, Stream, parse_scenario
 from shared.backtest.strategy import Fill, OrderUpdate, Strategy, StrategyContext
 from shared.backtest.stress import stress_report
 from shared.domain.book import OrderBook
@@ -158,6 +158,40 @@ def test_positions_hit_their_stops_on_a_planted_path_and_exits_pass_a_breached_l
     assert [f.side for f in strategy.fills] == [OrderSide.BUY, OrderSide.BUY]
 
 
+class BuyFirstBar(Strategy):
+    """Buys 1 at the end of the first bar."""
+
+    name = "buy_first_bar"
+
+    def on_bar(self, ctx: StrategyContext, bar: Bar) -> None:
+        if bar.start == T0:
+            ctx.submit(bar.symbol, OrderSide.BUY, Decimal(1))
+
+
+def test_a_stop_inside_a_bar_fires_at_the_print_that_crossed_it() -> None:
+    def bar(minute: int, o: str, h: str, low: str, c: str) -> Bar:
+        start = T0 + timedelta(minutes=minute)
+        return Bar(
+            SYMBOL, start, start + timedelta(minutes=1), Decimal(o), Decimal(h), Decimal(low), Decimal(c), Decimal(5)
+        )
+
+    bars = [
+        bar(0, "1000", "1000", "1000", "1000"),
+        bar(1, "1000", "1001", "970", "975"),
+        bar(2, "975", "975", "900", "900"),
+    ]
+    run = BacktestEngine(_config(exits=STOP_ONLY), BuyFirstBar()).run([bars], bar_interval=timedelta(minutes=1))
+    # The buy arrives at 00:01 into the book around bar 0's close (ask 1000.1): stop 980.098 -> 980.0. Bar 1 closed
+    # down, so it prints its high at 00:01:15 and its low 970 at 00:01:30: the stop fires there and the market sell
+    # meets the book around that print (bid 969.9), never bar 2's planted 900.
+    assert [(f.side, f.price, f.fee, f.at) for f in run.fills] == [
+        (OrderSide.BUY, Decimal("1000.1"), Decimal("4.0004"), T0 + timedelta(minutes=1)),
+        (OrderSide.SELL, Decimal("969.9"), Decimal("3.8796"), T0 + timedelta(minutes=1, seconds=30)),
+    ]
+    # USD: 10000 - 1000.1 - 4.0004 + 969.9 - 3.8796 = 9961.92
+    assert Decimal(metrics(run)["pnl"]) == Decimal("-38.08")
+
+
 def test_without_brackets_the_same_path_keeps_the_position() -> None:
     data: list[MarketData] = [_book(0, "1000.0", "1001.0"), _book(1, "980.0", "980.2"), _book(2, "900.0", "900.2")]
     run = BacktestEngine(_config(), Scripted({0: "1"})).run([data])
@@ -232,20 +266,26 @@ def test_book_scenarios_rewrite_deltas_as_snapshots_and_restore_the_true_book() 
         ("meteor", "flat", "unknown scenario 'meteor'"),
     ],
 )
+def _apply(text: str, data: list[Stream]) -> None:
+    scenario, given = parse_scenario(text)
+    scenario.apply(data, SPECS, given)
+
+
 def test_a_scenario_that_does_not_apply_says_why(text: str, streams: str, message: str) -> None:
     bars = [
         Bar(SYMBOL, T0 + timedelta(minutes=i), T0 + timedelta(minutes=i + 1), *(Decimal(1000),) * 4, Decimal(1))
         for i in range(40)
     ]
-    data = {"bars": [bars], "trades": [[_trade(s) for s in range(0, 2400, 10)]], "flat": [_flat()]}[streams]
+    trades: list[MarketData] = [_trade(s) for s in range(0, 2400, 10)]
+    choices: dict[str, list[Stream]] = {"bars": [bars], "trades": [trades], "flat": [_flat()]}
+    data = choices[streams]
     with pytest.raises(BacktestInputError, match=message):
-        scenario, given = parse_scenario(text)
-        scenario.apply(data, SPECS, given)
+        _apply(text, data)
 
 
 def test_feed_outage_is_the_one_declared_hole_and_another_hole_is_still_reported() -> None:
     stressed = SCENARIOS["feed_outage"].apply([_flat()], SPECS)
-    assert not [m for m in stressed.streams[0] if m.timestamp in stressed.window]
+    assert not [m for m in stressed.streams[0] if not isinstance(m, Bar) and m.timestamp in stressed.window]
     with pytest.raises(BacktestInputError, match="gap from 2026-01-01T00:09:50"):
         BacktestEngine(_config(), Strategy()).run(stressed.streams)  # undeclared: an error, never bridged
     run = BacktestEngine(_config(), Strategy()).run(stressed.streams, declared_gaps=stressed.declared_gaps)
