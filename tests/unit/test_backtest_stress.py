@@ -254,6 +254,11 @@ def test_book_scenarios_rewrite_deltas_as_snapshots_and_restore_the_true_book() 
     assert (blown.bids[0].price, blown.asks[0].price) == (Decimal("992.7"), Decimal("1007.8"))
 
 
+def _apply(text: str, data: list[Stream]) -> None:
+    scenario, given = parse_scenario(text)
+    scenario.apply(data, SPECS, given)
+
+
 @pytest.mark.parametrize(
     ("text", "streams", "message"),
     [
@@ -266,11 +271,6 @@ def test_book_scenarios_rewrite_deltas_as_snapshots_and_restore_the_true_book() 
         ("meteor", "flat", "unknown scenario 'meteor'"),
     ],
 )
-def _apply(text: str, data: list[Stream]) -> None:
-    scenario, given = parse_scenario(text)
-    scenario.apply(data, SPECS, given)
-
-
 def test_a_scenario_that_does_not_apply_says_why(text: str, streams: str, message: str) -> None:
     bars = [
         Bar(SYMBOL, T0 + timedelta(minutes=i), T0 + timedelta(minutes=i + 1), *(Decimal(1000),) * 4, Decimal(1))
