@@ -24,7 +24,7 @@ from data.replay.store_reader import CANDLE_WIDTHS, StoreRange, load_bars, load_
 from shared.backtest.bars import BacktestInputError, Bar, read_bars
 from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency
 from shared.backtest.results import metrics, write_reports
-from shared.backtest.scenarios import Stressed, parse_scenario
+from shared.backtest.scenarios import SCENARIOS, Stressed, parse_scenario
 from shared.backtest.strategies import make_strategy
 from shared.backtest.stress import html_section, stress_report
 from shared.config import AetherSettings, ConfigurationError, load_settings
@@ -130,6 +130,14 @@ def _exit_policy(text: str | None) -> ExitPolicy | None:
         trailing_distance_pct=values.get("trailing_distance_pct"),
         trailing_activation_pct=values.get("trailing_activation_pct"),
     )
+
+
+@app.command("scenarios")
+def scenarios() -> None:
+    """List the stress scenarios with their parameters (default and range)."""
+    for scenario in SCENARIOS.values():
+        params = ", ".join(f"{name}={p.default} [{p.minimum}, {p.maximum}]" for name, p in scenario.params.items())
+        typer.echo(f"{scenario.name}: {scenario.description}\n    {params}")
 
 
 @app.command("run")

@@ -354,6 +354,10 @@ def test_cli_runs_a_scenario_with_brackets_and_names_one_that_does_not_apply(tmp
     refused = runner.invoke(app, [*common, "--scenario", "liquidity_drought"])
     assert refused.exit_code == 2
     assert "liquidity_drought does not apply" in refused.output
+    listed = runner.invoke(app, ["scenarios"])
+    assert listed.exit_code == 0
+    assert "flash_crash: prices fall" in listed.output
+    assert "depth_pct=30 [1, 95]" in listed.output
     bad = runner.invoke(app, [*common, "--exits", "stop_loss_pct=200"])
     assert bad.exit_code == 2
     assert "stop_loss_pct=200 must be a percentage" in bad.output
