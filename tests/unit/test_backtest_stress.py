@@ -217,6 +217,23 @@ def test_flash_crash_falls_30_percent_in_5_minutes_and_comes_back() -> None:
     assert stressed.window.start == T0 + timedelta(minutes=10)
 
 
+def test_flash_crash_on_bars_moves_open_close_at_their_instants_and_low_to_the_bottom() -> None:
+    flat = Decimal(1000)
+    bars = [
+        Bar(SYMBOL, T0 + timedelta(minutes=i), T0 + timedelta(minutes=i + 1), flat, flat, flat, flat, Decimal(1))
+        for i in range(40)
+    ]
+    [crashed] = SCENARIOS["flash_crash"].apply([bars], SPECS).streams
+    ohlc = {
+        (b.start - T0) // timedelta(minutes=1): (b.open, b.high, b.low, b.close) for b in crashed if isinstance(b, Bar)
+    }
+    assert ohlc[9] == (flat, flat, flat, flat)
+    # Factor 1 - 0.30 x elapsed / 5 min: 0.88 at 00:12, 0.82 at 00:13, 0.70 at the bottom 00:15, back to 1 at 00:20.
+    assert ohlc[12] == (Decimal("880.0"), Decimal("880.0"), Decimal("820.0"), Decimal("820.0"))
+    assert ohlc[15] == (Decimal("700.0"), Decimal("760.0"), Decimal("700.0"), Decimal("760.0"))
+    assert ohlc[20] == (flat, flat, flat, flat)
+
+
 def test_book_scenarios_rewrite_deltas_as_snapshots_and_restore_the_true_book() -> None:
     data: list[MarketData] = [
         _book(0, "999.0", "1001.0"),
