@@ -1,11 +1,14 @@
-"""`aether backtest run`: one strategy over recorded files, with a progress bar; writes result.json and report.html.
+"""`aether backtest run`: one strategy over recorded files or a range of the market data store, optionally under a
+stress scenario and with mandatory exit brackets, with a progress bar; writes result.json and report.html.
 
 It lives in `aether/` because it reads recorded market data with `data.replay.source` (the one definition of that
-file format), which the pure engine in `shared/backtest` may not import.
+file format) and `data.replay.store_reader` (the store), which the pure engine in `shared/backtest` may not import.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -14,12 +17,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import DBAPIError
 
 from data.replay.source import SourceError, load_file
+from data.replay.store_reader import CANDLE_WIDTHS, StoreRange, load_bars, load_market_data
 from shared.backtest.bars import BacktestInputError, Bar, read_bars
 from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency
 from shared.backtest.results import metrics, write_reports
+from shared.backtest.scenarios import SCENARIOS, Stressed, parse_scenario
 from shared.backtest.strategies import make_strategy
+from shared.backtest.stress import html_section, stress_report
+from shared.config import AetherSettings, ConfigurationError, load_settings
+from shared.db import create_engine
+from shared.domain.bracket_model import ExitPolicy
 from shared.marketdata import MarketData
 from shared.venues.instruments import venue_precision
 
@@ -63,6 +73,73 @@ def _within(at: datetime, start: datetime | None, end: datetime | None) -> bool:
     return (start is None or at >= start) and (end is None or at < end)
 
 
+Streams = list[list[MarketData] | list[Bar]]
+
+
+async def _from_store(rng: StoreRange, candles: str | None) -> Streams:
+    try:
+        settings = load_settings(AetherSettings)
+    except ConfigurationError as exc:
+        raise BacktestInputError(f"--from-store: {exc}") from None
+    engine = create_engine(settings, application_name="aether-backtest")
+    try:
+        async with engine.connect() as connection:
+            if candles is not None:
+                return list(await load_bars(connection, rng, candles))
+            return list(await load_market_data(connection, rng))
+    except DBAPIError as exc:  # fail closed, without echoing the connection string
+        raise BacktestInputError(
+            f"--from-store: cannot read the market data store ({type(exc.orig).__name__})"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
+def _from_files(
+    from_file: list[Path], bars_file: list[Path], interval: timedelta, first: datetime | None, last: datetime | None
+) -> Streams:
+    streams: Streams = []
+    for path in from_file:
+        messages = [m for m in load_file(path) if _within(m.timestamp, first, last)]
+        if not messages:
+            raise BacktestInputError(f"{path}: no data in the requested range")
+        streams.append(messages)
+    for path in bars_file:
+        bars = [b for b in read_bars(path, interval) if _within(b.start, first, last)]
+        if not bars:
+            raise BacktestInputError(f"{path}: no bars in the requested range")
+        streams.append(bars)
+    return streams
+
+
+def _exit_policy(text: str | None) -> ExitPolicy | None:
+    if text is None:
+        return None
+    values = {name: Decimal(value) for name, value in _pairs("--exits", [p for p in text.split(",") if p]).items()}
+    known = {"stop_loss_pct", "take_profit_pct", "trailing_distance_pct", "trailing_activation_pct"}
+    for name, value in values.items():
+        if name not in known:
+            raise BacktestInputError(f"--exits: unknown level {name!r} (known: {', '.join(sorted(known))})")
+        if not value.is_finite() or not 0 < value < 100:
+            raise BacktestInputError(f"--exits: {name}={value} must be a percentage in (0, 100)")
+    if not values:
+        return ExitPolicy()  # the account policy's defaults
+    return ExitPolicy(
+        stop_loss_pct=values.get("stop_loss_pct"),
+        take_profit_pct=values.get("take_profit_pct"),
+        trailing_distance_pct=values.get("trailing_distance_pct"),
+        trailing_activation_pct=values.get("trailing_activation_pct"),
+    )
+
+
+@app.command("scenarios")
+def scenarios() -> None:
+    """List the stress scenarios with their parameters (default and range)."""
+    for scenario in SCENARIOS.values():
+        params = ", ".join(f"{name}={p.default} [{p.minimum}, {p.maximum}]" for name, p in scenario.params.items())
+        typer.echo(f"{scenario.name}: {scenario.description}\n    {params}")
+
+
 @app.command("run")
 def run(
     strategy: Annotated[str, typer.Option(help="ema_cross, market_maker or signal_follower")],
@@ -80,49 +157,78 @@ def run(
     latency_ms: Annotated[float, typer.Option(min=0, help="base submit/cancel latency")] = 50.0,
     jitter_ms: Annotated[float, typer.Option(min=0, help="uniform extra latency up to this")] = 50.0,
     max_gap_s: Annotated[float, typer.Option(min=0, help="a longer hole in market data is an error")] = 600.0,
-    venue: Annotated[str, typer.Option(help="instrument rules of this venue")] = "kraken",
+    venue: Annotated[str, typer.Option(help="instrument rules of this venue (and the stored venue)")] = "kraken",
+    from_store: Annotated[
+        bool, typer.Option(help="read --symbol over --start/--end from the market data store")
+    ] = False,
+    symbol: Annotated[list[str], typer.Option(help="symbol to read from the store, repeatable")] = [],  # noqa: B006
+    candles: Annotated[str | None, typer.Option(help="with --from-store: replay stored candles (1m, 1h, 1d)")] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="stress scenario NAME[:param=value,...] (flash_crash, feed_outage, ...)")
+    ] = None,
+    exits: Annotated[
+        str | None,
+        typer.Option(
+            help="mandatory exit brackets, percent of entry: stop_loss_pct=2,take_profit_pct=4,... ('' = policy)"
+        ),
+    ] = None,
 ) -> None:
-    """Run one strategy over files and write its results."""
+    """Run one strategy over files or a stored range and write its results."""
     try:
         chosen = make_strategy(strategy, _pairs("--param", param))
         first, last = _time("--start", start), _time("--end", end)
         if first is not None and last is not None and last <= first:
             raise BacktestInputError(f"--end {end} is not after --start {start}")
-        if not from_file and not bars_file:
-            raise BacktestInputError("give at least one --from-file or --bars-file")
-        interval = timedelta(seconds=bar_seconds)
+        stress = parse_scenario(scenario) if scenario is not None else None
+        policy = _exit_policy(exits)
+        if not from_file and not bars_file and not from_store:
+            raise BacktestInputError("give at least one --from-file or --bars-file, or --from-store")
+        if from_store and (from_file or bars_file):
+            raise BacktestInputError("--from-store reads the store: do not also give --from-file or --bars-file")
+        if candles is not None and not from_store:
+            raise BacktestInputError("--candles needs --from-store (files of candles are --bars-file)")
+        interval = CANDLE_WIDTHS[candles] if candles in CANDLE_WIDTHS else timedelta(seconds=bar_seconds)
         balances = {k: Decimal(v) for k, v in (_pairs("--balance", balance) or {"USD": "100000"}).items()}
-        streams: list[list[MarketData] | list[Bar]] = []
-        for path in from_file:
-            messages = [m for m in load_file(path) if _within(m.timestamp, first, last)]
-            if not messages:
-                raise BacktestInputError(f"{path}: no data in the requested range")
-            streams.append(messages)
-        for path in bars_file:
-            bars = [b for b in read_bars(path, interval) if _within(b.start, first, last)]
-            if not bars:
-                raise BacktestInputError(f"{path}: no bars in the requested range")
-            streams.append(bars)
+        if from_store:
+            if first is None or last is None:
+                raise BacktestInputError("--from-store needs --start and --end")
+            rng = StoreRange(venue, tuple(symbol), first, last, timedelta(seconds=max_gap_s))
+            streams = asyncio.run(_from_store(rng, candles))
+        else:
+            streams = _from_files(from_file, bars_file, interval, first, last)
         config = BacktestConfig(
             specs=venue_precision(venue).specs(),
             initial_balances=balances,
             seed=seed,
             latency=Latency(timedelta(milliseconds=latency_ms), timedelta(milliseconds=jitter_ms)),
-            bar_interval=interval if from_file else None,
+            bar_interval=interval if from_file or (from_store and candles is None) else None,
             max_gap=timedelta(seconds=max_gap_s),
+            exits=policy,
         )
+        stressed: Stressed | None = None
+        replay: Sequence[Sequence[MarketData] | Sequence[Bar]] = streams
+        if stress is not None:
+            stressed = stress[0].apply(streams, config.specs, stress[1])
+            replay = stressed.streams
         engine = BacktestEngine(config, chosen)
-        total = sum(len(s) if not s or not isinstance(s[0], Bar) else 2 * len(s) for s in streams)
+        total = sum(len(s) if not s or not isinstance(s[0], Bar) else 2 * len(s) for s in replay)
         columns = (TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("events", total=total)
             result = engine.run(
-                streams, bar_interval=interval, progress=lambda done: progress.update(task, completed=done)
+                replay,
+                bar_interval=interval,
+                progress=lambda done: progress.update(task, completed=done),
+                controls=() if stressed is None else stressed.controls,
+                declared_gaps=() if stressed is None else stressed.declared_gaps,
             )
             progress.update(task, completed=total)
     except (BacktestInputError, SourceError, InvalidOperation) as exc:
         raise _fail(str(exc) or type(exc).__name__) from None
-    json_path, html_path = write_reports(result, out)
+    report = stress_report(result, stressed) if stressed is not None or policy is not None else None
+    json_path, html_path = write_reports(
+        result, out, stress=report, stress_html="" if report is None else html_section(report)
+    )
     figures = metrics(result)
     console.print(
         f"{figures['strategy']}: pnl {figures['pnl']} {figures['quote']}, fees {figures['fees']}, "

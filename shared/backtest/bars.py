@@ -131,14 +131,23 @@ def in_range(times: Iterable[datetime], start: datetime | None, end: datetime | 
             yield index
 
 
-def check_continuity(what: str, times: Sequence[datetime], max_gap: timedelta) -> None:
-    """`BacktestInputError` for an empty series or one with a hole longer than `max_gap` (reported, never bridged)."""
+def check_continuity(
+    what: str,
+    times: Sequence[datetime],
+    max_gap: timedelta,
+    declared: Sequence[tuple[datetime, datetime]] = (),
+) -> None:
+    """`BacktestInputError` for an empty series or one with a hole longer than `max_gap` (reported, never bridged);
+    a hole over a `declared` window (a scenario's feed outage) may be longer by that window's length."""
     if not times:
         raise BacktestInputError(f"{what}: no data in the requested range")
     for before, after in pairwise(times):
         if after < before:
             raise BacktestInputError(f"{what}: out of time order at {after.isoformat()}")
         if after - before > max_gap:
+            allowance = max((end - start for start, end in declared if before <= end and after >= start), default=None)
+            if allowance is not None and after - before - allowance <= max_gap:
+                continue
             raise BacktestInputError(
                 f"{what}: gap from {before.isoformat()} to {after.isoformat()} ({after - before}) exceeds {max_gap}"
             )

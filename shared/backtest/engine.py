@@ -29,8 +29,26 @@ from decimal import Decimal
 from typing import Any
 
 from shared.backtest.bars import BacktestInputError, Bar, check_continuity
+from shared.backtest.scenarios import Control, FeeChange, VenueRejects, Window
 from shared.backtest.strategy import Fill, OrderUpdate, Strategy
 from shared.domain.book import MarketDataError, OrderBook
+from shared.domain.bracket_model import (
+    Bracket,
+    BracketError,
+    BracketEvent,
+    BracketInput,
+    CancelExit,
+    Decision,
+    EntryFilled,
+    ExitAccepted,
+    ExitEnded,
+    ExitFilled,
+    ExitOutcome,
+    ExitPolicy,
+    PriceTick,
+    SubmitExit,
+)
+from shared.domain.brackets import open_bracket, step
 from shared.domain.fees import FEE_VOLUME_WINDOW, AccountFeeSchedules
 from shared.domain.ledger import (
     InsufficientBalance,
@@ -66,9 +84,27 @@ ZERO = Decimal(0)
 # Priorities at equal timestamps.
 _ARRIVAL, _BAR_END, _MARKET = 0, 1, 2
 # Event kinds.
-(_SUBMIT, _CANCEL, _NOTICE, _TRADE, _SNAPSHOT, _DELTA, _BAR_BODY, _BAR_BOOK, _BAR_PRINT, _BAR_DELIVER, _BUILT_BAR) = (
-    range(11)
-)
+(
+    _SUBMIT,
+    _CANCEL,
+    _NOTICE,
+    _TRADE,
+    _SNAPSHOT,
+    _DELTA,
+    _BAR_BODY,
+    _BAR_BOOK,
+    _BAR_PRINT,
+    _BAR_DELIVER,
+    _BUILT_BAR,
+    _CONTROL,
+) = range(12)
+# How an exit order's end reads to its bracket.
+_EXIT_OUTCOMES = {
+    "rejected": ExitOutcome.REJECTED,
+    "denied": ExitOutcome.DENIED,
+    "canceled": ExitOutcome.CANCELED,
+    "expired": ExitOutcome.EXPIRED,
+}
 
 Event = tuple[int, int, int, int, int, Any]  # (time us, priority, stream, number, kind, payload)
 
@@ -119,6 +155,7 @@ class BacktestConfig:
     bar_book: BarBook = field(default_factory=BarBook)
     sample_every: timedelta = timedelta(minutes=1)  # equity curve resolution (0: after every event)
     max_gap: timedelta = timedelta(minutes=10)  # a longer hole in a stream is an error, never bridged
+    exits: ExitPolicy | None = None  # mandatory exit brackets on every entry (the risk service's domain code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +184,15 @@ class Sample:
     prices: tuple[Decimal | None, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RunNote:
+    """Something a stress report looks at: a bracket decision, a fee change, the venue refusing or back."""
+
+    at: datetime
+    kind: str
+    details: Mapping[str, str | None]
+
+
 @dataclass(frozen=True)
 class BacktestRun:
     """What a run produced; `shared.backtest.results` turns it into metrics and reports."""
@@ -164,6 +210,7 @@ class BacktestRun:
     rejected_market_data: int
     started_at: datetime | None
     ended_at: datetime | None
+    notes: tuple[RunNote, ...] = ()
 
 
 class _Refused(Exception):
@@ -178,6 +225,7 @@ class _Order:
     status: str = "submitted"
     filled: Decimal = ZERO
     reason: str | None = None
+    bracket: str | None = None  # the bracket an exit order belongs to (the strategy is not told of it)
 
 
 @dataclass(slots=True)
@@ -272,6 +320,10 @@ class BacktestEngine:
         self._realized_at_day_start = ZERO
         self._events = 0
         self._bad_market_data = 0
+        self._venue_down: str | None = None
+        self._notes: list[RunNote] = []
+        self._brackets: dict[str, Bracket] = {}  # by entry order id
+        self._watched: dict[str, list[str]] = {}  # symbol -> ids of its open brackets (empty dict: none at all)
 
     # --- set-up ---------------------------------------------------------------------------------------------
 
@@ -291,11 +343,14 @@ class BacktestEngine:
 
     # --- strategy commands ----------------------------------------------------------------------------------
 
-    def submit(self, symbol: str, order: SimOrder) -> str:
-        """Give the order an id, check the limits now, and send it to arrive after the latency."""
+    def submit(self, symbol: str, order: SimOrder, *, bracket: str | None = None) -> str:
+        """Give the order an id (an exit keeps its bracket's), check the limits now, and send it after the latency."""
         spec = self.spec(symbol)
-        self._order_numbers += 1
-        order_id = f"{self.strategy.name}-{self._order_numbers}"
+        if bracket is None:
+            self._order_numbers += 1
+            order_id = f"{self.strategy.name}-{self._order_numbers}"
+        else:
+            order_id = order.order_id
         order = SimOrder(
             order_id,
             order.side,
@@ -307,8 +362,10 @@ class BacktestEngine:
             order.post_only,
         )
         now = from_us(self.now_us)
-        self._orders[order_id] = _Order(order, symbol, now)
-        violation = self._limit_violation(symbol, spec, order)
+        self._orders[order_id] = _Order(order, symbol, now, bracket=bracket)
+        violation = self._limit_violation(
+            symbol, spec, order, has_exits=bracket is None and self.config.exits is not None
+        )
         if violation is not None:
             self._push(self.now_us, _NOTICE, (order_id, "denied", violation))
         else:
@@ -329,7 +386,9 @@ class BacktestEngine:
         self._arrivals += 1
         heapq.heappush(self._heap, (at_us, _ARRIVAL, -1, self._arrivals, kind, payload))
 
-    def _limit_violation(self, symbol: str, spec: InstrumentSpec, order: SimOrder) -> str | None:
+    def _limit_violation(
+        self, symbol: str, spec: InstrumentSpec, order: SimOrder, *, has_exits: bool = False
+    ) -> str | None:
         limits = self.config.limits
         if limits is None:
             return None
@@ -339,7 +398,7 @@ class BacktestEngine:
         open_orders = [o for o in self._orders.values() if o.status in ("submitted", "accepted", "triggered")]
         open_buys = sum((o.order.quantity - o.filled for o in open_orders if o.order.side is OrderSide.BUY), ZERO)
         exposure = Exposure(mid, held, (held + open_buys) * price, len(open_orders) - 1, self._loss_today())
-        checked = OrderToCheck(symbol, order.side, order.quantity, order.limit_price, has_exits=False)
+        checked = OrderToCheck(symbol, order.side, order.quantity, order.limit_price, has_exits=has_exits)
         violation = check_order(limits, checked, exposure)
         return None if violation is None else violation.code
 
@@ -358,8 +417,15 @@ class BacktestEngine:
         *,
         bar_interval: timedelta | None = None,
         progress: Callable[[int], None] | None = None,
+        controls: Sequence[Control] = (),
+        declared_gaps: Sequence[Window] = (),
     ) -> BacktestRun:
-        """Replay the streams (each in time order; bars need `bar_interval`) and return what happened."""
+        """Replay the streams (each in time order; bars need `bar_interval`) and return what happened.
+
+        `controls` (a scenario's fee change or venue refusal) are carried out at their times; a hole covering one of
+        `declared_gaps` (a scenario's feed outage) is accepted by the gap check, any other hole is still an error.
+        """
+        gaps = tuple((w.start, w.end) for w in declared_gaps)
         iterators: list[Iterator[Event]] = []
         symbols: set[str] = set()
         first: int | None = None
@@ -374,7 +440,7 @@ class BacktestEngine:
                     raise BacktestInputError("bars need their interval")
                 for symbol in sorted({b.symbol for b in bars}):
                     own = [b for b in bars if b.symbol == symbol]
-                    check_continuity(f"{symbol} bars", [b.start for b in own], bar_interval)
+                    check_continuity(f"{symbol} bars", [b.start for b in own], bar_interval, gaps)
                     iterators.append(self._bar_events(len(iterators), own))
                     last = max(last, to_us(own[-1].end))
                     symbols.add(symbol)
@@ -384,7 +450,7 @@ class BacktestEngine:
                 messages: list[MarketData] = [m for m in stream if not isinstance(m, Bar)]
                 for symbol in sorted({m.symbol for m in messages}):
                     mine = [m for m in messages if m.symbol == symbol]
-                    check_continuity(f"{symbol} market data", [m.timestamp for m in mine], self.config.max_gap)
+                    check_continuity(f"{symbol} market data", [m.timestamp for m in mine], self.config.max_gap, gaps)
                     iterators.append(self._market_events(len(iterators), mine))
                     last = max(last, to_us(mine[-1].timestamp))
                     symbols.add(symbol)
@@ -399,6 +465,7 @@ class BacktestEngine:
         self.strategy.on_start(self.ctx)
         self._sample(self.now_us)
         initial_equity = self._samples[0][1]
+        self._schedule(controls)
         for number, iterator in enumerate(iterators):
             event = next(iterator, None)
             if event is not None:
@@ -433,7 +500,16 @@ class BacktestEngine:
             rejected_market_data=self._bad_market_data,
             started_at=None if first is None else from_us(first),
             ended_at=from_us(self.now_us),
+            notes=tuple(self._notes),
         )
+
+    def _schedule(self, controls: Sequence[Control]) -> None:
+        for control in controls:
+            if isinstance(control, FeeChange):
+                self._push(to_us(control.at), _CONTROL, control)
+            else:
+                self._push(to_us(control.window.start), _CONTROL, control)
+                self._push(to_us(control.window.end), _CONTROL, None)
 
     def _merge(self, iterators: list[Iterator[Event]], progress: Callable[[int], None] | None, last: int) -> None:
         """Pop events in time order until the data ends (orders and bar ends due later are not carried out)."""
@@ -486,7 +562,8 @@ class BacktestEngine:
         depth = max(bar.volume, self.config.bar_book.min_depth)
         market = self.markets[bar.symbol]
         closing = start + 3 * step
-        if not (market.has_orders or market.has_consumption) and (not self._heap or self._heap[0][0] > closing):
+        idle = not (market.has_orders or market.has_consumption or bar.symbol in self._watched)
+        if idle and (not self._heap or self._heap[0][0] > closing):
             self._lazy_books[bar.symbol] = (closing, bar.close, depth)
             return
         first, second = (bar.low, bar.high) if bar.close >= bar.open else (bar.high, bar.low)
@@ -517,6 +594,10 @@ class BacktestEngine:
                 self._flush_book(symbol, market)
                 aggressor = OrderSide.BUY if price >= previous else OrderSide.SELL
                 self._settle(symbol, market.on_trade(price, depth, aggressor, from_us(self.now_us)))
+            if symbol in self._watched:
+                # An exit fired by this print meets a book around the print, not the bar's opening book.
+                self._lazy_books[symbol] = (self.now_us, price, depth)
+                self._tick(symbol, price)
         elif kind == _BAR_BOOK:
             symbol, price, depth = payload
             self._lazy_books[symbol] = (self.now_us, price, depth)
@@ -536,6 +617,8 @@ class BacktestEngine:
             self._close(self._orders[order_id], status, reason)
         elif kind == _BUILT_BAR:
             self._close_built_bar(payload)
+        elif kind == _CONTROL:
+            self._control(payload)
         if self.now_us >= self._next_sample:
             self._sample(self.now_us)
 
@@ -553,6 +636,8 @@ class BacktestEngine:
         self._flush_book(trade.symbol, market)
         self._prices[trade.symbol] = trade.price
         self._settle(trade.symbol, market.on_trade(trade.price, trade.qty, trade.side, trade.timestamp))
+        if self._watched:
+            self._tick(trade.symbol, trade.price)
         if self.config.bar_interval is not None:
             self._build_bar(trade)
         self.strategy.on_trade(self.ctx, trade)
@@ -576,6 +661,10 @@ class BacktestEngine:
         if mid is not None:
             self._prices[message.symbol] = mid
         self._settle(message.symbol, reports)
+        if self._watched:
+            best_bid = market.book.best_bid
+            if best_bid is not None:
+                self._tick(message.symbol, best_bid)
         self.strategy.on_book(self.ctx, market.book)
 
     # --- bars built from prints -----------------------------------------------------------------------------
@@ -634,6 +723,9 @@ class BacktestEngine:
             order.time_in_force,
             order.post_only,
         )
+        if self._venue_down is not None:
+            self._close(record, "rejected", self._venue_down)
+            return
         try:
             validate_request(request, spec)  # the paper venue's own checks: lot, tick, minimums, price fields
         except VenueRejected as exc:
@@ -677,6 +769,9 @@ class BacktestEngine:
             return
         if record is None or record.status not in ("accepted", "triggered"):
             return
+        if self._venue_down is not None:
+            self._tell(record, "cancel_rejected", None, self._venue_down)
+            return
         market = self.markets[record.symbol]
         self._flush_book(record.symbol, market)
         self._settle(record.symbol, market.cancel(order_id, from_us(self.now_us)))
@@ -697,6 +792,8 @@ class BacktestEngine:
             elif report.kind is ReportKind.ACCEPTED:
                 record.status = "accepted"
                 self._tell(record, "accepted", report.leaves, None)
+                if record.bracket is not None:
+                    self._bracket_step(record.bracket, ExitAccepted(record.order.order_id))
             elif report.kind is ReportKind.TRIGGERED:
                 record.status = "triggered"
                 self._tell(record, "triggered", report.leaves, None)
@@ -737,7 +834,12 @@ class BacktestEngine:
             order.order_id, report.trade_id or "", symbol, order.side, quantity, price, fee, liquidity, report.at
         )
         self._fills.append(fill)
-        self.strategy.on_fill(self.ctx, fill)
+        if record.bracket is not None:
+            self._bracket_step(record.bracket, ExitFilled(order.order_id, quantity, price))
+        else:
+            self.strategy.on_fill(self.ctx, fill)
+            if self.config.exits is not None and order.side is OrderSide.BUY:
+                self._entry_filled(symbol, order.order_id, quantity, price)
         if report.leaves == 0:
             self._close(record, "filled", None)
 
@@ -747,8 +849,95 @@ class BacktestEngine:
         self._tell(record, status, None, reason)
 
     def _tell(self, record: _Order, status: str, leaves: Decimal | None, reason: str | None) -> None:
+        if record.bracket is not None:
+            outcome = _EXIT_OUTCOMES.get(status)
+            if outcome is not None:
+                self._bracket_step(record.bracket, ExitEnded(record.order.order_id, outcome))
+            return
         update = OrderUpdate(record.order.order_id, record.symbol, status, from_us(self.now_us), leaves, reason)
         self.strategy.on_order(self.ctx, update)
+
+    # --- scenario controls ----------------------------------------------------------------------------------
+
+    def _control(self, control: FeeChange | VenueRejects | None) -> None:
+        now = from_us(self.now_us)
+        if isinstance(control, FeeChange):
+            self.schedule = control.schedule
+            tier = control.schedule.tiers[0]
+            rates = {"maker_rate": str(tier.maker_rate), "taker_rate": str(tier.taker_rate)}
+            self._notes.append(RunNote(now, "fee_change", rates))
+        elif isinstance(control, VenueRejects):
+            self._venue_down = control.reason
+            self._notes.append(RunNote(now, "venue_down", {"reason": control.reason}))
+        else:
+            self._venue_down = None
+            self._notes.append(RunNote(now, "venue_up", {}))
+
+    # --- exit brackets (shared.domain.brackets, as the risk service runs them) ------------------------------
+
+    def _entry_filled(self, symbol: str, order_id: str, quantity: Decimal, price: Decimal) -> None:
+        if order_id in self._brackets:
+            self._bracket_step(order_id, EntryFilled(quantity, price))
+            return
+        policy = self.config.exits
+        if policy is None:
+            return
+        increment = self.spec(symbol).price_increment
+        try:
+            opened = open_bracket(
+                bracket_id=order_id,
+                account_id=self.config.account_id,
+                symbol=symbol,
+                entry_order_id=order_id,
+                levels=policy.levels_for(price, increment),
+                from_policy=True,
+                swap_band_pct=policy.swap_band_pct,
+                price_increment=increment,
+                fill=EntryFilled(quantity, price),
+                now=from_us(self.now_us),
+            )
+        except BracketError as exc:
+            self._notes.append(
+                RunNote(from_us(self.now_us), "BracketRefused", {"bracket_id": order_id, "why": str(exc)})
+            )
+            return
+        self._brackets[order_id] = opened.bracket
+        self._watched.setdefault(symbol, []).append(order_id)
+        self._decide(opened.bracket, opened.decisions)
+
+    def _tick(self, symbol: str, price: Decimal) -> None:
+        for bracket_id in tuple(self._watched.get(symbol, ())):
+            self._bracket_step(bracket_id, PriceTick(price))
+
+    def _bracket_step(self, bracket_id: str, event: BracketInput) -> None:
+        result = step(self._brackets[bracket_id], event, from_us(self.now_us))
+        self._brackets[bracket_id] = result.bracket
+        self._decide(result.bracket, result.decisions)
+
+    def _decide(self, bracket: Bracket, decisions: Iterable[Decision]) -> None:
+        now = from_us(self.now_us)
+        for decision in decisions:
+            if isinstance(decision, SubmitExit):
+                limit = decision.limit_price
+                order = SimOrder(
+                    decision.client_order_id,
+                    OrderSide.SELL,
+                    OrderType.MARKET if limit is None else OrderType.LIMIT,
+                    decision.quantity,
+                    limit,
+                )
+                self.submit(decision.symbol, order, bracket=bracket.bracket_id)
+            elif isinstance(decision, CancelExit):
+                self.cancel(decision.client_order_id)
+            if isinstance(decision, BracketEvent | SubmitExit):
+                log = decision.to_log()
+                self._notes.append(RunNote(now, log["decision"] or "", log))
+        if not bracket.is_open:
+            watched = self._watched.get(bracket.symbol, [])
+            if bracket.bracket_id in watched:
+                watched.remove(bracket.bracket_id)
+                if not watched:
+                    del self._watched[bracket.symbol]
 
     # --- equity ---------------------------------------------------------------------------------------------
 

@@ -182,7 +182,7 @@ def _svg(figure: Any) -> str:
     return text[text.index("<svg") :]
 
 
-def html_report(run: BacktestRun, data: Mapping[str, Any] | None = None) -> str:
+def html_report(run: BacktestRun, data: Mapping[str, Any] | None = None, extra: str = "") -> str:
     """A self-contained HTML page: the figures, plots as inline SVG (matplotlib) and the trade list."""
     import matplotlib
 
@@ -252,7 +252,7 @@ def html_report(run: BacktestRun, data: Mapping[str, Any] | None = None) -> str:
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
         f"<h1>Backtest: {html.escape(run.strategy)}</h1><table>{metrics_rows}</table>{plots}"
         "<h2>Trades</h2><table><tr><th>at</th><th>symbol</th><th>side</th><th>quantity</th><th>price</th>"
-        f"<th>fee</th><th>liquidity</th><th>order</th></tr>{trade_rows}</table></body></html>"
+        f"<th>fee</th><th>liquidity</th><th>order</th></tr>{trade_rows}</table>{extra}</body></html>"
     )
 
 
@@ -265,11 +265,15 @@ def _running_max(values: list[float]) -> list[float]:
     return peaks
 
 
-def write_reports(run: BacktestRun, directory: Path) -> tuple[Path, Path]:
-    """Write `result.json` and `report.html` into `directory` (created); returns both paths."""
+def write_reports(
+    run: BacktestRun, directory: Path, *, stress: Mapping[str, Any] | None = None, stress_html: str = ""
+) -> tuple[Path, Path]:
+    """Write `result.json` and `report.html` into `directory` (created), with the stress report when given."""
     directory.mkdir(parents=True, exist_ok=True)
     data = to_json(run)
+    if stress is not None:
+        data["stress"] = stress
     json_path, html_path = directory / "result.json", directory / "report.html"
     json_path.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    html_path.write_text(html_report(run, data), encoding="utf-8")
+    html_path.write_text(html_report(run, data, stress_html), encoding="utf-8")
     return json_path, html_path

@@ -129,21 +129,26 @@ class Strategy:
 
 def parse_params(strategy: type[Strategy], given: Mapping[str, str]) -> dict[str, Decimal]:
     """Parameter texts checked against the strategy's declarations; `BacktestInputError` names the bad one."""
+    return check_params(strategy.name, strategy.params, given)
+
+
+def check_params(owner: str, declared: Mapping[str, Param], given: Mapping[str, str]) -> dict[str, Decimal]:
+    """Parameter texts checked against `declared` (a strategy's or a scenario's); `BacktestInputError` names the bad one."""
     values: dict[str, Decimal] = {}
     for name, text in given.items():
-        param = strategy.params.get(name)
+        param = declared.get(name)
         if param is None:
-            known = ", ".join(sorted(strategy.params)) or "none"
-            raise BacktestInputError(f"{strategy.name}: unknown parameter {name!r} (known: {known})")
+            known = ", ".join(sorted(declared)) or "none"
+            raise BacktestInputError(f"{owner}: unknown parameter {name!r} (known: {known})")
         try:
             value = Decimal(text)
         except InvalidOperation:
-            raise BacktestInputError(f"{strategy.name}: parameter {name}={text!r} is not a number") from None
+            raise BacktestInputError(f"{owner}: parameter {name}={text!r} is not a number") from None
         if not value.is_finite() or not param.minimum <= value <= param.maximum:
             raise BacktestInputError(
-                f"{strategy.name}: parameter {name}={text} is outside its range [{param.minimum}, {param.maximum}]"
+                f"{owner}: parameter {name}={text} is outside its range [{param.minimum}, {param.maximum}]"
             )
         if param.integer and value != value.to_integral_value():
-            raise BacktestInputError(f"{strategy.name}: parameter {name}={text} must be an integer")
+            raise BacktestInputError(f"{owner}: parameter {name}={text} must be an integer")
         values[name] = value
     return values
