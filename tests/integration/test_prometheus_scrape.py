@@ -19,7 +19,6 @@ import re
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +74,23 @@ async def service_urls(settings: AetherSettings, scrape_database_url: str) -> As
     platform = settings.model_copy(
         update={"database_url": SecretStr(scrape_database_url), "log_level": "WARNING", **jwt_settings(private=True)}
     )
-    async with AsyncExitStack() as stack:
-        urls = {}
-        for entry in SERVICES:
-            app = importlib.import_module(entry.app_module).create_app(platform)
-            urls[entry.name] = await stack.enter_async_context(on_loopback(app, lifespan="on"))
-        yield urls
+    servers = {
+        entry.name: on_loopback(importlib.import_module(entry.app_module).create_app(platform), lifespan="on")
+        for entry in SERVICES
+    }
+    # Started and stopped side by side: one after another, the stops alone (consumers leaving their groups)
+    # took longer than the whole scrape.
+    started = await asyncio.gather(*(server.__aenter__() for server in servers.values()), return_exceptions=True)
+    try:
+        failed = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        if failed:
+            raise failed[0]
+        yield {name: str(url) for name, url in zip(servers, started, strict=True)}
+    finally:
+        running = [
+            server for server, outcome in zip(servers.values(), started, strict=True) if isinstance(outcome, str)
+        ]
+        await asyncio.gather(*(server.__aexit__(None, None, None) for server in running))
 
 
 def test_rule_files_pass_promtool() -> None:
