@@ -1,7 +1,7 @@
 """Domain metrics of the risk service: how many accounts sit in each trading state, and the global state.
 
 A count per state, not a series per account: `/metrics` is unauthenticated and the accounts are unbounded, so the
-account ids stay behind the authenticated `GET /risk/states`. The counts come from the stored states (one GROUP BY),
+account ids stay behind the authenticated `GET /risk/trading-state`. The counts come from the stored states (one GROUP BY),
 at start, after each commit of this process and every `REFRESH_INTERVAL_S` (changes made by another replica).
 """
 
