@@ -39,7 +39,7 @@ async def build_risk_adapters(runtime: ServiceRuntime) -> None:
 
     def committed() -> None:
         runtime.relay.wake()
-        state_metrics.wake()
+        state_metrics.refresher.wake()
 
     risk = RiskService(
         settings=settings,

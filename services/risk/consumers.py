@@ -169,7 +169,7 @@ def _controls_snapshot(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
 
 def _state_metrics(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
-        await risk_adapters(runtime).state_metrics.run(runtime.stop_event)
+        await risk_adapters(runtime).state_metrics.refresher.run(runtime.stop_event)
 
     return run
 

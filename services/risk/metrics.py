@@ -7,15 +7,12 @@ at start, after each commit of this process and every `REFRESH_INTERVAL_S` (chan
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.risk.repository import RiskRepository
 from shared.db import UnitOfWork
 from shared.domain.types import TradingState
-from shared.observability.metrics import gauge
+from shared.observability.metrics import Refresher, gauge
 
 REFRESH_INTERVAL_S = 15.0
 
@@ -32,11 +29,7 @@ class StateMetrics:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        self._changed = asyncio.Event()
-
-    def wake(self) -> None:
-        """A transaction committed: count again now."""
-        self._changed.set()
+        self.refresher = Refresher(self.refresh, REFRESH_INTERVAL_S)
 
     async def refresh(self) -> None:
         """Count the stored states and publish them (a state nobody is in reads 0)."""
@@ -46,15 +39,3 @@ class StateMetrics:
         for state in TradingState:
             ACCOUNTS_IN_STATE.labels(state.value).set(counts.get(("account", state), 0))
             GLOBAL_STATE.labels(state.value).set(1 if state is global_state else 0)
-
-    async def run(self, stop_event: asyncio.Event) -> None:
-        """Refresh at start, on each wake and every REFRESH_INTERVAL_S until `stop_event` is set."""
-        while not stop_event.is_set():
-            self._changed.clear()
-            await self.refresh()
-            waits = {asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stop_event.wait())}
-            _, pending = await asyncio.wait(waits, timeout=REFRESH_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
