@@ -44,6 +44,7 @@ ALERTED_FAMILIES = (
     "aether_consumer_lag_records",
     "aether_risk_accounts_in_state",
     "aether_risk_global_trading_state",
+    "aether_hedge_open_recommendations",
     "aether_oms_reconciliation_runs_total",
     "aether_oms_reconciliation_last_success_timestamp_seconds",
 )
