@@ -395,6 +395,7 @@ async def test_readiness_is_503_without_redis(risk_settings: RiskSettings) -> No
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["redis"]["ok"] is False
+    assert REGISTRY.get_sample_value("aether_ready", {"service": "risk"}) == 0  # what AetherNotReady reads
 
 
 async def test_a_redelivered_recommendation_is_applied_once_through_kafka(
