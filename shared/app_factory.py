@@ -33,12 +33,16 @@ from shared.events.relay import OutboxRelay
 from shared.events.tables import EventTables, event_tables
 from shared.observability.correlation import CorrelationIdMiddleware
 from shared.observability.logging import configure_logging, get_logger
-from shared.observability.metrics import MetricsMiddleware, mount_metrics
+from shared.observability.metrics import MetricsMiddleware, gauge, mount_metrics
 from shared.observability.tracing import configure_tracing, shutdown_tracing
 from shared.rate_limit import RateLimitMiddleware, TokenBucketLimiter, limits_from
 from shared.readiness import DependencyCheck, KafkaProbe, kafka_check, postgres_check, redis_check, run_checks
 
 log = get_logger(__name__)
+
+READY = gauge(
+    "aether_ready", "1 when the last /readyz answered ready, else 0 (set by each readiness probe)", ["service"]
+)
 
 VERSION = "0.1.0"
 
@@ -254,7 +258,7 @@ def build_service_app(spec: ServiceSpec, settings: AetherSettings) -> FastAPI:
     if settings.trusted_proxies:
         # X-Forwarded-For / -Proto are believed only from these peers (uvicorn's own handling is off, see cli serve).
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
-    _mount_probes(app, settings)
+    _mount_probes(app, settings, spec.name)
     mount_metrics(app)
     for router in spec.routers:
         app.include_router(router)
@@ -266,7 +270,10 @@ def _limiter_of(app: FastAPI) -> TokenBucketLimiter | None:
     return limiter
 
 
-def _mount_probes(app: FastAPI, settings: AetherSettings) -> None:
+def _mount_probes(app: FastAPI, settings: AetherSettings, service: str) -> None:
+    ready_gauge = READY.labels(service)
+    ready_gauge.set(0)
+
     @app.get("/healthz", tags=["probes"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -277,9 +284,11 @@ def _mount_probes(app: FastAPI, settings: AetherSettings) -> None:
         """Readiness: PostgreSQL, Redis and Kafka answer (503 with the reasons otherwise)."""
         runtime: ServiceRuntime | None = getattr(app.state, "runtime", None)
         if runtime is None:
+            ready_gauge.set(0)
             return JSONResponse({"status": "starting", "checks": {}}, status_code=503)
         results = await run_checks(runtime.checks, settings.readiness_timeout_s)
         ready = all(result.ok for result in results)
+        ready_gauge.set(1 if ready else 0)
         body = {
             "status": "ready" if ready else "not_ready",
             "checks": {result.name: {"ok": result.ok, "reason": result.reason} for result in results},

@@ -8,6 +8,7 @@ from services.hedge import api, consumers
 from services.hedge.adapters import HedgeAdapters
 from services.hedge.approval import OverrideApprovalPolicy
 from services.hedge.config import HedgeSettings, get_settings
+from services.hedge.metrics import OpenRecommendations
 from services.hedge.use_cases import HedgeContext
 from shared.app_factory import ServiceRuntime, ServiceSpec, build_service_app
 from shared.auth.service_tokens import authenticate_commands
@@ -20,9 +21,16 @@ def create_app(settings: AetherSettings | None = None) -> FastAPI:
     hedge_settings = service_settings(settings, HedgeSettings, get_settings)
 
     async def on_startup(runtime: ServiceRuntime) -> None:
+        open_recommendations = OpenRecommendations(runtime.sessionmaker)
+
+        def committed() -> None:
+            runtime.relay.wake()
+            open_recommendations.refresher.wake()
+
         context = HedgeContext.create(
-            hedge_settings, runtime.sessionmaker, runtime.tables, clock=utc_now, on_commit=runtime.relay.wake
+            hedge_settings, runtime.sessionmaker, runtime.tables, clock=utc_now, on_commit=committed
         )
+        runtime.spawn("hedge.recommendation-metrics", lambda: open_recommendations.refresher.run(runtime.stop_event))
         runtime.adapters = HedgeAdapters.assemble(context, OverrideApprovalPolicy(runtime.redis))
         authenticate_commands(runtime, hedge_settings, [hedge_settings.commands_topic])
 

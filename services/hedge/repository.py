@@ -276,6 +276,15 @@ class HedgeRepository:
             query = query.where(recommendations.c.account_id.in_(list(account_ids)))
         return (await self.session.execute(query)).mappings().all()
 
+    async def count_open_recommendations(self) -> dict[str, int]:
+        """Raised and not re-armed, by level."""
+        query = (
+            sa.select(recommendations.c.level, sa.func.count())
+            .where(recommendations.c.rearmed_at.is_(None))
+            .group_by(recommendations.c.level)
+        )
+        return {str(level): int(count) for level, count in await self.session.execute(query)}
+
     async def insert_recommendation(self, **values: Any) -> bool:
         """False when the level is raised already (the partial unique index keeps it once)."""
         statement = (

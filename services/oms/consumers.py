@@ -26,6 +26,7 @@ from services.oms.errors import (
 )
 from services.oms.repository import OmsRepository
 from services.oms.service import OrderService
+from services.oms.use_cases.reconciliation import RunKind, RunOutcome, record_run, sweep_outcome
 from shared.app_factory import BackgroundWorker, ServiceRuntime, run_consumer
 from shared.audit import append as audit_append
 from shared.auth.tokens import Principal, RevocationUnavailable
@@ -250,7 +251,18 @@ def _resolver(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
 
 
 async def resolve_stale(orders: OrderService) -> int:
-    """Query the venue about orders stuck in SUBMITTED or PENDING_CANCEL (ambiguous outcomes, commands, approvals)."""
+    """Query the venue about orders stuck in SUBMITTED or PENDING_CANCEL (ambiguous outcomes, commands, approvals);
+    the sweep is counted as a reconciliation run (ok, drift, error)."""
+    try:
+        outcomes = [await orders.resolve(OrderId(order_id)) for order_id in await _stale_orders(orders)]
+    except Exception:
+        record_run(RunKind.SWEEP, RunOutcome.ERROR)
+        raise
+    record_run(RunKind.SWEEP, sweep_outcome(outcomes))
+    return len(outcomes)
+
+
+async def _stale_orders(orders: OrderService) -> list[str]:
     older_than = orders.clock() - timedelta(seconds=orders.settings.resolve_after_s)
     async with UnitOfWork(orders.sessionmaker) as uow:
         repo = OmsRepository(uow.session)
@@ -260,9 +272,7 @@ async def resolve_stale(orders: OrderService) -> int:
             for order_id in await repo.unresolved_orders(older_than=older_than)
             if (row := await repo.order_row(order_id)) and row["status"] == OrderStatus.PENDING_CANCEL.value
         ]
-    for order_id in stale:
-        await orders.resolve(OrderId(order_id))
-    return len(stale)
+    return stale
 
 
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (

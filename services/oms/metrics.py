@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.observability.metrics import counter, histogram
+from shared.observability.metrics import counter, gauge, histogram
 
 ORDER_TRANSITIONS = counter(
     "aether_oms_order_transitions_total", "Order state transitions, by the event that made them", ["event"]
@@ -20,4 +20,15 @@ FILLS_QUARANTINED = counter(
     "aether_oms_fills_quarantined_total",
     "Venue fills set aside because the order state machine or the ledger refused them (alert on any increase)",
     ["reason"],
+)
+RECONCILIATION_RUNS = counter(
+    "aether_oms_reconciliation_runs_total",
+    "Reconciliation runs with the venue by kind (startup, not_ready, sweep) and outcome (ok, drift: something was "
+    "repaired, error: some order or account could not be checked)",
+    ["kind", "outcome"],
+)
+RECONCILIATION_LAST_SUCCESS = gauge(
+    "aether_oms_reconciliation_last_success_timestamp_seconds",
+    "Unix time of the last reconciliation run of this kind that completed (ok or drift)",
+    ["kind"],
 )

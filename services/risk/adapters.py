@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from services.risk.config import RiskSettings
 from services.risk.exits.service import ExitContext
 from services.risk.exits.use_cases import ExitUseCases, exit_use_cases
+from services.risk.metrics import StateMetrics
 from services.risk.service import RiskService
 from shared.app_factory import ServiceRuntime, adapters_of
 from shared.auth.service_tokens import authenticate_commands
@@ -25,6 +26,7 @@ class RiskAdapters:
     settings: RiskSettings
     risk: RiskService
     exits: ExitUseCases
+    state_metrics: StateMetrics
 
 
 async def build_risk_adapters(runtime: ServiceRuntime) -> None:
@@ -33,13 +35,19 @@ async def build_risk_adapters(runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     if not isinstance(settings, RiskSettings):
         raise TypeError(f"the risk service runs on RiskSettings, not {type(settings).__name__}")
+    state_metrics = StateMetrics(runtime.sessionmaker)
+
+    def committed() -> None:
+        runtime.relay.wake()
+        state_metrics.refresher.wake()
+
     risk = RiskService(
         settings=settings,
         sessionmaker=runtime.sessionmaker,
         tables=runtime.tables,
         redis=runtime.redis,
         clock=utc_now,
-        on_commit=runtime.relay.wake,
+        on_commit=committed,
     )
     context = ExitContext(
         settings=settings,
@@ -48,7 +56,9 @@ async def build_risk_adapters(runtime: ServiceRuntime) -> None:
         clock=utc_now,
         on_commit=runtime.relay.wake,
     )
-    runtime.adapters = RiskAdapters(settings=settings, risk=risk, exits=exit_use_cases(context))
+    runtime.adapters = RiskAdapters(
+        settings=settings, risk=risk, exits=exit_use_cases(context), state_metrics=state_metrics
+    )
     # Exit orders reach the OMS as commands authenticated by the risk worker's service identity.
     authenticate_commands(runtime, settings, [settings.exits_commands_topic])
 

@@ -167,9 +167,17 @@ def _controls_snapshot(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]
     return run
 
 
+def _state_metrics(runtime: ServiceRuntime) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await risk_adapters(runtime).state_metrics.refresher.run(runtime.stop_event)
+
+    return run
+
+
 # (name, worker factory) pairs started by the app's lifespan.
 WORKERS: Sequence[tuple[str, BackgroundWorker]] = (
     ("controls-snapshot", _controls_snapshot),
+    ("state-metrics", _state_metrics),
     ("recommendations", _recommendations),
     ("approval-decisions", _decisions),
     *EXIT_WORKERS,

@@ -217,6 +217,13 @@ class RiskRepository:
             sa.insert(trading_state_history).values(scope_key=state.scope_key, previous=previous.value, **values)
         )
 
+    async def count_states(self) -> dict[tuple[str, TradingState], int]:
+        """How many scopes are in each state, by (scope, state): the global row and the accounts ever changed."""
+        query = sa.select(trading_state.c.scope, trading_state.c.state, sa.func.count()).group_by(
+            trading_state.c.scope, trading_state.c.state
+        )
+        return {(scope, TradingState(state)): count for scope, state, count in await self.session.execute(query)}
+
     async def all_states(self, account_ids: list[str] | None = None) -> list[StoredState]:
         query = sa.select(trading_state).order_by(trading_state.c.scope_key)
         if account_ids is not None:

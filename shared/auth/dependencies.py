@@ -76,7 +76,8 @@ async def get_enrolling_principal(
     if credentials is None:
         raise Unauthorized("missing bearer token", token_present=False)
     try:
-        principal = await verifier.verify(credentials.credentials)
+        # The rate limiter may have checked this token already: its signature is verified once per request.
+        principal = await verifier.verify(credentials.credentials, request.scope.setdefault("state", {}))
     except InvalidToken as exc:
         raise Unauthorized(str(exc.reason)) from None
     except RevocationUnavailable:

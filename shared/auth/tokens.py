@@ -12,7 +12,7 @@ signature maths. Failures raise `InvalidToken(reason)` with a short, fixed reaso
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -266,6 +266,19 @@ def _auth_time(value: object) -> datetime | None:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+# Where a request's ASGI scope state keeps the token its rate limiter verified, for the auth dependency to reuse.
+VERIFIED_TOKEN_STATE = "aether.verified_token"  # noqa: S105 - a state key, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """A token whose signature and claims one request already checked, and with which key, issuer and audience."""
+
+    token: str
+    principal: Principal
+    verifier_id: tuple[str, str, str]
+
+
 class TokenVerifier:
     """Verifies tokens from one issuer for one audience with an Ed25519 public key; optional async revocation hook."""
 
@@ -289,6 +302,21 @@ class TokenVerifier:
         """A verifier like this one that also consults `is_revoked(jti)`."""
         return TokenVerifier(self._public_key_pem, self.issuer, self.audience, self.leeway_s, is_revoked)
 
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """What a verification depends on besides the token: the key, the issuer and the audience."""
+        return (self.key_id, self.issuer, self.audience)
+
+    def verify_once(self, token: str, state: MutableMapping[str, Any]) -> Principal:
+        """`verify_without_revocation`, remembered in a request's `state`: the same token checked again by a
+        verifier of the same key, issuer and audience in that request reuses the answer."""
+        earlier = state.get(VERIFIED_TOKEN_STATE)
+        if isinstance(earlier, VerifiedToken) and earlier.token == token and earlier.verifier_id == self.identity:
+            return earlier.principal
+        principal = self.verify_without_revocation(token)
+        state[VERIFIED_TOKEN_STATE] = VerifiedToken(token, principal, self.identity)
+        return principal
+
     def verify_without_revocation(self, token: str) -> Principal:
         """Check signature, algorithm, header and claims; does NOT consult the revocation hook (use `verify`)."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
@@ -310,9 +338,10 @@ class TokenVerifier:
             raise InvalidToken(TokenRejection.MALFORMED)
         return _principal_from(decoded["payload"])
 
-    async def verify(self, token: str) -> Principal:
-        """Full verification: `verify_without_revocation`, then the revocation hook (fails closed)."""
-        principal = self.verify_without_revocation(token)
+    async def verify(self, token: str, state: MutableMapping[str, Any] | None = None) -> Principal:
+        """Full verification: `verify_without_revocation` (`verify_once` given the request's `state`), then the
+        revocation hook (fails closed), consulted on every call."""
+        principal = self.verify_without_revocation(token) if state is None else self.verify_once(token, state)
         if self.is_revoked is None:
             return principal
         try:

@@ -41,7 +41,7 @@ from shared.events.tables import EventTables
 from shared.events.topics import dead_letter
 from shared.observability.correlation import correlation_scope
 from shared.observability.logging import get_logger
-from shared.observability.metrics import counter
+from shared.observability.metrics import counter, gauge
 
 log = get_logger(__name__)
 
@@ -56,6 +56,11 @@ def record_header(name: str) -> str | None:
 
 
 MESSAGES = counter("aether_consumer_messages_total", "Records handled, by outcome.", ["consumer", "outcome"])
+LAG = gauge(
+    "aether_consumer_lag_records",
+    "Records on the broker not yet handled (high watermark of the last fetch minus the position), per partition.",
+    ["consumer", "topic", "partition"],
+)
 
 # Headers added to a dead letter (the original record's headers are kept too).
 DLQ_HEADER_REASON = "reason"
@@ -180,6 +185,7 @@ class ConsumerLoop:
         self._poll_timeout_ms = poll_timeout_ms
         self._max_poll_records = max_poll_records
         self._consumer: AIOKafkaConsumer | None = None
+        self._lag_series: set[tuple[str, int]] = set()
         self.stats = ConsumerStats()
 
     async def start(self) -> None:
@@ -199,6 +205,7 @@ class ConsumerLoop:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+        self._forget_lag(set())
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Handle records until `stop_event` is set; a record is never skipped without being applied or dead-lettered."""
@@ -211,6 +218,7 @@ class ConsumerLoop:
             try:
                 for tp, records in batches.items():
                     await self._handle_partition_batch(consumer, tp, records, next_offsets, stop_event)
+                await self._export_lag(consumer)
             except BaseException as exc:
                 # Fetch positions already moved past what was not handled; move them back for a later run().
                 for tp, offset in next_offsets.items():
@@ -219,6 +227,24 @@ class ConsumerLoop:
                 if isinstance(exc, _StopRequested):
                     return
                 raise
+
+    async def _export_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag of every assigned partition from what the last fetch said (no broker round trip)."""
+        assigned: set[tuple[str, int]] = set()
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:  # nothing fetched from it yet
+                continue
+            position = await consumer.position(tp)  # known after a fetch: answered locally
+            LAG.labels(self._name, tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+            assigned.add((tp.topic, tp.partition))
+        self._forget_lag(assigned)
+
+    def _forget_lag(self, assigned: set[tuple[str, int]]) -> None:
+        # A revoked partition's lag is its new owner's to report: drop the stale series.
+        for topic, partition in self._lag_series - assigned:
+            LAG.remove(self._name, topic, str(partition))
+        self._lag_series = assigned
 
     async def _handle_partition_batch(
         self,

@@ -8,8 +8,10 @@ when a module is imported twice (tests, reloads) instead of raising "Duplicated 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -27,6 +29,7 @@ __all__ = [
     "REGISTRY",
     "UNMATCHED_ROUTE",
     "MetricsMiddleware",
+    "Refresher",
     "counter",
     "gauge",
     "histogram",
@@ -172,3 +175,28 @@ def mount_metrics(app: FastAPI, *, path: str = "/metrics", registry: CollectorRe
         return metrics_response(request.headers.get("accept"), registry=registry)
 
     app.add_api_route(path, metrics, methods=["GET"], include_in_schema=False)
+
+
+class Refresher:
+    """Runs `refresh` (gauges counted from storage) at start, on each `wake()` and every `interval_s`."""
+
+    def __init__(self, refresh: Callable[[], Awaitable[None]], interval_s: float) -> None:
+        self._refresh = refresh
+        self._interval_s = interval_s
+        self._changed = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something committed: refresh now."""
+        self._changed.set()
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Refresh until `stop_event` is set."""
+        while not stop_event.is_set():
+            self._changed.clear()
+            await self._refresh()
+            waits = {asyncio.ensure_future(self._changed.wait()), asyncio.ensure_future(stop_event.wait())}
+            _, pending = await asyncio.wait(waits, timeout=self._interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter

@@ -519,9 +519,21 @@ def test_every_ops_job_is_a_cronjob_running_a_real_ops_command(rendered: dict[st
 
 def test_alerts_cover_the_issue_and_use_only_metrics_the_code_exports(rendered: dict[str, list[Doc]]) -> None:
     (rule,) = _kind(rendered["blue"], "PrometheusRule")
+    names = [r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(names) == len(set(names)), "an alert is defined twice (chart group and files/prometheus-rules.yaml)"
     alerts = {r["alert"]: r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]}
-    for needed in ("KillSwitch", "Reconciliation", "OutboxBacklog", "Consumer", "ReadinessDown", "BackupTooOld"):
-        assert any(needed in name for name in alerts), needed
+    needed = (
+        "KillSwitchEngaged",
+        "KillSwitchRecommended",
+        "ReconciliationFailing",
+        "OutboxBacklog",
+        "ConsumerLag",
+        "ReadinessDown",
+        "NotReady",
+        "BackupTooOld",
+    )
+    for name in needed:
+        assert f"Aether{name}" in alerts, name
     source = "\n".join(
         p.read_text() for top in ("shared", "services", "ops", "data") for p in (REPO / top).rglob("*.py")
     )

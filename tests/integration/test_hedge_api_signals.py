@@ -15,18 +15,22 @@ from typing import Any
 from sqlalchemy import event
 
 from services.hedge.config import HedgeSettings
+from services.hedge.repository import HedgeRepository
 from shared.auth.roles import Role
 from shared.contracts.orders import OrderFilled, SubmitOrder
 from shared.contracts.registry import new_envelope, parse_as
+from shared.db import UnitOfWork
+from shared.domain.hedge import HedgeLevel
 from shared.domain.types import Liquidity, OrderSide, OrderStatus
 from shared.events import Envelope
 from shared.events.producer import EventProducer
 from shared.marketdata import Trade, to_envelope
+from shared.observability.metrics import REGISTRY
 from tests.helpers import eventually
 from tests.kit.auth import token
 from tests.kit.events import TopicReader
 from tests.kit.factories import account_id
-from tests.kit.hedge import DIRECTOR, OPERATOR, RISK, T0, HedgeFactory
+from tests.kit.hedge import DIRECTOR, OPERATOR, RISK, T0, Hedge, HedgeFactory
 
 # --- NAV --------------------------------------------------------------------------------------------------
 
@@ -62,6 +66,7 @@ async def test_recommendation_raised_once_rearmed_and_raised_again(
         seen = await events.until(1)
         status = await hedge.status(account)
         assert [r["level"] for r in status["active_recommendations"]] == ["pause"]
+        await eventually(lambda: _open_recommendations_exported(hedge), message="open recommendations exported")
         info = (await hedge.client.get("/hedge/info", headers=token(Role.VIEWER, accounts=(account,)))).json()
         assert [r["account_id"] for r in info["active_recommendations"]] == [account]
 
@@ -106,6 +111,17 @@ async def test_recommendation_raised_once_rearmed_and_raised_again(
     assert set(first) == {"recommendation_id", "account_id", "level", "drawdown", "threshold", "raised_at"}
     assert (first["account_id"], first["drawdown"], first["threshold"]) == (account, "0.06", "0.05")
     assert all(e.aggregate_id == account for e in seen)
+
+
+async def _open_recommendations_exported(hedge: Hedge) -> bool:
+    """aether_hedge_open_recommendations equals the stored open rows of each level, pause among them."""
+    async with UnitOfWork(hedge.adapters.context.sessionmaker) as uow:
+        stored = await HedgeRepository(uow.session).count_open_recommendations()
+    exported = {
+        level.value: REGISTRY.get_sample_value("aether_hedge_open_recommendations", {"level": level.value})
+        for level in HedgeLevel
+    }
+    return stored.get("pause", 0) >= 1 and exported == {level.value: stored.get(level.value, 0) for level in HedgeLevel}
 
 
 async def test_rearm_without_a_raised_recommendation_is_409(start_hedge: HedgeFactory) -> None:

@@ -1,9 +1,13 @@
 """Debian's Prometheus scrapes every service of the catalog on loopback and finds each target up; the rule files
-in the chart's files/prometheus-rules.yaml pass `promtool check rules`; the Grafana dashboard queries metrics the code exports.
+in the chart's files/prometheus-rules.yaml pass `promtool check rules` and their unit tests (`promtool test rules`,
+tests/deploy/prometheus-rules.test.yaml); the Grafana dashboard queries metrics the code exports.
 
-The services are the apps `create_app` builds, served by uvicorn; /metrics needs no backend, so their lifespans
-stay off here (the order path's own tests run them with PostgreSQL, Redis and Kafka). Prometheus comes from apt
-(installed on first use when root, as the stack installs redis-server), else the test is skipped saying so.
+The services are the apps `create_app` builds, served by uvicorn with their lifespans on, against the stack's
+PostgreSQL (a migrated database of this module's own), Redis and Kafka: their workers and consumers run, so the
+scrapes carry the metrics the alerts read (consumer lag, trading states, reconciliation runs, readiness). The
+services share this process and so prometheus_client's registry: each target serves every service's families.
+Prometheus comes from apt (installed on first use when root, as the stack installs redis-server), else the test
+is skipped saying so.
 """
 
 from __future__ import annotations
@@ -14,24 +18,36 @@ import json
 import re
 import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
-from aether.openapi import _build_settings
 from ops.stack.common import StackError, binary_or_install
+from shared.config import AetherSettings
 from shared.service_catalog import SERVICES
-from tests.helpers import eventually
+from tests.helpers import eventually, own_database
+from tests.kit.auth import jwt_settings
 from tests.kit.loopback import on_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = [ROOT / "deploy" / "helm" / "aether-platform" / "files" / "prometheus-rules.yaml"]  # the chart includes it
 DASHBOARD = ROOT / "deploy" / "grafana" / "aether.json"
+RULE_TESTS = ROOT / "tests" / "deploy" / "prometheus-rules.test.yaml"
+# The families the alerts of issue 18 read, exported once the services' workers have run.
+ALERTED_FAMILIES = (
+    "aether_ready",
+    "aether_consumer_lag_records",
+    "aether_risk_accounts_in_state",
+    "aether_risk_global_trading_state",
+    "aether_hedge_open_recommendations",
+    "aether_oms_reconciliation_runs_total",
+    "aether_oms_reconciliation_last_success_timestamp_seconds",
+)
 
 
 def _binary(name: str) -> str:
@@ -47,21 +63,48 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture(scope="module")
+def scrape_database_url(database_url: str) -> Iterator[str]:
+    """The OMS reconciles every account of its database at start: this module keeps its own."""
+    with own_database(database_url, "prometheus_scrape") as url:
+        yield url
+
+
 @pytest.fixture
-async def service_urls() -> AsyncIterator[dict[str, str]]:
-    settings = _build_settings()
-    async with AsyncExitStack() as stack:
-        urls = {}
-        for entry in SERVICES:
-            app = importlib.import_module(entry.app_module).create_app(settings)
-            urls[entry.name] = await stack.enter_async_context(on_loopback(app))
-        yield urls
+async def service_urls(settings: AetherSettings, scrape_database_url: str) -> AsyncIterator[dict[str, str]]:
+    platform = settings.model_copy(
+        update={"database_url": SecretStr(scrape_database_url), "log_level": "WARNING", **jwt_settings(private=True)}
+    )
+    servers = {
+        entry.name: on_loopback(importlib.import_module(entry.app_module).create_app(platform), lifespan="on")
+        for entry in SERVICES
+    }
+    # Started and stopped side by side: one after another, the stops alone (consumers leaving their groups)
+    # took longer than the whole scrape.
+    started = await asyncio.gather(*(server.__aenter__() for server in servers.values()), return_exceptions=True)
+    try:
+        failed = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        if failed:
+            raise failed[0]
+        yield {name: str(url) for name, url in zip(servers, started, strict=True)}
+    finally:
+        running = [
+            server for server, outcome in zip(servers.values(), started, strict=True) if isinstance(outcome, str)
+        ]
+        await asyncio.gather(*(server.__aexit__(None, None, None) for server in running))
 
 
 def test_rule_files_pass_promtool() -> None:
     promtool = _binary("promtool")
     assert all(path.exists() for path in RULES), RULES
     done = subprocess.run([promtool, "check", "rules", *map(str, RULES)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_alert_rules_pass_their_unit_tests() -> None:
+    promtool = _binary("promtool")
+    done = subprocess.run([promtool, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -127,6 +170,15 @@ async def test_prometheus_scrapes_every_service(service_urls: dict[str, str], tm
             assert sum(len(group["rules"]) for group in rules) == sum(len(_rules(path)) for path in RULES)
             up = (await client.get("/api/v1/query", params={"query": 'sum(up{job="aether"})'})).json()
             assert float(up["data"]["result"][0]["value"][1]) == len(targets)
+
+            async def families_scraped() -> set[str] | None:
+                query = {"match[]": '{job="aether", __name__=~"aether_.*"}'}
+                answer = (await client.get("/api/v1/label/__name__/values", params=query)).json()
+                names = set(answer["data"])
+                return names if names >= set(ALERTED_FAMILIES) else None
+
+            scraped = await eventually(families_scraped, timeout_s=30, interval_s=0.5, message="alerted families")
+            assert set(ALERTED_FAMILIES) <= scraped
     finally:
         process.terminate()
         await process.wait()

@@ -24,6 +24,7 @@ from services.risk.adapters import risk_adapters
 from services.risk.app import create_app
 from services.risk.config import RiskSettings
 from services.risk.consumers import handle_decision, handle_recommendation
+from services.risk.metrics import ACCOUNTS_IN_STATE, StateMetrics
 from services.risk.service import RiskService
 from shared.auth.keys import public_key_pem
 from shared.auth.roles import Role
@@ -31,8 +32,10 @@ from shared.config import AetherSettings
 from shared.contracts.approvals import ApprovalDecided, ApprovalDecision
 from shared.contracts.registry import new_envelope
 from shared.db import UnitOfWork
+from shared.domain.types import TradingState
 from shared.events import Envelope, EventProducer
 from shared.events.topics import HEDGE_RECOMMENDATION_EVENTS
+from shared.observability.metrics import REGISTRY
 from tests.helpers import eventually, own_database
 from tests.kit.auth import KEY, token
 
@@ -392,6 +395,7 @@ async def test_readiness_is_503_without_redis(risk_settings: RiskSettings) -> No
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["redis"]["ok"] is False
+    assert REGISTRY.get_sample_value("aether_ready", {"service": "risk"}) == 0  # what AetherNotReady reads
 
 
 async def test_a_redelivered_recommendation_is_applied_once_through_kafka(
@@ -511,3 +515,43 @@ async def test_leaving_halted_waits_for_a_second_director_by_policy(risk: RiskAp
     second = await risk.client.post("/risk/resume", json={**scope, "reason": "all clear"}, headers=DIRECTOR)
     await _decide(risk, _decided(second.json()["subject_id"], acct, "approved", second.json()["payload_hash"]))
     assert (await risk.service.state("account", acct)).state.value == "active"
+
+
+def _gauge(name: str, state: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"state": state})
+
+
+async def _stored_counts(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT state, count(*) FROM risk.trading_state WHERE scope = 'account' GROUP BY 1")
+        )
+        return {str(row[0]): int(row[1]) for row in rows.all()}
+
+
+async def test_state_gauges_follow_the_stored_states_at_start_and_on_each_change(
+    risk: RiskApp, engine: AsyncEngine
+) -> None:
+    acct = account()
+    await policy(risk.redis, acct, resume_from_halted=False)
+    scope = {"scope": "account", "account_id": acct}
+    halted_before = (await _stored_counts(engine)).get("halted", 0)
+    assert (await risk.client.get("/readyz")).status_code == 200
+    assert REGISTRY.get_sample_value("aether_ready", {"service": "risk"}) == 1
+
+    await risk.client.post("/risk/kill-switch", json={**scope, "reason": "runaway algo"}, headers=RISK)
+
+    async def halted_counted(expected: int) -> bool:
+        return _gauge("aether_risk_accounts_in_state", "halted") == expected
+
+    await eventually(lambda: halted_counted(halted_before + 1), message="the halted account counted")
+    await risk.client.post("/risk/resume", json={**scope, "reason": "all clear"}, headers=DIRECTOR)
+    await eventually(lambda: halted_counted(halted_before), message="the resumed account no longer halted")
+
+    # A starting process counts what is stored (here: over a gauge set wrong on purpose).
+    ACCOUNTS_IN_STATE.labels("halted").set(999)
+    await StateMetrics(risk.service.sessionmaker).refresh()
+    stored = await _stored_counts(engine)
+    for state in TradingState:
+        assert _gauge("aether_risk_accounts_in_state", state.value) == stored.get(state.value, 0)
+    assert sum(_gauge("aether_risk_global_trading_state", state.value) or 0 for state in TradingState) == 1

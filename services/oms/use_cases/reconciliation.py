@@ -13,7 +13,7 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.oms.ledger_repository import LedgerRepository
-from services.oms.metrics import VENUE_ERRORS
+from services.oms.metrics import RECONCILIATION_LAST_SUCCESS, RECONCILIATION_RUNS, VENUE_ERRORS
 from services.oms.repository import OmsRepository, StoredOrder, TradingAccount
 from services.oms.tables import withdrawals
 from services.oms.use_cases.cancellation import CancelOrder
@@ -48,6 +48,46 @@ class ResolveOutcome(StrEnum):
     DENIED_AT_RELEASE = "denied_at_release"  # never sent: the trading state or a limit refuses it now
 
 
+class RunKind(StrEnum):
+    """Which reconciliation a run was: at start-up, of the accounts not ready then, or the resolver's sweep."""
+
+    STARTUP = "startup"
+    NOT_READY = "not_ready"
+    SWEEP = "sweep"
+
+
+class RunOutcome(StrEnum):
+    OK = "ok"  # the venue and the books agreed
+    DRIFT = "drift"  # they did not: repaired
+    ERROR = "error"  # some account or order could not be checked
+
+
+# What a resolved order's outcome says about the run: the venue and our books disagreed, or it could not be asked.
+DRIFT_OUTCOMES = frozenset(
+    {
+        ResolveOutcome.APPLIED,
+        ResolveOutcome.RESUBMITTED,
+        ResolveOutcome.UNKNOWN_TO_VENUE,
+        ResolveOutcome.DENIED_AT_RELEASE,
+        ResolveOutcome.CANCEL_RESENT,
+    }
+)
+
+
+def record_run(kind: RunKind, outcome: RunOutcome) -> None:
+    """Count one reconciliation run; a completed one (ok or drift) is the kind's last success."""
+    RECONCILIATION_RUNS.labels(kind.value, outcome.value).inc()
+    if outcome is not RunOutcome.ERROR:
+        RECONCILIATION_LAST_SUCCESS.labels(kind.value).set_to_current_time()
+
+
+def sweep_outcome(outcomes: list[ResolveOutcome]) -> RunOutcome:
+    """The outcome of a resolver sweep from its orders' outcomes."""
+    if ResolveOutcome.VENUE_UNAVAILABLE in outcomes:
+        return RunOutcome.ERROR
+    return RunOutcome.DRIFT if DRIFT_OUTCOMES.intersection(outcomes) else RunOutcome.OK
+
+
 BALANCE_READ_ATTEMPTS = 3  # venue balance snapshots tried per account before its balances wait for the next reconcile
 
 
@@ -70,6 +110,19 @@ class ReconcileReport:
     accounts_by_venue: dict[str, int] = field(default_factory=dict)  # accounts reconciled, per venue
     not_ready: dict[str, str] = field(default_factory=dict)  # account -> why its venue cannot take it now
     details: list[str] = field(default_factory=list)
+
+    def drifted(self) -> bool:
+        """Whether the run repaired anything (fills, statuses, orders, balances)."""
+        repairs = (
+            self.fills_applied,
+            self.statuses_applied,
+            self.resubmitted,
+            self.unknown_to_venue,
+            self.denied_at_release,
+            self.external_canceled,
+            self.balance_adjustments,
+        )
+        return any(repairs)
 
     def count(self, outcome: ResolveOutcome) -> None:
         """Count one resolved order."""
@@ -178,6 +231,15 @@ class ReconcileAccounts:
 
     async def reconcile(self) -> ReconcileReport:
         """Every account against its venue; ReconcileIncomplete when some could not be reconciled."""
+        try:
+            report = await self._reconcile_all()
+        except Exception:
+            record_run(RunKind.STARTUP, RunOutcome.ERROR)
+            raise
+        record_run(RunKind.STARTUP, RunOutcome.DRIFT if report.drifted() else RunOutcome.OK)
+        return report
+
+    async def _reconcile_all(self) -> ReconcileReport:
         report = ReconcileReport()
         routes = self.ctx.venue.routes if isinstance(self.ctx.venue, VenueRouter) else {}
         async with UnitOfWork(self.ctx.sessionmaker) as uow:
@@ -208,6 +270,8 @@ class ReconcileAccounts:
             await self._reconcile_known(account, report, failed)
         if report.accounts_by_venue:
             log.info("reconciled_once_ready", accounts=sum(report.accounts_by_venue.values()), failed=len(failed))
+        outcome = RunOutcome.ERROR if failed else RunOutcome.DRIFT if report.drifted() else RunOutcome.OK
+        record_run(RunKind.NOT_READY, outcome)
         return report
 
     async def _reconcile_known(self, account: TradingAccount, report: ReconcileReport, failed: list[str]) -> None:
