@@ -90,20 +90,22 @@ def generate_ticks(path: Path, hours: float, seed: int) -> int:
     return write_csv(itertools.takewhile(lambda message: message.timestamp < end, market.messages()), path)
 
 
-def run_aether(path: Path, mode: str = "bars") -> tuple[float, float, int, int]:
-    """(wall seconds, CPU seconds, events, fills) of load + run: bars from a bar file, or trades and books."""
+def run_aether(path: Path, mode: str = "bars") -> tuple[float, float, int, int, float]:
+    """(wall seconds, CPU seconds, events, fills, load seconds) of load + run: a bar file, or trades and books."""
     began, cpu = time.perf_counter(), time.process_time()
     strategy = EmaCross(fast=Decimal(FAST), slow=Decimal(SLOW), quantity=QUANTITY)
     specs, balances = venue_precision("kraken").specs(), {"USD": Decimal(1_000_000)}
     if mode == "bars":
         bars = read_bars(path, MINUTE)
+        loaded = time.perf_counter() - began
         run = BacktestEngine(BacktestConfig(specs, balances), strategy).run([bars], bar_interval=MINUTE)
         events = len(bars)
     else:
         messages = read_csv(path)
+        loaded = time.perf_counter() - began
         run = BacktestEngine(BacktestConfig(specs, balances, bar_interval=MINUTE), strategy).run([messages])
         events = len(messages)
-    return time.perf_counter() - began, time.process_time() - cpu, events, len(run.fills)
+    return time.perf_counter() - began, time.process_time() - cpu, events, len(run.fills), loaded
 
 
 def _python312() -> str:
@@ -188,7 +190,7 @@ def scenario(mode: str, path: Path, repeat: int, python: Path | None) -> dict[st
     """Time Aether and the peers on one file; the JSON line's fields."""
     ours = min((run_aether(path, mode) for _ in range(repeat)), key=lambda r: r[1])
     line: dict[str, Any] = {"bench": f"backtest_ema_cross_{mode}", "events": ours[2], "file": path.name}
-    line["aether"] = {**_rates(ours[2], ours[0], ours[1]), "fills": ours[3]}
+    line["aether"] = {**_rates(ours[2], ours[0], ours[1]), "load_seconds": round(ours[4], 2), "fills": ours[3]}
     cpu_rate = ours[2] / ours[1]
     if mode == "bars":
         peer = min((run_backtrader(path) for _ in range(repeat)), key=lambda r: r[1])
