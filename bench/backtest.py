@@ -25,8 +25,11 @@ Peers are bench-only, installed outside the platform's venv on first use:
   `~/.cache/aether-bench/venv312`) made with the first `python3.12` found (PATH, then pyenv), then
   `pip install 'nautilus_trader==1.231.*'`; it runs the peer as a subprocess on the same file. `--no-nautilus`
   skips it (the line then says so); without it a missing Python 3.12 is an error, never a silent skip.
-vectorbt is not measured: it is a vectorised signal library with no event loop or order matching to compare.
-Run: `PYTHONPATH=. .venv/bin/python bench/backtest.py [--days 365] [--hours 24] [--scenario both] [--repeat 1]`.
+vectorbt (bars only, `--vectorbt`; `pip install 'vectorbt==1.2.*'` into the same venv): `bench/backtest_vectorbt.py`,
+the same signals computed over whole arrays and `Portfolio.from_signals`; no event loop, no book, so it is listed
+for scale, not as a target. Its numba kernels compile on the first run (minutes); the warm run is reported.
+Run: `PYTHONPATH=. .venv/bin/python bench/backtest.py [--days 365] [--hours 24] [--scenario both] [--repeat 1]
+[--vectorbt] [--no-nautilus]`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ PEER_DIR = ROOT / ".aether" / "bench" / "backtrader"
 NAUTILUS = "nautilus_trader==1.231.*"
 NAUTILUS_VENV = Path(os.environ.get("AETHER_BENCH_VENV312", Path.home() / ".cache" / "aether-bench" / "venv312"))
 NAUTILUS_PEER = ROOT / "bench" / "backtest_nautilus.py"
+VECTORBT = "vectorbt==1.2.*"
+VECTORBT_PEER = ROOT / "bench" / "backtest_vectorbt.py"
 MINUTE = timedelta(minutes=1)
 FAST, SLOW, QUANTITY = 12, 26, Decimal("0.01")
 
@@ -128,9 +133,16 @@ def ensure_nautilus() -> Path:
     return python
 
 
-def run_nautilus(python: Path, path: Path, mode: str) -> dict[str, Any]:
-    """The nautilus peer's figures on the same file (a subprocess under Python 3.12)."""
-    command = [str(python), "-W", "ignore", str(NAUTILUS_PEER), mode, str(path)]
+def ensure_vectorbt(python: Path) -> None:
+    """vectorbt in the same bench-only venv, installed on first use."""
+    probe = [str(python), "-c", "import vectorbt"]
+    if subprocess.run(probe, check=False, capture_output=True).returncode != 0:  # noqa: S603
+        subprocess.run([str(python), "-m", "pip", "install", "-q", VECTORBT], check=True)  # noqa: S603
+
+
+def run_peer(python: Path, script: Path, *arguments: str) -> dict[str, Any]:
+    """A peer's figures on the same file (a subprocess under the bench-only Python 3.12)."""
+    command = [str(python), "-W", "ignore", str(script), *arguments]
     done = subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603  # fixed arguments
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
@@ -186,7 +198,7 @@ def _rates(events: int, wall: float, cpu: float) -> dict[str, float]:
     return {"events_per_s": round(events / wall), "events_per_cpu_s": round(events / cpu), "seconds": round(wall, 2)}
 
 
-def scenario(mode: str, path: Path, repeat: int, python: Path | None) -> dict[str, Any]:
+def scenario(mode: str, path: Path, repeat: int, python: Path | None, vectorbt: bool = False) -> dict[str, Any]:
     """Time Aether and the peers on one file; the JSON line's fields."""
     ours = min((run_aether(path, mode) for _ in range(repeat)), key=lambda r: r[1])
     line: dict[str, Any] = {"bench": f"backtest_ema_cross_{mode}", "events": ours[2], "file": path.name}
@@ -198,10 +210,19 @@ def scenario(mode: str, path: Path, repeat: int, python: Path | None) -> dict[st
         line["ratio_backtrader"] = round(cpu_rate / (peer[2] / peer[1]), 2)
         line["ratio_backtrader_wall"] = round((ours[2] / ours[0]) / (peer[2] / peer[0]), 2)
         line["met_5x_backtrader"] = line["ratio_backtrader"] >= 5
+    if vectorbt and python is not None and mode == "bars":
+        vbt = run_peer(python, VECTORBT_PEER, str(path))
+        line["vectorbt"] = {
+            **_rates(vbt["events"], vbt["seconds"], vbt["cpu_seconds"]),
+            "cold_seconds": round(vbt["cold_seconds"], 2),
+            "orders": vbt["orders"],
+            "version": vbt["version"],
+        }
+        line["ratio_vectorbt"] = round(cpu_rate / (vbt["events"] / vbt["cpu_seconds"]), 3)
     if python is None:
         line["nautilus"] = "not run (--no-nautilus)"
         return line
-    runs = [run_nautilus(python, path, mode) for _ in range(repeat)]
+    runs = [run_peer(python, NAUTILUS_PEER, mode, str(path)) for _ in range(repeat)]
     best = min(runs, key=lambda r: float(r["cpu_seconds"]))
     line["nautilus"] = {
         **_rates(best["events"], best["seconds"], best["cpu_seconds"]),
@@ -224,9 +245,12 @@ def main() -> None:
     parser.add_argument("--scenario", choices=("bars", "ticks", "both"), default="both")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--no-nautilus", action="store_true", help="skip the nautilus_trader peer")
+    parser.add_argument("--no-nautilus", action="store_true", help="skip the Python 3.12 peers")
+    parser.add_argument("--vectorbt", action="store_true", help="also vectorbt on bars (its numba compile: minutes)")
     args = parser.parse_args()
     python = None if args.no_nautilus else ensure_nautilus()
+    if args.vectorbt and python is not None:
+        ensure_vectorbt(python)
     ensure_backtrader()
     files = PEER_DIR.parent
     files.mkdir(parents=True, exist_ok=True)
@@ -234,7 +258,7 @@ def main() -> None:
         path = files / f"bars-{args.days}d-{args.seed}.csv"
         if not path.exists():
             generate(path, args.days, args.seed)
-        print(json.dumps({**scenario("bars", path, args.repeat, python), "days": args.days}))
+        print(json.dumps({**scenario("bars", path, args.repeat, python, args.vectorbt), "days": args.days}))
     if args.scenario in ("ticks", "both"):
         path = files / f"ticks-{args.hours:g}h-{args.seed}.csv"
         if not path.exists():
