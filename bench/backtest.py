@@ -234,6 +234,9 @@ def scenario(mode: str, path: Path, repeat: int, python: Path | None, vectorbt: 
     line["ratio_nautilus"] = round(cpu_rate / (best["events"] / best["cpu_seconds"]), 2)
     line["ratio_nautilus_wall"] = round((ours[2] / ours[0]) / (best["events"] / best["seconds"]), 2)
     line["met_nautilus"] = line["ratio_nautilus"] >= 1
+    # Every engine ran the same strategy on the same data: the same number of orders (Aether: each order filled).
+    counts = {ours[3]} | {peer["orders"] for name, peer in line.items() if isinstance(peer, dict) and name != "aether"}
+    line["same_orders"] = len(counts) == 1
     return line
 
 
