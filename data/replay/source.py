@@ -23,11 +23,13 @@ is published.
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import importlib
 import itertools
 import math
 import random
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,6 +47,8 @@ SYNTHETIC_VENUE = "synthetic"
 FILE_VENUE = "replay"
 COLUMNS = ("timestamp", "kind", "symbol", "side", "price", "qty", "trade_id")
 KINDS = ("book", "delta", "trade")
+# A plain decimal that `to_decimal` accepts as it is (at most 20 integer and 18 fraction digits): parsed directly.
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,18})?")
 
 
 class SourceError(ValueError):
@@ -219,16 +223,25 @@ def _parse_row(where: str, line: int, fields: Mapping[str, str]) -> _Row:
 
 def _parse_timestamp(where: str, text: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(text.strip())
+        parsed = _utc_time(text.strip())
     except ValueError:
         raise SourceError(f"{where}: timestamp {text!r} is not ISO 8601") from None
-    if parsed.tzinfo is None:
+    if parsed is None:
         raise SourceError(f"{where}: timestamp {text!r} needs a UTC offset (e.g. 'Z' or '+00:00')")
-    return parsed.astimezone(UTC)
+    return parsed
+
+
+@functools.lru_cache(maxsize=1024)
+def _utc_time(text: str) -> datetime | None:
+    """The UTC time of an ISO 8601 text, None without an offset (cached: a snapshot's rows share one time)."""
+    parsed = datetime.fromisoformat(text)
+    return None if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _parse_decimal(where: str, name: str, text: str) -> Decimal:
     cleaned = text.strip()
+    if _PLAIN_DECIMAL.fullmatch(cleaned):
+        return Decimal(cleaned)  # what to_decimal returns for such a text, without its checks
     if not cleaned or "e" in cleaned.lower():
         raise SourceError(f"{where}: {name} must be a plain decimal such as 60000.1, not {text!r}")
     try:
@@ -265,13 +278,20 @@ def _book_message(rows: Sequence[_Row], venue: str, sequences: dict[str, int]) -
     sequence = sequences[first.symbol] = sequences.get(first.symbol, 0) + 1
     model = BookSnapshot if first.kind == "book" else BookDelta
     try:
-        bids = sorted((Level(price=r.price, qty=r.qty) for r in rows if r.side == "bid"), key=_price, reverse=True)
-        asks = sorted((Level(price=r.price, qty=r.qty) for r in rows if r.side == "ask"), key=_price)
+        bids = sorted((_level(r) for r in rows if r.side == "bid"), key=_price, reverse=True)
+        asks = sorted((_level(r) for r in rows if r.side == "ask"), key=_price)
         return model(
             venue=venue, symbol=first.symbol, bids=bids, asks=asks, timestamp=first.timestamp, sequence=sequence
         )
     except ValidationError as exc:
         raise _schema_error(where, exc) from None
+
+
+def _level(row: _Row) -> Level:
+    # The row's decimals passed `_parse_decimal` (to_decimal's checks); Level adds only the signs, checked here.
+    if row.price > 0 and row.qty >= 0:
+        return Level.model_construct(price=row.price, qty=row.qty)
+    return Level(price=row.price, qty=row.qty)  # raises the schema's own error
 
 
 def _price(level: Level) -> Decimal:

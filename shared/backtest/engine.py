@@ -315,6 +315,10 @@ class BacktestEngine:
         self._bases: tuple[Asset, ...] = ()
         self._samples: list[tuple[int, Decimal, tuple[Decimal, ...], tuple[Decimal | None, ...]]] = []
         self._next_sample = 0
+        self._min_depth = config.bar_book.min_depth
+        self._held_of: Ledger | None = None  # the ledger `_quote_held` and `_held` were read from
+        self._quote_held = ZERO
+        self._held: tuple[Decimal, ...] = ()
         self._sample_us = config.sample_every // MICROSECOND
         self._day = -1
         self._realized_at_day_start = ZERO
@@ -515,8 +519,9 @@ class BacktestEngine:
         """Pop events in time order until the data ends (orders and bar ends due later are not carried out)."""
         heap = self._heap
         handle = self._handle
+        pop, push = heapq.heappop, heapq.heappush
         while heap and heap[0][0] <= last:
-            event = heapq.heappop(heap)
+            event = pop(heap)
             stream = event[2]
             if stream < 0:
                 self.now_us = event[0]
@@ -534,7 +539,7 @@ class BacktestEngine:
                 if following is None:
                     break
                 if heap and following >= heap[0]:
-                    heapq.heappush(heap, (*following[:5], (following[5], number)))
+                    push(heap, (*following[:5], (following[5], number)))
                     break
                 event, payload = following, following[5]
 
@@ -559,7 +564,8 @@ class BacktestEngine:
         bar, end = payload
         start = self.now_us
         step = (end - start) // 4
-        depth = max(bar.volume, self.config.bar_book.min_depth)
+        min_depth = self._min_depth
+        depth = bar.volume if bar.volume >= min_depth else min_depth  # max(), first of equals
         market = self.markets[bar.symbol]
         closing = start + 3 * step
         idle = not (market.has_orders or market.has_consumption or bar.symbol in self._watched)
@@ -944,19 +950,19 @@ class BacktestEngine:
     def _sample(self, at_us: int, *, force: bool = False) -> None:
         if not force and at_us < self._next_sample:
             return
-        balances = self.ledger.balances
-        quote = balances.get(Asset(self.quote))
-        equity = ZERO if quote is None else quote.total
-        positions: list[Decimal] = []
-        prices: list[Decimal | None] = []
-        for symbol, base in zip(self._symbols, self._bases, strict=True):
-            balance = balances.get(base)
-            held = ZERO if balance is None else balance.total
-            price = self._prices.get(symbol)
+        ledger = self.ledger
+        if ledger is not self._held_of:  # balances change only with a new ledger: read them once per ledger
+            balances = ledger.balances
+            quote = balances.get(Asset(self.quote))
+            self._quote_held = ZERO if quote is None else quote.total
+            found = (balances.get(base) for base in self._bases)
+            self._held = tuple(ZERO if balance is None else balance.total for balance in found)
+            self._held_of = ledger
+        equity = self._quote_held
+        prices = tuple(self._prices.get(symbol) for symbol in self._symbols)
+        for held, price in zip(self._held, prices, strict=True):
             if held and price is not None:
                 equity += held * price
-            positions.append(held)
-            prices.append(price)
-        self._samples.append((at_us, equity, tuple(positions), tuple(prices)))
+        self._samples.append((at_us, equity, self._held, prices))
         every = self._sample_us
         self._next_sample = at_us - at_us % every + every if every else at_us

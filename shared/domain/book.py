@@ -70,15 +70,17 @@ class OrderBook:
 
     def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level], at: datetime) -> None:
         """Replace both sides; zero-quantity levels are dropped, a crossed snapshot is refused and the book kept."""
-        new_bids: SortedDict[Decimal, Decimal] = SortedDict()
-        new_asks: SortedDict[Decimal, Decimal] = SortedDict()
-        for levels, target in ((bids, new_bids), (asks, new_asks)):
+        sides: tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]] = ({}, {})
+        for levels, target in zip((bids, asks), sides, strict=True):
             for price, quantity in levels:
                 check_level(price, quantity)
                 if quantity > 0:
                     target[price] = quantity
                 else:
                     target.pop(price, None)
+        # Sorted once per side, not level by level (a snapshot is most of a replay's book work).
+        new_bids: SortedDict[Decimal, Decimal] = SortedDict(sides[0])
+        new_asks: SortedDict[Decimal, Decimal] = SortedDict(sides[1])
         if new_bids and new_asks and new_bids.peekitem(-1)[0] >= new_asks.peekitem(0)[0]:
             raise CrossedBook(
                 f"{self.symbol}: best bid {new_bids.peekitem(-1)[0]} >= best ask {new_asks.peekitem(0)[0]}"
