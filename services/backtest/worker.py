@@ -1,0 +1,114 @@
+"""Where runs execute: worker processes (`ProcessPoolExecutor`, spawned) that replay a run and write its progress
+and results to PostgreSQL themselves. The service and `aether backtest sweep` both dispatch here."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from services.backtest import repository
+from services.backtest.spec import RunSpec, check_spec, load_streams, run_backtest
+from shared.backtest.bars import BacktestInputError
+from shared.backtest.results import html_report, to_json
+from shared.db.engine import sync_url
+
+log = logging.getLogger(__name__)
+PROGRESS_STEP = 0.01
+
+
+@lru_cache(maxsize=4)
+def _engine(database_url: str) -> Engine:
+    return sa.create_engine(sync_url(database_url), poolclass=NullPool)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def execute_run(run_id: str, database_url: str, data_dir: str) -> str:
+    """Claim a queued run, replay it and store its results (or why it failed); returns the status it ended in."""
+    engine = _engine(database_url)
+    with engine.begin() as conn:
+        spec = repository.claim_run(conn, run_id, _now())
+    if spec is None:
+        return "skipped"
+    written = [0.0]
+
+    def progress(fraction: float) -> None:
+        if fraction - written[0] >= PROGRESS_STEP:
+            written[0] = fraction
+            with engine.begin() as conn:
+                repository.set_progress(conn, run_id, fraction)
+
+    try:
+        run = run_backtest(spec, Path(data_dir), progress)
+        data = to_json(run)
+        report = html_report(run, data) if spec.settings.html_report else None
+    except BacktestInputError as exc:
+        with engine.begin() as conn:
+            repository.fail_run(conn, run_id, str(exc), _now())
+        return repository.FAILED
+    except Exception as exc:  # a bug must still leave the run failed, never `running` forever
+        log.exception("backtest run %s failed", run_id)
+        with engine.begin() as conn:
+            repository.fail_run(conn, run_id, f"internal error: {type(exc).__name__}", _now())
+        return repository.FAILED
+    with engine.begin() as conn:
+        repository.finish_run(conn, run_id, run, data, report, _now())
+    return repository.DONE
+
+
+def check_data(spec: RunSpec, data_dir: str) -> str | None:
+    """Why the run cannot start (an empty or gapped range, a bad file), or None; runs in a worker process."""
+    try:
+        check_spec(spec, Path(data_dir))
+        load_streams(spec, Path(data_dir))
+    except BacktestInputError as exc:
+        return str(exc)
+    return None
+
+
+def worker_pool(workers: int, *, fork_now: bool = False) -> ProcessPoolExecutor:
+    """`workers` worker processes.
+
+    By default they fork from a fresh fork server that has imported this module once: a fork of a process that
+    holds sockets, threads and an event loop (the service) is not safe, and spawning each worker would import
+    everything again. `fork_now` forks them from the caller at once instead, for a single-threaded caller that
+    holds no connection (the sweep CLI): no second import at all.
+    """
+    if fork_now:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        pool.submit(int).result()  # with "fork" every worker starts on the first submit, before any thread exists
+        return pool
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+class Dispatcher:
+    """A bounded pool of worker processes that execute runs."""
+
+    def __init__(self, workers: int, database_url: str, data_dir: Path) -> None:
+        self._pool = worker_pool(workers)
+        self._database_url = database_url
+        self._data_dir = str(data_dir)
+
+    def dispatch(self, run_id: str) -> Future[str]:
+        """Execute the run in a worker process."""
+        return self._pool.submit(execute_run, run_id, self._database_url, self._data_dir)
+
+    def check(self, spec: RunSpec) -> Future[str | None]:
+        """`check_data` in a worker process (loading a year of data is no work for the event loop)."""
+        return self._pool.submit(check_data, spec, self._data_dir)
+
+    def close(self) -> None:
+        """Stop taking work; runs in flight finish in their processes."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
