@@ -107,9 +107,7 @@ async def get_backtest_result(run_id: RunIdPath, principal: BacktestReader, adap
 
 
 @router.get(
-    "/v1/backtests/{run_id}/report",
-    response_class=HTMLResponse,
-    responses={**error_responses(404, 409), **HTML_RESPONSE},
+    "/v1/backtests/{run_id}/report", response_model=None, responses={**error_responses(404, 409), **HTML_RESPONSE}
 )
 async def get_backtest_report(run_id: RunIdPath, principal: BacktestReader, adapters: Adapters) -> HTMLResponse:
     """A done run's HTML report with plots (equity, drawdown, positions, fills on price)."""

@@ -11,13 +11,23 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from services.backtest.spec import DEFAULT_BALANCES, NO_SCENARIO, RunSettings, RunSpec, Source
 from shared.contracts.base import DecimalText, Identifier
 from shared.domain.money import format_decimal
-from shared.web import SAFE_TEXT_PATTERN, AssetText, JsonInteger
+from shared.web import IDENTIFIER_MAX_LENGTH, IDENTIFIER_PATTERN, SAFE_TEXT_PATTERN, AssetText, JsonInteger
 
 FileName = Annotated[str, StringConstraints(min_length=1, max_length=512, pattern=SAFE_TEXT_PATTERN)]
 ParameterText = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[-+0-9.eE]+$")]
 ParameterInteger = Annotated[int, Field(ge=-(10**18), le=10**18), JsonInteger]
 ParameterValue = Annotated[ParameterText | ParameterInteger, Field(examples=["0.01", 12])]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1), JsonInteger]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1), JsonInteger]
+# Maps keyed by a pattern: pydantic writes it as `patternProperties` only, which lets any other key through in the
+# schema; these name the keys and close the map (as shared.web.SYMBOL_KEYS_SCHEMA does for symbols).
+NAME_KEYS_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"minLength": 1, "maxLength": IDENTIFIER_MAX_LENGTH, "pattern": IDENTIFIER_PATTERN},
+    "additionalProperties": False,
+}
+ASSET_KEYS_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"minLength": 1, "maxLength": 16, "pattern": r"^[A-Z0-9]+$"},
+    "additionalProperties": False,
+}
 
 
 class BacktestModel(BaseModel):
@@ -44,8 +54,10 @@ class SettingsIn(BacktestModel):
     """Venue rules, starting balances, bar length and latency of the run."""
 
     venue: Identifier = "kraken"
-    balances: dict[AssetText, Annotated[DecimalText, Field(ge=0)]] = Field(
-        default_factory=lambda: {asset: Decimal(amount) for asset, amount in DEFAULT_BALANCES.items()}, max_length=32
+    balances: dict[AssetText, DecimalText] = Field(
+        default_factory=lambda: {asset: Decimal(amount) for asset, amount in DEFAULT_BALANCES.items()},
+        max_length=32,
+        json_schema_extra=ASSET_KEYS_SCHEMA,
     )
     bar_seconds: Annotated[int, Field(ge=1, le=86_400), JsonInteger] = 60
     latency_ms: float = Field(default=50.0, ge=0, le=60_000)
@@ -60,7 +72,9 @@ class RunCreate(BacktestModel):
     """A backtest to run: strategy and parameters, data range and source, stress scenario, seed."""
 
     strategy: Identifier = Field(examples=["ema_cross"])
-    parameters: dict[Identifier, ParameterValue] = Field(default_factory=dict, max_length=32)
+    parameters: dict[Identifier, ParameterValue] = Field(
+        default_factory=dict, max_length=32, json_schema_extra=NAME_KEYS_SCHEMA
+    )
     range: RangeIn = Field(default_factory=RangeIn)
     scenario: Identifier = NO_SCENARIO
     seed: Seed = 0
@@ -95,7 +109,7 @@ class SweepCreate(RunCreate):
     """One run per point of `grid` (the cartesian product), each with `parameters` plus that point."""
 
     grid: dict[Identifier, Annotated[list[ParameterValue], Field(min_length=1, max_length=1_000)]] = Field(
-        min_length=1, max_length=16, examples=[{"fast": [5, 10], "slow": [20, 40]}]
+        min_length=1, max_length=16, examples=[{"fast": [5, 10], "slow": [20, 40]}], json_schema_extra=NAME_KEYS_SCHEMA
     )
 
 

@@ -158,6 +158,7 @@ async def test_two_runs_compare_side_by_side_and_a_sweep_runs_its_grid(client: h
         ({"source": {"bar_files": ["../secret.csv"]}}, "source.bar_files[0]: '../secret.csv' is outside the data"),
         ({"source": {"bar_files": ["absent.csv"]}}, "source.bar_files[0]: no file 'absent.csv'"),
         ({"source": {}}, "source: give at least one of files or bar_files"),
+        ({"settings": {"balances": {"USD": "-1"}}}, "settings.balances.USD: must be a finite, non-negative decimal"),
     ],
 )
 async def test_bad_input_is_a_422_naming_what_is_wrong(
