@@ -206,8 +206,17 @@ def get_runs(conn: Connection, run_ids: Sequence[str]) -> dict[str, RunRow]:
     return {row.run_id: _run(row) for row in rows}
 
 
-def claim_run(conn: Connection, run_id: str, now: datetime) -> RunSpec | None:
-    """Turn a `queued` run `running` and return its spec; None when it is not queued (someone else has it)."""
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on a run: only the latest attempt may write its progress and outcome."""
+
+    run_id: str
+    attempt: int
+    spec: RunSpec
+
+
+def claim_run(conn: Connection, run_id: str, now: datetime) -> Claim | None:
+    """Turn a `queued` run `running` for a new attempt; None when it is not queued (someone else has it)."""
     row = conn.execute(
         runs.update()
         .where(runs.c.run_id == run_id, runs.c.status == QUEUED)
@@ -220,14 +229,16 @@ def claim_run(conn: Connection, run_id: str, now: datetime) -> RunSpec | None:
         conn.execute(
             sweeps.update().where(sweeps.c.sweep_id == row.sweep_id, sweeps.c.status == QUEUED).values(status=RUNNING)
         )
-    return _spec(row)
+    return Claim(run_id, row.attempts, _spec(row))
 
 
-def set_progress(conn: Connection, run_id: str, progress: float) -> None:
+def _held(claim: Claim) -> tuple[sa.ColumnElement[bool], ...]:
+    return (runs.c.run_id == claim.run_id, runs.c.status == RUNNING, runs.c.attempts == claim.attempt)
+
+
+def set_progress(conn: Connection, claim: Claim, progress: float) -> None:
     """Record how far a running run is."""
-    conn.execute(
-        runs.update().where(runs.c.run_id == run_id, runs.c.status == RUNNING).values(progress=min(progress, 1.0))
-    )
+    conn.execute(runs.update().where(*_held(claim)).values(progress=min(progress, 1.0)))
 
 
 def _close_sweep(conn: Connection, run_id: str, now: datetime) -> None:
@@ -241,9 +252,14 @@ def _close_sweep(conn: Connection, run_id: str, now: datetime) -> None:
 
 
 def finish_run(
-    conn: Connection, run_id: str, run: BacktestRun, data: dict[str, Any], report_html: str | None, now: datetime
-) -> None:
-    """Store a run's results, fills and equity curve and mark it `done`, in the caller's transaction."""
+    conn: Connection, claim: Claim, run: BacktestRun, data: dict[str, Any], report_html: str | None, now: datetime
+) -> bool:
+    """Mark the run `done` and store its results, fills and equity curve, in the caller's transaction; False (and
+    nothing written) when the claim is stale (the run was put back and claimed again)."""
+    run_id = claim.run_id
+    done = runs.update().where(*_held(claim)).values(status=DONE, progress=1.0, error=None, finished_at=now)
+    if conn.execute(done).rowcount != 1:
+        return False
     conn.execute(
         results.insert().values(
             run_id=run_id, metrics=data["metrics"], result=data, report_html=report_html, created_at=now
@@ -283,16 +299,17 @@ def finish_run(
                 for seq, s in enumerate(run.samples)
             ],
         )
-    conn.execute(
-        runs.update().where(runs.c.run_id == run_id).values(status=DONE, progress=1.0, error=None, finished_at=now)
-    )
     _close_sweep(conn, run_id, now)
+    return True
 
 
-def fail_run(conn: Connection, run_id: str, error: str, now: datetime) -> None:
-    """Mark a run `failed` with the reason."""
-    conn.execute(runs.update().where(runs.c.run_id == run_id).values(status=FAILED, error=error, finished_at=now))
-    _close_sweep(conn, run_id, now)
+def fail_run(conn: Connection, claim: Claim, error: str, now: datetime) -> bool:
+    """Mark the run `failed` with the reason; False when the claim is stale."""
+    failed = runs.update().where(*_held(claim)).values(status=FAILED, error=error, finished_at=now)
+    if conn.execute(failed).rowcount != 1:
+        return False
+    _close_sweep(conn, claim.run_id, now)
+    return True
 
 
 def result_of(conn: Connection, run_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from shared.db.engine import sync_url
 
 log = logging.getLogger(__name__)
 PROGRESS_STEP = 0.01
+SKIPPED = "skipped"  # another worker held (or took over) the run
 
 
 @lru_cache(maxsize=4)
@@ -37,33 +38,33 @@ def execute_run(run_id: str, database_url: str, data_dir: str) -> str:
     """Claim a queued run, replay it and store its results (or why it failed); returns the status it ended in."""
     engine = _engine(database_url)
     with engine.begin() as conn:
-        spec = repository.claim_run(conn, run_id, _now())
-    if spec is None:
-        return "skipped"
+        claim = repository.claim_run(conn, run_id, _now())
+    if claim is None:
+        return SKIPPED
     written = [0.0]
 
     def progress(fraction: float) -> None:
         if fraction - written[0] >= PROGRESS_STEP:
             written[0] = fraction
             with engine.begin() as conn:
-                repository.set_progress(conn, run_id, fraction)
+                repository.set_progress(conn, claim, fraction)
 
     try:
-        run = run_backtest(spec, Path(data_dir), progress)
+        run = run_backtest(claim.spec, Path(data_dir), progress)
         data = to_json(run)
-        report = html_report(run, data) if spec.settings.html_report else None
+        report = html_report(run, data) if claim.spec.settings.html_report else None
     except BacktestInputError as exc:
         with engine.begin() as conn:
-            repository.fail_run(conn, run_id, str(exc), _now())
-        return repository.FAILED
+            held = repository.fail_run(conn, claim, str(exc), _now())
+        return repository.FAILED if held else SKIPPED
     except Exception as exc:  # a bug must still leave the run failed, never `running` forever
         log.exception("backtest run %s failed", run_id)
         with engine.begin() as conn:
-            repository.fail_run(conn, run_id, f"internal error: {type(exc).__name__}", _now())
-        return repository.FAILED
+            held = repository.fail_run(conn, claim, f"internal error: {type(exc).__name__}", _now())
+        return repository.FAILED if held else SKIPPED
     with engine.begin() as conn:
-        repository.finish_run(conn, run_id, run, data, report, _now())
-    return repository.DONE
+        held = repository.finish_run(conn, claim, run, data, report, _now())
+    return repository.DONE if held else SKIPPED
 
 
 def check_data(spec: RunSpec, data_dir: str) -> str | None:

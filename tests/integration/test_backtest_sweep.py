@@ -132,20 +132,31 @@ def test_the_repository_keeps_every_decimal_place(sync_engine: Engine) -> None:
         3,
         RunSettings(balances={"USD": "100000.000000000000000001"}, html_report=False),
     )
-    run_id, now = new_id(), datetime.now(UTC)
+    run_id, sweep_id, now = new_id(), new_id(), datetime.now(UTC)
     with sync_engine.begin() as conn:
-        repository.insert_run(conn, run_id, spec, "tester", now)
+        repository.insert_sweep(conn, sweep_id, "ema_cross", {"fast": ["5"]}, "tester", now)
+        repository.insert_run(conn, run_id, spec, "tester", now, sweep_id)
     with sync_engine.begin() as conn:
-        assert repository.claim_run(conn, run_id, now) == spec
+        stale = repository.claim_run(conn, run_id, now)
+        assert stale == repository.Claim(run_id, 1, spec)
         assert repository.claim_run(conn, run_id, now) is None  # a second worker does not get it
+    with sync_engine.begin() as conn:  # a resume takes the run back from a worker thought dead, and runs it again
+        assert repository.requeue_unfinished(conn, sweep_id) == [run_id]
+        claim = repository.claim_run(conn, run_id, now)
+    assert claim is not None
     data = to_json(run)
     with sync_engine.begin() as conn:
-        repository.finish_run(conn, run_id, run, data, None, now)
+        assert not repository.finish_run(conn, stale, run, data, None, now)  # the old worker writes nothing
+        assert not repository.fail_run(conn, stale, "late", now)
+        assert repository.finish_run(conn, claim, run, data, None, now)
     with sync_engine.begin() as conn:
         stored = repository.get_run(conn, run_id)
         assert stored is not None
-        assert (stored.spec, stored.status, stored.progress) == (spec, repository.DONE, 1.0)
+        assert (stored.spec, stored.status, stored.progress, stored.attempts) == (spec, repository.DONE, 1.0, 2)
         assert tuple(repository.fills_of(conn, run_id)) == fills
         assert repository.equity_of(conn, run_id) == [(s.at, s.equity) for s in samples]
         assert repository.result_of(conn, run_id) == data
         assert repository.report_of(conn, run_id) == (None,)
+        sweep = repository.get_sweep(conn, sweep_id)
+    assert sweep is not None
+    assert (sweep.status, sweep.counts) == (repository.DONE, {repository.DONE: 1})
