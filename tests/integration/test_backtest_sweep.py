@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from typer.testing import CliRunner
 
+from aether.backtest_cli import app
 from services.backtest import repository
 from services.backtest.service import new_id
 from services.backtest.spec import RunSettings, RunSpec, Source
@@ -160,3 +162,25 @@ def test_the_repository_keeps_every_decimal_place(sync_engine: Engine) -> None:
         sweep = repository.get_sweep(conn, sweep_id)
     assert sweep is not None
     assert (sweep.status, sweep.counts) == (repository.DONE, {repository.DONE: 1})
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--strategy", "nope", "--bars-file", "bars.csv", "--grid", "fast=3"], "unknown strategy 'nope'"),
+        (["--strategy", "ema_cross", "--bars-file", "bars.csv", "--grid", "fast=3,1"], "fast=1 is outside its range"),
+        (["--strategy", "ema_cross", "--bars-file", "gapped.csv", "--grid", "fast=3"], "gap from 2026-01-01T00:09:00"),
+        (["--strategy", "ema_cross", "--bars-file", "bars.csv", "--grid", "fast="], "--grid fast: give at least one"),
+        (["--strategy", "ema_cross", "--bars-file", "../bars.csv", "--grid", "fast=3"], "outside the data directory"),
+        (["--resume", "0" * 32], f"--resume: no sweep {'0' * 32}"),
+    ],
+)
+def test_sweep_cli_errors_name_the_problem(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, args: list[str], named: str
+) -> None:
+    write_bar_file(tmp_path / "bars.csv", 30, seed=2)
+    write_bar_file(tmp_path / "gapped.csv", 30, seed=2, skip=10)
+    monkeypatch.setenv("AETHER_DATABASE_URL", database_url)
+    result = CliRunner().invoke(app, ["sweep", "--data-dir", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert named in " ".join(result.output.split())
