@@ -62,7 +62,10 @@ def _read(row: RunRow) -> RunRead:
 
 
 @router.post(
-    "/v1/backtests", status_code=status.HTTP_202_ACCEPTED, response_model=RunAccepted, responses=error_responses(422)
+    "/v1/backtests",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunAccepted,
+    responses=error_responses(422, 503),
 )
 async def submit_backtest(body: RunCreate, principal: Backtester, adapters: Adapters) -> RunAccepted:
     """Check a backtest (strategy, parameters, scenario, data range) and queue it; watch it at /v1/backtests/{id}."""
@@ -115,7 +118,10 @@ async def get_backtest_report(run_id: RunIdPath, principal: BacktestReader, adap
 
 
 @router.post(
-    "/v1/sweeps", status_code=status.HTTP_202_ACCEPTED, response_model=SweepAccepted, responses=error_responses(422)
+    "/v1/sweeps",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SweepAccepted,
+    responses=error_responses(422, 503),
 )
 async def submit_sweep(body: SweepCreate, principal: Backtester, adapters: Adapters) -> SweepAccepted:
     """Queue one run per point of a parameter grid (each point checked first), run in worker processes."""

@@ -32,3 +32,10 @@ class RunNotFinished(BacktestError):
 
     status_code = 409
     code = "run_not_finished"
+
+
+class WorkersRestarting(BacktestError):
+    """A worker process died while it checked the request; the pool is replaced: submit again."""
+
+    status_code = 503
+    code = "workers_restarting"

@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from services.backtest import repository
-from services.backtest.errors import InvalidBacktest, RunNotFinished, RunNotFound, SweepNotFound
+from services.backtest.errors import InvalidBacktest, RunNotFinished, RunNotFound, SweepNotFound, WorkersRestarting
 from services.backtest.repository import RunRow, SweepRow
 from services.backtest.spec import RunSpec, check_grid, check_spec
 from services.backtest.worker import Dispatcher
@@ -82,7 +83,10 @@ class BacktestRuns:
             check_spec(spec, self._data_dir)
         except BacktestInputError as exc:
             raise InvalidBacktest(str(exc)) from None
-        problem = await asyncio.wrap_future(self._dispatcher.check(spec))
+        try:
+            problem = await asyncio.wrap_future(self._dispatcher.check(spec))
+        except BrokenProcessPool:
+            raise WorkersRestarting("a backtest worker process died while checking the run; submit it again") from None
         if problem is not None:
             raise InvalidBacktest(problem)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,6 +24,8 @@ from shared.backtest.results import html_report, to_json
 from shared.db.engine import sync_url
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 PROGRESS_STEP = 0.01
 SKIPPED = "skipped"  # another worker held (or took over) the run
 
@@ -98,17 +103,27 @@ class Dispatcher:
     """A bounded pool of worker processes that execute runs."""
 
     def __init__(self, workers: int, database_url: str, data_dir: Path) -> None:
+        self._workers = workers
         self._pool = worker_pool(workers)
         self._database_url = database_url
         self._data_dir = str(data_dir)
 
+    def _submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): the pool takes no more work
+            log.warning("a backtest worker process died; starting a new pool")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = worker_pool(self._workers)
+            return self._pool.submit(fn, *args, **kwargs)
+
     def dispatch(self, run_id: str) -> Future[str]:
         """Execute the run in a worker process."""
-        return self._pool.submit(execute_run, run_id, self._database_url, self._data_dir)
+        return self._submit(execute_run, run_id, self._database_url, self._data_dir)
 
     def check(self, spec: RunSpec) -> Future[str | None]:
         """`check_data` in a worker process (loading a year of data is no work for the event loop)."""
-        return self._pool.submit(check_data, spec, self._data_dir)
+        return self._submit(check_data, spec, self._data_dir)
 
     def close(self) -> None:
         """Stop taking work; runs in flight finish in their processes."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from aether.backtest_cli import app
 from services.backtest import repository
 from services.backtest.service import new_id
 from services.backtest.spec import RunSettings, RunSpec, Source
+from services.backtest.worker import Dispatcher
 from shared.backtest.engine import BacktestRun, Sample
 from shared.backtest.results import to_json
 from shared.backtest.strategy import Fill
@@ -184,3 +186,23 @@ def test_sweep_cli_errors_name_the_problem(
     result = CliRunner().invoke(app, ["sweep", "--data-dir", str(tmp_path), *args])
     assert result.exit_code == 2, result.output
     assert named in " ".join(result.output.split())
+
+
+def test_a_dead_worker_process_does_not_stop_the_dispatcher(tmp_path: Path) -> None:
+    write_bar_file(tmp_path / "bars.csv", 30, seed=2)
+    spec = RunSpec("ema_cross", {}, Source((), ("bars.csv",)))
+    dispatcher = Dispatcher(1, "postgresql+psycopg://unused/none", tmp_path)
+    try:
+        assert dispatcher.check(spec).result(timeout=120) is None
+        for pid in list(dispatcher._pool._processes):  # the pool's own worker processes, started by this test
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                outcome = dispatcher.check(spec).result(timeout=120)
+                break
+            except BrokenProcessPool:  # submitted before the pool noticed the death: the next one gets a new pool
+                assert time.monotonic() < deadline
+        assert outcome is None
+    finally:
+        dispatcher.close()
