@@ -32,7 +32,7 @@ from shared.backtest.bars import BacktestInputError, Bar, read_bars
 from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency
 from shared.backtest.results import metrics, write_reports
 from shared.backtest.strategies import make_strategy
-from shared.config import AetherSettings, load_settings
+from shared.config import AetherSettings, ConfigurationError, load_settings
 from shared.db.engine import sync_url
 from shared.marketdata import MarketData
 from shared.venues.instruments import venue_precision
@@ -192,8 +192,10 @@ def sweep(
     ] = None,
 ) -> None:
     """Fan a parameter grid out over worker processes; results go to PostgreSQL (AETHER_DATABASE_URL)."""
-    settings = load_settings(AetherSettings)
-    database_url = settings.database_url.get_secret_value()
+    try:
+        database_url = load_settings(AetherSettings).database_url.get_secret_value()
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
     engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
     try:
         if resume is not None:
