@@ -161,8 +161,9 @@ def _grid(values: list[str]) -> dict[str, list[str]]:
 
 def _create_sweep(engine: Engine, spec: RunSpec, grid: dict[str, list[str]], data_dir: Path) -> tuple[str, list[str]]:
     points = check_grid(spec.strategy, spec.parameters, grid, MAX_SWEEP_RUNS)
-    check_spec(spec, data_dir)
-    load_streams(spec, data_dir)  # an empty or gapped range fails here, before any run is recorded
+    first = replace(spec, parameters=points[0])  # the fixed parameters alone may break a rule (fast < slow)
+    check_spec(first, data_dir)
+    load_streams(first, data_dir)  # an empty or gapped range fails here, before any run is recorded
     sweep_id, run_ids, now = new_id(), [new_id() for _ in points], datetime.now(UTC)
     with engine.begin() as conn:
         repository.insert_sweep(conn, sweep_id, spec.strategy, grid, getpass.getuser(), now)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -104,17 +104,14 @@ class BacktestRuns:
             points = check_grid(base.strategy, base.parameters, grid, self._max_sweep_runs)
         except BacktestInputError as exc:
             raise InvalidBacktest(str(exc)) from None
-        await self._check(base)
+        await self._check(replace(base, parameters=points[0]))  # the fixed parameters alone may break a rule
         sweep_id, run_ids = new_id(), [new_id() for _ in points]
         now = self._clock()
 
         def insert(conn: Connection) -> None:
             repository.insert_sweep(conn, sweep_id, base.strategy, grid, submitted_by, now)
             for run_id, point in zip(run_ids, points, strict=True):
-                spec = RunSpec(
-                    base.strategy, point, base.source, base.start, base.end, base.scenario, base.seed, base.settings
-                )
-                repository.insert_run(conn, run_id, spec, submitted_by, now, sweep_id)
+                repository.insert_run(conn, run_id, replace(base, parameters=point), submitted_by, now, sweep_id)
 
         await self._db(insert)
         self._dispatch(run_ids)

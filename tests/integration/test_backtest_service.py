@@ -111,7 +111,7 @@ async def test_two_runs_compare_side_by_side_and_a_sweep_runs_its_grid(client: h
     second = await _submit(client, _body(parameters={"fast": 8, "slow": 30}, settings=quick), headers=DIRECTOR)
     sweep = await client.post(
         "/v1/sweeps",
-        json=_body(parameters={"slow": "30"}, grid={"fast": [4, 6]}, settings=quick),
+        json=_body(parameters={"slow": "10"}, grid={"fast": [4, 6]}, settings=quick),  # default fast 12 > 10
         headers=VIEWER_AND_OPERATOR,
     )
     assert sweep.status_code == 202, sweep.text
