@@ -36,6 +36,8 @@ GOVERNORS = (Role.DIRECTOR, Role.ADMIN)
 APPROVAL_READERS = (Role.DIRECTOR, Role.ADMIN, Role.AUDITOR)
 REQUESTERS = (Role.OPERATOR, Role.RISK, Role.SERVICE, Role.DIRECTOR, Role.ADMIN)
 DIRECTORS = (Role.DIRECTOR,)
+# Backtests and sweeps: traders and directors submit, every reader reads.
+BACKTESTERS = (Role.OPERATOR, Role.DIRECTOR)
 # Admins make most audited changes, so reading the log is a separate grant.
 AUDIT_READERS = (Role.AUDITOR,)
 
@@ -66,6 +68,8 @@ DUTIES: dict[str, tuple[tuple[Role, ...], Scope]] = {
     "AuditReader": (AUDIT_READERS, Scope.AUDIT_READ),
     "ReportReader": (READERS, Scope.REPORTS_READ),
     "MarketDataReader": (READERS, Scope.MARKET_DATA_READ),
+    "BacktestReader": (READERS, Scope.BACKTESTS_READ),
+    "Backtester": (BACKTESTERS, Scope.BACKTESTS_WRITE),
 }
 
 # Any signed-in caller (no role or scope); enrollment tokens are refused.
@@ -96,6 +100,8 @@ AuditReader = Annotated[Principal, Depends(authorize(*DUTIES["AuditReader"]))]
 ReportReader = Annotated[Principal, Depends(authorize(*DUTIES["ReportReader"]))]
 # Stored market data: trades, candles, book snapshots, feed health (services/analytics).
 MarketDataReader = Annotated[Principal, Depends(authorize(*DUTIES["MarketDataReader"]))]
+BacktestReader = Annotated[Principal, Depends(authorize(*DUTIES["BacktestReader"]))]
+Backtester = Annotated[Principal, Depends(authorize(*DUTIES["Backtester"]))]
 
 # Identifiers: a letter or digit first, then letters, digits and `._:-`; never a control character.
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"

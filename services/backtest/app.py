@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.backtest import api, consumers
+from services.backtest.adapters import build_adapters
 from services.backtest.config import BacktestSettings, get_settings
 from shared.app_factory import ServiceSpec, build_service_app
 from shared.config import AetherSettings, service_settings
@@ -15,6 +16,7 @@ SPEC = ServiceSpec(
     description="Backtests on the same simulated broker that paper trading uses.",
     routers=[api.router],
     workers=consumers.WORKERS,
+    on_startup=build_adapters,
 )
 
 

@@ -57,6 +57,7 @@ class Scope(StrEnum):
     MARKET_DATA_READ = "market_data:read"
     MODELS_READ = "models:read"
     MODELS_WRITE = "models:write"
+    BACKTESTS_READ = "backtests:read"
     BACKTESTS_WRITE = "backtests:write"
     # Trading on the paper venue process (`services/paper`) on behalf of the accounts granted: the OMS alone.
     VENUE_TRADE = "venue:trade"
@@ -76,6 +77,7 @@ _READ_ALL = frozenset(
         Scope.HEDGE_READ,
         Scope.REPORTS_READ,
         Scope.MARKET_DATA_READ,
+        Scope.BACKTESTS_READ,
     }
 )
 
@@ -105,6 +107,7 @@ DEFAULT_SCOPES: Mapping[Role, frozenset[str]] = {
     },
     Role.DIRECTOR: _READ_ALL
     | {
+        Scope.BACKTESTS_WRITE,
         Scope.APPROVALS_READ,
         Scope.APPROVALS_WRITE,
         Scope.APPROVALS_REQUEST,

@@ -54,6 +54,14 @@ def _order(account: str) -> dict[str, Any]:
     }
 
 
+BACKTESTERS = frozenset({Role.OPERATOR, Role.DIRECTOR})
+
+
+def _backtest(account: str) -> dict[str, Any]:
+    """Past authorization a business rule refuses it (no such strategy): S2 starts no run."""
+    return {"strategy": "s2-none", "source": {"bar_files": ["none.csv"]}}
+
+
 def info(service: str) -> dict[tuple[str, str], Rule]:
     """`GET /<service>/info`: any authenticated principal."""
     return {("GET", f"/{service}/info"): Rule(EVERYONE)}
@@ -351,6 +359,25 @@ POLICY: dict[str, dict[tuple[str, str], Rule]] = {
             },
         ),
     },
-    "backtest": {**info("backtest")},
+    "backtest": {
+        **info("backtest"),
+        # Backtests (docs/backtest.md): traders and directors submit, every reader reads.
+        ("POST", "/v1/backtests"): Rule(BACKTESTERS, scope="backtests:write", body=_backtest),
+        ("POST", "/v1/sweeps"): Rule(
+            BACKTESTERS, scope="backtests:write", body=lambda account: {**_backtest(account), "grid": {"fast": [3]}}
+        ),
+        ("GET", "/v1/backtests/compare"): Rule(
+            READERS, scope="backtests:read", query={"ids": f"{'0' * 32},{'1' * 32}"}
+        ),
+        **{
+            ("GET", path): Rule(READERS, scope="backtests:read")
+            for path in (
+                "/v1/backtests/{run_id}",
+                "/v1/backtests/{run_id}/result",
+                "/v1/backtests/{run_id}/report",
+                "/v1/sweeps/{sweep_id}",
+            )
+        },
+    },
     "paper": PAPER,
 }
