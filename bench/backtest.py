@@ -128,16 +128,16 @@ def ensure_nautilus() -> Path:
     if not python.exists():
         subprocess.run([_python312(), "-m", "venv", str(NAUTILUS_VENV)], check=True)  # noqa: S603  # fixed arguments
     probe = [str(python), "-c", "import nautilus_trader"]
-    if subprocess.run(probe, check=False, capture_output=True).returncode != 0:  # noqa: S603
-        subprocess.run([str(python), "-m", "pip", "install", "-q", NAUTILUS], check=True)  # noqa: S603
+    if subprocess.run(probe, check=False, capture_output=True).returncode != 0:  # noqa: S603  # fixed arguments, no shell
+        subprocess.run([str(python), "-m", "pip", "install", "-q", NAUTILUS], check=True)  # noqa: S603  # fixed arguments, no shell
     return python
 
 
 def ensure_vectorbt(python: Path) -> None:
     """vectorbt in the same bench-only venv, installed on first use."""
     probe = [str(python), "-c", "import vectorbt"]
-    if subprocess.run(probe, check=False, capture_output=True).returncode != 0:  # noqa: S603
-        subprocess.run([str(python), "-m", "pip", "install", "-q", VECTORBT], check=True)  # noqa: S603
+    if subprocess.run(probe, check=False, capture_output=True).returncode != 0:  # noqa: S603  # fixed arguments, no shell
+        subprocess.run([str(python), "-m", "pip", "install", "-q", VECTORBT], check=True)  # noqa: S603  # fixed arguments, no shell
 
 
 def run_peer(python: Path, script: Path, *arguments: str) -> dict[str, Any]:
