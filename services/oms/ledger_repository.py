@@ -83,9 +83,8 @@ class LedgerRepository:
         """Persist what changed between `before` and `update.ledger` and append the journal entries; per asset
         journaled, the id of its last new entry (the balance's version)."""
         after = update.ledger
-        for asset, balance in after.balances.items():
-            if before.balances.get(asset) != balance:
-                await self._upsert_balance(after.account_id, balance)
+        changed = [balance for asset, balance in after.balances.items() if before.balances.get(asset) != balance]
+        await self._upsert_balances(after.account_id, changed)
         await self._save_reservations(before, after)
         for symbol, position in after.positions.items():
             if before.positions.get(symbol) != position:
@@ -103,13 +102,20 @@ class LedgerRepository:
         )
         return {row[0]: int(row[1]) for row in (await self.session.execute(query)).all()}
 
-    async def _upsert_balance(self, account_id: str, balance: Balance) -> None:
+    async def _upsert_balances(self, account_id: str, changed: Sequence[Balance]) -> None:
+        """One statement for every balance that moved (a fill moves two: base and quote)."""
+        if not changed:
+            return
         statement = pg_insert(balances).values(
-            account_id=account_id, asset=balance.asset, total=balance.total, reserved=balance.reserved
+            [{"account_id": account_id, "asset": b.asset, "total": b.total, "reserved": b.reserved} for b in changed]
         )
         statement = statement.on_conflict_do_update(
             index_elements=["account_id", "asset"],
-            set_={"total": balance.total, "reserved": balance.reserved, "updated_at": sa.func.now()},
+            set_={
+                "total": statement.excluded.total,
+                "reserved": statement.excluded.reserved,
+                "updated_at": sa.func.now(),
+            },
         )
         await self.session.execute(statement)
 

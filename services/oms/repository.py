@@ -183,11 +183,15 @@ class OmsRepository:
         return list((await self.session.scalars(query.order_by(orders.c.created_at))).all())
 
     async def submitted_orders(self, older_than: datetime) -> list[str]:
+        return await self.orders_in_status(OrderStatus.SUBMITTED, older_than, limit=500)
+
+    async def orders_in_status(self, status: OrderStatus, older_than: datetime, limit: int | None = None) -> list[str]:
+        """Orders in `status` not updated since `older_than`, oldest first (the partial index `ix_orders_open`)."""
         query = (
             sa.select(orders.c.order_id)
-            .where(orders.c.status == OrderStatus.SUBMITTED.value, orders.c.updated_at < older_than)
+            .where(orders.c.status == status.value, orders.c.updated_at < older_than)
             .order_by(orders.c.created_at)
-            .limit(500)
+            .limit(limit)
         )
         return list((await self.session.scalars(query)).all())
 

@@ -44,6 +44,7 @@ from services.oms.use_cases import (
     order_payload,
     request_hash,
 )
+from shared.domain.orders import Order
 from shared.domain.types import AccountId, OrderId
 from shared.events.tables import EventTables
 from shared.venues.base import LatestBook, VenueAdapter, VenueFill, VenueOrder, VenueUpdate
@@ -135,9 +136,9 @@ class OrderService:
         """Inside the caller's transaction: validate, run the pre-trade checks and persist the order."""
         return await self.placement.record(session, body, actor, origin, model_confidence=model_confidence)
 
-    async def send(self, order_id: OrderId) -> None:
-        """Send a SUBMITTED order to the venue and apply the answer."""
-        await self.execution.send(order_id)
+    async def send(self, order_id: OrderId) -> Order | None:
+        """Send a SUBMITTED order to the venue and apply the answer; the order as that left it (None: unknown)."""
+        return await self.execution.send(order_id)
 
     async def apply_update(self, update: VenueUpdate) -> None:
         """Apply a venue fill or status change (idempotent); the venue's update listener."""

@@ -14,10 +14,10 @@ from typing import Any
 from services.oms.errors import VenueNotReadyError
 from services.oms.ledger_repository import LedgerRepository
 from services.oms.metrics import SUBMIT_TO_ACK, SUBMIT_TO_FILL, VENUE_ERRORS
-from services.oms.repository import OmsRepository
+from services.oms.repository import OmsRepository, StoredOrder
 from services.oms.use_cases.context import SYSTEM_ACTOR, OmsContext
 from services.oms.use_cases.order_store import load_order, release_reservation, transition
-from services.oms.use_cases.publishing import publish_order_events, save_ledger
+from services.oms.use_cases.publishing import persist_ledger, publish_order_events
 from services.oms.use_cases.quarantine import UNKNOWN_ORDER, quarantine_fill
 from shared.db import UnitOfWork
 from shared.domain.fees import FEE_VOLUME_WINDOW
@@ -63,33 +63,32 @@ class ExecuteOrders:
         """Drop a handed-over order whose send did not take it (a wrapper of `send` that never called it)."""
         self._recorded.pop(order_id, None)
 
-    async def send(self, order_id: OrderId) -> None:
-        """Send a SUBMITTED order to the venue and apply the answer; an ambiguous answer is left to the resolver."""
+    async def send(self, order_id: OrderId) -> Order | None:
+        """Send a SUBMITTED order to the venue and apply the answer; an ambiguous answer is left to the resolver.
+        The order as applying the answer left it, read under the account's lock; None when that is not known."""
         order = self._recorded.pop(order_id, None) or (await load_order(self.ctx, order_id)).order
         if order.status is not OrderStatus.SUBMITTED:
-            return
+            return None
         started = time.perf_counter()
         try:
             update = await self.ctx.venue.submit(_venue_request(order))
         except VenueRejected as exc:
             reason = f"{exc.code}: {exc.message}"
-            await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), "venue")
-            return
+            return await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), "venue")
         except VenueNotReady as exc:  # nothing was sent: no venue for the account, or its keys are unusable
             VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
             reason = f"{VENUE_NOT_READY}: {exc.reason}"
-            await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), SYSTEM_ACTOR)
-            return
+            return await transition(self.ctx, order_id, lambda o, now: o.reject(reason, now), SYSTEM_ACTOR)
         except (AmbiguousOutcome, TemporaryError) as exc:
             VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
             log.warning("venue_submit_unresolved", order_id=order_id, error_type=type(exc).__name__)
-            return
+            return None
         except VenueError as exc:
             VENUE_ERRORS.labels(operation="submit", kind=type(exc).__name__).inc()
             log.error("venue_submit_failed", order_id=order_id, error_type=type(exc).__name__, error=str(exc))
-            return
+            return None
         SUBMIT_TO_ACK.observe(time.perf_counter() - started)
-        await self.apply_update(update)
+        return await self._apply(update)
 
     async def apply_update(self, update: VenueUpdate) -> None:
         """Apply a venue fill or status change (idempotent).
@@ -97,24 +96,24 @@ class ExecuteOrders:
         A closing status that overtook some of its order's fills (redelivery, reordering) is not dropped:
         the missing fills are fetched from the venue (by sequence, idempotent), then the status is applied.
         """
+        await self._apply(update)
+
+    async def _apply(self, update: VenueUpdate) -> Order | None:
+        """`apply_update`; the order as a status update left it (None: a fill, unknown, or after a catch-up)."""
         if isinstance(update, VenueFill):
             await self.apply_fill(update)
-        elif not await self.apply_status(update) and await self._fills_behind(update):
+            return None
+        changed, seen = await self._apply_status(update)
+        if not changed and _fills_behind(update, seen):
             try:
                 await self.catch_up_fills(AccountId(update.account_id))
             except VenueError as exc:
                 VENUE_ERRORS.labels(operation="fills_since", kind=type(exc).__name__).inc()
                 log.warning("venue_status_ahead_of_fills", client_order_id=update.client_order_id, error=str(exc))
-                return
+                return None
             await self.apply_status(update)
-
-    async def _fills_behind(self, update: VenueOrder) -> bool:
-        """True when the venue closed the order with more filled than we have recorded."""
-        if update.status not in CLOSING_STATUSES:
-            return False
-        async with UnitOfWork(self.ctx.sessionmaker) as uow:
-            stored = await OmsRepository(uow.session).find_by_client_id(update.account_id, update.client_order_id)
-        return stored is not None and update.filled_quantity > stored.order.filled_quantity
+            return None
+        return None if seen is None else seen.order
 
     async def apply_fill(self, fill: VenueFill) -> bool:
         """Apply one fill exactly once (unique on venue + trade id); True when it changed something."""
@@ -155,10 +154,16 @@ class ExecuteOrders:
             elif _improvable(order):
                 update = _chain(update, await self._release_improvement(repo, order, spec, update.ledger, now))
             await repo.save(order, events)
-            await save_ledger(uow.session, self.ctx.tables, ledger, update, now)
+            balance_changes = await persist_ledger(uow.session, ledger, update, now)
             await ledger_repo.add_fill_pnl(ledger, update.ledger, order.symbol, fill.filled_at)
             await publish_order_events(
-                uow.session, self.ctx.tables, order, events, f"venue:{venue}", exits=stored.exits
+                uow.session,
+                self.ctx.tables,
+                order,
+                events,
+                f"venue:{venue}",
+                exits=stored.exits,
+                queued_first=balance_changes,
             )
         SUBMIT_TO_FILL.observe(max(0.0, (self.ctx.clock() - stored.created_at).total_seconds()))
         return True
@@ -180,16 +185,22 @@ class ExecuteOrders:
 
     async def apply_status(self, update: VenueOrder) -> bool:
         """Move the order to what the venue reports, when that is a legal step; True when it changed."""
+        changed, _ = await self._apply_status(update)
+        return changed
+
+    async def _apply_status(self, update: VenueOrder) -> tuple[bool, StoredOrder | None]:
+        """`apply_status`, with the order as it left it, read and changed under the account's lock (None: unknown
+        here)."""
         async with self.ctx.account_transaction(update.account_id) as uow:
             repo = OmsRepository(uow.session)
             await repo.lock_account(update.account_id)
             stored = await repo.find_by_client_id(update.account_id, update.client_order_id)
             if stored is None:
-                return False
+                return False, None
             now = self.ctx.clock()
             outcome = _status_step(stored.order, update, now)
             if outcome is None:
-                return False
+                return False, stored
             order, events = outcome
             if order.is_terminal:
                 await release_reservation(uow.session, self.ctx.tables, order, now)
@@ -202,7 +213,7 @@ class ExecuteOrders:
                 f"venue:{account_venue_name(self.ctx.venue, update.account_id)}",
                 exits=stored.exits,
             )
-        return True
+        return True, replace(stored, order=order)
 
     async def catch_up_fills(self, account_id: AccountId) -> int:
         """Apply every venue fill after the account's cursor, in sequence, then advance the cursor."""
@@ -219,6 +230,14 @@ class ExecuteOrders:
             async with UnitOfWork(self.ctx.sessionmaker) as uow:
                 await OmsRepository(uow.session).set_fill_cursor(account_id, cursor)
         return applied
+
+
+def _fills_behind(update: VenueOrder, seen: StoredOrder | None) -> bool:
+    """True when the venue closed the order with more filled than we have recorded (`seen`: the order as the status
+    step just read it, under the account's lock; no second read)."""
+    if update.status not in CLOSING_STATUSES or seen is None:
+        return False
+    return update.filled_quantity > seen.order.filled_quantity
 
 
 def _filled(order: Order, fill: VenueFill, now: datetime) -> tuple[Order, list[OrderEvent]]:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -31,7 +31,7 @@ from services.oms.use_cases.context import OmsContext
 from services.oms.use_cases.execution import ExecuteOrders
 from services.oms.use_cases.order_store import load_order
 from services.oms.use_cases.pre_trade import AccountTerms, Denial, PreTradeChain, Reserve
-from services.oms.use_cases.publishing import publish_order_events, save_ledger
+from services.oms.use_cases.publishing import persist_ledger, publish_order_events
 from shared.contracts.approvals import ApprovalReason, OrderApprovalRequested, SubjectType
 from shared.contracts.base import outbox_payload
 from shared.contracts.exits import ExitInstructions
@@ -46,7 +46,8 @@ from shared.events import add_to_outbox
 from shared.events.topics import OMS_ORDER_EVENTS
 from shared.venues.router import VenueRouter, account_not_ready
 
-Send = Callable[[OrderId], Awaitable[None]]
+# Sends a recorded order; the order as the venue's answer left it (None: not known without a read).
+Send = Callable[[OrderId], Awaitable[Order | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +101,13 @@ class PlaceOrder:
         if result.created and order.status is OrderStatus.SUBMITTED:
             self.execution.hand_over(order)  # committed just now: the send need not read it back
             try:
-                await self.send(order.id)
+                answered = await self.send(order.id)
             finally:
                 self.execution.forget(order.id)
-            return PlaceResult(await load_order(self.ctx, order.id), created=True)
+            if answered is None:  # an ambiguous answer (left to the resolver), or one applied after a catch-up
+                return PlaceResult(await load_order(self.ctx, order.id), created=True)
+            # The order as applying the venue's answer left it (read under the account's lock): no read back.
+            return PlaceResult(replace(result.stored, order=answered), created=True)
         return result
 
     async def _venue_takes_orders(self, account_id: AccountId, books_venue: str) -> None:
@@ -170,9 +174,10 @@ class PlaceOrder:
         approval_payload = None if requested is None else outbox_payload(requested)
         stored = StoredOrder(order, request_hash(body), account.venue, origin, now, exits, approval_payload)
         await repo.insert(stored, events)
-        if ledger_update is not None:
-            await save_ledger(session, self.ctx.tables, ledger, ledger_update, now)
-        await publish_order_events(session, self.ctx.tables, order, events, actor, exits=exits)
+        balance_changes = [] if ledger_update is None else await persist_ledger(session, ledger, ledger_update, now)
+        await publish_order_events(
+            session, self.ctx.tables, order, events, actor, exits=exits, queued_first=balance_changes
+        )
         if requested is not None:
             envelope = new_envelope(requested, producer="oms", aggregate_id=order.id, now=order.updated_at)
             await add_to_outbox(session, self.ctx.tables, topic=OMS_ORDER_EVENTS, envelope=envelope, key=order.id)

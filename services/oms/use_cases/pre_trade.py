@@ -98,10 +98,11 @@ class PreTradeChain:
         """The pre-trade check chain: trading state, risk limits, price reference, free balance, approval (the hitl
         policy, else the account's approval threshold)."""
         controls = await ControlsRepository(repo.session).for_account(order.account_id)
-        denial = await self.release_denial(repo, order, ledger, terms, controls)
+        book = BookOnce(self, order.symbol)
+        denial = await self.release_denial(repo, order, ledger, terms, controls, book=book)
         if denial is not None:
             return denial
-        price = await self._reservation_price(order)
+        price = await self._reservation_price(order, book)
         if price is None:
             return Denial(
                 DenialCode.NO_MARKET_DATA, f"no market price for {order.symbol} yet: a market buy cannot be sized"
@@ -140,28 +141,30 @@ class PreTradeChain:
         controls: AccountControls,
         *,
         excluding: str | None = None,
+        book: BookOnce | None = None,
     ) -> Denial | None:
         """The trading state and the risk limits against `order` now (at placement, and again at its release after
         an approval or before a resubmit, `excluding` the order itself from the live orders); None: they let it
         go."""
+        book = book or BookOnce(self, order.symbol)
         state = controls.trading_state()
         state_denial = denial_for_state(state, order, ledger.position(order.symbol).quantity)
         if state_denial is not None:
             return Denial(state_denial.code, state_denial.sentence)
-        stale = await self._stale_market_data(order)
+        stale = await self._stale_market_data(order, book)
         if stale is not None:
             return stale
-        violation = await self._limit_violation(repo, order, ledger, terms.has_exits, controls, excluding)
+        violation = await self._limit_violation(repo, order, ledger, terms.has_exits, controls, book, excluding)
         if violation is not None:
             return Denial(violation.code, violation.sentence)
         return None
 
-    async def _stale_market_data(self, order: Order) -> Denial | None:
+    async def _stale_market_data(self, order: Order, latest: BookOnce) -> Denial | None:
         """A market order executes on the book as it is now: one not updated for `market_data_max_age_s` (a feed
         stopped, a venue feed resyncing) is not a price to trade on. No book at all is `no_market_data` later."""
         if order.type is not OrderType.MARKET:
             return None
-        book = await self.book(order.symbol)
+        book = await latest()
         max_age_s = self.ctx.settings.market_data_max_age_s
         if book is None or not book.is_stale(self.ctx.clock(), max_age_s):
             return None
@@ -206,13 +209,14 @@ class PreTradeChain:
         ledger: Ledger,
         has_exits: bool,
         controls: AccountControls,
+        latest: BookOnce,
         excluding: str | None = None,
     ) -> LimitViolation | None:
         """The account's limits (as the risk service published them) against this order; none set: None."""
         limits = controls.effective_limits()
         if limits is None:
             return None
-        book = await self.book(order.symbol)
+        book = await latest()
         mid = None if book is None else book.mid()
         held = ledger.position(order.symbol).quantity
         # Exposure in the symbol: what is held plus what live buys may still add, valued at mid (else the limit).
@@ -232,10 +236,10 @@ class PreTradeChain:
         candidate = OrderToCheck(order.symbol, order.side, order.quantity, order.limit_price, has_exits)
         return check_order(limits, candidate, exposure)
 
-    async def _reservation_price(self, order: Order) -> Decimal | None:
+    async def _reservation_price(self, order: Order, latest: BookOnce) -> Decimal | None:
         if order.limit_price is not None:
             return order.limit_price
-        book = await self.book(order.symbol)
+        book = await latest()
         reference = None if book is None else book.walk_price(order.side, order.quantity)
         if reference is None:
             return order.trigger_price if order.side is OrderSide.SELL else None
@@ -249,3 +253,20 @@ class PreTradeChain:
             return await self.latest_book.get(symbol)
         except LatestBookUnavailable as exc:
             raise MarketDataUnavailable(str(exc)) from None
+
+
+class BookOnce:
+    """The latest book of one symbol for one decision, read (from Redis) at most once: the staleness check, the
+    limits and the reservation price of an order judge it on the same book."""
+
+    def __init__(self, chain: PreTradeChain, symbol: Symbol) -> None:
+        self._chain = chain
+        self._symbol = symbol
+        self._read = False
+        self._view: LatestBookView | None = None
+
+    async def __call__(self) -> LatestBookView | None:
+        if not self._read:
+            self._view = await self._chain.book(self._symbol)
+            self._read = True
+        return self._view

@@ -64,24 +64,30 @@ async def publish_order_events(
     actor: str,
     *,
     exits: Mapping[str, Any] | None,
+    queued_first: Sequence[OutboxItem] = (),
 ) -> None:
     """Outbox event and audit entry for every transition, in the caller's transaction: one outbox insert and one
-    audit append for all of them. `exits` is the order's stored exits (the caller loaded the order with them)."""
-    if not events:
-        return
+    audit append for all of them. `exits` is the order's stored exits (the caller loaded the order with them).
+    `queued_first`: the transaction's other outbox items (its balance changes), written ahead of the order's events
+    in the same insert."""
     messages = [order_event_message(order, event, exits) for event in events]
     await add_many_to_outbox(
         session,
         tables,
         [
-            OutboxItem(
-                OMS_ORDER_EVENTS,
-                new_envelope(message, producer="oms", aggregate_id=order.id, now=event.occurred_at),
-                key=order.id,
-            )
-            for message, event in zip(messages, events, strict=True)
+            *queued_first,
+            *(
+                OutboxItem(
+                    OMS_ORDER_EVENTS,
+                    new_envelope(message, producer="oms", aggregate_id=order.id, now=event.occurred_at),
+                    key=order.id,
+                )
+                for message, event in zip(messages, events, strict=True)
+            ),
         ],
     )
+    if not events:
+        return
     entries = [
         AuditEntry(
             actor=actor,
@@ -101,6 +107,14 @@ async def save_ledger(
     session: AsyncSession, tables: EventTables, before: Ledger, update: LedgerUpdate, now: datetime
 ) -> None:
     """Persist the ledger change and announce every balance it moved (`BalanceChanged`, keyed by account id)."""
+    await add_many_to_outbox(session, tables, await persist_ledger(session, before, update, now))
+
+
+async def persist_ledger(
+    session: AsyncSession, before: Ledger, update: LedgerUpdate, now: datetime
+) -> list[OutboxItem]:
+    """Persist the ledger change; the `BalanceChanged` announcements of every balance it moved, for the caller to
+    queue in the same transaction (with its order events: one outbox insert)."""
     repo = LedgerRepository(session)
     versions = await repo.save_ledger(before, update)  # the new journal entries' ids: no query for the versions
     after = update.ledger
@@ -126,7 +140,7 @@ async def save_ledger(
         )
         envelope = new_envelope(message, producer="oms", aggregate_id=after.account_id, now=now)
         items.append(OutboxItem(OMS_BALANCE_EVENTS, envelope, key=after.account_id))
-    await add_many_to_outbox(session, tables, items)
+    return items
 
 
 async def publish_cash_flow(session: AsyncSession, tables: EventTables, flow: CashFlowRecorded) -> None:

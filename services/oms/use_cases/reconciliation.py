@@ -144,7 +144,7 @@ class ReconcileReport:
                 pass
 
 
-Send = Callable[[OrderId], Awaitable[None]]
+Send = Callable[[OrderId], Awaitable[Order | None]]
 ReleaseCheck = Callable[[OmsRepository, StoredOrder], Awaitable[Denial | None]]
 Resolve = Callable[..., Awaitable[ResolveOutcome]]
 
