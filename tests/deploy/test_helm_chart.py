@@ -240,6 +240,28 @@ def test_headers_are_overridable_per_service(tmp_path: Path) -> None:
     assert "frame-ancestors" in _named(docs, "ConfigMap", "prod-oms-headers")["data"]["Content-Security-Policy"]
 
 
+def test_the_backtest_data_volume_is_mounted_read_only_in_the_backtest_service_only(tmp_path: Path) -> None:
+    data = {
+        "services.backtest.dataClaim.claimName": "backtest-data",
+        "services.backtest.dataClaim.mountPath": "/var/lib/aether/backtest",
+        "services.backtest.dataClaim.env": "AETHER_BACKTEST_DATA_DIR",
+    }
+    docs = _render(tmp_path, **data)
+    for deployment in _kind(docs, "Deployment"):
+        spec = _pod_spec(deployment)
+        claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        if not deployment["metadata"]["name"].startswith("prod-backtest-"):
+            assert not claims, deployment["metadata"]["name"]
+            continue
+        assert claims == [{"name": "data", "persistentVolumeClaim": {"claimName": "backtest-data", "readOnly": True}}]
+        (container,) = spec["containers"]
+        assert {"name": "data", "mountPath": "/var/lib/aether/backtest", "readOnly": True} in container["volumeMounts"]
+        assert {"name": "AETHER_BACKTEST_DATA_DIR", "value": "/var/lib/aether/backtest"} in container["env"]
+    result = _helm(values={**data, "services.backtest.dataClaim.mountPath": "relative"})
+    assert result.returncode != 0
+    assert "dataClaim/mountPath" in result.stderr, result.stderr
+
+
 def test_every_container_is_non_root_read_only_and_drops_all(rendered: dict[str, list[Doc]]) -> None:
     pods = [doc for doc in rendered["blue"] if doc["kind"] in POD_KINDS]
     assert len(pods) > 20
