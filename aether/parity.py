@@ -141,6 +141,20 @@ async def serving_oms(settings: OmsSettings, timeout_s: float = 60.0) -> AsyncIt
         yield app
 
 
+PHASES = ("bars", "publish", "venue", "fills", "orders")
+
+
+class _PhaseClock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self._timings = timings
+        self._at = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self._timings[phase] += now - self._at
+        self._at = now
+
+
 class Lockstep:
     """Drives one `StrategyWorker` through a recorded stream against the OMS and paper venue, one event at a time."""
 
@@ -160,6 +174,7 @@ class Lockstep:
         if not isinstance(venue, PaperVenue):
             raise ParityError("parity needs the paper venue inside the OMS process (AETHER_PAPER_VENUE_URL unset)")
         self.app = app
+        self.relay = app.state.runtime.relay
         self.orders = adapters.orders
         self.venue = venue
         self.worker = worker
@@ -169,6 +184,7 @@ class Lockstep:
         self.settings = settings
         self.step_timeout_s = step_timeout_s
         self.venue_fills = 0
+        self.timings: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self._market: deque[tuple[uuid.UUID, MarketData]] = deque()
         venue.subscribe(self._count)
 
@@ -191,25 +207,31 @@ class Lockstep:
                 self.worker.start(messages[0].timestamp)
             await self._settle(None)
             for message in messages:
-                self.worker.advance_to(message.timestamp)
-                await self._settle(None)
-                event = to_envelope(message, "parity")
-                sent_at = utc_now()
-                topic = (
-                    self.settings.marketdata_trade_topic
-                    if isinstance(message, Trade)
-                    else self.settings.marketdata_book_topic
-                )
-                await self.producer.send(topic, event, key=message.symbol)
-                await self._applied(message, sent_at)
-                await self._settle(event.event_id)
-                event_id, received = self._market.popleft()
-                if event_id != event.event_id:
-                    raise ParityError(f"the worker read {event_id} where {event.event_id} was published")
-                self.worker.on_market(received)
-                await self._settle(None)
+                await self._step(message)
         finally:
             await self._consumer.stop()
+
+    async def _step(self, message: MarketData) -> None:
+        clock = _PhaseClock(self.timings)
+        self.worker.advance_to(message.timestamp)  # bars ending by now: the strategy's orders arrive first
+        await self._settle(None)
+        clock.lap("bars")
+        event = to_envelope(message, "parity")
+        trade = isinstance(message, Trade)
+        topic = self.settings.marketdata_trade_topic if trade else self.settings.marketdata_book_topic
+        sent_at = utc_now()
+        await self.producer.send(topic, event, key=message.symbol)
+        clock.lap("publish")
+        await self._applied(message, sent_at)
+        clock.lap("venue")
+        await self._settle(event.event_id)  # the fills the event made reach the strategy before the event
+        clock.lap("fills")
+        event_id, received = self._market.popleft()
+        if event_id != event.event_id:
+            raise ParityError(f"the worker read {event_id} where {event.event_id} was published")
+        self.worker.on_market(received)
+        await self._settle(None)
+        clock.lap("orders")
 
     async def _applied(self, message: MarketData, sent_at: datetime) -> None:
         """Wait until the paper venue's feed applied `message` (it writes Redis after applying a batch)."""
@@ -243,6 +265,7 @@ class Lockstep:
                     f"step not settled in {self.step_timeout_s:.0f}s: pending {worker.pending[:5]}, "
                     f"{len(worker.fills)} of {self.venue_fills} venue fills read, market event read: {seen}"
                 )
+            self.relay.wake()  # the OMS's outbox relay publishes the answers now, not at its next idle poll
             batches = await self._consumer.getmany(timeout_ms=50, max_records=500)
             for records in batches.values():
                 for record in records:
@@ -267,6 +290,7 @@ class ParityReport:
     differences: list[str]
     events: int
     seconds: float
+    timings: dict[str, float]  # seconds of the live side by phase (publish, venue applied, settles)
 
 
 async def run_parity(
@@ -316,4 +340,5 @@ async def run_parity(
         await producer.stop()
         await redis.aclose()
     left, right = fill_rows(backtest.fills), fill_rows(worker.fills, prefix)
-    return ParityReport(left, right, diff_fills(left, right), len(messages), time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return ParityReport(left, right, diff_fills(left, right), len(messages), seconds, dict(lockstep.timings))
