@@ -154,6 +154,7 @@ def parity(
     import uuid
 
     from aether.parity import ParityError, run_parity
+    from aether.strategy_worker import WorkerError
     from services.oms.config import OmsSettings
     from shared.config import ConfigurationError, load_settings
 
@@ -192,7 +193,7 @@ def parity(
                 bar_interval=timedelta(seconds=bar_seconds),
             )
         )
-    except ParityError as exc:
+    except (ParityError, WorkerError) as exc:
         raise _fail(str(exc)) from None
     for line in report.differences:
         typer.echo(line)
