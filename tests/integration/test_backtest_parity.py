@@ -47,8 +47,8 @@ FULL = SCALE >= 10  # the issue's size: 10,000 events, at least 100 fills
             "market_maker",
             {"spread_bps": "1", "requote_bps": "3", "quantity": "0.01", "max_position": "0.05"},
             10,
-            10_000 if FULL else 150,
-            100 if FULL else 10,
+            10_000 if FULL else 100,
+            100 if FULL else 5,
         ),
         pytest.param(
             "ema_cross",
