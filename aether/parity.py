@@ -167,7 +167,7 @@ class Lockstep:
         redis: Redis,
         settings: OmsSettings,
         *,
-        step_timeout_s: float = 8.0,
+        step_timeout_s: float = 30.0,
     ) -> None:
         adapters = oms_adapters(app.state.runtime)
         venue = adapters.venue

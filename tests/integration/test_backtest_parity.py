@@ -1,7 +1,7 @@
 """Parity: a recorded stream through the real OMS and paper venue over Kafka (the strategy in a live worker, in
 lockstep) and through the backtester, same strategy and seed: every fill identical, in the same order.
 
-The default sizes fit the suite's budget; AETHER_SCALE=10 runs the issue's 10,000-event stream.
+The default size fits the suite's budget; AETHER_SCALE=N runs N x 1,000 events (10: the issue's 10,000).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def _recorded(tmp_path: Path, seed: int, events: int) -> Path:
     return path
 
 
-FULL = SCALE >= 10  # the issue's size: 10,000 events, at least 100 fills
+FULL = SCALE > 1  # 1,000 events per unit of scale: AETHER_SCALE=10 is the issue's 10,000 events, >= 100 fills
+EVENTS = 1_000 * SCALE
 
 
 @pytest.mark.parametrize(
@@ -47,16 +48,16 @@ FULL = SCALE >= 10  # the issue's size: 10,000 events, at least 100 fills
             "market_maker",
             {"spread_bps": "1", "requote_bps": "3", "quantity": "0.01", "max_position": "0.05"},
             10,
-            10_000 if FULL else 100,
+            EVENTS if FULL else 100,
             100 if FULL else 5,
         ),
         pytest.param(
             "ema_cross",
             {"fast": "2", "slow": "3"},
             2,
-            10_000 if FULL else 300,
-            100 if FULL else 2,
-            marks=pytest.mark.skipif(not FULL, reason="AETHER_SCALE>=10 (the suite's budget runs the market maker)"),
+            EVENTS if FULL else 300,
+            EVENTS // 200 if FULL else 2,
+            marks=pytest.mark.skipif(not FULL, reason="AETHER_SCALE>1 (the suite's budget runs the market maker)"),
         ),
     ],
 )
