@@ -41,6 +41,7 @@ FULL = SCALE > 1  # 1,000 events per unit of scale: AETHER_SCALE=10 is the issue
 EVENTS = 1_000 * SCALE
 
 
+@pytest.mark.timeout(600 if not FULL else 300 + 120 * SCALE)  # a scaled run goes past the suite's 600 s
 @pytest.mark.parametrize(
     ("strategy", "params", "bar_seconds", "events", "min_fills"),
     [
