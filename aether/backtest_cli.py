@@ -353,3 +353,77 @@ def sweep(
     console.print(f"sweep {sweep_id}: " + ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())))
     if outcomes.get(repository.FAILED):
         raise typer.Exit(1)
+
+
+@app.command("parity")
+def parity(
+    strategy: Annotated[str, typer.Option(help="ema_cross or market_maker (any registered strategy)")],
+    data: Annotated[Path, typer.Option(help="recorded market data (replay CSV/Parquet)")],
+    seed: Annotated[int, typer.Option(help="seed of the run (the backtester's draws)")] = 0,
+    param: Annotated[list[str], typer.Option(help="strategy parameter NAME=VALUE, repeatable")] = [],  # noqa: B006
+    balance: Annotated[list[str], typer.Option(help="initial balance ASSET=AMOUNT, repeatable")] = [],  # noqa: B006
+    bar_seconds: Annotated[int, typer.Option(min=1, help="length of the bars built from prints")] = 60,
+    limit: Annotated[int, typer.Option(min=1, help="replay at most this many events")] = 1_000_000,
+    token_env: Annotated[
+        str, typer.Option(help="environment variable holding a service token with orders:write")
+    ] = "AETHER_STRATEGY_TOKEN",  # noqa: S107  # the name of a variable, not a secret
+) -> None:
+    """The recorded stream through the OMS and paper venue (lockstep, over Kafka) and the backtester: the fill diff.
+
+    Exit 0 when every fill is identical, 1 on any difference, 2 on bad input.
+    """
+    import asyncio
+    import os
+    import uuid
+
+    from aether.parity import ParityError, run_parity
+    from aether.strategy_worker import WorkerError
+    from services.oms.config import OmsSettings
+    from shared.config import ConfigurationError, load_settings
+
+    try:
+        make_strategy(strategy, _pairs("--param", param))
+        messages = load_file(data)[:limit]
+        if not messages:
+            raise BacktestInputError(f"{data}: no market data")
+        balances = {k: Decimal(v) for k, v in (_pairs("--balance", balance) or {"USD": "1000000"}).items()}
+        token = os.environ.get(token_env)
+        if not token:
+            raise BacktestInputError(f"{token_env} is not set: a service token with orders:write is needed")
+        run = uuid.uuid4().hex[:10]
+        # Topics of its own: no other market data reaches the venue between two lockstep steps.
+        settings = load_settings(
+            OmsSettings,
+            marketdata_book_topic=f"parity.{run}.book-events.v1",
+            marketdata_trade_topic=f"parity.{run}.trade-events.v1",
+        )
+    except (BacktestInputError, SourceError, InvalidOperation, ConfigurationError) as exc:
+        raise _fail(str(exc) or type(exc).__name__) from None
+
+    async def bearer() -> str:
+        return token
+
+    try:
+        report = asyncio.run(
+            run_parity(
+                strategy,
+                _pairs("--param", param),
+                messages,
+                settings=settings,
+                token=bearer,
+                balances=balances,
+                seed=seed,
+                bar_interval=timedelta(seconds=bar_seconds),
+            )
+        )
+    except (ParityError, WorkerError) as exc:
+        raise _fail(str(exc)) from None
+    for line in report.differences:
+        typer.echo(line)
+    phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.timings.items())
+    console.print(
+        f"{report.events} events, fills: backtest {len(report.backtest)}, live {len(report.live)}, "
+        f"{len(report.differences)} differing; {report.seconds:.1f}s ({phases})",
+        highlight=False,
+    )
+    raise typer.Exit(1 if report.differences else 0)

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from aether.backtest_cli import app as backtest_app
+from aether.strategy_cli import app as strategy_app
 from data.cli import app as data_app
 from data.replay.cli import app as feed_app
 from ml.cli import app as ml_app
@@ -37,6 +38,7 @@ app.add_typer(ops_app, name="ops", help="Operations jobs: backup, restore, reten
 app.add_typer(data_app, name="data", help="Market-data store: sink, aggregates, data quality, backfills, sentiment")
 app.add_typer(ml_app, name="ml", help="Models: hyperparameter search, retraining, signals, MLflow UI")
 app.add_typer(backtest_app, name="backtest", help="Backtests on the paper venue's own matching, fees and ledger")
+app.add_typer(strategy_app, name="strategy", help="The backtester's strategies live, through oms.commands.v1")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
