@@ -22,8 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.backtest.bars import Bar
-from shared.backtest.engine import MICROSECOND, from_us, to_us
+from shared.backtest.bars import MICROSECOND, BarBuilder, from_us, to_us
 from shared.backtest.strategy import Fill, OrderUpdate, Strategy
 from shared.contracts.base import ContractViolation, Message
 from shared.contracts.orders import (
@@ -58,16 +57,6 @@ TokenSource = Callable[[], Awaitable[str]]
 
 class WorkerError(RuntimeError):
     """The OMS refused a command of the worker (CommandRejected): the strategy's view is no longer the account's."""
-
-
-@dataclass(slots=True)
-class _Bar:
-    start: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
 
 
 @dataclass(slots=True)
@@ -155,7 +144,7 @@ class StrategyWorker:
     outbox: deque[Message] = field(default_factory=deque)
     fills: list[Fill] = field(default_factory=list)
     markets: dict[str, MatchingEngine] = field(default_factory=dict)
-    _bars: dict[str, _Bar] = field(default_factory=dict)
+    _bars: dict[str, BarBuilder] = field(default_factory=dict)
     _started: bool = False
 
     def __post_init__(self) -> None:
@@ -189,16 +178,12 @@ class StrategyWorker:
         at_us = to_us(at)
         if self.bar_interval is None:
             return
-        interval = self.bar_interval // MICROSECOND
         for symbol in sorted(self._bars):
-            bar = self._bars[symbol]
-            end = bar.start + interval
-            if end <= at_us:
-                del self._bars[symbol]
+            builder = self._bars[symbol]
+            end = builder.start + builder.interval_us
+            built = builder.close_bar(builder.start) if end <= at_us else None
+            if built is not None:
                 self.now_us = end
-                built = Bar(
-                    symbol, from_us(bar.start), from_us(end), bar.open, bar.high, bar.low, bar.close, bar.volume
-                )
                 self.strategy.on_bar(self.ctx, built)
 
     def on_market(self, message: MarketData) -> None:
@@ -230,15 +215,10 @@ class StrategyWorker:
     def _build_bar(self, trade: Trade) -> None:
         if self.bar_interval is None:
             return
-        interval = self.bar_interval // MICROSECOND
-        start = self.now_us - self.now_us % interval
-        bar = self._bars.get(trade.symbol)
-        if bar is None or bar.start != start:
-            self._bars[trade.symbol] = _Bar(start, trade.price, trade.price, trade.price, trade.price, trade.qty)
-            return
-        bar.high, bar.low = max(bar.high, trade.price), min(bar.low, trade.price)
-        bar.close = trade.price
-        bar.volume += trade.qty
+        builder = self._bars.get(trade.symbol)
+        if builder is None:
+            builder = self._bars[trade.symbol] = BarBuilder(trade.symbol, self.bar_interval // MICROSECOND)
+        builder.add(self.now_us, trade.price, trade.qty)
 
     def on_order_event(self, envelope: Envelope) -> bool:
         """Apply one record of `oms.order-events.v1`; True when it concerned this worker's orders."""

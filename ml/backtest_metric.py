@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ml.datasets import Dataset
-from shared.backtest.bars import BacktestInputError, Bar
-from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency, from_us
+from shared.backtest.bars import BacktestInputError, Bar, from_us
+from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency
 from shared.backtest.results import metrics
 from shared.backtest.strategies.signal_follower import SignalFollower
 from shared.domain.fees import AccountFeeSchedules

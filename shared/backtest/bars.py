@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 from pathlib import Path
@@ -22,6 +22,19 @@ from pathlib import Path
 from shared.domain.money import format_decimal
 
 BAR_COLUMNS = ("start", "symbol", "open", "high", "low", "close", "volume")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+ZERO = Decimal(0)
+
+
+def to_us(at: datetime) -> int:
+    """Microseconds since the epoch of a tz-aware time."""
+    return (at - EPOCH) // MICROSECOND
+
+
+def from_us(us: int) -> datetime:
+    """The tz-aware UTC time of `us` microseconds since the epoch."""
+    return EPOCH + timedelta(microseconds=us)
 
 
 class BacktestInputError(ValueError):
@@ -40,6 +53,41 @@ class Bar:
     low: Decimal
     close: Decimal
     volume: Decimal
+
+
+@dataclass(slots=True)
+class BarBuilder:
+    """One symbol's bar built from trade prints, [start, start + interval) in microseconds since the epoch: the one
+    bar builder of the backtester and the live strategy worker (a bar is handed to the strategy at its end)."""
+
+    symbol: str
+    interval_us: int
+    start: int = -1  # -1: no bar open
+    open: Decimal = ZERO
+    high: Decimal = ZERO
+    low: Decimal = ZERO
+    close: Decimal = ZERO
+    volume: Decimal = ZERO
+
+    def add(self, at_us: int, price: Decimal, qty: Decimal) -> bool:
+        """Take a print at `at_us`; True when it opened a new bar (which ends at `self.start + self.interval_us`)."""
+        start = at_us - at_us % self.interval_us
+        opened = start != self.start
+        if opened:
+            self.start, self.open, self.high, self.low, self.volume = start, price, price, price, ZERO
+        else:
+            self.high, self.low = max(self.high, price), min(self.low, price)
+        self.close = price
+        self.volume += qty
+        return opened
+
+    def close_bar(self, start: int) -> Bar | None:
+        """The bar that opened at `start`, once; None when it was closed already or another bar has opened since."""
+        if self.start != start or start < 0:
+            return None
+        self.start = -1
+        end = start + self.interval_us
+        return Bar(self.symbol, from_us(start), from_us(end), self.open, self.high, self.low, self.close, self.volume)
 
 
 def _decimal(where: str, name: str, text: str) -> Decimal:

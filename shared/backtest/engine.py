@@ -24,11 +24,19 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from shared.backtest.bars import BacktestInputError, Bar, check_continuity
+from shared.backtest.bars import (
+    MICROSECOND,
+    BacktestInputError,
+    Bar,
+    BarBuilder,
+    check_continuity,
+    from_us,
+    to_us,
+)
 from shared.backtest.scenarios import Control, FeeChange, VenueRejects, Window
 from shared.backtest.strategy import Fill, OrderUpdate, Strategy
 from shared.domain.book import MarketDataError, OrderBook
@@ -77,8 +85,6 @@ from shared.marketdata import BookDelta, BookSnapshot, MarketData, Trade
 from shared.venues.base import VenueOrderRequest, VenueRejected
 from shared.venues.paper_settlement import validate_request
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 ZERO = Decimal(0)
 
 # Priorities at equal timestamps.
@@ -107,16 +113,6 @@ _EXIT_OUTCOMES = {
 }
 
 Event = tuple[int, int, int, int, int, Any]  # (time us, priority, stream, number, kind, payload)
-
-
-def to_us(at: datetime) -> int:
-    """Microseconds since the epoch of a tz-aware time."""
-    return (at - EPOCH) // MICROSECOND
-
-
-def from_us(us: int) -> datetime:
-    """The tz-aware UTC time of `us` microseconds since the epoch."""
-    return EPOCH + timedelta(microseconds=us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,17 +224,6 @@ class _Order:
     bracket: str | None = None  # the bracket an exit order belongs to (the strategy is not told of it)
 
 
-@dataclass(slots=True)
-class _BarBuilder:
-    interval_us: int
-    start: int = -1
-    open: Decimal = ZERO
-    high: Decimal = ZERO
-    low: Decimal = ZERO
-    close: Decimal = ZERO
-    volume: Decimal = ZERO
-
-
 class _Context:
     """The backtester's `StrategyContext`."""
 
@@ -310,7 +295,7 @@ class BacktestEngine:
         self._volume_sum = ZERO
         self._lazy_books: dict[str, tuple[int, Decimal, Decimal]] = {}  # symbol -> (time, price, depth)
         self._prices: dict[str, Decimal] = {}
-        self._builders: dict[str, _BarBuilder] = {}
+        self._builders: dict[str, BarBuilder] = {}
         self._symbols: tuple[str, ...] = ()
         self._bases: tuple[Asset, ...] = ()
         self._samples: list[tuple[int, Decimal, tuple[Decimal, ...], tuple[Decimal | None, ...]]] = []
@@ -679,34 +664,16 @@ class BacktestEngine:
         builder = self._builders.get(trade.symbol)
         if builder is None:
             interval = self.config.bar_interval or timedelta(0)
-            builder = self._builders[trade.symbol] = _BarBuilder(interval // MICROSECOND)
-        start = self.now_us - self.now_us % builder.interval_us
-        if builder.start != start:
-            builder.start, builder.open, builder.high, builder.low = start, trade.price, trade.price, trade.price
-            builder.volume = ZERO
-            self._push(start + builder.interval_us, _BUILT_BAR, (trade.symbol, start))
-        builder.high, builder.low = max(builder.high, trade.price), min(builder.low, trade.price)
-        builder.close = trade.price
-        builder.volume += trade.qty
+            builder = self._builders[trade.symbol] = BarBuilder(trade.symbol, interval // MICROSECOND)
+        if builder.add(self.now_us, trade.price, trade.qty):
+            self._push(builder.start + builder.interval_us, _BUILT_BAR, (trade.symbol, builder.start))
 
     def _close_built_bar(self, payload: tuple[str, int]) -> None:
         symbol, start = payload
         builder = self._builders.get(symbol)
-        if builder is None or builder.start != start:
-            return
-        builder.start = -1
-        interval = builder.interval_us
-        bar = Bar(
-            symbol,
-            from_us(start),
-            from_us(start + interval),
-            builder.open,
-            builder.high,
-            builder.low,
-            builder.close,
-            builder.volume,
-        )
-        self.strategy.on_bar(self.ctx, bar)
+        bar = None if builder is None else builder.close_bar(start)
+        if bar is not None:
+            self.strategy.on_bar(self.ctx, bar)
 
     # --- orders ---------------------------------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from shared.backtest.engine import EPOCH, BacktestRun
+from shared.backtest.bars import EPOCH
+from shared.backtest.engine import BacktestRun
 from shared.domain.money import format_decimal
 
 YEAR = timedelta(days=365)
