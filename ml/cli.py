@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # MLflow and Optuna are imported by the commands that use the
     from ml.backtest_metric import FoldBacktest
     from ml.tracking import MLSettings, Tracker
     from ml.trainers.base import Trainer
+    from shared.backtest.bars import Bar
+    from shared.config import AetherSettings
 
 console = Console(stderr=True)
 app = typer.Typer(help="Models: search, retraining, signals, MLflow UI", no_args_is_help=True)
@@ -100,27 +102,60 @@ def _positive_decimal(option: str, text: str) -> Decimal:
     return amount
 
 
-def _fold_backtest(venue: str, symbol: str, bars_file: Path, quantity: str, quote: str) -> FoldBacktest:
-    """The after-fee PnL backtest of the fold: candles of the dataset's bars, the venue's instrument rules and fees."""
+def _fold_backtest(
+    venue: str,
+    symbol: str,
+    window: tuple[datetime, datetime],
+    bars_file: Path | None,
+    quantity: str,
+    quote: str,
+) -> FoldBacktest:
+    """The after-fee PnL backtest of the fold: candles of the dataset's bars (from `bars_file`, else the market
+    data store's 1-minute candles over `window`), the venue's instrument rules and fees."""
     from data.features.definitions import BAR_SECONDS
     from ml.backtest_metric import FoldBacktest, SignalBacktest
     from shared.backtest.bars import BacktestInputError, read_bars
     from shared.venues.instruments import UnknownInstrument, venue_precision
 
+    option = "--bars-file" if bars_file is not None else "--bars-from-store"
     amount = _positive_decimal("--backtest-quantity", quantity)
     initial = _positive_decimal("--backtest-quote", quote)
     try:
         spec = venue_precision(venue).spec(symbol)
     except UnknownInstrument as exc:
-        raise _fail(f"--bars-file: no instrument rules for {exc} on {venue}") from None
+        raise _fail(f"{option}: no instrument rules for {exc} on {venue}") from None
     interval = timedelta(seconds=BAR_SECONDS)
     try:
-        bars = [bar for bar in read_bars(bars_file, interval) if bar.symbol == symbol]
+        if bars_file is not None:
+            bars = [bar for bar in read_bars(bars_file, interval) if bar.symbol == symbol]
+        else:
+            bars = asyncio.run(_stored_bars(_settings(), venue, symbol, window))
     except (OSError, BacktestInputError) as exc:
-        raise _fail(f"--bars-file: {exc}") from None
+        raise _fail(f"{option}: {exc}") from None
     if not bars:
-        raise _fail(f"--bars-file: no {symbol} bars in {bars_file}")
+        raise _fail(f"{option}: no {symbol} bars in {bars_file or 'the store'}")
     return FoldBacktest(bars, SignalBacktest(spec, interval, amount, initial))
+
+
+async def _stored_bars(
+    settings: AetherSettings, venue: str, symbol: str, window: tuple[datetime, datetime]
+) -> list[Bar]:
+    """The store's 1-minute candles of `symbol` over `window` (an empty or gapped range is an error naming it)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from data.replay.store_reader import StoreRange, load_bars
+    from shared.backtest.bars import BacktestInputError
+    from shared.db import create_engine
+
+    engine = create_engine(settings, application_name="aether-ml-retrain")
+    try:
+        async with engine.connect() as connection:
+            (bars,) = await load_bars(connection, StoreRange(venue, (symbol,), *window), "1m")
+            return bars
+    except DBAPIError as exc:  # fail closed, without echoing the connection string
+        raise BacktestInputError(f"cannot read the market data store ({type(exc.orig).__name__})") from None
+    finally:
+        await engine.dispose()
 
 
 def _tracker(settings: MLSettings) -> Tracker:
@@ -193,6 +228,9 @@ def retrain(
     bars_file: Annotated[
         Path | None, typer.Option(help="candles of the range (CSV, docs/backtest.md): log the fold's after-fee PnL")
     ] = None,
+    bars_from_store: Annotated[
+        bool, typer.Option(help="the same from the market data store's 1-minute candles of the range")
+    ] = False,
     backtest_quantity: Annotated[str, typer.Option(help="order size of the fold backtest (decimal)")] = "0.001",
     backtest_quote: Annotated[str, typer.Option(help="starting quote balance of the fold backtest")] = "100000",
 ) -> None:
@@ -211,9 +249,12 @@ def retrain(
     if not isinstance(trainer_params, dict):
         raise _fail("--params: a JSON object is expected")
     spec = _spec(venue, symbol, start, end, features, label)
+    if bars_file is not None and bars_from_store:
+        raise _fail("--bars-file and --bars-from-store: give one source of candles")
     backtest = None
-    if bars_file is not None:
-        backtest = _fold_backtest(venue, symbol, bars_file, backtest_quantity, backtest_quote)
+    if bars_file is not None or bars_from_store:
+        window = (spec.start, spec.end)
+        backtest = _fold_backtest(venue, symbol, window, bars_file, backtest_quantity, backtest_quote)
     settings = _settings()
     trainer_cls = _trainer(trainer)
     dataset = _dataset(settings, spec)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import typer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -18,6 +19,7 @@ from aether.backtest_cli import app
 from data.ingest import store
 from data.replay import store_reader
 from data.replay.store_reader import StoreRange, StoreRangeError, load_bars, load_market_data
+from ml.cli import _fold_backtest
 from shared.backtest.bars import Bar
 from shared.config import AetherSettings
 from shared.db import create_engine
@@ -149,3 +151,26 @@ def test_cli_runs_from_the_store_and_names_a_gap(
     missing = CliRunner().invoke(app, [*common, "--start", start.isoformat()])
     assert missing.exit_code == 2
     assert "--from-store needs --start and --end" in missing.output
+
+
+def test_ml_retrain_scores_its_fold_on_the_stores_candles(
+    settings: AetherSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(days=uuid.uuid4().int % 3000, hours=3)
+    end = start + timedelta(minutes=20)
+
+    async def write() -> None:
+        engine = create_engine(settings)
+        try:
+            await _write(engine, "kraken", start, 20)
+            await store.refresh_aggregates(engine, ["1m"])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    monkeypatch.setenv("AETHER_DATABASE_URL", settings.database_url.get_secret_value())
+    backtest = _fold_backtest("kraken", SYMBOL, (start, end), None, "0.001", "100000")
+    assert [bar.start for bar in backtest.bars] == [start + timedelta(minutes=m) for m in range(20)]
+    assert backtest.bars[4].close == Decimal(1004)  # minute m traded at 1000 + m % 7
+    with pytest.raises(typer.Exit):  # past the stored range: a gap, named, never bridged
+        _fold_backtest("kraken", SYMBOL, (start, end + timedelta(minutes=30)), None, "0.001", "100000")

@@ -39,6 +39,10 @@ DATA = ["--venue", "paper", "--symbol", "BTC/USD", "--start", "2026-01-01", "--e
             ],
             "--backtest-quantity",
         ),
+        (
+            ["retrain", "--trainer", "lightgbm", *DATA, "--features", "ofi", "--bars-file", "x", "--bars-from-store"],
+            "give one source of candles",
+        ),
         (["signals", "--account", "acct-1", "--quantity", "-1"], "--quantity"),
         (["signals", "--account", "acct-1", "--quantity", "lots"], "--quantity"),
     ],
