@@ -23,15 +23,23 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from data.replay.source import SourceError, load_file
-from data.replay.store_reader import CANDLE_WIDTHS, StoreRange, load_bars, load_market_data
+from data.replay.store_reader import CANDLE_WIDTHS, StoreRange, StoreUnreachable, read_store
 from services.backtest import repository
 from services.backtest.config import BacktestSettings
 from services.backtest.service import new_id
-from services.backtest.spec import DEFAULT_BALANCES, RunSettings, RunSpec, Source, check_grid, check_spec, load_streams
+from services.backtest.spec import (
+    DEFAULT_BALANCES,
+    RunSettings,
+    RunSpec,
+    Source,
+    check_grid,
+    check_spec,
+    expected_events,
+    load_streams,
+)
 from services.backtest.worker import execute_run, worker_pool
 from shared.backtest.bars import BacktestInputError, Bar, read_bars
 from shared.backtest.engine import BacktestConfig, BacktestEngine, Latency
@@ -40,7 +48,6 @@ from shared.backtest.scenarios import SCENARIOS, Stressed, parse_scenario
 from shared.backtest.strategies import make_strategy
 from shared.backtest.stress import html_section, stress_report
 from shared.config import AetherSettings, ConfigurationError, load_settings
-from shared.db import create_engine
 from shared.db.engine import sync_url
 from shared.domain.bracket_model import ExitPolicy
 from shared.marketdata import MarketData
@@ -95,18 +102,10 @@ async def _from_store(rng: StoreRange, candles: str | None) -> Streams:
         settings = load_settings(AetherSettings)
     except ConfigurationError as exc:
         raise BacktestInputError(f"--from-store: {exc}") from None
-    engine = create_engine(settings, application_name="aether-backtest")
     try:
-        async with engine.connect() as connection:
-            if candles is not None:
-                return list(await load_bars(connection, rng, candles))
-            return list(await load_market_data(connection, rng))
-    except DBAPIError as exc:  # fail closed, without echoing the connection string
-        raise BacktestInputError(
-            f"--from-store: cannot read the market data store ({type(exc.orig).__name__})"
-        ) from None
-    finally:
-        await engine.dispose()
+        return list(await read_store(settings, rng, candles, application_name="aether-backtest"))
+    except StoreUnreachable as exc:
+        raise BacktestInputError(f"--from-store: {exc}") from None
 
 
 def _from_files(
@@ -225,7 +224,7 @@ def run(
             stressed = stress[0].apply(streams, config.specs, stress[1])
             replay = stressed.streams
         engine = BacktestEngine(config, chosen)
-        total = sum(len(s) if not s or not isinstance(s[0], Bar) else 2 * len(s) for s in replay)
+        total = expected_events(replay)
         columns = (TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("events", total=total)

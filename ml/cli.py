@@ -141,21 +141,11 @@ async def _stored_bars(
     settings: AetherSettings, venue: str, symbol: str, window: tuple[datetime, datetime]
 ) -> list[Bar]:
     """The store's 1-minute candles of `symbol` over `window` (an empty or gapped range is an error naming it)."""
-    from sqlalchemy.exc import DBAPIError
+    from data.replay.store_reader import StoreRange, read_store
 
-    from data.replay.store_reader import StoreRange, load_bars
-    from shared.backtest.bars import BacktestInputError
-    from shared.db import create_engine
-
-    engine = create_engine(settings, application_name="aether-ml-retrain")
-    try:
-        async with engine.connect() as connection:
-            (bars,) = await load_bars(connection, StoreRange(venue, (symbol,), *window), "1m")
-            return bars
-    except DBAPIError as exc:  # fail closed, without echoing the connection string
-        raise BacktestInputError(f"cannot read the market data store ({type(exc.orig).__name__})") from None
-    finally:
-        await engine.dispose()
+    rng = StoreRange(venue, (symbol,), *window)
+    (bars,) = await read_store(settings, rng, "1m", application_name="aether-ml-retrain")
+    return bars
 
 
 def _tracker(settings: MLSettings) -> Tracker:

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.backtest.bars import BacktestInputError, Bar
+from shared.config import AetherSettings
+from shared.db import create_engine
 from shared.db import marketdata as md
 from shared.domain.types import OrderSide
 from shared.marketdata import BookSnapshot, Level, MarketData, Trade
@@ -33,6 +36,10 @@ CANDLE_WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": tim
 
 class StoreRangeError(BacktestInputError):
     """The stored range cannot be replayed as asked: empty, gapped, or a stored row that breaks the message schema."""
+
+
+class StoreUnreachable(BacktestInputError):
+    """The store's database cannot be read; names only the driver's error (never the connection string)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +176,30 @@ async def load_bars(db: Executor, rng: StoreRange, interval: str) -> list[list[B
         _check_gaps(f"{symbol} {interval} candles", rng, [b.start for b in bars], max(rng.max_gap, width))
         streams.append(bars)
     return streams
+
+
+@overload
+async def read_store(
+    settings: AetherSettings, rng: StoreRange, candles: str, *, application_name: str
+) -> list[list[Bar]]: ...
+@overload
+async def read_store(
+    settings: AetherSettings, rng: StoreRange, candles: None, *, application_name: str
+) -> list[list[MarketData]]: ...
+async def read_store(
+    settings: AetherSettings, rng: StoreRange, candles: str | None, *, application_name: str
+) -> list[list[MarketData]] | list[list[Bar]]:
+    """`rng` on its own connection: the `candles` view (1m, 1h, 1d) as bars, else trades and book snapshots.
+
+    Fails closed: a database that cannot be read is `StoreUnreachable`, an empty or gapped range `StoreRangeError`.
+    """
+    engine = create_engine(settings, application_name=application_name)
+    try:
+        async with engine.connect() as connection:
+            if candles is not None:
+                return await load_bars(connection, rng, candles)
+            return await load_market_data(connection, rng)
+    except DBAPIError as exc:
+        raise StoreUnreachable(f"cannot read the market data store ({type(exc.orig).__name__})") from None
+    finally:
+        await engine.dispose()

@@ -145,10 +145,7 @@ def scenario_of(spec: RunSpec) -> tuple[Scenario, dict[str, str]] | None:
         if spec.scenario != NO_SCENARIO:
             raise BacktestInputError(f"scenario: {NO_SCENARIO!r} takes no parameters")
         return None
-    try:
-        return parse_scenario(spec.scenario)
-    except BacktestInputError as exc:
-        raise BacktestInputError(str(exc).replace("--scenario", "scenario", 1)) from None
+    return parse_scenario(spec.scenario, "scenario")
 
 
 def stress_streams(spec: RunSpec, streams: Sequence[Stream]) -> Stressed | None:

@@ -449,17 +449,17 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def parse_scenario(text: str) -> tuple[Scenario, dict[str, str]]:
-    """`name[:param=value[,param=value]]` -> the scenario and its parameter texts; unknown names are named."""
+def parse_scenario(text: str, option: str = "--scenario") -> tuple[Scenario, dict[str, str]]:
+    """`name[:param=value[,param=value]]` -> the scenario and its parameter texts; errors start with `option`."""
     name, _, rest = text.partition(":")
     scenario = SCENARIOS.get(name.strip())
     if scenario is None:
-        raise BacktestInputError(f"--scenario: unknown scenario {name!r} (known: {', '.join(sorted(SCENARIOS))})")
+        raise BacktestInputError(f"{option}: unknown scenario {name!r} (known: {', '.join(sorted(SCENARIOS))})")
     given: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in rest.split(","))):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise BacktestInputError(f"--scenario {name}: expected param=value, got {pair!r}")
+            raise BacktestInputError(f"{option} {name}: expected param=value, got {pair!r}")
         given[key.strip()] = value.strip()
     check_params(scenario.name, scenario.params, given)
     return scenario, given
