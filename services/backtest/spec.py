@@ -184,7 +184,7 @@ def load_streams(spec: RunSpec, data_dir: Path) -> list[Stream]:
     return streams
 
 
-def expected_events(streams: Sequence[Stream]) -> int:
+def expected_events(streams: Sequence[Sequence[MarketData] | Sequence[Bar]]) -> int:
     """About how many events the engine will count (a bar is two), for progress fractions."""
     return sum(2 * len(s) if s and isinstance(s[0], Bar) else len(s) for s in streams) or 1
 
